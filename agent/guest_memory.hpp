@@ -1,0 +1,56 @@
+#pragma once
+// Guest RAM: one file descriptor (a memfd, or the backing file when shared)
+// mapped once into the agent. KVM slots, the migration engine and pmemsave all
+// read and write through this mapping.
+
+#include "agent/unique_fd.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace ferry {
+
+// What backs guest RAM; mirrors QEMU's memory-backend-ram/-file objects.
+struct memory_backend {
+  enum class kind { ram, file };
+  kind type = kind::ram;
+  uint64_t size = 0;      // bytes, multiple of the page size
+  std::string mem_path;   // kind::file only
+  bool share = false;     // kind::file: on = map the file itself
+};
+
+class guest_memory {
+public:
+  // kind::ram: a zeroed memfd. kind::file with share=off: a memfd holding a
+  // private copy of the file's first `size` bytes (a shorter file reads as
+  // zeros beyond its end). kind::file with share=on: the file itself, grown to
+  // `size` if shorter, so guest writes land in the file as with QEMU.
+  static caf::expected<guest_memory> create(const memory_backend& backend);
+
+  guest_memory(guest_memory&&) noexcept;
+  guest_memory& operator=(guest_memory&&) noexcept;
+  guest_memory(const guest_memory&) = delete;
+  guest_memory& operator=(const guest_memory&) = delete;
+  ~guest_memory();
+
+  uint8_t* data() const { return base_; }
+  uint64_t size() const { return size_; }
+  uint64_t pages() const;
+  int fd() const { return fd_.get(); }
+  std::span<uint8_t> bytes() const { return {base_, size_}; }
+
+  // Bounds-checked view of [addr, addr + len); empty when out of range.
+  std::span<uint8_t> range(uint64_t addr, uint64_t len) const;
+
+private:
+  guest_memory(unique_fd fd, uint8_t* base, uint64_t size);
+
+  unique_fd fd_;
+  uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+} // namespace ferry

@@ -1,0 +1,159 @@
+// ferry-agent: one agent per host. For now its one-guest mode,
+//   ferry-agent vm -m 256M -drive file=guest.img,format=raw -qmp unix:... ...
+// runs a single guest with QEMU-compatible flags and a QMP monitor.
+
+#include "agent/agent_error.hpp"
+#include "agent/kvm_guest.hpp"
+#include "agent/qmp_monitor.hpp"
+#include "agent/qmp_server.hpp"
+#include "agent/synthetic_guest.hpp"
+#include "agent/vm_config.hpp"
+#include "protocol/qmp_wire.hpp"
+#include "tools/testguest/guest_image.hpp"
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+namespace {
+
+using namespace ferry;
+
+constexpr const char* usage =
+  "usage: ferry-agent vm -m SIZE -drive file=IMG,format=raw -qmp unix:PATH,server=on,wait=off\n"
+  "                      [-name NAME] [-uuid UUID] [-smp N] [-serial file:PATH|stdio]\n"
+  "                      [-object memory-backend-file,id=ID,size=SIZE,mem-path=FILE,share=on|off\n"
+  "                       | -object memory-backend-ram,id=ID,size=SIZE] [-machine memory-backend=ID]\n"
+  "                      [-accel kvm[,dirty-ring-size=N] | -accel none[,dirty-rate=N,ws-start=A,ws-pages=N]]\n"
+  "                      [-S]\n";
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ferry-agent: %s\n", msg.c_str());
+  return 1;
+}
+
+caf::expected<std::vector<uint8_t>> read_boot_sector(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    return make_agent_error(agent_errc::invalid_argument,
+                            "Could not open '" + path + "': No such file or directory");
+  std::vector<uint8_t> sector(512);
+  in.read(reinterpret_cast<char*>(sector.data()), 512);
+  if (in.gcount() != 512)
+    return make_agent_error(agent_errc::invalid_argument,
+                            "'" + path + "' is shorter than one 512-byte sector");
+  return sector;
+}
+
+caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
+                                                 std::vector<uint8_t> sector) {
+  if (cfg.accel == vm_config::accel_kind::none) {
+    synthetic_guest_config sc;
+    sc.memory = cfg.backend;
+    // A test-guest image tells the dirtier what its KVM twin would dirty.
+    if (auto p = testguest::read_params(sector)) {
+      sc.ws_start = p->ws_start;
+      sc.ws_pages = p->ws_pages;
+    }
+    sc.boot_sector = std::move(sector);
+    if (cfg.ws_start)
+      sc.ws_start = *cfg.ws_start;
+    if (cfg.ws_pages)
+      sc.ws_pages = *cfg.ws_pages;
+    sc.dirty_rate = cfg.dirty_rate.value_or(0);
+    FERRY_TRY(g, synthetic_guest::create(std::move(sc)));
+    return std::unique_ptr<guest>{std::move(g)};
+  }
+  kvm_guest_config kc;
+  kc.memory = cfg.backend;
+  kc.vcpus = cfg.smp;
+  kc.boot_sector = std::move(sector);
+  if (cfg.serial == vm_config::serial_kind::stdio) {
+    kc.serial = stdout;
+  } else if (cfg.serial == vm_config::serial_kind::file) {
+    kc.serial = std::fopen(cfg.serial_path.c_str(), "w");
+    if (kc.serial == nullptr)
+      return make_system_error("could not open serial device '" + cfg.serial_path + "'");
+  }
+  if (cfg.dirty_ring_size != 0) {
+    kc.kvm.dirty_log = dirty_log_kind::ring;
+    kc.kvm.dirty_ring_entries = cfg.dirty_ring_size;
+  }
+  FERRY_TRY(g, kvm_guest::create(std::move(kc)));
+  return std::unique_ptr<guest>{std::move(g)};
+}
+
+int run_vm(const std::vector<std::string>& args) {
+  auto cfg = parse_vm_args(args);
+  if (!cfg)
+    return fail(describe(cfg.error()));
+  if (cfg->incoming)
+    return fail("-incoming " + *cfg->incoming
+                + ": incoming migration is not available in this build yet");
+  std::vector<uint8_t> sector;
+  if (!cfg->drive.empty()) {
+    auto s = read_boot_sector(cfg->drive);
+    if (!s)
+      return fail(describe(s.error()));
+    sector = std::move(*s);
+  }
+
+  // SIGINT/SIGTERM are taken synchronously by the main thread only: block
+  // them before any thread exists so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto g = make_guest(*cfg, std::move(sector));
+  if (!g)
+    return fail(describe(g.error()));
+  auto server = qmp_server::create(cfg->qmp);
+  if (!server)
+    return fail("-qmp: " + describe(server.error()));
+
+  std::atomic<bool> quit{false};
+  qmp_monitor monitor{**g, {cfg->name, cfg->uuid},
+                      [&](std::string line) { (*server)->broadcast(std::move(line)); },
+                      [&] { quit = true; }};
+  (*server)->start(monitor);
+  if (!cfg->start_paused)
+    if (auto ok = (*g)->start(); !ok)
+      return fail(describe(ok.error()));
+
+  const char* reason = "host-qmp-quit";
+  timespec tick{0, 100'000'000};
+  while (!quit) {
+    if (::sigtimedwait(&stop_signals, nullptr, &tick) > 0) {
+      reason = "host-signal";
+      break;
+    }
+  }
+  (*server)->broadcast(
+    qmp::event("SHUTDOWN", boost::json::object{{"guest", false}, {"reason", reason}}));
+  (*server)->stop();
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+    std::fputs(usage, args.empty() ? stderr : stdout);
+    return args.empty() ? 1 : 0;
+  }
+  if (args[0] == "--version" || args[0] == "-version") {
+    std::puts("ferry-agent 0.1.0 (QMP compatible with QEMU 9.1)");
+    return 0;
+  }
+  if (args[0] != "vm")
+    return fail("unknown mode '" + args[0] + "' (expected 'vm')\n" + usage);
+  return run_vm({args.begin() + 1, args.end()});
+}

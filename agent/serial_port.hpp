@@ -1,0 +1,36 @@
+#pragma once
+// The transmit side of a 16550 UART at 0x3f8: bytes the guest writes to THR
+// go to a sink (the -serial file or stdout); LSR always reads "transmitter
+// empty" so polling guests never wait. There is no receive path.
+
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+namespace ferry {
+
+class serial_port {
+public:
+  static constexpr uint16_t base = 0x3f8;
+  static constexpr uint16_t ports = 8;
+
+  serial_port() = default;
+  // Takes ownership of `sink` (closed on destruction unless stdout).
+  explicit serial_port(std::FILE* sink) : sink_(sink) {}
+  serial_port(const serial_port&) = delete;
+  serial_port& operator=(const serial_port&) = delete;
+  ~serial_port();
+
+  void write(uint16_t port, uint8_t value);
+  uint8_t read(uint16_t port) const;
+  uint64_t bytes_written() const;
+
+private:
+  mutable std::mutex mtx_;
+  std::FILE* sink_ = nullptr;
+  uint8_t regs_[ports] = {};
+  uint64_t written_ = 0;
+};
+
+} // namespace ferry

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian bookworm package Ferry's build, tests and demo need.
+# Idempotent: apt-get skips what is already installed.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config binutils
+  clang clang-format clang-tidy libclang-rt-14-dev
+  # libraries (see docs/dependencies.md)
+  libcaf-dev
+  libboost1.81-dev libboost-json1.81-dev
+  libssl-dev libzstd-dev zlib1g-dev libsqlite3-dev
+  libcli11-dev libfmt-dev libspdlog-dev
+  # tests and benchmarks
+  googletest libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+echo "install-deps: ${#packages[@]} packages present"
