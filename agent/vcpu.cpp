@@ -85,14 +85,18 @@ caf::expected<void> vcpu::setup_cpuid() {
 }
 
 caf::expected<void> vcpu::probe_msrs() {
-  // KVM lists MSRs it *may* support; keep the ones this vCPU really reads, so
-  // a save never stops half-way at the first unreadable index.
+  // KVM lists MSRs it *may* support; keep the ones this vCPU really reads and
+  // accepts back (some PV MSRs read fine but refuse a host write without the
+  // matching guest feature), so save and restore never stop half-way.
   msr_buffer one{1};
   for (uint32_t idx : vm_.msr_indices()) {
     one.get()->entries[0] = {};
     one.get()->entries[0].index = idx;
-    if (::ioctl(fd_.get(), KVM_GET_MSRS, one.get()) == 1)
-      msrs_.push_back(idx);
+    if (::ioctl(fd_.get(), KVM_GET_MSRS, one.get()) != 1)
+      continue;
+    if (::ioctl(fd_.get(), KVM_SET_MSRS, one.get()) != 1)
+      continue;
+    msrs_.push_back(idx);
   }
   return {};
 }

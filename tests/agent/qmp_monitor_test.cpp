@@ -1,0 +1,116 @@
+#include "agent/qmp_monitor.hpp"
+#include "agent/synthetic_guest.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+
+using namespace ferry;
+namespace json = boost::json;
+
+namespace {
+
+struct monitor_fixture : ::testing::Test {
+  void SetUp() override {
+    synthetic_guest_config cfg;
+    cfg.memory = {memory_backend::kind::ram, 4u << 20, {}, false};
+    cfg.ws_start = 1u << 20;
+    cfg.ws_pages = 16;
+    auto g = synthetic_guest::create(cfg);
+    ASSERT_TRUE(g);
+    guest = std::move(*g);
+    monitor = std::make_unique<qmp_monitor>(
+      *guest, vm_identity{"vm1", "12345678-1234-1234-1234-123456789abc"},
+      [this](std::string line) { events.push_back(json::parse(line).at("event").as_string().c_str()); },
+      [this] { quit = true; });
+  }
+
+  json::value ok(const std::string& cmd, json::object args = {}) {
+    auto r = monitor->execute(cmd, args);
+    if (auto* f = std::get_if<qmp_failure>(&r)) {
+      ADD_FAILURE() << cmd << ": " << f->desc;
+      return nullptr;
+    }
+    return std::get<json::value>(r);
+  }
+
+  qmp_failure fails(const std::string& cmd, json::object args = {}) {
+    auto r = monitor->execute(cmd, args);
+    if (auto* f = std::get_if<qmp_failure>(&r))
+      return *f;
+    ADD_FAILURE() << cmd << " unexpectedly succeeded";
+    return {};
+  }
+
+  std::string status() { return ok("query-status").at("status").as_string().c_str(); }
+
+  std::unique_ptr<synthetic_guest> guest;
+  std::unique_ptr<qmp_monitor> monitor;
+  std::vector<std::string> events;
+  bool quit = false;
+};
+
+} // namespace
+
+TEST_F(monitor_fixture, prelaunch_cont_stop_cont_with_events) {
+  EXPECT_EQ(status(), "prelaunch");
+  EXPECT_EQ(ok("query-status").at("running"), false);
+  ok("cont");
+  EXPECT_EQ(status(), "running");
+  EXPECT_EQ(ok("query-status").at("running"), true);
+  ok("stop");
+  EXPECT_EQ(status(), "paused");
+  ok("stop"); // stopping a stopped guest is quiet
+  ok("cont");
+  EXPECT_EQ(status(), "running");
+  ok("cont"); // so is continuing a running one
+  EXPECT_EQ(events, (std::vector<std::string>{"RESUME", "STOP", "RESUME"}));
+}
+
+TEST_F(monitor_fixture, identity_queries) {
+  EXPECT_EQ(ok("query-name").at("name"), "vm1");
+  EXPECT_EQ(ok("query-uuid").at("UUID"), "12345678-1234-1234-1234-123456789abc");
+  EXPECT_EQ(ok("query-version").at("qemu").at("major"), 9);
+  const auto cmds = ok("query-commands").as_array();
+  EXPECT_EQ(cmds.size(), qmp_monitor::commands().size());
+  EXPECT_NE(std::find(cmds.begin(), cmds.end(), json::value{{"name", "pmemsave"}}), cmds.end());
+}
+
+TEST_F(monitor_fixture, pmemsave_writes_exactly_the_range) {
+  auto mem = guest->memory().bytes();
+  for (size_t i = 0; i < 8192; ++i)
+    mem[0x3000 + i] = static_cast<uint8_t>(i * 13);
+  const std::string file = ::testing::TempDir() + "ferry-pmemsave.bin";
+  ok("pmemsave", {{"val", 0x3000}, {"size", 8192}, {"filename", file}});
+  std::ifstream in{file, std::ios::binary};
+  std::vector<uint8_t> got{std::istreambuf_iterator<char>(in), {}};
+  ASSERT_EQ(got.size(), 8192U);
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), mem.begin() + 0x3000));
+}
+
+TEST_F(monitor_fixture, bad_arguments_get_qemu_errors) {
+  EXPECT_EQ(fails("pmemsave", {{"val", 0}, {"size", 1}}).desc, "Parameter 'filename' is missing");
+  EXPECT_EQ(fails("pmemsave", {{"val", "0"}, {"size", 1}, {"filename", "/tmp/x"}}).desc,
+            "Invalid parameter type for 'val', expected: integer");
+  EXPECT_EQ(fails("pmemsave", {{"val", 0}, {"size", 1}, {"filename", "/tmp/x"}, {"cpu", 0}}).desc,
+            "Parameter 'cpu' is unexpected");
+  EXPECT_NE(fails("pmemsave", {{"val", 4u << 20}, {"size", 1}, {"filename", "/tmp/x"}})
+              .desc.find("Invalid addr"),
+            std::string::npos);
+  EXPECT_NE(fails("pmemsave", {{"val", -1}, {"size", 1}, {"filename", "/tmp/x"}})
+              .desc.find("Invalid addr"),
+            std::string::npos);
+  EXPECT_EQ(fails("pmemsave", {{"val", 0}, {"size", 1}, {"filename", "/nonexistent/dir/x"}}).desc,
+            "Could not open '/nonexistent/dir/x'");
+  EXPECT_EQ(fails("stop", {{"now", true}}).desc, "Parameter 'now' is unexpected");
+  auto nf = fails("migrate-teleport");
+  EXPECT_EQ(nf.cls, qmp::error_class::command_not_found);
+  EXPECT_EQ(nf.desc, "The command migrate-teleport has not been found");
+}
+
+TEST_F(monitor_fixture, quit_asks_the_process_to_exit) {
+  ok("quit");
+  EXPECT_TRUE(quit);
+}

@@ -1,0 +1,173 @@
+// ferry-agent as a process, driven the way an operator's script drives QEMU:
+// command-line flags, a QMP socket, pmemsave, and ferry-verify on the dump.
+
+#include "tests/support/kvm_skip.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/qmp_client.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+using namespace ferry::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+struct agent_fixture : ::testing::Test {
+  std::string dir = temp_dir();
+  std::string image = dir + "/guest.img";
+  std::string ram = dir + "/ram.bin";
+  std::string qmp_path = dir + "/qmp.sock";
+  std::string serial = dir + "/serial.txt";
+
+  // A test guest image and, with `ram_size`, a RAM file pre-filled with its
+  // pattern — both made by the shipped tools.
+  void make_guest(const std::string& ram_size, std::vector<std::string> image_args) {
+    std::vector<std::string> argv{binary("tools/ferry-testguest"), "image", image};
+    argv.insert(argv.end(), image_args.begin(), image_args.end());
+    auto r = run(argv);
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = run({binary("tools/ferry-testguest"), "pattern", ram, "--size", ram_size, "--image",
+             image});
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+
+  std::unique_ptr<process> start_agent(std::vector<std::string> extra) {
+    std::vector<std::string> argv{binary("agent/ferry-agent"), "vm"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<process>(argv);
+  }
+
+  std::vector<std::string> prefilled_args(const std::string& size) {
+    return {"-name", "t1", "-m", size, "-object",
+            "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+            "-machine", "memory-backend=ram0", "-drive", "file=" + image + ",format=raw",
+            "-qmp", "unix:" + qmp_path + ",server=on,wait=off", "-serial", "file:" + serial};
+  }
+
+  // stop + pmemsave of all RAM + ferry-verify.
+  run_result dump_and_verify(qmp_client& q, uint64_t bytes) {
+    EXPECT_TRUE(q.execute("stop").as_object().contains("return"));
+    const std::string dump = dir + "/dump.bin";
+    auto r = q.execute("pmemsave", {{"val", 0}, {"size", bytes}, {"filename", dump}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    return run({binary("tools/ferry-verify"), dump});
+  }
+};
+
+} // namespace
+
+TEST_F(agent_fixture, prefilled_kvm_guest_boots_and_its_dump_verifies) {
+  FERRY_REQUIRE_KVM();
+  make_guest("256M", {"--ram-top", "256M", "--ws-pages", "1024", "--report-every", "20"});
+  auto agent = start_agent(prefilled_args("256M"));
+  ASSERT_TRUE(wait_for_text(serial, "pass 00000028", 30s))
+    << read_file(serial) << agent->stderr_text();
+  EXPECT_EQ(read_file(serial).find("fill"), std::string::npos);
+  qmp_client q{qmp_path};
+  q.negotiate();
+  EXPECT_EQ(q.execute("query-status").at("return").at("status"), "running");
+  EXPECT_EQ(q.execute("query-name").at("return").at("name"), "t1");
+  auto v = dump_and_verify(q, 256u << 20);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("consistent: 65280 pattern pages (0 bad)"), std::string::npos)
+    << v.output;
+  EXPECT_EQ(q.execute("query-status").at("return").at("status"), "paused");
+  auto stop_event = q.next_event(5s);
+  ASSERT_TRUE(stop_event);
+  EXPECT_EQ(stop_event->at("event"), "STOP");
+  EXPECT_TRUE(q.execute("cont").as_object().contains("return"));
+  EXPECT_EQ(q.execute("query-status").at("return").at("status"), "running");
+  EXPECT_TRUE(q.execute("quit").as_object().contains("return"));
+  EXPECT_EQ(agent->wait(10s), 0) << agent->stderr_text();
+}
+
+TEST_F(agent_fixture, accel_none_guest_is_driven_and_verified_the_same_way) {
+  make_guest("64M", {"--ram-top", "64M", "--ws-pages", "512"});
+  auto args = prefilled_args("64M");
+  args.insert(args.end(), {"-accel", "none,dirty-rate=100000"});
+  auto agent = start_agent(args);
+  qmp_client q{qmp_path};
+  q.negotiate();
+  std::this_thread::sleep_for(300ms);
+  auto v = dump_and_verify(q, 64u << 20);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_EQ(v.output.find("counters 0..0"), std::string::npos)
+    << "the dirtier must have run: " << v.output;
+  q.execute("quit");
+  EXPECT_EQ(agent->wait(10s), 0) << agent->stderr_text();
+}
+
+TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
+  make_guest("16M", {"--ram-top", "16M"});
+  auto args = prefilled_args("16M");
+  args.insert(args.end(), {"-accel", "none", "-S"});
+  auto agent = start_agent(args);
+  qmp_client q{qmp_path};
+  EXPECT_EQ(q.greeting().at("QMP").at("version").at("qemu").at("major"), 9);
+  auto early = q.execute("query-status");
+  EXPECT_EQ(early.at("error").at("class"), "CommandNotFound");
+  q.negotiate();
+  auto again = q.execute("qmp_capabilities");
+  EXPECT_EQ(again.at("error").at("class"), "CommandNotFound");
+  // Malformed JSON: an error, and the connection keeps working.
+  auto bad = q.send_raw("{\"execute\": oops}\n");
+  EXPECT_EQ(bad.at("error").at("class"), "GenericError");
+  auto withid = q.send_raw("{\"execute\":\"query-status\",\"id\":{\"n\":[1,2]}}\n");
+  EXPECT_EQ(withid.at("id"), json::parse("{\"n\":[1,2]}"));
+  EXPECT_EQ(withid.at("return").at("status"), "prelaunch") << "-S starts paused";
+  // Two commands in one write, answered in order.
+  auto first = q.send_raw("{\"execute\":\"query-name\",\"id\":1}{\"execute\":\"query-uuid\",\"id\":2}\n");
+  EXPECT_EQ(first.at("id"), 1);
+  EXPECT_EQ(q.next_reply().at("id"), 2);
+  // A second client sees events caused by the first.
+  qmp_client other{qmp_path};
+  other.negotiate();
+  EXPECT_TRUE(q.execute("cont").as_object().contains("return"));
+  auto resume = other.next_event(5s);
+  ASSERT_TRUE(resume);
+  EXPECT_EQ(resume->at("event"), "RESUME");
+  EXPECT_TRUE(resume->at("timestamp").as_object().contains("microseconds"));
+  q.execute("quit");
+  EXPECT_EQ(agent->wait(10s), 0);
+}
+
+TEST_F(agent_fixture, sigterm_shuts_down_with_an_event) {
+  make_guest("16M", {"--ram-top", "16M"});
+  auto args = prefilled_args("16M");
+  args.insert(args.end(), {"-accel", "none"});
+  auto agent = start_agent(args);
+  qmp_client q{qmp_path};
+  q.negotiate();
+  agent->signal(SIGTERM);
+  auto ev = q.next_event(5s);
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->at("event"), "SHUTDOWN");
+  EXPECT_EQ(ev->at("data").at("reason"), "host-signal");
+  EXPECT_EQ(agent->wait(10s), 0);
+}
+
+TEST_F(agent_fixture, bad_command_lines_fail_with_a_message) {
+  struct bad_case {
+    std::vector<std::string> args;
+    const char* fragment;
+  };
+  const std::vector<bad_case> cases = {
+    {{"-m", "lots"}, "not a size"},
+    {{"-drive", "file=/nonexistent/guest.img,format=raw"}, "Could not open"},
+    {{"-object", "memory-backend-file,id=r,size=16M,mem-path=/nonexistent/ram",
+      "-machine", "memory-backend=r", "-accel", "none"},
+     "cannot open mem-path"},
+    {{"-incoming", "defer"}, "incoming migration is not available"},
+    {{"-frobnicate"}, "invalid option"},
+  };
+  for (const auto& c : cases) {
+    auto agent = start_agent(c.args);
+    EXPECT_EQ(agent->wait(10s), 1) << c.args[0];
+    EXPECT_NE(agent->stderr_text().find(c.fragment), std::string::npos)
+      << c.args[0] << ": " << agent->stderr_text();
+  }
+}

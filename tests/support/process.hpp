@@ -1,0 +1,50 @@
+#pragma once
+// A child process for integration tests: spawned with an argv, stderr kept
+// in a file, killed when the handle goes out of scope.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace ferry::test {
+
+class process {
+public:
+  explicit process(std::vector<std::string> argv);
+  ~process();
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Exit status if the child ends within `timeout` (128+N when killed by N).
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  bool running();
+  void signal(int sig);
+  std::string stderr_text() const;
+
+private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string stderr_path_;
+};
+
+// Runs a command to completion: exit status and combined stdout+stderr.
+struct run_result {
+  int status = -1;
+  std::string output;
+};
+run_result run(const std::vector<std::string>& argv);
+
+// Path of a built binary (FERRY_BUILD_DIR is set by CTest).
+std::string binary(const std::string& relative);
+// A fresh directory for one test's files.
+std::string temp_dir();
+std::string read_file(const std::string& path);
+// Waits until `path` contains `needle` (true) or the timeout passes.
+bool wait_for_text(const std::string& path, const std::string& needle,
+                   std::chrono::milliseconds timeout);
+
+} // namespace ferry::test
