@@ -13,8 +13,7 @@ caf::error make_agent_error(agent_errc code, std::string desc) {
 
 caf::error make_system_error(const std::string& what) {
   const int saved = errno;
-  return make_agent_error(agent_errc::system_error,
-                          what + ": " + std::strerror(saved));
+  return make_agent_error(agent_errc::system_error, what + ": " + std::strerror(saved));
 }
 
 std::string describe(const caf::error& err) {

@@ -3,9 +3,9 @@
 // Values are pinned: they travel inside caf::error and must never be reused.
 
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <string>
@@ -40,10 +40,10 @@ std::string describe(const caf::error& err);
 } // namespace ferry
 
 // Declares `var` from a caf::expected, or returns its error from the caller.
-#define FERRY_TRY(var, expr)  \
-  auto var##_res = (expr);    \
-  if (!var##_res)             \
-    return var##_res.error(); \
+#define FERRY_TRY(var, expr)                                                                       \
+  auto var##_res = (expr);                                                                         \
+  if (!var##_res)                                                                                  \
+    return var##_res.error();                                                                      \
   auto var = std::move(*var##_res)
 
 CAF_ERROR_CODE_ENUM(ferry::agent_errc, "ferry_vmm")

@@ -5,11 +5,9 @@
 
 namespace ferry {
 
-dirty_bitmap::dirty_bitmap(uint64_t pages)
-  : pages_(pages), words_((pages + 63) / 64, 0) {}
+dirty_bitmap::dirty_bitmap(uint64_t pages) : pages_(pages), words_((pages + 63) / 64, 0) {}
 
-void dirty_bitmap::or_words(uint64_t first, const uint64_t* words,
-                            uint64_t pages) {
+void dirty_bitmap::or_words(uint64_t first, const uint64_t* words, uint64_t pages) {
   if (first % 64 == 0) {
     const uint64_t full = pages / 64;
     for (uint64_t i = 0; i < full; ++i)
@@ -30,7 +28,9 @@ void dirty_bitmap::merge(const dirty_bitmap& other) {
     words_[i] |= other.words_[i];
 }
 
-void dirty_bitmap::clear() { std::fill(words_.begin(), words_.end(), 0); }
+void dirty_bitmap::clear() {
+  std::fill(words_.begin(), words_.end(), 0);
+}
 
 uint64_t dirty_bitmap::count() const {
   uint64_t n = 0;

@@ -31,8 +31,7 @@ public:
 // Several trackers as one: the accelerator's log plus the agent's own writes.
 class union_dirty_tracker final : public dirty_tracker {
 public:
-  explicit union_dirty_tracker(std::vector<dirty_tracker*> parts)
-    : parts_(std::move(parts)) {}
+  explicit union_dirty_tracker(std::vector<dirty_tracker*> parts) : parts_(std::move(parts)) {}
   caf::expected<void> start() override;
   void stop() override;
   caf::expected<void> sync(dirty_bitmap& out) override;

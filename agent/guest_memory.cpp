@@ -26,8 +26,7 @@ caf::expected<unique_fd> make_memfd(uint64_t size) {
 
 // Copies the data extents of `src` (holes stay zero in the fresh memfd, which
 // keeps sparse pattern files cheap to load) into `dst`.
-caf::expected<void> copy_data_extents(int src, uint64_t src_size, uint8_t* dst,
-                                      uint64_t limit) {
+caf::expected<void> copy_data_extents(int src, uint64_t src_size, uint8_t* dst, uint64_t limit) {
   const uint64_t end = std::min(src_size, limit);
   off_t pos = 0;
   while (static_cast<uint64_t>(pos) < end) {
@@ -53,8 +52,7 @@ caf::expected<void> copy_data_extents(int src, uint64_t src_size, uint8_t* dst,
 }
 
 caf::expected<uint8_t*> map_shared(int fd, uint64_t size) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_NORESERVE, fd, 0);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (p == MAP_FAILED)
     return make_system_error("mmap(guest RAM)");
   // Guest RAM is huge and mostly cold: keep it out of core dumps.
@@ -88,8 +86,7 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   const auto file_size = static_cast<uint64_t>(st.st_size);
 
   if (b.share) {
-    if (file_size < b.size &&
-        ::ftruncate(file.get(), static_cast<off_t>(b.size)) != 0)
+    if (file_size < b.size && ::ftruncate(file.get(), static_cast<off_t>(b.size)) != 0)
       return make_system_error("cannot grow mem-path '" + b.mem_path + "'");
     auto base = map_shared(file.get(), b.size);
     if (!base)
@@ -113,8 +110,7 @@ guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size)
   : fd_(std::move(fd)), base_(base), size_(size) {}
 
 guest_memory::guest_memory(guest_memory&& other) noexcept
-  : fd_(std::move(other.fd_)),
-    base_(std::exchange(other.base_, nullptr)),
+  : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
     size_(std::exchange(other.size_, 0)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
@@ -133,7 +129,9 @@ guest_memory::~guest_memory() {
     ::munmap(base_, size_);
 }
 
-uint64_t guest_memory::pages() const { return size_ / page_size; }
+uint64_t guest_memory::pages() const {
+  return size_ / page_size;
+}
 
 std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {
   if (addr > size_ || len > size_ - addr)

@@ -17,9 +17,9 @@ namespace ferry {
 struct memory_backend {
   enum class kind { ram, file };
   kind type = kind::ram;
-  uint64_t size = 0;      // bytes, multiple of the page size
-  std::string mem_path;   // kind::file only
-  bool share = false;     // kind::file: on = map the file itself
+  uint64_t size = 0;    // bytes, multiple of the page size
+  std::string mem_path; // kind::file only
+  bool share = false;   // kind::file: on = map the file itself
 };
 
 class guest_memory {

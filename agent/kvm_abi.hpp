@@ -13,9 +13,9 @@
 
 #include <linux/stddef.h>
 #undef __DECLARE_FLEX_ARRAY
-#define __DECLARE_FLEX_ARRAY(TYPE, NAME) \
-  struct {                               \
-    TYPE NAME[0];                        \
+#define __DECLARE_FLEX_ARRAY(TYPE, NAME)                                                           \
+  struct {                                                                                         \
+    TYPE NAME[0];                                                                                  \
   }
 
 #include <linux/kvm.h>

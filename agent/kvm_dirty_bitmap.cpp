@@ -31,12 +31,11 @@ void kvm_dirty_bitmap::stop() {
 
 caf::expected<void> kvm_dirty_bitmap::sync(dirty_bitmap& out) {
   if (!active_)
-    return make_agent_error(agent_errc::bad_run_state,
-                            "dirty logging is not started");
+    return make_agent_error(agent_errc::bad_run_state, "dirty logging is not started");
   const auto& slots = vm_.slots();
   for (size_t i = 0; i < slots.size(); ++i) {
     auto& buf = scratch_[i];
-    struct kvm_dirty_log get{};
+    struct kvm_dirty_log get {};
     get.slot = slots[i].slot;
     get.dirty_bitmap = buf.data();
     if (::ioctl(vm_.fd(), KVM_GET_DIRTY_LOG, &get) < 0)

@@ -6,8 +6,7 @@
 
 namespace ferry {
 
-kvm_dirty_ring::kvm_dirty_ring(kvm_vm& vm)
-  : vm_(vm), pending_(vm.memory().pages()) {}
+kvm_dirty_ring::kvm_dirty_ring(kvm_vm& vm) : vm_(vm), pending_(vm.memory().pages()) {}
 
 void kvm_dirty_ring::add_ring(kvm_dirty_gfn* entries, uint32_t count) {
   std::lock_guard guard{mtx_};
@@ -30,8 +29,7 @@ caf::expected<void> kvm_dirty_ring::harvest_locked() {
       if ((flags & KVM_DIRTY_GFN_F_DIRTY) == 0)
         break;
       const uint32_t slot_id = e.slot & 0xffff;
-      if (slot_id < slots.size()
-          && e.offset < slots[slot_id].size / page_size)
+      if (slot_id < slots.size() && e.offset < slots[slot_id].size / page_size)
         pending_.set(slots[slot_id].guest_phys / page_size + e.offset);
       else
         ++bad_entries_;
@@ -70,8 +68,7 @@ void kvm_dirty_ring::stop() {
 caf::expected<void> kvm_dirty_ring::sync(dirty_bitmap& out) {
   std::lock_guard guard{mtx_};
   if (!active_)
-    return make_agent_error(agent_errc::bad_run_state,
-                            "dirty logging is not started");
+    return make_agent_error(agent_errc::bad_run_state, "dirty logging is not started");
   if (auto ok = harvest_locked(); !ok)
     return ok;
   out.merge(pending_);

@@ -36,8 +36,7 @@ T get(const uint8_t* p) {
 
 } // namespace
 
-kvm_guest::kvm_guest(guest_memory mem)
-  : memory_(std::move(mem)), host_writes_(memory_.pages()) {}
+kvm_guest::kvm_guest(guest_memory mem) : memory_(std::move(mem)), host_writes_(memory_.pages()) {}
 
 kvm_guest::~kvm_guest() {
   threads_.clear(); // join vCPU threads before their vCPUs go
@@ -45,11 +44,9 @@ kvm_guest::~kvm_guest() {
 
 caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg) {
   if (cfg.vcpus == 0 || cfg.vcpus > 64)
-    return make_agent_error(agent_errc::invalid_argument,
-                            "vCPU count must be between 1 and 64");
+    return make_agent_error(agent_errc::invalid_argument, "vCPU count must be between 1 and 64");
   if (cfg.boot_sector.size() > boot_sector_max)
-    return make_agent_error(agent_errc::invalid_argument,
-                            "boot sector larger than 512 bytes");
+    return make_agent_error(agent_errc::invalid_argument, "boot sector larger than 512 bytes");
   auto mem = guest_memory::create(cfg.memory);
   if (!mem)
     return mem.error();
@@ -68,8 +65,8 @@ caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg
     g->bitmap_ = std::make_unique<kvm_dirty_bitmap>(*g->vm_);
     accel = g->bitmap_.get();
   }
-  g->union_ = std::make_unique<union_dirty_tracker>(
-    std::vector<dirty_tracker*>{accel, &g->host_writes_});
+  g->union_ =
+    std::make_unique<union_dirty_tracker>(std::vector<dirty_tracker*>{accel, &g->host_writes_});
 
   if (!cfg.boot_sector.empty()) {
     auto dst = g->memory_.range(boot_address, cfg.boot_sector.size());
@@ -90,20 +87,19 @@ caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg
   }
   kvm_guest* self = g.get();
   for (auto& cpu : g->cpus_) {
-    auto t = std::make_unique<vcpu_thread>(
-      *cpu, [self](vcpu_thread& th, vcpu_exit ex) {
-        if (ex != vcpu_exit::shutdown && ex != vcpu_exit::failed)
-          return;
-        std::lock_guard lk{self->stop_mtx_};
-        if (ex == vcpu_exit::failed) {
-          self->stopped_ = run_state::internal_error;
-          self->stop_reason_ = "vCPU " + std::to_string(th.cpu().index()) + ": "
-                               + th.cpu().last_error();
-        } else if (self->stopped_ == run_state::running) {
-          self->stopped_ = run_state::shutdown;
-          self->stop_reason_ = "guest shutdown (triple fault or reset)";
-        }
-      });
+    auto t = std::make_unique<vcpu_thread>(*cpu, [self](vcpu_thread& th, vcpu_exit ex) {
+      if (ex != vcpu_exit::shutdown && ex != vcpu_exit::failed)
+        return;
+      std::lock_guard lk{self->stop_mtx_};
+      if (ex == vcpu_exit::failed) {
+        self->stopped_ = run_state::internal_error;
+        self->stop_reason_ =
+          "vCPU " + std::to_string(th.cpu().index()) + ": " + th.cpu().last_error();
+      } else if (self->stopped_ == run_state::running) {
+        self->stopped_ = run_state::shutdown;
+        self->stop_reason_ = "guest shutdown (triple fault or reset)";
+      }
+    });
     // Application processors wait for a startup IPI that never comes: only
     // the boot processor runs the boot sector, as on a PC.
     if (cpu->index() != 0)
@@ -145,9 +141,13 @@ dirty_tracker& kvm_guest::kvm_dirty_tracker() {
   return *bitmap_;
 }
 
-vcpu& kvm_guest::cpu(size_t i) { return *cpus_.at(i); }
+vcpu& kvm_guest::cpu(size_t i) {
+  return *cpus_.at(i);
+}
 
-size_t kvm_guest::cpu_count() const { return cpus_.size(); }
+size_t kvm_guest::cpu_count() const {
+  return cpus_.size();
+}
 
 caf::expected<std::vector<uint8_t>> kvm_guest::save_cpu_state() {
   if (state() == run_state::running)
@@ -184,8 +184,8 @@ caf::expected<void> kvm_guest::load_cpu_state(std::span<const uint8_t> blob) {
     return bad("unsupported version");
   const auto count = get<uint16_t>(blob.data() + 6);
   if (count != cpus_.size())
-    return bad("holds " + std::to_string(count) + " vCPUs, this guest has "
-               + std::to_string(cpus_.size()));
+    return bad("holds " + std::to_string(count) + " vCPUs, this guest has " +
+               std::to_string(cpus_.size()));
   // Parse everything before touching any vCPU: a bad blob changes nothing.
   std::vector<std::pair<uint8_t, vcpu_state>> parsed;
   size_t at = 8;

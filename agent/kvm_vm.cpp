@@ -18,13 +18,11 @@ caf::expected<unique_fd> open_kvm() {
   unique_fd fd{::open("/dev/kvm", O_RDWR | O_CLOEXEC)};
   if (!fd)
     return make_agent_error(agent_errc::kvm_unavailable,
-                            std::string{"cannot open /dev/kvm: "}
-                              + std::strerror(errno));
+                            std::string{"cannot open /dev/kvm: "} + std::strerror(errno));
   const int api = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (api != KVM_API_VERSION)
     return make_agent_error(agent_errc::kvm_unavailable,
-                            "unexpected KVM API version "
-                              + std::to_string(api));
+                            "unexpected KVM API version " + std::to_string(api));
   return fd;
 }
 
@@ -42,8 +40,8 @@ int kvm_vm::check_extension(long cap) const {
   return r < 0 ? 0 : r;
 }
 
-caf::expected<std::unique_ptr<kvm_vm>>
-kvm_vm::create(const guest_memory& mem, const kvm_vm_options& opts) {
+caf::expected<std::unique_ptr<kvm_vm>> kvm_vm::create(const guest_memory& mem,
+                                                      const kvm_vm_options& opts) {
   auto kvm = open_kvm();
   if (!kvm)
     return kvm.error();
@@ -65,12 +63,10 @@ kvm_vm::create(const guest_memory& mem, const kvm_vm_options& opts) {
 
   if (opts.dirty_log == dirty_log_kind::bitmap) {
     const int caps = vm->check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
-    const uint64_t want =
-      KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
+    const uint64_t want = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
     if ((static_cast<uint64_t>(caps) & want) != want)
-      return make_agent_error(agent_errc::not_supported,
-                              "KVM lacks manual dirty-log protection "
-                              "with initially-set bitmaps");
+      return make_agent_error(agent_errc::not_supported, "KVM lacks manual dirty-log protection "
+                                                         "with initially-set bitmaps");
     kvm_enable_cap cap{};
     cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
     cap.args[0] = want;
@@ -89,14 +85,12 @@ kvm_vm::create(const guest_memory& mem, const kvm_vm_options& opts) {
       max = vm->check_extension(which);
     }
     if (max == 0)
-      return make_agent_error(agent_errc::not_supported,
-                              "this kernel offers no KVM dirty ring");
+      return make_agent_error(agent_errc::not_supported, "this kernel offers no KVM dirty ring");
     if (bytes > static_cast<uint64_t>(max))
       return make_agent_error(agent_errc::invalid_argument,
-                              "dirty-ring-size " + std::to_string(entries)
-                                + " exceeds the kernel's maximum of "
-                                + std::to_string(static_cast<uint64_t>(max)
-                                                 / sizeof(kvm_dirty_gfn)));
+                              "dirty-ring-size " + std::to_string(entries) +
+                                " exceeds the kernel's maximum of " +
+                                std::to_string(static_cast<uint64_t>(max) / sizeof(kvm_dirty_gfn)));
     kvm_enable_cap cap{};
     cap.cap = static_cast<uint32_t>(which);
     cap.args[0] = bytes;
@@ -114,8 +108,7 @@ kvm_vm::create(const guest_memory& mem, const kvm_vm_options& opts) {
     return make_system_error("KVM_GET_VCPU_MMAP_SIZE");
   vm->vcpu_mmap_size_ = static_cast<size_t>(mmap_size);
 
-  std::vector<uint8_t> cpuid(sizeof(kvm_cpuid2)
-                             + max_cpuid_entries * sizeof(kvm_cpuid_entry2));
+  std::vector<uint8_t> cpuid(sizeof(kvm_cpuid2) + max_cpuid_entries * sizeof(kvm_cpuid_entry2));
   auto* c2 = reinterpret_cast<kvm_cpuid2*>(cpuid.data());
   c2->nent = max_cpuid_entries;
   if (::ioctl(vm->kvm_.get(), KVM_GET_SUPPORTED_CPUID, c2) < 0)
@@ -134,8 +127,7 @@ kvm_vm::create(const guest_memory& mem, const kvm_vm_options& opts) {
   vm->msrs_.assign(ml->indices, ml->indices + ml->nmsrs);
 
   const int xsave2 = vm->check_extension(KVM_CAP_XSAVE2);
-  vm->xsave_size_ = std::max<size_t>(sizeof(kvm_xsave),
-                                     static_cast<size_t>(xsave2));
+  vm->xsave_size_ = std::max<size_t>(sizeof(kvm_xsave), static_cast<size_t>(xsave2));
   return vm;
 }
 
@@ -147,8 +139,7 @@ caf::expected<void> kvm_vm::set_slot(const memory_slot& s, bool log_dirty) {
   region.memory_size = s.size;
   region.userspace_addr = reinterpret_cast<uint64_t>(mem_->data() + s.ram_offset);
   if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
-    return make_system_error("KVM_SET_USER_MEMORY_REGION(slot "
-                             + std::to_string(s.slot) + ")");
+    return make_system_error("KVM_SET_USER_MEMORY_REGION(slot " + std::to_string(s.slot) + ")");
   return {};
 }
 

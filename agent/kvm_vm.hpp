@@ -30,8 +30,8 @@ caf::expected<void> kvm_available();
 
 class kvm_vm {
 public:
-  static caf::expected<std::unique_ptr<kvm_vm>>
-  create(const guest_memory& mem, const kvm_vm_options& opts);
+  static caf::expected<std::unique_ptr<kvm_vm>> create(const guest_memory& mem,
+                                                       const kvm_vm_options& opts);
 
   int fd() const { return vm_.get(); }
   int kvm_fd() const { return kvm_.get(); }

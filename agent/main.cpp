@@ -27,8 +27,10 @@ constexpr const char* usage =
   "usage: ferry-agent vm -m SIZE -drive file=IMG,format=raw -qmp unix:PATH,server=on,wait=off\n"
   "                      [-name NAME] [-uuid UUID] [-smp N] [-serial file:PATH|stdio]\n"
   "                      [-object memory-backend-file,id=ID,size=SIZE,mem-path=FILE,share=on|off\n"
-  "                       | -object memory-backend-ram,id=ID,size=SIZE] [-machine memory-backend=ID]\n"
-  "                      [-accel kvm[,dirty-ring-size=N] | -accel none[,dirty-rate=N,ws-start=A,ws-pages=N]]\n"
+  "                       | -object memory-backend-ram,id=ID,size=SIZE] [-machine "
+  "memory-backend=ID]\n"
+  "                      [-accel kvm[,dirty-ring-size=N] | -accel "
+  "none[,dirty-rate=N,ws-start=A,ws-pages=N]]\n"
   "                      [-S]\n";
 
 int fail(const std::string& msg) {
@@ -92,8 +94,8 @@ int run_vm(const std::vector<std::string>& args) {
   if (!cfg)
     return fail(describe(cfg.error()));
   if (cfg->incoming)
-    return fail("-incoming " + *cfg->incoming
-                + ": incoming migration is not available in this build yet");
+    return fail("-incoming " + *cfg->incoming +
+                ": incoming migration is not available in this build yet");
   std::vector<uint8_t> sector;
   if (!cfg->drive.empty()) {
     auto s = read_boot_sector(cfg->drive);
@@ -119,7 +121,8 @@ int run_vm(const std::vector<std::string>& args) {
     return fail("-qmp: " + describe(server.error()));
 
   std::atomic<bool> quit{false};
-  qmp_monitor monitor{**g, {cfg->name, cfg->uuid},
+  qmp_monitor monitor{**g,
+                      {cfg->name, cfg->uuid},
                       [&](std::string line) { (*server)->broadcast(std::move(line)); },
                       [&] { quit = true; }};
   (*server)->start(monitor);

@@ -24,9 +24,9 @@ inline constexpr uint64_t max_slot_bytes = uint64_t{1} << 30;
 
 struct memory_slot {
   uint32_t slot = 0;
-  uint64_t guest_phys = 0;    // guest-physical start
-  uint64_t ram_offset = 0;    // offset into the RAM backing
-  uint64_t size = 0;          // bytes, a multiple of page_size
+  uint64_t guest_phys = 0; // guest-physical start
+  uint64_t ram_offset = 0; // offset into the RAM backing
+  uint64_t size = 0;       // bytes, a multiple of page_size
 };
 
 // Flat RAM from guest-physical 0 to `ram_size`, minus the reserved KVM pages,

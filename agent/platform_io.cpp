@@ -8,8 +8,7 @@ namespace {
 constexpr uint16_t port_fast_a20 = 0x92;
 }
 
-void platform_io::port_io(uint16_t port, bool is_write, uint8_t* data,
-                          uint32_t size) {
+void platform_io::port_io(uint16_t port, bool is_write, uint8_t* data, uint32_t size) {
   if (port >= serial_port::base && port < serial_port::base + serial_port::ports) {
     if (is_write)
       serial_.write(port, data[0]);

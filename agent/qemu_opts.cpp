@@ -35,8 +35,8 @@ caf::expected<uint64_t> parse_uint(const std::string& text) {
       d = c - 'a' + 10;
     else
       return invalid("'" + text + "' is not a number");
-    if (v > (std::numeric_limits<uint64_t>::max() - static_cast<uint64_t>(d))
-              / static_cast<uint64_t>(base))
+    if (v > (std::numeric_limits<uint64_t>::max() - static_cast<uint64_t>(d)) /
+              static_cast<uint64_t>(base))
       return invalid("'" + text + "' is too large");
     v = v * static_cast<uint64_t>(base) + static_cast<uint64_t>(d);
   }
@@ -62,8 +62,7 @@ caf::expected<uint64_t> parse_size(const std::string& text, uint64_t default_uni
   return *n * unit;
 }
 
-caf::expected<qemu_opts> qemu_opts::parse(const std::string& text,
-                                          const std::string& implied_key) {
+caf::expected<qemu_opts> qemu_opts::parse(const std::string& text, const std::string& implied_key) {
   qemu_opts out;
   std::vector<std::string> parts;
   std::string cur;
@@ -135,8 +134,7 @@ caf::expected<bool> qemu_opts::get_bool(const std::string& key, bool fallback) c
   return invalid("Parameter '" + key + "' expects 'on' or 'off'");
 }
 
-caf::expected<uint64_t> qemu_opts::get_size(const std::string& key,
-                                            uint64_t fallback) const {
+caf::expected<uint64_t> qemu_opts::get_size(const std::string& key, uint64_t fallback) const {
   auto v = get(key);
   if (!v)
     return fallback;
@@ -146,8 +144,7 @@ caf::expected<uint64_t> qemu_opts::get_size(const std::string& key,
   return n;
 }
 
-caf::expected<uint64_t> qemu_opts::get_uint(const std::string& key,
-                                            uint64_t fallback) const {
+caf::expected<uint64_t> qemu_opts::get_uint(const std::string& key, uint64_t fallback) const {
   auto v = get(key);
   if (!v)
     return fallback;

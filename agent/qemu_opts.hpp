@@ -27,9 +27,7 @@ public:
   caf::expected<bool> get_bool(const std::string& key, bool fallback) const;
   caf::expected<uint64_t> get_size(const std::string& key, uint64_t fallback) const;
   caf::expected<uint64_t> get_uint(const std::string& key, uint64_t fallback) const;
-  const std::vector<std::pair<std::string, std::string>>& items() const {
-    return items_;
-  }
+  const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
 
 private:
   std::vector<std::pair<std::string, std::string>> items_;

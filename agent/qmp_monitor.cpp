@@ -22,11 +22,12 @@ qmp_failure generic(std::string desc) {
 
 // QEMU's argument rules: no unknown members, required members present, and
 // each of the expected JSON type.
-std::optional<qmp_failure> check_args(const json::object& args,
-                                      std::initializer_list<std::pair<const char*, json::kind>> spec) {
+std::optional<qmp_failure>
+check_args(const json::object& args,
+           std::initializer_list<std::pair<const char*, json::kind>> spec) {
   for (const auto& kv : args) {
-    const bool known = std::any_of(spec.begin(), spec.end(),
-                                   [&](const auto& s) { return kv.key() == s.first; });
+    const bool known =
+      std::any_of(spec.begin(), spec.end(), [&](const auto& s) { return kv.key() == s.first; });
     if (!known)
       return generic("Parameter '" + std::string{kv.key()} + "' is unexpected");
   }
@@ -34,11 +35,11 @@ std::optional<qmp_failure> check_args(const json::object& args,
     const auto* v = args.if_contains(name);
     if (v == nullptr)
       return generic(std::string{"Parameter '"} + name + "' is missing");
-    const bool ok = kind == json::kind::int64 ? (v->is_int64() || v->is_uint64())
-                                              : v->kind() == kind;
+    const bool ok =
+      kind == json::kind::int64 ? (v->is_int64() || v->is_uint64()) : v->kind() == kind;
     if (!ok)
-      return generic(std::string{"Invalid parameter type for '"} + name + "', expected: "
-                     + (kind == json::kind::string ? "string" : "integer"));
+      return generic(std::string{"Invalid parameter type for '"} + name +
+                     "', expected: " + (kind == json::kind::string ? "string" : "integer"));
   }
   return std::nullopt;
 }
@@ -59,9 +60,8 @@ qmp_monitor::qmp_monitor(guest& g, vm_identity id, std::function<void(std::strin
 
 const std::vector<std::string>& qmp_monitor::commands() {
   static const std::vector<std::string> names = {
-    "qmp_capabilities", "query-commands", "query-status", "query-version",
-    "query-name",       "query-uuid",     "stop",         "cont",
-    "quit",             "pmemsave"};
+    "qmp_capabilities", "query-commands", "query-status", "query-version", "query-name",
+    "query-uuid",       "stop",           "cont",         "quit",          "pmemsave"};
   return names;
 }
 

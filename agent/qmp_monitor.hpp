@@ -34,7 +34,7 @@ public:
   // `emit` sends an event line to every client; `on_quit` asks the process to
   // exit once the reply is out.
   qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
-               std::function<void()> on_quit);
+              std::function<void()> on_quit);
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command execute() knows, for query-commands.

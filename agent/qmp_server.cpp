@@ -67,9 +67,9 @@ caf::expected<listener> bind_endpoint(const endpoint& ep) {
     addrinfo* res = nullptr;
     const std::string port = std::to_string(ep.port);
     if (int rc = ::getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res); rc != 0)
-      return make_agent_error(agent_errc::invalid_argument,
-                              "address resolution failed for " + ep.host + ":" + port
-                                + ": " + ::gai_strerror(rc));
+      return make_agent_error(agent_errc::invalid_argument, "address resolution failed for " +
+                                                              ep.host + ":" + port + ": " +
+                                                              ::gai_strerror(rc));
     std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard{res, ::freeaddrinfo};
     l.fd.reset(::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!l.fd)
@@ -81,9 +81,8 @@ caf::expected<listener> bind_endpoint(const endpoint& ep) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     ::getsockname(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-    l.port = ntohs(ss.ss_family == AF_INET6
-                     ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                     : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    l.port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   }
   if (::listen(l.fd.get(), 16) != 0)
     return make_system_error("listen");
@@ -129,8 +128,7 @@ void qmp_server::impl::handle(session& s, const qmp::framed& f) {
   }
   auto parsed = qmp::parse_request(std::get<boost::json::value>(f));
   if (auto* bad = std::get_if<qmp::envelope_error>(&parsed)) {
-    s.out += qmp::error(qmp::error_class::generic_error, bad->desc,
-                        bad->id ? &*bad->id : nullptr);
+    s.out += qmp::error(qmp::error_class::generic_error, bad->desc, bad->id ? &*bad->id : nullptr);
     return;
   }
   const auto& req = std::get<qmp::request>(parsed);
@@ -245,8 +243,7 @@ void qmp_server::impl::run() {
     for (auto& l : listeners)
       fds.push_back({l.fd.get(), POLLIN, 0});
     for (auto& s : sessions)
-      fds.push_back({s.fd.get(),
-                     static_cast<short>(POLLIN | (s.out.empty() ? 0 : POLLOUT)), 0});
+      fds.push_back({s.fd.get(), static_cast<short>(POLLIN | (s.out.empty() ? 0 : POLLOUT)), 0});
     if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR)
       break;
     if (fds[0].revents & POLLIN) {
@@ -302,7 +299,9 @@ qmp_server::create(const std::vector<endpoint>& endpoints) {
 
 qmp_server::qmp_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
-qmp_server::~qmp_server() { stop(); }
+qmp_server::~qmp_server() {
+  stop();
+}
 
 void qmp_server::start(qmp_monitor& monitor) {
   impl_->monitor = &monitor;
@@ -334,6 +333,8 @@ void qmp_server::broadcast(std::string line) {
   (void) !::write(impl_->wake.get(), &one, sizeof one);
 }
 
-uint16_t qmp_server::bound_port(size_t i) const { return impl_->listeners.at(i).port; }
+uint16_t qmp_server::bound_port(size_t i) const {
+  return impl_->listeners.at(i).port;
+}
 
 } // namespace ferry

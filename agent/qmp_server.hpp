@@ -18,8 +18,7 @@ namespace ferry {
 class qmp_server {
 public:
   // Binds every endpoint (a stale unix socket file is replaced, as QEMU does).
-  static caf::expected<std::unique_ptr<qmp_server>>
-  create(const std::vector<endpoint>& endpoints);
+  static caf::expected<std::unique_ptr<qmp_server>> create(const std::vector<endpoint>& endpoints);
   ~qmp_server();
 
   // Starts the thread; requests go to `monitor`, which must outlive stop().

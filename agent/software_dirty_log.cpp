@@ -13,8 +13,7 @@ software_dirty_log::software_dirty_log(uint64_t pages)
 void software_dirty_log::mark_page(uint64_t page) {
   if (page >= pages_ || !active_.load(std::memory_order_relaxed))
     return;
-  words_[page / 64].fetch_or(uint64_t{1} << (page % 64),
-                             std::memory_order_release);
+  words_[page / 64].fetch_or(uint64_t{1} << (page % 64), std::memory_order_release);
 }
 
 void software_dirty_log::mark(uint64_t guest_addr, uint64_t len) {

@@ -40,13 +40,11 @@ synthetic_guest::create(synthetic_guest_config cfg) {
   auto mem = guest_memory::create(cfg.memory);
   if (!mem)
     return mem.error();
-  if (cfg.ws_start % page_size != 0
-      || cfg.ws_start + cfg.ws_pages * page_size > mem->size())
+  if (cfg.ws_start % page_size != 0 || cfg.ws_start + cfg.ws_pages * page_size > mem->size())
     return make_agent_error(agent_errc::invalid_argument,
                             "working set must be page aligned and inside guest RAM");
   if (cfg.boot_sector.size() > 512)
-    return make_agent_error(agent_errc::invalid_argument,
-                            "boot sector larger than 512 bytes");
+    return make_agent_error(agent_errc::invalid_argument, "boot sector larger than 512 bytes");
   std::unique_ptr<synthetic_guest> g{new synthetic_guest(std::move(*mem), std::move(cfg))};
   if (!g->cfg_.boot_sector.empty()) {
     auto dst = g->memory_.range(boot_address, g->cfg_.boot_sector.size());
@@ -102,10 +100,9 @@ void synthetic_guest::loop() {
     }
     done += batch_pages;
     if (cfg_.dirty_rate != 0) {
-      const auto due = t0 + std::chrono::duration_cast<clock::duration>(
-                              std::chrono::duration<double>(
-                                static_cast<double>(done)
-                                / static_cast<double>(cfg_.dirty_rate)));
+      const auto due =
+        t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(
+               static_cast<double>(done) / static_cast<double>(cfg_.dirty_rate)));
       std::unique_lock lk{mtx_};
       cv_.wait_until(lk, due, [this] { return pause_req_ || quit_; });
     }
@@ -158,8 +155,7 @@ caf::expected<void> synthetic_guest::load_cpu_state(std::span<const uint8_t> blo
   std::memcpy(&next, blob.data() + 8, 8);
   std::memcpy(&passes, blob.data() + 16, 8);
   if (magic != blob_magic || version != blob_version)
-    return make_agent_error(agent_errc::bad_state_blob,
-                            "dirtier state: bad magic or version");
+    return make_agent_error(agent_errc::bad_state_blob, "dirtier state: bad magic or version");
   if (next >= cfg_.ws_pages && cfg_.ws_pages != 0)
     return make_agent_error(agent_errc::bad_state_blob,
                             "dirtier state: position outside the working set");

@@ -18,13 +18,12 @@ struct synthetic_guest_config {
   std::vector<uint8_t> boot_sector; // copied to 0x7c00 like a KVM guest's
   uint64_t ws_start = 1u << 20;     // guest-physical, page aligned
   uint64_t ws_pages = 64;
-  uint64_t dirty_rate = 0;          // pages per second; 0 = as fast as possible
+  uint64_t dirty_rate = 0; // pages per second; 0 = as fast as possible
 };
 
 class synthetic_guest final : public guest {
 public:
-  static caf::expected<std::unique_ptr<synthetic_guest>>
-  create(synthetic_guest_config cfg);
+  static caf::expected<std::unique_ptr<synthetic_guest>> create(synthetic_guest_config cfg);
   ~synthetic_guest() override;
 
   guest_memory& memory() override { return memory_; }

@@ -21,8 +21,7 @@ std::string hex(uint64_t v) {
 
 // Fixed-size kvm_msrs with a flexible array, built on a byte buffer.
 struct msr_buffer {
-  explicit msr_buffer(size_t n)
-    : bytes(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry)) {
+  explicit msr_buffer(size_t n) : bytes(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry)) {
     get()->nmsrs = static_cast<uint32_t>(n);
   }
   kvm_msrs* get() { return reinterpret_cast<kvm_msrs*>(bytes.data()); }
@@ -31,21 +30,20 @@ struct msr_buffer {
 
 } // namespace
 
-caf::expected<std::unique_ptr<vcpu>>
-vcpu::create(kvm_vm& vm, uint32_t index, platform_io& io, kvm_dirty_ring* ring) {
+caf::expected<std::unique_ptr<vcpu>> vcpu::create(kvm_vm& vm, uint32_t index, platform_io& io,
+                                                  kvm_dirty_ring* ring) {
   std::unique_ptr<vcpu> v{new vcpu(vm, index, io, ring)};
   v->fd_.reset(::ioctl(vm.fd(), KVM_CREATE_VCPU, index));
   if (!v->fd_)
     return make_system_error("KVM_CREATE_VCPU");
-  void* run = ::mmap(nullptr, vm.vcpu_mmap_size(), PROT_READ | PROT_WRITE,
-                     MAP_SHARED, v->fd_.get(), 0);
+  void* run =
+    ::mmap(nullptr, vm.vcpu_mmap_size(), PROT_READ | PROT_WRITE, MAP_SHARED, v->fd_.get(), 0);
   if (run == MAP_FAILED)
     return make_system_error("mmap(kvm_run)");
   v->run_ = static_cast<kvm_run*>(run);
   if (vm.options().dirty_log == dirty_log_kind::ring) {
     v->ring_bytes_ = size_t{vm.options().dirty_ring_entries} * sizeof(kvm_dirty_gfn);
-    void* r = ::mmap(nullptr, v->ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
-                     v->fd_.get(),
+    void* r = ::mmap(nullptr, v->ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd_.get(),
                      static_cast<off_t>(KVM_DIRTY_LOG_PAGE_OFFSET * page_size));
     if (r == MAP_FAILED)
       return make_system_error("mmap(dirty ring)");
@@ -74,7 +72,7 @@ caf::expected<void> vcpu::setup_cpuid() {
     auto& e = c->entries[i];
     if (e.function == 1) {
       e.ebx = (e.ebx & 0x00ffffffU) | (index_ << 24); // initial APIC ID
-      e.ecx |= 1U << 31;                               // hypervisor present
+      e.ecx |= 1U << 31;                              // hypervisor present
     } else if (e.function == 0xb || e.function == 0x1f) {
       e.edx = index_; // x2APIC ID
     }
@@ -157,8 +155,7 @@ caf::expected<vcpu_state> vcpu::save() const {
     return make_system_error("KVM_GET_MSRS");
   if (static_cast<size_t>(got) != msrs_.size())
     return make_agent_error(agent_errc::system_error,
-                            "KVM_GET_MSRS stopped at MSR "
-                              + hex(msrs_[static_cast<size_t>(got)]));
+                            "KVM_GET_MSRS stopped at MSR " + hex(msrs_[static_cast<size_t>(got)]));
   st.msrs.assign(msrs.get()->entries, msrs.get()->entries + got);
   if (::ioctl(fd, KVM_GET_VCPU_EVENTS, &st.events) < 0)
     return make_system_error("KVM_GET_VCPU_EVENTS");
@@ -172,9 +169,9 @@ caf::expected<vcpu_state> vcpu::save() const {
 caf::expected<void> vcpu::restore(const vcpu_state& st) {
   const int fd = fd_.get();
   if (st.xsave.size() > vm_.xsave_size())
-    return make_agent_error(agent_errc::not_supported,
-                            "saved XSAVE area (" + std::to_string(st.xsave.size())
-                              + " bytes) is larger than this host's");
+    return make_agent_error(agent_errc::not_supported, "saved XSAVE area (" +
+                                                         std::to_string(st.xsave.size()) +
+                                                         " bytes) is larger than this host's");
   if (::ioctl(fd, KVM_SET_SREGS, &st.sregs) < 0)
     return make_system_error("KVM_SET_SREGS");
   if (::ioctl(fd, KVM_SET_REGS, &st.regs) < 0)
@@ -192,13 +189,12 @@ caf::expected<void> vcpu::restore(const vcpu_state& st) {
     return make_system_error("KVM_SET_MSRS");
   if (static_cast<size_t>(set) != st.msrs.size())
     return make_agent_error(agent_errc::not_supported,
-                            "KVM_SET_MSRS refused MSR "
-                              + hex(st.msrs[static_cast<size_t>(set)].index));
+                            "KVM_SET_MSRS refused MSR " +
+                              hex(st.msrs[static_cast<size_t>(set)].index));
   kvm_vcpu_events ev = st.events;
   // Only restore what the blob says is valid; NMI/SIPI/SMM fields are flagged.
-  ev.flags &= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR
-              | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
-              | KVM_VCPUEVENT_VALID_PAYLOAD;
+  ev.flags &= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR |
+              KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM | KVM_VCPUEVENT_VALID_PAYLOAD;
   if (::ioctl(fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
     return make_system_error("KVM_SET_VCPU_EVENTS");
   kvm_debugregs dr = st.debugregs;
@@ -226,8 +222,7 @@ vcpu_exit vcpu::run_once() {
       return vcpu_exit::handled;
     }
     case KVM_EXIT_MMIO:
-      io_.mmio(run_->mmio.phys_addr, run_->mmio.is_write != 0, run_->mmio.data,
-               run_->mmio.len);
+      io_.mmio(run_->mmio.phys_addr, run_->mmio.is_write != 0, run_->mmio.data, run_->mmio.len);
       return vcpu_exit::handled;
     case KVM_EXIT_HLT:
       return vcpu_exit::halted;
@@ -244,12 +239,11 @@ vcpu_exit vcpu::run_once() {
       }
       return vcpu_exit::handled;
     case KVM_EXIT_FAIL_ENTRY:
-      last_error_ = "KVM entry failed, hardware reason "
-                    + hex(run_->fail_entry.hardware_entry_failure_reason);
+      last_error_ =
+        "KVM entry failed, hardware reason " + hex(run_->fail_entry.hardware_entry_failure_reason);
       return vcpu_exit::failed;
     case KVM_EXIT_INTERNAL_ERROR:
-      last_error_ = "KVM internal error, suberror "
-                    + std::to_string(run_->internal.suberror);
+      last_error_ = "KVM internal error, suberror " + std::to_string(run_->internal.suberror);
       return vcpu_exit::failed;
     default:
       last_error_ = "unhandled KVM exit reason " + std::to_string(run_->exit_reason);

@@ -17,17 +17,17 @@ namespace ferry {
 class kvm_dirty_ring;
 
 enum class vcpu_exit {
-  handled,      // port I/O or MMIO served; run again
-  interrupted,  // KVM_RUN returned EINTR (a kick)
-  halted,       // HLT with no interrupt controller to wake it
-  shutdown,     // triple fault or reset request
-  failed,       // entry failure or internal error; details in last_error()
+  handled,     // port I/O or MMIO served; run again
+  interrupted, // KVM_RUN returned EINTR (a kick)
+  halted,      // HLT with no interrupt controller to wake it
+  shutdown,    // triple fault or reset request
+  failed,      // entry failure or internal error; details in last_error()
 };
 
 class vcpu {
 public:
-  static caf::expected<std::unique_ptr<vcpu>>
-  create(kvm_vm& vm, uint32_t index, platform_io& io, kvm_dirty_ring* ring);
+  static caf::expected<std::unique_ptr<vcpu>> create(kvm_vm& vm, uint32_t index, platform_io& io,
+                                                     kvm_dirty_ring* ring);
   ~vcpu();
   vcpu(const vcpu&) = delete;
   vcpu& operator=(const vcpu&) = delete;
@@ -49,12 +49,8 @@ public:
   vcpu_exit run_once();
 
   // Async-signal-safe half of a kick: makes the next KVM_RUN return at once.
-  void request_immediate_exit() {
-    __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
-  }
-  void clear_immediate_exit() {
-    __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
-  }
+  void request_immediate_exit() { __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST); }
+  void clear_immediate_exit() { __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST); }
 
   const std::string& last_error() const { return last_error_; }
 

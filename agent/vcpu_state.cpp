@@ -57,11 +57,10 @@ T load(const uint8_t* p) {
 }
 
 template <class T>
-caf::expected<void> fixed(std::span<const uint8_t> payload, T& dst,
-                          const char* name) {
+caf::expected<void> fixed(std::span<const uint8_t> payload, T& dst, const char* name) {
   if (payload.size() != sizeof(T))
-    return bad(std::string{name} + " section has " + std::to_string(payload.size())
-               + " bytes, expected " + std::to_string(sizeof(T)));
+    return bad(std::string{name} + " section has " + std::to_string(payload.size()) +
+               " bytes, expected " + std::to_string(sizeof(T)));
   std::memcpy(&dst, payload.data(), sizeof(T));
   return {};
 }
@@ -93,8 +92,7 @@ std::vector<uint8_t> vcpu_state::serialize() const {
   return std::move(w.out);
 }
 
-caf::expected<vcpu_state>
-vcpu_state::deserialize(std::span<const uint8_t> blob) {
+caf::expected<vcpu_state> vcpu_state::deserialize(std::span<const uint8_t> blob) {
   if (blob.size() < header_size)
     return bad("blob of " + std::to_string(blob.size()) + " bytes is truncated");
   if (load<uint32_t>(blob.data()) != magic)
@@ -104,8 +102,8 @@ vcpu_state::deserialize(std::span<const uint8_t> blob) {
     return bad("unsupported version " + std::to_string(ver));
   const auto count = load<uint16_t>(blob.data() + 6);
   if (count != sec_last)
-    return bad("expected " + std::to_string(sec_last) + " sections, found "
-               + std::to_string(count));
+    return bad("expected " + std::to_string(sec_last) + " sections, found " +
+               std::to_string(count));
 
   vcpu_state st;
   std::array<bool, sec_last + 1> seen{};
@@ -114,16 +112,23 @@ vcpu_state::deserialize(std::span<const uint8_t> blob) {
     if (blob.size() - at < section_header_size)
       return bad("section header truncated");
     const auto id = load<uint16_t>(blob.data() + at);
+    const auto reserved = load<uint16_t>(blob.data() + at + 2);
     const auto len = load<uint32_t>(blob.data() + at + 4);
     at += section_header_size;
     if (len > blob.size() - at)
-      return bad("section " + std::to_string(id) + " length " + std::to_string(len)
-                 + " runs past the end of the blob");
+      return bad("section " + std::to_string(id) + " length " + std::to_string(len) +
+                 " runs past the end of the blob");
     if (id == 0 || id > sec_last)
       return bad("unknown section " + std::to_string(id));
     if (seen[id])
       return bad("duplicate section " + std::to_string(id));
     seen[id] = true;
+    // One canonical encoding: sections in id order, reserved bits zero. A
+    // blob that parses is exactly what serialize() would have written.
+    if (id != i + 1)
+      return bad("section " + std::to_string(id) + " out of order");
+    if (reserved != 0)
+      return bad("reserved bits set in section " + std::to_string(id));
     const std::span<const uint8_t> payload = blob.subspan(at, len);
     at += len;
     caf::expected<void> ok{};
@@ -135,10 +140,10 @@ vcpu_state::deserialize(std::span<const uint8_t> blob) {
         ok = fixed(payload, st.sregs, "sregs");
         break;
       case sec_xsave:
-        if (payload.size() < sizeof(kvm_xsave) || payload.size() > max_xsave_bytes
-            || payload.size() % 64 != 0)
-          return bad("xsave section of " + std::to_string(payload.size())
-                     + " bytes is out of range");
+        if (payload.size() < sizeof(kvm_xsave) || payload.size() > max_xsave_bytes ||
+            payload.size() % 64 != 0)
+          return bad("xsave section of " + std::to_string(payload.size()) +
+                     " bytes is out of range");
         st.xsave.assign(payload.begin(), payload.end());
         break;
       case sec_xcrs:
@@ -151,10 +156,11 @@ vcpu_state::deserialize(std::span<const uint8_t> blob) {
           return bad("msrs section truncated");
         const auto n = load<uint32_t>(payload.data());
         if (n > max_msrs || payload.size() != 4 + size_t{n} * 16)
-          return bad("msrs section length does not match its count "
-                     + std::to_string(n));
+          return bad("msrs section length does not match its count " + std::to_string(n));
         st.msrs.resize(n);
         for (uint32_t k = 0; k < n; ++k) {
+          if (load<uint32_t>(payload.data() + 4 + k * 16 + 4) != 0)
+            return bad("reserved bits set in MSR entry " + std::to_string(k));
           st.msrs[k].index = load<uint32_t>(payload.data() + 4 + k * 16);
           st.msrs[k].data = load<uint64_t>(payload.data() + 4 + k * 16 + 8);
         }

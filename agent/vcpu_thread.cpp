@@ -25,8 +25,7 @@ void install_kick_handler() {
 
 } // namespace
 
-vcpu_thread::vcpu_thread(vcpu& cpu,
-                         std::function<void(vcpu_thread&, vcpu_exit)> on_stop)
+vcpu_thread::vcpu_thread(vcpu& cpu, std::function<void(vcpu_thread&, vcpu_exit)> on_stop)
   : cpu_(cpu), on_stop_(std::move(on_stop)) {
   install_kick_handler();
 }
@@ -61,8 +60,7 @@ void vcpu_thread::loop() {
   bool io_pending = false;
   for (;;) {
     const bool complete_io = pause_req_ && io_pending && !quit_req_;
-    while (!complete_io && (pause_req_ || activity_ != activity::running)
-           && !quit_req_) {
+    while (!complete_io && (pause_req_ || activity_ != activity::running) && !quit_req_) {
       parked_ = true;
       cv_.notify_all();
       cv_.wait(lk);

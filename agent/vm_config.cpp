@@ -74,8 +74,8 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
     };
     if (flag == "-S") {
       cfg.start_paused = true;
-    } else if (flag == "-nographic" || flag == "-nodefaults" || flag == "-enable-kvm"
-               || flag == "-no-user-config") {
+    } else if (flag == "-nographic" || flag == "-nodefaults" || flag == "-enable-kvm" ||
+               flag == "-no-user-config") {
       if (flag == "-enable-kvm")
         cfg.accel = vm_config::accel_kind::kvm;
     } else if (flag == "-display" || flag == "-monitor" || flag == "-vga") {
@@ -126,8 +126,8 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
       const std::string type = o.get("qom-type").value_or("");
       if (type != "memory-backend-ram" && type != "memory-backend-file")
         return invalid("-object: type '" + type + "' is not supported yet");
-      if (auto ok = o.only({"qom-type", "id", "size", "mem-path", "share", "prealloc",
-                            "merge", "dump"});
+      if (auto ok =
+            o.only({"qom-type", "id", "size", "mem-path", "share", "prealloc", "merge", "dump"});
           !ok)
         return ok.error();
       if (!o.has("id"))
@@ -156,8 +156,7 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
       FERRY_TRY(o, qemu_opts::parse(v, "type"));
       if (auto ok = o.only({"type", "accel", "memory-backend"}); !ok)
         return ok.error();
-      if (auto t = o.get("type"); t && *t != "pc" && *t != "q35" && *t != "none"
-                                  && *t != "microvm")
+      if (auto t = o.get("type"); t && *t != "pc" && *t != "q35" && *t != "none" && *t != "microvm")
         return invalid("-machine: unknown machine type '" + *t + "'");
       if (auto mb = o.get("memory-backend"))
         machine_backend = *mb;
@@ -229,8 +228,8 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
     if (it == backends.end())
       return invalid("Memory backend '" + *machine_backend + "' not found");
     if (ram_size_given && it->second.size != cfg.ram_size)
-      return invalid("backend memory size must be equal to -m (" + std::to_string(cfg.ram_size)
-                     + " bytes), backend has " + std::to_string(it->second.size));
+      return invalid("backend memory size must be equal to -m (" + std::to_string(cfg.ram_size) +
+                     " bytes), backend has " + std::to_string(it->second.size));
     cfg.backend = it->second;
     cfg.ram_size = cfg.backend.size;
   } else {

@@ -19,9 +19,8 @@ std::variant<request, envelope_error> parse_request(const json::value& v) {
     return envelope_error{"QMP input lacks member 'execute'", id};
   const auto* name = exec != nullptr ? exec : oob;
   if (!name->is_string())
-    return envelope_error{std::string{"QMP input member '"}
-                            + (exec != nullptr ? "execute" : "exec-oob")
-                            + "' must be a string",
+    return envelope_error{std::string{"QMP input member '"} +
+                            (exec != nullptr ? "execute" : "exec-oob") + "' must be a string",
                           id};
   request r;
   r.command = std::string{name->as_string()};

@@ -35,7 +35,6 @@ std::string greeting(const version& v);
 std::string reply(boost::json::value ret, const boost::json::value* id);
 std::string error(error_class c, std::string_view desc, const boost::json::value* id);
 // Timestamp from the realtime clock, as QEMU's events carry it.
-std::string event(std::string_view name,
-                  std::optional<boost::json::object> data = std::nullopt);
+std::string event(std::string_view name, std::optional<boost::json::object> data = std::nullopt);
 
 } // namespace ferry::qmp

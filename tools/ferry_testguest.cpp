@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
 
   if (*img) {
     std::string err;
-    if (!size_option(ram_top, p.ram_top, err) || !size_option(pattern_start, p.pattern_start, err)
-        || !size_option(ws_start, p.ws_start, err))
+    if (!size_option(ram_top, p.ram_top, err) ||
+        !size_option(pattern_start, p.pattern_start, err) ||
+        !size_option(ws_start, p.ws_start, err))
       return fail(err);
     if (ws_start.empty())
       p.ws_start = p.pattern_start;

@@ -46,14 +46,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto size = static_cast<size_t>(st.st_size);
-  void* map = size == 0 ? nullptr
-                        : ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  void* map = size == 0 ? nullptr : ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (size != 0 && map == MAP_FAILED) {
     std::perror("ferry-verify: mmap");
     return 2;
   }
-  const auto report = ferry::testguest::verify(
-    {static_cast<const uint8_t*>(map), size}, params);
+  const auto report = ferry::testguest::verify({static_cast<const uint8_t*>(map), size}, params);
   std::printf("%s\n", report.summary().c_str());
   if (map != nullptr)
     ::munmap(map, size);

@@ -19,8 +19,7 @@ struct temp_file {
     char tmpl[] = "/tmp/ferry-mem-XXXXXX";
     int fd = ::mkstemp(tmpl);
     path = tmpl;
-    EXPECT_EQ(::write(fd, content.data(), content.size()),
-              static_cast<ssize_t>(content.size()));
+    EXPECT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
     ::close(fd);
   }
   ~temp_file() { ::unlink(path.c_str()); }

@@ -50,9 +50,7 @@ struct probe_vm {
   std::unique_ptr<kvm_dirty_ring> ring;
   std::unique_ptr<vcpu> cpu;
 
-  dirty_tracker& tracker() {
-    return ring ? static_cast<dirty_tracker&>(*ring) : *bitmap;
-  }
+  dirty_tracker& tracker() { return ring ? static_cast<dirty_tracker&>(*ring) : *bitmap; }
 
   // Runs the probe over `pages` until it halts.
   void write_pages(const std::vector<uint64_t>& pages) {
@@ -70,8 +68,7 @@ struct probe_vm {
       const auto ex = cpu->run_once();
       if (ex == vcpu_exit::halted)
         return;
-      ASSERT_TRUE(ex == vcpu_exit::handled || ex == vcpu_exit::interrupted)
-        << cpu->last_error();
+      ASSERT_TRUE(ex == vcpu_exit::handled || ex == vcpu_exit::interrupted) << cpu->last_error();
     }
     FAIL() << "probe guest did not halt";
   }

@@ -51,8 +51,7 @@ struct counter_guest {
   std::unique_ptr<kvm_guest> g;
 
   // RAM pre-filled from a pattern file (the fast path) unless `prefill` is off.
-  void create(bool prefill, uint64_t ram, const std::string& tag,
-              kvm_vm_options opts = {}) {
+  void create(bool prefill, uint64_t ram, const std::string& tag, kvm_vm_options opts = {}) {
     serial_path = dir + "ferry-serial-" + tag + ".txt";
     kvm_guest_config cfg;
     cfg.boot_sector = image_with(params);
@@ -163,9 +162,9 @@ TEST(kvm_guest, unknown_port_io_and_mmio_are_ignored_and_counted) {
   FERRY_REQUIRE_KVM();
   // Real mode: out 0x80; in 0x81 -> [0x501]; write and read 0x100000 (past the
   // end of 1 MiB RAM: MMIO) -> [0x500]; hlt.
-  const std::vector<uint8_t> code = {
-    0xb0, 0x55, 0xe6, 0x80, 0xe4, 0x81, 0xa2, 0x01, 0x05, 0xb8, 0xff, 0xff, 0x8e, 0xc0,
-    0x26, 0xc6, 0x06, 0x10, 0x00, 0x01, 0x26, 0xa0, 0x20, 0x00, 0xa2, 0x00, 0x05, 0xf4};
+  const std::vector<uint8_t> code = {0xb0, 0x55, 0xe6, 0x80, 0xe4, 0x81, 0xa2, 0x01, 0x05, 0xb8,
+                                     0xff, 0xff, 0x8e, 0xc0, 0x26, 0xc6, 0x06, 0x10, 0x00, 0x01,
+                                     0x26, 0xa0, 0x20, 0x00, 0xa2, 0x00, 0x05, 0xf4};
   kvm_guest_config cfg;
   cfg.memory = {memory_backend::kind::ram, 1u << 20, {}, false};
   cfg.boot_sector = code;

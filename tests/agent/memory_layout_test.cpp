@@ -20,8 +20,7 @@ void expect_covers(uint64_t ram) {
     if (next == kvm_reserved_begin && s.guest_phys != next)
       next = kvm_reserved_end;
     EXPECT_EQ(s.guest_phys, next) << "slot " << i;
-    EXPECT_FALSE(s.guest_phys < kvm_reserved_end
-                 && s.guest_phys + s.size > kvm_reserved_begin)
+    EXPECT_FALSE(s.guest_phys < kvm_reserved_end && s.guest_phys + s.size > kvm_reserved_begin)
       << "slot " << i << " overlaps the KVM-reserved pages";
     next = s.guest_phys + s.size;
   }

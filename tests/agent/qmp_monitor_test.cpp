@@ -23,7 +23,9 @@ struct monitor_fixture : ::testing::Test {
     guest = std::move(*g);
     monitor = std::make_unique<qmp_monitor>(
       *guest, vm_identity{"vm1", "12345678-1234-1234-1234-123456789abc"},
-      [this](std::string line) { events.push_back(json::parse(line).at("event").as_string().c_str()); },
+      [this](std::string line) {
+        events.push_back(json::parse(line).at("event").as_string().c_str());
+      },
       [this] { quit = true; });
   }
 
@@ -99,9 +101,9 @@ TEST_F(monitor_fixture, bad_arguments_get_qemu_errors) {
   EXPECT_NE(fails("pmemsave", {{"val", 4u << 20}, {"size", 1}, {"filename", "/tmp/x"}})
               .desc.find("Invalid addr"),
             std::string::npos);
-  EXPECT_NE(fails("pmemsave", {{"val", -1}, {"size", 1}, {"filename", "/tmp/x"}})
-              .desc.find("Invalid addr"),
-            std::string::npos);
+  EXPECT_NE(
+    fails("pmemsave", {{"val", -1}, {"size", 1}, {"filename", "/tmp/x"}}).desc.find("Invalid addr"),
+    std::string::npos);
   EXPECT_EQ(fails("pmemsave", {{"val", 0}, {"size", 1}, {"filename", "/nonexistent/dir/x"}}).desc,
             "Could not open '/nonexistent/dir/x'");
   EXPECT_EQ(fails("stop", {{"now", true}}).desc, "Parameter 'now' is unexpected");

@@ -81,12 +81,9 @@ TEST(vcpu_state, corrupt_fields_are_named) {
     {"magic", [](auto& b) { b[0] ^= 1; }, "bad magic"},
     {"version", [](auto& b) { b[4] = 2; }, "unsupported version 2"},
     {"count", [](auto& b) { b[6] = 7; }, "expected 8 sections"},
-    {"section id",
-     [&](auto& b) { b[section_offset(good, 1)] = 42; }, "unknown section 42"},
-    {"duplicate",
-     [&](auto& b) { b[section_offset(good, 2)] = 1; }, "duplicate section 1"},
-    {"regs length",
-     [&](auto& b) { b[section_offset(good, 1) + 4] ^= 0x10; }, ""},
+    {"section id", [&](auto& b) { b[section_offset(good, 1)] = 42; }, "unknown section 42"},
+    {"duplicate", [&](auto& b) { b[section_offset(good, 2)] = 1; }, "duplicate section 1"},
+    {"regs length", [&](auto& b) { b[section_offset(good, 1) + 4] ^= 0x10; }, ""},
     {"xsave size",
      [&](auto& b) {
        // Shrink the xsave section to 100 bytes and drop the rest of its payload.
@@ -97,9 +94,18 @@ TEST(vcpu_state, corrupt_fields_are_named) {
                b.begin() + static_cast<long>(at + 8 + 4096));
      },
      "xsave section of 100 bytes"},
-    {"msr count",
-     [&](auto& b) { b[section_offset(good, 5) + 8] = 9; }, "does not match its count 9"},
+    {"msr count", [&](auto& b) { b[section_offset(good, 5) + 8] = 9; },
+     "does not match its count 9"},
     {"trailing", [](auto& b) { b.push_back(0); }, "1 trailing bytes"},
+    {"order",
+     [&](auto& b) {
+       // The first section claims to be the second.
+       b[section_offset(good, 1)] = 2;
+     },
+     "out of order"},
+    {"reserved", [&](auto& b) { b[section_offset(good, 6) + 2] = 1; }, "reserved bits set"},
+    {"msr reserved", [&](auto& b) { b[section_offset(good, 5) + 8 + 4 + 4] = 1; },
+     "reserved bits set in MSR"},
     {"xcrs count",
      [&](auto& b) {
        const uint32_t n = 1000;

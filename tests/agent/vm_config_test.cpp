@@ -19,13 +19,16 @@ std::string error_of(const std::vector<std::string>& words) {
 } // namespace
 
 TEST(vm_config, the_brief_command_line) {
-  auto c = parse({"-name", "vm1", "-m", "1024M", "-smp", "2", "-uuid",
-                  "12345678-1234-1234-1234-123456789abc", "-drive",
-                  "file=/tmp/g.img,format=raw", "-object",
-                  "memory-backend-file,id=ram0,size=1024M,mem-path=/tmp/ram,share=on",
-                  "-machine", "memory-backend=ram0", "-qmp",
-                  "unix:/tmp/q.sock,server=on,wait=off", "-qmp",
-                  "tcp:127.0.0.1:4444,server=on,wait=off", "-serial", "file:/tmp/s.txt"});
+  auto c = parse({"-name",    "vm1",
+                  "-m",       "1024M",
+                  "-smp",     "2",
+                  "-uuid",    "12345678-1234-1234-1234-123456789abc",
+                  "-drive",   "file=/tmp/g.img,format=raw",
+                  "-object",  "memory-backend-file,id=ram0,size=1024M,mem-path=/tmp/ram,share=on",
+                  "-machine", "memory-backend=ram0",
+                  "-qmp",     "unix:/tmp/q.sock,server=on,wait=off",
+                  "-qmp",     "tcp:127.0.0.1:4444,server=on,wait=off",
+                  "-serial",  "file:/tmp/s.txt"});
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->name, "vm1");
   EXPECT_EQ(c->ram_size, 1U << 30);
@@ -56,7 +59,8 @@ TEST(vm_config, defaults_and_plain_ram) {
 }
 
 TEST(vm_config, backend_size_comes_from_the_object_without_m) {
-  auto c = parse({"-object", "memory-backend-ram,id=r,size=64M", "-machine", "pc,memory-backend=r"});
+  auto c =
+    parse({"-object", "memory-backend-ram,id=r,size=64M", "-machine", "pc,memory-backend=r"});
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->ram_size, 64U << 20);
 }
@@ -83,8 +87,7 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-m"}, "requires an argument"},
     {{"-m", "lots"}, "not a size"},
     {{"-m", "1000"}, "<parsed>"},
-    {{"-m", "64M", "-object", "memory-backend-ram,id=r,size=32M", "-machine",
-      "memory-backend=r"},
+    {{"-m", "64M", "-object", "memory-backend-ram,id=r,size=32M", "-machine", "memory-backend=r"},
      "backend memory size must be equal to -m"},
     {{"-machine", "memory-backend=nope"}, "Memory backend 'nope' not found"},
     {{"-object", "memory-backend-file,id=r,size=1M"}, "'mem-path' is required"},
@@ -105,7 +108,6 @@ TEST(vm_config, bad_input_is_a_clear_error) {
   };
   for (const auto& c : cases) {
     const std::string err = error_of(c.words);
-    EXPECT_NE(err.find(c.fragment), std::string::npos)
-      << c.words.front() << " -> " << err;
+    EXPECT_NE(err.find(c.fragment), std::string::npos) << c.words.front() << " -> " << err;
   }
 }

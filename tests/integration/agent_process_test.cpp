@@ -3,7 +3,7 @@
 
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/qmp_client.hpp"
+#include "tools/qmp/qmp_client.hpp"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <signal.h>
 
 using namespace ferry::test;
+using ferry::qmp_tool::qmp_client;
 using namespace std::chrono_literals;
 namespace json = boost::json;
 
@@ -30,8 +31,8 @@ struct agent_fixture : ::testing::Test {
     argv.insert(argv.end(), image_args.begin(), image_args.end());
     auto r = run(argv);
     ASSERT_EQ(r.status, 0) << r.output;
-    r = run({binary("tools/ferry-testguest"), "pattern", ram, "--size", ram_size, "--image",
-             image});
+    r =
+      run({binary("tools/ferry-testguest"), "pattern", ram, "--size", ram_size, "--image", image});
     ASSERT_EQ(r.status, 0) << r.output;
   }
 
@@ -42,10 +43,14 @@ struct agent_fixture : ::testing::Test {
   }
 
   std::vector<std::string> prefilled_args(const std::string& size) {
-    return {"-name", "t1", "-m", size, "-object",
-            "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
-            "-machine", "memory-backend=ram0", "-drive", "file=" + image + ",format=raw",
-            "-qmp", "unix:" + qmp_path + ",server=on,wait=off", "-serial", "file:" + serial};
+    return {
+      "-name",    "t1",
+      "-m",       size,
+      "-object",  "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+      "-machine", "memory-backend=ram0",
+      "-drive",   "file=" + image + ",format=raw",
+      "-qmp",     "unix:" + qmp_path + ",server=on,wait=off",
+      "-serial",  "file:" + serial};
   }
 
   // stop + pmemsave of all RAM + ferry-verify.
@@ -120,7 +125,8 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
   EXPECT_EQ(withid.at("id"), json::parse("{\"n\":[1,2]}"));
   EXPECT_EQ(withid.at("return").at("status"), "prelaunch") << "-S starts paused";
   // Two commands in one write, answered in order.
-  auto first = q.send_raw("{\"execute\":\"query-name\",\"id\":1}{\"execute\":\"query-uuid\",\"id\":2}\n");
+  auto first =
+    q.send_raw("{\"execute\":\"query-name\",\"id\":1}{\"execute\":\"query-uuid\",\"id\":2}\n");
   EXPECT_EQ(first.at("id"), 1);
   EXPECT_EQ(q.next_reply().at("id"), 2);
   // A second client sees events caused by the first.
@@ -158,8 +164,8 @@ TEST_F(agent_fixture, bad_command_lines_fail_with_a_message) {
   const std::vector<bad_case> cases = {
     {{"-m", "lots"}, "not a size"},
     {{"-drive", "file=/nonexistent/guest.img,format=raw"}, "Could not open"},
-    {{"-object", "memory-backend-file,id=r,size=16M,mem-path=/nonexistent/ram",
-      "-machine", "memory-backend=r", "-accel", "none"},
+    {{"-object", "memory-backend-file,id=r,size=16M,mem-path=/nonexistent/ram", "-machine",
+      "memory-backend=r", "-accel", "none"},
      "cannot open mem-path"},
     {{"-incoming", "defer"}, "incoming migration is not available"},
     {{"-frobnicate"}, "invalid option"},

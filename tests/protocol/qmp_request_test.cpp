@@ -18,7 +18,8 @@ std::string error_of(const char* text) {
 } // namespace
 
 TEST(qmp_request, well_formed) {
-  auto r = parse_request(json::parse(R"({"execute":"pmemsave","arguments":{"val":1},"id":{"x":1}})"));
+  auto r =
+    parse_request(json::parse(R"({"execute":"pmemsave","arguments":{"val":1},"id":{"x":1}})"));
   auto& req = std::get<request>(r);
   EXPECT_EQ(req.command, "pmemsave");
   EXPECT_EQ(req.arguments.at("val"), 1);

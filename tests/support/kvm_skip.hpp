@@ -9,9 +9,9 @@ namespace ferry::test {
 std::string kvm_unavailable_reason();
 } // namespace ferry::test
 
-#define FERRY_REQUIRE_KVM()                                                    \
-  do {                                                                         \
-    const auto ferry_kvm_reason = ::ferry::test::kvm_unavailable_reason();     \
-    if (!ferry_kvm_reason.empty())                                             \
-      GTEST_SKIP() << "needs /dev/kvm: " << ferry_kvm_reason;                  \
+#define FERRY_REQUIRE_KVM()                                                                        \
+  do {                                                                                             \
+    const auto ferry_kvm_reason = ::ferry::test::kvm_unavailable_reason();                         \
+    if (!ferry_kvm_reason.empty())                                                                 \
+      GTEST_SKIP() << "needs /dev/kvm: " << ferry_kvm_reason;                                      \
   } while (false)

@@ -100,14 +100,18 @@ std::optional<int> process::wait(std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
-bool process::running() { return !wait(std::chrono::milliseconds(0)); }
+bool process::running() {
+  return !wait(std::chrono::milliseconds(0));
+}
 
 void process::signal(int sig) {
   if (!status_)
     ::kill(pid_, sig);
 }
 
-std::string process::stderr_text() const { return read_file(stderr_path_); }
+std::string process::stderr_text() const {
+  return read_file(stderr_path_);
+}
 
 run_result run(const std::vector<std::string>& argv_in) {
   auto argv = argv_in;

@@ -28,8 +28,7 @@ caf::expected<void> guest_params::validate() const {
     return invalid("pattern-start must be at least 1 MiB (below is code and stack)");
   if (ram_top <= pattern_start || ram_top > max_ram_top)
     return invalid("ram-top must lie above pattern-start and at most 0xfeffc000");
-  if (ws_start < pattern_start
-      || uint64_t{ws_start} + uint64_t{ws_pages} * page_bytes > ram_top)
+  if (ws_start < pattern_start || uint64_t{ws_start} + uint64_t{ws_pages} * page_bytes > ram_top)
     return invalid("the working set must lie inside [pattern-start, ram-top)");
   return {};
 }
@@ -42,8 +41,7 @@ caf::expected<guest_params> read_params(std::span<const uint8_t> sector) {
   if (w[0] != param_magic)
     return invalid("no parameter block (bad magic) — not a Ferry test guest");
   if (w[1] != param_version)
-    return invalid("parameter block version " + std::to_string(w[1])
-                   + " is not supported");
+    return invalid("parameter block version " + std::to_string(w[1]) + " is not supported");
   guest_params p;
   p.ram_top = w[2];
   p.pattern_start = w[3];
@@ -60,9 +58,9 @@ caf::expected<void> write_params(std::span<uint8_t> sector, const guest_params& 
     return ok;
   if (sector.size() < param_offset + param_words * 4)
     return invalid("image shorter than its parameter block");
-  const uint32_t w[param_words] = {param_magic, param_version, p.ram_top,
-                                   p.pattern_start, p.ws_start, p.ws_pages,
-                                   p.pace, p.seed, p.report_every};
+  const uint32_t w[param_words] = {param_magic,     param_version, p.ram_top,
+                                   p.pattern_start, p.ws_start,    p.ws_pages,
+                                   p.pace,          p.seed,        p.report_every};
   std::memcpy(sector.data() + param_offset, w, sizeof w);
   return {};
 }

@@ -31,7 +31,7 @@ struct guest_params {
   uint32_t pattern_start = 1u << 20;
   uint32_t ws_start = 1u << 20;
   uint32_t ws_pages = 64;
-  uint32_t pace = 0;        // busy-loop iterations after each page increment
+  uint32_t pace = 0; // busy-loop iterations after each page increment
   uint32_t seed = 0x5eed;
   uint32_t report_every = 1000; // passes between serial reports; 0 = never
 

@@ -20,7 +20,9 @@ inline constexpr uint32_t dwords_per_page = page_bytes / 4;
 inline constexpr uint32_t page_multiplier = 0x9e3779b1;
 inline constexpr uint32_t word_step = 0x01000193;
 
-inline constexpr bool is_zero_class(uint64_t page) { return page % 4 == 3; }
+inline constexpr bool is_zero_class(uint64_t page) {
+  return page % 4 == 3;
+}
 
 inline constexpr uint32_t pattern_word(uint64_t page, uint32_t i, uint32_t seed) {
   if (is_zero_class(page))

@@ -19,8 +19,7 @@ void fill_pattern(std::span<uint8_t> mem, const guest_params& p) {
 }
 
 caf::expected<void> write_pattern_file(const std::string& path, uint64_t size,
-                                       const guest_params& p,
-                                       std::span<const uint8_t> image) {
+                                       const guest_params& p, std::span<const uint8_t> image) {
   if (auto ok = p.validate(); !ok)
     return ok;
   unique_fd fd{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
@@ -54,8 +53,7 @@ caf::expected<void> write_pattern_file(const std::string& path, uint64_t size,
       continue;
     }
     uint64_t n = 0;
-    while (n < chunk_pages && addr + (n + 1) * page_bytes <= end
-           && !is_zero_class(page + n)) {
+    while (n < chunk_pages && addr + (n + 1) * page_bytes <= end && !is_zero_class(page + n)) {
       fill_page(buf.data() + n * page_bytes, page + n, p.seed);
       ++n;
     }

@@ -20,7 +20,6 @@ void fill_pattern(std::span<uint8_t> mem, const guest_params& p);
 // Creates (or truncates) `path` as a `size`-byte image with the pattern, and
 // the boot sector `image` at 0x7c00 when given.
 caf::expected<void> write_pattern_file(const std::string& path, uint64_t size,
-                                       const guest_params& p,
-                                       std::span<const uint8_t> image = {});
+                                       const guest_params& p, std::span<const uint8_t> image = {});
 
 } // namespace ferry::testguest

@@ -27,18 +27,16 @@ uint32_t counter_at(std::span<const uint8_t> mem, uint64_t addr) {
 
 std::string verify_report::summary() const {
   std::ostringstream os;
-  os << (consistent ? "consistent" : "INCONSISTENT") << ": " << pattern_pages
-     << " pattern pages (" << bad_pages << " bad), working set "
-     << params.ws_pages << " pages at " << hex(params.ws_start) << ", counters "
-     << counter_min << ".." << counter_max << " with " << step_downs
-     << " step down(s)";
+  os << (consistent ? "consistent" : "INCONSISTENT") << ": " << pattern_pages << " pattern pages ("
+     << bad_pages << " bad), working set " << params.ws_pages << " pages at "
+     << hex(params.ws_start) << ", counters " << counter_min << ".." << counter_max << " with "
+     << step_downs << " step down(s)";
   for (const auto& p : problems)
     os << "\n  " << p;
   return os.str();
 }
 
-verify_report verify(std::span<const uint8_t> mem,
-                     std::optional<guest_params> given) {
+verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> given) {
   verify_report r;
   auto problem = [&](std::string s) {
     if (r.problems.size() < max_problems)
@@ -48,14 +46,13 @@ verify_report verify(std::span<const uint8_t> mem,
     r.params = *given;
   } else {
     if (mem.size() < boot_address + sector_bytes) {
-      problem("memory of " + std::to_string(mem.size())
-              + " bytes does not reach the boot sector at 0x7c00");
+      problem("memory of " + std::to_string(mem.size()) +
+              " bytes does not reach the boot sector at 0x7c00");
       return r;
     }
     auto p = read_params(mem.subspan(boot_address, sector_bytes));
     if (!p) {
-      problem("no test guest parameter block at 0x7c00 + "
-              + hex(param_offset));
+      problem("no test guest parameter block at 0x7c00 + " + hex(param_offset));
       return r;
     }
     r.params = *p;
@@ -66,8 +63,8 @@ verify_report verify(std::span<const uint8_t> mem,
     return r;
   }
   if (mem.size() < p.ram_top) {
-    problem("memory of " + std::to_string(mem.size())
-            + " bytes is shorter than ram-top " + hex(p.ram_top));
+    problem("memory of " + std::to_string(mem.size()) + " bytes is shorter than ram-top " +
+            hex(p.ram_top));
     return r;
   }
 
@@ -81,9 +78,10 @@ verify_report verify(std::span<const uint8_t> mem,
     const bool counter_ok = in_ws || counter_at(mem, addr) == 0;
     if (!words_ok || !counter_ok) {
       ++r.bad_pages;
-      problem("page " + hex(addr) + (words_ok ? ": counter outside the working set is "
-                                                  + std::to_string(counter_at(mem, addr))
-                                              : ": pattern damaged"));
+      problem("page " + hex(addr) +
+              (words_ok
+                 ? ": counter outside the working set is " + std::to_string(counter_at(mem, addr))
+                 : ": pattern damaged"));
     }
   }
 
@@ -97,8 +95,8 @@ verify_report verify(std::span<const uint8_t> mem,
       if (c == prev - 1) {
         ++r.step_downs;
       } else if (c != prev) {
-        problem("counter at " + hex(addr) + " is " + std::to_string(c)
-                + " after " + std::to_string(prev));
+        problem("counter at " + hex(addr) + " is " + std::to_string(c) + " after " +
+                std::to_string(prev));
         r.step_downs += 2; // out of step: can never be consistent
       }
       prev = c;

@@ -19,11 +19,11 @@ namespace ferry::testguest {
 struct verify_report {
   bool consistent = false;
   guest_params params;
-  uint64_t pattern_pages = 0;   // pages checked against the pattern
-  uint64_t bad_pages = 0;       // pattern mismatches
+  uint64_t pattern_pages = 0; // pages checked against the pattern
+  uint64_t bad_pages = 0;     // pattern mismatches
   uint32_t counter_min = 0;
   uint32_t counter_max = 0;
-  uint64_t step_downs = 0;      // places where a counter is one below its predecessor
+  uint64_t step_downs = 0;           // places where a counter is one below its predecessor
   std::vector<std::string> problems; // the first few, human-readable
 
   std::string summary() const;

@@ -1,5 +1,5 @@
 #pragma once
-// A blocking QMP client for tests: connects to a unix socket (waiting for it
+// A blocking QMP client (tests, ferry-qmp): connects to a unix socket (waiting for it
 // to appear), reads the greeting, sends commands and separates replies from
 // events.
 
@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-namespace ferry::test {
+namespace ferry::qmp_tool {
 
 class qmp_client {
 public:
@@ -24,8 +24,7 @@ public:
   const boost::json::value& greeting() const { return greeting_; }
   // Sends raw text and returns the next non-event message.
   boost::json::value send_raw(const std::string& text);
-  boost::json::value execute(const std::string& command,
-                             boost::json::object arguments = {});
+  boost::json::value execute(const std::string& command, boost::json::object arguments = {});
   void negotiate();
   // The next reply (non-event message), for requests sent together.
   boost::json::value next_reply();
@@ -43,4 +42,4 @@ private:
   std::deque<boost::json::value> events_;
 };
 
-} // namespace ferry::test
+} // namespace ferry::qmp_tool

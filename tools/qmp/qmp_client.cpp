@@ -1,4 +1,4 @@
-#include "tests/support/qmp_client.hpp"
+#include "tools/qmp/qmp_client.hpp"
 
 #include <boost/json.hpp>
 
@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
-namespace ferry::test {
+namespace ferry::qmp_tool {
 
 namespace json = boost::json;
 
@@ -125,4 +125,4 @@ bool qmp_client::wait_closed(std::chrono::milliseconds timeout) {
   return false;
 }
 
-} // namespace ferry::test
+} // namespace ferry::qmp_tool
