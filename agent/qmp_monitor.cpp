@@ -130,13 +130,8 @@ qmp_result qmp_monitor::execute(const std::string& cmd, const json::object& args
     const std::string file{args.at("filename").as_string()};
     auto& mem = guest_.memory();
     if (!val || !size || mem.range(*val, *size).empty())
-      return generic("Invalid addr 0x" + [&] {
-        char b[32];
-        std::snprintf(b, sizeof b, "%llx/size %lld",
-                      static_cast<unsigned long long>(args.at("val").to_number<int64_t>()),
-                      static_cast<long long>(args.at("size").to_number<int64_t>()));
-        return std::string{b};
-      }() + " specified");
+      return generic("Invalid addr " + json::serialize(args.at("val")) + "/size " +
+                     json::serialize(args.at("size")) + " specified");
     unique_fd fd{::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (!fd)
       return generic("Could not open '" + file + "'");

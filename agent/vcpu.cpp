@@ -1,6 +1,7 @@
 #include "agent/vcpu.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/hex.hpp"
 #include "agent/kvm_dirty_ring.hpp"
 
 #include <sys/ioctl.h>
@@ -12,12 +13,6 @@
 namespace ferry {
 
 namespace {
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // Fixed-size kvm_msrs with a flexible array, built on a byte buffer.
 struct msr_buffer {
@@ -154,8 +149,8 @@ caf::expected<vcpu_state> vcpu::save() const {
   if (got < 0)
     return make_system_error("KVM_GET_MSRS");
   if (static_cast<size_t>(got) != msrs_.size())
-    return make_agent_error(agent_errc::system_error,
-                            "KVM_GET_MSRS stopped at MSR " + hex(msrs_[static_cast<size_t>(got)]));
+    return make_agent_error(agent_errc::system_error, "KVM_GET_MSRS stopped at MSR " +
+                                                        to_hex(msrs_[static_cast<size_t>(got)]));
   st.msrs.assign(msrs.get()->entries, msrs.get()->entries + got);
   if (::ioctl(fd, KVM_GET_VCPU_EVENTS, &st.events) < 0)
     return make_system_error("KVM_GET_VCPU_EVENTS");
@@ -190,7 +185,7 @@ caf::expected<void> vcpu::restore(const vcpu_state& st) {
   if (static_cast<size_t>(set) != st.msrs.size())
     return make_agent_error(agent_errc::not_supported,
                             "KVM_SET_MSRS refused MSR " +
-                              hex(st.msrs[static_cast<size_t>(set)].index));
+                              to_hex(st.msrs[static_cast<size_t>(set)].index));
   kvm_vcpu_events ev = st.events;
   // Only restore what the blob says is valid; NMI/SIPI/SMM fields are flagged.
   ev.flags &= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR |
@@ -239,8 +234,8 @@ vcpu_exit vcpu::run_once() {
       }
       return vcpu_exit::handled;
     case KVM_EXIT_FAIL_ENTRY:
-      last_error_ =
-        "KVM entry failed, hardware reason " + hex(run_->fail_entry.hardware_entry_failure_reason);
+      last_error_ = "KVM entry failed, hardware reason " +
+                    to_hex(run_->fail_entry.hardware_entry_failure_reason);
       return vcpu_exit::failed;
     case KVM_EXIT_INTERNAL_ERROR:
       last_error_ = "KVM internal error, suberror " + std::to_string(run_->internal.suberror);

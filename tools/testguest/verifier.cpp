@@ -1,5 +1,7 @@
 #include "tools/testguest/verifier.hpp"
 
+#include "agent/hex.hpp"
+
 #include "tools/testguest/pattern.hpp"
 
 #include <cstring>
@@ -10,12 +12,6 @@ namespace ferry::testguest {
 namespace {
 
 constexpr size_t max_problems = 8;
-
-std::string hex(uint64_t v) {
-  std::ostringstream os;
-  os << "0x" << std::hex << v;
-  return os.str();
-}
 
 uint32_t counter_at(std::span<const uint8_t> mem, uint64_t addr) {
   uint32_t c;
@@ -29,7 +25,7 @@ std::string verify_report::summary() const {
   std::ostringstream os;
   os << (consistent ? "consistent" : "INCONSISTENT") << ": " << pattern_pages << " pattern pages ("
      << bad_pages << " bad), working set " << params.ws_pages << " pages at "
-     << hex(params.ws_start) << ", counters " << counter_min << ".." << counter_max << " with "
+     << to_hex(params.ws_start) << ", counters " << counter_min << ".." << counter_max << " with "
      << step_downs << " step down(s)";
   for (const auto& p : problems)
     os << "\n  " << p;
@@ -52,7 +48,7 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
     }
     auto p = read_params(mem.subspan(boot_address, sector_bytes));
     if (!p) {
-      problem("no test guest parameter block at 0x7c00 + " + hex(param_offset));
+      problem("no test guest parameter block at 0x7c00 + " + to_hex(param_offset));
       return r;
     }
     r.params = *p;
@@ -64,7 +60,7 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
   }
   if (mem.size() < p.ram_top) {
     problem("memory of " + std::to_string(mem.size()) + " bytes is shorter than ram-top " +
-            hex(p.ram_top));
+            to_hex(p.ram_top));
     return r;
   }
 
@@ -78,7 +74,7 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
     const bool counter_ok = in_ws || counter_at(mem, addr) == 0;
     if (!words_ok || !counter_ok) {
       ++r.bad_pages;
-      problem("page " + hex(addr) +
+      problem("page " + to_hex(addr) +
               (words_ok
                  ? ": counter outside the working set is " + std::to_string(counter_at(mem, addr))
                  : ": pattern damaged"));
@@ -95,7 +91,7 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
       if (c == prev - 1) {
         ++r.step_downs;
       } else if (c != prev) {
-        problem("counter at " + hex(addr) + " is " + std::to_string(c) + " after " +
+        problem("counter at " + to_hex(addr) + " is " + std::to_string(c) + " after " +
                 std::to_string(prev));
         r.step_downs += 2; // out of step: can never be consistent
       }
