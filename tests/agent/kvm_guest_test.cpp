@@ -6,6 +6,7 @@
 #include "agent/kvm_guest.hpp"
 #include "agent/vcpu.hpp"
 #include "tests/support/kvm_skip.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tools/testguest/guest_image.hpp"
 #include "tools/testguest/pattern_file.hpp"
 #include "tools/testguest/verifier.hpp"
@@ -46,7 +47,8 @@ std::vector<uint8_t> image_with(const tg::guest_params& p) {
 
 struct counter_guest {
   tg::guest_params params;
-  std::string dir = ::testing::TempDir();
+  ferry::test::temp_dir tmp;
+  std::string dir = tmp.path() + "/";
   std::string serial_path;
   std::unique_ptr<kvm_guest> g;
 

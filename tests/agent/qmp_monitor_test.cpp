@@ -1,5 +1,6 @@
 #include "agent/qmp_monitor.hpp"
 #include "agent/synthetic_guest.hpp"
+#include "tests/support/temp_dir.hpp"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -84,7 +85,8 @@ TEST_F(monitor_fixture, pmemsave_writes_exactly_the_range) {
   auto mem = guest->memory().bytes();
   for (size_t i = 0; i < 8192; ++i)
     mem[0x3000 + i] = static_cast<uint8_t>(i * 13);
-  const std::string file = ::testing::TempDir() + "ferry-pmemsave.bin";
+  const ferry::test::temp_dir tmp;
+  const std::string file = tmp.file("pmemsave.bin");
   ok("pmemsave", {{"val", 0x3000}, {"size", 8192}, {"filename", file}});
   std::ifstream in{file, std::ios::binary};
   std::vector<uint8_t> got{std::istreambuf_iterator<char>(in), {}};

@@ -18,7 +18,8 @@ namespace json = boost::json;
 namespace {
 
 struct agent_fixture : ::testing::Test {
-  std::string dir = temp_dir();
+  temp_dir tmp;
+  std::string dir = tmp.path();
   std::string image = dir + "/guest.img";
   std::string ram = dir + "/ram.bin";
   std::string qmp_path = dir + "/qmp.sock";

@@ -38,14 +38,6 @@ std::string binary(const std::string& relative) {
   return std::string{dir != nullptr ? dir : "."} + "/" + relative;
 }
 
-std::string temp_dir() {
-  char tmpl[] = "/tmp/ferry-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (d == nullptr)
-    throw std::runtime_error("mkdtemp failed");
-  return d;
-}
-
 std::string read_file(const std::string& path) {
   std::ifstream in{path, std::ios::binary};
   return {std::istreambuf_iterator<char>(in), {}};
@@ -63,7 +55,6 @@ bool wait_for_text(const std::string& path, const std::string& needle,
 }
 
 process::process(std::vector<std::string> argv) {
-  stderr_path_ = temp_dir() + "/stderr.txt";
   auto args = c_argv(argv);
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -115,7 +106,8 @@ std::string process::stderr_text() const {
 
 run_result run(const std::vector<std::string>& argv_in) {
   auto argv = argv_in;
-  const std::string out_path = temp_dir() + "/out.txt";
+  const temp_dir dir;
+  const std::string out_path = dir.file("out.txt");
   auto args = c_argv(argv);
   pid_t pid = ::fork();
   if (pid == 0) {

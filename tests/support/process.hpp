@@ -2,6 +2,8 @@
 // A child process for integration tests: spawned with an argv, stderr kept
 // in a file, killed when the handle goes out of scope.
 
+#include "tests/support/temp_dir.hpp"
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -28,7 +30,8 @@ public:
 private:
   pid_t pid_ = -1;
   std::optional<int> status_;
-  std::string stderr_path_;
+  temp_dir dir_;
+  std::string stderr_path_ = dir_.file("stderr.txt");
 };
 
 // Runs a command to completion: exit status and combined stdout+stderr.
@@ -40,8 +43,6 @@ run_result run(const std::vector<std::string>& argv);
 
 // Path of a built binary (FERRY_BUILD_DIR is set by CTest).
 std::string binary(const std::string& relative);
-// A fresh directory for one test's files.
-std::string temp_dir();
 std::string read_file(const std::string& path);
 // Waits until `path` contains `needle` (true) or the timeout passes.
 bool wait_for_text(const std::string& path, const std::string& needle,

@@ -1,4 +1,5 @@
 #include "agent/agent_error.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tools/testguest/guest_image.hpp"
 #include "tools/testguest/pattern_file.hpp"
 #include "tools/testguest/verifier.hpp"
@@ -56,7 +57,8 @@ TEST(guest_image, invalid_parameters_are_refused) {
 }
 
 TEST(pattern_file, writes_a_sparse_file_the_verifier_accepts) {
-  const std::string path = ::testing::TempDir() + "ferry-pattern.bin";
+  const ferry::test::temp_dir tmp;
+  const std::string path = tmp.file("pattern.bin");
   guest_params p;
   p.ram_top = 32u << 20;
   auto img = builtin_image();
@@ -72,5 +74,4 @@ TEST(pattern_file, writes_a_sparse_file_the_verifier_accepts) {
   std::vector<uint8_t> mem{std::istreambuf_iterator<char>(in), {}};
   auto r = verify(mem);
   EXPECT_TRUE(r.consistent) << r.summary();
-  ::unlink(path.c_str());
 }
