@@ -159,10 +159,11 @@ caf::expected<vcpu_state> vcpu_state::deserialize(std::span<const uint8_t> blob)
           return bad("msrs section length does not match its count " + std::to_string(n));
         st.msrs.resize(n);
         for (uint32_t k = 0; k < n; ++k) {
-          if (load<uint32_t>(payload.data() + 4 + k * 16 + 4) != 0)
+          const uint8_t* entry = payload.data() + 4 + size_t{k} * 16;
+          if (load<uint32_t>(entry + 4) != 0)
             return bad("reserved bits set in MSR entry " + std::to_string(k));
-          st.msrs[k].index = load<uint32_t>(payload.data() + 4 + k * 16);
-          st.msrs[k].data = load<uint64_t>(payload.data() + 4 + k * 16 + 8);
+          st.msrs[k].index = load<uint32_t>(entry);
+          st.msrs[k].data = load<uint64_t>(entry + 8);
         }
         break;
       }

@@ -81,7 +81,7 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
     } else if (flag == "-display" || flag == "-monitor" || flag == "-vga") {
       FERRY_TRY(v, value());
       if (v != "none")
-        return invalid("'" + flag + " " + v + "': only 'none' is supported");
+        return invalid(flag + " '" + v + "': only 'none' is supported");
     } else if (flag == "-name") {
       FERRY_TRY(v, value());
       FERRY_TRY(o, qemu_opts::parse(v, "guest"));

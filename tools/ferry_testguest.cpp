@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <iterator>
 
@@ -38,7 +39,7 @@ bool size_option(const std::string& text, uint32_t& out, std::string& err) {
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   CLI::App app{"Build the Ferry counter test guest and its pre-filled memory"};
   app.require_subcommand(1);
 
@@ -104,4 +105,7 @@ int main(int argc, char** argv) {
   if (auto ok = ferry::testguest::write_pattern_file(out, *total, p, sector); !ok)
     return fail(ferry::describe(ok.error()));
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "ferry-testguest: %s\n", e.what());
+  return 2;
 }

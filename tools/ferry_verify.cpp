@@ -13,10 +13,11 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <iterator>
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   CLI::App app{"Check a Ferry test guest's memory: pattern intact, counters in step"};
   std::string dump;
   std::string params_from;
@@ -56,4 +57,7 @@ int main(int argc, char** argv) {
   if (map != nullptr)
     ::munmap(map, size);
   return report.consistent ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "ferry-verify: %s\n", e.what());
+  return 2;
 }

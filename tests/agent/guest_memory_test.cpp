@@ -54,9 +54,10 @@ TEST(guest_memory, ram_backend_is_a_zeroed_memfd) {
 }
 
 TEST(guest_memory, file_backend_share_off_is_a_private_copy) {
-  const auto content = bytes(64 * 1024, 3);
+  const auto content = bytes(size_t{64} * 1024, 3);
   temp_file f{content};
-  auto mem = guest_memory::create({memory_backend::kind::file, 128 * 1024, f.path, false});
+  auto mem =
+    guest_memory::create({memory_backend::kind::file, uint64_t{128} * 1024, f.path, false});
   ASSERT_TRUE(mem) << describe(mem.error());
   EXPECT_EQ(std::memcmp(mem->data(), content.data(), content.size()), 0);
   // Beyond the file's end the guest sees zeros.

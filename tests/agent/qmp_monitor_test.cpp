@@ -24,13 +24,13 @@ struct monitor_fixture : ::testing::Test {
     guest = std::move(*g);
     monitor = std::make_unique<qmp_monitor>(
       *guest, vm_identity{"vm1", "12345678-1234-1234-1234-123456789abc"},
-      [this](std::string line) {
+      [this](const std::string& line) {
         events.push_back(json::parse(line).at("event").as_string().c_str());
       },
       [this] { quit = true; });
   }
 
-  json::value ok(const std::string& cmd, json::object args = {}) {
+  json::value ok(const std::string& cmd, const json::object& args = {}) {
     auto r = monitor->execute(cmd, args);
     if (auto* f = std::get_if<qmp_failure>(&r)) {
       ADD_FAILURE() << cmd << ": " << f->desc;
@@ -39,7 +39,7 @@ struct monitor_fixture : ::testing::Test {
     return std::get<json::value>(r);
   }
 
-  qmp_failure fails(const std::string& cmd, json::object args = {}) {
+  qmp_failure fails(const std::string& cmd, const json::object& args = {}) {
     auto r = monitor->execute(cmd, args);
     if (auto* f = std::get_if<qmp_failure>(&r))
       return *f;

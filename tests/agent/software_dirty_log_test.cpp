@@ -16,7 +16,7 @@ TEST(software_dirty_log, reports_exactly_the_marked_pages) {
   for (int round = 0; round < 20; ++round) {
     std::set<uint64_t> oracle;
     for (int i = 0; i < 100; ++i) {
-      const uint64_t addr = rng() % (1024 * 4096);
+      const uint64_t addr = rng() % (uint64_t{1024} * 4096);
       const uint64_t len = 1 + rng() % 9000;
       log.mark(addr, len);
       for (uint64_t p = addr / 4096; p <= (addr + len - 1) / 4096 && p < 1024; ++p)

@@ -10,6 +10,7 @@ namespace {
 
 std::vector<std::string> kinds(const std::vector<framed>& out) {
   std::vector<std::string> k;
+  k.reserve(out.size());
   for (const auto& f : out)
     k.push_back(std::holds_alternative<json::value>(f) ? json::serialize(std::get<json::value>(f))
                                                        : "ERR");

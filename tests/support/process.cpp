@@ -17,6 +17,7 @@ namespace {
 
 std::vector<char*> c_argv(std::vector<std::string>& argv) {
   std::vector<char*> out;
+  out.reserve(argv.size() + 1);
   for (auto& a : argv)
     out.push_back(a.data());
   out.push_back(nullptr);
