@@ -5,7 +5,8 @@
 #      integration; KVM tests report "Skipped" with the reason when /dev/kvm
 #      is not usable),
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer,
-#   4. every libFuzzer target for a bounded time (FUZZ_SECONDS, default 20).
+#   4. every libFuzzer target for a bounded time (FUZZ_SECONDS, default 20),
+#   5. clang-format and clang-tidy (tools/lint.sh).
 # The last CTest summary line is the sanitizer run's; any failure stops here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ echo "== build (warnings are errors) and test"
 cmake -S . -B build-test -G Ninja -DFERRY_WERROR=ON >/dev/null
 cmake --build build-test
 ctest --test-dir build-test --output-on-failure -j"$jobs"
+
+echo "== lint"
+bash tools/lint.sh build-test
 
 echo "== libFuzzer targets"
 bash tools/fuzz.sh build-fuzz

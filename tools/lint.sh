@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Style and lint gates: clang-format must leave every C++ file unchanged and
+# clang-tidy (.clang-tidy, warnings are errors) must be clean.
+# Usage: tools/lint.sh BUILD_DIR   (a configured build: compile_commands.json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+
+bad=0
+while IFS= read -r f; do
+  if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
+    echo "clang-format would change $f"
+    bad=1
+  fi
+done < <(git ls-files '*.cpp' '*.hpp')
+[ "$bad" -eq 0 ] || exit 1
+echo "clang-format: clean"
+
+log=$(mktemp)
+if ! run-clang-tidy -p "$build" -quiet -j"$(nproc)" "$(pwd)/(agent|protocol|tools|tests)/.*\.cpp$" >"$log" 2>&1 \
+   || grep -qE "(error|warning):" "$log"; then
+  grep -E "(error|warning):" "$log" | head -40
+  echo "clang-tidy: findings above"
+  rm -f "$log"
+  exit 1
+fi
+rm -f "$log"
+echo "clang-tidy: clean"
