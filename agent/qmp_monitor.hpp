@@ -1,8 +1,9 @@
 #pragma once
 // The QMP commands of one guest: what each does, its argument checks and the
 // events it raises. Transport-free — qmp_server feeds it parsed requests — so
-// tests can call it directly. Minimal set for now: query-status, stop, cont,
-// quit, pmemsave and the identity queries.
+// tests can call it directly. Implemented: query-status, stop, cont, quit,
+// pmemsave and the identity queries; the migration schema's commands are
+// listed and answer what they still lack.
 
 #include "agent/guest.hpp"
 #include "protocol/qmp_wire.hpp"
@@ -37,8 +38,12 @@ public:
               std::function<void()> on_quit);
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
-  // Every command execute() knows, for query-commands.
+  // Every command of query-commands: Ferry's own and every command of the
+  // migration schema; the schema commands not implemented yet answer a
+  // GenericError naming what is missing.
   static const std::vector<std::string>& commands();
+  // The commands that do their job today.
+  static const std::vector<std::string>& implemented_commands();
 
 private:
   guest& guest_;

@@ -1,9 +1,9 @@
 # ferry_guest_blob(<target> <source.S> <symbol> [SECTOR])
 # Assembles a test guest with GNU as, links it flat at 0x7c00 into
-# ${PROJECT_BINARY_DIR}/<target>.img, and builds a static library <target>
-# whose symbols <symbol>_start / <symbol>_end span those bytes. With SECTOR
-# the image must be exactly one 512-byte boot sector.
-set(FERRY_BLOB_TEMPLATE ${CMAKE_CURRENT_LIST_DIR}/guest_blob.S)
+# ${PROJECT_BINARY_DIR}/<target>.img, and embeds it (ferry_embed) as the
+# static library <target>. With SECTOR the image must be exactly one 512-byte
+# boot sector.
+include(${CMAKE_CURRENT_LIST_DIR}/FerryEmbed.cmake)
 
 function(ferry_guest_blob TARGET SRC SYMBOL)
   cmake_parse_arguments(G "SECTOR" "" "" ${ARGN})
@@ -23,11 +23,6 @@ function(ferry_guest_blob TARGET SRC SYMBOL)
     COMMENT "Assembling test guest ${TARGET}"
     VERBATIM)
   add_custom_target(${TARGET}_img DEPENDS ${img})
-  set(blob ${CMAKE_CURRENT_BINARY_DIR}/${TARGET}_blob.S)
-  configure_file(${FERRY_BLOB_TEMPLATE} ${blob} COPYONLY)
-  set_source_files_properties(${blob} PROPERTIES
-    OBJECT_DEPENDS ${img}
-    COMPILE_DEFINITIONS "FERRY_BLOB_PATH=\"${img}\";FERRY_BLOB_SYMBOL=${SYMBOL}")
-  add_library(${TARGET} STATIC ${blob})
+  ferry_embed(${TARGET} ${img} ${SYMBOL})
   add_dependencies(${TARGET} ${TARGET}_img)
 endfunction()

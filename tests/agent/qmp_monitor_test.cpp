@@ -1,5 +1,6 @@
 #include "agent/qmp_monitor.hpp"
 #include "agent/synthetic_guest.hpp"
+#include "protocol/qapi_catalog.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <boost/json.hpp>
@@ -112,6 +113,23 @@ TEST_F(monitor_fixture, bad_arguments_get_qemu_errors) {
   auto nf = fails("migrate-teleport");
   EXPECT_EQ(nf.cls, qmp::error_class::command_not_found);
   EXPECT_EQ(nf.desc, "The command migrate-teleport has not been found");
+}
+
+TEST_F(monitor_fixture, every_schema_command_is_listed_and_works_or_says_what_is_missing) {
+  const auto listed = ok("query-commands").as_array();
+  const auto& implemented = qmp_monitor::implemented_commands();
+  for (const auto& cmd : ferry::qapi::catalog::migration().commands()) {
+    EXPECT_NE(std::find(listed.begin(), listed.end(), json::value{{"name", cmd}}), listed.end())
+      << cmd << " missing from query-commands";
+    if (std::find(implemented.begin(), implemented.end(), cmd) != implemented.end())
+      continue;
+    const auto f = fails(cmd);
+    EXPECT_EQ(f.cls, qmp::error_class::generic_error) << cmd;
+    EXPECT_EQ(f.desc.rfind("Command '" + cmd + "' is not available: ", 0), 0U) << f.desc;
+  }
+  EXPECT_NE(fails("xen-save-devices-state").desc.find("Xen"), std::string::npos);
+  EXPECT_NE(fails("snapshot-save").desc.find("qcow2"), std::string::npos);
+  EXPECT_NE(fails("migrate").desc.find("migration engine"), std::string::npos);
 }
 
 TEST_F(monitor_fixture, quit_asks_the_process_to_exit) {

@@ -1,4 +1,4 @@
-/* Embeds an assembled test guest image; see FerryGuest.cmake. */
+/* Embeds a file as bytes between <symbol>_start and <symbol>_end; see FerryEmbed.cmake. */
 #define FERRY_CAT(a, b) a##b
 #define FERRY_XCAT(a, b) FERRY_CAT(a, b)
         .section .rodata
