@@ -26,7 +26,7 @@ int main(int argc, char** argv) try {
   }
   std::string text{std::istreambuf_iterator<char>(in), {}};
   // A numbered listing starts with its title line, not with schema text.
-  const bool numbered = text.rfind("#", 0) != 0 && text.rfind("{", 0) != 0;
+  const bool numbered = !text.starts_with('#') && !text.starts_with('{');
   auto exprs =
     ferry::qapi::parse_schema(numbered ? ferry::qapi::strip_numbered_listing(text) : text);
   if (!exprs) {
