@@ -1,6 +1,9 @@
 // libFuzzer: arbitrary bytes from a QMP client, split at arbitrary points,
-// through the framer and the envelope checks. Must never crash or hang.
+// through the framer, the envelope checks and the schema's argument checks.
+// Must never crash or hang.
 
+#include "protocol/qapi_catalog.hpp"
+#include "protocol/qapi_validate.hpp"
 #include "protocol/qmp_framing.hpp"
 #include "protocol/qmp_request.hpp"
 
@@ -17,7 +20,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ferry::qmp::framer f;
   for (size_t at = 0; at < in.size(); at += step)
     for (const auto& v : f.feed(in.substr(at, step)))
-      if (const auto* json = std::get_if<boost::json::value>(&v))
-        (void) ferry::qmp::parse_request(*json);
+      if (const auto* json = std::get_if<boost::json::value>(&v)) {
+        auto req = ferry::qmp::parse_request(*json);
+        const auto* r = std::get_if<ferry::qmp::request>(&req);
+        if (r == nullptr)
+          continue;
+        const auto& cat = ferry::qapi::catalog::migration();
+        if (const auto* cmd = cat.find(r->command); cmd != nullptr && cmd->contains("command"))
+          (void) ferry::qapi::check_arguments(cat, *cmd, r->arguments);
+      }
   return 0;
 }
