@@ -3,6 +3,7 @@
 #include "agent/agent_error.hpp"
 #include "agent/unique_fd.hpp"
 #include "protocol/qapi_catalog.hpp"
+#include "protocol/qapi_validate.hpp"
 
 #include <boost/json.hpp>
 
@@ -21,8 +22,9 @@ qmp_failure generic(std::string desc) {
   return {qmp::error_class::generic_error, std::move(desc)};
 }
 
-// QEMU's argument rules: no unknown members, required members present, and
-// each of the expected JSON type.
+// QEMU's argument rules for the commands outside the 9.1 schema (pmemsave,
+// the legacy ones): no unknown members, required members present, each of
+// its JSON type (int64 = integer, double_ = any number, string).
 std::optional<qmp_failure>
 check_args(const json::object& args,
            std::initializer_list<std::pair<const char*, json::kind>> spec) {
@@ -36,11 +38,15 @@ check_args(const json::object& args,
     const auto* v = args.if_contains(name);
     if (v == nullptr)
       return generic(std::string{"Parameter '"} + name + "' is missing");
-    const bool ok =
-      kind == json::kind::int64 ? (v->is_int64() || v->is_uint64()) : v->kind() == kind;
+    const char* expected = kind == json::kind::string    ? "string"
+                           : kind == json::kind::double_ ? "number"
+                                                         : "integer";
+    const bool ok = kind == json::kind::string    ? v->is_string()
+                    : kind == json::kind::double_ ? v->is_number()
+                                                  : (v->is_int64() || v->is_uint64());
     if (!ok)
       return generic(std::string{"Invalid parameter type for '"} + name +
-                     "', expected: " + (kind == json::kind::string ? "string" : "integer"));
+                     "', expected: " + expected);
   }
   return std::nullopt;
 }
@@ -56,8 +62,9 @@ std::optional<uint64_t> as_u64(const json::value& v) {
 } // namespace
 
 qmp_monitor::qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
-                         std::function<void()> on_quit)
-  : guest_(g), id_(std::move(id)), emit_(std::move(emit)), on_quit_(std::move(on_quit)) {}
+                         std::function<void()> on_quit, migration_host_facts facts)
+  : guest_(g), id_(std::move(id)), emit_(std::move(emit)), on_quit_(std::move(on_quit)),
+    settings_(facts) {}
 
 namespace {
 
@@ -77,22 +84,57 @@ std::string unavailable_reason(std::string_view cmd) {
   return "the migration engine is not implemented yet";
 }
 
-const std::vector<std::string>& own_commands() {
-  static const std::vector<std::string> names = {
-    "qmp_capabilities", "query-commands", "query-status", "query-version", "query-name",
-    "query-uuid",       "stop",           "cont",         "quit",          "pmemsave"};
-  return names;
+// Commands of older QEMU versions that clients still send; they map onto
+// today's parameters and are checked here (they are not in the 9.1 schema).
+bool legacy(std::string_view cmd) {
+  return cmd == "migrate_set_speed" || cmd == "migrate_set_downtime" ||
+         cmd == "migrate-set-cache-size" || cmd == "query-migrate-cache-size";
+}
+
+json::value empty() {
+  return json::value(json::object{});
 }
 
 } // namespace
 
+const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
+  static const std::vector<entry> t = {
+    {"qmp_capabilities", nullptr}, // the session's business (qmp_server)
+    {"query-commands", &qmp_monitor::query_commands},
+    {"query-status", &qmp_monitor::query_status},
+    {"query-version", &qmp_monitor::query_version},
+    {"query-name", &qmp_monitor::query_name},
+    {"query-uuid", &qmp_monitor::query_uuid},
+    {"stop", &qmp_monitor::stop},
+    {"cont", &qmp_monitor::cont},
+    {"quit", &qmp_monitor::quit},
+    {"pmemsave", &qmp_monitor::pmemsave},
+    {"query-migrate", &qmp_monitor::query_migrate},
+    {"query-migrate-capabilities", &qmp_monitor::query_migrate_capabilities},
+    {"query-migrate-parameters", &qmp_monitor::query_migrate_parameters},
+    {"migrate-set-capabilities", &qmp_monitor::migrate_set_capabilities},
+    {"migrate-set-parameters", &qmp_monitor::migrate_set_parameters},
+    {"migrate_set_speed", &qmp_monitor::migrate_set_speed},
+    {"migrate_set_downtime", &qmp_monitor::migrate_set_downtime},
+    {"migrate-set-cache-size", &qmp_monitor::migrate_set_cache_size},
+    {"query-migrate-cache-size", &qmp_monitor::query_migrate_cache_size},
+  };
+  return t;
+}
+
 const std::vector<std::string>& qmp_monitor::implemented_commands() {
-  return own_commands();
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const auto& e : table())
+      out.emplace_back(e.name);
+    return out;
+  }();
+  return names;
 }
 
 const std::vector<std::string>& qmp_monitor::commands() {
   static const std::vector<std::string> names = [] {
-    auto all = own_commands();
+    auto all = implemented_commands();
     for (const auto& c : qapi::catalog::migration().commands())
       if (std::find(all.begin(), all.end(), c) == all.end())
         all.push_back(c);
@@ -102,90 +144,168 @@ const std::vector<std::string>& qmp_monitor::commands() {
 }
 
 qmp_result qmp_monitor::execute(const std::string& cmd, const json::object& args) {
-  const bool no_args = cmd != "pmemsave";
-  if (no_args)
-    if (auto bad = check_args(args, {}))
-      return *bad;
-
-  if (cmd == "query-status") {
-    const run_state s = guest_.state();
-    return json::value{{"status", to_string(s)}, {"running", s == run_state::running}};
+  const auto& cat = qapi::catalog::migration();
+  const auto* schema = cat.find(cmd);
+  if (schema != nullptr && !schema->contains("command"))
+    schema = nullptr; // a type's name, not a command's
+  if (schema != nullptr) {
+    if (auto bad = qapi::check_arguments(cat, *schema, args))
+      return generic(std::move(*bad));
   }
-  if (cmd == "query-version")
-    return json::value{{"qemu", {{"major", 9}, {"minor", 1}, {"micro", 0}}},
-                       {"package", " (ferry)"}};
-  if (cmd == "query-name") {
-    json::object o;
-    if (!id_.name.empty())
-      o["name"] = id_.name;
-    return json::value(std::move(o));
+  for (const auto& e : table()) {
+    if (cmd != e.name || e.fn == nullptr)
+      continue;
+    if (schema == nullptr && !legacy(cmd) && cmd != "pmemsave")
+      if (auto bad = check_args(args, {}))
+        return *bad;
+    return (this->*e.fn)(args);
   }
-  if (cmd == "query-uuid")
-    return json::value{
-      {"UUID", id_.uuid.empty() ? "00000000-0000-0000-0000-000000000000" : id_.uuid}};
-  if (cmd == "query-commands") {
-    json::array a;
-    for (const auto& n : commands())
-      a.push_back(json::object{{"name", n}});
-    return json::value(std::move(a));
-  }
-  if (cmd == "stop") {
-    // Stopping a stopped guest succeeds quietly, as in QEMU.
-    if (!stopped_ && guest_.state() == run_state::running) {
-      stopped_ = guest_.pause();
-      emit_(qmp::event("STOP"));
-    } else if (!stopped_ && guest_.state() == run_state::prelaunch) {
-      stopped_ = guest_.pause();
-    }
-    return json::value(json::object{});
-  }
-  if (cmd == "cont") {
-    const run_state s = guest_.state();
-    if (s == run_state::internal_error || s == run_state::shutdown)
-      return generic("Resetting the Virtual Machine is required");
-    stopped_ = {};
-    if (s == run_state::prelaunch) {
-      if (auto ok = guest_.start(); !ok)
-        return generic(describe(ok.error()));
-    }
-    if (s != run_state::running)
-      emit_(qmp::event("RESUME"));
-    return json::value(json::object{});
-  }
-  if (cmd == "quit") {
-    on_quit_();
-    return json::value(json::object{});
-  }
-  if (cmd == "pmemsave") {
-    if (auto bad = check_args(args, {{"val", json::kind::int64},
-                                     {"size", json::kind::int64},
-                                     {"filename", json::kind::string}}))
-      return *bad;
-    const auto val = as_u64(args.at("val"));
-    const auto size = as_u64(args.at("size"));
-    const std::string file{args.at("filename").as_string()};
-    auto& mem = guest_.memory();
-    if (!val || !size || mem.range(*val, *size).empty())
-      return generic("Invalid addr " + json::serialize(args.at("val")) + "/size " +
-                     json::serialize(args.at("size")) + " specified");
-    unique_fd fd{::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
-    if (!fd)
-      return generic("Could not open '" + file + "'");
-    const auto src = mem.range(*val, *size);
-    size_t done = 0;
-    while (done < src.size()) {
-      const ssize_t n = ::write(fd.get(), src.data() + done, src.size() - done);
-      if (n <= 0)
-        return generic("writing memory to '" + file + "' failed");
-      done += static_cast<size_t>(n);
-    }
-    return json::value(json::object{});
-  }
-  if (qapi::catalog::migration().find(cmd) != nullptr &&
-      qapi::catalog::migration().find(cmd)->contains("command"))
+  if (schema != nullptr)
     return generic("Command '" + cmd + "' is not available: " + unavailable_reason(cmd));
   return qmp_failure{qmp::error_class::command_not_found,
                      "The command " + cmd + " has not been found"};
+}
+
+qmp_result qmp_monitor::query_status(const json::object&) {
+  const run_state s = guest_.state();
+  return json::value{{"status", to_string(s)}, {"running", s == run_state::running}};
+}
+
+qmp_result qmp_monitor::query_version(const json::object&) {
+  return json::value{{"qemu", {{"major", 9}, {"minor", 1}, {"micro", 0}}}, {"package", " (ferry)"}};
+}
+
+qmp_result qmp_monitor::query_name(const json::object&) {
+  json::object o;
+  if (!id_.name.empty())
+    o["name"] = id_.name;
+  return json::value(std::move(o));
+}
+
+qmp_result qmp_monitor::query_uuid(const json::object&) {
+  return json::value{
+    {"UUID", id_.uuid.empty() ? "00000000-0000-0000-0000-000000000000" : id_.uuid}};
+}
+
+qmp_result qmp_monitor::query_commands(const json::object&) {
+  json::array a;
+  for (const auto& n : commands())
+    a.push_back(json::object{{"name", n}});
+  return json::value(std::move(a));
+}
+
+qmp_result qmp_monitor::stop(const json::object&) {
+  // Stopping a stopped guest succeeds quietly, as in QEMU.
+  const run_state s = guest_.state();
+  if (!stopped_ && (s == run_state::running || s == run_state::prelaunch)) {
+    stopped_ = guest_.pause();
+    if (s == run_state::running)
+      emit_(qmp::event("STOP"));
+  }
+  return empty();
+}
+
+qmp_result qmp_monitor::cont(const json::object&) {
+  const run_state s = guest_.state();
+  if (s == run_state::internal_error || s == run_state::shutdown)
+    return generic("Resetting the Virtual Machine is required");
+  stopped_ = {};
+  if (s == run_state::prelaunch)
+    if (auto ok = guest_.start(); !ok)
+      return generic(describe(ok.error()));
+  if (s != run_state::running)
+    emit_(qmp::event("RESUME"));
+  return empty();
+}
+
+qmp_result qmp_monitor::quit(const json::object&) {
+  on_quit_();
+  return empty();
+}
+
+qmp_result qmp_monitor::pmemsave(const json::object& args) {
+  if (auto bad = check_args(args, {{"val", json::kind::int64},
+                                   {"size", json::kind::int64},
+                                   {"filename", json::kind::string}}))
+    return *bad;
+  const auto val = as_u64(args.at("val"));
+  const auto size = as_u64(args.at("size"));
+  const std::string file{args.at("filename").as_string()};
+  auto& mem = guest_.memory();
+  if (!val || !size || mem.range(*val, *size).empty())
+    return generic("Invalid addr " + json::serialize(args.at("val")) + "/size " +
+                   json::serialize(args.at("size")) + " specified");
+  unique_fd fd{::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+  if (!fd)
+    return generic("Could not open '" + file + "'");
+  const auto src = mem.range(*val, *size);
+  size_t done = 0;
+  while (done < src.size()) {
+    const ssize_t n = ::write(fd.get(), src.data() + done, src.size() - done);
+    if (n <= 0)
+      return generic("writing memory to '" + file + "' failed");
+    done += static_cast<size_t>(n);
+  }
+  return empty();
+}
+
+qmp_result qmp_monitor::query_migrate(const json::object&) {
+  // No migration has ever run: QEMU answers an empty MigrationInfo.
+  return empty();
+}
+
+qmp_result qmp_monitor::query_migrate_capabilities(const json::object&) {
+  return json::value(settings_.query_capabilities());
+}
+
+qmp_result qmp_monitor::query_migrate_parameters(const json::object&) {
+  return json::value(settings_.query_parameters());
+}
+
+qmp_result qmp_monitor::migrate_set_capabilities(const json::object& args) {
+  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(), false))
+    return generic(std::move(*e));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
+  if (auto e = settings_.set_parameters(args, false))
+    return generic(std::move(*e));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_set_speed(const json::object& args) {
+  if (auto bad = check_args(args, {{"value", json::kind::int64}}))
+    return *bad;
+  const auto v = as_u64(args.at("value"));
+  if (!v)
+    return generic("Parameter 'value' expects size");
+  return migrate_set_parameters(json::object{{"max-bandwidth", *v}});
+}
+
+qmp_result qmp_monitor::migrate_set_downtime(const json::object& args) {
+  // Seconds, as a number (QEMU 2.x); mapped onto downtime-limit in ms.
+  if (auto bad = check_args(args, {{"value", json::kind::double_}}))
+    return *bad;
+  const double secs = args.at("value").to_number<double>();
+  if (!(secs >= 0 && secs <= 2000))
+    return generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 "
+                   "seconds");
+  return migrate_set_parameters(
+    json::object{{"downtime-limit", static_cast<uint64_t>(secs * 1000)}});
+}
+
+qmp_result qmp_monitor::migrate_set_cache_size(const json::object& args) {
+  if (auto bad = check_args(args, {{"value", json::kind::int64}}))
+    return *bad;
+  const auto v = as_u64(args.at("value"));
+  if (!v)
+    return generic("Parameter 'value' expects size");
+  return migrate_set_parameters(json::object{{"xbzrle-cache-size", *v}});
+}
+
+qmp_result qmp_monitor::query_migrate_cache_size(const json::object&) {
+  return settings_.parameter("xbzrle-cache-size");
 }
 
 } // namespace ferry

@@ -1,11 +1,12 @@
 #pragma once
 // The QMP commands of one guest: what each does, its argument checks and the
 // events it raises. Transport-free — qmp_server feeds it parsed requests — so
-// tests can call it directly. Implemented: query-status, stop, cont, quit,
-// pmemsave and the identity queries; the migration schema's commands are
-// listed and answer what they still lack.
+// tests can call it directly. One dispatch table maps names to handlers;
+// arguments of schema commands are checked against the QAPI schema first.
+// Schema commands without a handler yet answer what they still lack.
 
 #include "agent/guest.hpp"
+#include "agent/migration_settings.hpp"
 #include "protocol/qmp_wire.hpp"
 
 #include <boost/json/object.hpp>
@@ -35,21 +36,49 @@ public:
   // `emit` sends an event line to every client; `on_quit` asks the process to
   // exit once the reply is out.
   qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
-              std::function<void()> on_quit);
+              std::function<void()> on_quit, migration_host_facts facts = {});
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
-  // migration schema; the schema commands not implemented yet answer a
-  // GenericError naming what is missing.
+  // migration schema.
   static const std::vector<std::string>& commands();
   // The commands that do their job today.
   static const std::vector<std::string>& implemented_commands();
 
+  const migration_settings& settings() const { return settings_; }
+
 private:
+  using handler = qmp_result (qmp_monitor::*)(const boost::json::object&);
+  struct entry {
+    const char* name;
+    handler fn;
+  };
+  static const std::vector<entry>& table();
+
+  qmp_result query_status(const boost::json::object&);
+  qmp_result query_version(const boost::json::object&);
+  qmp_result query_name(const boost::json::object&);
+  qmp_result query_uuid(const boost::json::object&);
+  qmp_result query_commands(const boost::json::object&);
+  qmp_result stop(const boost::json::object&);
+  qmp_result cont(const boost::json::object&);
+  qmp_result quit(const boost::json::object&);
+  qmp_result pmemsave(const boost::json::object&);
+  qmp_result query_migrate(const boost::json::object&);
+  qmp_result query_migrate_capabilities(const boost::json::object&);
+  qmp_result query_migrate_parameters(const boost::json::object&);
+  qmp_result migrate_set_capabilities(const boost::json::object&);
+  qmp_result migrate_set_parameters(const boost::json::object&);
+  qmp_result migrate_set_speed(const boost::json::object&);
+  qmp_result migrate_set_downtime(const boost::json::object&);
+  qmp_result migrate_set_cache_size(const boost::json::object&);
+  qmp_result query_migrate_cache_size(const boost::json::object&);
+
   guest& guest_;
   vm_identity id_;
   std::function<void(std::string)> emit_;
   std::function<void()> on_quit_;
+  migration_settings settings_;
   guest::pause_guard stopped_; // held while the guest is stopped by `stop`
 };
 

@@ -115,21 +115,76 @@ TEST_F(monitor_fixture, bad_arguments_get_qemu_errors) {
   EXPECT_EQ(nf.desc, "The command migrate-teleport has not been found");
 }
 
+namespace {
+
+// A smallest valid value of a schema type: required members only, first enum
+// value, empty lists. Types from other schema files accept anything.
+json::value sample(const json::value& type);
+
+json::object sample_members(const json::object& members) {
+  json::object out;
+  for (const auto& kv : members) {
+    if (kv.key().starts_with('*'))
+      continue;
+    const json::value& t = kv.value().is_object() ? kv.value().as_object().at("type") : kv.value();
+    out[kv.key()] = sample(t);
+  }
+  return out;
+}
+
+json::value sample(const json::value& type) {
+  if (type.is_array())
+    return json::array{};
+  if (type.is_object())
+    return sample_members(type.as_object());
+  const std::string t{type.as_string()};
+  if (t == "str")
+    return "x";
+  if (t == "bool")
+    return false;
+  if (t == "number" || t.find("int") != std::string::npos || t == "size")
+    return 1;
+  const auto& cat = ferry::qapi::catalog::migration();
+  const auto* def = cat.find(t);
+  if (def == nullptr)
+    return json::object{};
+  if (def->contains("enum"))
+    return json::value(cat.enum_values(t).front());
+  if (def->contains("struct"))
+    return sample_members(def->at("data").as_object());
+  return json::object{};
+}
+
+} // namespace
+
 TEST_F(monitor_fixture, every_schema_command_is_listed_and_works_or_says_what_is_missing) {
   const auto listed = ok("query-commands").as_array();
   const auto& implemented = qmp_monitor::implemented_commands();
-  for (const auto& cmd : ferry::qapi::catalog::migration().commands()) {
+  const auto& cat = ferry::qapi::catalog::migration();
+  for (const auto& cmd : cat.commands()) {
     EXPECT_NE(std::find(listed.begin(), listed.end(), json::value{{"name", cmd}}), listed.end())
       << cmd << " missing from query-commands";
     if (std::find(implemented.begin(), implemented.end(), cmd) != implemented.end())
       continue;
-    const auto f = fails(cmd);
+    const auto* def = cat.find(cmd);
+    const json::object args =
+      def->contains("data") ? sample(def->at("data")).as_object() : json::object{};
+    const auto f = fails(cmd, args);
     EXPECT_EQ(f.cls, qmp::error_class::generic_error) << cmd;
-    EXPECT_EQ(f.desc.rfind("Command '" + cmd + "' is not available: ", 0), 0U) << f.desc;
+    EXPECT_EQ(f.desc.rfind("Command '" + cmd + "' is not available: ", 0), 0U)
+      << cmd << " " << json::serialize(args) << ": " << f.desc;
   }
-  EXPECT_NE(fails("xen-save-devices-state").desc.find("Xen"), std::string::npos);
-  EXPECT_NE(fails("snapshot-save").desc.find("qcow2"), std::string::npos);
-  EXPECT_NE(fails("migrate").desc.find("migration engine"), std::string::npos);
+  EXPECT_NE(fails("xen-save-devices-state", {{"filename", "/tmp/x"}}).desc.find("Xen"),
+            std::string::npos);
+  EXPECT_NE(fails("snapshot-save",
+                  {{"job-id", "j"}, {"tag", "t"}, {"vmstate", "v"}, {"devices", json::array{}}})
+              .desc.find("qcow2"),
+            std::string::npos);
+  EXPECT_NE(fails("migrate", {{"uri", "tcp:127.0.0.1:1"}}).desc.find("migration engine"),
+            std::string::npos);
+  // Arguments are checked before availability, as QEMU checks them first.
+  EXPECT_EQ(fails("migrate-continue").desc, "Parameter 'state' is missing");
+  EXPECT_EQ(fails("migrate", {{"bogus", 1}}).desc, "Parameter 'bogus' is unexpected");
 }
 
 TEST_F(monitor_fixture, quit_asks_the_process_to_exit) {

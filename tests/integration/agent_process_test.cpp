@@ -125,6 +125,10 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
   auto withid = q.send_raw("{\"execute\":\"query-status\",\"id\":{\"n\":[1,2]}}\n");
   EXPECT_EQ(withid.at("id"), json::parse("{\"n\":[1,2]}"));
   EXPECT_EQ(withid.at("return").at("status"), "prelaunch") << "-S starts paused";
+  EXPECT_EQ(q.execute("query-migrate").at("return"), json::object{});
+  EXPECT_EQ(q.execute("query-migrate-parameters").at("return").at("downtime-limit"), 300);
+  EXPECT_EQ(q.execute("migrate", {{"uri", "tcp:127.0.0.1:1"}}).at("error").at("class"),
+            "GenericError");
   // Two commands in one write, answered in order.
   auto first =
     q.send_raw("{\"execute\":\"query-name\",\"id\":1}{\"execute\":\"query-uuid\",\"id\":2}\n");
