@@ -118,6 +118,11 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"migrate_set_downtime", &qmp_monitor::migrate_set_downtime},
     {"migrate-set-cache-size", &qmp_monitor::migrate_set_cache_size},
     {"query-migrate-cache-size", &qmp_monitor::query_migrate_cache_size},
+    {"migrate_cancel", &qmp_monitor::migrate_cancel},
+    {"migrate-continue", &qmp_monitor::migrate_continue},
+    {"migrate-pause", &qmp_monitor::migrate_pause},
+    {"migrate-recover", &qmp_monitor::migrate_recover},
+    {"migrate-start-postcopy", &qmp_monitor::migrate_start_postcopy},
   };
   return t;
 }
@@ -250,7 +255,62 @@ qmp_result qmp_monitor::pmemsave(const json::object& args) {
 }
 
 qmp_result qmp_monitor::query_migrate(const json::object&) {
-  // No migration has ever run: QEMU answers an empty MigrationInfo.
+  // Before any migration QEMU answers an empty MigrationInfo.
+  if (status_ == migration_status::none)
+    return empty();
+  return json::value{{"status", to_string(status_)}};
+}
+
+caf::expected<migration_status> qmp_monitor::migration_step(migration_event ev) {
+  auto next = step(migration_side::source, status_, ev);
+  if (!next)
+    return next;
+  status_ = *next;
+  if (settings_.capability("events"))
+    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(status_)}}));
+  return next;
+}
+
+qmp_result qmp_monitor::migrate_cancel(const json::object&) {
+  // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
+  // completed migration stays completed, a failed one failed.
+  if (!migration_running(status_) || status_ == migration_status::cancelling)
+    return empty();
+  if (auto ok = migration_step(migration_event::cancel); !ok)
+    return generic(describe(ok.error()));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_continue(const json::object& args) {
+  const std::string want{args.at("state").as_string()};
+  if (to_string(status_) != want)
+    return generic("Migration not in expected state: " + std::string{to_string(status_)});
+  if (auto ok = migration_step(migration_event::resume_switchover); !ok)
+    return generic(describe(ok.error()));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_pause(const json::object&) {
+  if (status_ != migration_status::postcopy_active)
+    return generic("migrate-pause is currently only supported during postcopy-active state");
+  if (auto ok = migration_step(migration_event::postcopy_broken); !ok)
+    return generic(describe(ok.error()));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_recover(const json::object&) {
+  // Recovery is the destination's command; this agent has no incoming
+  // migration yet, so it is never paused in postcopy.
+  return generic("Migrate recover can only be run when postcopy is paused.");
+}
+
+qmp_result qmp_monitor::migrate_start_postcopy(const json::object&) {
+  if (!settings_.capability("postcopy-ram"))
+    return generic("Enable postcopy with migrate_set_capability before the start of migration");
+  if (status_ == migration_status::none)
+    return generic("Postcopy must be started after migration has been started");
+  if (auto ok = migration_step(migration_event::start_postcopy); !ok)
+    return generic(describe(ok.error()));
   return empty();
 }
 
@@ -263,13 +323,14 @@ qmp_result qmp_monitor::query_migrate_parameters(const json::object&) {
 }
 
 qmp_result qmp_monitor::migrate_set_capabilities(const json::object& args) {
-  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(), false))
+  if (auto e =
+        settings_.set_capabilities(args.at("capabilities").as_array(), migration_running(status_)))
     return generic(std::move(*e));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
-  if (auto e = settings_.set_parameters(args, false))
+  if (auto e = settings_.set_parameters(args, migration_running(status_)))
     return generic(std::move(*e));
   return empty();
 }

@@ -7,6 +7,7 @@
 
 #include "agent/guest.hpp"
 #include "agent/migration_settings.hpp"
+#include "agent/migration_state.hpp"
 #include "protocol/qmp_wire.hpp"
 
 #include <boost/json/object.hpp>
@@ -46,6 +47,11 @@ public:
   static const std::vector<std::string>& implemented_commands();
 
   const migration_settings& settings() const { return settings_; }
+  migration_status status() const { return status_; }
+  // The migration engine reports progress here: the state machine steps
+  // (or refuses), and a MIGRATION event goes out when the `events`
+  // capability is on.
+  caf::expected<migration_status> migration_step(migration_event ev);
 
 private:
   using handler = qmp_result (qmp_monitor::*)(const boost::json::object&);
@@ -73,13 +79,19 @@ private:
   qmp_result migrate_set_downtime(const boost::json::object&);
   qmp_result migrate_set_cache_size(const boost::json::object&);
   qmp_result query_migrate_cache_size(const boost::json::object&);
+  qmp_result migrate_cancel(const boost::json::object&);
+  qmp_result migrate_continue(const boost::json::object&);
+  qmp_result migrate_pause(const boost::json::object&);
+  qmp_result migrate_recover(const boost::json::object&);
+  qmp_result migrate_start_postcopy(const boost::json::object&);
 
   guest& guest_;
   vm_identity id_;
   std::function<void(std::string)> emit_;
   std::function<void()> on_quit_;
   migration_settings settings_;
-  guest::pause_guard stopped_; // held while the guest is stopped by `stop`
+  migration_status status_ = migration_status::none; // outgoing side
+  guest::pause_guard stopped_;                       // held while the guest is stopped by `stop`
 };
 
 } // namespace ferry

@@ -26,7 +26,11 @@ struct monitor_fixture : ::testing::Test {
     monitor = std::make_unique<qmp_monitor>(
       *guest, vm_identity{"vm1", "12345678-1234-1234-1234-123456789abc"},
       [this](const std::string& line) {
-        events.push_back(json::parse(line).at("event").as_string().c_str());
+        const auto ev = json::parse(line);
+        events.push_back(ev.at("event").as_string().c_str());
+        if (const auto* data = ev.as_object().if_contains("data"))
+          if (const auto* st = data->as_object().if_contains("status"))
+            statuses.push_back(st->as_string().c_str());
       },
       [this] { quit = true; });
   }
@@ -53,6 +57,7 @@ struct monitor_fixture : ::testing::Test {
   std::unique_ptr<synthetic_guest> guest;
   std::unique_ptr<qmp_monitor> monitor;
   std::vector<std::string> events;
+  std::vector<std::string> statuses; // of MIGRATION events
   bool quit = false;
 };
 
@@ -190,4 +195,53 @@ TEST_F(monitor_fixture, every_schema_command_is_listed_and_works_or_says_what_is
 TEST_F(monitor_fixture, quit_asks_the_process_to_exit) {
   ok("quit");
   EXPECT_TRUE(quit);
+}
+
+TEST_F(monitor_fixture, migration_commands_check_the_state_as_qemu_does) {
+  EXPECT_EQ(fails("migrate-continue", {{"state", "pre-switchover"}}).desc,
+            "Migration not in expected state: none");
+  EXPECT_EQ(fails("migrate-pause").desc,
+            "migrate-pause is currently only supported during postcopy-active state");
+  EXPECT_EQ(fails("migrate-recover", {{"uri", "tcp:127.0.0.1:1"}}).desc,
+            "Migrate recover can only be run when postcopy is paused.");
+  EXPECT_EQ(fails("migrate-start-postcopy").desc,
+            "Enable postcopy with migrate_set_capability before the start of migration");
+  ok(
+    "migrate-set-capabilities",
+    {{"capabilities", json::array{json::object{{"capability", "postcopy-ram"}, {"state", true}}}}});
+  EXPECT_EQ(fails("migrate-start-postcopy").desc,
+            "Postcopy must be started after migration has been started");
+  EXPECT_EQ(ok("migrate_cancel"), json::object{}) << "cancelling nothing succeeds";
+  EXPECT_EQ(monitor->status(), migration_status::none);
+  EXPECT_EQ(ok("query-migrate"), json::object{});
+  EXPECT_TRUE(events.empty());
+}
+
+TEST_F(monitor_fixture, migration_events_follow_the_events_capability) {
+  ASSERT_TRUE(monitor->migration_step(migration_event::start));
+  EXPECT_TRUE(events.empty()) << "events capability off";
+  EXPECT_EQ(ok("query-migrate").at("status"), "setup");
+  EXPECT_EQ(
+    fails("migrate-set-capabilities",
+          {{"capabilities", json::array{json::object{{"capability", "events"}, {"state", true}}}}})
+      .desc,
+    "There's a migration process in progress");
+  ASSERT_TRUE(monitor->migration_step(migration_event::cancel));
+  ASSERT_TRUE(monitor->migration_step(migration_event::cancel_done));
+  ok("migrate-set-capabilities",
+     {{"capabilities", json::array{json::object{{"capability", "events"}, {"state", true}}}}});
+  ASSERT_TRUE(monitor->migration_step(migration_event::start));
+  ASSERT_TRUE(monitor->migration_step(migration_event::setup_done));
+  ASSERT_TRUE(monitor->migration_step(migration_event::pause_switchover));
+  EXPECT_EQ(fails("migrate-continue", {{"state", "active"}}).desc,
+            "Migration not in expected state: pre-switchover");
+  ok("migrate-continue", {{"state", "pre-switchover"}});
+  EXPECT_EQ(monitor->status(), migration_status::device);
+  ok("migrate_cancel");
+  EXPECT_EQ(monitor->status(), migration_status::cancelling);
+  EXPECT_FALSE(monitor->migration_step(migration_event::complete)) << "refused in cancelling";
+  EXPECT_EQ(monitor->status(), migration_status::cancelling);
+  EXPECT_EQ(statuses, (std::vector<std::string>{"setup", "active", "pre-switchover", "device",
+                                                "cancelling"}));
+  EXPECT_EQ(events.size(), statuses.size()) << "nothing but MIGRATION events";
 }
