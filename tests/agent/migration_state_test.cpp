@@ -1,6 +1,7 @@
 // The MigrationStatus machine: every (side, state, event) triple is walked.
 // Legal ones move to the state the oracle below names; every other one is
-// refused, and the caller's state stays where it was.
+// refused. (That a refusal leaves the owner's state alone is the monitor's
+// test: step() itself is a pure function.)
 
 #include "agent/agent_error.hpp"
 #include "agent/migration_state.hpp"
@@ -73,8 +74,7 @@ void walk(migration_side side, const std::map<std::string, std::string>& oracle)
     const auto allowed = legal(oracle, std::string{to_string(from)});
     for (size_t e = 0; e < migration_event_count; ++e) {
       const auto on = static_cast<migration_event>(e);
-      migration_status state = from;
-      const auto next = step(side, state, on);
+      const auto next = step(side, from, on);
       const auto want = allowed.find(std::string{to_string(on)});
       if (want != allowed.end()) {
         ASSERT_TRUE(next) << to_string(from) << " --" << to_string(on) << "-->";
@@ -84,7 +84,6 @@ void walk(migration_side side, const std::map<std::string, std::string>& oracle)
         ASSERT_FALSE(next) << to_string(from) << " --" << to_string(on) << "--> "
                            << to_string(*next) << " is not a QEMU transition";
         EXPECT_EQ(next.error(), agent_errc::bad_run_state);
-        EXPECT_EQ(state, from) << "a refused event leaves the state alone";
       }
     }
   }
