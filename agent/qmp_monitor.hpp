@@ -84,6 +84,8 @@ private:
   qmp_result migrate_pause(const boost::json::object&);
   qmp_result migrate_recover(const boost::json::object&);
   qmp_result migrate_start_postcopy(const boost::json::object&);
+  qmp_result query_jobs(const boost::json::object&);
+  qmp_result job_dismiss(const boost::json::object&);
 
   guest& guest_;
   vm_identity id_;

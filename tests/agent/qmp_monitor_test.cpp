@@ -192,6 +192,13 @@ TEST_F(monitor_fixture, every_schema_command_is_listed_and_works_or_says_what_is
   EXPECT_EQ(fails("migrate", {{"bogus", 1}}).desc, "Parameter 'bogus' is unexpected");
 }
 
+TEST_F(monitor_fixture, jobs) {
+  EXPECT_EQ(ok("query-jobs"), json::array{});
+  EXPECT_EQ(fails("job-dismiss", {{"id", "snap0"}}).desc, "Job not found");
+  EXPECT_EQ(fails("job-dismiss").desc, "Parameter 'id' is missing");
+  EXPECT_EQ(fails("query-jobs", {{"x", 1}}).desc, "Parameter 'x' is unexpected");
+}
+
 TEST_F(monitor_fixture, quit_asks_the_process_to_exit) {
   ok("quit");
   EXPECT_TRUE(quit);
