@@ -2,6 +2,7 @@
 
 #include "agent/agent_error.hpp"
 #include "agent/unique_fd.hpp"
+#include "protocol/qapi_catalog.hpp"
 #include "protocol/qmp_framing.hpp"
 #include "protocol/qmp_request.hpp"
 #include "protocol/qmp_wire.hpp"
@@ -21,6 +22,7 @@
 #include <list>
 #include <mutex>
 #include <thread>
+#include <variant>
 
 namespace ferry {
 
@@ -34,6 +36,7 @@ struct session {
   qmp::framer framer;
   std::string out;
   bool negotiated = false;
+  bool oob = false; // out-of-band execution enabled by qmp_capabilities
   bool closing = false;
 };
 
@@ -89,6 +92,28 @@ caf::expected<listener> bind_endpoint(const endpoint& ep) {
   return l;
 }
 
+// qmp_capabilities' arguments: whether `oob` is enabled, or QEMU's error.
+std::variant<bool, std::string> negotiate(const boost::json::object& args) {
+  bool oob = false;
+  for (const auto& kv : args) {
+    if (kv.key() != "enable")
+      return "Parameter '" + std::string{kv.key()} + "' is unexpected";
+    const auto* arr = kv.value().if_array();
+    if (arr == nullptr)
+      return std::string{"Invalid parameter type for 'enable', expected: array"};
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const auto name = "enable[" + std::to_string(i) + "]";
+      if (!(*arr)[i].is_string())
+        return "Invalid parameter type for '" + name + "', expected: string";
+      if ((*arr)[i].as_string() != "oob")
+        return "Parameter '" + name + "' does not accept value '" +
+               std::string{(*arr)[i].as_string()} + "'";
+      oob = true;
+    }
+  }
+  return oob;
+}
+
 } // namespace
 
 struct qmp_server::impl {
@@ -116,7 +141,7 @@ void qmp_server::impl::accept_from(listener& l) {
       return;
     auto& s = sessions.emplace_back();
     s.fd.reset(fd);
-    s.out = qmp::greeting({});
+    s.out = qmp::greeting({}, {"oob"});
     flush(s);
   }
 }
@@ -134,11 +159,21 @@ void qmp_server::impl::handle(session& s, const qmp::framed& f) {
   const auto& req = std::get<qmp::request>(parsed);
   const boost::json::value* id = req.id ? &*req.id : nullptr;
   if (req.oob) {
-    s.out += qmp::error(qmp::error_class::generic_error,
-                        "QMP input member 'exec-oob' is not supported: out-of-band "
-                        "execution was not negotiated",
-                        id);
-    return;
+    // Out-of-band requests need the capability, and a command the schema
+    // marks allow-oob. Commands run as soon as they are read here, so an OOB
+    // one never waits behind queued in-band work.
+    if (!s.oob) {
+      s.out += qmp::error(qmp::error_class::generic_error,
+                          "QMP input member 'exec-oob' is unexpected", id);
+      return;
+    }
+    const auto* def = qapi::catalog::migration().find(req.command);
+    const auto* allow = def != nullptr ? def->if_contains("allow-oob") : nullptr;
+    if (allow == nullptr || !allow->is_bool() || !allow->as_bool()) {
+      s.out += qmp::error(qmp::error_class::generic_error,
+                          "The command " + req.command + " does not support OOB", id);
+      return;
+    }
   }
   if (!s.negotiated) {
     if (req.command != "qmp_capabilities") {
@@ -146,22 +181,12 @@ void qmp_server::impl::handle(session& s, const qmp::framed& f) {
                           "Expecting capabilities negotiation with 'qmp_capabilities'", id);
       return;
     }
-    if (const auto* en = req.arguments.if_contains("enable")) {
-      const auto* arr = en->if_array();
-      if (arr == nullptr || !arr->empty()) {
-        s.out += qmp::error(qmp::error_class::generic_error,
-                            arr == nullptr ? "Invalid parameter type for 'enable', expected: array"
-                                           : "Capability 'oob' not available",
-                            id);
-        return;
-      }
+    auto enabled = negotiate(req.arguments);
+    if (auto* bad = std::get_if<std::string>(&enabled)) {
+      s.out += qmp::error(qmp::error_class::generic_error, *bad, id);
+      return;
     }
-    for (const auto& kv : req.arguments)
-      if (kv.key() != "enable") {
-        s.out += qmp::error(qmp::error_class::generic_error,
-                            "Parameter '" + std::string{kv.key()} + "' is unexpected", id);
-        return;
-      }
+    s.oob = std::get<bool>(enabled);
     s.negotiated = true;
     s.out += qmp::reply(boost::json::object{}, id);
     return;

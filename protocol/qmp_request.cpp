@@ -14,7 +14,7 @@ std::variant<request, envelope_error> parse_request(const json::value& v) {
   const auto* exec = obj->if_contains("execute");
   const auto* oob = obj->if_contains("exec-oob");
   if (exec != nullptr && oob != nullptr)
-    return envelope_error{"QMP input must not have both 'execute' and 'exec-oob'", id};
+    return envelope_error{"QMP input member 'exec-oob' is unexpected", id};
   if (exec == nullptr && oob == nullptr)
     return envelope_error{"QMP input lacks member 'execute'", id};
   const auto* name = exec != nullptr ? exec : oob;

@@ -34,10 +34,11 @@ std::string_view to_string(error_class c) {
   return "GenericError";
 }
 
-std::string greeting(const version& v) {
+std::string greeting(const version& v, const std::vector<std::string>& capabilities) {
   json::object ver{{"qemu", {{"major", v.major}, {"minor", v.minor}, {"micro", v.micro}}},
                    {"package", v.package}};
-  json::object qmp{{"version", std::move(ver)}, {"capabilities", json::array{}}};
+  json::object qmp{{"version", std::move(ver)},
+                   {"capabilities", json::array(capabilities.begin(), capabilities.end())}};
   return line({{"QMP", std::move(qmp)}});
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ferry::qmp {
 
@@ -30,7 +31,8 @@ struct version {
   std::string package = " (ferry)";
 };
 
-std::string greeting(const version& v);
+// `capabilities`: what a client may enable with qmp_capabilities ("oob").
+std::string greeting(const version& v, const std::vector<std::string>& capabilities);
 // `id` is echoed verbatim when the command carried one.
 std::string reply(boost::json::value ret, const boost::json::value* id);
 std::string error(error_class c, std::string_view desc, const boost::json::value* id);

@@ -146,6 +146,37 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
   EXPECT_EQ(agent->wait(10s), 0);
 }
 
+TEST_F(agent_fixture, out_of_band_execution_follows_the_capability_and_the_schema) {
+  make_guest("16M", {"--ram-top", "16M"});
+  auto args = prefilled_args("16M");
+  args.insert(args.end(), {"-accel", "none"});
+  auto agent = start_agent(args);
+  qmp_client plain{qmp_path};
+  EXPECT_EQ(plain.greeting().at("QMP").at("capabilities"), json::array{"oob"});
+  plain.negotiate();
+  EXPECT_EQ(plain.send_raw("{\"exec-oob\":\"migrate-pause\",\"id\":1}\n").at("error").at("desc"),
+            "QMP input member 'exec-oob' is unexpected");
+
+  qmp_client q{qmp_path};
+  EXPECT_EQ(q.send_raw("{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"x\"]}}\n")
+              .at("error")
+              .at("desc"),
+            "Parameter 'enable[0]' does not accept value 'x'");
+  EXPECT_TRUE(
+    q.send_raw("{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}\n")
+      .as_object()
+      .contains("return"));
+  auto pause = q.send_raw("{\"exec-oob\":\"migrate-pause\",\"id\":\"p\"}\n");
+  EXPECT_EQ(pause.at("id"), "p");
+  EXPECT_EQ(pause.at("error").at("desc"),
+            "migrate-pause is currently only supported during postcopy-active state")
+    << "allow-oob commands run out of band";
+  EXPECT_EQ(q.send_raw("{\"exec-oob\":\"query-status\",\"id\":2}\n").at("error").at("desc"),
+            "The command query-status does not support OOB");
+  q.execute("quit");
+  EXPECT_EQ(agent->wait(10s), 0);
+}
+
 TEST_F(agent_fixture, sigterm_shuts_down_with_an_event) {
   make_guest("16M", {"--ram-top", "16M"});
   auto args = prefilled_args("16M");
