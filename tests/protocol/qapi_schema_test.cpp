@@ -1,4 +1,5 @@
 #include "protocol/qapi_catalog.hpp"
+#include "protocol/qapi_examples.hpp"
 #include "protocol/qapi_schema.hpp"
 
 #include <boost/json.hpp>
@@ -63,6 +64,29 @@ TEST(qapi_schema, numbered_listings_lose_header_and_numbers) {
   auto r = parse_schema(strip_numbered_listing(listing));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->at(0).at("enum"), "E");
+}
+
+TEST(qapi_examples, requests_replies_and_events) {
+  const auto ex = extract_examples(R"(##
+# Example:
+#
+#     -> { "execute": "go",
+#          "arguments": { "n": 1 } }
+#     <- { "return": {} }
+#
+#     <- { "event": "GONE",
+#          "data": { "x": [1, 2] } }
+#
+#     -> { "execute": "broken" },
+#         "arguments": {} }
+##
+{ 'command': 'go' }
+)");
+  ASSERT_EQ(ex.size(), 2U);
+  EXPECT_EQ(ex[0].at("request"), json::parse(R"({"execute":"go","arguments":{"n":1}})"));
+  EXPECT_EQ(ex[0].at("reply"), json::parse(R"({"return":{}})"));
+  EXPECT_TRUE(ex[1].at("request").is_null()) << "an event example has no request";
+  EXPECT_EQ(ex[1].at("reply").at("event"), "GONE");
 }
 
 TEST(qapi_catalog, the_embedded_migration_schema) {
