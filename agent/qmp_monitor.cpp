@@ -348,13 +348,17 @@ qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
   return empty();
 }
 
-qmp_result qmp_monitor::migrate_set_speed(const json::object& args) {
+qmp_result qmp_monitor::set_size_parameter(const json::object& args, const char* parameter) {
   if (auto bad = check_args(args, {{"value", json::kind::int64}}))
     return *bad;
   const auto v = as_u64(args.at("value"));
   if (!v)
     return generic("Parameter 'value' expects size");
-  return migrate_set_parameters(json::object{{"max-bandwidth", *v}});
+  return migrate_set_parameters(json::object{{parameter, *v}});
+}
+
+qmp_result qmp_monitor::migrate_set_speed(const json::object& args) {
+  return set_size_parameter(args, "max-bandwidth");
 }
 
 qmp_result qmp_monitor::migrate_set_downtime(const json::object& args) {
@@ -370,12 +374,7 @@ qmp_result qmp_monitor::migrate_set_downtime(const json::object& args) {
 }
 
 qmp_result qmp_monitor::migrate_set_cache_size(const json::object& args) {
-  if (auto bad = check_args(args, {{"value", json::kind::int64}}))
-    return *bad;
-  const auto v = as_u64(args.at("value"));
-  if (!v)
-    return generic("Parameter 'value' expects size");
-  return migrate_set_parameters(json::object{{"xbzrle-cache-size", *v}});
+  return set_size_parameter(args, "xbzrle-cache-size");
 }
 
 qmp_result qmp_monitor::query_migrate_cache_size(const json::object&) {

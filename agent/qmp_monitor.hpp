@@ -75,6 +75,8 @@ private:
   qmp_result query_migrate_parameters(const boost::json::object&);
   qmp_result migrate_set_capabilities(const boost::json::object&);
   qmp_result migrate_set_parameters(const boost::json::object&);
+  // A legacy {"value": size} command setting one size parameter.
+  qmp_result set_size_parameter(const boost::json::object& args, const char* parameter);
   qmp_result migrate_set_speed(const boost::json::object&);
   qmp_result migrate_set_downtime(const boost::json::object&);
   qmp_result migrate_set_cache_size(const boost::json::object&);

@@ -54,6 +54,15 @@ struct agent_fixture : ::testing::Test {
       "-serial",  "file:" + serial};
   }
 
+  // A 16 MiB -accel none guest (no KVM needed) with `extra` flags.
+  std::unique_ptr<process> start_small_agent(std::vector<std::string> extra) {
+    make_guest("16M", {"--ram-top", "16M"});
+    auto args = prefilled_args("16M");
+    args.insert(args.end(), {"-accel", "none"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return start_agent(args);
+  }
+
   // stop + pmemsave of all RAM + ferry-verify.
   run_result dump_and_verify(qmp_client& q, uint64_t bytes) {
     EXPECT_TRUE(q.execute("stop").as_object().contains("return"));
@@ -108,10 +117,7 @@ TEST_F(agent_fixture, accel_none_guest_is_driven_and_verified_the_same_way) {
 }
 
 TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
-  make_guest("16M", {"--ram-top", "16M"});
-  auto args = prefilled_args("16M");
-  args.insert(args.end(), {"-accel", "none", "-S"});
-  auto agent = start_agent(args);
+  auto agent = start_small_agent({"-S"});
   qmp_client q{qmp_path};
   EXPECT_EQ(q.greeting().at("QMP").at("version").at("qemu").at("major"), 9);
   auto early = q.execute("query-status");
@@ -147,10 +153,7 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
 }
 
 TEST_F(agent_fixture, out_of_band_execution_follows_the_capability_and_the_schema) {
-  make_guest("16M", {"--ram-top", "16M"});
-  auto args = prefilled_args("16M");
-  args.insert(args.end(), {"-accel", "none"});
-  auto agent = start_agent(args);
+  auto agent = start_small_agent({});
   qmp_client plain{qmp_path};
   EXPECT_EQ(plain.greeting().at("QMP").at("capabilities"), json::array{"oob"});
   plain.negotiate();
@@ -178,10 +181,7 @@ TEST_F(agent_fixture, out_of_band_execution_follows_the_capability_and_the_schem
 }
 
 TEST_F(agent_fixture, sigterm_shuts_down_with_an_event) {
-  make_guest("16M", {"--ram-top", "16M"});
-  auto args = prefilled_args("16M");
-  args.insert(args.end(), {"-accel", "none"});
-  auto agent = start_agent(args);
+  auto agent = start_small_agent({});
   qmp_client q{qmp_path};
   q.negotiate();
   agent->signal(SIGTERM);
