@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace ferry {
@@ -131,6 +132,19 @@ guest_memory::~guest_memory() {
 
 uint64_t guest_memory::pages() const {
   return size_ / page_size;
+}
+
+caf::expected<void> guest_memory::load_boot_sector(std::span<const uint8_t> sector) {
+  if (sector.size() > boot_sector_max_bytes)
+    return make_agent_error(agent_errc::invalid_argument, "boot sector larger than 512 bytes");
+  if (sector.empty())
+    return {};
+  auto dst = range(boot_sector_address, sector.size());
+  if (dst.empty())
+    return make_agent_error(agent_errc::invalid_argument,
+                            "guest RAM too small for a boot sector at 0x7c00");
+  std::memcpy(dst.data(), sector.data(), sector.size());
+  return {};
 }
 
 std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {

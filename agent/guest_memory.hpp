@@ -44,6 +44,8 @@ public:
 
   // Bounds-checked view of [addr, addr + len); empty when out of range.
   std::span<uint8_t> range(uint64_t addr, uint64_t len) const;
+  // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
+  caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
 
 private:
   guest_memory(unique_fd fd, uint8_t* base, uint64_t size);

@@ -1,6 +1,7 @@
 #include "agent/kvm_guest.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/blob_bytes.hpp"
 #include "agent/kvm_dirty_bitmap.hpp"
 #include "agent/kvm_dirty_ring.hpp"
 #include "agent/vcpu.hpp"
@@ -12,27 +13,11 @@ namespace ferry {
 
 namespace {
 
-constexpr uint64_t boot_address = 0x7c00;
-constexpr size_t boot_sector_max = 512;
-
 // Guest CPU blob: u32 magic "FKVG" | u16 version | u16 vCPU count, then per
 // vCPU: u8 activity | 3 bytes 0 | u32 length | vcpu_state blob.
 constexpr uint32_t cpus_magic = 0x47564b46;
 constexpr uint16_t cpus_version = 1;
 constexpr uint8_t activity_max = 3;
-
-template <class T>
-void put(std::vector<uint8_t>& out, T v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  out.insert(out.end(), p, p + sizeof v);
-}
-
-template <class T>
-T get(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 } // namespace
 
@@ -45,8 +30,6 @@ kvm_guest::~kvm_guest() {
 caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg) {
   if (cfg.vcpus == 0 || cfg.vcpus > 64)
     return make_agent_error(agent_errc::invalid_argument, "vCPU count must be between 1 and 64");
-  if (cfg.boot_sector.size() > boot_sector_max)
-    return make_agent_error(agent_errc::invalid_argument, "boot sector larger than 512 bytes");
   auto mem = guest_memory::create(cfg.memory);
   if (!mem)
     return mem.error();
@@ -68,20 +51,15 @@ caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg
   g->union_ =
     std::make_unique<union_dirty_tracker>(std::vector<dirty_tracker*>{accel, &g->host_writes_});
 
-  if (!cfg.boot_sector.empty()) {
-    auto dst = g->memory_.range(boot_address, cfg.boot_sector.size());
-    if (dst.empty())
-      return make_agent_error(agent_errc::invalid_argument,
-                              "guest RAM too small for a boot sector at 0x7c00");
-    std::memcpy(dst.data(), cfg.boot_sector.data(), cfg.boot_sector.size());
-  }
+  if (auto ok = g->memory_.load_boot_sector(cfg.boot_sector); !ok)
+    return ok.error();
 
   for (uint32_t i = 0; i < cfg.vcpus; ++i) {
     auto cpu = vcpu::create(*g->vm_, i, *g->io_, g->ring_.get());
     if (!cpu)
       return cpu.error();
     if (i == 0)
-      if (auto ok = (*cpu)->reset_real_mode(boot_address); !ok)
+      if (auto ok = (*cpu)->reset_real_mode(boot_sector_address); !ok)
         return ok.error();
     g->cpus_.push_back(std::move(*cpu));
   }
@@ -154,18 +132,18 @@ caf::expected<std::vector<uint8_t>> kvm_guest::save_cpu_state() {
     return make_agent_error(agent_errc::bad_run_state,
                             "vCPU state can only be saved while the guest is paused");
   std::vector<uint8_t> out;
-  put(out, cpus_magic);
-  put(out, cpus_version);
-  put(out, static_cast<uint16_t>(cpus_.size()));
+  append_bytes(out, cpus_magic);
+  append_bytes(out, cpus_version);
+  append_bytes(out, static_cast<uint16_t>(cpus_.size()));
   for (size_t i = 0; i < cpus_.size(); ++i) {
     auto st = cpus_[i]->save();
     if (!st)
       return st.error();
     const auto blob = st->serialize();
-    put(out, static_cast<uint8_t>(threads_[i]->current()));
-    put(out, uint8_t{0});
-    put(out, uint16_t{0});
-    put(out, static_cast<uint32_t>(blob.size()));
+    append_bytes(out, static_cast<uint8_t>(threads_[i]->current()));
+    append_bytes(out, uint8_t{0});
+    append_bytes(out, uint16_t{0});
+    append_bytes(out, static_cast<uint32_t>(blob.size()));
     out.insert(out.end(), blob.begin(), blob.end());
   }
   return out;
@@ -178,11 +156,11 @@ caf::expected<void> kvm_guest::load_cpu_state(std::span<const uint8_t> blob) {
   if (state() == run_state::running)
     return make_agent_error(agent_errc::bad_run_state,
                             "vCPU state can only be loaded while the guest is paused");
-  if (blob.size() < 8 || get<uint32_t>(blob.data()) != cpus_magic)
+  if (blob.size() < 8 || load_bytes<uint32_t>(blob.data()) != cpus_magic)
     return bad("bad magic");
-  if (get<uint16_t>(blob.data() + 4) != cpus_version)
+  if (load_bytes<uint16_t>(blob.data() + 4) != cpus_version)
     return bad("unsupported version");
-  const auto count = get<uint16_t>(blob.data() + 6);
+  const auto count = load_bytes<uint16_t>(blob.data() + 6);
   if (count != cpus_.size())
     return bad("holds " + std::to_string(count) + " vCPUs, this guest has " +
                std::to_string(cpus_.size()));
@@ -193,7 +171,7 @@ caf::expected<void> kvm_guest::load_cpu_state(std::span<const uint8_t> blob) {
     if (blob.size() - at < 8)
       return bad("truncated");
     const uint8_t activity = blob[at];
-    const auto len = get<uint32_t>(blob.data() + at + 4);
+    const auto len = load_bytes<uint32_t>(blob.data() + at + 4);
     at += 8;
     if (activity > activity_max)
       return bad("unknown vCPU activity " + std::to_string(activity));

@@ -2,6 +2,7 @@
 // Where guest RAM goes in guest-physical space, and how it is cut into KVM
 // memory slots. Pure arithmetic, no KVM: unit-tested on its own.
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -16,6 +17,11 @@ inline constexpr uint64_t kvm_identity_map_addr = 0xfeffc000;
 inline constexpr uint64_t kvm_tss_addr = 0xfeffd000;
 inline constexpr uint64_t kvm_reserved_begin = kvm_identity_map_addr;
 inline constexpr uint64_t kvm_reserved_end = kvm_tss_addr + 3 * page_size;
+
+// Where a PC BIOS loads the boot sector (and where the boot vCPU starts), and
+// the most a boot sector holds.
+inline constexpr uint64_t boot_sector_address = 0x7c00;
+inline constexpr size_t boot_sector_max_bytes = 512;
 
 // Slots are capped so one slot's dirty bitmap stays small enough to fetch and
 // clear in one ioctl quickly; the cap is a multiple of 64 pages as

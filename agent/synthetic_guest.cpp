@@ -1,6 +1,7 @@
 #include "agent/synthetic_guest.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/blob_bytes.hpp"
 #include "agent/memory_layout.hpp"
 
 #include <pthread.h>
@@ -12,7 +13,6 @@ namespace ferry {
 
 namespace {
 
-constexpr uint64_t boot_address = 0x7c00;
 // Blob: u32 magic "FSYN" | u16 version | u16 0 | u64 next page | u64 passes.
 constexpr uint32_t blob_magic = 0x4e595346;
 constexpr uint16_t blob_version = 1;
@@ -43,16 +43,9 @@ synthetic_guest::create(synthetic_guest_config cfg) {
   if (cfg.ws_start % page_size != 0 || cfg.ws_start + cfg.ws_pages * page_size > mem->size())
     return make_agent_error(agent_errc::invalid_argument,
                             "working set must be page aligned and inside guest RAM");
-  if (cfg.boot_sector.size() > 512)
-    return make_agent_error(agent_errc::invalid_argument, "boot sector larger than 512 bytes");
   std::unique_ptr<synthetic_guest> g{new synthetic_guest(std::move(*mem), std::move(cfg))};
-  if (!g->cfg_.boot_sector.empty()) {
-    auto dst = g->memory_.range(boot_address, g->cfg_.boot_sector.size());
-    if (dst.empty())
-      return make_agent_error(agent_errc::invalid_argument,
-                              "guest RAM too small for a boot sector at 0x7c00");
-    std::memcpy(dst.data(), g->cfg_.boot_sector.data(), dst.size());
-  }
+  if (auto ok = g->memory_.load_boot_sector(g->cfg_.boot_sector); !ok)
+    return ok.error();
   return g;
 }
 
@@ -131,12 +124,12 @@ caf::expected<std::vector<uint8_t>> synthetic_guest::save_cpu_state() {
     return make_agent_error(agent_errc::bad_run_state,
                             "state can only be saved while the guest is paused");
   std::lock_guard lk{mtx_};
-  std::vector<uint8_t> out(blob_size, 0);
-  const uint64_t passes = passes_.load();
-  std::memcpy(out.data(), &blob_magic, 4);
-  std::memcpy(out.data() + 4, &blob_version, 2);
-  std::memcpy(out.data() + 8, &next_, 8);
-  std::memcpy(out.data() + 16, &passes, 8);
+  std::vector<uint8_t> out;
+  append_bytes(out, blob_magic);
+  append_bytes(out, blob_version);
+  append_bytes(out, uint16_t{0});
+  append_bytes(out, next_);
+  append_bytes(out, passes_.load());
   return out;
 }
 
@@ -144,16 +137,12 @@ caf::expected<void> synthetic_guest::load_cpu_state(std::span<const uint8_t> blo
   if (state() == run_state::running)
     return make_agent_error(agent_errc::bad_run_state,
                             "state can only be loaded while the guest is paused");
-  uint32_t magic = 0;
-  uint16_t version = 0;
-  uint64_t next = 0;
-  uint64_t passes = 0;
   if (blob.size() != blob_size)
     return make_agent_error(agent_errc::bad_state_blob, "dirtier state: wrong size");
-  std::memcpy(&magic, blob.data(), 4);
-  std::memcpy(&version, blob.data() + 4, 2);
-  std::memcpy(&next, blob.data() + 8, 8);
-  std::memcpy(&passes, blob.data() + 16, 8);
+  const auto magic = load_bytes<uint32_t>(blob.data());
+  const auto version = load_bytes<uint16_t>(blob.data() + 4);
+  const auto next = load_bytes<uint64_t>(blob.data() + 8);
+  const auto passes = load_bytes<uint64_t>(blob.data() + 16);
   if (magic != blob_magic || version != blob_version)
     return make_agent_error(agent_errc::bad_state_blob, "dirtier state: bad magic or version");
   if (next >= cfg_.ws_pages && cfg_.ws_pages != 0)

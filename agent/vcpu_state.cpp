@@ -1,6 +1,7 @@
 #include "agent/vcpu_state.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/blob_bytes.hpp"
 
 #include <array>
 #include <cstring>
@@ -30,8 +31,7 @@ struct writer {
   std::vector<uint8_t> out;
   template <class T>
   void put(const T& v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    out.insert(out.end(), p, p + sizeof(T));
+    append_bytes(out, v);
   }
   void bytes(const void* p, size_t n) {
     const auto* b = static_cast<const uint8_t*>(p);
@@ -47,13 +47,6 @@ struct writer {
 
 caf::error bad(const std::string& what) {
   return make_agent_error(agent_errc::bad_state_blob, "vCPU state: " + what);
-}
-
-template <class T>
-T load(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
 }
 
 template <class T>
@@ -95,12 +88,12 @@ std::vector<uint8_t> vcpu_state::serialize() const {
 caf::expected<vcpu_state> vcpu_state::deserialize(std::span<const uint8_t> blob) {
   if (blob.size() < header_size)
     return bad("blob of " + std::to_string(blob.size()) + " bytes is truncated");
-  if (load<uint32_t>(blob.data()) != magic)
+  if (load_bytes<uint32_t>(blob.data()) != magic)
     return bad("bad magic");
-  const auto ver = load<uint16_t>(blob.data() + 4);
+  const auto ver = load_bytes<uint16_t>(blob.data() + 4);
   if (ver != version)
     return bad("unsupported version " + std::to_string(ver));
-  const auto count = load<uint16_t>(blob.data() + 6);
+  const auto count = load_bytes<uint16_t>(blob.data() + 6);
   if (count != sec_last)
     return bad("expected " + std::to_string(sec_last) + " sections, found " +
                std::to_string(count));
@@ -111,9 +104,9 @@ caf::expected<vcpu_state> vcpu_state::deserialize(std::span<const uint8_t> blob)
   for (uint16_t i = 0; i < count; ++i) {
     if (blob.size() - at < section_header_size)
       return bad("section header truncated");
-    const auto id = load<uint16_t>(blob.data() + at);
-    const auto reserved = load<uint16_t>(blob.data() + at + 2);
-    const auto len = load<uint32_t>(blob.data() + at + 4);
+    const auto id = load_bytes<uint16_t>(blob.data() + at);
+    const auto reserved = load_bytes<uint16_t>(blob.data() + at + 2);
+    const auto len = load_bytes<uint32_t>(blob.data() + at + 4);
     at += section_header_size;
     if (len > blob.size() - at)
       return bad("section " + std::to_string(id) + " length " + std::to_string(len) +
@@ -154,16 +147,16 @@ caf::expected<vcpu_state> vcpu_state::deserialize(std::span<const uint8_t> blob)
       case sec_msrs: {
         if (payload.size() < 4)
           return bad("msrs section truncated");
-        const auto n = load<uint32_t>(payload.data());
+        const auto n = load_bytes<uint32_t>(payload.data());
         if (n > max_msrs || payload.size() != 4 + size_t{n} * 16)
           return bad("msrs section length does not match its count " + std::to_string(n));
         st.msrs.resize(n);
         for (uint32_t k = 0; k < n; ++k) {
           const uint8_t* entry = payload.data() + 4 + size_t{k} * 16;
-          if (load<uint32_t>(entry + 4) != 0)
+          if (load_bytes<uint32_t>(entry + 4) != 0)
             return bad("reserved bits set in MSR entry " + std::to_string(k));
-          st.msrs[k].index = load<uint32_t>(entry);
-          st.msrs[k].data = load<uint64_t>(entry + 8);
+          st.msrs[k].index = load_bytes<uint32_t>(entry);
+          st.msrs[k].data = load_bytes<uint64_t>(entry + 8);
         }
         break;
       }

@@ -115,3 +115,22 @@ TEST(guest_memory, range_is_bounds_checked) {
   EXPECT_TRUE(mem->range(8000, 193).empty());
   EXPECT_TRUE(mem->range(UINT64_MAX, 2).empty());
 }
+
+TEST(guest_memory, boot_sector_goes_to_0x7c00_and_is_bounded) {
+  auto mem = guest_memory::create({memory_backend::kind::ram, uint64_t{64} * 1024, {}, false});
+  ASSERT_TRUE(mem);
+  const auto sector = bytes(512, 1);
+  ASSERT_TRUE(mem->load_boot_sector(sector));
+  EXPECT_EQ(std::memcmp(mem->data() + 0x7c00, sector.data(), sector.size()), 0);
+  EXPECT_EQ(mem->data()[0x7c00 - 1], 0);
+  EXPECT_EQ(mem->data()[0x7e00], 0);
+  auto big = mem->load_boot_sector(bytes(513, 1));
+  ASSERT_FALSE(big);
+  EXPECT_EQ(describe(big.error()), "boot sector larger than 512 bytes");
+  auto tiny = guest_memory::create({memory_backend::kind::ram, 4096, {}, false});
+  ASSERT_TRUE(tiny);
+  auto none = tiny->load_boot_sector(sector);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(describe(none.error()), "guest RAM too small for a boot sector at 0x7c00");
+  EXPECT_TRUE(tiny->load_boot_sector({})) << "no drive, nothing to load";
+}
