@@ -84,13 +84,6 @@ std::string unavailable_reason(std::string_view cmd) {
   return "the migration engine is not implemented yet";
 }
 
-// Commands of older QEMU versions that clients still send; they map onto
-// today's parameters and are checked here (they are not in the 9.1 schema).
-bool legacy(std::string_view cmd) {
-  return cmd == "migrate_set_speed" || cmd == "migrate_set_downtime" ||
-         cmd == "migrate-set-cache-size" || cmd == "query-migrate-cache-size";
-}
-
 json::value empty() {
   return json::value(json::object{});
 }
@@ -108,15 +101,15 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"stop", &qmp_monitor::stop},
     {"cont", &qmp_monitor::cont},
     {"quit", &qmp_monitor::quit},
-    {"pmemsave", &qmp_monitor::pmemsave},
+    {"pmemsave", &qmp_monitor::pmemsave, true},
     {"query-migrate", &qmp_monitor::query_migrate},
     {"query-migrate-capabilities", &qmp_monitor::query_migrate_capabilities},
     {"query-migrate-parameters", &qmp_monitor::query_migrate_parameters},
     {"migrate-set-capabilities", &qmp_monitor::migrate_set_capabilities},
     {"migrate-set-parameters", &qmp_monitor::migrate_set_parameters},
-    {"migrate_set_speed", &qmp_monitor::migrate_set_speed},
-    {"migrate_set_downtime", &qmp_monitor::migrate_set_downtime},
-    {"migrate-set-cache-size", &qmp_monitor::migrate_set_cache_size},
+    {"migrate_set_speed", &qmp_monitor::migrate_set_speed, true},
+    {"migrate_set_downtime", &qmp_monitor::migrate_set_downtime, true},
+    {"migrate-set-cache-size", &qmp_monitor::migrate_set_cache_size, true},
     {"query-migrate-cache-size", &qmp_monitor::query_migrate_cache_size},
     {"migrate_cancel", &qmp_monitor::migrate_cancel},
     {"migrate-continue", &qmp_monitor::migrate_continue},
@@ -124,7 +117,7 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"migrate-recover", &qmp_monitor::migrate_recover},
     {"migrate-start-postcopy", &qmp_monitor::migrate_start_postcopy},
     {"query-jobs", &qmp_monitor::query_jobs},
-    {"job-dismiss", &qmp_monitor::job_dismiss},
+    {"job-dismiss", &qmp_monitor::job_dismiss, true},
   };
   return t;
 }
@@ -162,7 +155,7 @@ qmp_result qmp_monitor::execute(const std::string& cmd, const json::object& args
   for (const auto& e : table()) {
     if (cmd != e.name || e.fn == nullptr)
       continue;
-    if (schema == nullptr && !legacy(cmd) && cmd != "pmemsave" && cmd != "job-dismiss")
+    if (schema == nullptr && !e.own_arguments)
       if (auto bad = check_args(args, {}))
         return *bad;
     return (this->*e.fn)(args);

@@ -58,6 +58,9 @@ private:
   struct entry {
     const char* name;
     handler fn;
+    // Commands outside the 9.1 schema that take arguments check them in
+    // their handler; every other command outside it takes none.
+    bool own_arguments = false;
   };
   static const std::vector<entry>& table();
 

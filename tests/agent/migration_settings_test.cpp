@@ -281,4 +281,5 @@ TEST_F(legacy_fixture, legacy_commands_map_onto_parameters) {
             "Invalid parameter type for 'value', expected: number");
   EXPECT_EQ(error("migrate_set_speed", {}), "Parameter 'value' is missing");
   EXPECT_EQ(error("migrate_set_speed", {{"value", -1}}), "Parameter 'value' expects size");
+  EXPECT_EQ(error("query-migrate-cache-size", {{"value", 1}}), "Parameter 'value' is unexpected");
 }
