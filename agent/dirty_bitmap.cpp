@@ -32,6 +32,12 @@ void dirty_bitmap::clear() {
   std::fill(words_.begin(), words_.end(), 0);
 }
 
+void dirty_bitmap::set_all() {
+  std::fill(words_.begin(), words_.end(), ~uint64_t{0});
+  if (pages_ % 64 != 0)
+    words_.back() = (uint64_t{1} << (pages_ % 64)) - 1;
+}
+
 uint64_t dirty_bitmap::count() const {
   uint64_t n = 0;
   for (auto w : words_)

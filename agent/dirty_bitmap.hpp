@@ -1,6 +1,7 @@
 #pragma once
 // A plain (single-threaded) bitmap with one bit per guest page.
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -17,6 +18,10 @@ public:
   void or_words(uint64_t first, const uint64_t* words, uint64_t pages);
   void merge(const dirty_bitmap& other);
   void clear();
+  void set_all();
+  // Raw access for walkers that take 64 pages at a time.
+  size_t word_count() const { return words_.size(); }
+  uint64_t word(size_t i) const { return words_[i]; }
   uint64_t count() const;
   bool empty() const { return count() == 0; }
   std::vector<uint64_t> set_pages() const;

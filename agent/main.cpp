@@ -31,7 +31,7 @@ constexpr const char* usage =
   "memory-backend=ID]\n"
   "                      [-accel kvm[,dirty-ring-size=N] | -accel "
   "none[,dirty-rate=N,ws-start=A,ws-pages=N]]\n"
-  "                      [-S]\n";
+  "                      [-S] [-incoming defer|tcp:HOST:PORT|unix:PATH|exec:CMD|file:PATH]\n";
 
 int fail(const std::string& msg) {
   std::fprintf(stderr, "ferry-agent: %s\n", msg.c_str());
@@ -93,9 +93,6 @@ int run_vm(const std::vector<std::string>& args) {
   auto cfg = parse_vm_args(args);
   if (!cfg)
     return fail(describe(cfg.error()));
-  if (cfg->incoming)
-    return fail("-incoming " + *cfg->incoming +
-                ": incoming migration is not available in this build yet");
   std::vector<uint8_t> sector;
   if (!cfg->drive.empty()) {
     auto s = read_boot_sector(cfg->drive);
@@ -112,6 +109,9 @@ int run_vm(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A migration peer or exec: command that goes away must fail a write, not
+  // kill the agent.
+  ::signal(SIGPIPE, SIG_IGN);
 
   auto g = make_guest(*cfg, std::move(sector));
   if (!g)
@@ -121,12 +121,24 @@ int run_vm(const std::vector<std::string>& args) {
     return fail("-qmp: " + describe(server.error()));
 
   std::atomic<bool> quit{false};
+  std::atomic<int> exit_status{0};
   qmp_monitor monitor{**g,
                       {cfg->name, cfg->uuid},
                       [&](std::string line) { (*server)->broadcast(std::move(line)); },
                       [&] { quit = true; }};
+  monitor.set_exit_handler([&](int status) {
+    exit_status = status;
+    quit = true;
+  });
+  if (cfg->incoming) {
+    // The guest waits for its memory and CPUs to arrive.
+    monitor.expect_incoming(!cfg->start_paused);
+    if (*cfg->incoming != "defer")
+      if (auto err = monitor.start_incoming(*cfg->incoming))
+        return fail("-incoming " + *cfg->incoming + ": " + *err);
+  }
   (*server)->start(monitor);
-  if (!cfg->start_paused)
+  if (!cfg->start_paused && !cfg->incoming)
     if (auto ok = (*g)->start(); !ok)
       return fail(describe(ok.error()));
 
@@ -140,8 +152,16 @@ int run_vm(const std::vector<std::string>& args) {
   }
   (*server)->broadcast(
     qmp::event("SHUTDOWN", boost::json::object{{"guest", false}, {"reason", reason}}));
+  if (exit_status != 0) {
+    auto info = monitor.execute("query-migrate", {});
+    const auto* v = std::get_if<boost::json::value>(&info);
+    const auto* desc = v != nullptr && v->is_object() ? v->as_object().if_contains("error-desc")
+                                                      : nullptr;
+    std::fprintf(stderr, "ferry-agent: load of migration failed: %s\n",
+                 desc != nullptr && desc->is_string() ? desc->as_string().c_str() : "unknown error");
+  }
   (*server)->stop();
-  return 0;
+  return exit_status;
 }
 
 } // namespace

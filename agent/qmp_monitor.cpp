@@ -7,6 +7,8 @@
 
 #include <boost/json.hpp>
 
+#include <array>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -66,6 +68,31 @@ qmp_monitor::qmp_monitor(guest& g, vm_identity id, std::function<void(std::strin
   : guest_(g), id_(std::move(id)), emit_(std::move(emit)), on_quit_(std::move(on_quit)),
     settings_(facts) {}
 
+qmp_monitor::~qmp_monitor() {
+  // The engines' threads call back into this monitor: stop them first.
+  std::unique_ptr<migration_source> out;
+  std::unique_ptr<migration_destination> in;
+  {
+    std::lock_guard lk{mig_mtx_};
+    out = std::move(out_);
+    in = std::move(in_);
+  }
+  out.reset();
+  in.reset();
+}
+
+void qmp_monitor::expect_incoming(bool autostart) {
+  incoming_expected_ = true;
+  autostart_ = autostart;
+}
+
+std::optional<std::string> qmp_monitor::start_incoming(const std::string& uri) {
+  auto r = migrate_incoming(json::object{{"uri", uri}});
+  if (auto* f = std::get_if<qmp_failure>(&r))
+    return f->desc;
+  return std::nullopt;
+}
+
 namespace {
 
 // What a schema command still lacks in this build: the reason names the
@@ -103,6 +130,8 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"quit", &qmp_monitor::quit},
     {"pmemsave", &qmp_monitor::pmemsave, true},
     {"query-migrate", &qmp_monitor::query_migrate},
+    {"migrate", &qmp_monitor::migrate},
+    {"migrate-incoming", &qmp_monitor::migrate_incoming},
     {"query-migrate-capabilities", &qmp_monitor::query_migrate_capabilities},
     {"query-migrate-parameters", &qmp_monitor::query_migrate_parameters},
     {"migrate-set-capabilities", &qmp_monitor::migrate_set_capabilities},
@@ -168,7 +197,19 @@ qmp_result qmp_monitor::execute(const std::string& cmd, const json::object& args
 
 qmp_result qmp_monitor::query_status(const json::object&) {
   const run_state s = guest_.state();
-  return json::value{{"status", to_string(s)}, {"running", s == run_state::running}};
+  std::string name = to_string(s);
+  {
+    // QEMU's run states around a migration.
+    std::lock_guard lk{mig_mtx_};
+    if (s == run_state::prelaunch && incoming_expected_ && in_status_ != migration_status::failed)
+      name = "inmigrate";
+    else if (s == run_state::paused && postmigrate_)
+      name = "postmigrate";
+    else if (s == run_state::paused && (status_ == migration_status::pre_switchover ||
+                                        status_ == migration_status::device))
+      name = "finish-migrate";
+  }
+  return json::value{{"status", name}, {"running", s == run_state::running}};
 }
 
 qmp_result qmp_monitor::query_version(const json::object&) {
@@ -209,6 +250,17 @@ qmp_result qmp_monitor::cont(const json::object&) {
   const run_state s = guest_.state();
   if (s == run_state::internal_error || s == run_state::shutdown)
     return generic("Resetting the Virtual Machine is required");
+  {
+    std::lock_guard lk{mig_mtx_};
+    postmigrate_ = {};
+    if (s == run_state::prelaunch && incoming_expected_ &&
+        in_status_ != migration_status::completed) {
+      // QEMU: `cont` while a migration comes in means "start when it lands".
+      autostart_ = true;
+      stopped_ = {};
+      return empty();
+    }
+  }
   stopped_ = {};
   if (s == run_state::prelaunch)
     if (auto ok = guest_.start(); !ok)
@@ -261,45 +313,253 @@ qmp_result qmp_monitor::job_dismiss(const json::object& args) {
 }
 
 qmp_result qmp_monitor::query_migrate(const json::object&) {
-  // Before any migration QEMU answers an empty MigrationInfo.
-  if (status_ == migration_status::none)
-    return empty();
-  return json::value{{"status", to_string(status_)}};
+  std::lock_guard lk{mig_mtx_};
+  // The outgoing migration once there is one, else the incoming one; before
+  // any, QEMU answers an empty MigrationInfo.
+  json::object info;
+  if (status_ != migration_status::none) {
+    info["status"] = to_string(status_);
+    if (out_)
+      out_->fill_info(status_, info);
+  } else if (in_status_ != migration_status::none) {
+    info["status"] = to_string(in_status_);
+    if (in_)
+      in_->fill_info(in_status_, info);
+  }
+  return json::value(std::move(info));
+}
+
+migration_status qmp_monitor::status() const {
+  std::lock_guard lk{mig_mtx_};
+  return status_;
 }
 
 caf::expected<migration_status> qmp_monitor::migration_step(migration_event ev) {
-  auto next = step(migration_side::source, status_, ev);
+  return migration_step(migration_side::source, ev);
+}
+
+caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
+                                                            migration_event ev) {
+  std::lock_guard lk{mig_mtx_};
+  return step_locked(side, ev);
+}
+
+caf::expected<migration_status> qmp_monitor::step_locked(migration_side side, migration_event ev) {
+  auto& cur = side == migration_side::source ? status_ : in_status_;
+  auto next = step(side, cur, ev);
   if (!next)
     return next;
-  status_ = *next;
+  cur = *next;
   if (settings_.capability("events"))
-    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(status_)}}));
+    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(cur)}}));
+  if (side == migration_side::destination && cur == migration_status::completed && autostart_) {
+    if (guest_.start())
+      emit_(qmp::event("RESUME"));
+  }
+  if (side == migration_side::destination && cur == migration_status::failed && exit_on_error_ &&
+      on_exit_)
+    on_exit_(1);
   return next;
+}
+
+bool qmp_monitor::settings_locked() const {
+  // An incoming migration still waiting for its source (setup) takes its
+  // settings when the source connects, so they may change until then.
+  return migration_running(status_) ||
+         (migration_running(in_status_) && in_status_ != migration_status::setup);
+}
+
+migration_hooks qmp_monitor::hooks_for(migration_side side) {
+  migration_hooks h;
+  h.step = [this, side](migration_event ev) { return static_cast<bool>(migration_step(side, ev)); };
+  h.emit = emit_;
+  h.completed = [this](guest::pause_guard g) {
+    std::lock_guard lk{mig_mtx_};
+    postmigrate_ = std::move(g);
+  };
+  return h;
+}
+
+std::optional<std::string> qmp_monitor::unsupported_settings() const {
+  // Capabilities that change what goes on the wire land with later work;
+  // until then a migration asking for them is refused, never run without.
+  static const char* const later[] = {
+    "xbzrle",        "rdma-pin-all",        "auto-converge",   "postcopy-ram",
+    "x-colo",        "release-ram",         "x-ignore-shared", "background-snapshot",
+    "zero-copy-send", "postcopy-preempt",   "switchover-ack",  "dirty-limit",
+    "mapped-ram"};
+  for (const char* cap : later)
+    if (settings_.capability(cap))
+      return std::string{"Migration with capability '"} + cap +
+             "' is not implemented yet in this build";
+  const auto& comp = settings_.parameter("multifd-compression");
+  if (settings_.capability("multifd") && comp.is_string() && comp.as_string() != "none")
+    return "multifd-compression '" + std::string{comp.as_string()} +
+           "' is not implemented yet in this build";
+  const auto& tls = settings_.parameter("tls-creds");
+  if (tls.is_string() && !tls.as_string().empty())
+    return std::string{"TLS migration (tls-creds) is not implemented yet in this build"};
+  return std::nullopt;
+}
+
+std::array<uint8_t, 16> qmp_monitor::uuid_bytes() const {
+  std::array<uint8_t, 16> out{};
+  size_t n = 0;
+  auto nibble = [](char ch) -> int {
+    if (ch >= '0' && ch <= '9')
+      return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+      return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+      return ch - 'A' + 10;
+    return -1;
+  };
+  int hi = -1;
+  for (char ch : id_.uuid) {
+    const int v = nibble(ch);
+    if (v < 0 || n >= out.size())
+      continue;
+    if (hi < 0) {
+      hi = v;
+    } else {
+      out[n++] = static_cast<uint8_t>(hi << 4 | v);
+      hi = -1;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+uint64_t param_u64(const migration_settings& s, const char* name) {
+  const auto& v = s.parameter(name);
+  if (v.is_uint64())
+    return v.as_uint64();
+  if (v.is_int64() && v.as_int64() >= 0)
+    return static_cast<uint64_t>(v.as_int64());
+  return 0;
+}
+
+} // namespace
+
+qmp_result qmp_monitor::migrate(const json::object& args) {
+  if (const auto* r = args.if_contains("resume"); r != nullptr && r->as_bool())
+    return generic("Cannot resume if there is no paused migration");
+  auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
+  if (auto* why = std::get_if<std::string>(&target))
+    return generic(std::move(*why));
+  auto& addr = std::get<migration_address>(target);
+  std::unique_ptr<migration_source> finished;
+  {
+    std::lock_guard lk{mig_mtx_};
+    if (migration_running(status_))
+      return generic("There's a migration process in progress");
+    if (incoming_expected_ && in_status_ != migration_status::completed)
+      return generic("Guest is waiting for an incoming migration");
+    if (auto why = unsupported_settings())
+      return generic(std::move(*why));
+    if (settings_.capability("multifd") && !addr.bidirectional())
+      return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
+                     " carries a single stream");
+    finished = std::move(out_);
+  }
+  // Joined outside the lock: its thread may still be returning from a hook.
+  finished.reset();
+
+  outgoing_migration plan;
+  plan.target = addr;
+  plan.multifd = settings_.capability("multifd");
+  plan.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
+  const auto& zpd = settings_.parameter("zero-page-detection");
+  plan.detect_zero = !(zpd.is_string() && zpd.as_string() == "none");
+  plan.validate_uuid = settings_.capability("validate-uuid");
+  plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  plan.events = settings_.capability("events");
+  plan.uuid = uuid_bytes();
+  plan.max_bandwidth = param_u64(settings_, "max-bandwidth");
+  plan.downtime_limit_ms = param_u64(settings_, "downtime-limit");
+  plan.avail_switchover_bandwidth = param_u64(settings_, "avail-switchover-bandwidth");
+
+  std::lock_guard lk{mig_mtx_};
+  postmigrate_ = {};
+  if (auto ok = step_locked(migration_side::source, migration_event::start); !ok)
+    return generic(describe(ok.error()));
+  out_ = std::make_unique<migration_source>(guest_, std::move(plan),
+                                            hooks_for(migration_side::source));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
+  auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
+  if (auto* why = std::get_if<std::string>(&target))
+    return generic(std::move(*why));
+  auto& addr = std::get<migration_address>(target);
+  std::lock_guard lk{mig_mtx_};
+  if (!incoming_expected_)
+    return generic("'-incoming' was not specified on the command line");
+  if (in_status_ != migration_status::none)
+    return generic("The incoming migration has already been started");
+  if (auto why = unsupported_settings())
+    return generic(std::move(*why));
+  if (settings_.capability("multifd") && !addr.bidirectional())
+    return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
+                   " carries a single stream");
+  if (const auto* e = args.if_contains("exit-on-error"))
+    exit_on_error_ = e->as_bool();
+  incoming_migration plan;
+  plan.from = addr;
+  plan.uuid = uuid_bytes();
+  plan.refresh = [this](incoming_migration& p) {
+    std::lock_guard guard{mig_mtx_};
+    p.multifd = settings_.capability("multifd");
+    p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
+    p.validate_uuid = settings_.capability("validate-uuid");
+    p.events = settings_.capability("events");
+  };
+  if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
+    return generic(describe(ok.error()));
+  auto d = migration_destination::listen(guest_, std::move(plan),
+                                         hooks_for(migration_side::destination));
+  if (!d) {
+    in_status_ = migration_status::none;
+    return generic(describe(d.error()));
+  }
+  in_ = std::move(*d);
+  return empty();
 }
 
 qmp_result qmp_monitor::migrate_cancel(const json::object&) {
   // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
   // completed migration stays completed, a failed one failed.
+  std::lock_guard lk{mig_mtx_};
   if (!migration_running(status_) || status_ == migration_status::cancelling)
     return empty();
-  if (auto ok = migration_step(migration_event::cancel); !ok)
+  if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
     return generic(describe(ok.error()));
+  if (out_)
+    out_->cancel();
+  else // no engine behind the state (tests stepping by hand)
+    step_locked(migration_side::source, migration_event::cancel_done);
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_continue(const json::object& args) {
   const std::string want{args.at("state").as_string()};
+  std::lock_guard lk{mig_mtx_};
   if (to_string(status_) != want)
     return generic("Migration not in expected state: " + std::string{to_string(status_)});
-  if (auto ok = migration_step(migration_event::resume_switchover); !ok)
+  if (auto ok = step_locked(migration_side::source, migration_event::resume_switchover); !ok)
     return generic(describe(ok.error()));
+  if (out_)
+    out_->resume_switchover();
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_pause(const json::object&) {
+  std::lock_guard lk{mig_mtx_};
   if (status_ != migration_status::postcopy_active)
     return generic("migrate-pause is currently only supported during postcopy-active state");
-  if (auto ok = migration_step(migration_event::postcopy_broken); !ok)
+  if (auto ok = step_locked(migration_side::source, migration_event::postcopy_broken); !ok)
     return generic(describe(ok.error()));
   return empty();
 }
@@ -313,9 +573,10 @@ qmp_result qmp_monitor::migrate_recover(const json::object&) {
 qmp_result qmp_monitor::migrate_start_postcopy(const json::object&) {
   if (!settings_.capability("postcopy-ram"))
     return generic("Enable postcopy with migrate_set_capability before the start of migration");
+  std::lock_guard lk{mig_mtx_};
   if (status_ == migration_status::none)
     return generic("Postcopy must be started after migration has been started");
-  if (auto ok = migration_step(migration_event::start_postcopy); !ok)
+  if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
     return generic(describe(ok.error()));
   return empty();
 }
@@ -329,15 +590,19 @@ qmp_result qmp_monitor::query_migrate_parameters(const json::object&) {
 }
 
 qmp_result qmp_monitor::migrate_set_capabilities(const json::object& args) {
-  if (auto e =
-        settings_.set_capabilities(args.at("capabilities").as_array(), migration_running(status_)))
+  std::lock_guard lk{mig_mtx_};
+  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(), settings_locked()))
     return generic(std::move(*e));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
-  if (auto e = settings_.set_parameters(args, migration_running(status_)))
+  std::lock_guard lk{mig_mtx_};
+  if (auto e = settings_.set_parameters(args, settings_locked()))
     return generic(std::move(*e));
+  if (out_ && migration_running(status_))
+    out_->set_limits(param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
+                     param_u64(settings_, "avail-switchover-bandwidth"));
   return empty();
 }
 

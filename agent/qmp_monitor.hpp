@@ -6,7 +6,9 @@
 // Schema commands without a handler yet answer what they still lack.
 
 #include "agent/guest.hpp"
+#include "agent/migration_destination.hpp"
 #include "agent/migration_settings.hpp"
+#include "agent/migration_source.hpp"
 #include "agent/migration_state.hpp"
 #include "protocol/qmp_wire.hpp"
 
@@ -14,6 +16,8 @@
 #include <boost/json/value.hpp>
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <variant>
@@ -38,6 +42,18 @@ public:
   // exit once the reply is out.
   qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
               std::function<void()> on_quit, migration_host_facts facts = {});
+  ~qmp_monitor();
+  qmp_monitor(const qmp_monitor&) = delete;
+  qmp_monitor& operator=(const qmp_monitor&) = delete;
+
+  // The agent was started with -incoming: the guest waits for a migration
+  // (migrate-incoming is accepted) and starts when it lands, unless -S.
+  void expect_incoming(bool autostart);
+  // -incoming URI: migrate-incoming with that uri now. An error, or nothing.
+  std::optional<std::string> start_incoming(const std::string& uri);
+  // Called with an exit status when the process must end (a failed incoming
+  // migration with exit-on-error).
+  void set_exit_handler(std::function<void(int)> on_exit) { on_exit_ = std::move(on_exit); }
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
@@ -47,11 +63,13 @@ public:
   static const std::vector<std::string>& implemented_commands();
 
   const migration_settings& settings() const { return settings_; }
-  migration_status status() const { return status_; }
-  // The migration engine reports progress here: the state machine steps
+  // The outgoing migration's status.
+  migration_status status() const;
+  // The migration engines report progress here: the state machine steps
   // (or refuses), and a MIGRATION event goes out when the `events`
   // capability is on.
   caf::expected<migration_status> migration_step(migration_event ev);
+  caf::expected<migration_status> migration_step(migration_side side, migration_event ev);
 
 private:
   using handler = qmp_result (qmp_monitor::*)(const boost::json::object&);
@@ -74,6 +92,16 @@ private:
   qmp_result quit(const boost::json::object&);
   qmp_result pmemsave(const boost::json::object&);
   qmp_result query_migrate(const boost::json::object&);
+  qmp_result migrate(const boost::json::object&);
+  qmp_result migrate_incoming(const boost::json::object&);
+  // Caller holds mig_mtx_.
+  caf::expected<migration_status> step_locked(migration_side side, migration_event ev);
+  migration_hooks hooks_for(migration_side side);
+  // Whether a migration under way freezes capabilities and parameters.
+  bool settings_locked() const;
+  // Why the current capabilities and parameters cannot migrate yet, if so.
+  std::optional<std::string> unsupported_settings() const;
+  std::array<uint8_t, 16> uuid_bytes() const;
   qmp_result query_migrate_capabilities(const boost::json::object&);
   qmp_result query_migrate_parameters(const boost::json::object&);
   qmp_result migrate_set_capabilities(const boost::json::object&);
@@ -96,9 +124,20 @@ private:
   vm_identity id_;
   std::function<void(std::string)> emit_;
   std::function<void()> on_quit_;
+  std::function<void(int)> on_exit_;
   migration_settings settings_;
-  migration_status status_ = migration_status::none; // outgoing side
-  guest::pause_guard stopped_;                       // held while the guest is stopped by `stop`
+  guest::pause_guard stopped_; // held while the guest is stopped by `stop`
+
+  // Migration state, shared with the engines' threads.
+  mutable std::mutex mig_mtx_;
+  migration_status status_ = migration_status::none;    // outgoing side
+  migration_status in_status_ = migration_status::none; // incoming side
+  std::unique_ptr<migration_source> out_;
+  std::unique_ptr<migration_destination> in_;
+  bool incoming_expected_ = false;
+  bool autostart_ = true;
+  bool exit_on_error_ = true;
+  guest::pause_guard postmigrate_; // the source guest after a completed migration
 };
 
 } // namespace ferry

@@ -1,19 +1,17 @@
 #include "agent/qmp_server.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/sockets.hpp"
 #include "agent/unique_fd.hpp"
 #include "protocol/qapi_catalog.hpp"
 #include "protocol/qmp_framing.hpp"
 #include "protocol/qmp_request.hpp"
 #include "protocol/qmp_wire.hpp"
 
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -47,49 +45,8 @@ struct listener {
 };
 
 caf::expected<listener> bind_endpoint(const endpoint& ep) {
-  listener l;
-  l.ep = ep;
-  if (ep.type == endpoint::kind::unix_socket) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (ep.path.size() >= sizeof addr.sun_path)
-      return make_agent_error(agent_errc::invalid_argument,
-                              "UNIX socket path '" + ep.path + "' is too long");
-    std::memcpy(addr.sun_path, ep.path.c_str(), ep.path.size() + 1);
-    l.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!l.fd)
-      return make_system_error("socket(AF_UNIX)");
-    ::unlink(ep.path.c_str());
-    if (::bind(l.fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      return make_system_error("Failed to bind socket to " + ep.path);
-  } else {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    const std::string port = std::to_string(ep.port);
-    if (int rc = ::getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res); rc != 0)
-      return make_agent_error(agent_errc::invalid_argument, "address resolution failed for " +
-                                                              ep.host + ":" + port + ": " +
-                                                              ::gai_strerror(rc));
-    std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard{res, ::freeaddrinfo};
-    l.fd.reset(::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!l.fd)
-      return make_system_error("socket(tcp)");
-    int one = 1;
-    ::setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(l.fd.get(), res->ai_addr, res->ai_addrlen) != 0)
-      return make_system_error("Failed to bind socket to " + ep.host + ":" + port);
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    ::getsockname(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-    l.port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                            : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-  }
-  if (::listen(l.fd.get(), 16) != 0)
-    return make_system_error("listen");
-  return l;
+  FERRY_TRY(b, listen_on(ep));
+  return listener{std::move(b.fd), ep, b.port};
 }
 
 // qmp_capabilities' arguments: whether `oob` is enabled, or QEMU's error.

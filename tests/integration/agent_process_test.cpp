@@ -133,8 +133,8 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
   EXPECT_EQ(withid.at("return").at("status"), "prelaunch") << "-S starts paused";
   EXPECT_EQ(q.execute("query-migrate").at("return"), json::object{});
   EXPECT_EQ(q.execute("query-migrate-parameters").at("return").at("downtime-limit"), 300);
-  EXPECT_EQ(q.execute("migrate", {{"uri", "tcp:127.0.0.1:1"}}).at("error").at("class"),
-            "GenericError");
+  EXPECT_EQ(q.execute("migrate", {{"uri", "rdma:127.0.0.1:1"}}).at("error").at("desc"),
+            "RDMA migration is not supported by Ferry");
   // Two commands in one write, answered in order.
   auto first =
     q.send_raw("{\"execute\":\"query-name\",\"id\":1}{\"execute\":\"query-uuid\",\"id\":2}\n");
@@ -203,7 +203,7 @@ TEST_F(agent_fixture, bad_command_lines_fail_with_a_message) {
     {{"-object", "memory-backend-file,id=r,size=16M,mem-path=/nonexistent/ram", "-machine",
       "memory-backend=r", "-accel", "none"},
      "cannot open mem-path"},
-    {{"-incoming", "defer"}, "incoming migration is not available"},
+    {{"-incoming", "carrier-pigeon:7"}, "unknown migration protocol"},
     {{"-frobnicate"}, "invalid option"},
   };
   for (const auto& c : cases) {

@@ -30,9 +30,13 @@ const std::set<std::string> shaped = {"query-migrate",
                                       "query-jobs"};
 
 // Commands that still answer an error, and the fragment that error names.
+// The examples run in order on one agent: the migrate-set-capabilities
+// example has turned xbzrle on by the time migrate's examples run, and the
+// agent was not started with -incoming.
 const std::map<std::string, std::string> waiting = {
-  {"migrate", "is not available: the migration engine"},
-  {"migrate-incoming", "is not available: the migration engine"},
+  {"migrate", "xbzrle' is not implemented yet|RDMA migration is not supported"},
+  {"migrate-incoming",
+   "'-incoming' was not specified on the command line|RDMA migration is not supported"},
   {"migrate-start-postcopy", "Enable postcopy with migrate_set_capability"},
   {"migrate-continue", "Migration not in expected state: none"},
   {"migrate-pause", "only supported during postcopy-active state"},
@@ -142,8 +146,14 @@ TEST(schema_examples, every_example_is_answered_as_documented_or_names_what_it_n
     ASSERT_NE(it, waiting.end()) << "no expectation for the example of " << cmd;
     ASSERT_TRUE(reply.as_object().contains("error"));
     EXPECT_EQ(reply.at("error").at("class"), "GenericError");
-    EXPECT_NE(std::string{reply.at("error").at("desc").as_string()}.find(it->second),
-              std::string::npos);
+    const std::string desc{reply.at("error").at("desc").as_string()};
+    bool named = false;
+    for (size_t at = 0; at <= it->second.size();) {
+      const size_t bar = std::min(it->second.find('|', at), it->second.size());
+      named = named || desc.find(it->second.substr(at, bar - at)) != std::string::npos;
+      at = bar + 1;
+    }
+    EXPECT_TRUE(named) << "expected one of: " << it->second;
     ++named_gaps;
   }
   EXPECT_GE(matched, 8U);

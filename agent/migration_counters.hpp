@@ -1,0 +1,28 @@
+#pragma once
+// Counters one migration's threads update and query-migrate reads
+// (MigrationStats): relaxed atomics, since each figure only has to be
+// right on its own.
+
+#include <atomic>
+#include <cstdint>
+
+namespace ferry {
+
+struct migration_counters {
+  std::atomic<uint64_t> normal_pages{0};   // pages sent/received with data
+  std::atomic<uint64_t> zero_pages{0};     // pages sent/received as "zero"
+  std::atomic<uint64_t> precopy_bytes{0};  // sent while the guest ran
+  std::atomic<uint64_t> downtime_bytes{0}; // sent while it was stopped
+  std::atomic<uint64_t> multifd_bytes{0};  // of those, on multifd channels
+  std::atomic<uint64_t> sync_count{0};     // dirty-log syncs (passes)
+  std::atomic<bool> guest_stopped{false};  // which of the two byte counts grows
+
+  void add_sent(uint64_t bytes, bool multifd) {
+    (guest_stopped.load(std::memory_order_relaxed) ? downtime_bytes : precopy_bytes)
+      .fetch_add(bytes, std::memory_order_relaxed);
+    if (multifd)
+      multifd_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+};
+
+} // namespace ferry

@@ -1,0 +1,432 @@
+#include "agent/migration_source.hpp"
+
+#include "agent/agent_error.hpp"
+#include "agent/migration_channel.hpp"
+#include "agent/migration_counters.hpp"
+#include "agent/page_sender.hpp"
+#include "agent/rate_limiter.hpp"
+#include "protocol/qmp_wire.hpp"
+
+#include <boost/json.hpp>
+
+#include <pthread.h>
+
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace ferry {
+
+namespace json = boost::json;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// Pages are assigned to channels in stripes of this many 64-page words:
+// 256 pages, one full batch.
+constexpr size_t stripe_words = mig::max_batch_pages / 64;
+
+uint64_t ms_since(clock_type::time_point t) {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count());
+}
+
+std::array<uint8_t, 16> random_session() {
+  std::random_device rd;
+  std::array<uint8_t, 16> s{};
+  for (auto& b : s)
+    b = static_cast<uint8_t>(rd());
+  return s;
+}
+
+caf::error cancelled_error() {
+  return make_agent_error(agent_errc::bad_run_state, "migration cancelled");
+}
+
+} // namespace
+
+struct migration_source::impl {
+  guest& g;
+  outgoing_migration plan;
+  migration_hooks hooks;
+
+  std::atomic<bool> stop{false};
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> resume{false};
+  std::atomic<bool> in_switchover{false};
+  rate_limiter limiter;
+  std::atomic<uint64_t> downtime_limit_ms{300};
+  std::atomic<uint64_t> avail_bw{0};
+  migration_counters ctr;
+
+  mutable std::mutex mtx; // error, channels
+  std::string error;
+  std::vector<std::unique_ptr<migration_channel>> channels; // [0] = main
+  std::vector<std::unique_ptr<page_sender>> senders;
+
+  // Figures of the last pass, for query-migrate.
+  std::atomic<uint64_t> remaining_bytes{0};
+  std::atomic<uint64_t> dirty_pages_rate{0};
+  std::atomic<uint64_t> bandwidth{0}; // bytes/s
+  std::atomic<uint64_t> pages_per_second{0};
+  std::atomic<uint64_t> expected_downtime_ms{0};
+  std::atomic<uint64_t> setup_ms{0};
+  std::atomic<uint64_t> downtime_ms{0};
+  std::atomic<uint64_t> total_ms{0};
+  std::atomic<bool> finished{false};
+  clock_type::time_point start = clock_type::now();
+
+  guest::pause_guard paused;
+  bool tracking = false;
+  std::thread thread;
+
+  impl(guest& gu, outgoing_migration p, migration_hooks h)
+    : g(gu), plan(std::move(p)), hooks(std::move(h)) {
+    limiter.set_limit(plan.max_bandwidth);
+    downtime_limit_ms = plan.downtime_limit_ms;
+    avail_bw = plan.avail_switchover_bandwidth;
+  }
+
+  void note_failure(const caf::error& e) {
+    {
+      std::lock_guard lk{mtx};
+      if (error.empty() && !cancelled)
+        error = describe(e);
+    }
+    halt();
+  }
+
+  void halt() {
+    stop = true;
+    std::lock_guard lk{mtx};
+    for (auto& c : channels)
+      c->interrupt();
+  }
+
+  uint64_t bytes_sent() const {
+    std::lock_guard lk{mtx};
+    uint64_t n = 0;
+    for (const auto& c : channels)
+      n += c->bytes_sent();
+    return n;
+  }
+
+  caf::expected<void> check_stop() const {
+    if (!stop)
+      return {};
+    if (cancelled)
+      return cancelled_error();
+    std::lock_guard lk{mtx};
+    return make_agent_error(agent_errc::system_error, error);
+  }
+
+  void emit(const char* name, json::object data) {
+    if (plan.events)
+      hooks.emit(qmp::event(name, std::move(data)));
+  }
+
+  void run();
+  caf::expected<void> execute();
+  caf::expected<void> handshake();
+  caf::expected<void> send_bitmap(const dirty_bitmap& todo, uint64_t pass);
+};
+
+caf::expected<void> migration_source::impl::handshake() {
+  FERRY_TRY(main, open_outgoing(plan.target));
+  {
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(main));
+  }
+  mig::hello h;
+  h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
+  h.session = random_session();
+  h.flags = (plan.multifd ? mig::flag_multifd : 0) |
+            (plan.validate_uuid ? mig::flag_validate_uuid : 0);
+  h.ram_size = g.memory().size();
+  h.uuid = plan.uuid;
+  if (auto ok = channels[0]->send(mig::record_type::hello, mig::encode(h)); !ok)
+    return ok;
+  if (plan.target.bidirectional()) {
+    std::vector<uint8_t> buf;
+    FERRY_TRY(rh, channels[0]->receive(buf));
+    if (rh.type != mig::record_type::hello_ack)
+      return make_agent_error(agent_errc::system_error, std::string{"destination answered "} +
+                                                          mig::to_string(rh.type) +
+                                                          " to the migration handshake");
+    FERRY_TRY(st, mig::decode_status(buf));
+    if (st.code != 0)
+      return make_agent_error(agent_errc::invalid_argument,
+                              "the destination refused the migration: " + st.text);
+  }
+  for (uint16_t i = 1; i <= h.channel_count; ++i) {
+    if (stop)
+      return check_stop();
+    FERRY_TRY(ch, open_outgoing(plan.target));
+    h.channel_index = i;
+    if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
+      return ok;
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(ch));
+  }
+  auto on_error = [this](const caf::error& e) { note_failure(e); };
+  page_sender::options opt{plan.detect_zero, plan.multifd};
+  if (plan.multifd) {
+    for (size_t i = 1; i < channels.size(); ++i)
+      senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
+                                                      *channels[i], g.memory(), opt, limiter,
+                                                      ctr, stop, on_error));
+  } else {
+    senders.push_back(std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt,
+                                                    limiter, ctr, stop, on_error));
+  }
+  return {};
+}
+
+caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& todo, uint64_t pass) {
+  std::vector<uint64_t> pfns;
+  for (size_t w0 = 0; w0 < todo.word_count(); w0 += stripe_words) {
+    if (stop)
+      return check_stop();
+    pfns.clear();
+    for (size_t w = w0; w < std::min(w0 + stripe_words, todo.word_count()); ++w) {
+      uint64_t bits = todo.word(w);
+      while (bits != 0) {
+        pfns.push_back(w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+        bits &= bits - 1;
+      }
+    }
+    if (!pfns.empty())
+      senders[(w0 / stripe_words) % senders.size()]->push_pages(pfns);
+  }
+  for (auto& s : senders)
+    s->push_sync(pass);
+  for (auto& s : senders)
+    s->wait_idle();
+  return check_stop();
+}
+
+caf::expected<void> migration_source::impl::execute() {
+  if (auto ok = handshake(); !ok)
+    return ok;
+  // Tracking starts before the first pass reads anything; what the tracker
+  // has collected so far is dropped, since that pass sends every page.
+  dirty_tracker& log = g.dirty_log();
+  if (auto ok = log.start(); !ok)
+    return ok;
+  tracking = true;
+  const uint64_t pages = g.memory().pages();
+  dirty_bitmap todo{pages};
+  if (auto ok = log.sync(todo); !ok)
+    return ok;
+  setup_ms = ms_since(start);
+  if (!hooks.step(migration_event::setup_done))
+    return check_stop();
+  todo.set_all();
+
+  for (uint64_t pass = 1;; ++pass) {
+    const auto pass_start = clock_type::now();
+    const uint64_t sent_before = bytes_sent();
+    const uint64_t pages_before = ctr.normal_pages + ctr.zero_pages;
+    if (auto ok = send_bitmap(todo, pass); !ok)
+      return ok;
+    const double secs =
+      std::chrono::duration<double>(clock_type::now() - pass_start).count();
+    if (secs >= 0.001) {
+      bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
+      pages_per_second = static_cast<uint64_t>(
+        static_cast<double>(ctr.normal_pages + ctr.zero_pages - pages_before) / secs);
+    }
+    todo.clear();
+    if (auto ok = log.sync(todo); !ok)
+      return ok;
+    const uint64_t syncs = ++ctr.sync_count;
+    emit("MIGRATION_PASS", json::object{{"pass", syncs}});
+    const uint64_t dirty = todo.count();
+    remaining_bytes = dirty * mig::page_size;
+    const double since_start = std::chrono::duration<double>(clock_type::now() - pass_start).count();
+    dirty_pages_rate = since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
+    const uint64_t bw = avail_bw != 0 ? avail_bw.load() : bandwidth.load();
+    const uint64_t expected =
+      bw == 0 ? UINT64_MAX : remaining_bytes * 1000 / std::max<uint64_t>(bw, 1);
+    expected_downtime_ms = expected;
+    if (expected <= downtime_limit_ms)
+      break;
+    if (stop)
+      return check_stop();
+  }
+
+  // Stop-and-copy: the guest stops, the last dirty pages and the CPU state
+  // go at full speed.
+  const bool was_running = g.state() == run_state::running;
+  paused = g.pause();
+  ctr.guest_stopped = true;
+  in_switchover = true;
+  limiter.set_limit(0);
+  const auto downtime_start = clock_type::now();
+  if (was_running)
+    hooks.emit(qmp::event("STOP"));
+  if (auto ok = log.sync(todo); !ok)
+    return ok;
+  ++ctr.sync_count;
+  if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
+    return ok;
+  remaining_bytes = 0;
+  log.stop();
+  tracking = false;
+
+  if (plan.pause_before_switchover) {
+    if (!hooks.step(migration_event::pause_switchover))
+      return check_stop();
+    while (!resume && !stop)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (auto ok = check_stop(); !ok)
+      return ok;
+  }
+  if (plan.multifd) {
+    for (auto& s : senders)
+      s->push_end();
+    for (auto& s : senders)
+      s->wait_idle();
+    if (auto ok = check_stop(); !ok)
+      return ok;
+  }
+  senders.clear();
+
+  auto& main = *channels[0];
+  FERRY_TRY(cpu, g.save_cpu_state());
+  if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
+    return ok;
+  // No emulated device holds state yet (serial output is write-only, port
+  // 0x92 is stateless): the section says so, with a device count of 0.
+  const uint8_t no_devices[4] = {0, 0, 0, 0};
+  if (auto ok = main.send(mig::record_type::devices, no_devices); !ok)
+    return ok;
+  if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
+    return ok;
+  ctr.add_sent(3 * mig::header_size + cpu.size() + sizeof no_devices, false);
+
+  if (!plan.target.bidirectional()) {
+    if (auto ok = main.finish(); !ok)
+      return ok;
+  } else {
+    std::vector<uint8_t> buf;
+    FERRY_TRY(rh, main.receive(buf));
+    FERRY_TRY(st, mig::decode_status(buf));
+    if (rh.type != mig::record_type::ready || st.code != 0)
+      return make_agent_error(agent_errc::system_error,
+                              "the destination failed to load the guest: " + st.text);
+  }
+  if (!hooks.step(migration_event::complete)) {
+    // Cancelled at the last moment: the destination must not start it.
+    (void) main.send(mig::record_type::abort, mig::encode(mig::status_msg{1, "cancelled"}));
+    return cancelled_error();
+  }
+  if (plan.target.bidirectional())
+    (void) main.send(mig::record_type::go, mig::encode(mig::status_msg{}));
+  downtime_ms = ms_since(downtime_start);
+  total_ms = ms_since(start);
+  hooks.completed(std::move(paused));
+  return {};
+}
+
+void migration_source::impl::run() {
+  ::pthread_setname_np(::pthread_self(), "mig-source");
+  auto ok = execute();
+  if (!ok) {
+    note_failure(ok.error());
+    senders.clear();
+  }
+  if (tracking)
+    g.dirty_log().stop();
+  if (ok) {
+    finished = true;
+    return;
+  }
+  total_ms = ms_since(start);
+  // The source keeps its guest: running again if the migration stopped it.
+  if (paused) {
+    paused = {};
+    if (g.state() == run_state::running)
+      hooks.emit(qmp::event("RESUME"));
+  }
+  {
+    std::lock_guard lk{mtx};
+    channels.clear();
+  }
+  finished = true;
+  if (cancelled || !hooks.step(migration_event::fail))
+    hooks.step(migration_event::cancel_done);
+}
+
+migration_source::migration_source(guest& g, outgoing_migration plan, migration_hooks hooks)
+  : impl_(std::make_unique<impl>(g, std::move(plan), std::move(hooks))) {
+  impl_->thread = std::thread{[p = impl_.get()] { p->run(); }};
+}
+
+migration_source::~migration_source() {
+  cancel();
+  impl_->thread.join();
+}
+
+void migration_source::cancel() {
+  if (impl_->finished)
+    return;
+  impl_->cancelled = true;
+  impl_->halt();
+}
+
+void migration_source::resume_switchover() {
+  impl_->resume = true;
+}
+
+void migration_source::set_limits(uint64_t max_bandwidth, uint64_t downtime_limit_ms,
+                                  uint64_t avail_switchover_bandwidth) {
+  if (!impl_->in_switchover)
+    impl_->limiter.set_limit(max_bandwidth);
+  impl_->downtime_limit_ms = downtime_limit_ms;
+  impl_->avail_bw = avail_switchover_bandwidth;
+}
+
+void migration_source::fill_info(migration_status s, json::object& info) const {
+  const impl& p = *impl_;
+  const bool done = s == migration_status::completed || s == migration_status::failed ||
+                    s == migration_status::cancelled;
+  info["total-time"] = done && p.finished ? p.total_ms.load() : ms_since(p.start);
+  if (s != migration_status::setup)
+    info["setup-time"] = p.setup_ms.load();
+  if (s == migration_status::active || s == migration_status::pre_switchover ||
+      s == migration_status::device) {
+    const uint64_t e = p.expected_downtime_ms;
+    info["expected-downtime"] = e == UINT64_MAX ? p.downtime_limit_ms.load() : e;
+  }
+  if (s == migration_status::completed)
+    info["downtime"] = p.downtime_ms.load();
+  const uint64_t normal = p.ctr.normal_pages;
+  const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes;
+  info["ram"] = json::object{
+    {"transferred", transferred},
+    {"remaining", p.remaining_bytes.load()},
+    {"total", p.g.memory().size()},
+    {"duplicate", p.ctr.zero_pages.load()},
+    {"normal", normal},
+    {"normal-bytes", normal * mig::page_size},
+    {"dirty-pages-rate", p.dirty_pages_rate.load()},
+    {"mbps", static_cast<double>(p.bandwidth.load()) * 8.0 / 1e6},
+    {"dirty-sync-count", p.ctr.sync_count.load()},
+    {"postcopy-requests", 0},
+    {"page-size", mig::page_size},
+    {"multifd-bytes", p.ctr.multifd_bytes.load()},
+    {"pages-per-second", p.pages_per_second.load()},
+    {"precopy-bytes", p.ctr.precopy_bytes.load()},
+    {"downtime-bytes", p.ctr.downtime_bytes.load()},
+    {"postcopy-bytes", 0},
+    {"dirty-sync-missed-zero-copy", 0},
+  };
+  if (s == migration_status::failed) {
+    std::lock_guard lk{p.mtx};
+    info["error-desc"] = p.error;
+  }
+}
+
+} // namespace ferry

@@ -1,0 +1,70 @@
+#pragma once
+// The outgoing side of a precopy migration, on its own thread ("mig-source"):
+// connect, handshake, first pass over all RAM, passes over the dirty log
+// until the expected downtime fits downtime-limit, then stop the guest, send
+// the rest and the CPU state, and hand the guest over. Sending threads
+// (page_sender) do the page I/O; this thread only decides what to send.
+//
+// The engine reports to its owner (the QMP monitor) through hooks: state
+// machine steps, events, and the paused guest it leaves behind on success.
+
+#include "agent/guest.hpp"
+#include "agent/migration_address.hpp"
+#include "agent/migration_state.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace ferry {
+
+struct outgoing_migration {
+  migration_address target;
+  bool multifd = false;
+  uint32_t channels = 2; // multifd-channels
+  bool detect_zero = true;
+  bool validate_uuid = false;
+  bool pause_before_switchover = false;
+  bool events = false;
+  std::array<uint8_t, 16> uuid{};
+  uint64_t max_bandwidth = 0; // bytes/s, 0 = unlimited
+  uint64_t downtime_limit_ms = 300;
+  uint64_t avail_switchover_bandwidth = 0; // bytes/s, 0 = measure
+};
+
+struct migration_hooks {
+  // Steps the owner's state machine; false when the step was refused.
+  std::function<bool(migration_event)> step;
+  std::function<void(std::string)> emit; // a QMP event line
+  // The migration completed: the guest stays stopped under this guard until
+  // the owner lets it run again (`cont`).
+  std::function<void(guest::pause_guard)> completed;
+};
+
+class migration_source {
+public:
+  migration_source(guest& g, outgoing_migration plan, migration_hooks hooks);
+  ~migration_source(); // cancels if still running, joins
+  migration_source(const migration_source&) = delete;
+  migration_source& operator=(const migration_source&) = delete;
+
+  void cancel();
+  // migrate-continue from pre-switchover.
+  void resume_switchover();
+  // Parameters QEMU lets change during a migration.
+  void set_limits(uint64_t max_bandwidth, uint64_t downtime_limit_ms,
+                  uint64_t avail_switchover_bandwidth);
+
+  // MigrationInfo members besides status, for the given status.
+  void fill_info(migration_status s, boost::json::object& info) const;
+
+  struct impl;
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace ferry

@@ -1,0 +1,136 @@
+#include "agent/page_sender.hpp"
+
+#include "agent/agent_error.hpp"
+
+#include <pthread.h>
+
+#include <cstring>
+
+namespace ferry {
+
+namespace {
+constexpr size_t queue_limit = 8;
+} // namespace
+
+page_sender::page_sender(std::string name, migration_channel& ch, const guest_memory& mem,
+                         options opt, rate_limiter& limiter, migration_counters& counters,
+                         std::atomic<bool>& stop, std::function<void(const caf::error&)> on_error)
+  : ch_(ch), mem_(mem), opt_(opt), limiter_(limiter), counters_(counters), stop_(stop),
+    on_error_(std::move(on_error)) {
+  thread_ = std::thread{[this, name = std::move(name)] {
+    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    run();
+  }};
+}
+
+page_sender::~page_sender() {
+  {
+    std::lock_guard lk{mtx_};
+    quit_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void page_sender::push(job j) {
+  std::unique_lock lk{mtx_};
+  while (queue_.size() >= queue_limit && !stop_)
+    cv_.wait_for(lk, std::chrono::milliseconds(20));
+  if (stop_)
+    return;
+  queue_.push_back(std::move(j));
+  cv_.notify_all();
+}
+
+void page_sender::push_pages(std::vector<uint64_t> pfns) {
+  push(job{job::kind::pages, std::move(pfns), 0});
+}
+
+void page_sender::push_sync(uint64_t pass) {
+  push(job{job::kind::sync, {}, pass});
+}
+
+void page_sender::push_end() {
+  push(job{job::kind::end, {}, 0});
+}
+
+void page_sender::wait_idle() {
+  std::unique_lock lk{mtx_};
+  // stop_ is set by another thread without our lock: poll it.
+  while (!(queue_.empty() && !busy_) && !stop_)
+    cv_.wait_for(lk, std::chrono::milliseconds(20));
+}
+
+void page_sender::run() {
+  for (;;) {
+    job j;
+    {
+      std::unique_lock lk{mtx_};
+      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty() || quit_; });
+      if (queue_.empty()) {
+        if (quit_)
+          return;
+        continue;
+      }
+      j = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    cv_.notify_all();
+    caf::expected<void> ok{};
+    if (!stop_) {
+      if (j.what == job::kind::pages) {
+        ok = send_pages(j.pfns);
+      } else if (j.what == job::kind::sync) {
+        const auto p = mig::encode_sync(j.pass);
+        ok = ch_.send(mig::record_type::sync, p);
+      } else {
+        ok = ch_.send(mig::record_type::end, std::span<const uint8_t>{});
+      }
+    }
+    if (!ok)
+      on_error_(ok.error());
+    {
+      std::lock_guard lk{mtx_};
+      busy_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
+  const uint8_t* ram = mem_.data();
+  entries_.resize(pfns.size());
+  data_.resize(pfns.size() * mig::page_size);
+  size_t with_data = 0;
+  uint32_t zeros = 0;
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    const uint8_t* src = ram + pfns[i] * mig::page_size;
+    // A page that turns non-zero after this check was written after the
+    // last dirty sync: the next sync reports it and it is sent again.
+    if (opt_.detect_zero && mig::is_zero_page(src)) {
+      entries_[i] = pfns[i] | mig::zero_page_bit;
+      ++zeros;
+    } else {
+      entries_[i] = pfns[i];
+      std::memcpy(data_.data() + with_data * mig::page_size, src, mig::page_size);
+      ++with_data;
+    }
+  }
+  const uint32_t prefix[2] = {static_cast<uint32_t>(pfns.size()), 0};
+  const iovec parts[3] = {
+    {const_cast<uint32_t*>(prefix), sizeof prefix},
+    {entries_.data(), entries_.size() * sizeof(uint64_t)},
+    {data_.data(), with_data * mig::page_size},
+  };
+  const uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;
+  limiter_.acquire(bytes, stop_);
+  if (auto ok = ch_.send(mig::record_type::pages, parts); !ok)
+    return ok;
+  counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
+  counters_.zero_pages.fetch_add(zeros, std::memory_order_relaxed);
+  counters_.add_sent(bytes, opt_.multifd);
+  return {};
+}
+
+} // namespace ferry

@@ -1,0 +1,71 @@
+#pragma once
+// One sending thread of an outgoing migration ("mig-send/N"): takes batches
+// of page indices, snapshots the pages out of guest RAM (a running guest may
+// change them while they are on the wire, and the record's checksum must
+// match what is sent), marks zero pages, and writes page records on its
+// channel. Pages are assigned to senders by address, so one page always
+// travels on the same channel and a newer copy can never overtake an older.
+
+#include "agent/guest_memory.hpp"
+#include "agent/migration_channel.hpp"
+#include "agent/migration_counters.hpp"
+#include "agent/rate_limiter.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ferry {
+
+class page_sender {
+public:
+  struct options {
+    bool detect_zero = true; // zero-page-detection legacy/multifd
+    bool multifd = false;    // a multifd channel (counts multifd-bytes)
+  };
+  page_sender(std::string name, migration_channel& ch, const guest_memory& mem, options opt,
+              rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,
+              std::function<void(const caf::error&)> on_error);
+  ~page_sender();
+  page_sender(const page_sender&) = delete;
+  page_sender& operator=(const page_sender&) = delete;
+
+  // Queue work; blocks while the queue is full (back-pressure from the link).
+  void push_pages(std::vector<uint64_t> pfns);
+  void push_sync(uint64_t pass);
+  void push_end();
+  // Until every queued job is done (or dropped after a failure).
+  void wait_idle();
+
+private:
+  struct job {
+    enum class kind { pages, sync, end } what = kind::pages;
+    std::vector<uint64_t> pfns;
+    uint64_t pass = 0;
+  };
+  void push(job j);
+  void run();
+  caf::expected<void> send_pages(const std::vector<uint64_t>& pfns);
+
+  migration_channel& ch_;
+  const guest_memory& mem_;
+  options opt_;
+  rate_limiter& limiter_;
+  migration_counters& counters_;
+  std::atomic<bool>& stop_;
+  std::function<void(const caf::error&)> on_error_;
+
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::deque<job> queue_;
+  bool busy_ = false;
+  bool quit_ = false;
+  std::vector<uint8_t> data_;
+  std::vector<uint64_t> entries_;
+  std::thread thread_;
+};
+
+} // namespace ferry

@@ -1,0 +1,28 @@
+#pragma once
+// max-bandwidth for a migration: every channel draws from one budget per
+// 100 ms window (QEMU's granularity), so the limit holds for the sum of the
+// channels. 0 means unlimited, as in QEMU. The limit may change while the
+// migration runs (migrate-set-parameters max-bandwidth).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+
+namespace ferry {
+
+class rate_limiter {
+public:
+  void set_limit(uint64_t bytes_per_second) { limit_ = bytes_per_second; }
+  uint64_t limit() const { return limit_; }
+  // Blocks until `bytes` fit in the budget or `stop` is set.
+  void acquire(uint64_t bytes, const std::atomic<bool>& stop);
+
+private:
+  std::atomic<uint64_t> limit_{0};
+  std::mutex mtx_;
+  std::chrono::steady_clock::time_point window_start_{};
+  uint64_t used_ = 0;
+};
+
+} // namespace ferry

@@ -1,0 +1,235 @@
+#include "protocol/migration_stream.hpp"
+
+#include "protocol/crc32c.hpp"
+#include "protocol/protocol_error.hpp"
+
+#include <cstring>
+
+namespace ferry::mig {
+
+namespace {
+
+constexpr std::array<uint8_t, 8> magic = {'F', 'E', 'R', 'R', 'Y', 'M', 'I', 'G'};
+
+template <class T>
+void put(std::vector<uint8_t>& out, T v) {
+  const size_t at = out.size();
+  out.resize(at + sizeof(T));
+  std::memcpy(out.data() + at, &v, sizeof(T));
+}
+
+void put_bytes(std::vector<uint8_t>& out, const uint8_t* p, size_t n) {
+  const size_t at = out.size();
+  out.resize(at + n);
+  if (n != 0)
+    std::memcpy(out.data() + at, p, n);
+}
+
+template <class T>
+T get(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+caf::error bad(std::string what) {
+  return make_protocol_error(protocol_errc::malformed, "migration stream: " + std::move(what));
+}
+
+} // namespace
+
+const char* to_string(record_type t) {
+  switch (t) {
+    case record_type::hello:
+      return "hello";
+    case record_type::hello_ack:
+      return "hello-ack";
+    case record_type::pages:
+      return "pages";
+    case record_type::sync:
+      return "sync";
+    case record_type::cpu_state:
+      return "cpu-state";
+    case record_type::devices:
+      return "devices";
+    case record_type::end:
+      return "end";
+    case record_type::ready:
+      return "ready";
+    case record_type::go:
+      return "go";
+    case record_type::abort:
+      return "abort";
+  }
+  return "unknown";
+}
+
+std::array<uint8_t, header_size> encode_header(record_type type, uint32_t length, uint32_t crc) {
+  std::array<uint8_t, header_size> h{};
+  const auto t = static_cast<uint32_t>(type);
+  std::memcpy(h.data(), &t, 4);
+  std::memcpy(h.data() + 4, &length, 4);
+  std::memcpy(h.data() + 8, &crc, 4);
+  const uint32_t hcrc = crc32c(0, std::span<const uint8_t>{h.data(), 12});
+  std::memcpy(h.data() + 12, &hcrc, 4);
+  return h;
+}
+
+caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
+  if (bytes.size() != header_size)
+    return bad("record header of " + std::to_string(bytes.size()) + " bytes");
+  if (get<uint32_t>(bytes.data() + 12) != crc32c(0, bytes.first(12)))
+    return bad("record header checksum mismatch");
+  const auto t = get<uint32_t>(bytes.data());
+  if (t < static_cast<uint32_t>(record_type::hello) || t > static_cast<uint32_t>(record_type::abort))
+    return bad("unknown record type " + std::to_string(t));
+  record_header h;
+  h.type = static_cast<record_type>(t);
+  h.length = get<uint32_t>(bytes.data() + 4);
+  h.crc = get<uint32_t>(bytes.data() + 8);
+  if (h.length > max_payload)
+    return bad(std::string{to_string(h.type)} + " record of " + std::to_string(h.length) +
+               " bytes exceeds the limit of " + std::to_string(max_payload));
+  return h;
+}
+
+caf::expected<void> check_payload(const record_header& h, std::span<const uint8_t> payload) {
+  if (payload.size() != h.length)
+    return bad("payload length mismatch");
+  if (crc32c(0, payload) != h.crc)
+    return bad(std::string{to_string(h.type)} + " record checksum mismatch");
+  return {};
+}
+
+std::vector<uint8_t> encode(const hello& h) {
+  std::vector<uint8_t> out;
+  out.reserve(hello_size);
+  put_bytes(out, magic.data(), magic.size());
+  put(out, stream_version);
+  put(out, h.channel_index);
+  put(out, h.channel_count);
+  put_bytes(out, h.session.data(), h.session.size());
+  put(out, h.page_size);
+  put(out, h.flags);
+  put(out, h.ram_size);
+  put_bytes(out, h.uuid.data(), h.uuid.size());
+  return out;
+}
+
+caf::expected<hello> decode_hello(std::span<const uint8_t> p) {
+  if (p.size() != hello_size)
+    return bad("hello of " + std::to_string(p.size()) + " bytes");
+  if (std::memcmp(p.data(), magic.data(), magic.size()) != 0)
+    return bad("not a Ferry migration stream (bad magic)");
+  const auto version = get<uint32_t>(p.data() + 8);
+  if (version != stream_version)
+    return bad("stream version " + std::to_string(version) + " is not supported (this agent reads " +
+               std::to_string(stream_version) + ")");
+  hello h;
+  h.channel_index = get<uint16_t>(p.data() + 12);
+  h.channel_count = get<uint16_t>(p.data() + 14);
+  std::memcpy(h.session.data(), p.data() + 16, 16);
+  h.page_size = get<uint32_t>(p.data() + 32);
+  h.flags = get<uint32_t>(p.data() + 36);
+  h.ram_size = get<uint64_t>(p.data() + 40);
+  std::memcpy(h.uuid.data(), p.data() + 48, 16);
+  if (h.channel_index > h.channel_count)
+    return bad("channel " + std::to_string(h.channel_index) + " of " +
+               std::to_string(h.channel_count));
+  return h;
+}
+
+std::vector<uint8_t> encode(const status_msg& s) {
+  std::vector<uint8_t> out;
+  put(out, s.code);
+  put_bytes(out, reinterpret_cast<const uint8_t*>(s.text.data()), s.text.size());
+  return out;
+}
+
+caf::expected<status_msg> decode_status(std::span<const uint8_t> p) {
+  if (p.size() < 4 || p.size() > 4 + 4096)
+    return bad("status message of " + std::to_string(p.size()) + " bytes");
+  status_msg s;
+  s.code = get<uint32_t>(p.data());
+  s.text.assign(p.begin() + 4, p.end());
+  return s;
+}
+
+caf::expected<page_batch> decode_pages(std::span<const uint8_t> p, uint64_t ram_pages) {
+  if (p.size() < batch_prefix)
+    return bad("page batch too short");
+  page_batch b;
+  b.count = get<uint32_t>(p.data());
+  if (b.count == 0 || b.count > max_batch_pages)
+    return bad("page batch of " + std::to_string(b.count) + " pages");
+  if (get<uint32_t>(p.data() + 4) != 0)
+    return bad("page batch reserved field set");
+  const size_t entries_len = size_t{b.count} * 8;
+  if (p.size() < batch_prefix + entries_len)
+    return bad("page batch entries truncated");
+  b.entries = p.subspan(batch_prefix, entries_len);
+  for (uint32_t i = 0; i < b.count; ++i) {
+    const auto e = get<uint64_t>(b.entries.data() + size_t{i} * 8);
+    const uint64_t pfn = e & ~zero_page_bit;
+    if (pfn >= ram_pages)
+      return bad("page " + std::to_string(pfn) + " is beyond guest RAM (" +
+                 std::to_string(ram_pages) + " pages)");
+    if ((e & zero_page_bit) != 0)
+      ++b.zero_pages;
+  }
+  b.data = p.subspan(batch_prefix + entries_len);
+  if (b.data.size() != size_t{b.count - b.zero_pages} * page_size)
+    return bad("page batch data length does not match its entries");
+  return b;
+}
+
+bool is_zero_page(const uint8_t* page) {
+  // Word compares; the compiler vectorises this loop.
+  uint64_t acc = 0;
+  for (size_t i = 0; i < page_size; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, page + i, 64);
+    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
+    if (acc != 0)
+      return false;
+  }
+  return true;
+}
+
+uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
+                     std::span<std::atomic<uint64_t>> maybe_nonzero) {
+  const uint8_t* src = b.data.data();
+  uint64_t applied = 0;
+  for (uint32_t i = 0; i < b.count; ++i) {
+    const auto e = get<uint64_t>(b.entries.data() + size_t{i} * 8);
+    const uint64_t pfn = e & ~zero_page_bit;
+    uint8_t* dst = ram.data() + pfn * page_size;
+    auto& word = maybe_nonzero[pfn / 64];
+    const uint64_t bit = 1ull << (pfn % 64);
+    if ((e & zero_page_bit) != 0) {
+      if ((word.load(std::memory_order_relaxed) & bit) != 0 && !is_zero_page(dst))
+        std::memset(dst, 0, page_size);
+    } else {
+      std::memcpy(dst, src, page_size);
+      src += page_size;
+      applied += page_size;
+      if ((word.load(std::memory_order_relaxed) & bit) == 0)
+        word.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  return applied;
+}
+
+std::vector<uint8_t> encode_sync(uint64_t pass) {
+  std::vector<uint8_t> out;
+  put(out, pass);
+  return out;
+}
+
+caf::expected<uint64_t> decode_sync(std::span<const uint8_t> p) {
+  if (p.size() != 8)
+    return bad("sync of " + std::to_string(p.size()) + " bytes");
+  return get<uint64_t>(p.data());
+}
+
+} // namespace ferry::mig

@@ -1,0 +1,107 @@
+#pragma once
+// Ferry's migration stream (docs/migration-stream.md): records of a 16-byte
+// header (type, payload length, payload CRC-32C, header CRC-32C) and a
+// payload. Encoders for the source, validating decoders for the destination:
+// every length, count and page index is checked against the destination's
+// own RAM before a byte of guest memory is touched.
+
+#include <caf/expected.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ferry::mig {
+
+inline constexpr uint32_t stream_version = 1;
+inline constexpr uint32_t page_size = 4096;
+inline constexpr size_t header_size = 16;
+// A page batch holds at most this many pages (1 MiB of data).
+inline constexpr uint32_t max_batch_pages = 256;
+// Larger than any record a source sends (a full page batch, or the CPU
+// state of 64 vCPUs); a header announcing more is refused before reading.
+inline constexpr uint32_t max_payload = 4u << 20;
+
+enum class record_type : uint32_t {
+  hello = 1,     // first record of every channel (source -> destination)
+  hello_ack = 2, // the destination accepts or refuses the main channel
+  pages = 3,     // a batch of RAM pages
+  sync = 4,      // end of a pass over the dirty log on this channel
+  cpu_state = 5, // the paused guest's vCPUs (guest::save_cpu_state)
+  devices = 6,   // emulated device state
+  end = 7,       // nothing follows on this channel
+  ready = 8,     // destination: everything loaded, waiting for go
+  go = 9,        // source: the destination owns the guest now
+  abort = 10,    // either side gives up; payload says why
+};
+const char* to_string(record_type t);
+
+struct record_header {
+  record_type type = record_type::end;
+  uint32_t length = 0;
+  uint32_t crc = 0; // of the payload
+};
+
+std::array<uint8_t, header_size> encode_header(record_type type, uint32_t length, uint32_t crc);
+// Refuses unknown types, oversize payloads and a corrupt header.
+caf::expected<record_header> decode_header(std::span<const uint8_t> bytes);
+// The payload's CRC against its header.
+caf::expected<void> check_payload(const record_header& h, std::span<const uint8_t> payload);
+
+// Capabilities both sides must agree on.
+inline constexpr uint32_t flag_multifd = 1u << 0;
+inline constexpr uint32_t flag_validate_uuid = 1u << 1;
+
+struct hello {
+  uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd
+  uint16_t channel_count = 0; // multifd channels (0 without multifd)
+  std::array<uint8_t, 16> session{};
+  uint32_t page_size = mig::page_size;
+  uint32_t flags = 0;
+  uint64_t ram_size = 0;
+  std::array<uint8_t, 16> uuid{};
+};
+inline constexpr size_t hello_size = 64;
+std::vector<uint8_t> encode(const hello& h);
+caf::expected<hello> decode_hello(std::span<const uint8_t> payload);
+
+// hello_ack / ready / go / abort: a code (0 = ok) and a reason.
+struct status_msg {
+  uint32_t code = 0;
+  std::string text;
+};
+std::vector<uint8_t> encode(const status_msg& s);
+caf::expected<status_msg> decode_status(std::span<const uint8_t> payload);
+
+// A page batch: u32 count, u32 reserved, count u64 entries (page index, top
+// bit set for a zero page), then the data of the non-zero pages in order.
+inline constexpr uint64_t zero_page_bit = 1ull << 63;
+inline constexpr size_t batch_prefix = 8;
+
+struct page_batch {
+  std::span<const uint8_t> entries; // count * 8 bytes, little endian
+  std::span<const uint8_t> data;
+  uint32_t count = 0;
+  uint32_t zero_pages = 0;
+};
+// Checks every entry against `ram_pages` and the data length against the
+// non-zero entries.
+caf::expected<page_batch> decode_pages(std::span<const uint8_t> payload, uint64_t ram_pages);
+// Writes a decoded batch into `ram` (ram_pages * page_size bytes).
+// `maybe_nonzero` has a bit per page that may hold data: a zero page whose
+// bit is clear is skipped without touching it (a first touch costs a page
+// fault and an allocation), every page written gets its bit set. Returns
+// the bytes of page data applied.
+uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
+                     std::span<std::atomic<uint64_t>> maybe_nonzero);
+
+// u64 pass number.
+std::vector<uint8_t> encode_sync(uint64_t pass);
+caf::expected<uint64_t> decode_sync(std::span<const uint8_t> payload);
+
+bool is_zero_page(const uint8_t* page);
+
+} // namespace ferry::mig

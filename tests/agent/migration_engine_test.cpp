@@ -1,0 +1,320 @@
+// The migration engines in one process: two -accel none guests (a host
+// thread dirties the source's working set), each behind its own QMP
+// monitor, migrating over real sockets. After each migration both guests
+// are stopped and compared page by page, and their CPU state blobs byte by
+// byte.
+
+#include "agent/qmp_monitor.hpp"
+#include "agent/synthetic_guest.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+using namespace ferry;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+constexpr uint64_t ram_size = 64u << 20;
+
+struct side {
+  std::unique_ptr<synthetic_guest> guest;
+  std::unique_ptr<qmp_monitor> monitor;
+  std::mutex mtx;
+  std::vector<std::string> events;
+  int exit_status = -1;
+
+  void create(uint64_t dirty_rate, uint64_t ws_pages, bool fill) {
+    synthetic_guest_config cfg;
+    cfg.memory = {memory_backend::kind::ram, ram_size, {}, false};
+    cfg.ws_start = 1u << 20;
+    cfg.ws_pages = ws_pages;
+    cfg.dirty_rate = dirty_rate;
+    auto g = synthetic_guest::create(cfg);
+    ASSERT_TRUE(g);
+    guest = std::move(*g);
+    if (fill) {
+      // Three quarters of the pages carry data, the rest stay zero.
+      auto bytes = guest->memory().bytes();
+      for (uint64_t p = 0; p < bytes.size() / 4096; ++p)
+        if (p % 4 != 3)
+          std::memset(bytes.data() + p * 4096, static_cast<int>(p * 7 + 1), 4096);
+    }
+    monitor = std::make_unique<qmp_monitor>(
+      *guest, vm_identity{"vm", "12345678-1234-1234-1234-123456789abc"},
+      [this](const std::string& line) {
+        std::lock_guard lk{mtx};
+        events.push_back(line);
+      },
+      [] {});
+    monitor->set_exit_handler([this](int s) {
+      std::lock_guard lk{mtx};
+      exit_status = s;
+    });
+  }
+
+  json::value run(const std::string& cmd, const json::object& args = {}) {
+    auto r = monitor->execute(cmd, args);
+    if (auto* f = std::get_if<qmp_failure>(&r))
+      return json::object{{"error", f->desc}};
+    return std::get<json::value>(r);
+  }
+
+  json::object info() { return run("query-migrate").as_object(); }
+  std::string status() {
+    const auto i = info();
+    return i.contains("status") ? std::string{i.at("status").as_string()} : "none";
+  }
+
+  // Waits until query-migrate's status is one of `want` (or times out).
+  std::string wait_status(std::initializer_list<const char*> want,
+                          std::chrono::seconds limit = 30s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::string s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      s = status();
+      for (const char* w : want)
+        if (s == w)
+          return s;
+      std::this_thread::sleep_for(5ms);
+    }
+    return "timeout (last: " + s + ")";
+  }
+
+  size_t count_events(const std::string& fragment) {
+    std::lock_guard lk{mtx};
+    return static_cast<size_t>(std::count_if(events.begin(), events.end(), [&](const auto& e) {
+      return e.find(fragment) != std::string::npos;
+    }));
+  }
+};
+
+struct engine_fixture : ::testing::Test {
+  side src, dst;
+  ferry::test::temp_dir tmp;
+
+  void SetUp() override {
+    src.create(50'000, 256, true);
+    ASSERT_TRUE(src.guest->start());
+  }
+
+  void make_destination(const json::object& caps_and_params = {}) {
+    dst.create(0, 256, false);
+    dst.monitor->expect_incoming(false); // stay stopped: the test compares it
+    for (auto* s : {&src, &dst}) {
+      json::array caps{json::object{{"capability", "events"}, {"state", true}}};
+      if (caps_and_params.contains("multifd"))
+        caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
+      EXPECT_EQ(s->run("migrate-set-capabilities", {{"capabilities", caps}}), json::object{});
+      json::object params{{"max-bandwidth", 0}};
+      if (const auto* n = caps_and_params.if_contains("multifd"))
+        params["multifd-channels"] = *n;
+      EXPECT_EQ(s->run("migrate-set-parameters", params), json::object{});
+    }
+  }
+
+  // Both guests stopped: every page and the CPU state must be equal.
+  void expect_identical() {
+    auto pause = src.guest->pause();
+    ASSERT_NE(dst.guest->state(), run_state::running);
+    const auto a = src.guest->memory().bytes();
+    const auto b = dst.guest->memory().bytes();
+    ASSERT_EQ(a.size(), b.size());
+    size_t bad = 0;
+    for (size_t p = 0; p < a.size() / 4096; ++p)
+      if (std::memcmp(a.data() + p * 4096, b.data() + p * 4096, 4096) != 0 && bad++ < 5)
+        ADD_FAILURE() << "page " << p << " differs";
+    EXPECT_EQ(bad, 0U);
+    auto ca = src.guest->save_cpu_state();
+    auto cb = dst.guest->save_cpu_state();
+    ASSERT_TRUE(ca && cb);
+    EXPECT_EQ(*ca, *cb) << "CPU state differs";
+  }
+
+  void migrate_and_check(std::string uri) {
+    EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
+    if (uri.ends_with(":0")) // the port the destination picked
+      uri = "tcp:127.0.0.1:" +
+            std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
+    EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+    EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed")
+      << json::serialize(src.info());
+    EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed")
+      << json::serialize(dst.info());
+    const auto info = src.info();
+    const auto& ram = info.at("ram").as_object();
+    EXPECT_EQ(ram.at("total").as_uint64(), ram_size);
+    EXPECT_EQ(ram.at("remaining").as_uint64(), 0U);
+    EXPECT_GE(ram.at("normal").as_uint64(), ram_size / 4096 * 3 / 4);
+    EXPECT_GE(ram.at("duplicate").as_uint64(), ram_size / 4096 / 4 - 256);
+    EXPECT_GE(ram.at("dirty-sync-count").as_uint64(), 2U);
+    EXPECT_TRUE(info.contains("downtime"));
+    EXPECT_EQ(src.run("query-status").at("status"), "postmigrate");
+    EXPECT_GE(src.count_events("MIGRATION_PASS"), 1U);
+    EXPECT_EQ(src.count_events(R"("status":"completed")"), 1U);
+    EXPECT_EQ(dst.count_events(R"("status":"completed")"), 1U);
+    expect_identical();
+  }
+};
+
+TEST_F(engine_fixture, precopy_over_unix_without_multifd) {
+  make_destination();
+  migrate_and_check("unix:" + tmp.file("mig.sock"));
+  EXPECT_EQ(src.info().at("ram").at("multifd-bytes").as_uint64(), 0U);
+}
+
+TEST_F(engine_fixture, precopy_over_tcp_with_four_multifd_channels) {
+  make_destination({{"multifd", 4}});
+  migrate_and_check("tcp:127.0.0.1:0");
+}
+
+TEST_F(engine_fixture, tcp_port_zero_is_reported_in_socket_address) {
+  make_destination();
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "tcp:127.0.0.1:0"}}), json::object{});
+  const auto info = dst.info();
+  EXPECT_EQ(info.at("status"), "setup");
+  const auto& addr = info.at("socket-address").as_array().at(0).as_object();
+  EXPECT_EQ(addr.at("type"), "inet");
+  const std::string port{addr.at("port").as_string()};
+  EXPECT_NE(port, "0");
+  EXPECT_EQ(src.run("migrate", {{"channels", json::array{json::object{
+                                                {"channel-type", "main"},
+                                                {"addr",
+                                                 {{"transport", "socket"},
+                                                  {"type", "inet"},
+                                                  {"host", "127.0.0.1"},
+                                                  {"port", port}}}}}}}),
+            json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  expect_identical();
+}
+
+TEST_F(engine_fixture, file_save_then_restore) {
+  make_destination();
+  const std::string path = tmp.file("vm.state");
+  EXPECT_EQ(src.run("stop"), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", "file:" + path + ",offset=4096"}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed") << json::serialize(src.info());
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "file:" + path + ",offset=4096"}}),
+            json::object{});
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed") << json::serialize(dst.info());
+  expect_identical();
+}
+
+TEST_F(engine_fixture, exec_pipes_the_stream_through_commands) {
+  make_destination();
+  const std::string path = tmp.file("vm.state.gz");
+  EXPECT_EQ(src.run("migrate", {{"uri", "exec:gzip -1 > " + path}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed") << json::serialize(src.info());
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "exec:gzip -dc " + path}}), json::object{});
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed") << json::serialize(dst.info());
+  expect_identical();
+}
+
+TEST_F(engine_fixture, unreachable_destination_fails_and_the_source_runs_on) {
+  EXPECT_EQ(src.run("migrate", {{"uri", "unix:" + tmp.file("nobody.sock")}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+  const auto info = src.info();
+  EXPECT_NE(std::string{info.at("error-desc").as_string()}.find("Failed to connect"),
+            std::string::npos)
+    << json::serialize(info);
+  EXPECT_EQ(src.run("query-status").at("status"), "running");
+}
+
+TEST_F(engine_fixture, capability_mismatch_fails_both_sides_with_the_reason) {
+  make_destination({{"multifd", 2}});
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
+  EXPECT_EQ(src.run("migrate-set-capabilities",
+                    {{"capabilities",
+                      json::array{json::object{{"capability", "multifd"}, {"state", false}}}}}),
+            json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "failed");
+  const std::string why = "capability multifd is off on the source but on on the destination";
+  EXPECT_NE(std::string{src.info().at("error-desc").as_string()}.find(why), std::string::npos);
+  EXPECT_EQ(std::string{dst.info().at("error-desc").as_string()}, why);
+  EXPECT_EQ(dst.exit_status, -1) << "exit-on-error false keeps the destination";
+  EXPECT_EQ(src.run("query-status").at("status"), "running");
+}
+
+TEST_F(engine_fixture, cancel_leaves_the_source_running_and_migratable) {
+  make_destination();
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  // 8 MiB/s: the first pass alone takes seconds, plenty of time to cancel.
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"max-bandwidth", 8u << 20}}), json::object{});
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"active"}), "active");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}).at("error"), "There's a migration process in progress");
+  EXPECT_EQ(src.run("migrate_cancel"), json::object{});
+  EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
+  EXPECT_EQ(dst.wait_status({"failed"}, 10s), "failed");
+  EXPECT_EQ(src.run("query-status").at("status"), "running");
+  EXPECT_EQ(src.run("migrate_cancel"), json::object{}) << "cancelling again does nothing";
+  EXPECT_EQ(src.status(), "cancelled");
+
+  // Migratable again, to a fresh destination.
+  dst.monitor.reset();
+  make_destination();
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"max-bandwidth", 0}}), json::object{});
+  migrate_and_check("unix:" + tmp.file("mig2.sock"));
+}
+
+TEST_F(engine_fixture, pause_before_switchover_waits_for_migrate_continue) {
+  make_destination();
+  EXPECT_EQ(src.run("migrate-set-capabilities",
+                    {{"capabilities", json::array{json::object{
+                                        {"capability", "pause-before-switchover"},
+                                        {"state", true}}}}}),
+            json::object{});
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"pre-switchover", "failed"}), "pre-switchover");
+  EXPECT_EQ(src.run("query-status").at("status"), "finish-migrate");
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(src.status(), "pre-switchover") << "it waits";
+  EXPECT_EQ(src.run("migrate-continue", {{"state", "pre-switchover"}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  expect_identical();
+}
+
+TEST_F(engine_fixture, a_hot_guest_keeps_iterating_until_cancelled) {
+  // Dirtying as fast as the host can, a 1 ms downtime-limit and a slow
+  // link: it never converges.
+  src.guest.reset();
+  src.monitor.reset();
+  src.create(0, 2048, true);
+  ASSERT_TRUE(src.guest->start());
+  make_destination();
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"downtime-limit", 1}, {"max-bandwidth", 64u << 20}}),
+            json::object{});
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (src.info().at("ram").at("dirty-sync-count").as_uint64() < 5 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  const auto info = src.info();
+  EXPECT_EQ(info.at("status"), "active");
+  EXPECT_GE(info.at("ram").at("dirty-sync-count").as_uint64(), 5U);
+  EXPECT_GT(info.at("expected-downtime").as_uint64(), 1U);
+  EXPECT_EQ(src.run("migrate_cancel"), json::object{});
+  EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
+  EXPECT_EQ(src.run("query-status").at("status"), "running");
+}
+
+} // namespace
