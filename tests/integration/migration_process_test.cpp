@@ -1,0 +1,258 @@
+// Live migration between two ferry-agent processes, driven over QMP as a
+// management tool drives QEMU: a KVM test guest pre-filled with its pattern
+// runs on the source, the destination waits with -incoming defer, and after
+// the migration ferry-verify proves the destination's memory consistent
+// while its serial port shows the guest still counting there.
+
+#include "tests/support/kvm_skip.hpp"
+#include "tests/support/process.hpp"
+#include "tools/qmp/qmp_client.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <thread>
+
+using namespace ferry::test;
+using ferry::qmp_tool::qmp_client;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+struct host {
+  std::string name;
+  std::string qmp;
+  std::string serial;
+  std::unique_ptr<process> agent;
+  std::unique_ptr<qmp_client> q;
+
+  json::value exec(const std::string& cmd, const json::object& args = {}) {
+    return q->execute(cmd, args);
+  }
+  json::object info() { return exec("query-migrate").at("return").as_object(); }
+  std::string status() {
+    const auto i = info();
+    return i.contains("status") ? std::string{i.at("status").as_string()} : "none";
+  }
+  std::string wait_status(std::initializer_list<const char*> want, std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::string s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      s = status();
+      for (const char* w : want)
+        if (s == w)
+          return s;
+      std::this_thread::sleep_for(20ms);
+    }
+    return "timeout (last: " + s + ")";
+  }
+};
+
+struct migration_fixture : ::testing::Test {
+  temp_dir tmp;
+  std::string dir = tmp.path();
+  std::string image = dir + "/guest.img";
+  std::string ram = dir + "/ram.bin";
+  std::string size = "256M";
+  uint64_t bytes = 256u << 20;
+  host src{"src", dir + "/src.sock", dir + "/src.txt", {}, {}};
+  host dst{"dst", dir + "/dst.sock", dir + "/dst.txt", {}, {}};
+
+  void make_guest(const std::string& ws_pages) {
+    auto r = run({binary("tools/ferry-testguest"), "image", image, "--ram-top", size,
+                  "--ws-pages", ws_pages, "--report-every", "20"});
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = run({binary("tools/ferry-testguest"), "pattern", ram, "--size", size, "--image", image});
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+
+  void start(host& h, std::vector<std::string> extra) {
+    std::vector<std::string> argv{binary("agent/ferry-agent"), "vm", "-name", h.name, "-m", size,
+                                  "-drive", "file=" + image + ",format=raw", "-qmp",
+                                  "unix:" + h.qmp + ",server=on,wait=off", "-serial",
+                                  "file:" + h.serial};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    h.agent = std::make_unique<process>(argv);
+    h.q = std::make_unique<qmp_client>(h.qmp);
+    h.q->negotiate();
+  }
+
+  // The source runs the pre-filled guest; the destination waits for it.
+  void start_pair(const std::string& ws_pages = "2048") {
+    make_guest(ws_pages);
+    start(src, {"-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram +
+                             ",share=off",
+                "-machine", "memory-backend=ram0"});
+    ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s))
+      << read_file(src.serial) << src.agent->stderr_text();
+    start(dst, {"-incoming", "defer"});
+    EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "inmigrate");
+  }
+
+  void configure(uint32_t channels, const json::object& src_params) {
+    for (host* h : {&src, &dst}) {
+      json::array caps{json::object{{"capability", "events"}, {"state", true}}};
+      if (channels > 0)
+        caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
+      EXPECT_TRUE(h->exec("migrate-set-capabilities", {{"capabilities", caps}})
+                    .as_object()
+                    .contains("return"));
+      if (channels > 0) {
+        EXPECT_TRUE(h->exec("migrate-set-parameters", {{"multifd-channels", channels}})
+                      .as_object()
+                      .contains("return"));
+      }
+    }
+    EXPECT_TRUE(src.exec("migrate-set-parameters", src_params).as_object().contains("return"));
+  }
+
+  // migrate-incoming on the destination; the uri the source must use.
+  std::string listen(const std::string& transport, bool exit_on_error = true) {
+    const std::string uri =
+      transport == "tcp" ? std::string{"tcp:127.0.0.1:0"} : "unix:" + dir + "/mig.sock";
+    auto r = dst.exec("migrate-incoming", {{"uri", uri}, {"exit-on-error", exit_on_error}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    if (transport != "tcp")
+      return uri;
+    return "tcp:127.0.0.1:" +
+           std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
+  }
+
+  run_result dump_and_verify(host& h) {
+    EXPECT_TRUE(h.exec("stop").as_object().contains("return"));
+    const std::string dump = dir + "/" + h.name + ".dump";
+    auto r = h.exec("pmemsave", {{"val", 0}, {"size", bytes}, {"filename", dump}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    return run({binary("tools/ferry-verify"), dump});
+  }
+
+  static size_t last_pass(const std::string& serial_text) {
+    const size_t at = serial_text.rfind("pass ");
+    return at == std::string::npos ? 0 : std::stoul(serial_text.substr(at + 5, 8), nullptr, 16);
+  }
+};
+
+struct live_case {
+  const char* transport;
+  uint32_t channels; // 0 = without multifd
+};
+
+struct live_migration : migration_fixture, ::testing::WithParamInterface<live_case> {};
+
+} // namespace
+
+TEST_P(live_migration, running_kvm_guest_arrives_intact_and_runs_on) {
+  FERRY_REQUIRE_KVM();
+  start_pair();
+  configure(GetParam().channels, {{"max-bandwidth", 1ull << 30}});
+  const std::string uri = listen(GetParam().transport);
+  auto r = src.exec("migrate", {{"uri", uri}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+    << json::serialize(src.info());
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed")
+    << json::serialize(dst.info()) << dst.agent->stderr_text();
+
+  const auto info = src.info();
+  std::printf("%s, %u channel(s): %s\n", GetParam().transport, GetParam().channels,
+              json::serialize(info).c_str());
+  const auto& stats = info.at("ram").as_object();
+  EXPECT_EQ(stats.at("total").to_number<uint64_t>(), bytes);
+  EXPECT_EQ(stats.at("remaining").to_number<uint64_t>(), 0U);
+  EXPECT_GE(stats.at("normal").to_number<uint64_t>() + stats.at("duplicate").to_number<uint64_t>(),
+            bytes / 4096)
+    << "every page went at least once";
+  EXPECT_GE(stats.at("normal").to_number<uint64_t>(), bytes / 4096 * 3 / 4)
+    << "the pattern's pages went with their data";
+  EXPECT_GE(stats.at("dirty-sync-count").to_number<uint64_t>(), 2U);
+  EXPECT_EQ(stats.at("multifd-bytes").to_number<uint64_t>() > 0, GetParam().channels > 0);
+  EXPECT_TRUE(info.contains("downtime"));
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "postmigrate");
+
+  // The guest goes on counting on the destination from where it was.
+  const size_t left_at = last_pass(read_file(src.serial));
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
+  std::this_thread::sleep_for(300ms);
+  EXPECT_GT(last_pass(read_file(dst.serial)), left_at) << read_file(dst.serial);
+  EXPECT_EQ(read_file(dst.serial).find("ready"), std::string::npos)
+    << "the guest must not boot again on the destination";
+
+  auto v = dump_and_verify(dst);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("consistent: 65280 pattern pages (0 bad)"), std::string::npos)
+    << v.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(transports, live_migration,
+                         ::testing::Values(live_case{"tcp", 0}, live_case{"tcp", 4},
+                                           live_case{"unix", 0}, live_case{"unix", 4}),
+                         [](const auto& p) {
+                           return std::string{p.param.transport} + "_" +
+                                  (p.param.channels == 0
+                                     ? std::string{"single_stream"}
+                                     : std::to_string(p.param.channels) + "_channels");
+                         });
+
+TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_source_intact) {
+  FERRY_REQUIRE_KVM();
+  size = "64M";
+  bytes = 64u << 20;
+  start_pair("2048");
+  // 8 MiB of working set rewritten far faster than 64 MiB/s can carry, and
+  // a 1 ms downtime-limit: it can never converge.
+  configure(2, {{"max-bandwidth", 64u << 20}, {"downtime-limit", 1}});
+  const std::string uri = listen("unix");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  uint64_t syncs = 0;
+  while (syncs < 4 && std::chrono::steady_clock::now() < deadline) {
+    const auto i = src.info();
+    if (i.contains("ram"))
+      syncs = i.at("ram").at("dirty-sync-count").to_number<uint64_t>();
+    std::this_thread::sleep_for(50ms);
+  }
+  const auto info = src.info();
+  EXPECT_EQ(info.at("status"), "active") << json::serialize(info);
+  EXPECT_GE(syncs, 4U);
+  EXPECT_GT(info.at("expected-downtime").to_number<uint64_t>(), 1U);
+  EXPECT_GT(info.at("ram").at("remaining").to_number<uint64_t>(), 0U);
+
+  EXPECT_TRUE(src.exec("migrate_cancel").as_object().contains("return"));
+  EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "running");
+  // The destination, with exit-on-error (QEMU's default), gives up and exits.
+  EXPECT_EQ(dst.agent->wait(10s), 1);
+  EXPECT_NE(dst.agent->stderr_text().find("load of migration failed"), std::string::npos)
+    << dst.agent->stderr_text();
+
+  const size_t before = last_pass(read_file(src.serial));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_GT(last_pass(read_file(src.serial)), before) << "the source guest runs on";
+  auto v = dump_and_verify(src);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("(0 bad)"), std::string::npos) << v.output;
+}
+
+TEST_F(migration_fixture, destination_killed_mid_migration_fails_the_source_which_runs_on) {
+  FERRY_REQUIRE_KVM();
+  start_pair();
+  configure(4, {{"max-bandwidth", 32u << 20}});
+  const std::string uri = listen("tcp");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  ASSERT_EQ(src.wait_status({"active"}, 10s), "active");
+  std::this_thread::sleep_for(500ms);
+  dst.agent->signal(SIGKILL);
+  EXPECT_EQ(src.wait_status({"failed"}, 10s), "failed");
+  const auto info = src.info();
+  EXPECT_FALSE(std::string{info.at("error-desc").as_string()}.empty());
+  std::printf("error-desc: %s\n", std::string{info.at("error-desc").as_string()}.c_str());
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "running");
+  auto v = dump_and_verify(src);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("consistent: 65280 pattern pages (0 bad)"), std::string::npos)
+    << v.output;
+}
