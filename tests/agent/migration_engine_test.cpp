@@ -4,6 +4,8 @@
 // are stopped and compared page by page, and their CPU state blobs byte by
 // byte.
 
+#include "agent/migration_channel.hpp"
+#include "agent/sockets.hpp"
 #include "agent/qmp_monitor.hpp"
 #include "agent/synthetic_guest.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -315,6 +317,50 @@ TEST_F(engine_fixture, a_hot_guest_keeps_iterating_until_cancelled) {
   EXPECT_EQ(src.run("migrate_cancel"), json::object{});
   EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
   EXPECT_EQ(src.run("query-status").at("status"), "running");
+}
+
+} // namespace
+
+namespace {
+
+TEST_F(engine_fixture, a_malformed_stream_fails_the_destination_cleanly) {
+  make_destination();
+  const std::string path = tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "unix:" + path}, {"exit-on-error", false}}),
+            json::object{});
+  auto ch = open_outgoing(std::get<migration_address>(parse_migration_uri("unix:" + path)));
+  ASSERT_TRUE(ch);
+  // A well-framed hello from a stream version this agent does not read.
+  mig::hello h;
+  h.ram_size = ram_size;
+  auto bytes = mig::encode(h);
+  bytes[8] = 77;
+  ASSERT_TRUE((*ch)->send(mig::record_type::hello, bytes));
+  EXPECT_EQ(dst.wait_status({"failed"}), "failed");
+  EXPECT_NE(std::string{dst.info().at("error-desc").as_string()}.find(
+              "stream version 77 is not supported"),
+            std::string::npos)
+    << json::serialize(dst.info());
+  EXPECT_EQ(dst.guest->state(), run_state::prelaunch) << "nothing started";
+  EXPECT_EQ(dst.exit_status, -1);
+}
+
+TEST_F(engine_fixture, garbage_instead_of_a_header_fails_with_exit_on_error) {
+  make_destination();
+  const std::string path = tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "unix:" + path}}), json::object{});
+  endpoint ep;
+  ep.path = path;
+  auto fd = connect_to(ep);
+  ASSERT_TRUE(fd);
+  // Something that is no migration stream at all.
+  const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::write(fd->get(), junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+  EXPECT_EQ(dst.wait_status({"failed"}), "failed");
+  EXPECT_NE(std::string{dst.info().at("error-desc").as_string()}.find("migration stream"),
+            std::string::npos)
+    << json::serialize(dst.info());
+  EXPECT_EQ(dst.exit_status, 1) << "exit-on-error is QEMU's default";
 }
 
 } // namespace

@@ -1,0 +1,150 @@
+#include "protocol/crc32c.hpp"
+#include "protocol/migration_stream.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+using namespace ferry;
+
+namespace {
+
+std::string error_of(const caf::error& e) {
+  return to_string(e);
+}
+
+std::vector<uint8_t> batch(std::vector<uint64_t> entries, size_t data_pages) {
+  std::vector<uint8_t> p(8 + entries.size() * 8 + data_pages * mig::page_size, 0);
+  const auto n = static_cast<uint32_t>(entries.size());
+  std::memcpy(p.data(), &n, 4);
+  std::memcpy(p.data() + 8, entries.data(), entries.size() * 8);
+  for (size_t i = 0; i < data_pages; ++i)
+    std::memset(p.data() + 8 + entries.size() * 8 + i * mig::page_size, static_cast<int>(i + 1),
+                mig::page_size);
+  return p;
+}
+
+} // namespace
+
+TEST(crc32c, matches_the_standard_check_value) {
+  const std::string s = "123456789";
+  EXPECT_EQ(crc32c(0, {reinterpret_cast<const uint8_t*>(s.data()), s.size()}), 0xe3069283u);
+  // Continuation over pieces equals one pass.
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  EXPECT_EQ(crc32c(crc32c(0, {p, 4}), {p + 4, 5}), 0xe3069283u);
+}
+
+TEST(migration_stream, header_round_trips_and_rejects_corruption) {
+  auto h = mig::encode_header(mig::record_type::pages, 1234, 0xdeadbeef);
+  auto d = mig::decode_header(h);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->type, mig::record_type::pages);
+  EXPECT_EQ(d->length, 1234u);
+  EXPECT_EQ(d->crc, 0xdeadbeefu);
+  h[5] ^= 1; // a flipped length bit
+  EXPECT_NE(error_of(mig::decode_header(h).error()).find("header checksum mismatch"),
+            std::string::npos);
+  auto big = mig::encode_header(mig::record_type::pages, mig::max_payload + 1, 0);
+  EXPECT_NE(error_of(mig::decode_header(big).error()).find("exceeds the limit"),
+            std::string::npos);
+  auto unknown = mig::encode_header(static_cast<mig::record_type>(99), 0, 0);
+  EXPECT_NE(error_of(mig::decode_header(unknown).error()).find("unknown record type 99"),
+            std::string::npos);
+}
+
+TEST(migration_stream, payload_checksum_is_checked) {
+  std::vector<uint8_t> payload{1, 2, 3};
+  mig::record_header h{mig::record_type::sync, 3, crc32c(0, payload)};
+  EXPECT_TRUE(mig::check_payload(h, payload));
+  payload[1] = 9;
+  EXPECT_FALSE(mig::check_payload(h, payload));
+}
+
+TEST(migration_stream, hello_round_trips_and_checks_magic_and_version) {
+  mig::hello h;
+  h.channel_index = 2;
+  h.channel_count = 4;
+  h.session[3] = 7;
+  h.flags = mig::flag_multifd;
+  h.ram_size = 1u << 30;
+  h.uuid[15] = 1;
+  auto bytes = mig::encode(h);
+  ASSERT_EQ(bytes.size(), mig::hello_size);
+  auto d = mig::decode_hello(bytes);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->channel_index, 2);
+  EXPECT_EQ(d->channel_count, 4);
+  EXPECT_EQ(d->session, h.session);
+  EXPECT_EQ(d->ram_size, h.ram_size);
+  EXPECT_EQ(d->uuid, h.uuid);
+  auto wrong_version = bytes;
+  wrong_version[8] = 9;
+  EXPECT_NE(error_of(mig::decode_hello(wrong_version).error()).find("version 9 is not supported"),
+            std::string::npos);
+  bytes[0] = 'Q';
+  EXPECT_NE(error_of(mig::decode_hello(bytes).error()).find("bad magic"), std::string::npos);
+  h.channel_index = 5; // beyond the count
+  EXPECT_FALSE(mig::decode_hello(mig::encode(h)));
+}
+
+TEST(migration_stream, page_batches_are_checked_against_ram_before_use) {
+  const uint64_t pages = 16;
+  auto ok = batch({3, 5 | mig::zero_page_bit, 15}, 2);
+  auto b = mig::decode_pages(ok, pages);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->count, 3u);
+  EXPECT_EQ(b->zero_pages, 1u);
+
+  std::vector<uint8_t> ram(pages * mig::page_size, 0xee);
+  std::vector<std::atomic<uint64_t>> present(1);
+  present[0] = ~0ull; // everything may hold data
+  EXPECT_EQ(mig::apply_pages(*b, ram, present), 2 * mig::page_size);
+  EXPECT_EQ(ram[3 * mig::page_size], 1);
+  EXPECT_EQ(ram[15 * mig::page_size + 4095], 2);
+  EXPECT_TRUE(mig::is_zero_page(ram.data() + 5 * mig::page_size));
+  EXPECT_EQ(ram[4 * mig::page_size], 0xee) << "pages not in the batch stay";
+
+  EXPECT_NE(error_of(mig::decode_pages(batch({16}, 1), pages).error()).find("beyond guest RAM"),
+            std::string::npos);
+  EXPECT_NE(error_of(mig::decode_pages(batch({1, 2}, 1), pages).error()).find("data length"),
+            std::string::npos);
+  EXPECT_FALSE(mig::decode_pages(batch({}, 0), pages)) << "empty batch";
+  auto truncated = batch({1, 2}, 2);
+  truncated.resize(12);
+  EXPECT_FALSE(mig::decode_pages(truncated, pages));
+  auto reserved = batch({1}, 1);
+  reserved[4] = 1;
+  EXPECT_FALSE(mig::decode_pages(reserved, pages));
+}
+
+TEST(migration_stream, zero_pages_never_touch_pages_known_to_be_empty) {
+  std::vector<uint8_t> ram(2 * mig::page_size, 0);
+  std::vector<std::atomic<uint64_t>> present(1);
+  ram[mig::page_size] = 5; // data the bitmap does not know about: left alone
+  const auto zero = batch({1 | mig::zero_page_bit}, 0); // the batch views this buffer
+  auto b = mig::decode_pages(zero, 2);
+  ASSERT_TRUE(b);
+  mig::apply_pages(*b, ram, present);
+  EXPECT_EQ(ram[mig::page_size], 5);
+  present[0] = 2; // now it may hold data: cleared
+  mig::apply_pages(*b, ram, present);
+  EXPECT_EQ(ram[mig::page_size], 0);
+  // A page written by the stream is marked.
+  const auto one = batch({0}, 1);
+  auto data = mig::decode_pages(one, 2);
+  ASSERT_TRUE(data);
+  mig::apply_pages(*data, ram, present);
+  EXPECT_EQ(present[0].load() & 1, 1u);
+}
+
+TEST(migration_stream, status_and_sync_round_trip) {
+  auto s = mig::decode_status(mig::encode(mig::status_msg{1, "no"}));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->code, 1u);
+  EXPECT_EQ(s->text, "no");
+  EXPECT_FALSE(mig::decode_status(std::vector<uint8_t>{1, 2}));
+  auto n = mig::decode_sync(mig::encode_sync(42));
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 42u);
+  EXPECT_FALSE(mig::decode_sync(std::vector<uint8_t>{1}));
+}
