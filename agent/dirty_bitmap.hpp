@@ -13,6 +13,7 @@ public:
 
   uint64_t pages() const { return pages_; }
   void set(uint64_t page) { words_[page / 64] |= uint64_t{1} << (page % 64); }
+  void clear_page(uint64_t page) { words_[page / 64] &= ~(uint64_t{1} << (page % 64)); }
   bool test(uint64_t page) const { return (words_[page / 64] >> (page % 64)) & 1U; }
   // Sets `pages` bits from `words` (bit i of the range = page first + i).
   void or_words(uint64_t first, const uint64_t* words, uint64_t pages);

@@ -153,4 +153,16 @@ std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {
   return {base_ + addr, len};
 }
 
+bool guest_memory::next_data(uint64_t at, uint64_t& data, uint64_t& hole) const {
+  const off_t d = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_DATA);
+  if (d < 0)
+    return false; // ENXIO: nothing but holes from here
+  off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
+  if (h < 0)
+    h = static_cast<off_t>(size_);
+  data = static_cast<uint64_t>(d);
+  hole = std::min(static_cast<uint64_t>(h), size_);
+  return data < size_;
+}
+
 } // namespace ferry

@@ -7,6 +7,7 @@
 
 #include <caf/expected.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -44,15 +45,34 @@ public:
 
   // Bounds-checked view of [addr, addr + len); empty when out of range.
   std::span<uint8_t> range(uint64_t addr, uint64_t len) const;
+  // Calls fn(first_page, end_page) for each run of pages that may hold data:
+  // the rest are holes of the RAM file, zero without ever having been
+  // touched (reading them would allocate and clear them first).
+  template <class F>
+  void for_each_data_run(F&& fn) const;
   // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
   caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
 
 private:
+  // Next [data, hole) byte range at or after `at`; false when none.
+  bool next_data(uint64_t at, uint64_t& data, uint64_t& hole) const;
   guest_memory(unique_fd fd, uint8_t* base, uint64_t size);
 
   unique_fd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
 };
+
+template <class F>
+void guest_memory::for_each_data_run(F&& fn) const {
+  constexpr uint64_t page = 4096;
+  uint64_t at = 0;
+  uint64_t data = 0;
+  uint64_t hole = 0;
+  while (at < size_ && next_data(at, data, hole)) {
+    fn(data / page, std::min((hole + page - 1) / page, pages()));
+    at = hole;
+  }
+}
 
 } // namespace ferry

@@ -155,10 +155,11 @@ int run_vm(const std::vector<std::string>& args) {
   if (exit_status != 0) {
     auto info = monitor.execute("query-migrate", {});
     const auto* v = std::get_if<boost::json::value>(&info);
-    const auto* desc = v != nullptr && v->is_object() ? v->as_object().if_contains("error-desc")
-                                                      : nullptr;
+    const auto* desc =
+      v != nullptr && v->is_object() ? v->as_object().if_contains("error-desc") : nullptr;
     std::fprintf(stderr, "ferry-agent: load of migration failed: %s\n",
-                 desc != nullptr && desc->is_string() ? desc->as_string().c_str() : "unknown error");
+                 desc != nullptr && desc->is_string() ? desc->as_string().c_str()
+                                                      : "unknown error");
   }
   (*server)->stop();
   return exit_status;

@@ -159,8 +159,8 @@ address_or_error parse_migration_uri(const std::string& uri) {
       const std::string off = rest.substr(comma + 8);
       uint64_t v = 0;
       const bool hex = off.rfind("0x", 0) == 0;
-      auto [p, ec] = std::from_chars(off.data() + (hex ? 2 : 0), off.data() + off.size(), v,
-                                     hex ? 16 : 10);
+      auto [p, ec] =
+        std::from_chars(off.data() + (hex ? 2 : 0), off.data() + off.size(), v, hex ? 16 : 10);
       if (ec != std::errc{} || p != off.data() + off.size())
         return "file URI has bad offset " + off;
       a.offset = v;

@@ -169,9 +169,9 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
   while (n > 0) {
     const ssize_t r = ::read(fd_.get(), p, n);
     if (r == 0)
-      return interrupted_ ? make_agent_error(agent_errc::system_error,
-                                             "migration channel interrupted")
-                          : channel_closed();
+      return interrupted_
+               ? make_agent_error(agent_errc::system_error, "migration channel interrupted")
+               : channel_closed();
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -186,8 +186,7 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
   return {};
 }
 
-caf::expected<void> migration_channel::send(mig::record_type type,
-                                            std::span<const iovec> parts) {
+caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts) {
   uint32_t crc = 0;
   size_t len = 0;
   for (const auto& part : parts) {

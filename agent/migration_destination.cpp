@@ -7,7 +7,6 @@
 #include <boost/json.hpp>
 
 #include <pthread.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -62,7 +61,8 @@ struct migration_destination::impl {
   std::thread thread;
 
   impl(guest& gu, incoming_migration p, migration_hooks h)
-    : g(gu), plan(std::move(p)), hooks(std::move(h)), maybe_nonzero((g.memory().pages() + 63) / 64) {}
+    : g(gu), plan(std::move(p)), hooks(std::move(h)),
+      maybe_nonzero((g.memory().pages() + 63) / 64) {}
 
   void note_failure(const caf::error& e) {
     {
@@ -86,25 +86,10 @@ struct migration_destination::impl {
 };
 
 void migration_destination::impl::mark_present_data() {
-  // The data extents of the RAM file: the boot sector, a file backend's
-  // contents. Everything else reads as zero without being allocated.
-  const int fd = g.memory().fd();
-  const auto size = static_cast<off_t>(g.memory().size());
-  off_t at = 0;
-  while (at < size) {
-    const off_t data = ::lseek(fd, at, SEEK_DATA);
-    if (data < 0)
-      break;
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0)
-      hole = size;
-    for (auto p = static_cast<uint64_t>(data) / mig::page_size;
-         p < (static_cast<uint64_t>(hole) + mig::page_size - 1) / mig::page_size &&
-         p < g.memory().pages();
-         ++p)
+  g.memory().for_each_data_run([&](uint64_t first, uint64_t end) {
+    for (uint64_t p = first; p < end; ++p)
       maybe_nonzero[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
-    at = hole;
-  }
+  });
 }
 
 caf::expected<mig::hello> migration_destination::impl::check_hello(migration_channel& ch,

@@ -79,6 +79,7 @@ struct migration_source::impl {
 
   guest::pause_guard paused;
   bool tracking = false;
+  dirty_bitmap holes; // first pass: pages known zero (outlives the senders)
   std::thread thread;
 
   impl(guest& gu, outgoing_migration p, migration_hooks h)
@@ -141,8 +142,8 @@ caf::expected<void> migration_source::impl::handshake() {
   mig::hello h;
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
   h.session = random_session();
-  h.flags = (plan.multifd ? mig::flag_multifd : 0) |
-            (plan.validate_uuid ? mig::flag_validate_uuid : 0);
+  h.flags =
+    (plan.multifd ? mig::flag_multifd : 0) | (plan.validate_uuid ? mig::flag_validate_uuid : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
   if (auto ok = channels[0]->send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -174,8 +175,8 @@ caf::expected<void> migration_source::impl::handshake() {
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
-                                                      *channels[i], g.memory(), opt, limiter,
-                                                      ctr, stop, on_error));
+                                                      *channels[i], g.memory(), opt, limiter, ctr,
+                                                      stop, on_error));
   } else {
     senders.push_back(std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt,
                                                     limiter, ctr, stop, on_error));
@@ -223,6 +224,20 @@ caf::expected<void> migration_source::impl::execute() {
   if (!hooks.step(migration_event::setup_done))
     return check_stop();
   todo.set_all();
+  // Holes of the RAM file are zero and untouched: the first pass need not
+  // read them (a read would allocate and clear each). A write to one after
+  // tracking started shows in the next sync. With zero-page-detection none
+  // every page goes with its data.
+  holes = dirty_bitmap{pages};
+  if (plan.detect_zero) {
+    holes.set_all();
+    g.memory().for_each_data_run([&](uint64_t first, uint64_t end) {
+      for (uint64_t p = first; p < end; ++p)
+        holes.clear_page(p);
+    });
+    for (auto& s : senders)
+      s->set_known_zero(&holes);
+  }
 
   for (uint64_t pass = 1;; ++pass) {
     const auto pass_start = clock_type::now();
@@ -230,8 +245,9 @@ caf::expected<void> migration_source::impl::execute() {
     const uint64_t pages_before = ctr.normal_pages + ctr.zero_pages;
     if (auto ok = send_bitmap(todo, pass); !ok)
       return ok;
-    const double secs =
-      std::chrono::duration<double>(clock_type::now() - pass_start).count();
+    for (auto& s : senders)
+      s->set_known_zero(nullptr);
+    const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
     if (secs >= 0.001) {
       bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
       pages_per_second = static_cast<uint64_t>(
@@ -244,8 +260,10 @@ caf::expected<void> migration_source::impl::execute() {
     emit("MIGRATION_PASS", json::object{{"pass", syncs}});
     const uint64_t dirty = todo.count();
     remaining_bytes = dirty * mig::page_size;
-    const double since_start = std::chrono::duration<double>(clock_type::now() - pass_start).count();
-    dirty_pages_rate = since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
+    const double since_start =
+      std::chrono::duration<double>(clock_type::now() - pass_start).count();
+    dirty_pages_rate =
+      since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
     const uint64_t bw = avail_bw != 0 ? avail_bw.load() : bandwidth.load();
     const uint64_t expected =
       bw == 0 ? UINT64_MAX : remaining_bytes * 1000 / std::max<uint64_t>(bw, 1);

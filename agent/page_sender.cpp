@@ -108,7 +108,9 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
     const uint8_t* src = ram + pfns[i] * mig::page_size;
     // A page that turns non-zero after this check was written after the
     // last dirty sync: the next sync reports it and it is sent again.
-    if (opt_.detect_zero && mig::is_zero_page(src)) {
+    const bool zero = (known_zero_ != nullptr && known_zero_->test(pfns[i])) ||
+                      (opt_.detect_zero && mig::is_zero_page(src));
+    if (zero) {
       entries_[i] = pfns[i] | mig::zero_page_bit;
       ++zeros;
     } else {

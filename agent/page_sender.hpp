@@ -6,6 +6,7 @@
 // channel. Pages are assigned to senders by address, so one page always
 // travels on the same channel and a newer copy can never overtake an older.
 
+#include "agent/dirty_bitmap.hpp"
 #include "agent/guest_memory.hpp"
 #include "agent/migration_channel.hpp"
 #include "agent/migration_counters.hpp"
@@ -39,6 +40,10 @@ public:
   void push_end();
   // Until every queued job is done (or dropped after a failure).
   void wait_idle();
+  // Pages set here are known to be zero and are sent as such unread (the
+  // first pass: holes of the RAM file); nullptr to read every page. Only
+  // while the sender is idle.
+  void set_known_zero(const dirty_bitmap* pages) { known_zero_ = pages; }
 
 private:
   struct job {
@@ -65,6 +70,7 @@ private:
   bool quit_ = false;
   std::vector<uint8_t> data_;
   std::vector<uint64_t> entries_;
+  const dirty_bitmap* known_zero_ = nullptr;
   std::thread thread_;
 };
 

@@ -205,8 +205,8 @@ qmp_result qmp_monitor::query_status(const json::object&) {
       name = "inmigrate";
     else if (s == run_state::paused && postmigrate_)
       name = "postmigrate";
-    else if (s == run_state::paused && (status_ == migration_status::pre_switchover ||
-                                        status_ == migration_status::device))
+    else if (s == run_state::paused &&
+             (status_ == migration_status::pre_switchover || status_ == migration_status::device))
       name = "finish-migrate";
   }
   return json::value{{"status", name}, {"running", s == run_state::running}};
@@ -384,9 +384,9 @@ std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
   static const char* const later[] = {
-    "xbzrle",        "rdma-pin-all",        "auto-converge",   "postcopy-ram",
-    "x-colo",        "release-ram",         "x-ignore-shared", "background-snapshot",
-    "zero-copy-send", "postcopy-preempt",   "switchover-ack",  "dirty-limit",
+    "xbzrle",         "rdma-pin-all",     "auto-converge",   "postcopy-ram",
+    "x-colo",         "release-ram",      "x-ignore-shared", "background-snapshot",
+    "zero-copy-send", "postcopy-preempt", "switchover-ack",  "dirty-limit",
     "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
@@ -484,8 +484,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   postmigrate_ = {};
   if (auto ok = step_locked(migration_side::source, migration_event::start); !ok)
     return generic(describe(ok.error()));
-  out_ = std::make_unique<migration_source>(guest_, std::move(plan),
-                                            hooks_for(migration_side::source));
+  out_ =
+    std::make_unique<migration_source>(guest_, std::move(plan), hooks_for(migration_side::source));
   return empty();
 }
 
@@ -518,8 +518,8 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
   };
   if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
     return generic(describe(ok.error()));
-  auto d = migration_destination::listen(guest_, std::move(plan),
-                                         hooks_for(migration_side::destination));
+  auto d =
+    migration_destination::listen(guest_, std::move(plan), hooks_for(migration_side::destination));
   if (!d) {
     in_status_ = migration_status::none;
     return generic(describe(d.error()));

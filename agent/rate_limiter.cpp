@@ -27,7 +27,8 @@ void rate_limiter::acquire(uint64_t bytes, const std::atomic<bool>& stop) {
       }
       wait_until = window_start_ + window;
     }
-    std::this_thread::sleep_until(std::min(wait_until, clock::now() + std::chrono::milliseconds(10)));
+    std::this_thread::sleep_until(
+      std::min(wait_until, clock::now() + std::chrono::milliseconds(10)));
   }
 }
 

@@ -81,7 +81,8 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
   if (get<uint32_t>(bytes.data() + 12) != crc32c(0, bytes.first(12)))
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
-  if (t < static_cast<uint32_t>(record_type::hello) || t > static_cast<uint32_t>(record_type::abort))
+  if (t < static_cast<uint32_t>(record_type::hello) ||
+      t > static_cast<uint32_t>(record_type::abort))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);
@@ -123,8 +124,8 @@ caf::expected<hello> decode_hello(std::span<const uint8_t> p) {
     return bad("not a Ferry migration stream (bad magic)");
   const auto version = get<uint32_t>(p.data() + 8);
   if (version != stream_version)
-    return bad("stream version " + std::to_string(version) + " is not supported (this agent reads " +
-               std::to_string(stream_version) + ")");
+    return bad("stream version " + std::to_string(version) +
+               " is not supported (this agent reads " + std::to_string(stream_version) + ")");
   hello h;
   h.channel_index = get<uint16_t>(p.data() + 12);
   h.channel_count = get<uint16_t>(p.data() + 14);

@@ -5,8 +5,8 @@
 // byte.
 
 #include "agent/migration_channel.hpp"
-#include "agent/sockets.hpp"
 #include "agent/qmp_monitor.hpp"
+#include "agent/sockets.hpp"
 #include "agent/synthetic_guest.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -146,10 +146,8 @@ struct engine_fixture : ::testing::Test {
       uri = "tcp:127.0.0.1:" +
             std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
     EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
-    EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed")
-      << json::serialize(src.info());
-    EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed")
-      << json::serialize(dst.info());
+    EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed") << json::serialize(src.info());
+    EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed") << json::serialize(dst.info());
     const auto info = src.info();
     const auto& ram = info.at("ram").as_object();
     EXPECT_EQ(ram.at("total").as_uint64(), ram_size);
@@ -186,14 +184,15 @@ TEST_F(engine_fixture, tcp_port_zero_is_reported_in_socket_address) {
   EXPECT_EQ(addr.at("type"), "inet");
   const std::string port{addr.at("port").as_string()};
   EXPECT_NE(port, "0");
-  EXPECT_EQ(src.run("migrate", {{"channels", json::array{json::object{
-                                                {"channel-type", "main"},
-                                                {"addr",
-                                                 {{"transport", "socket"},
-                                                  {"type", "inet"},
-                                                  {"host", "127.0.0.1"},
-                                                  {"port", port}}}}}}}),
-            json::object{});
+  EXPECT_EQ(
+    src.run(
+      "migrate",
+      {{"channels",
+        json::array{json::object{
+          {"channel-type", "main"},
+          {"addr",
+           {{"transport", "socket"}, {"type", "inet"}, {"host", "127.0.0.1"}, {"port", port}}}}}}}),
+    json::object{});
   EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
   EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
   expect_identical();
@@ -258,7 +257,8 @@ TEST_F(engine_fixture, cancel_leaves_the_source_running_and_migratable) {
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
   EXPECT_EQ(src.wait_status({"active"}), "active");
   std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(src.run("migrate", {{"uri", uri}}).at("error"), "There's a migration process in progress");
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}).at("error"),
+            "There's a migration process in progress");
   EXPECT_EQ(src.run("migrate_cancel"), json::object{});
   EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
   EXPECT_EQ(dst.wait_status({"failed"}, 10s), "failed");
@@ -275,11 +275,11 @@ TEST_F(engine_fixture, cancel_leaves_the_source_running_and_migratable) {
 
 TEST_F(engine_fixture, pause_before_switchover_waits_for_migrate_continue) {
   make_destination();
-  EXPECT_EQ(src.run("migrate-set-capabilities",
-                    {{"capabilities", json::array{json::object{
-                                        {"capability", "pause-before-switchover"},
-                                        {"state", true}}}}}),
-            json::object{});
+  EXPECT_EQ(
+    src.run("migrate-set-capabilities",
+            {{"capabilities", json::array{json::object{{"capability", "pause-before-switchover"},
+                                                       {"state", true}}}}}),
+    json::object{});
   const std::string uri = "unix:" + tmp.file("mig.sock");
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
@@ -301,8 +301,9 @@ TEST_F(engine_fixture, a_hot_guest_keeps_iterating_until_cancelled) {
   src.create(0, 2048, true);
   ASSERT_TRUE(src.guest->start());
   make_destination();
-  EXPECT_EQ(src.run("migrate-set-parameters", {{"downtime-limit", 1}, {"max-bandwidth", 64u << 20}}),
-            json::object{});
+  EXPECT_EQ(
+    src.run("migrate-set-parameters", {{"downtime-limit", 1}, {"max-bandwidth", 64u << 20}}),
+    json::object{});
   const std::string uri = "unix:" + tmp.file("mig.sock");
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
@@ -337,9 +338,9 @@ TEST_F(engine_fixture, a_malformed_stream_fails_the_destination_cleanly) {
   bytes[8] = 77;
   ASSERT_TRUE((*ch)->send(mig::record_type::hello, bytes));
   EXPECT_EQ(dst.wait_status({"failed"}), "failed");
-  EXPECT_NE(std::string{dst.info().at("error-desc").as_string()}.find(
-              "stream version 77 is not supported"),
-            std::string::npos)
+  EXPECT_NE(
+    std::string{dst.info().at("error-desc").as_string()}.find("stream version 77 is not supported"),
+    std::string::npos)
     << json::serialize(dst.info());
   EXPECT_EQ(dst.guest->state(), run_state::prelaunch) << "nothing started";
   EXPECT_EQ(dst.exit_status, -1);

@@ -34,8 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     len = static_cast<uint16_t>(std::min<size_t>(len, size - at));
     const std::span<const uint8_t> payload{data + at, len};
     at += len;
-    const auto hdr = mig::encode_header(static_cast<mig::record_type>(type % 11), len,
-                                        ferry::crc32c(0, payload));
+    const auto hdr =
+      mig::encode_header(static_cast<mig::record_type>(type % 11), len, ferry::crc32c(0, payload));
     auto h = mig::decode_header(hdr);
     if (!h)
       continue;

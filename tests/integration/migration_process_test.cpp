@@ -62,17 +62,25 @@ struct migration_fixture : ::testing::Test {
   host dst{"dst", dir + "/dst.sock", dir + "/dst.txt", {}, {}};
 
   void make_guest(const std::string& ws_pages) {
-    auto r = run({binary("tools/ferry-testguest"), "image", image, "--ram-top", size,
-                  "--ws-pages", ws_pages, "--report-every", "20"});
+    auto r = run({binary("tools/ferry-testguest"), "image", image, "--ram-top", size, "--ws-pages",
+                  ws_pages, "--report-every", "20"});
     ASSERT_EQ(r.status, 0) << r.output;
     r = run({binary("tools/ferry-testguest"), "pattern", ram, "--size", size, "--image", image});
     ASSERT_EQ(r.status, 0) << r.output;
   }
 
   void start(host& h, std::vector<std::string> extra) {
-    std::vector<std::string> argv{binary("agent/ferry-agent"), "vm", "-name", h.name, "-m", size,
-                                  "-drive", "file=" + image + ",format=raw", "-qmp",
-                                  "unix:" + h.qmp + ",server=on,wait=off", "-serial",
+    std::vector<std::string> argv{binary("agent/ferry-agent"),
+                                  "vm",
+                                  "-name",
+                                  h.name,
+                                  "-m",
+                                  size,
+                                  "-drive",
+                                  "file=" + image + ",format=raw",
+                                  "-qmp",
+                                  "unix:" + h.qmp + ",server=on,wait=off",
+                                  "-serial",
                                   "file:" + h.serial};
     argv.insert(argv.end(), extra.begin(), extra.end());
     h.agent = std::make_unique<process>(argv);
@@ -83,8 +91,8 @@ struct migration_fixture : ::testing::Test {
   // The source runs the pre-filled guest; the destination waits for it.
   void start_pair(const std::string& ws_pages = "2048") {
     make_guest(ws_pages);
-    start(src, {"-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram +
-                             ",share=off",
+    start(src, {"-object",
+                "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
                 "-machine", "memory-backend=ram0"});
     ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s))
       << read_file(src.serial) << src.agent->stderr_text();
@@ -111,7 +119,7 @@ struct migration_fixture : ::testing::Test {
 
   // migrate-incoming on the destination; the uri the source must use.
   std::string listen(const std::string& transport, bool exit_on_error = true) {
-    const std::string uri =
+    std::string uri =
       transport == "tcp" ? std::string{"tcp:127.0.0.1:0"} : "unix:" + dir + "/mig.sock";
     auto r = dst.exec("migrate-incoming", {{"uri", uri}, {"exit-on-error", exit_on_error}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);

@@ -9,18 +9,19 @@ using namespace ferry;
 
 namespace {
 
+constexpr size_t page = mig::page_size;
+
 std::string error_of(const caf::error& e) {
   return to_string(e);
 }
 
 std::vector<uint8_t> batch(std::vector<uint64_t> entries, size_t data_pages) {
-  std::vector<uint8_t> p(8 + entries.size() * 8 + data_pages * mig::page_size, 0);
+  std::vector<uint8_t> p(8 + entries.size() * 8 + data_pages * page, 0);
   const auto n = static_cast<uint32_t>(entries.size());
   std::memcpy(p.data(), &n, 4);
   std::memcpy(p.data() + 8, entries.data(), entries.size() * 8);
   for (size_t i = 0; i < data_pages; ++i)
-    std::memset(p.data() + 8 + entries.size() * 8 + i * mig::page_size, static_cast<int>(i + 1),
-                mig::page_size);
+    std::memset(p.data() + 8 + entries.size() * 8 + i * page, static_cast<int>(i + 1), page);
   return p;
 }
 
@@ -45,8 +46,7 @@ TEST(migration_stream, header_round_trips_and_rejects_corruption) {
   EXPECT_NE(error_of(mig::decode_header(h).error()).find("header checksum mismatch"),
             std::string::npos);
   auto big = mig::encode_header(mig::record_type::pages, mig::max_payload + 1, 0);
-  EXPECT_NE(error_of(mig::decode_header(big).error()).find("exceeds the limit"),
-            std::string::npos);
+  EXPECT_NE(error_of(mig::decode_header(big).error()).find("exceeds the limit"), std::string::npos);
   auto unknown = mig::encode_header(static_cast<mig::record_type>(99), 0, 0);
   EXPECT_NE(error_of(mig::decode_header(unknown).error()).find("unknown record type 99"),
             std::string::npos);
@@ -95,14 +95,14 @@ TEST(migration_stream, page_batches_are_checked_against_ram_before_use) {
   EXPECT_EQ(b->count, 3u);
   EXPECT_EQ(b->zero_pages, 1u);
 
-  std::vector<uint8_t> ram(pages * mig::page_size, 0xee);
+  std::vector<uint8_t> ram(pages * page, 0xee);
   std::vector<std::atomic<uint64_t>> present(1);
   present[0] = ~0ull; // everything may hold data
-  EXPECT_EQ(mig::apply_pages(*b, ram, present), 2 * mig::page_size);
-  EXPECT_EQ(ram[3 * mig::page_size], 1);
-  EXPECT_EQ(ram[15 * mig::page_size + 4095], 2);
-  EXPECT_TRUE(mig::is_zero_page(ram.data() + 5 * mig::page_size));
-  EXPECT_EQ(ram[4 * mig::page_size], 0xee) << "pages not in the batch stay";
+  EXPECT_EQ(mig::apply_pages(*b, ram, present), 2 * page);
+  EXPECT_EQ(ram[3 * page], 1);
+  EXPECT_EQ(ram[15 * page + 4095], 2);
+  EXPECT_TRUE(mig::is_zero_page(ram.data() + 5 * page));
+  EXPECT_EQ(ram[4 * page], 0xee) << "pages not in the batch stay";
 
   EXPECT_NE(error_of(mig::decode_pages(batch({16}, 1), pages).error()).find("beyond guest RAM"),
             std::string::npos);
@@ -118,17 +118,17 @@ TEST(migration_stream, page_batches_are_checked_against_ram_before_use) {
 }
 
 TEST(migration_stream, zero_pages_never_touch_pages_known_to_be_empty) {
-  std::vector<uint8_t> ram(2 * mig::page_size, 0);
+  std::vector<uint8_t> ram(2 * page, 0);
   std::vector<std::atomic<uint64_t>> present(1);
-  ram[mig::page_size] = 5; // data the bitmap does not know about: left alone
+  ram[page] = 5; // data the bitmap does not know about: left alone
   const auto zero = batch({1 | mig::zero_page_bit}, 0); // the batch views this buffer
   auto b = mig::decode_pages(zero, 2);
   ASSERT_TRUE(b);
   mig::apply_pages(*b, ram, present);
-  EXPECT_EQ(ram[mig::page_size], 5);
+  EXPECT_EQ(ram[page], 5);
   present[0] = 2; // now it may hold data: cleared
   mig::apply_pages(*b, ram, present);
-  EXPECT_EQ(ram[mig::page_size], 0);
+  EXPECT_EQ(ram[page], 0);
   // A page written by the stream is marked.
   const auto one = batch({0}, 1);
   auto data = mig::decode_pages(one, 2);

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Migration benchmark (not part of ctest): a paused 1 GiB guest whose RAM is
+# pre-filled with the test pattern (about three quarters non-zero) migrated
+# over loopback TCP between two ferry-agent processes with 1 stream and with
+# 2 and 4 multifd channels; when qemu-system-x86_64 is installed, QEMU
+# migrates the very same memory image in the same run and the ratio is
+# printed. Then a live run: the KVM counter guest dirtying its working set.
+#
+#   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G (environment)
+#
+# max-bandwidth is set to 100 GiB/s on both systems (QEMU's default of
+# 128 MiB/s would measure the limiter, not the migration).
+set -euo pipefail
+
+build=$(cd "${1:-build}" && pwd)
+runs=${RUNS:-3}
+size=${SIZE:-1G}
+work=$(mktemp -d /tmp/ferry-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+qmp() { "$build/tools/ferry-qmp" "$@"; }
+field() { python3 -c "import json,sys; d=json.loads(sys.stdin.readline()); print(eval(sys.argv[1]))" "$1"; }
+bw=107374182400
+
+"$build/tools/ferry-testguest" image "$work/guest.img" --ram-top "$size" --ws-pages 2048 \
+  --report-every 20 >/dev/null
+"$build/tools/ferry-testguest" pattern "$work/ram.bin" --size "$size" --image "$work/guest.img" \
+  >/dev/null
+
+wait_sock() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+# Starts source and destination (commands in $1/$2 arrays' names), migrates
+# with $3 multifd channels (0 = one stream), prints total-time and downtime.
+migrate_once() {
+  local channels=$1 src_sock=$work/src.sock dst_sock=$work/dst.sock caps params
+  wait_sock "$src_sock" && wait_sock "$dst_sock"
+  caps='[{"capability":"events","state":true}'
+  [ "$channels" -gt 0 ] && caps+=',{"capability":"multifd","state":true}'
+  caps+=']'
+  params="{\"max-bandwidth\":$bw"
+  [ "$channels" -gt 0 ] && params+=",\"multifd-channels\":$channels"
+  params+='}'
+  for s in "$src_sock" "$dst_sock"; do
+    qmp "$s" migrate-set-capabilities "{\"capabilities\":$caps}" \
+      migrate-set-parameters "$params" >/dev/null
+  done
+  qmp "$dst_sock" migrate-incoming '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
+  qmp "$src_sock" migrate '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
+  local info status
+  for _ in $(seq 1 1200); do
+    info=$(qmp "$src_sock" query-migrate)
+    status=$(echo "$info" | field 'd["return"].get("status","")')
+    [ "$status" = completed ] || [ "$status" = failed ] && break
+    sleep 0.05
+  done
+  [ "$status" = completed ] || { echo "migration $status: $info" >&2; return 1; }
+  echo "$info" | python3 -c 'import json, sys
+r = json.loads(sys.stdin.readline())["return"]
+print(r["total-time"], r.get("downtime", 0), r["ram"]["normal-bytes"])
+if len(sys.argv) > 1: print(json.dumps(r), file=sys.stderr)' ${BENCH_VERBOSE:+-v}
+}
+
+stop_all() {
+  qmp "$work/src.sock" quit >/dev/null 2>&1 || true
+  qmp "$work/dst.sock" quit >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  rm -f "$work"/*.sock
+}
+
+ferry_run() {
+  local channels=$1 live=${2:-}
+  local start=(-S)
+  [ -n "$live" ] && start=()
+  "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
+    -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
+    -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
+    -serial "file:$work/src.txt" "${start[@]}" &
+  pids+=($!)
+  "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
+    -qmp "unix:$work/dst.sock,server=on,wait=off" -incoming defer -S &
+  pids+=($!)
+  if [ -n "$live" ]; then
+    for _ in $(seq 1 300); do grep -q "pass 00000028" "$work/src.txt" 2>/dev/null && break; sleep 0.1; done
+  fi
+  migrate_once "$channels"
+  stop_all
+}
+
+qemu_run() {
+  local channels=$1
+  local common=(-nodefaults -display none -machine pc,accel=tcg -m "$size")
+  qemu-system-x86_64 "${common[@]}" -S \
+    -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
+    -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" &
+  pids+=($!)
+  qemu-system-x86_64 "${common[@]}" -incoming defer \
+    -object "memory-backend-ram,id=ram0,size=$size" -machine memory-backend=ram0 \
+    -qmp "unix:$work/dst.sock,server=on,wait=off" &
+  pids+=($!)
+  migrate_once "$channels"
+  stop_all
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+have_qemu=
+command -v qemu-system-x86_64 >/dev/null && have_qemu=1
+echo "paused ${size} guest, pattern-filled, loopback TCP, median of $runs runs"
+printf '%-10s %12s %12s %12s %12s %8s\n' setup ferry_ms ferry_MB/s qemu_ms qemu_MB/s ratio
+for ch in 0 2 4; do
+  label=$([ "$ch" -eq 0 ] && echo "1 stream" || echo "multifd $ch")
+  ft=() ; qt=()
+  bytes=0
+  for _ in $(seq 1 "$runs"); do
+    # $(...) waits for the run to finish (and its agents to exit).
+    out=$(ferry_run "$ch")
+    read -r t _ b <<<"$out"
+    ft+=("$t"); bytes=$b
+    if [ -n "$have_qemu" ]; then
+      out=$(qemu_run "$ch")
+      read -r t _ _ <<<"$out"
+      qt+=("$t")
+    fi
+  done
+  f=$(printf '%s\n' "${ft[@]}" | median)
+  fr=$(awk -v b="$bytes" -v t="$f" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
+  if [ -n "$have_qemu" ]; then
+    q=$(printf '%s\n' "${qt[@]}" | median)
+    qr=$(awk -v b="$bytes" -v t="$q" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
+    ratio=$(awk -v f="$f" -v q="$q" 'BEGIN {printf "%.2fx", q / f}')
+  else
+    q=n/a; qr=n/a; ratio="(no qemu)"
+  fi
+  printf '%-10s %12s %12s %12s %12s %8s\n' "$label" "$f" "$fr" "$q" "$qr" "$ratio"
+done
+echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
+
+if [ -r /dev/kvm ]; then
+  echo
+  echo "live KVM guest dirtying an 8 MiB working set, multifd 2:"
+  out=$(ferry_run 2 live)
+  read -r t d _ <<<"$out"
+  echo "  ferry total-time ${t} ms, downtime ${d} ms"
+fi
