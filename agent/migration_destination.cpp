@@ -6,8 +6,6 @@
 
 #include <boost/json.hpp>
 
-#include <pthread.h>
-
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -210,8 +208,8 @@ caf::expected<void> migration_destination::impl::execute() {
         channels.push_back(std::move(*ch));
       }
       receivers.emplace_back([this, raw, idx = h->channel_index] {
-        const std::string name = "mig-recv/" + std::to_string(idx - 1);
-        ::pthread_setname_np(::pthread_self(), name.c_str());
+        const auto registered =
+          name_migration_thread(hooks.threads, "mig-recv/" + std::to_string(idx - 1));
         if (auto ok = receive_channel(*raw); !ok)
           note_failure(ok.error());
       });
@@ -284,8 +282,10 @@ caf::expected<void> migration_destination::impl::execute() {
 }
 
 void migration_destination::impl::run() {
-  ::pthread_setname_np(::pthread_self(), "mig-incoming");
-  auto ok = execute();
+  auto ok = [this] {
+    const auto registered = name_migration_thread(hooks.threads, "mig-incoming");
+    return execute();
+  }();
   total_ms = static_cast<uint64_t>(
     std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start).count());
   {

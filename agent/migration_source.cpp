@@ -9,8 +9,6 @@
 
 #include <boost/json.hpp>
 
-#include <pthread.h>
-
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -171,7 +169,7 @@ caf::expected<void> migration_source::impl::handshake() {
     channels.push_back(std::move(ch));
   }
   auto on_error = [this](const caf::error& e) { note_failure(e); };
-  page_sender::options opt{plan.detect_zero, plan.multifd};
+  page_sender::options opt{plan.detect_zero, plan.multifd, hooks.threads};
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
@@ -349,8 +347,10 @@ caf::expected<void> migration_source::impl::execute() {
 }
 
 void migration_source::impl::run() {
-  ::pthread_setname_np(::pthread_self(), "mig-source");
-  auto ok = execute();
+  auto ok = [this] {
+    const auto registered = name_migration_thread(hooks.threads, "mig-source");
+    return execute();
+  }();
   if (!ok) {
     note_failure(ok.error());
     senders.clear();

@@ -11,6 +11,7 @@
 #include "agent/guest.hpp"
 #include "agent/migration_address.hpp"
 #include "agent/migration_state.hpp"
+#include "agent/thread_registry.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -42,6 +43,8 @@ struct migration_hooks {
   // The migration completed: the guest stays stopped under this guard until
   // the owner lets it run again (`cont`).
   std::function<void(guest::pause_guard)> completed;
+  // Where the engine's threads register (query-migrationthreads).
+  thread_registry* threads = nullptr;
 };
 
 class migration_source {

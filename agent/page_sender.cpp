@@ -2,8 +2,6 @@
 
 #include "agent/agent_error.hpp"
 
-#include <pthread.h>
-
 #include <cstring>
 
 namespace ferry {
@@ -18,7 +16,7 @@ page_sender::page_sender(std::string name, migration_channel& ch, const guest_me
   : ch_(ch), mem_(mem), opt_(opt), limiter_(limiter), counters_(counters), stop_(stop),
     on_error_(std::move(on_error)) {
   thread_ = std::thread{[this, name = std::move(name)] {
-    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    const auto registered = name_migration_thread(opt_.threads, name);
     run();
   }};
 }

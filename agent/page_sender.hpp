@@ -11,6 +11,7 @@
 #include "agent/migration_channel.hpp"
 #include "agent/migration_counters.hpp"
 #include "agent/rate_limiter.hpp"
+#include "agent/thread_registry.hpp"
 
 #include <condition_variable>
 #include <deque>
@@ -26,6 +27,7 @@ public:
   struct options {
     bool detect_zero = true; // zero-page-detection legacy/multifd
     bool multifd = false;    // a multifd channel (counts multifd-bytes)
+    thread_registry* threads = nullptr;
   };
   page_sender(std::string name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,

@@ -132,6 +132,7 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"query-migrate", &qmp_monitor::query_migrate},
     {"migrate", &qmp_monitor::migrate},
     {"migrate-incoming", &qmp_monitor::migrate_incoming},
+    {"query-migrationthreads", &qmp_monitor::query_migrationthreads},
     {"query-migrate-capabilities", &qmp_monitor::query_migrate_capabilities},
     {"query-migrate-parameters", &qmp_monitor::query_migrate_parameters},
     {"migrate-set-capabilities", &qmp_monitor::migrate_set_capabilities},
@@ -373,6 +374,7 @@ migration_hooks qmp_monitor::hooks_for(migration_side side) {
   migration_hooks h;
   h.step = [this, side](migration_event ev) { return static_cast<bool>(migration_step(side, ev)); };
   h.emit = emit_;
+  h.threads = &migration_threads_;
   h.completed = [this](guest::pause_guard g) {
     std::lock_guard lk{mig_mtx_};
     postmigrate_ = std::move(g);
@@ -487,6 +489,14 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   out_ =
     std::make_unique<migration_source>(guest_, std::move(plan), hooks_for(migration_side::source));
   return empty();
+}
+
+qmp_result qmp_monitor::query_migrationthreads(const json::object&) {
+  // The threads of the migrations under way (none once they have ended).
+  json::array out;
+  for (const auto& [name, tid] : migration_threads_.list())
+    out.push_back(json::object{{"name", name}, {"thread-id", tid}});
+  return json::value(std::move(out));
 }
 
 qmp_result qmp_monitor::migrate_incoming(const json::object& args) {

@@ -94,6 +94,7 @@ private:
   qmp_result query_migrate(const boost::json::object&);
   qmp_result migrate(const boost::json::object&);
   qmp_result migrate_incoming(const boost::json::object&);
+  qmp_result query_migrationthreads(const boost::json::object&);
   // Caller holds mig_mtx_.
   caf::expected<migration_status> step_locked(migration_side side, migration_event ev);
   migration_hooks hooks_for(migration_side side);
@@ -138,6 +139,7 @@ private:
   bool autostart_ = true;
   bool exit_on_error_ = true;
   guest::pause_guard postmigrate_; // the source guest after a completed migration
+  thread_registry migration_threads_;
 };
 
 } // namespace ferry

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace ferry;
@@ -315,8 +316,17 @@ TEST_F(engine_fixture, a_hot_guest_keeps_iterating_until_cancelled) {
   EXPECT_EQ(info.at("status"), "active");
   EXPECT_GE(info.at("ram").at("dirty-sync-count").as_uint64(), 5U);
   EXPECT_GT(info.at("expected-downtime").as_uint64(), 1U);
+  std::set<std::string> names;
+  const auto threads = src.run("query-migrationthreads");
+  for (const auto& t : threads.as_array()) {
+    names.insert(std::string{t.at("name").as_string()});
+    EXPECT_GT(t.at("thread-id").as_int64(), 0);
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"mig-source", "mig-send"}));
+  EXPECT_EQ(dst.run("query-migrationthreads").as_array().size(), 1U) << "mig-incoming";
   EXPECT_EQ(src.run("migrate_cancel"), json::object{});
   EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
+  EXPECT_EQ(src.run("query-migrationthreads"), json::array{}) << "they have ended";
   EXPECT_EQ(src.run("query-status").at("status"), "running");
 }
 
