@@ -46,6 +46,7 @@ struct migration_destination::impl {
 
   std::atomic<bool> stop{false};
   migration_counters ctr;
+  mig::compression compress = mig::compression::none; // as agreed in the hello
   // One bit per page that may hold data: pages never written are known to
   // be zero, so zero pages in the stream need not touch them.
   std::vector<std::atomic<uint64_t>> maybe_nonzero;
@@ -108,11 +109,20 @@ caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> 
 
 caf::expected<void> migration_destination::impl::receive_channel(migration_channel& ch) {
   std::vector<uint8_t> buf;
+  std::vector<uint8_t> plain;
   for (;;) {
     FERRY_TRY(h, ch.receive(buf));
     switch (h.type) {
       case mig::record_type::pages:
+        if (compress != mig::compression::none)
+          return refuse("plain page record on a compressed multifd channel");
         if (auto ok = apply(buf); !ok)
+          return ok;
+        break;
+      case mig::record_type::compressed_pages:
+        if (auto ok = mig::decompress_pages(compress, buf, plain); !ok)
+          return ok;
+        if (auto ok = apply(plain); !ok)
           return ok;
         break;
       case mig::record_type::sync: {
@@ -159,6 +169,12 @@ caf::expected<void> migration_destination::impl::execute() {
   else if (src_multifd && hello.channel_count != plan.channels)
     refusal = "multifd-channels differ: source " + std::to_string(hello.channel_count) +
               ", destination " + std::to_string(plan.channels);
+  else if (src_multifd && (hello.flags & mig::compression_mask) >> mig::compression_shift !=
+                            static_cast<uint32_t>(plan.compress))
+    refusal = std::string{"multifd-compression differs: source "} +
+              mig::to_string(static_cast<mig::compression>((hello.flags & mig::compression_mask) >>
+                                                           mig::compression_shift)) +
+              ", destination " + mig::to_string(plan.compress);
   else if ((hello.flags & mig::flag_validate_uuid) != 0 && hello.uuid != plan.uuid)
     refusal = "UUID received is " + hex16(hello.uuid) + " and local is " + hex16(plan.uuid);
   if (plan.from.bidirectional()) {
@@ -168,6 +184,7 @@ caf::expected<void> migration_destination::impl::execute() {
   }
   if (!refusal.empty())
     return refuse(refusal);
+  compress = src_multifd ? plan.compress : mig::compression::none;
   if (!hooks.step(migration_event::setup_done))
     return refuse("the incoming migration was stopped");
 

@@ -10,6 +10,7 @@
 #include "agent/guest.hpp"
 #include "agent/migration_address.hpp"
 #include "agent/migration_source.hpp" // migration_hooks
+#include "protocol/page_compression.hpp"
 
 #include <caf/expected.hpp>
 
@@ -26,6 +27,7 @@ struct incoming_migration {
   bool multifd = false;
   uint32_t channels = 2;
   bool validate_uuid = false;
+  mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;
   // Called when the source connects: capabilities and parameters may still

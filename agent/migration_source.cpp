@@ -140,8 +140,9 @@ caf::expected<void> migration_source::impl::handshake() {
   mig::hello h;
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
   h.session = random_session();
-  h.flags =
-    (plan.multifd ? mig::flag_multifd : 0) | (plan.validate_uuid ? mig::flag_validate_uuid : 0);
+  h.flags = (plan.multifd ? mig::flag_multifd : 0) |
+            (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
+            (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
   if (auto ok = channels[0]->send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -169,7 +170,9 @@ caf::expected<void> migration_source::impl::handshake() {
     channels.push_back(std::move(ch));
   }
   auto on_error = [this](const caf::error& e) { note_failure(e); };
-  page_sender::options opt{plan.detect_zero, plan.multifd, hooks.threads};
+  page_sender::options opt{plan.detect_zero, plan.multifd, hooks.threads,
+                           plan.multifd ? plan.compress : mig::compression::none,
+                           plan.compress_level};
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),

@@ -12,6 +12,7 @@
 #include "agent/migration_address.hpp"
 #include "agent/migration_state.hpp"
 #include "agent/thread_registry.hpp"
+#include "protocol/page_compression.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -27,6 +28,8 @@ struct outgoing_migration {
   bool multifd = false;
   uint32_t channels = 2; // multifd-channels
   bool detect_zero = true;
+  mig::compression compress = mig::compression::none; // with multifd only
+  int compress_level = 1;
   bool validate_uuid = false;
   bool pause_before_switchover = false;
   bool events = false;

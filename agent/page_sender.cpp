@@ -123,10 +123,25 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
     {entries_.data(), entries_.size() * sizeof(uint64_t)},
     {data_.data(), with_data * mig::page_size},
   };
-  const uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;
-  limiter_.acquire(bytes, stop_);
-  if (auto ok = ch_.send(mig::record_type::pages, parts); !ok)
-    return ok;
+  uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;
+  if (opt_.compress != mig::compression::none) {
+    plain_.resize(bytes - mig::header_size);
+    size_t at = 0;
+    for (const auto& part : parts) {
+      std::memcpy(plain_.data() + at, part.iov_base, part.iov_len);
+      at += part.iov_len;
+    }
+    if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
+      return ok;
+    bytes = mig::header_size + compressed_.size();
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::compressed_pages, compressed_); !ok)
+      return ok;
+  } else {
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::pages, parts); !ok)
+      return ok;
+  }
   counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
   counters_.zero_pages.fetch_add(zeros, std::memory_order_relaxed);
   counters_.add_sent(bytes, opt_.multifd);

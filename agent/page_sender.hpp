@@ -12,6 +12,7 @@
 #include "agent/migration_counters.hpp"
 #include "agent/rate_limiter.hpp"
 #include "agent/thread_registry.hpp"
+#include "protocol/page_compression.hpp"
 
 #include <condition_variable>
 #include <deque>
@@ -28,6 +29,8 @@ public:
     bool detect_zero = true; // zero-page-detection legacy/multifd
     bool multifd = false;    // a multifd channel (counts multifd-bytes)
     thread_registry* threads = nullptr;
+    mig::compression compress = mig::compression::none; // multifd-compression
+    int level = 1;
   };
   page_sender(std::string name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,
@@ -72,6 +75,8 @@ private:
   bool quit_ = false;
   std::vector<uint8_t> data_;
   std::vector<uint64_t> entries_;
+  std::vector<uint8_t> plain_; // a batch in one piece, for the compressor
+  std::vector<uint8_t> compressed_;
   const dirty_bitmap* known_zero_ = nullptr;
   std::thread thread_;
 };

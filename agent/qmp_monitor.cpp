@@ -394,10 +394,6 @@ std::optional<std::string> qmp_monitor::unsupported_settings() const {
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
              "' is not implemented yet in this build";
-  const auto& comp = settings_.parameter("multifd-compression");
-  if (settings_.capability("multifd") && comp.is_string() && comp.as_string() != "none")
-    return "multifd-compression '" + std::string{comp.as_string()} +
-           "' is not implemented yet in this build";
   const auto& tls = settings_.parameter("tls-creds");
   if (tls.is_string() && !tls.as_string().empty())
     return std::string{"TLS migration (tls-creds) is not implemented yet in this build"};
@@ -442,6 +438,17 @@ uint64_t param_u64(const migration_settings& s, const char* name) {
   return 0;
 }
 
+// multifd-compression as the engines take it (qpl and uadk never get past
+// migrate-set-parameters here).
+mig::compression compression_setting(const migration_settings& s) {
+  const auto& v = s.parameter("multifd-compression");
+  if (v.is_string() && v.as_string() == "zlib")
+    return mig::compression::zlib;
+  if (v.is_string() && v.as_string() == "zstd")
+    return mig::compression::zstd;
+  return mig::compression::none;
+}
+
 } // namespace
 
 qmp_result qmp_monitor::migrate(const json::object& args) {
@@ -475,6 +482,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   const auto& zpd = settings_.parameter("zero-page-detection");
   plan.detect_zero = !(zpd.is_string() && zpd.as_string() == "none");
   plan.validate_uuid = settings_.capability("validate-uuid");
+  plan.compress = compression_setting(settings_);
+  plan.compress_level = static_cast<int>(
+    param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
+                                                                 : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
   plan.events = settings_.capability("events");
   plan.uuid = uuid_bytes();
@@ -524,6 +535,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.multifd = settings_.capability("multifd");
     p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
     p.validate_uuid = settings_.capability("validate-uuid");
+    p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
   };
   if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)

@@ -60,6 +60,8 @@ const char* to_string(record_type t) {
       return "go";
     case record_type::abort:
       return "abort";
+    case record_type::compressed_pages:
+      return "compressed-pages";
   }
   return "unknown";
 }
@@ -82,7 +84,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::abort))
+      t > static_cast<uint32_t>(record_type::compressed_pages))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

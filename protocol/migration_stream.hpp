@@ -26,16 +26,17 @@ inline constexpr uint32_t max_batch_pages = 256;
 inline constexpr uint32_t max_payload = 4u << 20;
 
 enum class record_type : uint32_t {
-  hello = 1,     // first record of every channel (source -> destination)
-  hello_ack = 2, // the destination accepts or refuses the main channel
-  pages = 3,     // a batch of RAM pages
-  sync = 4,      // end of a pass over the dirty log on this channel
-  cpu_state = 5, // the paused guest's vCPUs (guest::save_cpu_state)
-  devices = 6,   // emulated device state
-  end = 7,       // nothing follows on this channel
-  ready = 8,     // destination: everything loaded, waiting for go
-  go = 9,        // source: the destination owns the guest now
-  abort = 10,    // either side gives up; payload says why
+  hello = 1,             // first record of every channel (source -> destination)
+  hello_ack = 2,         // the destination accepts or refuses the main channel
+  pages = 3,             // a batch of RAM pages
+  sync = 4,              // end of a pass over the dirty log on this channel
+  cpu_state = 5,         // the paused guest's vCPUs (guest::save_cpu_state)
+  devices = 6,           // emulated device state
+  end = 7,               // nothing follows on this channel
+  ready = 8,             // destination: everything loaded, waiting for go
+  go = 9,                // source: the destination owns the guest now
+  abort = 10,            // either side gives up; payload says why
+  compressed_pages = 11, // a page batch, compressed (page_compression.hpp)
 };
 const char* to_string(record_type t);
 
@@ -54,6 +55,9 @@ caf::expected<void> check_payload(const record_header& h, std::span<const uint8_
 // Capabilities both sides must agree on.
 inline constexpr uint32_t flag_multifd = 1u << 0;
 inline constexpr uint32_t flag_validate_uuid = 1u << 1;
+// Bits 2-3: multifd-compression (mig::compression).
+inline constexpr uint32_t compression_shift = 2;
+inline constexpr uint32_t compression_mask = 3u << compression_shift;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

@@ -119,6 +119,8 @@ struct engine_fixture : ::testing::Test {
       json::object params{{"max-bandwidth", 0}};
       if (const auto* n = caps_and_params.if_contains("multifd"))
         params["multifd-channels"] = *n;
+      if (const auto* z = caps_and_params.if_contains("compression"))
+        params["multifd-compression"] = *z;
       EXPECT_EQ(s->run("migrate-set-parameters", params), json::object{});
     }
   }
@@ -174,6 +176,33 @@ TEST_F(engine_fixture, precopy_over_unix_without_multifd) {
 TEST_F(engine_fixture, precopy_over_tcp_with_four_multifd_channels) {
   make_destination({{"multifd", 4}});
   migrate_and_check("tcp:127.0.0.1:0");
+}
+
+TEST_F(engine_fixture, multifd_with_zstd_compression) {
+  make_destination({{"multifd", 2}, {"compression", "zstd"}});
+  migrate_and_check("unix:" + tmp.file("mig.sock"));
+  const auto ram = src.info().at("ram").as_object();
+  // Each test page is one repeated byte: compressed it is a few bytes.
+  EXPECT_LT(ram.at("transferred").as_uint64(), ram.at("normal-bytes").as_uint64() / 20);
+}
+
+TEST_F(engine_fixture, multifd_with_zlib_compression) {
+  make_destination({{"multifd", 4}, {"compression", "zlib"}});
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"multifd-zlib-level", 2}}), json::object{});
+  migrate_and_check("tcp:127.0.0.1:0");
+  const auto ram = src.info().at("ram").as_object();
+  EXPECT_LT(ram.at("transferred").as_uint64(), ram.at("normal-bytes").as_uint64() / 20);
+}
+
+TEST_F(engine_fixture, compression_must_match_on_both_sides) {
+  make_destination({{"multifd", 2}, {"compression", "zstd"}});
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"multifd-compression", "zlib"}}), json::object{});
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+  EXPECT_EQ(std::string{dst.info().at("error-desc").as_string()},
+            "multifd-compression differs: source zlib, destination zstd");
 }
 
 TEST_F(engine_fixture, tcp_port_zero_is_reported_in_socket_address) {

@@ -8,6 +8,7 @@
 
 #include "protocol/crc32c.hpp"
 #include "protocol/migration_stream.hpp"
+#include "protocol/page_compression.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +57,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case mig::record_type::sync:
         (void) mig::decode_sync(payload);
         break;
+      case mig::record_type::compressed_pages: {
+        // Either method: the decompressors must refuse what is not theirs.
+        static std::vector<uint8_t> plain;
+        const auto method = (type & 0x80) != 0 ? mig::compression::zlib : mig::compression::zstd;
+        if (mig::decompress_pages(method, payload, plain))
+          if (auto b = mig::decode_pages(plain, ram_pages))
+            mig::apply_pages(*b, ram, present);
+        break;
+      }
       default:
         (void) mig::decode_status(payload);
     }

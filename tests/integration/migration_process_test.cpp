@@ -145,7 +145,8 @@ struct migration_fixture : ::testing::Test {
 
 struct live_case {
   const char* transport;
-  uint32_t channels; // 0 = without multifd
+  uint32_t channels;             // 0 = without multifd
+  const char* compress = "none"; // multifd-compression
 };
 
 struct live_migration : migration_fixture, ::testing::WithParamInterface<live_case> {};
@@ -156,6 +157,12 @@ TEST_P(live_migration, running_kvm_guest_arrives_intact_and_runs_on) {
   FERRY_REQUIRE_KVM();
   start_pair();
   configure(GetParam().channels, {{"max-bandwidth", 1ull << 30}});
+  if (std::string{GetParam().compress} != "none") {
+    for (host* h : {&src, &dst})
+      EXPECT_TRUE(h->exec("migrate-set-parameters", {{"multifd-compression", GetParam().compress}})
+                    .as_object()
+                    .contains("return"));
+  }
   const std::string uri = listen(GetParam().transport);
   auto r = src.exec("migrate", {{"uri", uri}});
   ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
@@ -197,12 +204,17 @@ TEST_P(live_migration, running_kvm_guest_arrives_intact_and_runs_on) {
 
 INSTANTIATE_TEST_SUITE_P(transports, live_migration,
                          ::testing::Values(live_case{"tcp", 0}, live_case{"tcp", 4},
-                                           live_case{"unix", 0}, live_case{"unix", 4}),
+                                           live_case{"unix", 0}, live_case{"unix", 4},
+                                           live_case{"tcp", 2, "zstd"},
+                                           live_case{"unix", 2, "zlib"}),
                          [](const auto& p) {
-                           return std::string{p.param.transport} + "_" +
-                                  (p.param.channels == 0
-                                     ? std::string{"single_stream"}
-                                     : std::to_string(p.param.channels) + "_channels");
+                           std::string name = std::string{p.param.transport} + "_" +
+                                              (p.param.channels == 0
+                                                 ? std::string{"single_stream"}
+                                                 : std::to_string(p.param.channels) + "_channels");
+                           if (std::string{p.param.compress} != "none")
+                             name += std::string{"_"} + p.param.compress;
+                           return name;
                          });
 
 TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_source_intact) {

@@ -1,5 +1,6 @@
 #include "protocol/crc32c.hpp"
 #include "protocol/migration_stream.hpp"
+#include "protocol/page_compression.hpp"
 
 #include <gtest/gtest.h>
 
@@ -147,4 +148,33 @@ TEST(migration_stream, status_and_sync_round_trip) {
   ASSERT_TRUE(n);
   EXPECT_EQ(*n, 42u);
   EXPECT_FALSE(mig::decode_sync(std::vector<uint8_t>{1}));
+}
+
+TEST(page_compression, both_methods_round_trip_and_refuse_corruption) {
+  const auto plain = batch({1, 2 | mig::zero_page_bit, 3}, 2);
+  for (auto method : {mig::compression::zlib, mig::compression::zstd}) {
+    std::vector<uint8_t> packed;
+    ASSERT_TRUE(mig::compress_pages(method, 1, plain, packed));
+    EXPECT_LT(packed.size(), plain.size() / 10) << mig::to_string(method);
+    std::vector<uint8_t> out;
+    ASSERT_TRUE(mig::decompress_pages(method, packed, out));
+    EXPECT_EQ(out, plain);
+    // The other method, a wrong plain length, or damaged data: refused.
+    const auto other =
+      method == mig::compression::zlib ? mig::compression::zstd : mig::compression::zlib;
+    EXPECT_NE(error_of(mig::decompress_pages(other, packed, out).error()).find("agreed on"),
+              std::string::npos);
+    auto longer = packed;
+    longer[4] += 1;
+    EXPECT_FALSE(mig::decompress_pages(method, longer, out));
+    auto damaged = packed;
+    damaged[damaged.size() / 2] ^= 0x55;
+    damaged.resize(damaged.size() - 3);
+    EXPECT_FALSE(mig::decompress_pages(method, damaged, out));
+    auto huge = packed;
+    const uint32_t too_big = mig::max_payload + 1;
+    std::memcpy(huge.data() + 4, &too_big, 4);
+    EXPECT_NE(error_of(mig::decompress_pages(method, huge, out).error()).find("plain bytes"),
+              std::string::npos);
+  }
 }
