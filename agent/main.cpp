@@ -126,6 +126,7 @@ int run_vm(const std::vector<std::string>& args) {
                       {cfg->name, cfg->uuid},
                       [&](std::string line) { (*server)->broadcast(std::move(line)); },
                       [&] { quit = true; }};
+  monitor.set_objects(cfg->tls_creds, cfg->authz);
   monitor.set_exit_handler([&](int status) {
     exit_status = status;
     quit = true;

@@ -131,7 +131,32 @@ void migration_channel::interrupt() {
     ::kill(child_, SIGKILL);
 }
 
+caf::expected<void> migration_channel::start_tls(const tls_context& ctx) {
+  if (kind_ != kind::socket)
+    return make_agent_error(agent_errc::invalid_argument, "TLS needs a socket channel");
+  FERRY_TRY(s, ctx.handshake(fd_.get()));
+  tls_ = std::move(s);
+  return {};
+}
+
 caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
+  if (tls_) {
+    for (const auto& part : iov) {
+      size_t done = 0;
+      while (done < part.iov_len) {
+        if (interrupted_)
+          return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+        auto n =
+          tls_->write(static_cast<const uint8_t*>(part.iov_base) + done, part.iov_len - done);
+        if (!n)
+          return make_agent_error(agent_errc::system_error,
+                                  "Unable to write to migration channel: " + describe(n.error()));
+        done += *n;
+        sent_.fetch_add(*n, std::memory_order_relaxed);
+      }
+    }
+    return {};
+  }
   size_t i = 0;
   while (i < iov.size()) {
     if (interrupted_)
@@ -166,6 +191,19 @@ caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
 }
 
 caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
+  while (n > 0 && tls_) {
+    auto r = tls_->read(p, n);
+    if (!r)
+      return interrupted_
+               ? make_agent_error(agent_errc::system_error, "migration channel interrupted")
+               : make_agent_error(agent_errc::system_error,
+                                  "Unable to read from migration channel: " + describe(r.error()));
+    if (*r == 0)
+      return channel_closed();
+    received_.fetch_add(*r, std::memory_order_relaxed);
+    p += *r;
+    n -= *r;
+  }
   while (n > 0) {
     const ssize_t r = ::read(fd_.get(), p, n);
     if (r == 0)

@@ -5,6 +5,7 @@
 // any thread to unblock it (cancel, failure of a sibling channel).
 
 #include "agent/migration_address.hpp"
+#include "agent/migration_tls.hpp"
 #include "agent/unique_fd.hpp"
 #include "protocol/migration_stream.hpp"
 
@@ -34,6 +35,11 @@ public:
   // The next record; its checked payload lands in `payload`.
   caf::expected<mig::record_header> receive(std::vector<uint8_t>& payload);
 
+  // Runs TLS over this (socket) channel from now on.
+  caf::expected<void> start_tls(const tls_context& ctx);
+  // The TLS peer's certificate subject ("" without TLS or certificate).
+  std::string peer_dn() const { return tls_ ? tls_->peer_dn() : std::string{}; }
+
   void interrupt();
   // The writing side is done: closes the stream and, for an exec: command,
   // waits for it to exit — the migration is complete only once the command
@@ -47,6 +53,7 @@ private:
   caf::expected<void> read_exact(uint8_t* p, size_t n);
 
   unique_fd fd_;
+  tls_session_ptr tls_;
   kind kind_;
   std::atomic<pid_t> child_;
   std::atomic<bool> interrupted_{false};

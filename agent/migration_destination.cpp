@@ -77,6 +77,16 @@ struct migration_destination::impl {
   }
 
   void mark_present_data();
+  // tls-authz: why the TLS peer on `ch` is not let in, if it is not.
+  std::optional<std::string> authz_denied(const migration_channel& ch) const {
+    if (!plan.tls || !plan.check_authz)
+      return std::nullopt;
+    const std::string dn = ch.peer_dn();
+    if (plan.authz_identity && dn == *plan.authz_identity)
+      return std::nullopt;
+    return "TLS x509 authz check for " + (dn.empty() ? std::string{"(no certificate)"} : dn) +
+           " is denied";
+  }
   caf::expected<mig::hello> check_hello(migration_channel& ch, std::vector<uint8_t>& buf);
   caf::expected<void> apply(std::span<const uint8_t> payload);
   caf::expected<void> receive_channel(migration_channel& ch);
@@ -148,10 +158,14 @@ caf::expected<void> migration_destination::impl::execute() {
     std::lock_guard lk{mtx};
     channels.push_back(std::move(main_ch));
   }
+  if (plan.refresh)
+    if (auto why = plan.refresh(plan))
+      return refuse(*why);
+  if (plan.tls)
+    if (auto ok = main->start_tls(*plan.tls); !ok)
+      return ok;
   std::vector<uint8_t> buf;
   FERRY_TRY(hello, check_hello(*main, buf));
-  if (plan.refresh)
-    plan.refresh(plan);
   // Everything the two sides must agree on, checked before any page.
   std::string refusal;
   const bool src_multifd = (hello.flags & mig::flag_multifd) != 0;
@@ -177,6 +191,8 @@ caf::expected<void> migration_destination::impl::execute() {
               ", destination " + mig::to_string(plan.compress);
   else if ((hello.flags & mig::flag_validate_uuid) != 0 && hello.uuid != plan.uuid)
     refusal = "UUID received is " + hex16(hello.uuid) + " and local is " + hex16(plan.uuid);
+  else if (auto denied = authz_denied(*main))
+    refusal = *denied;
   if (plan.from.bidirectional()) {
     const mig::status_msg ack{refusal.empty() ? 0u : 1u, refusal};
     if (auto ok = main->send(mig::record_type::hello_ack, mig::encode(ack)); !ok)
@@ -204,8 +220,14 @@ caf::expected<void> migration_destination::impl::execute() {
         join_all();
         return ch.error();
       }
-      auto h = check_hello(**ch, buf);
       caf::error bad;
+      if (plan.tls)
+        if (auto ok = (*ch)->start_tls(*plan.tls); !ok)
+          bad = ok.error();
+      if (!bad)
+        if (auto denied = authz_denied(**ch))
+          bad = refuse(*denied);
+      auto h = bad ? caf::expected<mig::hello>{bad} : check_hello(**ch, buf);
       if (!h)
         bad = h.error();
       else if (h->session != hello.session)

@@ -19,6 +19,8 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace ferry {
 
@@ -30,9 +32,15 @@ struct incoming_migration {
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;
-  // Called when the source connects: capabilities and parameters may still
-  // change between migrate-incoming (or -incoming) and then, as in QEMU.
-  std::function<void(incoming_migration&)> refresh;
+  std::shared_ptr<tls_context> tls; // every channel runs TLS when set
+  // With tls-authz: the one client DN let in (none: nobody, the named
+  // authz object does not exist).
+  bool check_authz = false;
+  std::optional<std::string> authz_identity;
+  // Called when the source connects, before anything is read: capabilities
+  // and parameters may still change between migrate-incoming (or -incoming)
+  // and then, as in QEMU. An error text refuses the migration.
+  std::function<std::optional<std::string>(incoming_migration&)> refresh;
 };
 
 class migration_destination {

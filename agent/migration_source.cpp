@@ -133,6 +133,9 @@ struct migration_source::impl {
 
 caf::expected<void> migration_source::impl::handshake() {
   FERRY_TRY(main, open_outgoing(plan.target));
+  if (plan.tls)
+    if (auto ok = main->start_tls(*plan.tls); !ok)
+      return ok;
   {
     std::lock_guard lk{mtx};
     channels.push_back(std::move(main));
@@ -163,6 +166,9 @@ caf::expected<void> migration_source::impl::handshake() {
     if (stop)
       return check_stop();
     FERRY_TRY(ch, open_outgoing(plan.target));
+    if (plan.tls)
+      if (auto ok = ch->start_tls(*plan.tls); !ok)
+        return ok;
     h.channel_index = i;
     if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
       return ok;

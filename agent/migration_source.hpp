@@ -11,6 +11,7 @@
 #include "agent/guest.hpp"
 #include "agent/migration_address.hpp"
 #include "agent/migration_state.hpp"
+#include "agent/migration_tls.hpp"
 #include "agent/thread_registry.hpp"
 #include "protocol/page_compression.hpp"
 
@@ -30,6 +31,7 @@ struct outgoing_migration {
   bool detect_zero = true;
   mig::compression compress = mig::compression::none; // with multifd only
   int compress_level = 1;
+  std::shared_ptr<tls_context> tls; // every channel runs TLS when set
   bool validate_uuid = false;
   bool pause_before_switchover = false;
   bool events = false;

@@ -396,7 +396,7 @@ std::optional<std::string> qmp_monitor::unsupported_settings() const {
              "' is not implemented yet in this build";
   const auto& tls = settings_.parameter("tls-creds");
   if (tls.is_string() && !tls.as_string().empty())
-    return std::string{"TLS migration (tls-creds) is not implemented yet in this build"};
+    return std::nullopt; // TLS: checked by tls_for()
   return std::nullopt;
 }
 
@@ -451,6 +451,34 @@ mig::compression compression_setting(const migration_settings& s) {
 
 } // namespace
 
+std::variant<std::shared_ptr<tls_context>, std::string>
+qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
+  const std::string id{settings_.parameter("tls-creds").as_string()};
+  if (id.empty())
+    return std::shared_ptr<tls_context>{};
+  const auto it = std::find_if(tls_objects_.begin(), tls_objects_.end(),
+                               [&](const auto& o) { return o.id == id; });
+  if (it == tls_objects_.end())
+    return "No TLS credentials with id '" + id + "'";
+  const bool want_server = side == migration_side::destination;
+  if (it->server != want_server)
+    return std::string{"Expected TLS credentials for a "} + (want_server ? "server" : "client") +
+           " endpoint";
+  if (!a.bidirectional())
+    return "TLS needs a socket transport (tcp: or unix:), not " + a.describe();
+  std::string host{settings_.parameter("tls-hostname").as_string()};
+  if (!want_server && host.empty()) {
+    if (a.type != migration_address::kind::tcp)
+      return std::string{"tls-hostname is required for TLS over a unix: socket (the URI names "
+                         "no host to check the certificate against)"};
+    host = a.host;
+  }
+  auto ctx = tls_context::create(*it, host);
+  if (!ctx)
+    return describe(ctx.error());
+  return *ctx;
+}
+
 qmp_result qmp_monitor::migrate(const json::object& args) {
   if (const auto* r = args.if_contains("resume"); r != nullptr && r->as_bool())
     return generic("Cannot resume if there is no paused migration");
@@ -487,6 +515,13 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  {
+    std::lock_guard lk{mig_mtx_};
+    auto tls = tls_for(migration_side::source, addr);
+    if (auto* why = std::get_if<std::string>(&tls))
+      return generic(std::move(*why));
+    plan.tls = std::get<std::shared_ptr<tls_context>>(tls);
+  }
   plan.events = settings_.capability("events");
   plan.uuid = uuid_bytes();
   plan.max_bandwidth = param_u64(settings_, "max-bandwidth");
@@ -525,18 +560,32 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
   if (settings_.capability("multifd") && !addr.bidirectional())
     return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                    " carries a single stream");
+  if (auto tls = tls_for(migration_side::destination, addr);
+      std::holds_alternative<std::string>(tls))
+    return generic(std::get<std::string>(tls));
   if (const auto* e = args.if_contains("exit-on-error"))
     exit_on_error_ = e->as_bool();
   incoming_migration plan;
   plan.from = addr;
   plan.uuid = uuid_bytes();
-  plan.refresh = [this](incoming_migration& p) {
+  plan.refresh = [this](incoming_migration& p) -> std::optional<std::string> {
     std::lock_guard guard{mig_mtx_};
     p.multifd = settings_.capability("multifd");
     p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
     p.validate_uuid = settings_.capability("validate-uuid");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
+    auto tls = tls_for(migration_side::destination, p.from);
+    if (auto* why = std::get_if<std::string>(&tls))
+      return *why;
+    p.tls = std::get<std::shared_ptr<tls_context>>(tls);
+    const std::string authz{settings_.parameter("tls-authz").as_string()};
+    p.check_authz = p.tls && !authz.empty();
+    p.authz_identity.reset();
+    for (const auto& o : authz_objects_)
+      if (o.id == authz)
+        p.authz_identity = o.identity;
+    return std::nullopt;
   };
   if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
     return generic(describe(ok.error()));

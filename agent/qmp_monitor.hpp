@@ -54,6 +54,12 @@ public:
   // Called with an exit status when the process must end (a failed incoming
   // migration with exit-on-error).
   void set_exit_handler(std::function<void(int)> on_exit) { on_exit_ = std::move(on_exit); }
+  // The -object tls-creds-x509 and authz-simple objects that tls-creds and
+  // tls-authz name.
+  void set_objects(std::vector<tls_creds_object> creds, std::vector<authz_object> authz) {
+    tls_objects_ = std::move(creds);
+    authz_objects_ = std::move(authz);
+  }
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
@@ -103,6 +109,10 @@ private:
   // Why the current capabilities and parameters cannot migrate yet, if so.
   std::optional<std::string> unsupported_settings() const;
   std::array<uint8_t, 16> uuid_bytes() const;
+  // The TLS context tls-creds asks for on `side` (nullptr without TLS), or
+  // why it cannot be had. Caller holds mig_mtx_.
+  std::variant<std::shared_ptr<tls_context>, std::string> tls_for(migration_side side,
+                                                                  const migration_address& a) const;
   qmp_result query_migrate_capabilities(const boost::json::object&);
   qmp_result query_migrate_parameters(const boost::json::object&);
   qmp_result migrate_set_capabilities(const boost::json::object&);
@@ -140,6 +150,8 @@ private:
   bool exit_on_error_ = true;
   guest::pause_guard postmigrate_; // the source guest after a completed migration
   thread_registry migration_threads_;
+  std::vector<tls_creds_object> tls_objects_;
+  std::vector<authz_object> authz_objects_;
 };
 
 } // namespace ferry

@@ -5,6 +5,7 @@
 #include "agent/qemu_opts.hpp"
 
 #include <map>
+#include <set>
 
 namespace ferry {
 
@@ -60,6 +61,7 @@ caf::expected<endpoint> parse_endpoint(const std::string& text) {
 caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
   vm_config cfg;
   std::map<std::string, memory_backend> backends;
+  std::set<std::string> object_ids;
   std::optional<std::string> machine_backend;
   bool ram_size_given = false;
 
@@ -124,6 +126,37 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
       FERRY_TRY(v, value());
       FERRY_TRY(o, qemu_opts::parse(v, "qom-type"));
       const std::string type = o.get("qom-type").value_or("");
+      if (type == "tls-creds-x509" || type == "authz-simple") {
+        if (!o.has("id"))
+          return invalid("-object " + type + ": Parameter 'id' is missing");
+        const std::string id = *o.get("id");
+        if (!object_ids.insert(id).second)
+          return invalid("-object: duplicate ID '" + id + "'");
+        if (type == "authz-simple") {
+          if (auto ok = o.only({"qom-type", "id", "identity"}); !ok)
+            return ok.error();
+          cfg.authz.push_back({id, o.get("identity").value_or("")});
+          continue;
+        }
+        if (auto ok = o.only({"qom-type", "id", "dir", "endpoint", "verify-peer", "sanity-check",
+                              "priority", "loaded"});
+            !ok)
+          return ok.error();
+        tls_creds_object t;
+        t.id = id;
+        t.dir = o.get("dir").value_or("");
+        if (t.dir.empty())
+          return invalid("-object tls-creds-x509: property 'dir' is required");
+        const std::string ep = o.get("endpoint").value_or("client");
+        if (ep != "client" && ep != "server")
+          return invalid("-object tls-creds-x509: Parameter 'endpoint' does not accept value '" +
+                         ep + "'");
+        t.server = ep == "server";
+        FERRY_TRY(vp, o.get_bool("verify-peer", true));
+        t.verify_peer = vp;
+        cfg.tls_creds.push_back(std::move(t));
+        continue;
+      }
       if (type != "memory-backend-ram" && type != "memory-backend-file")
         return invalid("-object: type '" + type + "' is not supported yet");
       if (auto ok =
@@ -148,7 +181,7 @@ caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
         return invalid("-object memory-backend-ram: Invalid parameter 'mem-path'");
       }
       const std::string id = *o.get("id");
-      if (backends.count(id) != 0)
+      if (!object_ids.insert(id).second)
         return invalid("-object: duplicate ID '" + id + "'");
       backends[id] = std::move(b);
     } else if (flag == "-machine" || flag == "-M") {

@@ -4,6 +4,7 @@
 // errors that name the flag, as QEMU's are.
 
 #include "agent/guest_memory.hpp"
+#include "agent/migration_tls.hpp"
 
 #include <caf/expected.hpp>
 
@@ -42,6 +43,9 @@ struct vm_config {
   std::optional<uint64_t> dirty_rate;
   std::optional<uint64_t> ws_start;
   std::optional<uint64_t> ws_pages;
+  // -object tls-creds-x509 / authz-simple, for tls-creds and tls-authz.
+  std::vector<tls_creds_object> tls_creds;
+  std::vector<authz_object> authz;
 };
 
 // `args` are the words after "vm".

@@ -404,3 +404,113 @@ TEST_F(engine_fixture, garbage_instead_of_a_header_fails_with_exit_on_error) {
 }
 
 } // namespace
+
+namespace {
+
+// Migration TLS credentials made by the shipped PKI script.
+std::string make_pki(const std::string& dir, const std::string& options = "") {
+  const std::string cmd =
+    "bash " FERRY_SOURCE_DIR "/deploy/pki/ferry-pki.sh " + dir + " " + options + " >/dev/null";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return dir;
+}
+
+struct tls_fixture : engine_fixture {
+  std::string good = make_pki(tmp.file("pki"));
+
+  void use_tls(side& s, const std::string& dir, bool server, json::object extra = {}) {
+    std::vector<authz_object> authz;
+    if (const auto* id = extra.if_contains("identity")) {
+      authz.push_back({"auth0", std::string{id->as_string()}});
+      extra.erase("identity");
+      extra["tls-authz"] = "auth0";
+    }
+    s.monitor->set_objects({{"tls0", dir, server, true}}, authz);
+    extra["tls-creds"] = "tls0";
+    EXPECT_EQ(s.run("migrate-set-parameters", extra), json::object{});
+  }
+
+  // A migration that must fail on the source with `fragment` in error-desc,
+  // leaving the source running.
+  void expect_failure(const std::string& uri, const std::string& fragment) {
+    EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}),
+              json::object{});
+    std::string target = uri;
+    if (uri.ends_with(":0"))
+      target = "tcp:127.0.0.1:" +
+               std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
+    EXPECT_EQ(src.run("migrate", {{"uri", target}}), json::object{});
+    EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+    const std::string desc{src.info().at("error-desc").as_string()};
+    EXPECT_NE(desc.find(fragment), std::string::npos) << desc;
+    std::printf("error-desc: %s\n", desc.c_str());
+    EXPECT_EQ(dst.wait_status({"failed"}), "failed");
+    EXPECT_EQ(src.run("query-status").at("status"), "running");
+  }
+};
+
+TEST_F(tls_fixture, tls_on_four_multifd_channels_with_authz) {
+  make_destination({{"multifd", 4}});
+  use_tls(src, good, false);
+  use_tls(dst, good, true, {{"identity", "CN=ferry-migration-client,O=Ferry"}});
+  migrate_and_check("tcp:127.0.0.1:0"); // the certificate names IP 127.0.0.1
+}
+
+TEST_F(tls_fixture, tls_with_zstd_over_unix_checks_tls_hostname) {
+  make_destination({{"multifd", 2}, {"compression", "zstd"}});
+  use_tls(src, good, false, {{"tls-hostname", "localhost"}});
+  use_tls(dst, good, true);
+  migrate_and_check("unix:" + tmp.file("mig.sock"));
+}
+
+TEST_F(tls_fixture, unix_without_tls_hostname_is_refused_up_front) {
+  make_destination();
+  use_tls(src, good, false);
+  EXPECT_EQ(
+    std::string{
+      src.run("migrate", {{"uri", "unix:" + tmp.file("m.sock")}}).at("error").as_string()},
+    "tls-hostname is required for TLS over a unix: socket (the URI names no host to "
+    "check the certificate against)");
+  use_tls(src, good, true); // server credentials on the source
+  EXPECT_EQ(src.run("migrate", {{"uri", "tcp:127.0.0.1:1"}}).at("error"),
+            "Expected TLS credentials for a client endpoint");
+}
+
+TEST_F(tls_fixture, wrong_ca_fails_with_the_reason) {
+  make_destination();
+  use_tls(src, good, false);
+  use_tls(dst, make_pki(tmp.file("other-pki")), true);
+  // The destination presents a chain ending in a CA the source does not know.
+  expect_failure("tcp:127.0.0.1:0",
+                 "its certificate: self-signed certificate in certificate chain");
+}
+
+TEST_F(tls_fixture, expired_client_certificate_fails_with_the_reason) {
+  make_destination();
+  use_tls(src, make_pki(tmp.file("expired"), "--ca " + good + " --expired"), false,
+          {{"tls-hostname", "localhost"}});
+  // The source checks the destination's (valid) certificate against its CA
+  // copy; the destination refuses the source's expired one.
+  use_tls(dst, good, true);
+  expect_failure("tcp:127.0.0.1:0", "certificate expired");
+  EXPECT_NE(std::string{dst.info().at("error-desc").as_string()}.find("certificate has expired"),
+            std::string::npos)
+    << json::serialize(dst.info());
+}
+
+TEST_F(tls_fixture, hostname_mismatch_fails_with_the_reason) {
+  make_destination();
+  use_tls(src, good, false, {{"tls-hostname", "wrong.example"}});
+  use_tls(dst, good, true);
+  expect_failure("tcp:127.0.0.1:0", "Certificate does not match the hostname wrong.example");
+}
+
+TEST_F(tls_fixture, authz_dn_mismatch_fails_with_the_reason) {
+  make_destination();
+  use_tls(src, good, false);
+  use_tls(dst, good, true, {{"identity", "CN=someone-else,O=Ferry"}});
+  expect_failure("tcp:127.0.0.1:0",
+                 "TLS x509 authz check for CN=ferry-migration-client,O=Ferry is denied");
+}
+
+} // namespace

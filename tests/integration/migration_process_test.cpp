@@ -89,14 +89,36 @@ struct migration_fixture : ::testing::Test {
   }
 
   // The source runs the pre-filled guest; the destination waits for it.
-  void start_pair(const std::string& ws_pages = "2048") {
+  // With `tls`, both get migration credentials made by the PKI script.
+  void start_pair(const std::string& ws_pages = "2048", bool tls = false) {
     make_guest(ws_pages);
-    start(src, {"-object",
-                "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
-                "-machine", "memory-backend=ram0"});
+    std::vector<std::string> src_tls, dst_tls;
+    if (tls) {
+      const std::string pki = dir + "/pki";
+      auto r = run({"/bin/bash", FERRY_SOURCE_DIR "/deploy/pki/ferry-pki.sh", pki});
+      ASSERT_EQ(r.status, 0) << r.output;
+      src_tls = {"-object", "tls-creds-x509,id=tls0,dir=" + pki + ",endpoint=client"};
+      dst_tls = {"-object", "tls-creds-x509,id=tls0,dir=" + pki + ",endpoint=server,verify-peer=on",
+                 "-object", "authz-simple,id=auth0,identity=CN=ferry-migration-client,,O=Ferry"};
+    }
+    std::vector<std::string> src_args{
+      "-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+      "-machine", "memory-backend=ram0"};
+    src_args.insert(src_args.end(), src_tls.begin(), src_tls.end());
+    start(src, src_args);
     ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s))
       << read_file(src.serial) << src.agent->stderr_text();
-    start(dst, {"-incoming", "defer"});
+    std::vector<std::string> dst_args{"-incoming", "defer"};
+    dst_args.insert(dst_args.end(), dst_tls.begin(), dst_tls.end());
+    start(dst, dst_args);
+    if (tls) {
+      EXPECT_TRUE(
+        src.exec("migrate-set-parameters", {{"tls-creds", "tls0"}}).as_object().contains("return"));
+      EXPECT_TRUE(
+        dst.exec("migrate-set-parameters", {{"tls-creds", "tls0"}, {"tls-authz", "auth0"}})
+          .as_object()
+          .contains("return"));
+    }
     EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "inmigrate");
   }
 
@@ -147,6 +169,7 @@ struct live_case {
   const char* transport;
   uint32_t channels;             // 0 = without multifd
   const char* compress = "none"; // multifd-compression
+  bool tls = false;              // tls-creds-x509 from the command line
 };
 
 struct live_migration : migration_fixture, ::testing::WithParamInterface<live_case> {};
@@ -155,7 +178,7 @@ struct live_migration : migration_fixture, ::testing::WithParamInterface<live_ca
 
 TEST_P(live_migration, running_kvm_guest_arrives_intact_and_runs_on) {
   FERRY_REQUIRE_KVM();
-  start_pair();
+  start_pair("2048", GetParam().tls);
   configure(GetParam().channels, {{"max-bandwidth", 1ull << 30}});
   if (std::string{GetParam().compress} != "none") {
     for (host* h : {&src, &dst})
@@ -202,20 +225,21 @@ TEST_P(live_migration, running_kvm_guest_arrives_intact_and_runs_on) {
     << v.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(transports, live_migration,
-                         ::testing::Values(live_case{"tcp", 0}, live_case{"tcp", 4},
-                                           live_case{"unix", 0}, live_case{"unix", 4},
-                                           live_case{"tcp", 2, "zstd"},
-                                           live_case{"unix", 2, "zlib"}),
-                         [](const auto& p) {
-                           std::string name = std::string{p.param.transport} + "_" +
-                                              (p.param.channels == 0
-                                                 ? std::string{"single_stream"}
-                                                 : std::to_string(p.param.channels) + "_channels");
-                           if (std::string{p.param.compress} != "none")
-                             name += std::string{"_"} + p.param.compress;
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+  transports, live_migration,
+  ::testing::Values(live_case{"tcp", 0}, live_case{"tcp", 4}, live_case{"unix", 0},
+                    live_case{"unix", 4}, live_case{"tcp", 2, "zstd"}, live_case{"unix", 2, "zlib"},
+                    live_case{"tcp", 4, "none", true}, live_case{"tcp", 2, "zstd", true}),
+  [](const auto& p) {
+    std::string name = std::string{p.param.transport} + "_" +
+                       (p.param.channels == 0 ? std::string{"single_stream"}
+                                              : std::to_string(p.param.channels) + "_channels");
+    if (std::string{p.param.compress} != "none")
+      name += std::string{"_"} + p.param.compress;
+    if (p.param.tls)
+      name += "_tls";
+    return name;
+  });
 
 TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_source_intact) {
   FERRY_REQUIRE_KVM();
