@@ -43,7 +43,7 @@ migrate_once() {
   caps='[{"capability":"events","state":true}'
   [ "$channels" -gt 0 ] && caps+=',{"capability":"multifd","state":true}'
   caps+=']'
-  params="{\"max-bandwidth\":$bw"
+  params="{\"max-bandwidth\":$bw${extra_params:-}"
   [ "$channels" -gt 0 ] && params+=",\"multifd-channels\":$channels"
   params+='}'
   for s in "$src_sock" "$dst_sock"; do
@@ -74,6 +74,13 @@ stop_all() {
   rm -f "$work"/*.sock
 }
 
+# TLS credentials (QEMU's layout, so both systems read the same files).
+bash "$(dirname "$0")/../deploy/pki/ferry-pki.sh" "$work/pki" >/dev/null
+tls_objects() { # client|server
+  [ -n "${tls:-}" ] && echo "-object tls-creds-x509,id=tls0,dir=$work/pki,endpoint=$1"
+  return 0
+}
+
 ferry_run() {
   local channels=$1 live=${2:-}
   local start=(-S)
@@ -81,10 +88,10 @@ ferry_run() {
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
     -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
     -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
-    -serial "file:$work/src.txt" "${start[@]}" &
+    -serial "file:$work/src.txt" "${start[@]}" $(tls_objects client) &
   pids+=($!)
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
-    -qmp "unix:$work/dst.sock,server=on,wait=off" -incoming defer -S &
+    -qmp "unix:$work/dst.sock,server=on,wait=off" -incoming defer -S $(tls_objects server) &
   pids+=($!)
   if [ -n "$live" ]; then
     for _ in $(seq 1 300); do grep -q "pass 00000028" "$work/src.txt" 2>/dev/null && break; sleep 0.1; done
@@ -98,9 +105,10 @@ qemu_run() {
   local common=(-nodefaults -display none -machine pc,accel=tcg -m "$size")
   qemu-system-x86_64 "${common[@]}" -S \
     -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
-    -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" &
+    -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
+    $(tls_objects client) &
   pids+=($!)
-  qemu-system-x86_64 "${common[@]}" -incoming defer \
+  qemu-system-x86_64 "${common[@]}" -incoming defer $(tls_objects server) \
     -object "memory-backend-ram,id=ram0,size=$size" -machine memory-backend=ram0 \
     -qmp "unix:$work/dst.sock,server=on,wait=off" &
   pids+=($!)
@@ -114,8 +122,14 @@ have_qemu=
 command -v qemu-system-x86_64 >/dev/null && have_qemu=1
 echo "paused ${size} guest, pattern-filled, loopback TCP, median of $runs runs"
 printf '%-10s %12s %12s %12s %12s %8s\n' setup ferry_ms ferry_MB/s qemu_ms qemu_MB/s ratio
-for ch in 0 2 4; do
-  label=$([ "$ch" -eq 0 ] && echo "1 stream" || echo "multifd $ch")
+# label | multifd channels | extra migrate-set-parameters members | tls
+rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
+  "2 + zstd|2|,\"multifd-compression\":\"zstd\"|"
+  "2 + TLS|2|,\"tls-creds\":\"tls0\"|tls"
+  "2+TLS+zstd|2|,\"tls-creds\":\"tls0\",\"multifd-compression\":\"zstd\"|tls")
+declare -A ferry_ms
+for row in "${rows[@]}"; do
+  IFS='|' read -r label ch extra_params tls <<<"$row"
   ft=() ; qt=()
   bytes=0
   for _ in $(seq 1 "$runs"); do
@@ -139,8 +153,13 @@ for ch in 0 2 4; do
     q=n/a; qr=n/a; ratio="(no qemu)"
   fi
   printf '%-10s %12s %12s %12s %12s %8s\n' "$label" "$f" "$fr" "$q" "$qr" "$ratio"
+  ferry_ms[$label]=$f
 done
+extra_params= tls=
 echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
+awk -v p="${ferry_ms[multifd 2]}" -v t="${ferry_ms[2 + TLS]}" \
+  'BEGIN {printf "Ferry TLS throughput on 2 channels: %.0f%% of plain\n", 100 * p / t}'
+echo "(transferred bytes with zstd on the pattern: see BENCH_VERBOSE=1)"
 
 if [ -r /dev/kvm ]; then
   echo
