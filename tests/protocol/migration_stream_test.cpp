@@ -20,7 +20,8 @@ std::vector<uint8_t> batch(std::vector<uint64_t> entries, size_t data_pages) {
   std::vector<uint8_t> p(8 + entries.size() * 8 + data_pages * page, 0);
   const auto n = static_cast<uint32_t>(entries.size());
   std::memcpy(p.data(), &n, 4);
-  std::memcpy(p.data() + 8, entries.data(), entries.size() * 8);
+  if (!entries.empty())
+    std::memcpy(p.data() + 8, entries.data(), entries.size() * 8);
   for (size_t i = 0; i < data_pages; ++i)
     std::memset(p.data() + 8 + entries.size() * 8 + i * page, static_cast<int>(i + 1), page);
   return p;
