@@ -1,6 +1,7 @@
 #include "agent/migration_source.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/cpu_throttle.hpp"
 #include "agent/migration_channel.hpp"
 #include "agent/migration_counters.hpp"
 #include "agent/page_sender.hpp"
@@ -77,6 +78,9 @@ struct migration_source::impl {
 
   guest::pause_guard paused;
   bool tracking = false;
+  std::unique_ptr<cpu_throttle> throttle; // auto-converge, once it kicks in
+  int dirty_rate_high = 0;
+  std::atomic<unsigned> throttle_pct{0};
   dirty_bitmap holes; // first pass: pages known zero (outlives the senders)
   std::thread thread;
 
@@ -127,6 +131,7 @@ struct migration_source::impl {
 
   void run();
   caf::expected<void> execute();
+  void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
   caf::expected<void> handshake();
   caf::expected<void> send_bitmap(const dirty_bitmap& todo, uint64_t pass);
 };
@@ -267,6 +272,8 @@ caf::expected<void> migration_source::impl::execute() {
     emit("MIGRATION_PASS", json::object{{"pass", syncs}});
     const uint64_t dirty = todo.count();
     remaining_bytes = dirty * mig::page_size;
+    if (plan.auto_converge && pass >= 2)
+      maybe_throttle(bytes_sent() - sent_before, dirty * mig::page_size);
     const double since_start =
       std::chrono::duration<double>(clock_type::now() - pass_start).count();
     dirty_pages_rate =
@@ -355,6 +362,33 @@ caf::expected<void> migration_source::impl::execute() {
   return {};
 }
 
+void migration_source::impl::maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty) {
+  // QEMU's rule: the guest dirtied more than the threshold share of what
+  // went over the link, twice in a row.
+  const uint64_t threshold = bytes_xfer * plan.throttle_trigger_threshold / 100;
+  if (bytes_dirty <= threshold || ++dirty_rate_high < 2)
+    return;
+  dirty_rate_high = 0;
+  unsigned pct = plan.cpu_throttle_initial;
+  if (throttle && throttle->percentage() > 0) {
+    const unsigned now = throttle->percentage();
+    unsigned inc = plan.cpu_throttle_increment;
+    if (plan.cpu_throttle_tailslow) {
+      // Just enough to bring dirtying down to the threshold, if that is less.
+      const double cpu_now = 100.0 - now;
+      const double cpu_ideal =
+        cpu_now * static_cast<double>(threshold) / static_cast<double>(bytes_dirty);
+      inc = std::min(inc, static_cast<unsigned>(cpu_now - cpu_ideal));
+    }
+    pct = now + inc;
+  }
+  pct = std::min(pct, plan.max_cpu_throttle);
+  if (!throttle)
+    throttle = std::make_unique<cpu_throttle>(g);
+  throttle->set(pct);
+  throttle_pct = pct;
+}
+
 void migration_source::impl::run() {
   auto ok = [this] {
     const auto registered = name_migration_thread(hooks.threads, "mig-source");
@@ -366,6 +400,7 @@ void migration_source::impl::run() {
   }
   if (tracking)
     g.dirty_log().stop();
+  throttle.reset(); // full speed again (or stopped, after completion)
   if (ok) {
     finished = true;
     return;
@@ -429,6 +464,8 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
   }
   if (s == migration_status::completed)
     info["downtime"] = p.downtime_ms.load();
+  if (p.throttle_pct != 0 && migration_running(s))
+    info["cpu-throttle-percentage"] = p.throttle_pct.load();
   const uint64_t normal = p.ctr.normal_pages;
   const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes;
   info["ram"] = json::object{

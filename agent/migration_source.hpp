@@ -32,6 +32,13 @@ struct outgoing_migration {
   mig::compression compress = mig::compression::none; // with multifd only
   int compress_level = 1;
   std::shared_ptr<tls_context> tls; // every channel runs TLS when set
+  // auto-converge and its parameters.
+  bool auto_converge = false;
+  unsigned throttle_trigger_threshold = 50;
+  unsigned cpu_throttle_initial = 20;
+  unsigned cpu_throttle_increment = 10;
+  bool cpu_throttle_tailslow = false;
+  unsigned max_cpu_throttle = 99;
   bool validate_uuid = false;
   bool pause_before_switchover = false;
   bool events = false;

@@ -386,10 +386,9 @@ std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
   static const char* const later[] = {
-    "xbzrle",         "rdma-pin-all",     "auto-converge",   "postcopy-ram",
-    "x-colo",         "release-ram",      "x-ignore-shared", "background-snapshot",
-    "zero-copy-send", "postcopy-preempt", "switchover-ack",  "dirty-limit",
-    "mapped-ram"};
+    "xbzrle",           "rdma-pin-all",    "postcopy-ram",        "x-colo",
+    "release-ram",      "x-ignore-shared", "background-snapshot", "zero-copy-send",
+    "postcopy-preempt", "switchover-ack",  "dirty-limit",         "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -515,6 +514,14 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  plan.auto_converge = settings_.capability("auto-converge");
+  plan.throttle_trigger_threshold =
+    static_cast<unsigned>(param_u64(settings_, "throttle-trigger-threshold"));
+  plan.cpu_throttle_initial = static_cast<unsigned>(param_u64(settings_, "cpu-throttle-initial"));
+  plan.cpu_throttle_increment =
+    static_cast<unsigned>(param_u64(settings_, "cpu-throttle-increment"));
+  plan.cpu_throttle_tailslow = settings_.parameter("cpu-throttle-tailslow").as_bool();
+  plan.max_cpu_throttle = static_cast<unsigned>(param_u64(settings_, "max-cpu-throttle"));
   {
     std::lock_guard lk{mig_mtx_};
     auto tls = tls_for(migration_side::source, addr);

@@ -108,8 +108,10 @@ struct engine_fixture : ::testing::Test {
     ASSERT_TRUE(src.guest->start());
   }
 
+  uint64_t dst_ws_pages = 256; // the destination's guest must match the source's
+
   void make_destination(const json::object& caps_and_params = {}) {
-    dst.create(0, 256, false);
+    dst.create(0, dst_ws_pages, false);
     dst.monitor->expect_incoming(false); // stay stopped: the test compares it
     for (auto* s : {&src, &dst}) {
       json::array caps{json::object{{"capability", "events"}, {"state", true}}};
@@ -511,6 +513,65 @@ TEST_F(tls_fixture, authz_dn_mismatch_fails_with_the_reason) {
   use_tls(dst, good, true, {{"identity", "CN=someone-else,O=Ferry"}});
   expect_failure("tcp:127.0.0.1:0",
                  "TLS x509 authz check for CN=ferry-migration-client,O=Ferry is denied");
+}
+
+} // namespace
+
+namespace {
+
+TEST_F(engine_fixture, auto_converge_throttles_a_hot_guest_until_it_converges) {
+  src.guest.reset();
+  src.monitor.reset();
+  src.create(0, 2048, true); // the dirtier rewrites 8 MiB as fast as the host can
+  ASSERT_TRUE(src.guest->start());
+  dst_ws_pages = 2048;
+  make_destination();
+  const json::object slow_link{{"downtime-limit", 50},
+                               {"max-bandwidth", 64u << 20},
+                               {"cpu-throttle-initial", 60},
+                               {"cpu-throttle-increment", 20}};
+  EXPECT_EQ(src.run("migrate-set-parameters", slow_link), json::object{});
+
+  // Without auto-converge it keeps iterating.
+  const std::string uri1 = "unix:" + tmp.file("mig1.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri1}, {"exit-on-error", false}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri1}}), json::object{});
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (src.info().at("ram").at("dirty-sync-count").as_uint64() < 8 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(src.status(), "active");
+  EXPECT_FALSE(src.info().contains("cpu-throttle-percentage"));
+  EXPECT_EQ(src.run("migrate_cancel"), json::object{});
+  EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
+
+  // With it, the guest is slowed down until the rest fits the downtime.
+  dst.monitor.reset();
+  make_destination();
+  EXPECT_EQ(src.run("migrate-set-parameters", slow_link), json::object{});
+  EXPECT_EQ(src.run("migrate-set-capabilities",
+                    {{"capabilities", json::array{json::object{{"capability", "auto-converge"},
+                                                               {"state", true}}}}}),
+            json::object{});
+  const std::string uri2 = "unix:" + tmp.file("mig2.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri2}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri2}}), json::object{});
+  uint64_t max_pct = 0;
+  deadline = std::chrono::steady_clock::now() + 60s;
+  std::string s = "active";
+  while ((s == "active" || s == "setup") && std::chrono::steady_clock::now() < deadline) {
+    const auto info = src.info();
+    s = std::string{info.at("status").as_string()};
+    if (const auto* pct = info.if_contains("cpu-throttle-percentage"))
+      max_pct = std::max(max_pct, pct->as_uint64());
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed") << json::serialize(src.info());
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed") << json::serialize(dst.info());
+  EXPECT_GE(max_pct, 60U) << "cpu-throttle-percentage was reported";
+  std::printf("auto-converge: throttle reached %llu%%, %s\n",
+              static_cast<unsigned long long>(max_pct), json::serialize(src.info()).c_str());
+  expect_identical();
 }
 
 } // namespace

@@ -300,3 +300,41 @@ TEST_F(migration_fixture, destination_killed_mid_migration_fails_the_source_whic
   EXPECT_NE(v.output.find("consistent: 65280 pattern pages (0 bad)"), std::string::npos)
     << v.output;
 }
+
+TEST_F(migration_fixture, auto_converge_brings_a_hot_kvm_guest_over) {
+  FERRY_REQUIRE_KVM();
+  size = "64M";
+  bytes = 64u << 20;
+  start_pair("2048");
+  // Too hot for 32 MiB/s and 50 ms (the hot-guest test above shows it never
+  // ends without help); auto-converge slows the vCPUs until it fits.
+  configure(2, {{"max-bandwidth", 32u << 20}, {"downtime-limit", 50}});
+  EXPECT_TRUE(src
+                .exec("migrate-set-capabilities",
+                      {{"capabilities", json::array{json::object{{"capability", "auto-converge"},
+                                                                 {"state", true}}}}})
+                .as_object()
+                .contains("return"));
+  const std::string uri = listen("unix");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  uint64_t max_pct = 0;
+  std::string s = "setup";
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  while ((s == "setup" || s == "active") && std::chrono::steady_clock::now() < deadline) {
+    const auto info = src.info();
+    s = std::string{info.at("status").as_string()};
+    if (const auto* pct = info.if_contains("cpu-throttle-percentage"))
+      max_pct = std::max(max_pct, pct->to_number<uint64_t>());
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed")
+    << json::serialize(src.info());
+  std::printf("auto-converge: throttle up to %llu%%: %s\n",
+              static_cast<unsigned long long>(max_pct), json::serialize(src.info()).c_str());
+  EXPECT_GE(max_pct, 20U);
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s));
+  auto v = dump_and_verify(dst);
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("(0 bad)"), std::string::npos) << v.output;
+}
