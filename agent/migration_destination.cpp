@@ -220,14 +220,21 @@ caf::expected<void> migration_destination::impl::execute() {
         join_all();
         return ch.error();
       }
+      // Registered before anything is read from it, so a peer that connects
+      // and stalls can still be cut off (cancel, failure, shutdown).
+      migration_channel* raw = ch->get();
+      {
+        std::lock_guard lk{mtx};
+        channels.push_back(std::move(*ch));
+      }
       caf::error bad;
       if (plan.tls)
-        if (auto ok = (*ch)->start_tls(*plan.tls); !ok)
+        if (auto ok = raw->start_tls(*plan.tls); !ok)
           bad = ok.error();
       if (!bad)
-        if (auto denied = authz_denied(**ch))
+        if (auto denied = authz_denied(*raw))
           bad = refuse(*denied);
-      auto h = bad ? caf::expected<mig::hello>{bad} : check_hello(**ch, buf);
+      auto h = bad ? caf::expected<mig::hello>{bad} : check_hello(*raw, buf);
       if (!h)
         bad = h.error();
       else if (h->session != hello.session)
@@ -241,11 +248,6 @@ caf::expected<void> migration_destination::impl::execute() {
         return bad;
       }
       seen[h->channel_index] = true;
-      migration_channel* raw = ch->get();
-      {
-        std::lock_guard lk{mtx};
-        channels.push_back(std::move(*ch));
-      }
       receivers.emplace_back([this, raw, idx = h->channel_index] {
         const auto registered =
           name_migration_thread(hooks.threads, "mig-recv/" + std::to_string(idx - 1));

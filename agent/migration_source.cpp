@@ -137,14 +137,16 @@ struct migration_source::impl {
 };
 
 caf::expected<void> migration_source::impl::handshake() {
+  // Each channel is registered before its first exchange, so cancel can cut
+  // a stalled handshake.
   FERRY_TRY(main, open_outgoing(plan.target));
-  if (plan.tls)
-    if (auto ok = main->start_tls(*plan.tls); !ok)
-      return ok;
   {
     std::lock_guard lk{mtx};
     channels.push_back(std::move(main));
   }
+  if (plan.tls)
+    if (auto ok = channels[0]->start_tls(*plan.tls); !ok)
+      return ok;
   mig::hello h;
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
   h.session = random_session();
@@ -170,15 +172,18 @@ caf::expected<void> migration_source::impl::handshake() {
   for (uint16_t i = 1; i <= h.channel_count; ++i) {
     if (stop)
       return check_stop();
-    FERRY_TRY(ch, open_outgoing(plan.target));
+    FERRY_TRY(opened, open_outgoing(plan.target));
+    migration_channel* ch = opened.get();
+    {
+      std::lock_guard lk{mtx};
+      channels.push_back(std::move(opened));
+    }
     if (plan.tls)
       if (auto ok = ch->start_tls(*plan.tls); !ok)
         return ok;
     h.channel_index = i;
     if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
       return ok;
-    std::lock_guard lk{mtx};
-    channels.push_back(std::move(ch));
   }
   auto on_error = [this](const caf::error& e) { note_failure(e); };
   page_sender::options opt{plan.detect_zero, plan.multifd, hooks.threads,

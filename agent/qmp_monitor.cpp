@@ -428,13 +428,9 @@ std::array<uint8_t, 16> qmp_monitor::uuid_bytes() const {
 
 namespace {
 
+// Every parameter read this way is a validated non-negative integer.
 uint64_t param_u64(const migration_settings& s, const char* name) {
-  const auto& v = s.parameter(name);
-  if (v.is_uint64())
-    return v.as_uint64();
-  if (v.is_int64() && v.as_int64() >= 0)
-    return static_cast<uint64_t>(v.as_int64());
-  return 0;
+  return as_u64(s.parameter(name)).value_or(0);
 }
 
 // multifd-compression as the engines take it (qpl and uadk never get past
