@@ -108,7 +108,7 @@ std::string unavailable_reason(std::string_view cmd) {
   if (cmd.find("dirty-rate") != std::string_view::npos ||
       cmd.find("dirty-limit") != std::string_view::npos)
     return "dirty-rate measurement and dirty-limit are not implemented yet";
-  return "the migration engine is not implemented yet";
+  return "it is not implemented yet";
 }
 
 json::value empty() {
