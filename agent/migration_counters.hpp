@@ -3,6 +3,8 @@
 // (MigrationStats): relaxed atomics, since each figure only has to be
 // right on its own.
 
+#include <boost/json/object.hpp>
+
 #include <atomic>
 #include <cstdint>
 
@@ -24,5 +26,19 @@ struct migration_counters {
       multifd_bytes.fetch_add(bytes, std::memory_order_relaxed);
   }
 };
+
+// One side's MigrationStats at a moment; what a side does not measure stays 0.
+struct migration_figures {
+  uint64_t transferred = 0;
+  uint64_t remaining = 0;
+  uint64_t total = 0;
+  uint64_t bandwidth = 0; // bytes/s, for mbps
+  uint64_t dirty_pages_rate = 0;
+  uint64_t pages_per_second = 0;
+};
+
+// query-migrate's `ram` member (MigrationStats, every member in schema
+// order) from the counters and the side's own figures.
+boost::json::object migration_stats_json(const migration_counters& c, const migration_figures& f);
 
 } // namespace ferry

@@ -379,32 +379,17 @@ void migration_destination::fill_info(migration_status s, json::object& info) co
     return;
   if (s == migration_status::completed || s == migration_status::failed)
     info["total-time"] = p.total_ms.load();
-  const uint64_t normal = p.ctr.normal_pages;
   uint64_t received = p.received_closed;
   {
     std::lock_guard lk{p.mtx};
     for (const auto& c : p.channels)
       received += c->bytes_received();
   }
-  info["ram"] = json::object{
-    {"transferred", received},
-    {"remaining", 0},
-    {"total", p.g.memory().size()},
-    {"duplicate", p.ctr.zero_pages.load()},
-    {"normal", normal},
-    {"normal-bytes", normal * mig::page_size},
-    {"dirty-pages-rate", 0},
-    {"mbps", 0.0},
-    {"dirty-sync-count", p.ctr.sync_count.load()},
-    {"postcopy-requests", 0},
-    {"page-size", mig::page_size},
-    {"multifd-bytes", 0},
-    {"pages-per-second", 0},
-    {"precopy-bytes", 0},
-    {"downtime-bytes", 0},
-    {"postcopy-bytes", 0},
-    {"dirty-sync-missed-zero-copy", 0},
-  };
+  // What arrived; the rates are the source's to measure.
+  migration_figures f;
+  f.transferred = received;
+  f.total = p.g.memory().size();
+  info["ram"] = migration_stats_json(p.ctr, f);
   if (s == migration_status::failed) {
     std::lock_guard lk{p.mtx};
     info["error-desc"] = p.error;

@@ -471,27 +471,15 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
     info["downtime"] = p.downtime_ms.load();
   if (p.throttle_pct != 0 && migration_running(s))
     info["cpu-throttle-percentage"] = p.throttle_pct.load();
-  const uint64_t normal = p.ctr.normal_pages;
   const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes;
-  info["ram"] = json::object{
-    {"transferred", transferred},
-    {"remaining", p.remaining_bytes.load()},
-    {"total", p.g.memory().size()},
-    {"duplicate", p.ctr.zero_pages.load()},
-    {"normal", normal},
-    {"normal-bytes", normal * mig::page_size},
-    {"dirty-pages-rate", p.dirty_pages_rate.load()},
-    {"mbps", static_cast<double>(p.bandwidth.load()) * 8.0 / 1e6},
-    {"dirty-sync-count", p.ctr.sync_count.load()},
-    {"postcopy-requests", 0},
-    {"page-size", mig::page_size},
-    {"multifd-bytes", p.ctr.multifd_bytes.load()},
-    {"pages-per-second", p.pages_per_second.load()},
-    {"precopy-bytes", p.ctr.precopy_bytes.load()},
-    {"downtime-bytes", p.ctr.downtime_bytes.load()},
-    {"postcopy-bytes", 0},
-    {"dirty-sync-missed-zero-copy", 0},
-  };
+  migration_figures f;
+  f.transferred = transferred;
+  f.remaining = p.remaining_bytes;
+  f.total = p.g.memory().size();
+  f.bandwidth = p.bandwidth;
+  f.dirty_pages_rate = p.dirty_pages_rate;
+  f.pages_per_second = p.pages_per_second;
+  info["ram"] = migration_stats_json(p.ctr, f);
   if (s == migration_status::failed) {
     std::lock_guard lk{p.mtx};
     info["error-desc"] = p.error;

@@ -9,6 +9,7 @@
 #include "agent/sockets.hpp"
 #include "agent/synthetic_guest.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/wait_status.hpp"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -79,16 +80,7 @@ struct side {
   // Waits until query-migrate's status is one of `want` (or times out).
   std::string wait_status(std::initializer_list<const char*> want,
                           std::chrono::seconds limit = 30s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    std::string s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      s = status();
-      for (const char* w : want)
-        if (s == w)
-          return s;
-      std::this_thread::sleep_for(5ms);
-    }
-    return "timeout (last: " + s + ")";
+    return ferry::test::wait_for_status([this] { return status(); }, want, limit, 5ms);
   }
 
   size_t count_events(const std::string& fragment) {

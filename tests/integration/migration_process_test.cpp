@@ -6,6 +6,7 @@
 
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/wait_status.hpp"
 #include "tools/qmp/qmp_client.hpp"
 
 #include <boost/json.hpp>
@@ -38,16 +39,7 @@ struct host {
     return i.contains("status") ? std::string{i.at("status").as_string()} : "none";
   }
   std::string wait_status(std::initializer_list<const char*> want, std::chrono::seconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    std::string s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      s = status();
-      for (const char* w : want)
-        if (s == w)
-          return s;
-      std::this_thread::sleep_for(20ms);
-    }
-    return "timeout (last: " + s + ")";
+    return wait_for_status([this] { return status(); }, want, limit, 20ms);
   }
 };
 
