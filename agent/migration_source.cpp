@@ -354,16 +354,15 @@ caf::expected<void> migration_source::impl::execute() {
       return make_agent_error(agent_errc::system_error,
                               "the destination failed to load the guest: " + st.text);
   }
-  if (!hooks.step(migration_event::complete)) {
+  downtime_ms = ms_since(downtime_start);
+  total_ms = ms_since(start);
+  if (!hooks.complete(paused)) {
     // Cancelled at the last moment: the destination must not start it.
     (void) main.send(mig::record_type::abort, mig::encode(mig::status_msg{1, "cancelled"}));
     return cancelled_error();
   }
   if (plan.target.bidirectional())
     (void) main.send(mig::record_type::go, mig::encode(mig::status_msg{}));
-  downtime_ms = ms_since(downtime_start);
-  total_ms = ms_since(start);
-  hooks.completed(std::move(paused));
   return {};
 }
 

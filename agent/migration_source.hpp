@@ -52,9 +52,11 @@ struct migration_hooks {
   // Steps the owner's state machine; false when the step was refused.
   std::function<bool(migration_event)> step;
   std::function<void(std::string)> emit; // a QMP event line
-  // The migration completed: the guest stays stopped under this guard until
-  // the owner lets it run again (`cont`).
-  std::function<void(guest::pause_guard)> completed;
+  // Steps to completed and, in the same breath, takes the stopped guest's
+  // guard: it stays stopped until the owner lets it run again (`cont`), and
+  // nobody sees "completed" with the guest not yet in postmigrate. False
+  // (guard untouched) when the step was refused (a cancel won the race).
+  std::function<bool(guest::pause_guard&)> complete;
   // Where the engine's threads register (query-migrationthreads).
   thread_registry* threads = nullptr;
 };

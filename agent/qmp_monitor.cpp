@@ -375,9 +375,12 @@ migration_hooks qmp_monitor::hooks_for(migration_side side) {
   h.step = [this, side](migration_event ev) { return static_cast<bool>(migration_step(side, ev)); };
   h.emit = emit_;
   h.threads = &migration_threads_;
-  h.completed = [this](guest::pause_guard g) {
+  h.complete = [this, side](guest::pause_guard& g) {
     std::lock_guard lk{mig_mtx_};
+    if (!step_locked(side, migration_event::complete))
+      return false;
     postmigrate_ = std::move(g);
+    return true;
   };
   return h;
 }
