@@ -37,6 +37,10 @@ endpoint to_endpoint(const migration_address& a) {
   return ep;
 }
 
+caf::error interrupted_error() {
+  return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+}
+
 caf::error channel_closed() {
   return make_agent_error(agent_errc::system_error, "migration channel closed by the peer");
 }
@@ -145,7 +149,7 @@ caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
       size_t done = 0;
       while (done < part.iov_len) {
         if (interrupted_)
-          return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+          return interrupted_error();
         auto n =
           tls_->write(static_cast<const uint8_t*>(part.iov_base) + done, part.iov_len - done);
         if (!n)
@@ -160,7 +164,7 @@ caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
   size_t i = 0;
   while (i < iov.size()) {
     if (interrupted_)
-      return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+      return interrupted_error();
     const int n_iov = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
     ssize_t n = 0;
     if (kind_ == kind::socket) {
@@ -175,7 +179,7 @@ caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
       if (errno == EINTR)
         continue;
       if (interrupted_)
-        return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+        return interrupted_error();
       return make_system_error("Unable to write to migration channel");
     }
     sent_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
@@ -195,7 +199,7 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
     auto r = tls_->read(p, n);
     if (!r)
       return interrupted_
-               ? make_agent_error(agent_errc::system_error, "migration channel interrupted")
+               ? interrupted_error()
                : make_agent_error(agent_errc::system_error,
                                   "Unable to read from migration channel: " + describe(r.error()));
     if (*r == 0)
@@ -207,14 +211,12 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
   while (n > 0) {
     const ssize_t r = ::read(fd_.get(), p, n);
     if (r == 0)
-      return interrupted_
-               ? make_agent_error(agent_errc::system_error, "migration channel interrupted")
-               : channel_closed();
+      return interrupted_ ? interrupted_error() : channel_closed();
     if (r < 0) {
       if (errno == EINTR)
         continue;
       if (interrupted_)
-        return make_agent_error(agent_errc::system_error, "migration channel interrupted");
+        return interrupted_error();
       return make_system_error("Unable to read from migration channel");
     }
     received_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
