@@ -18,6 +18,12 @@ struct migration_counters {
   std::atomic<uint64_t> multifd_bytes{0};  // of those, on multifd channels
   std::atomic<uint64_t> sync_count{0};     // dirty-log syncs (passes)
   std::atomic<bool> guest_stopped{false};  // which of the two byte counts grows
+  // XBZRLE (XBZRLECacheStats), source side.
+  std::atomic<uint64_t> xbzrle_bytes{0};      // delta records' bytes
+  std::atomic<uint64_t> xbzrle_pages{0};      // pages sent as deltas
+  std::atomic<uint64_t> xbzrle_cache_miss{0}; // pages not in the cache
+  std::atomic<uint64_t> xbzrle_overflow{0};   // deltas too large: sent whole
+  std::atomic<uint64_t> xbzrle_checked{0};    // pages looked up in the cache
 
   void add_sent(uint64_t bytes, bool multifd) {
     (guest_stopped.load(std::memory_order_relaxed) ? downtime_bytes : precopy_bytes)

@@ -89,6 +89,7 @@ struct migration_destination::impl {
   }
   caf::expected<mig::hello> check_hello(migration_channel& ch, std::vector<uint8_t>& buf);
   caf::expected<void> apply(std::span<const uint8_t> payload);
+  caf::expected<void> apply_deltas(std::span<const uint8_t> payload); // XBZRLE
   caf::expected<void> receive_channel(migration_channel& ch);
   caf::expected<void> execute();
   void run();
@@ -114,6 +115,13 @@ caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> 
   mig::apply_pages(b, g.memory().bytes(), maybe_nonzero);
   ctr.normal_pages.fetch_add(b.count - b.zero_pages, std::memory_order_relaxed);
   ctr.zero_pages.fetch_add(b.zero_pages, std::memory_order_relaxed);
+  return {};
+}
+
+caf::expected<void> migration_destination::impl::apply_deltas(std::span<const uint8_t> payload) {
+  FERRY_TRY(b, mig::decode_xbzrle(payload, g.memory().pages()));
+  mig::apply_xbzrle(b, g.memory().bytes(), maybe_nonzero);
+  ctr.normal_pages.fetch_add(b.count, std::memory_order_relaxed);
   return {};
 }
 
@@ -271,6 +279,11 @@ caf::expected<void> migration_destination::impl::execute() {
       case mig::record_type::pages:
         ok = src_multifd ? refuse("page record on the main channel of a multifd migration")
                          : apply(buf);
+        break;
+      case mig::record_type::xbzrle_pages:
+        // XBZRLE and multifd exclude each other (migrate-set-capabilities).
+        ok = src_multifd ? refuse("XBZRLE record on the main channel of a multifd migration")
+                         : apply_deltas(buf);
         break;
       case mig::record_type::sync:
         if (auto n = mig::decode_sync(buf); !n)

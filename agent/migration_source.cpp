@@ -57,6 +57,7 @@ struct migration_source::impl {
   rate_limiter limiter;
   std::atomic<uint64_t> downtime_limit_ms{300};
   std::atomic<uint64_t> avail_bw{0};
+  std::atomic<uint64_t> xbzrle_cache_size{0};
   migration_counters ctr;
 
   mutable std::mutex mtx; // error, channels
@@ -69,6 +70,9 @@ struct migration_source::impl {
   std::atomic<uint64_t> dirty_pages_rate{0};
   std::atomic<uint64_t> bandwidth{0}; // bytes/s
   std::atomic<uint64_t> pages_per_second{0};
+  // XBZRLE rates over the last pass (XBZRLECacheStats).
+  std::atomic<double> xbzrle_miss_rate{0};
+  std::atomic<double> xbzrle_encoding_rate{0};
   std::atomic<uint64_t> expected_downtime_ms{0};
   std::atomic<uint64_t> setup_ms{0};
   std::atomic<uint64_t> downtime_ms{0};
@@ -89,6 +93,7 @@ struct migration_source::impl {
     limiter.set_limit(plan.max_bandwidth);
     downtime_limit_ms = plan.downtime_limit_ms;
     avail_bw = plan.avail_switchover_bandwidth;
+    xbzrle_cache_size = plan.xbzrle_cache_size;
   }
 
   void note_failure(const caf::error& e) {
@@ -127,6 +132,48 @@ struct migration_source::impl {
   void emit(const char* name, json::object data) {
     if (plan.events)
       hooks.emit(qmp::event(name, std::move(data)));
+  }
+
+  struct xbzrle_mark {
+    uint64_t checked = 0;
+    uint64_t misses = 0;
+    uint64_t pages = 0;
+    uint64_t bytes = 0;
+  };
+  xbzrle_mark xbzrle_now() const {
+    return {ctr.xbzrle_checked, ctr.xbzrle_cache_miss, ctr.xbzrle_pages, ctr.xbzrle_bytes};
+  }
+  // cache-miss-rate and encoding-rate over the pass since `before`.
+  void xbzrle_rates(const xbzrle_mark& before) {
+    const xbzrle_mark now = xbzrle_now();
+    if (now.checked > before.checked)
+      xbzrle_miss_rate = static_cast<double>(now.misses - before.misses) /
+                         static_cast<double>(now.checked - before.checked);
+    if (now.bytes > before.bytes)
+      xbzrle_encoding_rate = static_cast<double>((now.pages - before.pages) * mig::page_size) /
+                             static_cast<double>(now.bytes - before.bytes);
+  }
+
+  // Milliseconds to send `dirty` pages with the guest stopped. QEMU divides
+  // their raw size by the link's byte rate. From the second pass on, the
+  // pass just done sent a dirty set like this one, so its page rate also
+  // counts what zero pages, XBZRLE deltas and compression save; the lower
+  // of the two is taken. avail-switchover-bandwidth is the user's word on
+  // raw bytes and is used alone.
+  uint64_t expected_downtime(uint64_t dirty, uint64_t pass) const {
+    // Rounded up: only nothing left to send takes no time.
+    auto ms_for = [](uint64_t amount, uint64_t per_second) {
+      return (amount * 1000 + per_second - 1) / per_second;
+    };
+    const uint64_t raw = dirty * mig::page_size;
+    if (avail_bw != 0)
+      return ms_for(raw, avail_bw);
+    if (bandwidth == 0)
+      return UINT64_MAX;
+    uint64_t ms = ms_for(raw, bandwidth);
+    if (pass >= 2 && pages_per_second != 0)
+      ms = std::min(ms, ms_for(dirty, pages_per_second));
+    return ms;
   }
 
   void run();
@@ -186,9 +233,10 @@ caf::expected<void> migration_source::impl::handshake() {
       return ok;
   }
   auto on_error = [this](const caf::error& e) { note_failure(e); };
-  page_sender::options opt{plan.detect_zero, plan.multifd, hooks.threads,
-                           plan.multifd ? plan.compress : mig::compression::none,
-                           plan.compress_level};
+  page_sender::options opt{
+    plan.detect_zero,    plan.multifd,
+    hooks.threads,       plan.multifd ? plan.compress : mig::compression::none,
+    plan.compress_level, plan.xbzrle ? plan.xbzrle_cache_size : 0};
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
@@ -259,16 +307,20 @@ caf::expected<void> migration_source::impl::execute() {
   for (uint64_t pass = 1;; ++pass) {
     const auto pass_start = clock_type::now();
     const uint64_t sent_before = bytes_sent();
-    const uint64_t pages_before = ctr.normal_pages + ctr.zero_pages;
+    const uint64_t pass_pages = todo.count();
+    const xbzrle_mark xbz_before = xbzrle_now();
+    if (plan.xbzrle && pass >= 2)
+      for (auto& s : senders)
+        s->use_xbzrle(xbzrle_cache_size / senders.size());
     if (auto ok = send_bitmap(todo, pass); !ok)
       return ok;
+    xbzrle_rates(xbz_before);
     for (auto& s : senders)
       s->set_known_zero(nullptr);
     const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
     if (secs >= 0.001) {
       bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
-      pages_per_second = static_cast<uint64_t>(
-        static_cast<double>(ctr.normal_pages + ctr.zero_pages - pages_before) / secs);
+      pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_pages) / secs);
     }
     todo.clear();
     if (auto ok = log.sync(todo); !ok)
@@ -283,9 +335,7 @@ caf::expected<void> migration_source::impl::execute() {
       std::chrono::duration<double>(clock_type::now() - pass_start).count();
     dirty_pages_rate =
       since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
-    const uint64_t bw = avail_bw != 0 ? avail_bw.load() : bandwidth.load();
-    const uint64_t expected =
-      bw == 0 ? UINT64_MAX : remaining_bytes * 1000 / std::max<uint64_t>(bw, 1);
+    const uint64_t expected = expected_downtime(dirty, pass);
     expected_downtime_ms = expected;
     if (expected <= downtime_limit_ms)
       break;
@@ -446,12 +496,12 @@ void migration_source::resume_switchover() {
   impl_->resume = true;
 }
 
-void migration_source::set_limits(uint64_t max_bandwidth, uint64_t downtime_limit_ms,
-                                  uint64_t avail_switchover_bandwidth) {
+void migration_source::set_parameters(const live_parameters& p) {
   if (!impl_->in_switchover)
-    impl_->limiter.set_limit(max_bandwidth);
-  impl_->downtime_limit_ms = downtime_limit_ms;
-  impl_->avail_bw = avail_switchover_bandwidth;
+    impl_->limiter.set_limit(p.max_bandwidth);
+  impl_->downtime_limit_ms = p.downtime_limit_ms;
+  impl_->avail_bw = p.avail_switchover_bandwidth;
+  impl_->xbzrle_cache_size = p.xbzrle_cache_size;
 }
 
 void migration_source::fill_info(migration_status s, json::object& info) const {
@@ -479,6 +529,16 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
   f.dirty_pages_rate = p.dirty_pages_rate;
   f.pages_per_second = p.pages_per_second;
   info["ram"] = migration_stats_json(p.ctr, f);
+  if (p.plan.xbzrle)
+    info["xbzrle-cache"] = json::object{
+      {"cache-size", p.xbzrle_cache_size.load()},
+      {"bytes", p.ctr.xbzrle_bytes.load()},
+      {"pages", p.ctr.xbzrle_pages.load()},
+      {"cache-miss", p.ctr.xbzrle_cache_miss.load()},
+      {"cache-miss-rate", p.xbzrle_miss_rate.load()},
+      {"encoding-rate", p.xbzrle_encoding_rate.load()},
+      {"overflow", p.ctr.xbzrle_overflow.load()},
+    };
   if (s == migration_status::failed) {
     std::lock_guard lk{p.mtx};
     info["error-desc"] = p.error;

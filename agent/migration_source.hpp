@@ -32,6 +32,8 @@ struct outgoing_migration {
   mig::compression compress = mig::compression::none; // with multifd only
   int compress_level = 1;
   std::shared_ptr<tls_context> tls; // every channel runs TLS when set
+  bool xbzrle = false;              // without multifd only
+  uint64_t xbzrle_cache_size = 64u << 20;
   // auto-converge and its parameters.
   bool auto_converge = false;
   unsigned throttle_trigger_threshold = 50;
@@ -71,9 +73,15 @@ public:
   void cancel();
   // migrate-continue from pre-switchover.
   void resume_switchover();
-  // Parameters QEMU lets change during a migration.
-  void set_limits(uint64_t max_bandwidth, uint64_t downtime_limit_ms,
-                  uint64_t avail_switchover_bandwidth);
+  // Parameters QEMU lets change during a migration; a new cache size takes
+  // effect from the next pass.
+  struct live_parameters {
+    uint64_t max_bandwidth = 0;
+    uint64_t downtime_limit_ms = 300;
+    uint64_t avail_switchover_bandwidth = 0;
+    uint64_t xbzrle_cache_size = 64u << 20;
+  };
+  void set_parameters(const live_parameters& p);
 
   // MigrationInfo members besides status, for the given status.
   void fill_info(migration_status s, boost::json::object& info) const;

@@ -1,6 +1,7 @@
 #include "agent/page_sender.hpp"
 
 #include "agent/agent_error.hpp"
+#include "protocol/xbzrle.hpp"
 
 #include <cstring>
 
@@ -96,12 +97,50 @@ void page_sender::run() {
   }
 }
 
+void page_sender::use_xbzrle(uint64_t bytes) {
+  if (opt_.xbzrle_cache == 0)
+    return;
+  if (!cache_ || cache_bytes_ != bytes) {
+    cache_ = std::make_unique<xbzrle_cache>(bytes);
+    cache_bytes_ = bytes;
+  }
+}
+
+page_sender::xbzrle_outcome page_sender::xbzrle_page(uint64_t pfn, const uint8_t* page) {
+  counters_.xbzrle_checked.fetch_add(1, std::memory_order_relaxed);
+  uint8_t* cached = cache_->find(pfn);
+  if (cached == nullptr) {
+    counters_.xbzrle_cache_miss.fetch_add(1, std::memory_order_relaxed);
+    cache_->insert(pfn, page);
+    return xbzrle_outcome::whole;
+  }
+  // A delta that saves less than its entry header is not worth it.
+  delta_.resize(mig::page_size - 16);
+  const long n = mig::xbzrle::encode({cached, mig::page_size}, {page, mig::page_size}, delta_);
+  // Either way the destination's copy becomes this snapshot.
+  std::memcpy(cached, page, mig::page_size);
+  if (n < 0) {
+    counters_.xbzrle_overflow.fetch_add(1, std::memory_order_relaxed);
+    return xbzrle_outcome::whole;
+  }
+  if (n == 0)
+    return xbzrle_outcome::unchanged; // dirtied, but written back the same
+  mig::append_xbzrle(deltas_, pfn, {delta_.data(), static_cast<size_t>(n)});
+  ++delta_count_;
+  return xbzrle_outcome::delta;
+}
+
 caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   const uint8_t* ram = mem_.data();
   entries_.resize(pfns.size());
   data_.resize(pfns.size() * mig::page_size);
   size_t with_data = 0;
   uint32_t zeros = 0;
+  size_t n_entries = 0;
+  if (cache_) {
+    mig::begin_xbzrle(deltas_);
+    delta_count_ = 0;
+  }
   for (size_t i = 0; i < pfns.size(); ++i) {
     const uint8_t* src = ram + pfns[i] * mig::page_size;
     // A page that turns non-zero after this check was written after the
@@ -109,18 +148,37 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
     const bool zero = (known_zero_ != nullptr && known_zero_->test(pfns[i])) ||
                       (opt_.detect_zero && mig::is_zero_page(src));
     if (zero) {
-      entries_[i] = pfns[i] | mig::zero_page_bit;
+      if (cache_ != nullptr)
+        if (uint8_t* cached = cache_->find(pfns[i]); cached != nullptr)
+          std::memset(cached, 0, mig::page_size);
+      entries_[n_entries++] = pfns[i] | mig::zero_page_bit;
       ++zeros;
-    } else {
-      entries_[i] = pfns[i];
-      std::memcpy(data_.data() + with_data * mig::page_size, src, mig::page_size);
-      ++with_data;
+      continue;
     }
+    uint8_t* snapshot = data_.data() + with_data * mig::page_size;
+    std::memcpy(snapshot, src, mig::page_size);
+    if (cache_ != nullptr && xbzrle_page(pfns[i], snapshot) != xbzrle_outcome::whole)
+      continue;
+    entries_[n_entries++] = pfns[i];
+    ++with_data;
   }
-  const uint32_t prefix[2] = {static_cast<uint32_t>(pfns.size()), 0};
+  if (delta_count_ != 0) {
+    mig::finish_xbzrle(deltas_, delta_count_);
+    const uint64_t bytes = mig::header_size + deltas_.size();
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::xbzrle_pages, deltas_); !ok)
+      return ok;
+    counters_.xbzrle_pages.fetch_add(delta_count_, std::memory_order_relaxed);
+    counters_.xbzrle_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    counters_.add_sent(bytes, opt_.multifd);
+    delta_count_ = 0;
+  }
+  if (n_entries == 0)
+    return {};
+  const uint32_t prefix[2] = {static_cast<uint32_t>(n_entries), 0};
   const iovec parts[3] = {
     {const_cast<uint32_t*>(prefix), sizeof prefix},
-    {entries_.data(), entries_.size() * sizeof(uint64_t)},
+    {entries_.data(), n_entries * sizeof(uint64_t)},
     {data_.data(), with_data * mig::page_size},
   };
   uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;

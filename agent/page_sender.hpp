@@ -12,11 +12,13 @@
 #include "agent/migration_counters.hpp"
 #include "agent/rate_limiter.hpp"
 #include "agent/thread_registry.hpp"
+#include "agent/xbzrle_cache.hpp"
 #include "protocol/page_compression.hpp"
 
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -31,6 +33,7 @@ public:
     thread_registry* threads = nullptr;
     mig::compression compress = mig::compression::none; // multifd-compression
     int level = 1;
+    uint64_t xbzrle_cache = 0; // xbzrle-cache-size; 0 without XBZRLE
   };
   page_sender(std::string name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,
@@ -49,6 +52,10 @@ public:
   // first pass: holes of the RAM file); nullptr to read every page. Only
   // while the sender is idle.
   void set_known_zero(const dirty_bitmap* pages) { known_zero_ = pages; }
+  // From the second pass on (as QEMU: the first pass fills no cache), pages
+  // go through the XBZRLE cache of `bytes`; a new size starts an empty
+  // cache. Only while the sender is idle, and only with options.xbzrle_cache.
+  void use_xbzrle(uint64_t bytes);
 
 private:
   struct job {
@@ -59,6 +66,9 @@ private:
   void push(job j);
   void run();
   caf::expected<void> send_pages(const std::vector<uint64_t>& pfns);
+  // How page `pfn` (its snapshot at `page`) goes with XBZRLE on.
+  enum class xbzrle_outcome { whole, delta, unchanged };
+  xbzrle_outcome xbzrle_page(uint64_t pfn, const uint8_t* page);
 
   migration_channel& ch_;
   const guest_memory& mem_;
@@ -78,6 +88,11 @@ private:
   std::vector<uint8_t> plain_; // a batch in one piece, for the compressor
   std::vector<uint8_t> compressed_;
   const dirty_bitmap* known_zero_ = nullptr;
+  std::unique_ptr<xbzrle_cache> cache_;
+  uint64_t cache_bytes_ = 0;
+  std::vector<uint8_t> deltas_; // an XBZRLE record being built
+  std::vector<uint8_t> delta_;  // one page's delta
+  uint32_t delta_count_ = 0;
   std::thread thread_;
 };
 

@@ -388,17 +388,14 @@ migration_hooks qmp_monitor::hooks_for(migration_side side) {
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {
-    "xbzrle",           "rdma-pin-all",    "postcopy-ram",        "x-colo",
-    "release-ram",      "x-ignore-shared", "background-snapshot", "zero-copy-send",
-    "postcopy-preempt", "switchover-ack",  "dirty-limit",         "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all",     "postcopy-ram",    "x-colo",
+                                      "release-ram",      "x-ignore-shared", "zero-copy-send",
+                                      "postcopy-preempt", "switchover-ack",  "background-snapshot",
+                                      "dirty-limit",      "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
              "' is not implemented yet in this build";
-  const auto& tls = settings_.parameter("tls-creds");
-  if (tls.is_string() && !tls.as_string().empty())
-    return std::nullopt; // TLS: checked by tls_for()
   return std::nullopt;
 }
 
@@ -513,6 +510,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  plan.xbzrle = settings_.capability("xbzrle");
+  plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
   plan.auto_converge = settings_.capability("auto-converge");
   plan.throttle_trigger_threshold =
     static_cast<unsigned>(param_u64(settings_, "throttle-trigger-threshold"));
@@ -678,8 +677,10 @@ qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
   if (auto e = settings_.set_parameters(args, settings_locked()))
     return generic(std::move(*e));
   if (out_ && migration_running(status_))
-    out_->set_limits(param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
-                     param_u64(settings_, "avail-switchover-bandwidth"));
+    out_->set_parameters({param_u64(settings_, "max-bandwidth"),
+                          param_u64(settings_, "downtime-limit"),
+                          param_u64(settings_, "avail-switchover-bandwidth"),
+                          param_u64(settings_, "xbzrle-cache-size")});
   return empty();
 }
 

@@ -2,6 +2,7 @@
 
 #include "protocol/crc32c.hpp"
 #include "protocol/protocol_error.hpp"
+#include "protocol/xbzrle.hpp"
 
 #include <cstring>
 
@@ -62,6 +63,8 @@ const char* to_string(record_type t) {
       return "abort";
     case record_type::compressed_pages:
       return "compressed-pages";
+    case record_type::xbzrle_pages:
+      return "xbzrle-pages";
   }
   return "unknown";
 }
@@ -84,7 +87,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::compressed_pages))
+      t > static_cast<uint32_t>(record_type::xbzrle_pages))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);
@@ -219,6 +222,68 @@ uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
       if ((word.load(std::memory_order_relaxed) & bit) == 0)
         word.fetch_or(bit, std::memory_order_relaxed);
     }
+  }
+  return applied;
+}
+
+void begin_xbzrle(std::vector<uint8_t>& out) {
+  out.assign(batch_prefix, 0);
+}
+
+void append_xbzrle(std::vector<uint8_t>& out, uint64_t pfn, std::span<const uint8_t> delta) {
+  put(out, pfn);
+  put(out, static_cast<uint32_t>(delta.size()));
+  put_bytes(out, delta.data(), delta.size());
+}
+
+void finish_xbzrle(std::vector<uint8_t>& out, uint32_t count) {
+  std::memcpy(out.data(), &count, sizeof count);
+}
+
+caf::expected<xbzrle_batch> decode_xbzrle(std::span<const uint8_t> p, uint64_t ram_pages) {
+  if (p.size() < batch_prefix)
+    return bad("XBZRLE batch too short");
+  xbzrle_batch b;
+  b.count = get<uint32_t>(p.data());
+  if (b.count == 0 || b.count > max_batch_pages)
+    return bad("XBZRLE batch of " + std::to_string(b.count) + " pages");
+  if (get<uint32_t>(p.data() + 4) != 0)
+    return bad("XBZRLE batch reserved field set");
+  b.body = p.subspan(batch_prefix);
+  size_t at = 0;
+  for (uint32_t i = 0; i < b.count; ++i) {
+    if (b.body.size() - at < 12)
+      return bad("XBZRLE batch entry " + std::to_string(i) + " truncated");
+    const auto pfn = get<uint64_t>(b.body.data() + at);
+    const auto len = get<uint32_t>(b.body.data() + at + 8);
+    at += 12;
+    if (pfn >= ram_pages)
+      return bad("page " + std::to_string(pfn) + " is beyond guest RAM (" +
+                 std::to_string(ram_pages) + " pages)");
+    if (len == 0 || len > page_size || len > b.body.size() - at)
+      return bad("XBZRLE delta of page " + std::to_string(pfn) + " has a bad length");
+    if (auto ok = xbzrle::check(b.body.subspan(at, len), page_size); !ok)
+      return ok.error();
+    at += len;
+  }
+  if (at != b.body.size())
+    return bad("XBZRLE batch has trailing bytes");
+  return b;
+}
+
+uint64_t apply_xbzrle(const xbzrle_batch& b, std::span<uint8_t> ram,
+                      std::span<std::atomic<uint64_t>> maybe_nonzero) {
+  size_t at = 0;
+  uint64_t applied = 0;
+  for (uint32_t i = 0; i < b.count; ++i) {
+    const auto pfn = get<uint64_t>(b.body.data() + at);
+    const auto len = get<uint32_t>(b.body.data() + at + 8);
+    at += 12;
+    xbzrle::apply(b.body.subspan(at, len), ram.subspan(pfn * page_size, page_size));
+    at += len;
+    applied += len;
+    auto& word = maybe_nonzero[pfn / 64];
+    word.fetch_or(1ull << (pfn % 64), std::memory_order_relaxed);
   }
   return applied;
 }

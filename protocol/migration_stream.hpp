@@ -37,6 +37,7 @@ enum class record_type : uint32_t {
   go = 9,                // source: the destination owns the guest now
   abort = 10,            // either side gives up; payload says why
   compressed_pages = 11, // a page batch, compressed (page_compression.hpp)
+  xbzrle_pages = 12,     // pages as deltas from the destination's copy
 };
 const char* to_string(record_type t);
 
@@ -101,6 +102,24 @@ caf::expected<page_batch> decode_pages(std::span<const uint8_t> payload, uint64_
 // the bytes of page data applied.
 uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
                      std::span<std::atomic<uint64_t>> maybe_nonzero);
+
+// An XBZRLE batch: u32 count, u32 reserved, then per page u64 page index,
+// u32 delta length (1 .. page_size) and the delta (xbzrle.hpp), which the
+// destination applies to the copy it already holds.
+struct xbzrle_batch {
+  std::span<const uint8_t> body; // the entries
+  uint32_t count = 0;
+};
+// Starts a batch payload in `out` (cleared); append_xbzrle adds a page and
+// finish_xbzrle writes the count.
+void begin_xbzrle(std::vector<uint8_t>& out);
+void append_xbzrle(std::vector<uint8_t>& out, uint64_t pfn, std::span<const uint8_t> delta);
+void finish_xbzrle(std::vector<uint8_t>& out, uint32_t count);
+// Checks every page index, length and delta before anything is applied.
+caf::expected<xbzrle_batch> decode_xbzrle(std::span<const uint8_t> payload, uint64_t ram_pages);
+// Applies a decoded batch to `ram`; returns the delta bytes applied.
+uint64_t apply_xbzrle(const xbzrle_batch& b, std::span<uint8_t> ram,
+                      std::span<std::atomic<uint64_t>> maybe_nonzero);
 
 // u64 pass number.
 std::vector<uint8_t> encode_sync(uint64_t pass);

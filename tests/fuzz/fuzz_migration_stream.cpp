@@ -2,13 +2,14 @@
 // input is a list of records (u8 type, u16 length, payload); the harness
 // frames each with a valid header and checksum, as a hostile source could,
 // so the fuzzer reaches the payload decoders, then applies page batches to
-// a small RAM. The raw input also goes through the header decoder. Nothing
+// a small RAM (and XBZRLE batches). The raw input also goes through the header decoder. Nothing
 // may crash, read or write outside RAM, or accept a page batch whose data
 // does not match its entries.
 
 #include "protocol/crc32c.hpp"
 #include "protocol/migration_stream.hpp"
 #include "protocol/page_compression.hpp"
+#include "protocol/xbzrle.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -36,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::span<const uint8_t> payload{data + at, len};
     at += len;
     const auto hdr =
-      mig::encode_header(static_cast<mig::record_type>(type % 11), len, ferry::crc32c(0, payload));
+      mig::encode_header(static_cast<mig::record_type>(type % 13), len, ferry::crc32c(0, payload));
     auto h = mig::decode_header(hdr);
     if (!h)
       continue;
@@ -66,6 +67,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             mig::apply_pages(*b, ram, present);
         break;
       }
+      case mig::record_type::xbzrle_pages:
+        if (auto b = mig::decode_xbzrle(payload, ram_pages))
+          mig::apply_xbzrle(*b, ram, present);
+        break;
       default:
         (void) mig::decode_status(payload);
     }

@@ -32,9 +32,11 @@ const std::set<std::string> shaped = {"query-migrate",
 // Commands that still answer an error, and the fragment that error names.
 // The examples run in order on one agent: the migrate-set-capabilities
 // example has turned xbzrle on by the time migrate's examples run, and the
-// agent was not started with -incoming.
+// agent was not started with -incoming. migrate's examples start migrations
+// to addresses nobody listens on: each is accepted as documented (and fails
+// later) or refused because the one before is still under way.
 const std::map<std::string, std::string> waiting = {
-  {"migrate", "xbzrle' is not implemented yet|RDMA migration is not supported"},
+  {"migrate", "There's a migration process in progress|RDMA migration is not supported"},
   {"migrate-incoming",
    "'-incoming' was not specified on the command line|RDMA migration is not supported"},
   {"migrate-start-postcopy", "Enable postcopy with migrate_set_capability"},
@@ -142,6 +144,11 @@ TEST(schema_examples, every_example_is_answered_as_documented_or_names_what_it_n
       }
     if (known_bad)
       continue;
+    if (cmd == "migrate" && reply.as_object().contains("return")) {
+      EXPECT_EQ(reply.at("return"), doc.at("return"));
+      ++matched;
+      continue;
+    }
     auto it = waiting.find(cmd);
     ASSERT_NE(it, waiting.end()) << "no expectation for the example of " << cmd;
     ASSERT_TRUE(reply.as_object().contains("error"));
