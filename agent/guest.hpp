@@ -17,6 +17,8 @@
 
 namespace ferry {
 
+class kvm_dirty_ring;
+
 // QEMU's RunState names for the states a guest of ours can be in.
 enum class run_state { prelaunch, running, paused, shutdown, internal_error };
 const char* to_string(run_state s);
@@ -57,6 +59,9 @@ public:
   virtual software_dirty_log& host_writes() = 0;
   // Every page written by the guest or the agent (see dirty_tracker).
   virtual dirty_tracker& dirty_log() = 0;
+  // KVM's per-vCPU dirty rings when the guest runs with them (-accel
+  // kvm,dirty-ring-size=N), else nullptr.
+  virtual kvm_dirty_ring* dirty_ring() { return nullptr; }
   virtual std::string accelerator() const = 0;
 
   // Leaves prelaunch: the guest starts executing (unless paused).

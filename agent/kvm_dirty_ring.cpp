@@ -29,10 +29,22 @@ caf::expected<void> kvm_dirty_ring::harvest_locked() {
       if ((flags & KVM_DIRTY_GFN_F_DIRTY) == 0)
         break;
       const uint32_t slot_id = e.slot & 0xffff;
-      if (slot_id < slots.size() && e.offset < slots[slot_id].size / page_size)
-        pending_.set(slots[slot_id].guest_phys / page_size + e.offset);
-      else
+      if (slot_id < slots.size() && e.offset < slots[slot_id].size / page_size) {
+        const uint64_t pfn = slots[slot_id].guest_phys / page_size + e.offset;
+        pending_.set(pfn);
+        if (measuring_) {
+          if (!r.seen.test(pfn)) {
+            r.seen.set(pfn);
+            ++r.distinct;
+          }
+          if (!measured_all_.test(pfn)) {
+            measured_all_.set(pfn);
+            ++measured_total_;
+          }
+        }
+      } else {
         ++bad_entries_;
+      }
       __atomic_store_n(&e.flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
       ++r.fetch;
       any = true;
@@ -52,17 +64,70 @@ caf::expected<void> kvm_dirty_ring::start() {
   if (auto ok = harvest_locked(); !ok)
     return ok;
   pending_.clear();
-  if (auto ok = vm_.set_dirty_logging(true); !ok)
-    return ok;
   active_ = true;
+  if (auto ok = update_logging_locked(); !ok) {
+    active_ = false;
+    return ok;
+  }
   return {};
 }
 
 void kvm_dirty_ring::stop() {
   std::lock_guard guard{mtx_};
-  if (active_)
-    (void) vm_.set_dirty_logging(false);
   active_ = false;
+  (void) update_logging_locked();
+}
+
+caf::expected<void> kvm_dirty_ring::update_logging_locked() {
+  const bool want = active_ || measuring_;
+  if (want == logging_)
+    return {};
+  if (auto ok = vm_.set_dirty_logging(want); !ok)
+    return ok;
+  logging_ = want;
+  return {};
+}
+
+caf::expected<void> kvm_dirty_ring::measure_begin() {
+  std::lock_guard guard{mtx_};
+  // What the rings hold now was dirtied before the measurement.
+  if (auto ok = harvest_locked(); !ok)
+    return ok;
+  const uint64_t pages = vm_.memory().pages();
+  for (auto& r : rings_) {
+    r.seen = dirty_bitmap{pages};
+    r.distinct = 0;
+  }
+  measured_all_ = dirty_bitmap{pages};
+  measured_total_ = 0;
+  measuring_ = true;
+  if (auto ok = update_logging_locked(); !ok) {
+    measuring_ = false;
+    return ok;
+  }
+  return {};
+}
+
+caf::expected<kvm_dirty_ring::measured> kvm_dirty_ring::measure_read() {
+  std::lock_guard guard{mtx_};
+  if (!measuring_)
+    return make_agent_error(agent_errc::bad_run_state, "no dirty-ring measurement under way");
+  if (auto ok = harvest_locked(); !ok)
+    return ok.error();
+  measured m;
+  for (const auto& r : rings_)
+    m.per_vcpu.push_back(r.distinct);
+  m.total = measured_total_;
+  return m;
+}
+
+void kvm_dirty_ring::measure_end() {
+  std::lock_guard guard{mtx_};
+  measuring_ = false;
+  for (auto& r : rings_)
+    r.seen = dirty_bitmap{0};
+  measured_all_ = dirty_bitmap{0};
+  (void) update_logging_locked();
 }
 
 caf::expected<void> kvm_dirty_ring::sync(dirty_bitmap& out) {

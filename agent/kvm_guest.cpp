@@ -58,9 +58,9 @@ caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg
     auto cpu = vcpu::create(*g->vm_, i, *g->io_, g->ring_.get());
     if (!cpu)
       return cpu.error();
-    if (i == 0)
-      if (auto ok = (*cpu)->reset_real_mode(boot_sector_address); !ok)
-        return ok.error();
+    // Every vCPU starts at the boot sector: see -smp in docs/testguest.md.
+    if (auto ok = (*cpu)->reset_real_mode(boot_sector_address); !ok)
+      return ok.error();
     g->cpus_.push_back(std::move(*cpu));
   }
   kvm_guest* self = g.get();
@@ -78,10 +78,6 @@ caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg
         self->stop_reason_ = "guest shutdown (triple fault or reset)";
       }
     });
-    // Application processors wait for a startup IPI that never comes: only
-    // the boot processor runs the boot sector, as on a PC.
-    if (cpu->index() != 0)
-      t->set_activity(vcpu_thread::activity::halted);
     g->threads_.push_back(std::move(t));
   }
   return g;

@@ -34,6 +34,7 @@ public:
   guest_memory& memory() override { return memory_; }
   software_dirty_log& host_writes() override { return host_writes_; }
   dirty_tracker& dirty_log() override { return *union_; }
+  kvm_dirty_ring* dirty_ring() override { return ring_.get(); }
   std::string accelerator() const override { return "kvm"; }
   caf::expected<std::vector<uint8_t>> save_cpu_state() override;
   caf::expected<void> load_cpu_state(std::span<const uint8_t> blob) override;

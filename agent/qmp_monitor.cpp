@@ -105,9 +105,8 @@ std::string unavailable_reason(std::string_view cmd) {
     return "it needs internal snapshots of qcow2 drives, and Ferry's drives are raw";
   if (starts("x-colo-") || cmd == "query-colo-status")
     return "COLO fault tolerance is not implemented yet";
-  if (cmd.find("dirty-rate") != std::string_view::npos ||
-      cmd.find("dirty-limit") != std::string_view::npos)
-    return "dirty-rate measurement and dirty-limit are not implemented yet";
+  if (cmd.find("dirty-limit") != std::string_view::npos)
+    return "dirty-limit is not implemented yet";
   return "it is not implemented yet";
 }
 
@@ -146,6 +145,8 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"migrate-pause", &qmp_monitor::migrate_pause},
     {"migrate-recover", &qmp_monitor::migrate_recover},
     {"migrate-start-postcopy", &qmp_monitor::migrate_start_postcopy},
+    {"calc-dirty-rate", &qmp_monitor::calc_dirty_rate},
+    {"query-dirty-rate", &qmp_monitor::query_dirty_rate},
     {"query-jobs", &qmp_monitor::query_jobs},
     {"job-dismiss", &qmp_monitor::job_dismiss, true},
   };
@@ -300,6 +301,51 @@ qmp_result qmp_monitor::pmemsave(const json::object& args) {
     done += static_cast<size_t>(n);
   }
   return empty();
+}
+
+dirty_rate_meter& qmp_monitor::meter() {
+  if (!dirty_rate_)
+    dirty_rate_ = std::make_unique<dirty_rate_meter>(guest_);
+  return *dirty_rate_;
+}
+
+qmp_result qmp_monitor::calc_dirty_rate(const json::object& args) {
+  // The schema has checked types and enum values; QEMU's range rules here.
+  const bool in_ms = args.contains("calc-time-unit") && args.at("calc-time-unit") == "millisecond";
+  const int64_t t = args.at("calc-time").to_number<int64_t>();
+  constexpr int64_t min_ms = 50;
+  constexpr int64_t max_ms = 60000;
+  const int64_t ms = in_ms ? t : (t > max_ms ? max_ms + 1 : t * 1000);
+  if (ms < min_ms || ms > max_ms)
+    return generic("Calculation time is out of range [50ms, 60000ms].");
+  dirty_rate_request r;
+  r.calc_time_ms = static_cast<uint64_t>(ms);
+  if (const auto* m = args.if_contains("mode"))
+    r.mode = *m == "dirty-ring"     ? dirty_rate_mode::dirty_ring
+             : *m == "dirty-bitmap" ? dirty_rate_mode::dirty_bitmap
+                                    : dirty_rate_mode::page_sampling;
+  if (const auto* sp = args.if_contains("sample-pages")) {
+    if (r.mode != dirty_rate_mode::page_sampling)
+      return generic("sample-pages is used only in page-sampling mode");
+    const int64_t n = sp->to_number<int64_t>();
+    if (n < 128 || n > 16384)
+      return generic("sample-pages is out of range[128, 16384].");
+    r.sample_pages = static_cast<uint64_t>(n);
+  }
+  std::lock_guard lk{mig_mtx_};
+  // The dirty log has one reader at a time; a migration's passes need it.
+  if (r.mode == dirty_rate_mode::dirty_bitmap && out_ && migration_running(status_))
+    return generic("mode dirty-bitmap is unavailable while a migration tracks dirty pages, "
+                   "use other method instead.");
+  if (auto why = meter().start(r))
+    return generic(std::move(*why));
+  return empty();
+}
+
+qmp_result qmp_monitor::query_dirty_rate(const json::object& args) {
+  const bool in_ms = args.contains("calc-time-unit") && args.at("calc-time-unit") == "millisecond";
+  std::lock_guard lk{mig_mtx_};
+  return json::value(meter().info(in_ms));
 }
 
 qmp_result qmp_monitor::query_jobs(const json::object&) {
@@ -490,6 +536,9 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
       return generic("Guest is waiting for an incoming migration");
     if (auto why = unsupported_settings())
       return generic(std::move(*why));
+    if (dirty_rate_ && dirty_rate_->holds_dirty_log())
+      return generic("A dirty-rate measurement in dirty-bitmap mode holds the dirty log; "
+                     "migrate when it has ended");
     if (settings_.capability("multifd") && !addr.bidirectional())
       return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                      " carries a single stream");

@@ -5,6 +5,7 @@
 // arguments of schema commands are checked against the QAPI schema first.
 // Schema commands without a handler yet answer what they still lack.
 
+#include "agent/dirty_rate.hpp"
 #include "agent/guest.hpp"
 #include "agent/migration_destination.hpp"
 #include "agent/migration_settings.hpp"
@@ -128,6 +129,9 @@ private:
   qmp_result migrate_pause(const boost::json::object&);
   qmp_result migrate_recover(const boost::json::object&);
   qmp_result migrate_start_postcopy(const boost::json::object&);
+  qmp_result calc_dirty_rate(const boost::json::object&);
+  qmp_result query_dirty_rate(const boost::json::object&);
+  dirty_rate_meter& meter();
   qmp_result query_jobs(const boost::json::object&);
   qmp_result job_dismiss(const boost::json::object&);
 
@@ -152,6 +156,7 @@ private:
   thread_registry migration_threads_;
   std::vector<tls_creds_object> tls_objects_;
   std::vector<authz_object> authz_objects_;
+  std::unique_ptr<dirty_rate_meter> dirty_rate_; // from the first use
 };
 
 } // namespace ferry

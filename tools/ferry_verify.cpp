@@ -25,6 +25,9 @@ int main(int argc, char** argv) try {
   app.add_option("--params-from", params_from,
                  "read the parameter block from this boot image instead of the "
                  "dump's copy at 0x7c00");
+  uint32_t vcpus = 1;
+  app.add_option("--vcpus", vcpus, "the guest ran with -smp N: check N working sets")
+    ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
 
   std::optional<ferry::testguest::guest_params> params;
@@ -52,7 +55,8 @@ int main(int argc, char** argv) try {
     std::perror("ferry-verify: mmap");
     return 2;
   }
-  const auto report = ferry::testguest::verify({static_cast<const uint8_t*>(map), size}, params);
+  const auto report =
+    ferry::testguest::verify({static_cast<const uint8_t*>(map), size}, params, vcpus);
   std::printf("%s\n", report.summary().c_str());
   if (map != nullptr)
     ::munmap(map, size);

@@ -14,6 +14,8 @@
 
 #include <signal.h>
 
+#include <fstream>
+
 #include <thread>
 
 using namespace ferry::test;
@@ -391,4 +393,122 @@ TEST_F(migration_fixture, xbzrle_carries_a_running_kvm_guest_as_deltas) {
   EXPECT_EQ(xbz.at("cache-size").to_number<uint64_t>(), 16u << 20);
   EXPECT_EQ(src.exec("query-status").at("return").at("status"), "postmigrate");
   expect_destination_runs_on("16128");
+}
+
+TEST_F(migration_fixture, calc_dirty_rate_in_every_mode_is_within_a_quarter_of_the_truth) {
+  FERRY_REQUIRE_KVM();
+  // The guest rewrites a 16 MiB working set dozens of times a second (still
+  // several times with a busy host): in a 1 s period every page of it is
+  // dirtied, so the truth is 16 MiB/s (plus the few pages of its stack and
+  // variables).
+  make_guest("4096");
+  auto measure = [](host& h, const json::object& args) {
+    auto r = h.exec("calc-dirty-rate", args);
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    json::value info;
+    do {
+      std::this_thread::sleep_for(50ms);
+      info = h.exec("query-dirty-rate").at("return");
+    } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+    std::printf("%s -> %s\n", json::serialize(args).c_str(), json::serialize(info).c_str());
+    return info.as_object();
+  };
+  auto expect_truth = [](const json::object& info) {
+    ASSERT_EQ(info.at("status"), "measured");
+    EXPECT_NEAR(info.at("dirty-rate").to_number<double>(), 16.0, 4.0) << json::serialize(info);
+  };
+  const std::vector<std::string> ram_args{
+    "-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+    "-machine", "memory-backend=ram0"};
+
+  // The dirty-ring VM: page-sampling and dirty-ring.
+  auto args = ram_args;
+  args.insert(args.end(), {"-accel", "kvm,dirty-ring-size=4096"});
+  start(src, args);
+  ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s)) << read_file(src.serial);
+  expect_truth(measure(src, {{"calc-time", 1}, {"sample-pages", 16384}}));
+  const auto ring = measure(src, {{"calc-time", 1}, {"mode", "dirty-ring"}});
+  expect_truth(ring);
+  ASSERT_TRUE(ring.contains("vcpu-dirty-rate"));
+  const auto& per_vcpu = ring.at("vcpu-dirty-rate").as_array();
+  ASSERT_EQ(per_vcpu.size(), 1U);
+  EXPECT_EQ(per_vcpu[0].at("id"), 0);
+  EXPECT_EQ(per_vcpu[0].at("dirty-rate"), ring.at("dirty-rate"));
+  EXPECT_NE(
+    json::serialize(src.exec("calc-dirty-rate", {{"calc-time", 1}, {"mode", "dirty-bitmap"}}))
+      .find("mode dirty-bitmap is not enabled"),
+    std::string::npos);
+
+  // The bitmap VM: dirty-bitmap.
+  start(dst, ram_args);
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass 00000028", 30s)) << read_file(dst.serial);
+  expect_truth(measure(dst, {{"calc-time", 1}, {"mode", "dirty-bitmap"}}));
+}
+
+TEST_F(migration_fixture, three_vcpus_dirty_at_their_own_rates_and_all_arrive) {
+  FERRY_REQUIRE_KVM();
+  size = "128M";
+  bytes = 128u << 20;
+  make_guest("8192"); // per vCPU: 32 MiB each, 96 MiB together
+  std::vector<std::string> args{
+    "-smp",     "3",
+    "-accel",   "kvm,dirty-ring-size=4096",
+    "-object",  "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+    "-machine", "memory-backend=ram0"};
+  start(src, args);
+  ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s)) << read_file(src.serial);
+
+  // vCPU 0 sweeps its set many times a second (its rate is the set's size
+  // over the period); vCPUs 1 and 2 spin 256 and 512 iterations per page
+  // and do not get through theirs in the period: three different rates.
+  auto r = src.exec("calc-dirty-rate", {{"calc-time", 1}, {"mode", "dirty-ring"}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  json::value info;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  do {
+    std::this_thread::sleep_for(50ms);
+    info = src.exec("query-dirty-rate").at("return");
+  } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+  std::printf("3 vCPUs: %s\n", json::serialize(info).c_str());
+  const auto& per = info.at("vcpu-dirty-rate").as_array();
+  ASSERT_EQ(per.size(), 3U);
+  std::vector<int64_t> rate;
+  for (const auto& v : per)
+    rate.push_back(v.at("dirty-rate").to_number<int64_t>());
+  EXPECT_GT(rate[2], 0) << "every vCPU dirties";
+  EXPECT_GT(rate[0], rate[1]) << "vCPU 1 spins per page";
+  EXPECT_GT(rate[1], rate[2]) << "vCPU 2 spins twice as long";
+  EXPECT_NEAR(static_cast<double>(info.at("dirty-rate").to_number<int64_t>()),
+              static_cast<double>(rate[0] + rate[1] + rate[2]), 3.0)
+    << "the sets are disjoint: the total is the sum";
+
+  // Migrate it running; every vCPU's set verifies on the destination.
+  std::vector<std::string> dst_args{"-smp", "3", "-incoming", "defer"};
+  start(dst, dst_args);
+  configure(2, {{"downtime-limit", 1000}});
+  const std::string uri = listen("tcp");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+    << json::serialize(src.info());
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed")
+    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s));
+  EXPECT_TRUE(dst.exec("stop").as_object().contains("return"));
+  const std::string dump = dir + "/dst.dump";
+  EXPECT_TRUE(dst.exec("pmemsave", {{"val", 0}, {"size", bytes}, {"filename", dump}})
+                .as_object()
+                .contains("return"));
+  auto v = run({binary("tools/ferry-verify"), dump, "--vcpus", "3"});
+  EXPECT_EQ(v.status, 0) << v.output;
+  EXPECT_NE(v.output.find("consistent: 32512 pattern pages (0 bad)"), std::string::npos)
+    << v.output;
+  // All three sets were moving: none is still all zero.
+  std::ifstream in{dump, std::ios::binary};
+  for (uint32_t cpu = 0; cpu < 3; ++cpu) {
+    uint32_t counter = 0;
+    in.seekg(static_cast<std::streamoff>((1u << 20) + cpu * (8192u << 12)));
+    in.read(reinterpret_cast<char*>(&counter), 4);
+    EXPECT_GT(counter, 0U) << "vCPU " << cpu << "'s first page";
+  }
 }

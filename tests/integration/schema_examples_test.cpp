@@ -51,9 +51,10 @@ const std::map<std::string, std::string> waiting = {
   {"xen-set-replication", "is not available: it needs Xen"},
   {"query-xen-replication-status", "is not available: it needs Xen"},
   {"xen-colo-do-checkpoint", "is not available: it needs Xen"},
-  {"calc-dirty-rate", "is not available: dirty-rate"},
-  {"set-vcpu-dirty-limit", "is not available: dirty-rate"},
-  {"query-vcpu-dirty-limit", "is not available: dirty-rate"},
+  {"calc-dirty-rate",
+   "the dirty rate is already being measured|unavailable while a migration tracks dirty pages"},
+  {"set-vcpu-dirty-limit", "is not available: dirty-limit"},
+  {"query-vcpu-dirty-limit", "is not available: dirty-limit"},
   {"snapshot-save", "is not available: it needs internal snapshots"},
   {"snapshot-load", "is not available: it needs internal snapshots"},
   {"snapshot-delete", "is not available: it needs internal snapshots"},
@@ -144,7 +145,9 @@ TEST(schema_examples, every_example_is_answered_as_documented_or_names_what_it_n
       }
     if (known_bad)
       continue;
-    if (cmd == "migrate" && reply.as_object().contains("return")) {
+    // Commands that start something in the background: accepted as
+    // documented, or refused while the previous example's work goes on.
+    if ((cmd == "migrate" || cmd == "calc-dirty-rate") && reply.as_object().contains("return")) {
       EXPECT_EQ(reply.at("return"), doc.at("return"));
       ++matched;
       continue;

@@ -107,3 +107,24 @@ TEST(pattern, host_formula_matches_the_documented_one) {
   EXPECT_FALSE(page_matches(page, 0x201, 9));
   EXPECT_FALSE(page_matches(page, 0x200, 10));
 }
+
+TEST_F(verifier_fixture, each_vcpu_working_set_holds_its_own_wave_front) {
+  // Three vCPUs: the sets follow each other from ws_start; each has its own
+  // wave (vCPU 1 at 20/19, vCPU 2 at 3/2).
+  for (uint64_t i = 0; i < params.ws_pages; ++i) {
+    set_counter(i, i < 37 ? 8 : 7);
+    set_counter(params.ws_pages + i, i < 90 ? 20 : 19);
+    set_counter(uint64_t{2} * params.ws_pages + i, i < 5 ? 3 : 2);
+  }
+  auto r = verify(mem, std::nullopt, 3);
+  EXPECT_TRUE(r.consistent) << r.summary();
+  EXPECT_EQ(r.counter_max, 8U) << "the boot processor's figures";
+  EXPECT_NE(r.summary().find("3 vCPU working sets"), std::string::npos);
+  // Checked as one vCPU, vCPU 1's counters lie outside the working set.
+  EXPECT_FALSE(verify(mem).consistent);
+  // A stale page in vCPU 2's set is caught there.
+  set_counter(uint64_t{2} * params.ws_pages + 50, 1);
+  r = verify(mem, std::nullopt, 3);
+  EXPECT_FALSE(r.consistent) << r.summary();
+  EXPECT_NE(r.summary().find("vCPU 2's working set"), std::string::npos) << r.summary();
+}

@@ -7,6 +7,11 @@
  * working set in address order, bump the pass counter, and report the pass
  * number on the serial port every `report_every` passes.
  *
+ * With -smp N every vCPU starts here (see docs/testguest.md). vCPU i >= 1
+ * (its initial APIC ID, CPUID.01H:EBX[31:24]) skips all that and dirties a
+ * working set of its own, the i-th one after the boot processor's, spinning
+ * i * 256 more iterations per page: every vCPU dirties at its own rate.
+ *
  * The pattern (see pattern.hpp, the one definition the host side uses):
  *   page p, dword 0      : counter (0 unless in the working set)
  *   page p, dword i >= 1 : p % 4 == 3 ? 0 : p * 0x9e3779b1 + seed + i * 0x01000193
@@ -23,7 +28,7 @@
         .code16
         .globl _start
 _start:
-        cli
+        /* Reset state: interrupts off, direction up, as a BIOS leaves it. */
         xor     %ax, %ax
         mov     %ax, %ds
         mov     %ax, %es
@@ -43,14 +48,12 @@ pm_entry:
         mov     $0x10, %ax
         mov     %ax, %ds
         mov     %ax, %es
-        mov     %ax, %ss
-        mov     %ax, %fs
-        mov     %ax, %gs
-        mov     $STACK_TOP, %esp
+        mov     %ax, %ss                /* esp: STACK_TOP, set in real mode */
         mov     $p_magic, %ebp          /* parameters are addressed off ebp */
-        cld
-        movl    $0, STATUS
-        movl    $1, STATUS+4
+        mov     $1, %eax
+        cpuid
+        shr     $24, %ebx               /* initial APIC ID = vCPU index */
+        jnz     ap_entry
         /* Pattern present? Probe dword 1 and 1023 of the first page and of
            the last non-zero-class page. */
         mov     (p_pattern_start - p_magic)(%ebp), %ebx
@@ -73,47 +76,41 @@ fill_page:
         shl     $12, %edi
         cmp     (p_ram_top - p_magic)(%ebp), %edi
         jae     filled
-        movl    $0, (%edi)              /* counter */
-        add     $4, %edi
+        xor     %eax, %eax              /* counter */
+        stosl
         mov     $1023, %ecx
-        mov     %ebx, %eax
-        and     $3, %eax
-        cmp     $3, %eax
-        jne     1f
+        mov     %bl, %al
+        not     %al
+        test    $3, %al
+        jnz     1f
         xor     %eax, %eax              /* zero-class page */
         rep stosl
         jmp     2f
 1:      call    page_base               /* eax = base + WORD_STEP (i = 1) */
 3:      stosl
         add     $WORD_STEP, %eax
-        dec     %ecx
-        jnz     3b
+        loop    3b
 2:      inc     %ebx
         jmp     fill_page
 
 filled:
-        movl    $2, STATUS+4
         mov     $msg_ready, %esi
         call    puts
 
 dirty_loop:
         mov     (p_ws_start - p_magic)(%ebp), %edi
         mov     (p_ws_pages - p_magic)(%ebp), %ecx
-        test    %ecx, %ecx
-        jz      idle
+        jecxz   idle
 1:      incl    (%edi)
         mov     (p_pace - p_magic)(%ebp), %edx
-2:      test    %edx, %edx
-        jz      3f
-        dec     %edx
-        jmp     2b
-3:      add     $4096, %edi
-        dec     %ecx
-        jnz     1b
+        inc     %edx                    /* spin `pace` iterations */
+2:      dec     %edx
+        jnz     2b
+        add     $4096, %edi
+        loop    1b
         incl    STATUS
         mov     (p_report_every - p_magic)(%ebp), %ecx
-        test    %ecx, %ecx
-        jz      dirty_loop
+        jecxz   dirty_loop
         mov     STATUS, %eax
         xor     %edx, %edx
         div     %ecx
@@ -129,6 +126,26 @@ dirty_loop:
 
 idle:   hlt
         jmp     idle
+
+/* vCPU ebx >= 1: dirty working set number ebx, no reports. A set beyond
+   RAM reaches no memory (the agent ignores such writes). */
+ap_entry:
+        mov     (p_ws_pages - p_magic)(%ebp), %ecx
+        jecxz   idle
+        mov     %ecx, %esi
+        shl     $12, %esi
+        imul    %ebx, %esi
+        add     (p_ws_start - p_magic)(%ebp), %esi
+        shl     $8, %ebx                /* spin per page */
+1:      mov     %esi, %edi
+        mov     (p_ws_pages - p_magic)(%ebp), %ecx
+2:      incl    (%edi)
+        mov     %ebx, %edx
+3:      dec     %edx
+        jnz     3b
+        add     $4096, %edi
+        loop    2b
+        jmp     1b
 
 /* eax = page_base(ebx) + WORD_STEP: the value of dword 1 of page ebx. */
 page_base:
@@ -165,20 +182,18 @@ puthex: mov     %eax, %ebx
 1:      rol     $4, %ebx
         mov     %bl, %al
         and     $0xf, %al
-        add     $'0', %al
-        cmp     $'9', %al
-        jbe     2f
-        add     $('a' - '9' - 1), %al
-2:      call    putc
-        dec     %ecx
-        jnz     1b
+        cmp     $10, %al                /* 0-9 -> '0'-'9', 10-15 -> 'a'-'f' */
+        sbb     $0x69, %al
+        das
+        or      $0x20, %al
+        call    putc
+        loop    1b
         ret
 
 msg_fill:  .asciz "fill\n"
 msg_ready: .asciz "ready\n"
 msg_pass:  .asciz "pass "
 
-        .p2align 3
 gdt:                                    /* the null descriptor holds the GDTR */
 gdt_desc:
         .word gdt_end - gdt - 1

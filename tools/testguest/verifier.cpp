@@ -4,6 +4,7 @@
 
 #include "tools/testguest/pattern.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -27,13 +28,17 @@ std::string verify_report::summary() const {
      << bad_pages << " bad), working set " << params.ws_pages << " pages at "
      << to_hex(params.ws_start) << ", counters " << counter_min << ".." << counter_max << " with "
      << step_downs << " step down(s)";
+  if (vcpus > 1)
+    os << ", " << vcpus << " vCPU working sets";
   for (const auto& p : problems)
     os << "\n  " << p;
   return os.str();
 }
 
-verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> given) {
+verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> given,
+                     uint32_t vcpus) {
   verify_report r;
+  r.vcpus = std::max<uint32_t>(vcpus, 1);
   auto problem = [&](std::string s) {
     if (r.problems.size() < max_problems)
       r.problems.push_back(std::move(s));
@@ -64,8 +69,10 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
     return r;
   }
 
+  const uint64_t ws_bytes = uint64_t{p.ws_pages} * page_bytes;
   const uint64_t ws_begin = p.ws_start;
-  const uint64_t ws_end = ws_begin + uint64_t{p.ws_pages} * page_bytes;
+  // Every vCPU's working set together, cut at RAM's end.
+  const uint64_t ws_end = std::min<uint64_t>(ws_begin + ws_bytes * r.vcpus, p.ram_top);
   for (uint64_t addr = p.pattern_start; addr < p.ram_top; addr += page_bytes) {
     const uint64_t page = addr / page_bytes;
     ++r.pattern_pages;
@@ -81,26 +88,42 @@ verify_report verify(std::span<const uint8_t> mem, std::optional<guest_params> g
     }
   }
 
-  if (p.ws_pages > 0) {
-    uint32_t prev = counter_at(mem, ws_begin);
-    r.counter_min = r.counter_max = prev;
-    for (uint64_t addr = ws_begin + page_bytes; addr < ws_end; addr += page_bytes) {
+  // Each working set holds one wave front: at most one step down.
+  bool waves_ok = true;
+  for (uint32_t cpu = 0; cpu < r.vcpus && p.ws_pages > 0; ++cpu) {
+    const uint64_t begin = ws_begin + ws_bytes * cpu;
+    const uint64_t end = std::min(begin + ws_bytes, ws_end);
+    if (begin >= end)
+      break;
+    uint32_t prev = counter_at(mem, begin);
+    uint32_t lo = prev;
+    uint32_t hi = prev;
+    uint64_t downs = 0;
+    for (uint64_t addr = begin + page_bytes; addr < end; addr += page_bytes) {
       const uint32_t c = counter_at(mem, addr);
-      r.counter_min = std::min(r.counter_min, c);
-      r.counter_max = std::max(r.counter_max, c);
+      lo = std::min(lo, c);
+      hi = std::max(hi, c);
       if (c == prev - 1) {
-        ++r.step_downs;
+        ++downs;
       } else if (c != prev) {
         problem("counter at " + to_hex(addr) + " is " + std::to_string(c) + " after " +
                 std::to_string(prev));
-        r.step_downs += 2; // out of step: can never be consistent
+        downs += 2; // out of step: can never be consistent
       }
       prev = c;
     }
-    if (r.step_downs > 1)
-      problem(std::to_string(r.step_downs) + " counter step downs (at most one allowed)");
+    if (downs > 1) {
+      problem(std::to_string(downs) + " counter step downs in vCPU " + std::to_string(cpu) +
+              "'s working set (at most one allowed)");
+      waves_ok = false;
+    }
+    if (cpu == 0) {
+      r.counter_min = lo;
+      r.counter_max = hi;
+      r.step_downs = downs;
+    }
   }
-  r.consistent = r.bad_pages == 0 && r.step_downs <= 1;
+  r.consistent = r.bad_pages == 0 && waves_ok;
   return r;
 }
 

@@ -24,6 +24,7 @@ struct verify_report {
   uint32_t counter_min = 0;
   uint32_t counter_max = 0;
   uint64_t step_downs = 0;           // places where a counter is one below its predecessor
+  uint32_t vcpus = 1;                // working sets checked (one per vCPU)
   std::vector<std::string> problems; // the first few, human-readable
 
   std::string summary() const;
@@ -31,7 +32,10 @@ struct verify_report {
 
 // `memory` is guest RAM from guest-physical 0 (a pmemsave dump of all RAM or
 // the memfd). Parameters come from the parameter block at 0x7c00 unless given.
+// A guest run with -smp N has N working sets, vCPU i's the i-th after
+// ws_start (as far as RAM reaches); each is checked on its own, and
+// counter_min/max and step_downs describe the boot processor's.
 verify_report verify(std::span<const uint8_t> memory,
-                     std::optional<guest_params> params = std::nullopt);
+                     std::optional<guest_params> params = std::nullopt, uint32_t vcpus = 1);
 
 } // namespace ferry::testguest
