@@ -208,18 +208,19 @@ caf::expected<void> dirty_rate_meter::count_bitmap(const dirty_rate_request& r) 
 
 caf::expected<void> dirty_rate_meter::count_ring(const dirty_rate_request& r) {
   kvm_dirty_ring* ring = g_.dirty_ring();
-  if (auto ok = ring->measure_begin(); !ok)
-    return ok;
+  auto window = ring->window_open();
+  if (!window)
+    return window.error();
   const auto t0 = clock_type::now();
   caf::expected<void> ok{};
   if (wait_period(r.calc_time_ms)) {
-    auto m = ring->measure_read();
+    auto m = ring->window_read(*window);
     if (m)
       finish(m->total, ms_between(t0, clock_type::now()), m->per_vcpu);
     else
       ok = m.error();
   }
-  ring->measure_end();
+  ring->window_close(*window);
   return ok;
 }
 

@@ -62,6 +62,9 @@ public:
   // KVM's per-vCPU dirty rings when the guest runs with them (-accel
   // kvm,dirty-ring-size=N), else nullptr.
   virtual kvm_dirty_ring* dirty_ring() { return nullptr; }
+  // vCPUs, and holding one out of execution (the dirty limit's brake).
+  virtual uint32_t vcpu_count() const { return 0; }
+  virtual void hold_vcpu(uint32_t /*index*/, bool /*hold*/) {}
   virtual std::string accelerator() const = 0;
 
   // Leaves prelaunch: the guest starts executing (unless paused).

@@ -89,6 +89,11 @@ caf::expected<void> kvm_guest::do_start(bool paused) {
   return {};
 }
 
+void kvm_guest::hold_vcpu(uint32_t index, bool hold) {
+  if (index < threads_.size())
+    threads_[index]->hold(hold);
+}
+
 void kvm_guest::do_pause() {
   for (auto& t : threads_)
     t->pause();

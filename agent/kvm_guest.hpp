@@ -35,6 +35,8 @@ public:
   software_dirty_log& host_writes() override { return host_writes_; }
   dirty_tracker& dirty_log() override { return *union_; }
   kvm_dirty_ring* dirty_ring() override { return ring_.get(); }
+  uint32_t vcpu_count() const override { return static_cast<uint32_t>(threads_.size()); }
+  void hold_vcpu(uint32_t index, bool hold) override;
   std::string accelerator() const override { return "kvm"; }
   caf::expected<std::vector<uint8_t>> save_cpu_state() override;
   caf::expected<void> load_cpu_state(std::span<const uint8_t> blob) override;

@@ -2,6 +2,7 @@
 
 #include "agent/agent_error.hpp"
 #include "agent/cpu_throttle.hpp"
+#include "agent/dirty_limit.hpp"
 #include "agent/migration_channel.hpp"
 #include "agent/migration_counters.hpp"
 #include "agent/page_sender.hpp"
@@ -85,6 +86,10 @@ struct migration_source::impl {
   std::unique_ptr<cpu_throttle> throttle; // auto-converge, once it kicks in
   int dirty_rate_high = 0;
   std::atomic<unsigned> throttle_pct{0};
+  std::atomic<bool> dirty_limit_on{false};
+  uint64_t dirty_limit_set = 0; // the quota given to the vCPUs
+  std::atomic<uint64_t> dirty_limit_quota{1};
+  std::atomic<uint64_t> dirty_limit_period_ms{1000};
   dirty_bitmap holes; // first pass: pages known zero (outlives the senders)
   std::thread thread;
 
@@ -94,6 +99,8 @@ struct migration_source::impl {
     downtime_limit_ms = plan.downtime_limit_ms;
     avail_bw = plan.avail_switchover_bandwidth;
     xbzrle_cache_size = plan.xbzrle_cache_size;
+    dirty_limit_quota = plan.dirty_limit_quota;
+    dirty_limit_period_ms = plan.dirty_limit_period_ms;
   }
 
   void note_failure(const caf::error& e) {
@@ -329,7 +336,7 @@ caf::expected<void> migration_source::impl::execute() {
     emit("MIGRATION_PASS", json::object{{"pass", syncs}});
     const uint64_t dirty = todo.count();
     remaining_bytes = dirty * mig::page_size;
-    if (plan.auto_converge && pass >= 2)
+    if ((plan.auto_converge || plan.dirty_limit) && pass >= 2)
       maybe_throttle(bytes_sent() - sent_before, dirty * mig::page_size);
     const double since_start =
       std::chrono::duration<double>(clock_type::now() - pass_start).count();
@@ -423,6 +430,18 @@ void migration_source::impl::maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_
   if (bytes_dirty <= threshold || ++dirty_rate_high < 2)
     return;
   dirty_rate_high = 0;
+  if (plan.dirty_limit) {
+    // dirty-limit instead of auto-converge: every vCPU gets the quota, once
+    // (again only if vcpu-dirty-limit changed), as QEMU does.
+    const uint64_t quota = dirty_limit_quota;
+    if (!dirty_limit_on || quota != dirty_limit_set) {
+      plan.dirty_limit->set_period(dirty_limit_period_ms);
+      plan.dirty_limit->set(std::nullopt, quota);
+      dirty_limit_set = quota;
+      dirty_limit_on = true;
+    }
+    return;
+  }
   unsigned pct = plan.cpu_throttle_initial;
   if (throttle && throttle->percentage() > 0) {
     const unsigned now = throttle->percentage();
@@ -455,6 +474,10 @@ void migration_source::impl::run() {
   if (tracking)
     g.dirty_log().stop();
   throttle.reset(); // full speed again (or stopped, after completion)
+  if (dirty_limit_on) {
+    plan.dirty_limit->set(std::nullopt, 0); // as QEMU: the limit ends with the migration
+    dirty_limit_on = false;
+  }
   if (ok) {
     finished = true;
     return;
@@ -502,6 +525,10 @@ void migration_source::set_parameters(const live_parameters& p) {
   impl_->downtime_limit_ms = p.downtime_limit_ms;
   impl_->avail_bw = p.avail_switchover_bandwidth;
   impl_->xbzrle_cache_size = p.xbzrle_cache_size;
+  impl_->dirty_limit_quota = p.dirty_limit_quota;
+  impl_->dirty_limit_period_ms = p.dirty_limit_period_ms;
+  if (impl_->dirty_limit_on)
+    impl_->plan.dirty_limit->set_period(p.dirty_limit_period_ms);
 }
 
 void migration_source::fill_info(migration_status s, json::object& info) const {
@@ -520,6 +547,10 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
     info["downtime"] = p.downtime_ms.load();
   if (p.throttle_pct != 0 && migration_running(s))
     info["cpu-throttle-percentage"] = p.throttle_pct.load();
+  if (p.dirty_limit_on && migration_running(s)) {
+    info["dirty-limit-throttle-time-per-round"] = p.plan.dirty_limit->throttle_time_per_round_us();
+    info["dirty-limit-ring-full-time"] = p.plan.dirty_limit->ring_full_time_us();
+  }
   const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes;
   migration_figures f;
   f.transferred = transferred;

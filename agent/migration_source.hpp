@@ -24,6 +24,8 @@
 
 namespace ferry {
 
+class vcpu_dirty_limit;
+
 struct outgoing_migration {
   migration_address target;
   bool multifd = false;
@@ -41,6 +43,11 @@ struct outgoing_migration {
   unsigned cpu_throttle_increment = 10;
   bool cpu_throttle_tailslow = false;
   unsigned max_cpu_throttle = 99;
+  // dirty-limit: the guest's vCPU dirty limit (set when the capability is
+  // on), vcpu-dirty-limit (MiB/s) and x-vcpu-dirty-limit-period (ms).
+  std::shared_ptr<vcpu_dirty_limit> dirty_limit;
+  uint64_t dirty_limit_quota = 1;
+  uint64_t dirty_limit_period_ms = 1000;
   bool validate_uuid = false;
   bool pause_before_switchover = false;
   bool events = false;
@@ -80,6 +87,8 @@ public:
     uint64_t downtime_limit_ms = 300;
     uint64_t avail_switchover_bandwidth = 0;
     uint64_t xbzrle_cache_size = 64u << 20;
+    uint64_t dirty_limit_quota = 1;
+    uint64_t dirty_limit_period_ms = 1000;
   };
   void set_parameters(const live_parameters& p);
 

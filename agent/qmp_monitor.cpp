@@ -66,7 +66,11 @@ std::optional<uint64_t> as_u64(const json::value& v) {
 qmp_monitor::qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
                          std::function<void()> on_quit, migration_host_facts facts)
   : guest_(g), id_(std::move(id)), emit_(std::move(emit)), on_quit_(std::move(on_quit)),
-    settings_(facts) {}
+    settings_([&] {
+      // What the guest itself shows about the host need not be passed in.
+      facts.kvm_dirty_ring = facts.kvm_dirty_ring || g.dirty_ring() != nullptr;
+      return facts;
+    }()) {}
 
 qmp_monitor::~qmp_monitor() {
   // The engines' threads call back into this monitor: stop them first.
@@ -105,8 +109,6 @@ std::string unavailable_reason(std::string_view cmd) {
     return "it needs internal snapshots of qcow2 drives, and Ferry's drives are raw";
   if (starts("x-colo-") || cmd == "query-colo-status")
     return "COLO fault tolerance is not implemented yet";
-  if (cmd.find("dirty-limit") != std::string_view::npos)
-    return "dirty-limit is not implemented yet";
   return "it is not implemented yet";
 }
 
@@ -146,6 +148,9 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"migrate-recover", &qmp_monitor::migrate_recover},
     {"migrate-start-postcopy", &qmp_monitor::migrate_start_postcopy},
     {"calc-dirty-rate", &qmp_monitor::calc_dirty_rate},
+    {"set-vcpu-dirty-limit", &qmp_monitor::set_vcpu_dirty_limit},
+    {"cancel-vcpu-dirty-limit", &qmp_monitor::cancel_vcpu_dirty_limit},
+    {"query-vcpu-dirty-limit", &qmp_monitor::query_vcpu_dirty_limit},
     {"query-dirty-rate", &qmp_monitor::query_dirty_rate},
     {"query-jobs", &qmp_monitor::query_jobs},
     {"job-dismiss", &qmp_monitor::job_dismiss, true},
@@ -303,6 +308,62 @@ qmp_result qmp_monitor::pmemsave(const json::object& args) {
   return empty();
 }
 
+std::shared_ptr<vcpu_dirty_limit> qmp_monitor::limiter() {
+  if (!dirty_limit_ && guest_.dirty_ring() != nullptr)
+    dirty_limit_ = std::make_shared<vcpu_dirty_limit>(guest_);
+  return dirty_limit_;
+}
+
+std::optional<std::string> qmp_monitor::dirty_limit_refusal(const json::object& args,
+                                                            const char* verb) const {
+  if (guest_.dirty_ring() == nullptr)
+    return std::string{"dirty page limit feature requires KVM with accelerator property "
+                       "'dirty-ring-size' set"};
+  if (const auto* i = args.if_contains("cpu-index")) {
+    const int64_t idx = i->to_number<int64_t>();
+    if (idx < 0 || idx >= static_cast<int64_t>(guest_.vcpu_count()))
+      return std::string{"incorrect cpu index specified"};
+  }
+  // The migration owns the limit while its dirty-limit capability acts.
+  if (out_ && migration_running(status_) && settings_.capability("dirty-limit"))
+    return std::string{"can't "} + verb + " dirty page rate limit while migration is running";
+  return std::nullopt;
+}
+
+qmp_result qmp_monitor::set_vcpu_dirty_limit(const json::object& args) {
+  std::lock_guard lk{mig_mtx_};
+  if (auto why = dirty_limit_refusal(args, "set"))
+    return generic(std::move(*why));
+  std::optional<uint32_t> cpu;
+  if (const auto* i = args.if_contains("cpu-index"))
+    cpu = static_cast<uint32_t>(i->to_number<int64_t>());
+  // A rate of 0 lifts the limit, as cancel-vcpu-dirty-limit does.
+  limiter()->set(cpu, args.at("dirty-rate").to_number<uint64_t>());
+  return empty();
+}
+
+qmp_result qmp_monitor::cancel_vcpu_dirty_limit(const json::object& args) {
+  std::lock_guard lk{mig_mtx_};
+  if (auto why = dirty_limit_refusal(args, "cancel"))
+    return generic(std::move(*why));
+  std::optional<uint32_t> cpu;
+  if (const auto* i = args.if_contains("cpu-index"))
+    cpu = static_cast<uint32_t>(i->to_number<int64_t>());
+  limiter()->set(cpu, 0);
+  return empty();
+}
+
+qmp_result qmp_monitor::query_vcpu_dirty_limit(const json::object&) {
+  std::lock_guard lk{mig_mtx_};
+  json::array out;
+  if (dirty_limit_)
+    for (const auto& v : dirty_limit_->limited())
+      out.push_back(json::object{{"cpu-index", static_cast<int64_t>(v.index)},
+                                 {"limit-rate", v.limit},
+                                 {"current-rate", v.current}});
+  return json::value(std::move(out));
+}
+
 dirty_rate_meter& qmp_monitor::meter() {
   if (!dirty_rate_)
     dirty_rate_ = std::make_unique<dirty_rate_meter>(guest_);
@@ -437,7 +498,7 @@ std::optional<std::string> qmp_monitor::unsupported_settings() const {
   static const char* const later[] = {"rdma-pin-all",     "postcopy-ram",    "x-colo",
                                       "release-ram",      "x-ignore-shared", "zero-copy-send",
                                       "postcopy-preempt", "switchover-ack",  "background-snapshot",
-                                      "dirty-limit",      "mapped-ram"};
+                                      "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -569,8 +630,12 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     static_cast<unsigned>(param_u64(settings_, "cpu-throttle-increment"));
   plan.cpu_throttle_tailslow = settings_.parameter("cpu-throttle-tailslow").as_bool();
   plan.max_cpu_throttle = static_cast<unsigned>(param_u64(settings_, "max-cpu-throttle"));
+  plan.dirty_limit_quota = param_u64(settings_, "vcpu-dirty-limit");
+  plan.dirty_limit_period_ms = param_u64(settings_, "x-vcpu-dirty-limit-period");
   {
     std::lock_guard lk{mig_mtx_};
+    if (settings_.capability("dirty-limit"))
+      plan.dirty_limit = limiter();
     auto tls = tls_for(migration_side::source, addr);
     if (auto* why = std::get_if<std::string>(&tls))
       return generic(std::move(*why));
@@ -726,10 +791,11 @@ qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
   if (auto e = settings_.set_parameters(args, settings_locked()))
     return generic(std::move(*e));
   if (out_ && migration_running(status_))
-    out_->set_parameters({param_u64(settings_, "max-bandwidth"),
-                          param_u64(settings_, "downtime-limit"),
-                          param_u64(settings_, "avail-switchover-bandwidth"),
-                          param_u64(settings_, "xbzrle-cache-size")});
+    out_->set_parameters(
+      {param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
+       param_u64(settings_, "avail-switchover-bandwidth"),
+       param_u64(settings_, "xbzrle-cache-size"), param_u64(settings_, "vcpu-dirty-limit"),
+       param_u64(settings_, "x-vcpu-dirty-limit-period")});
   return empty();
 }
 

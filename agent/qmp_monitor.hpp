@@ -5,6 +5,7 @@
 // arguments of schema commands are checked against the QAPI schema first.
 // Schema commands without a handler yet answer what they still lack.
 
+#include "agent/dirty_limit.hpp"
 #include "agent/dirty_rate.hpp"
 #include "agent/guest.hpp"
 #include "agent/migration_destination.hpp"
@@ -129,6 +130,13 @@ private:
   qmp_result migrate_pause(const boost::json::object&);
   qmp_result migrate_recover(const boost::json::object&);
   qmp_result migrate_start_postcopy(const boost::json::object&);
+  qmp_result set_vcpu_dirty_limit(const boost::json::object&);
+  qmp_result cancel_vcpu_dirty_limit(const boost::json::object&);
+  qmp_result query_vcpu_dirty_limit(const boost::json::object&);
+  // Why the vCPU dirty limit cannot be changed now (caller holds mig_mtx_).
+  std::optional<std::string> dirty_limit_refusal(const boost::json::object& args,
+                                                 const char* verb) const;
+  std::shared_ptr<vcpu_dirty_limit> limiter(); // caller holds mig_mtx_
   qmp_result calc_dirty_rate(const boost::json::object&);
   qmp_result query_dirty_rate(const boost::json::object&);
   dirty_rate_meter& meter();
@@ -147,6 +155,8 @@ private:
   mutable std::mutex mig_mtx_;
   migration_status status_ = migration_status::none;    // outgoing side
   migration_status in_status_ = migration_status::none; // incoming side
+  // Before the engines: a migration's thread may use it until it is joined.
+  std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use
   std::unique_ptr<migration_source> out_;
   std::unique_ptr<migration_destination> in_;
   bool incoming_expected_ = false;

@@ -227,7 +227,7 @@ vcpu_exit vcpu::run_once() {
       return vcpu_exit::interrupted;
     case KVM_EXIT_DIRTY_RING_FULL:
       if (ring_ != nullptr) {
-        if (auto ok = ring_->harvest(); !ok) {
+        if (auto ok = ring_->harvest_for_full_ring(index_); !ok) {
           last_error_ = describe(ok.error());
           return vcpu_exit::failed;
         }

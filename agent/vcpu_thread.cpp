@@ -59,8 +59,9 @@ void vcpu_thread::loop() {
   // the saved state never holds a half-done IN.
   bool io_pending = false;
   for (;;) {
-    const bool complete_io = pause_req_ && io_pending && !quit_req_;
-    while (!complete_io && (pause_req_ || activity_ != activity::running) && !quit_req_) {
+    const bool stopping = pause_req_ || hold_;
+    const bool complete_io = stopping && io_pending && !quit_req_;
+    while (!complete_io && (pause_req_ || hold_ || activity_ != activity::running) && !quit_req_) {
       parked_ = true;
       cv_.notify_all();
       cv_.wait(lk);
@@ -117,6 +118,16 @@ void vcpu_thread::pause() {
 void vcpu_thread::resume() {
   std::lock_guard lk{mtx_};
   pause_req_ = false;
+  cv_.notify_all();
+}
+
+void vcpu_thread::hold(bool on) {
+  std::lock_guard lk{mtx_};
+  hold_ = on;
+  if (on && !parked_ && thread_.joinable()) {
+    cpu_.request_immediate_exit();
+    ::pthread_kill(thread_.native_handle(), SIGUSR1);
+  }
   cv_.notify_all();
 }
 

@@ -28,6 +28,9 @@ public:
   void start(bool paused);
   void pause();
   void resume();
+  // The dirty limit's brake: a held vCPU stays out of KVM_RUN until released,
+  // independently of pause()/resume(). Does not wait for the vCPU to park.
+  void hold(bool on);
   // A halted, failed or not-yet-started vCPU becomes runnable (after restore).
   void set_activity(activity a);
   activity current() const;
@@ -42,6 +45,7 @@ private:
   mutable std::mutex mtx_;
   std::condition_variable cv_;
   bool pause_req_ = false;
+  bool hold_ = false;
   bool quit_req_ = false;
   bool parked_ = true;
   activity activity_ = activity::running;

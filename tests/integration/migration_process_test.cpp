@@ -512,3 +512,152 @@ TEST_F(migration_fixture, three_vcpus_dirty_at_their_own_rates_and_all_arrive) {
     EXPECT_GT(counter, 0U) << "vCPU " << cpu << "'s first page";
   }
 }
+
+TEST_F(migration_fixture, vcpu_dirty_limit_holds_a_vcpu_to_its_quota) {
+  FERRY_REQUIRE_KVM();
+  size = "128M";
+  bytes = 128u << 20;
+  make_guest("8192");
+  std::vector<std::string> args{
+    "-smp",     "2",
+    "-accel",   "kvm,dirty-ring-size=4096",
+    "-object",  "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+    "-machine", "memory-backend=ram0"};
+  start(src, args);
+  ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s)) << read_file(src.serial);
+  auto error_of = [](const json::value& r) {
+    return r.as_object().contains("error") ? std::string{r.at("error").at("desc").as_string()}
+                                           : std::string{"<ok>"};
+  };
+  EXPECT_EQ(error_of(src.exec("set-vcpu-dirty-limit", {{"cpu-index", 2}, {"dirty-rate", 4}})),
+            "incorrect cpu index specified");
+  EXPECT_EQ(src.exec("query-vcpu-dirty-limit").at("return"), json::array{});
+
+  auto vcpu_rates = [&] {
+    auto r = src.exec("calc-dirty-rate", {{"calc-time", 1}, {"mode", "dirty-ring"}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    json::value info;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    do {
+      std::this_thread::sleep_for(50ms);
+      info = src.exec("query-dirty-rate").at("return");
+    } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+    std::vector<int64_t> out;
+    for (const auto& v : info.at("vcpu-dirty-rate").as_array())
+      out.push_back(v.at("dirty-rate").to_number<int64_t>());
+    return out;
+  };
+  const auto before = vcpu_rates();
+  ASSERT_EQ(before.size(), 2U);
+  std::printf("unlimited: vCPU 0 %lld MiB/s, vCPU 1 %lld MiB/s\n",
+              static_cast<long long>(before[0]), static_cast<long long>(before[1]));
+  ASSERT_GT(before[0], 12) << "vCPU 0 must dirty well above the quota for the test to mean much";
+
+  // vCPU 0 is held to 4 MiB/s; vCPU 1 is left alone.
+  EXPECT_EQ(error_of(src.exec("set-vcpu-dirty-limit", {{"cpu-index", 0}, {"dirty-rate", 4}})),
+            "<ok>");
+  auto current = [&] {
+    const auto q = src.exec("query-vcpu-dirty-limit").at("return").as_array();
+    EXPECT_EQ(q.size(), 1U);
+    EXPECT_EQ(q.at(0).at("cpu-index"), 0);
+    EXPECT_EQ(q.at(0).at("limit-rate").to_number<uint64_t>(), 4U);
+    return q.at(0).at("current-rate").to_number<uint64_t>();
+  };
+  // The brake settles within a few periods (1 s each; the first reading
+  // comes after the first period)...
+  std::this_thread::sleep_for(1500ms);
+  const auto settle_by = std::chrono::steady_clock::now() + 20s;
+  while (current() > 4 && std::chrono::steady_clock::now() < settle_by)
+    std::this_thread::sleep_for(500ms);
+  // ...and then holds the rate near the quota.
+  uint64_t sum = 0;
+  std::string samples;
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(1s);
+    const uint64_t c = current();
+    sum += c;
+    samples += std::to_string(c) + " ";
+  }
+  const auto limited = vcpu_rates();
+  std::printf("limited: vCPU 0 every second: %s MiB/s; vCPU 1 %lld MiB/s\n", samples.c_str(),
+              static_cast<long long>(limited[1]));
+  EXPECT_LE(sum / 6, 8U) << "vCPU 0 averaged near its quota of 4 MiB/s: " << samples;
+  EXPECT_GE(limited[1], before[1] / 2) << "vCPU 1 was not limited";
+
+  EXPECT_EQ(error_of(src.exec("cancel-vcpu-dirty-limit", json::object{})), "<ok>");
+  EXPECT_EQ(src.exec("query-vcpu-dirty-limit").at("return"), json::array{});
+  std::this_thread::sleep_for(300ms);
+  const size_t pass_at_cancel = last_pass(read_file(src.serial));
+  const auto after = vcpu_rates();
+  std::printf("after cancel: vCPU 0 %lld MiB/s, passes %zu -> %zu\n",
+              static_cast<long long>(after[0]), pass_at_cancel, last_pass(read_file(src.serial)));
+  EXPECT_GT(after[0], 12) << "free again";
+
+  // The guest still verifies: holding vCPUs loses nothing.
+  EXPECT_TRUE(src.exec("stop").as_object().contains("return"));
+  const std::string dump = dir + "/src.dump";
+  EXPECT_TRUE(src.exec("pmemsave", {{"val", 0}, {"size", bytes}, {"filename", dump}})
+                .as_object()
+                .contains("return"));
+  auto v = run({binary("tools/ferry-verify"), dump, "--vcpus", "2"});
+  EXPECT_EQ(v.status, 0) << v.output;
+}
+
+TEST_F(migration_fixture, dirty_limit_brings_a_hot_kvm_guest_over) {
+  FERRY_REQUIRE_KVM();
+  size = "64M";
+  bytes = 64u << 20;
+  make_guest("2048");
+  // As in auto_converge_brings_a_hot_kvm_guest_over: too hot for 32 MiB/s
+  // and 50 ms without help. Here the dirty ring tracks the pages, and the
+  // dirty-limit capability holds every vCPU to vcpu-dirty-limit.
+  start(src, {"-accel", "kvm,dirty-ring-size=4096", "-object",
+              "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
+              "-machine", "memory-backend=ram0"});
+  ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s)) << read_file(src.serial);
+  start(dst, {"-incoming", "defer"});
+  configure(2, {{"max-bandwidth", 32u << 20},
+                {"downtime-limit", 50},
+                {"vcpu-dirty-limit", 1},
+                {"x-vcpu-dirty-limit-period", 500}});
+  EXPECT_TRUE(src
+                .exec("migrate-set-capabilities",
+                      {{"capabilities",
+                        json::array{json::object{{"capability", "dirty-limit"}, {"state", true}}}}})
+                .as_object()
+                .contains("return"));
+  const std::string uri = listen("unix");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  uint64_t per_round = 0;
+  uint64_t ring_full = 0;
+  bool refused = false;
+  std::string s = "setup";
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  while ((s == "setup" || s == "active") && std::chrono::steady_clock::now() < deadline) {
+    const auto info = src.info();
+    s = std::string{info.at("status").as_string()};
+    if (const auto* t = info.if_contains("dirty-limit-throttle-time-per-round")) {
+      per_round = std::max(per_round, t->to_number<uint64_t>());
+      ring_full = std::max(ring_full, info.at("dirty-limit-ring-full-time").to_number<uint64_t>());
+      if (!refused) {
+        const auto r = src.exec("set-vcpu-dirty-limit", {{"dirty-rate", 100}});
+        refused = r.as_object().contains("error") &&
+                  std::string{r.at("error").at("desc").as_string()} ==
+                    "can't set dirty page rate limit while migration is running";
+      }
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed")
+    << json::serialize(src.info());
+  std::printf("dirty-limit: throttle per round up to %llu us, ring full %llu us: %s\n",
+              static_cast<unsigned long long>(per_round),
+              static_cast<unsigned long long>(ring_full), json::serialize(src.info()).c_str());
+  EXPECT_GT(per_round, 0U) << "dirty-limit-throttle-time-per-round was reported";
+  EXPECT_GT(ring_full, 0U) << "dirty-limit-ring-full-time was reported";
+  EXPECT_TRUE(refused) << "the migration owns the limit while it runs";
+  EXPECT_EQ(src.exec("query-vcpu-dirty-limit").at("return"), json::array{})
+    << "the limit ends with the migration";
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
+  expect_destination_runs_on("16128");
+}

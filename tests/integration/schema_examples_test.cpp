@@ -22,6 +22,7 @@ namespace {
 
 // Commands whose examples must already be answered with the documented shape.
 const std::set<std::string> shaped = {"query-migrate",
+                                      "query-vcpu-dirty-limit",
                                       "migrate-set-capabilities",
                                       "query-migrate-capabilities",
                                       "migrate-set-parameters",
@@ -53,8 +54,7 @@ const std::map<std::string, std::string> waiting = {
   {"xen-colo-do-checkpoint", "is not available: it needs Xen"},
   {"calc-dirty-rate",
    "the dirty rate is already being measured|unavailable while a migration tracks dirty pages"},
-  {"set-vcpu-dirty-limit", "is not available: dirty-limit"},
-  {"query-vcpu-dirty-limit", "is not available: dirty-limit"},
+  {"set-vcpu-dirty-limit", "requires KVM with accelerator property 'dirty-ring-size'"},
   {"snapshot-save", "is not available: it needs internal snapshots"},
   {"snapshot-load", "is not available: it needs internal snapshots"},
   {"snapshot-delete", "is not available: it needs internal snapshots"},
