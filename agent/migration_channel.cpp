@@ -159,6 +159,9 @@ caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
         sent_.fetch_add(*n, std::memory_order_relaxed);
       }
     }
+    if (auto ok = tls_->flush(); !ok)
+      return make_agent_error(agent_errc::system_error,
+                              "Unable to write to migration channel: " + describe(ok.error()));
     return {};
   }
   size_t i = 0;

@@ -57,8 +57,11 @@ private:
 
 class tls_session {
 public:
-  // Bytes moved (> 0), 0 at a clean end of stream, or an error.
+  // Bytes moved (> 0), 0 at a clean end of stream, or an error. Written
+  // records are buffered until flush(): a page batch goes out in a few
+  // large socket writes instead of one per 16 KiB record.
   caf::expected<size_t> write(const void* p, size_t n);
+  caf::expected<void> flush();
   caf::expected<size_t> read(void* p, size_t n);
   // The peer certificate's subject in RFC 4514 form ("CN=...,O=..."), or ""
   // when the peer sent none.
