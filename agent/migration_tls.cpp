@@ -14,8 +14,8 @@
 namespace ferry {
 
 namespace {
-constexpr long tls_write_buffer = 256 * 1024;
-constexpr size_t tls_read_buffer = 256 * 1024;
+constexpr long tls_write_buffer = 256L * 1024;
+constexpr size_t tls_read_buffer = size_t{256} * 1024;
 } // namespace
 
 namespace {
