@@ -21,12 +21,17 @@ kvm_dirty_ring::kvm_dirty_ring(kvm_vm& vm) : vm_(vm), pending_(vm.memory().pages
 }
 
 kvm_dirty_ring::~kvm_dirty_ring() {
+  shutdown();
+}
+
+void kvm_dirty_ring::shutdown() {
   {
     std::lock_guard guard{mtx_};
     quit_ = true;
   }
   cv_.notify_all();
-  reaper_.join();
+  if (reaper_.joinable())
+    reaper_.join();
 }
 
 void kvm_dirty_ring::reap() {

@@ -28,6 +28,9 @@ public:
   kvm_dirty_ring(const kvm_dirty_ring&) = delete;
   kvm_dirty_ring& operator=(const kvm_dirty_ring&) = delete;
 
+  // Stops the reaper; before the vCPUs (and their ring mappings) go.
+  void shutdown();
+
   // vCPUs register their mapped ring when they are created.
   void add_ring(kvm_dirty_gfn* entries, uint32_t count);
 
