@@ -102,6 +102,23 @@ struct engine_fixture : ::testing::Test {
 
   uint64_t dst_ws_pages = 256; // the destination's guest must match the source's
 
+  // Replaces the source with a guest whose dirtier rewrites a counter in
+  // each of 2048 pages (8 MiB) as fast as the host lets it.
+  void make_hot_source() {
+    src.guest.reset();
+    src.monitor.reset();
+    src.create(0, 2048, true);
+    ASSERT_TRUE(src.guest->start());
+    dst_ws_pages = 2048;
+  }
+
+  void enable_on_source(const char* capability) {
+    EXPECT_EQ(src.run("migrate-set-capabilities",
+                      {{"capabilities",
+                        json::array{json::object{{"capability", capability}, {"state", true}}}}}),
+              json::object{});
+  }
+
   void make_destination(const json::object& caps_and_params = {}) {
     dst.create(0, dst_ws_pages, false);
     dst.monitor->expect_incoming(false); // stay stopped: the test compares it
@@ -320,10 +337,7 @@ TEST_F(engine_fixture, pause_before_switchover_waits_for_migrate_continue) {
 TEST_F(engine_fixture, a_hot_guest_keeps_iterating_until_cancelled) {
   // Dirtying as fast as the host can, a 1 ms downtime-limit and a slow
   // link: it never converges.
-  src.guest.reset();
-  src.monitor.reset();
-  src.create(0, 2048, true);
-  ASSERT_TRUE(src.guest->start());
+  make_hot_source();
   make_destination();
   EXPECT_EQ(
     src.run("migrate-set-parameters", {{"downtime-limit", 1}, {"max-bandwidth", 64u << 20}}),
@@ -512,11 +526,7 @@ TEST_F(tls_fixture, authz_dn_mismatch_fails_with_the_reason) {
 namespace {
 
 TEST_F(engine_fixture, auto_converge_throttles_a_hot_guest_until_it_converges) {
-  src.guest.reset();
-  src.monitor.reset();
-  src.create(0, 2048, true); // the dirtier rewrites 8 MiB as fast as the host can
-  ASSERT_TRUE(src.guest->start());
-  dst_ws_pages = 2048;
+  make_hot_source();
   make_destination();
   const json::object slow_link{{"downtime-limit", 50},
                                {"max-bandwidth", 64u << 20},
@@ -541,10 +551,7 @@ TEST_F(engine_fixture, auto_converge_throttles_a_hot_guest_until_it_converges) {
   dst.monitor.reset();
   make_destination();
   EXPECT_EQ(src.run("migrate-set-parameters", slow_link), json::object{});
-  EXPECT_EQ(src.run("migrate-set-capabilities",
-                    {{"capabilities", json::array{json::object{{"capability", "auto-converge"},
-                                                               {"state", true}}}}}),
-            json::object{});
+  enable_on_source("auto-converge");
   const std::string uri2 = "unix:" + tmp.file("mig2.sock");
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri2}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri2}}), json::object{});
@@ -571,21 +578,14 @@ TEST_F(engine_fixture, auto_converge_throttles_a_hot_guest_until_it_converges) {
 namespace {
 
 TEST_F(engine_fixture, xbzrle_sends_dirtied_pages_as_deltas) {
-  src.guest.reset();
-  src.monitor.reset();
-  src.create(0, 2048, true); // rewrites a counter in each of 2048 pages, flat out
-  ASSERT_TRUE(src.guest->start());
-  dst_ws_pages = 2048;
+  make_hot_source();
   make_destination();
   // Never converges at 0 ms: passes go on until the test lets it finish.
   EXPECT_EQ(src.run("migrate-set-parameters", {{"downtime-limit", 0},
                                                {"max-bandwidth", 256u << 20},
                                                {"xbzrle-cache-size", 8u << 20}}),
             json::object{});
-  EXPECT_EQ(src.run("migrate-set-capabilities",
-                    {{"capabilities",
-                      json::array{json::object{{"capability", "xbzrle"}, {"state", true}}}}}),
-            json::object{});
+  enable_on_source("xbzrle");
   const std::string uri = "unix:" + tmp.file("mig.sock");
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
@@ -626,19 +626,12 @@ TEST_F(engine_fixture, xbzrle_pages_that_changed_a_lot_overflow_and_go_whole) {
   // A guest whose writes scatter over whole pages defeats deltas: here the
   // test itself scribbles over pages outside the (flat-out, so never idle)
   // dirtier's working set.
-  src.guest.reset();
-  src.monitor.reset();
-  src.create(0, 2048, true);
-  ASSERT_TRUE(src.guest->start());
-  dst_ws_pages = 2048;
+  make_hot_source();
   make_destination();
   EXPECT_EQ(
     src.run("migrate-set-parameters", {{"downtime-limit", 0}, {"max-bandwidth", 256u << 20}}),
     json::object{});
-  EXPECT_EQ(src.run("migrate-set-capabilities",
-                    {{"capabilities",
-                      json::array{json::object{{"capability", "xbzrle"}, {"state", true}}}}}),
-            json::object{});
+  enable_on_source("xbzrle");
   const std::string uri = "unix:" + tmp.file("mig.sock");
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});

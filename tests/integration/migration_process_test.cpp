@@ -175,6 +175,20 @@ struct migration_fixture : ::testing::Test {
       << v.output;
   }
 
+  // calc-dirty-rate with `args` on `h`, then query-dirty-rate until it has
+  // measured (DirtyRateInfo).
+  static json::object measure_dirty_rate(host& h, const json::object& args) {
+    auto r = h.exec("calc-dirty-rate", args);
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    json::value info;
+    do {
+      std::this_thread::sleep_for(50ms);
+      info = h.exec("query-dirty-rate").at("return");
+    } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+    return info.as_object();
+  }
+
   static size_t last_pass(const std::string& serial_text) {
     const size_t at = serial_text.rfind("pass ");
     return at == std::string::npos ? 0 : std::stoul(serial_text.substr(at + 5, 8), nullptr, 16);
@@ -404,16 +418,9 @@ TEST_F(migration_fixture, calc_dirty_rate_in_every_mode_is_within_a_quarter_of_t
   // variables).
   make_guest("4096");
   auto measure = [](host& h, const json::object& args) {
-    auto r = h.exec("calc-dirty-rate", args);
-    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    json::value info;
-    do {
-      std::this_thread::sleep_for(50ms);
-      info = h.exec("query-dirty-rate").at("return");
-    } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+    auto info = measure_dirty_rate(h, args);
     std::printf("%s -> %s\n", json::serialize(args).c_str(), json::serialize(info).c_str());
-    return info.as_object();
+    return info;
   };
   auto expect_truth = [](const json::object& info) {
     ASSERT_EQ(info.at("status"), "measured");
@@ -463,14 +470,7 @@ TEST_F(migration_fixture, three_vcpus_dirty_at_their_own_rates_and_all_arrive) {
   // vCPU 0 sweeps its set many times a second (its rate is the set's size
   // over the period); vCPUs 1 and 2 spin 256 and 512 iterations per page
   // and do not get through theirs in the period: three different rates.
-  auto r = src.exec("calc-dirty-rate", {{"calc-time", 1}, {"mode", "dirty-ring"}});
-  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-  json::value info;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  do {
-    std::this_thread::sleep_for(50ms);
-    info = src.exec("query-dirty-rate").at("return");
-  } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+  const auto info = measure_dirty_rate(src, {{"calc-time", 1}, {"mode", "dirty-ring"}});
   std::printf("3 vCPUs: %s\n", json::serialize(info).c_str());
   const auto& per = info.at("vcpu-dirty-rate").as_array();
   ASSERT_EQ(per.size(), 3U);
@@ -542,14 +542,7 @@ TEST_F(migration_fixture, vcpu_dirty_limit_holds_a_vcpu_to_its_quota) {
   EXPECT_EQ(src.exec("query-vcpu-dirty-limit").at("return"), json::array{});
 
   auto vcpu_rates = [&] {
-    auto r = src.exec("calc-dirty-rate", {{"calc-time", 1}, {"mode", "dirty-ring"}});
-    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    json::value info;
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    do {
-      std::this_thread::sleep_for(50ms);
-      info = src.exec("query-dirty-rate").at("return");
-    } while (info.at("status") != "measured" && std::chrono::steady_clock::now() < deadline);
+    const auto info = measure_dirty_rate(src, {{"calc-time", 1}, {"mode", "dirty-ring"}});
     std::vector<int64_t> out;
     for (const auto& v : info.at("vcpu-dirty-rate").as_array())
       out.push_back(v.at("dirty-rate").to_number<int64_t>());
