@@ -77,6 +77,11 @@ void kvm_dirty_ring::add_ring(kvm_dirty_gfn* entries, uint32_t count) {
   rings_.push_back({entries, count});
 }
 
+void kvm_dirty_ring::remove_ring(const kvm_dirty_gfn* entries) {
+  std::lock_guard guard{mtx_};
+  std::erase_if(rings_, [&](const ring& r) { return r.entries == entries; });
+}
+
 caf::expected<void> kvm_dirty_ring::harvest() {
   std::lock_guard guard{mtx_};
   return harvest_locked();

@@ -33,6 +33,9 @@ public:
 
   // vCPUs register their mapped ring when they are created.
   void add_ring(kvm_dirty_gfn* entries, uint32_t count);
+  // ...and withdraw it before they unmap it, so the reaper never reads a
+  // ring that is gone.
+  void remove_ring(const kvm_dirty_gfn* entries);
 
   // Collects every published entry into the pending set and resets the rings.
   caf::expected<void> harvest();

@@ -54,8 +54,11 @@ caf::expected<std::unique_ptr<vcpu>> vcpu::create(kvm_vm& vm, uint32_t index, pl
 }
 
 vcpu::~vcpu() {
-  if (ring_map_ != nullptr)
+  if (ring_map_ != nullptr) {
+    if (ring_ != nullptr)
+      ring_->remove_ring(static_cast<const kvm_dirty_gfn*>(ring_map_));
     ::munmap(ring_map_, ring_bytes_);
+  }
   if (run_ != nullptr)
     ::munmap(run_, vm_.vcpu_mmap_size());
 }

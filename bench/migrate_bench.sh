@@ -62,7 +62,7 @@ migrate_once() {
   [ "$status" = completed ] || { echo "migration $status: $info" >&2; return 1; }
   echo "$info" | python3 -c 'import json, sys
 r = json.loads(sys.stdin.readline())["return"]
-print(r["total-time"], r.get("downtime", 0), r["ram"]["normal-bytes"])
+print(r["total-time"], r.get("downtime", 0), r["ram"]["normal-bytes"], r["ram"]["transferred"])
 if len(sys.argv) > 1: print(json.dumps(r), file=sys.stderr)' ${BENCH_VERBOSE:+-v}
 }
 
@@ -127,7 +127,7 @@ rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
   "2 + zstd|2|,\"multifd-compression\":\"zstd\"|"
   "2 + TLS|2|,\"tls-creds\":\"tls0\"|tls"
   "2+TLS+zstd|2|,\"tls-creds\":\"tls0\",\"multifd-compression\":\"zstd\"|tls")
-declare -A ferry_ms
+declare -A ferry_ms ferry_wire ferry_data
 for row in "${rows[@]}"; do
   IFS='|' read -r label ch extra_params tls <<<"$row"
   ft=() ; qt=()
@@ -135,11 +135,11 @@ for row in "${rows[@]}"; do
   for _ in $(seq 1 "$runs"); do
     # $(...) waits for the run to finish (and its agents to exit).
     out=$(ferry_run "$ch")
-    read -r t _ b <<<"$out"
-    ft+=("$t"); bytes=$b
+    read -r t _ b w <<<"$out"
+    ft+=("$t"); bytes=$b; wire=$w
     if [ -n "$have_qemu" ]; then
       out=$(qemu_run "$ch")
-      read -r t _ _ <<<"$out"
+      read -r t _ _ _ <<<"$out"
       qt+=("$t")
     fi
   done
@@ -154,12 +154,15 @@ for row in "${rows[@]}"; do
   fi
   printf '%-10s %12s %12s %12s %12s %8s\n' "$label" "$f" "$fr" "$q" "$qr" "$ratio"
   ferry_ms[$label]=$f
+  ferry_wire[$label]=$wire
+  ferry_data[$label]=$bytes
 done
 extra_params= tls=
 echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
 awk -v p="${ferry_ms[multifd 2]}" -v t="${ferry_ms[2 + TLS]}" \
   'BEGIN {printf "Ferry TLS throughput on 2 channels: %.0f%% of plain\n", 100 * p / t}'
-echo "(transferred bytes with zstd on the pattern: see BENCH_VERBOSE=1)"
+awk -v d="${ferry_data[2 + zstd]}" -v w="${ferry_wire[2 + zstd]}" -v t="${ferry_ms[2 + zstd]}" \
+  'BEGIN {printf "Ferry zstd on the test pattern: %.0f MB of pages in %.0f MB on the wire (ratio %.3f), %.0f MB/s\n", d / 1e6, w / 1e6, d / w, d / 1e6 / (t / 1000)}'
 
 if [ -r /dev/kvm ]; then
   echo
