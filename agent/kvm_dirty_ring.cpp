@@ -21,17 +21,12 @@ kvm_dirty_ring::kvm_dirty_ring(kvm_vm& vm) : vm_(vm), pending_(vm.memory().pages
 }
 
 kvm_dirty_ring::~kvm_dirty_ring() {
-  shutdown();
-}
-
-void kvm_dirty_ring::shutdown() {
   {
     std::lock_guard guard{mtx_};
     quit_ = true;
   }
   cv_.notify_all();
-  if (reaper_.joinable())
-    reaper_.join();
+  reaper_.join();
 }
 
 void kvm_dirty_ring::reap() {

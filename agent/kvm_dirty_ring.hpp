@@ -28,9 +28,6 @@ public:
   kvm_dirty_ring(const kvm_dirty_ring&) = delete;
   kvm_dirty_ring& operator=(const kvm_dirty_ring&) = delete;
 
-  // Stops the reaper; before the vCPUs (and their ring mappings) go.
-  void shutdown();
-
   // vCPUs register their mapped ring when they are created.
   void add_ring(kvm_dirty_gfn* entries, uint32_t count);
   // ...and withdraw it before they unmap it, so the reaper never reads a

@@ -25,8 +25,6 @@ kvm_guest::kvm_guest(guest_memory mem) : memory_(std::move(mem)), host_writes_(m
 
 kvm_guest::~kvm_guest() {
   threads_.clear(); // join vCPU threads before their vCPUs go
-  if (ring_)
-    ring_->shutdown(); // and the reaper before the rings are unmapped
 }
 
 caf::expected<std::unique_ptr<kvm_guest>> kvm_guest::create(kvm_guest_config cfg) {
