@@ -77,11 +77,6 @@ void kvm_dirty_ring::remove_ring(const kvm_dirty_gfn* entries) {
   std::erase_if(rings_, [&](const ring& r) { return r.entries == entries; });
 }
 
-caf::expected<void> kvm_dirty_ring::harvest() {
-  std::lock_guard guard{mtx_};
-  return harvest_locked();
-}
-
 caf::expected<void> kvm_dirty_ring::harvest_for_full_ring(uint32_t vcpu) {
   std::lock_guard guard{mtx_};
   if (auto ok = harvest_locked(true); !ok)

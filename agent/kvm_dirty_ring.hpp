@@ -2,7 +2,7 @@
 // KVM's per-vCPU dirty rings. Each vCPU publishes the pages it dirties into a
 // ring shared with us; harvesting marks entries collected and
 // KVM_RESET_DIRTY_RINGS write-protects those pages again. A vCPU whose ring
-// fills up exits with KVM_EXIT_DIRTY_RING_FULL and calls harvest() itself.
+// fills up exits with KVM_EXIT_DIRTY_RING_FULL and calls harvest_for_full_ring().
 //
 // While KVM logs, a reaper thread ("dirty-reaper") harvests every few
 // milliseconds so the rings stay far from full: some hosts (nested, or KVM
@@ -34,8 +34,6 @@ public:
   // ring that is gone.
   void remove_ring(const kvm_dirty_gfn* entries);
 
-  // Collects every published entry into the pending set and resets the rings.
-  caf::expected<void> harvest();
   // A vCPU's KVM_EXIT_DIRTY_RING_FULL: harvest, and reset the rings even if
   // another thread collected the entries first — KVM lifts the vCPU's
   // "soft full" state only in KVM_RESET_DIRTY_RINGS, so skipping it would
@@ -86,6 +84,7 @@ private:
   };
   void count_in_windows(size_t ring_index, uint64_t pfn);
   void reset_window(window& w);
+  // Collects every published entry into the pending set and resets the rings.
   caf::expected<void> harvest_locked(bool always_reset = false);
   // A ring whose next entry is not published while KVM says it is full has
   // been overrun: skip to the published entries. True if it did.

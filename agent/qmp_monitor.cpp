@@ -330,27 +330,25 @@ std::optional<std::string> qmp_monitor::dirty_limit_refusal(const json::object& 
   return std::nullopt;
 }
 
-qmp_result qmp_monitor::set_vcpu_dirty_limit(const json::object& args) {
+qmp_result qmp_monitor::change_dirty_limit(const json::object& args, const char* verb,
+                                           uint64_t mib_per_s) {
   std::lock_guard lk{mig_mtx_};
-  if (auto why = dirty_limit_refusal(args, "set"))
+  if (auto why = dirty_limit_refusal(args, verb))
     return generic(std::move(*why));
   std::optional<uint32_t> cpu;
   if (const auto* i = args.if_contains("cpu-index"))
     cpu = static_cast<uint32_t>(i->to_number<int64_t>());
-  // A rate of 0 lifts the limit, as cancel-vcpu-dirty-limit does.
-  limiter()->set(cpu, args.at("dirty-rate").to_number<uint64_t>());
+  limiter()->set(cpu, mib_per_s);
   return empty();
 }
 
+qmp_result qmp_monitor::set_vcpu_dirty_limit(const json::object& args) {
+  // A rate of 0 lifts the limit, as cancel-vcpu-dirty-limit does.
+  return change_dirty_limit(args, "set", args.at("dirty-rate").to_number<uint64_t>());
+}
+
 qmp_result qmp_monitor::cancel_vcpu_dirty_limit(const json::object& args) {
-  std::lock_guard lk{mig_mtx_};
-  if (auto why = dirty_limit_refusal(args, "cancel"))
-    return generic(std::move(*why));
-  std::optional<uint32_t> cpu;
-  if (const auto* i = args.if_contains("cpu-index"))
-    cpu = static_cast<uint32_t>(i->to_number<int64_t>());
-  limiter()->set(cpu, 0);
-  return empty();
+  return change_dirty_limit(args, "cancel", 0);
 }
 
 qmp_result qmp_monitor::query_vcpu_dirty_limit(const json::object&) {

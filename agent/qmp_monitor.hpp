@@ -136,6 +136,9 @@ private:
   // Why the vCPU dirty limit cannot be changed now (caller holds mig_mtx_).
   std::optional<std::string> dirty_limit_refusal(const boost::json::object& args,
                                                  const char* verb) const;
+  // set/cancel-vcpu-dirty-limit: the checks, then the new quota (0 = none).
+  qmp_result change_dirty_limit(const boost::json::object& args, const char* verb,
+                                uint64_t mib_per_s);
   std::shared_ptr<vcpu_dirty_limit> limiter(); // caller holds mig_mtx_
   qmp_result calc_dirty_rate(const boost::json::object&);
   qmp_result query_dirty_rate(const boost::json::object&);
