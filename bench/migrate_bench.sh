@@ -6,7 +6,7 @@
 # migrates the very same memory image in the same run and the ratio is
 # printed. Then a live run: the KVM counter guest dirtying its working set.
 #
-#   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G (environment)
+#   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= (environment)
 #
 # max-bandwidth is set to 100 GiB/s on both systems (QEMU's default of
 # 128 MiB/s would measure the limiter, not the migration).
@@ -119,7 +119,7 @@ qemu_run() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 have_qemu=
-command -v qemu-system-x86_64 >/dev/null && have_qemu=1
+[ -z "${NO_QEMU:-}" ] && command -v qemu-system-x86_64 >/dev/null && have_qemu=1
 echo "paused ${size} guest, pattern-filled, loopback TCP, median of $runs runs"
 printf '%-10s %12s %12s %12s %12s %8s\n' setup ferry_ms ferry_MB/s qemu_ms qemu_MB/s ratio
 # label | multifd channels | extra migrate-set-parameters members | tls
@@ -130,6 +130,8 @@ rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
 declare -A ferry_ms ferry_wire ferry_data
 for row in "${rows[@]}"; do
   IFS='|' read -r label ch extra_params tls <<<"$row"
+  # ROWS='multifd 2|2 + TLS' measures just those setups.
+  if [ -n "${ROWS:-}" ] && ! grep -qxF "$label" <<<"${ROWS//|/$'\n'}"; then continue; fi
   ft=() ; qt=()
   bytes=0
   for _ in $(seq 1 "$runs"); do
@@ -159,12 +161,14 @@ for row in "${rows[@]}"; do
 done
 extra_params= tls=
 echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
-awk -v p="${ferry_ms[multifd 2]}" -v t="${ferry_ms[2 + TLS]}" \
+[ -n "${ferry_ms[multifd 2]:-}" ] && [ -n "${ferry_ms[2 + TLS]:-}" ] &&
+  awk -v p="${ferry_ms[multifd 2]}" -v t="${ferry_ms[2 + TLS]}" \
   'BEGIN {printf "Ferry TLS throughput on 2 channels: %.0f%% of plain\n", 100 * p / t}'
-awk -v d="${ferry_data[2 + zstd]}" -v w="${ferry_wire[2 + zstd]}" -v t="${ferry_ms[2 + zstd]}" \
+[ -n "${ferry_ms[2 + zstd]:-}" ] &&
+  awk -v d="${ferry_data[2 + zstd]}" -v w="${ferry_wire[2 + zstd]}" -v t="${ferry_ms[2 + zstd]}" \
   'BEGIN {printf "Ferry zstd on the test pattern: %.0f MB of pages in %.0f MB on the wire (ratio %.3f), %.0f MB/s\n", d / 1e6, w / 1e6, d / w, d / 1e6 / (t / 1000)}'
 
-if [ -r /dev/kvm ]; then
+if [ -r /dev/kvm ] && [ -z "${ROWS:-}" ]; then
   echo
   echo "live KVM guest dirtying an 8 MiB working set, multifd 2:"
   out=$(ferry_run 2 live)
