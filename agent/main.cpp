@@ -1,8 +1,10 @@
-// ferry-agent: one agent per host. For now its one-guest mode,
-//   ferry-agent vm -m 256M -drive file=guest.img,format=raw -qmp unix:... ...
-// runs a single guest with QEMU-compatible flags and a QMP monitor.
+// ferry-agent: one agent per host.
+//   ferry-agent --config agent.toml      daemon mode: many guests, one host actor
+//   ferry-agent vm -m 256M -drive ...    one guest with QEMU-compatible flags and QMP
+// Daemon mode runs each of its guests as a `ferry-agent vm` child process.
 
 #include "agent/agent_error.hpp"
+#include "agent/daemon.hpp"
 #include "agent/kvm_guest.hpp"
 #include "agent/qmp_monitor.hpp"
 #include "agent/qmp_server.hpp"
@@ -15,6 +17,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -24,7 +27,8 @@ namespace {
 using namespace ferry;
 
 constexpr const char* usage =
-  "usage: ferry-agent vm -m SIZE -drive file=IMG,format=raw -qmp unix:PATH,server=on,wait=off\n"
+  "usage: ferry-agent --config agent.toml\n"
+  "       ferry-agent vm -m SIZE -drive file=IMG,format=raw -qmp unix:PATH,server=on,wait=off\n"
   "                      [-name NAME] [-uuid UUID] [-smp N] [-serial file:PATH|stdio]\n"
   "                      [-object memory-backend-file,id=ID,size=SIZE,mem-path=FILE,share=on|off\n"
   "                       | -object memory-backend-ram,id=ID,size=SIZE] [-machine "
@@ -178,7 +182,17 @@ int main(int argc, char** argv) {
     std::puts("ferry-agent 0.1.0 (QMP compatible with QEMU 9.1)");
     return 0;
   }
+  if (args[0] == "--config") {
+    if (args.size() != 2)
+      return fail(std::string{"--config takes one file\n"} + usage);
+    // Guests are started from this very binary.
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec)
+      return fail("cannot find my own executable: " + ec.message());
+    return run_daemon(args[1], exe.string());
+  }
   if (args[0] != "vm")
-    return fail("unknown mode '" + args[0] + "' (expected 'vm')\n" + usage);
+    return fail("unknown mode '" + args[0] + "' (expected 'vm' or '--config FILE')\n" + usage);
   return run_vm({args.begin() + 1, args.end()});
 }

@@ -11,6 +11,9 @@
 #     --client-dn DN     subject of the client certificate
 #                        (default /O=Ferry/CN=ferry-migration-client)
 #     --expired          certificates valid only in 2020
+#     --node NAME        also a control-plane identity NAME-cert.pem/NAME-key.pem
+#                        (CN=NAME, serverAuth+clientAuth: CAF's mutual TLS uses
+#                        one certificate both ways); repeatable
 #
 # Keys are ECDSA P-256. The CA key stays in its directory (ca-key.pem, mode 600).
 set -euo pipefail
@@ -22,6 +25,7 @@ san="DNS:localhost,IP:127.0.0.1"
 server_cn=localhost
 client_dn="/O=Ferry/CN=ferry-migration-client"
 expired=
+nodes=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --ca) ca_dir=$2; shift 2 ;;
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
     --server-cn) server_cn=$2; shift 2 ;;
     --client-dn) client_dn=$2; shift 2 ;;
     --expired) expired=1; shift ;;
+    --node) nodes+=("$2"); shift 2 ;;
     *) echo "ferry-pki: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -91,6 +96,14 @@ key "$dir/client-key.pem"
 openssl req -new -key "$dir/client-key.pem" -out "$work/client.csr" -subj "$client_dn"
 printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' >"$work/client.ext"
 sign client "$work/client.ext"
+
+for node in "${nodes[@]}"; do
+  key "$dir/$node-key.pem"
+  openssl req -new -key "$dir/$node-key.pem" -out "$work/$node.csr" -subj "/O=Ferry/CN=$node"
+  printf 'subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n' \
+    "$node" >"$work/$node.ext"
+  sign "$node" "$work/$node.ext"
+done
 
 chmod 644 "$dir"/*-cert.pem
 echo "ferry-pki: credentials in $dir"

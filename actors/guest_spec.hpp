@@ -1,0 +1,68 @@
+#pragma once
+// What a host needs to run one guest: the daemon-mode equivalent of the
+// one-guest command line (`ferry-agent vm -name ... -m ... -smp ...`). Plain
+// data, serialisable so it crosses the control plane between actors.
+
+#include <caf/meta/type_name.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace ferry {
+
+struct guest_spec {
+  std::string name;
+  std::string uuid;
+  uint64_t memory = 0; // bytes, as -m
+  uint32_t vcpus = 1;  // -smp
+  // Boot image (-drive file=...,format=raw); must exist on the host.
+  std::string drive;
+  // RAM backing (-object memory-backend-file,mem-path=...); empty = anonymous.
+  std::string mem_path;
+  std::string accel = "kvm";    // "kvm" or "none"
+  uint32_t dirty_ring_size = 0; // -accel kvm,dirty-ring-size=N
+  // -accel none only: the synthetic guest's dirtying rate (pages/s).
+  uint64_t dirty_rate = 0;
+  // Evacuation order: higher goes first.
+  int32_t priority = 0;
+  // Created as a migration target (-incoming defer), not booted.
+  bool incoming = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, guest_spec& x) {
+  return f(caf::meta::type_name("ferry_guest_spec"), x.name, x.uuid, x.memory, x.vcpus, x.drive,
+           x.mem_path, x.accel, x.dirty_ring_size, x.dirty_rate, x.priority, x.incoming);
+}
+
+// A guest as its host reports it.
+struct guest_info {
+  guest_spec spec;
+  int32_t pid = 0;
+  std::string qmp_socket;      // absolute path on the host
+  uint16_t migration_port = 0; // reserved for an incoming guest, else 0
+  bool alive = false;          // the guest's process is running
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, guest_info& x) {
+  return f(caf::meta::type_name("ferry_guest_info"), x.spec, x.pid, x.qmp_socket, x.migration_port,
+           x.alive);
+}
+
+struct host_capacity {
+  std::string host;
+  // Where other hosts reach this one's migration ports.
+  std::string migration_address;
+  uint64_t memory_total = 0; // bytes the host offers to guests
+  uint64_t memory_used = 0;  // sum of its guests' memory
+  uint32_t guests = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, host_capacity& x) {
+  return f(caf::meta::type_name("ferry_host_capacity"), x.host, x.migration_address, x.memory_total,
+           x.memory_used, x.guests);
+}
+
+} // namespace ferry

@@ -1,0 +1,48 @@
+#pragma once
+// The typed interface every ferry-agent publishes to the orchestrator (CAF
+// middleman over TLS). The orchestrator drives migrations only through QMP
+// relayed here: there is no private path into a guest's migration engine.
+
+#include "actors/guest_spec.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <string>
+#include <vector>
+
+namespace caf {
+class actor_system_config;
+}
+
+namespace ferry {
+
+using create_atom = caf::atom_constant<caf::atom("create")>;
+using destroy_atom = caf::atom_constant<caf::atom("destroy")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using capacity_atom = caf::atom_constant<caf::atom("capacity")>;
+using qmp_atom = caf::atom_constant<caf::atom("qmp")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+// (qmp_event_atom, host, guest, event JSON) to every subscriber of a guest;
+// (qmp_event_atom, host, guest, "") once when the guest's process ends.
+using qmp_event_atom = caf::atom_constant<caf::atom("qmpevent")>;
+
+using host_actor = caf::typed_actor<
+  // Starts a guest; replies once its QMP monitor answers.
+  caf::replies_to<create_atom, guest_spec>::with<guest_info>,
+  // Ends a guest (QMP quit, then SIGKILL after a grace period).
+  caf::replies_to<destroy_atom, std::string>::with<bool>,
+  caf::replies_to<list_atom>::with<std::vector<guest_info>>,
+  caf::replies_to<capacity_atom>::with<host_capacity>,
+  // (guest, command, arguments as a JSON object text) -> the whole QMP reply
+  // as JSON text: {"return": ...} or {"error": {"class", "desc"}}.
+  caf::replies_to<qmp_atom, std::string, std::string, std::string>::with<std::string>,
+  // The subscriber receives the guest's QMP events (see qmp_event_atom).
+  caf::replies_to<subscribe_atom, std::string, caf::actor>::with<bool>>;
+
+// Registers the control plane's message types; both ends call it.
+void add_control_plane_types(caf::actor_system_config& cfg);
+
+} // namespace ferry

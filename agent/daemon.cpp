@@ -1,0 +1,83 @@
+#include "agent/daemon.hpp"
+
+#include "actors/host_interface.hpp"
+#include "agent/agent_error.hpp"
+#include "agent/daemon_config.hpp"
+#include "agent/host_actor.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+
+namespace ferry {
+
+namespace {
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ferry-agent: %s\n", msg.c_str());
+  return 1;
+}
+
+bool make_dir(const std::string& path) {
+  return ::mkdir(path.c_str(), 0750) == 0 || errno == EEXIST;
+}
+
+} // namespace
+
+int run_daemon(const std::string& config_path, const std::string& exe) {
+  auto cfg = load_daemon_config(config_path);
+  if (!cfg)
+    return fail(describe(cfg.error()));
+  if (!make_dir(cfg->state_dir) || !make_dir(cfg->run_dir))
+    return fail("cannot create state_dir '" + cfg->state_dir + "' or run_dir '" + cfg->run_dir +
+                "'");
+  // The main thread takes the stop signals; every other thread inherits the
+  // mask from here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.load<caf::io::middleman>();
+  sys_cfg.load<caf::openssl::manager>();
+  // With certificate, key and CA set, CAF's openssl module requires a peer
+  // certificate from the CA in both directions (mutual TLS).
+  sys_cfg.openssl_certificate = cfg->cert_file;
+  sys_cfg.openssl_key = cfg->key_file;
+  sys_cfg.openssl_cafile = cfg->ca_file;
+  add_control_plane_types(sys_cfg);
+  caf::actor_system sys{sys_cfg};
+
+  auto host = spawn_host_actor(sys, *cfg, exe);
+  auto port = caf::openssl::publish(host, cfg->control.port, cfg->control.host.c_str(), true);
+  if (!port) {
+    caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+    return fail("cannot publish the host actor on " + cfg->control.host + ":" +
+                std::to_string(cfg->control.port) + ": " + sys.render(port.error()));
+  }
+  // Tests and scripts that asked for port 0 read the real one from here.
+  std::ofstream{cfg->run_dir + "/control.port"} << *port << "\n";
+  std::printf("ferry-agent: host %s serving on %s:%u\n", cfg->host_name.c_str(),
+              cfg->control.host.c_str(), static_cast<unsigned>(*port));
+  std::fflush(stdout);
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  std::printf("ferry-agent: host %s stopping (signal %d); its guests end with it\n",
+              cfg->host_name.c_str(), sig);
+  caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+} // namespace ferry

@@ -1,0 +1,34 @@
+#pragma once
+// ferry-agent's daemon-mode configuration (`ferry-agent --config agent.toml`).
+// The file format is documented in docs/daemon.md; deploy/ ships an example.
+
+#include "actors/host_port.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace ferry {
+
+struct daemon_config {
+  std::string host_name;
+  host_port control;     // where the host actor is published (CAF over TLS)
+  std::string ca_file;   // cluster CA: peers must present a certificate from it
+  std::string cert_file; // this host's certificate and key
+  std::string key_file;
+  std::string state_dir;         // the agent's own files (created at start)
+  std::string run_dir;           // QMP sockets, serial and log files of the guests
+  std::string metrics_listen;    // "HOST:PORT" or empty (metrics arrive with issue 7)
+  std::string migration_address; // how other hosts reach this host's migration ports
+  uint16_t migration_port_min = 49152;
+  uint16_t migration_port_max = 49215;
+  uint64_t memory = 0; // bytes offered to guests (0: the host's MemTotal)
+};
+
+// Parses TOML text; `origin` names it in error messages.
+caf::expected<daemon_config> parse_daemon_config(const std::string& text,
+                                                 const std::string& origin);
+caf::expected<daemon_config> load_daemon_config(const std::string& path);
+
+} // namespace ferry

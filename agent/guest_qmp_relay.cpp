@@ -1,0 +1,142 @@
+#include "agent/guest_qmp_relay.hpp"
+
+#include "actors/host_interface.hpp"
+#include "agent/agent_error.hpp"
+#include "tools/qmp/qmp_client.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace ferry {
+
+namespace {
+
+namespace json = boost::json;
+
+using connect_atom = caf::connect_atom;
+
+void name_thread(const std::string& prefix, const std::string& guest) {
+  // Linux thread names hold 15 characters.
+  ::pthread_setname_np(::pthread_self(), (prefix + guest).substr(0, 15).c_str());
+}
+
+struct relay_state {
+  std::string host;
+  std::string guest;
+  std::string socket;
+  std::unique_ptr<qmp_tool::qmp_client> commands;
+  std::vector<caf::actor> subscribers;
+  std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
+  std::thread events;
+
+  relay_state() = default;
+  relay_state(const relay_state&) = delete;
+  relay_state& operator=(const relay_state&) = delete;
+  ~relay_state() {
+    stop->store(true);
+    if (events.joinable())
+      events.join();
+  }
+};
+
+caf::error relay_error(const std::string& msg) {
+  return make_agent_error(agent_errc::system_error, msg);
+}
+
+// Reads the guest's events on its own connection until told to stop or the
+// guest goes away; each event goes to the relay actor.
+void pump_events(caf::actor relay, std::string socket, std::string guest,
+                 std::shared_ptr<std::atomic<bool>> stop) {
+  name_thread("qmpev/", guest);
+  try {
+    qmp_tool::qmp_client c{socket, std::chrono::seconds(5)};
+    c.negotiate();
+    while (!stop->load()) {
+      auto e = c.next_event(std::chrono::milliseconds(200));
+      if (!e)
+        continue;
+      caf::anon_send(relay, qmp_event_atom::value, json::serialize(*e));
+    }
+  } catch (const std::exception&) {
+    // The guest is gone; the host actor notices through its process.
+  }
+}
+
+caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, std::string guest,
+                    std::string socket) {
+  name_thread("qmp/", guest);
+  self->state.host = std::move(host);
+  self->state.guest = std::move(guest);
+  self->state.socket = std::move(socket);
+  self->attach_functor([self] {
+    for (auto& s : self->state.subscribers)
+      caf::anon_send(s, qmp_event_atom::value, self->state.host, self->state.guest, std::string{});
+  });
+  return {
+    [self](connect_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      try {
+        st.commands = std::make_unique<qmp_tool::qmp_client>(st.socket, std::chrono::seconds(10));
+        st.commands->negotiate();
+      } catch (const std::exception& e) {
+        return relay_error("guest '" + st.guest + "': QMP monitor not reachable: " + e.what());
+      }
+      st.events = std::thread{pump_events, caf::actor{self}, st.socket, st.guest, st.stop};
+      return true;
+    },
+    [self](qmp_atom, const std::string& command,
+           const std::string& args) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (!st.commands)
+        return relay_error("guest '" + st.guest + "': not connected");
+      try {
+        json::object a;
+        if (!args.empty()) {
+          auto v = json::parse(args);
+          if (!v.is_object())
+            return make_agent_error(agent_errc::invalid_argument,
+                                    "QMP arguments must be a JSON object");
+          a = std::move(v.as_object());
+        }
+        return json::serialize(st.commands->execute(command, std::move(a)));
+      } catch (const boost::system::system_error& e) {
+        return make_agent_error(agent_errc::invalid_argument,
+                                std::string{"QMP arguments are not JSON: "} + e.what());
+      } catch (const std::exception& e) {
+        return relay_error("guest '" + st.guest + "': " + e.what());
+      }
+    },
+    [self](subscribe_atom, const caf::actor& who) {
+      self->state.subscribers.push_back(who);
+      self->monitor(who);
+      return true;
+    },
+    [self](qmp_event_atom, const std::string& event) {
+      for (auto& s : self->state.subscribers)
+        self->send(s, qmp_event_atom::value, self->state.host, self->state.guest, event);
+    },
+    [self](const caf::down_msg& dm) {
+      auto& subs = self->state.subscribers;
+      subs.erase(std::remove_if(subs.begin(), subs.end(),
+                                [&](const caf::actor& a) { return a.address() == dm.source; }),
+                 subs.end());
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_guest_qmp_relay(caf::actor_system& sys, std::string host, std::string guest,
+                                 std::string qmp_socket) {
+  return sys.spawn<caf::detached>(relay, std::move(host), std::move(guest), std::move(qmp_socket));
+}
+
+} // namespace ferry

@@ -1,0 +1,220 @@
+#include "agent/host_actor.hpp"
+
+#include "agent/agent_error.hpp"
+#include "agent/guest_process.hpp"
+#include "agent/guest_qmp_relay.hpp"
+
+#include <caf/all.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace ferry {
+
+namespace {
+
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+// The published interface plus the actor's own timer.
+using host_actor_impl = host_actor::extend<caf::reacts_to<tick_atom>>;
+
+constexpr auto reap_interval = std::chrono::milliseconds(100);
+// How long a guest gets to act on QMP quit before it is killed.
+constexpr auto quit_grace = std::chrono::seconds(3);
+
+struct pending_destroy {
+  caf::typed_response_promise<bool> promise;
+  std::chrono::steady_clock::time_point kill_at;
+};
+
+struct hosted_guest {
+  guest_info info;
+  std::shared_ptr<guest_process> process;
+  caf::actor relay;
+  std::vector<pending_destroy> destroys;
+};
+
+struct host_state {
+  daemon_config cfg;
+  std::string exe;
+  std::map<std::string, hosted_guest> guests;
+  std::set<uint16_t> ports_in_use;
+};
+
+uint64_t host_mem_total() {
+  std::ifstream in{"/proc/meminfo"};
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemTotal:")
+      return kib * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+std::optional<uint16_t> reserve_port(host_state& st) {
+  for (uint32_t p = st.cfg.migration_port_min; p <= st.cfg.migration_port_max; ++p)
+    if (st.ports_in_use.insert(static_cast<uint16_t>(p)).second)
+      return static_cast<uint16_t>(p);
+  return std::nullopt;
+}
+
+void forget(host_state& st, const std::string& name) {
+  auto it = st.guests.find(name);
+  if (it == st.guests.end())
+    return;
+  st.ports_in_use.erase(it->second.info.migration_port);
+  // Ending the relay tells the guest's subscribers it is gone.
+  caf::anon_send_exit(it->second.relay, caf::exit_reason::user_shutdown);
+  for (auto& d : it->second.destroys)
+    d.promise.deliver(true);
+  st.guests.erase(it);
+}
+
+host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state> self,
+                                    daemon_config cfg, std::string exe) {
+  self->state.cfg = std::move(cfg);
+  self->state.exe = std::move(exe);
+  if (self->state.cfg.memory == 0)
+    self->state.cfg.memory = host_mem_total();
+  self->send(self, tick_atom::value);
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    for (auto& [name, g] : self->state.guests) {
+      g.process->kill();
+      caf::anon_send_exit(g.relay, caf::exit_reason::user_shutdown);
+    }
+    self->quit(msg.reason);
+  });
+  return {
+    [self](create_atom, guest_spec spec) -> caf::result<guest_info> {
+      auto& st = self->state;
+      if (auto ok = check_guest_spec(spec); !ok)
+        return ok.error();
+      if (st.guests.count(spec.name) != 0)
+        return make_agent_error(agent_errc::invalid_argument,
+                                "guest '" + spec.name + "' already exists on " + st.cfg.host_name);
+      uint64_t used = 0;
+      for (auto& [n, g] : st.guests)
+        used += g.info.spec.memory;
+      if (used + spec.memory > st.cfg.memory)
+        return make_agent_error(agent_errc::invalid_argument,
+                                "host " + st.cfg.host_name + " has " +
+                                  std::to_string((st.cfg.memory - used) >> 20) +
+                                  " MiB free, guest '" + spec.name + "' needs " +
+                                  std::to_string(spec.memory >> 20) + " MiB");
+      guest_info info;
+      if (spec.incoming) {
+        auto port = reserve_port(st);
+        if (!port)
+          return make_agent_error(agent_errc::invalid_argument,
+                                  "host " + st.cfg.host_name + ": no free migration port");
+        info.migration_port = *port;
+      }
+      auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir);
+      if (!proc) {
+        st.ports_in_use.erase(info.migration_port);
+        return proc.error();
+      }
+      info.spec = std::move(spec);
+      info.pid = proc->pid();
+      info.qmp_socket = qmp_socket_path(st.cfg.run_dir, info.spec.name);
+      info.alive = true;
+      const std::string name = info.spec.name;
+      auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+      st.guests[name] =
+        hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
+      auto rp = self->make_response_promise<guest_info>();
+      self->request(relay, std::chrono::seconds(15), caf::connect_atom_v)
+        .then([rp, info](bool) mutable { rp.deliver(info); },
+              [self, rp, name](caf::error& err) mutable {
+                // A guest whose monitor never answered is no use: end it.
+                if (auto it = self->state.guests.find(name); it != self->state.guests.end())
+                  it->second.process->kill();
+                rp.deliver(std::move(err));
+              });
+      return rp;
+    },
+    [self](destroy_atom, const std::string& name) -> caf::result<bool> {
+      auto it = self->state.guests.find(name);
+      if (it == self->state.guests.end())
+        return make_agent_error(agent_errc::invalid_argument,
+                                "no guest '" + name + "' on " + self->state.cfg.host_name);
+      auto rp = self->make_response_promise<bool>();
+      it->second.destroys.push_back({rp, std::chrono::steady_clock::now() + quit_grace});
+      // Ask politely; the reaper kills it if it has not gone after the grace.
+      self
+        ->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, std::string{"quit"},
+                  std::string{})
+        .then([](const std::string&) {}, [](const caf::error&) {});
+      return rp;
+    },
+    [self](list_atom) {
+      std::vector<guest_info> out;
+      for (auto& [n, g] : self->state.guests)
+        out.push_back(g.info);
+      return out;
+    },
+    [self](capacity_atom) {
+      auto& st = self->state;
+      host_capacity c;
+      c.host = st.cfg.host_name;
+      c.migration_address = st.cfg.migration_address;
+      c.memory_total = st.cfg.memory;
+      for (auto& [n, g] : st.guests)
+        c.memory_used += g.info.spec.memory;
+      c.guests = static_cast<uint32_t>(st.guests.size());
+      return c;
+    },
+    [self](qmp_atom, const std::string& guest, const std::string& command,
+           const std::string& args) -> caf::result<std::string> {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end())
+        return make_agent_error(agent_errc::invalid_argument,
+                                "no guest '" + guest + "' on " + self->state.cfg.host_name);
+      auto rp = self->make_response_promise<std::string>();
+      self->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, command, args)
+        .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
+              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](subscribe_atom, const std::string& guest, const caf::actor& who) -> caf::result<bool> {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end())
+        return make_agent_error(agent_errc::invalid_argument,
+                                "no guest '" + guest + "' on " + self->state.cfg.host_name);
+      caf::anon_send(it->second.relay, subscribe_atom::value, who);
+      return true;
+    },
+    [self](tick_atom) {
+      auto& st = self->state;
+      const auto now = std::chrono::steady_clock::now();
+      std::vector<std::string> ended;
+      for (auto& [name, g] : st.guests) {
+        if (g.process->try_reap()) {
+          ended.push_back(name);
+          continue;
+        }
+        for (auto& d : g.destroys)
+          if (now >= d.kill_at)
+            g.process->kill();
+      }
+      for (auto& name : ended)
+        forget(st, name);
+      self->delayed_send(self, reap_interval, tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+host_actor spawn_host_actor(caf::actor_system& sys, daemon_config cfg, std::string exe) {
+  return caf::actor_cast<host_actor>(sys.spawn(host, std::move(cfg), std::move(exe)));
+}
+
+} // namespace ferry

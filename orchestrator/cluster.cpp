@@ -1,0 +1,581 @@
+#include "orchestrator/cluster.hpp"
+
+#include "actors/host_interface.hpp"
+#include "agent/agent_error.hpp"
+#include "orchestrator/migration_job.hpp"
+#include "orchestrator/orchestrator_error.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace ferry {
+
+namespace {
+
+namespace json = boost::json;
+using connect_host_atom = caf::atom_constant<caf::atom("connhost")>;
+using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+
+constexpr auto refresh_interval = std::chrono::seconds(1);
+constexpr auto request_timeout = std::chrono::seconds(10);
+constexpr auto max_backoff = std::chrono::seconds(8);
+
+struct host_entry {
+  agent_address address;
+  host_actor handle;
+  bool up = false;
+  bool connecting = false;
+  bool draining = false;
+  std::chrono::milliseconds backoff{250};
+  host_capacity capacity;
+  std::vector<guest_info> guests;
+};
+
+struct job_entry {
+  job_record record;
+  caf::actor actor;
+  std::string progress = "{}";
+  bool resume = false; // found unfinished in the journal at start
+};
+
+struct evacuation_entry {
+  evacuation_record record;
+  std::set<int64_t> jobs;
+};
+
+struct cluster_state {
+  orchestrator_config cfg;
+  std::shared_ptr<journal> log;
+  std::map<std::string, host_entry> hosts;
+  std::map<int64_t, job_entry> jobs; // unfinished and recently finished
+  std::map<int64_t, evacuation_entry> evacuations;
+};
+
+using cluster_actor = caf::stateful_actor<cluster_state>;
+
+uint64_t planned_inbound_memory(const cluster_state& st, const std::string& host) {
+  uint64_t m = 0;
+  for (const auto& [id, j] : st.jobs)
+    if (j.record.target == host && !job_is_final(j.record.state))
+      m += j.record.memory;
+  return m;
+}
+
+json::object job_json(const job_entry& j) {
+  json::object o{{"id", j.record.id},
+                 {"guest", j.record.guest},
+                 {"source", j.record.source},
+                 {"target", j.record.target},
+                 {"state", std::string{to_string(j.record.state)}},
+                 {"evacuation", j.record.evacuation},
+                 {"attempt", j.record.attempt},
+                 {"memory", j.record.memory},
+                 {"error", j.record.error}};
+  try {
+    o["progress"] = json::parse(j.progress);
+  } catch (const std::exception&) {
+    o["progress"] = json::object{};
+  }
+  return o;
+}
+
+// Picks a target for `memory` bytes away from `source`: up, not draining, not
+// excluded, the most free memory after what is already planned for it.
+std::optional<std::string> pick_target(const cluster_state& st, const std::string& source,
+                                       uint64_t memory, const std::set<std::string>& exclude) {
+  std::optional<std::string> best;
+  uint64_t best_free = 0;
+  for (const auto& [name, h] : st.hosts) {
+    if (!h.up || h.draining || name == source || exclude.count(name) != 0)
+      continue;
+    const uint64_t used = h.capacity.memory_used + planned_inbound_memory(st, name);
+    const uint64_t free = h.capacity.memory_total > used ? h.capacity.memory_total - used : 0;
+    if (free >= memory && (!best || free > best_free)) {
+      best = name;
+      best_free = free;
+    }
+  }
+  return best;
+}
+
+void try_schedule(cluster_actor* self);
+
+void connect_host(cluster_actor* self, const std::string& name) {
+  auto& entry = self->state.hosts.at(name);
+  if (entry.up || entry.connecting)
+    return;
+  entry.connecting = true;
+  auto mm = self->system().openssl_manager().actor_handle();
+  self
+    ->request(mm, request_timeout, caf::connect_atom_v, entry.address.control.host,
+              entry.address.control.port)
+    .then(
+      [self, name](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+        auto& h = self->state.hosts.at(name);
+        h.connecting = false;
+        if (!ptr) {
+          self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+          return;
+        }
+        h.handle = caf::actor_cast<host_actor>(std::move(ptr));
+        self->monitor(h.handle);
+        h.up = true;
+        h.backoff = std::chrono::milliseconds(250);
+        self->send(self, refresh_atom::value);
+      },
+      [self, name](const caf::error&) {
+        auto& h = self->state.hosts.at(name);
+        h.connecting = false;
+        self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+        h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
+      });
+}
+
+caf::expected<job_record> enqueue(cluster_actor* self, job_record job) {
+  auto rec = self->state.log->add_job(std::move(job));
+  if (!rec)
+    return rec.error();
+  self->state.jobs[rec->id] = job_entry{*rec, {}, "{}", false};
+  return *rec;
+}
+
+void start_job(cluster_actor* self, job_entry& j) {
+  auto& st = self->state;
+  auto& src = st.hosts.at(j.record.source);
+  auto& dst = st.hosts.at(j.record.target);
+  if (!j.resume) {
+    if (auto ok = st.log->move(j.record, job_state::scheduling, "slot granted"); !ok) {
+      j.record.error = describe(ok.error());
+      return;
+    }
+    j.record.state = job_state::scheduling;
+  }
+  job_context ctx{j.record,      src.handle, dst.handle,       dst.capacity.migration_address,
+                  st.cfg.policy, st.log,     caf::actor{self}, j.resume};
+  j.actor = spawn_migration_job(self->system(), std::move(ctx));
+  j.resume = false;
+}
+
+void try_schedule(cluster_actor* self) {
+  auto& st = self->state;
+  const auto& p = st.cfg.policy;
+  std::map<std::string, uint32_t> out, in;
+  uint32_t running = 0;
+  for (const auto& [id, j] : st.jobs)
+    if (j.actor) {
+      ++running;
+      ++out[j.record.source];
+      ++in[j.record.target];
+    }
+  // Jobs found unfinished at start resume first; then pending ones, in order
+  // of (evacuation priority, id).
+  std::vector<job_entry*> ready;
+  for (auto& [id, j] : st.jobs)
+    if (!j.actor && (j.resume || j.record.state == job_state::pending))
+      ready.push_back(&j);
+  std::stable_sort(ready.begin(), ready.end(), [](const job_entry* a, const job_entry* b) {
+    if (a->resume != b->resume)
+      return a->resume;
+    return a->record.priority > b->record.priority;
+  });
+  for (auto* j : ready) {
+    if (running >= p.max_migrations)
+      break;
+    auto s = st.hosts.find(j->record.source);
+    auto t = st.hosts.find(j->record.target);
+    if (s == st.hosts.end() || t == st.hosts.end() || !s->second.up || !t->second.up)
+      continue;
+    if (out[j->record.source] >= p.max_outbound_per_host ||
+        in[j->record.target] >= p.max_inbound_per_host)
+      continue;
+    start_job(self, *j);
+    if (!j->actor)
+      continue;
+    ++running;
+    ++out[j->record.source];
+    ++in[j->record.target];
+  }
+}
+
+void check_evacuation_done(cluster_actor* self, int64_t evac_id) {
+  auto& st = self->state;
+  auto it = st.evacuations.find(evac_id);
+  if (it == st.evacuations.end())
+    return;
+  for (auto id : it->second.jobs)
+    if (auto j = st.jobs.find(id); j != st.jobs.end() && !job_is_final(j->second.record.state))
+      return;
+  (void) st.log->finish_evacuation(evac_id);
+  it->second.record.finished = true;
+}
+
+// An evacuation's failed job is tried again on another host.
+void retry_elsewhere(cluster_actor* self, const job_record& failed) {
+  auto& st = self->state;
+  if (static_cast<uint32_t>(failed.attempt) >= st.cfg.policy.evacuation_attempts)
+    return;
+  std::set<std::string> tried;
+  for (const auto& [id, j] : st.jobs)
+    if (j.record.evacuation == failed.evacuation && j.record.guest == failed.guest)
+      tried.insert(j.record.target);
+  auto target = pick_target(st, failed.source, failed.memory, tried);
+  if (!target)
+    target = pick_target(st, failed.source, failed.memory, {});
+  if (!target)
+    return;
+  job_record next = failed;
+  next.target = *target;
+  next.error.clear();
+  next.attempt = failed.attempt + 1;
+  if (auto rec = enqueue(self, next))
+    st.evacuations[failed.evacuation].jobs.insert(rec->id);
+}
+
+caf::expected<guest_spec> guest_spec_from_json(const std::string& text) {
+  json::object o;
+  try {
+    auto v = json::parse(text);
+    if (!v.is_object())
+      throw std::invalid_argument{"not an object"};
+    o = v.as_object();
+  } catch (const std::exception&) {
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "a guest spec must be a JSON object");
+  }
+  guest_spec s;
+  try {
+    for (const auto& [k, v] : o) {
+      if (k == "name")
+        s.name = v.as_string();
+      else if (k == "uuid")
+        s.uuid = v.as_string();
+      else if (k == "memory")
+        s.memory = v.to_number<uint64_t>();
+      else if (k == "vcpus")
+        s.vcpus = v.to_number<uint32_t>();
+      else if (k == "drive")
+        s.drive = v.as_string();
+      else if (k == "mem_path")
+        s.mem_path = v.as_string();
+      else if (k == "accel")
+        s.accel = v.as_string();
+      else if (k == "dirty_ring_size")
+        s.dirty_ring_size = v.to_number<uint32_t>();
+      else if (k == "dirty_rate")
+        s.dirty_rate = v.to_number<uint64_t>();
+      else if (k == "priority")
+        s.priority = v.to_number<int32_t>();
+      else
+        return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                       "unknown guest spec member '" + std::string{k} + "'");
+    }
+  } catch (const std::exception& e) {
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   std::string{"guest spec: wrong type: "} + e.what());
+  }
+  return s;
+}
+
+caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& guest,
+                                       std::string target, int64_t evacuation) {
+  auto& st = self->state;
+  if (!target.empty() && st.hosts.count(target) == 0)
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "unknown host '" + target + "'");
+  const host_entry* source = nullptr;
+  const guest_info* info = nullptr;
+  for (const auto& [name, h] : st.hosts)
+    for (const auto& g : h.guests)
+      if (g.spec.name == guest && !g.spec.incoming) {
+        source = &h;
+        info = &g;
+      }
+  if (source == nullptr)
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "no host runs a guest named '" + guest + "'");
+  for (const auto& [id, j] : st.jobs)
+    if (j.record.guest == guest && !job_is_final(j.record.state))
+      return make_orchestrator_error(orchestrator_errc::conflict,
+                                     "guest '" + guest + "' is already being migrated (job " +
+                                       std::to_string(id) + ")");
+  const std::string source_name = source->address.name;
+  if (target.empty()) {
+    auto t = pick_target(st, source_name, info->spec.memory, {});
+    if (!t)
+      return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                     "no host has room for '" + guest + "'");
+    target = *t;
+  }
+  auto t = st.hosts.find(target);
+  if (t == st.hosts.end())
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "unknown host '" + target + "'");
+  if (target == source_name)
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "guest '" + guest + "' already runs on " + target);
+  if (!t->second.up)
+    return make_orchestrator_error(orchestrator_errc::host_down, "host " + target + " is down");
+  if (t->second.draining)
+    return make_orchestrator_error(orchestrator_errc::conflict,
+                                   "host " + target + " is being evacuated");
+  job_record job;
+  job.guest = guest;
+  job.source = source_name;
+  job.target = target;
+  job.memory = info->spec.memory;
+  job.priority = info->spec.priority;
+  job.evacuation = evacuation;
+  auto rec = enqueue(self, job);
+  if (!rec)
+    return rec.error();
+  if (evacuation != 0)
+    st.evacuations[evacuation].jobs.insert(rec->id);
+  try_schedule(self);
+  return json::serialize(job_json(st.jobs.at(rec->id)));
+}
+
+caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& host) {
+  auto& st = self->state;
+  auto h = st.hosts.find(host);
+  if (h == st.hosts.end())
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "unknown host '" + host + "'");
+  if (!h->second.up)
+    return make_orchestrator_error(orchestrator_errc::host_down, "host " + host + " is down");
+  for (const auto& [id, e] : st.evacuations)
+    if (e.record.host == host && !e.record.finished)
+      return make_orchestrator_error(orchestrator_errc::conflict,
+                                     "host " + host + " is already being evacuated");
+  auto rec = st.log->add_evacuation(host);
+  if (!rec)
+    return rec.error();
+  st.evacuations[rec->id] = evacuation_entry{*rec, {}};
+  h->second.draining = true;
+  // Highest priority first, then the smallest (quickest) guests.
+  auto guests = h->second.guests;
+  std::stable_sort(guests.begin(), guests.end(), [](const guest_info& a, const guest_info& b) {
+    if (a.spec.priority != b.spec.priority)
+      return a.spec.priority > b.spec.priority;
+    return a.spec.memory < b.spec.memory;
+  });
+  json::array planned;
+  for (const auto& g : guests) {
+    if (g.spec.incoming)
+      continue;
+    auto r = api_migrate(self, g.spec.name, "", rec->id);
+    if (r)
+      planned.push_back(json::parse(*r));
+    else
+      planned.push_back(json::object{{"guest", g.spec.name}, {"error", describe(r.error())}});
+  }
+  check_evacuation_done(self, rec->id);
+  return json::serialize(json::object{{"id", rec->id}, {"host", host}, {"migrations", planned}});
+}
+
+std::string api_get(cluster_actor* self, const std::string& what) {
+  auto& st = self->state;
+  json::array out;
+  if (what == "hosts") {
+    for (const auto& [name, h] : st.hosts)
+      out.push_back(json::object{{"name", name},
+                                 {"up", h.up},
+                                 {"draining", h.draining},
+                                 {"memory_total", h.capacity.memory_total},
+                                 {"memory_used", h.capacity.memory_used},
+                                 {"guests", h.guests.size()}});
+  } else if (what == "guests") {
+    for (const auto& [name, h] : st.hosts)
+      for (const auto& g : h.guests)
+        out.push_back(json::object{{"name", g.spec.name},
+                                   {"host", name},
+                                   {"memory", g.spec.memory},
+                                   {"vcpus", g.spec.vcpus},
+                                   {"priority", g.spec.priority},
+                                   {"incoming", g.spec.incoming}});
+  } else if (what == "migrations") {
+    for (const auto& [id, j] : st.jobs)
+      out.push_back(job_json(j));
+  } else if (what == "evacuations") {
+    for (const auto& [id, e] : st.evacuations) {
+      json::array jobs;
+      for (auto j : e.jobs)
+        jobs.push_back(j);
+      out.push_back(json::object{{"id", id},
+                                 {"host", e.record.host},
+                                 {"finished", e.record.finished},
+                                 {"migrations", jobs}});
+    }
+  }
+  return json::serialize(out);
+}
+
+caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_ptr<journal> log) {
+  auto& init = self->state;
+  init.cfg = std::move(cfg);
+  init.log = std::move(log);
+  for (const auto& a : init.cfg.agents)
+    init.hosts[a.name] = host_entry{a, {}, false, false, false, {}, {}, {}};
+  // What the journal says was unfinished when the last orchestrator stopped.
+  for (const auto& e : init.log->evacuations(true)) {
+    init.evacuations[e.id] = evacuation_entry{e, {}};
+    if (auto h = init.hosts.find(e.host); h != init.hosts.end())
+      h->second.draining = true;
+  }
+  for (auto& j : init.log->jobs(true)) {
+    const bool resume = j.state != job_state::pending;
+    if (j.evacuation != 0)
+      init.evacuations[j.evacuation].jobs.insert(j.id);
+    init.jobs[j.id] = job_entry{j, {}, "{}", resume};
+  }
+  for (const auto& a : init.cfg.agents)
+    connect_host(self, a.name);
+  self->delayed_send(self, refresh_interval, refresh_atom::value);
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    auto& st = self->state;
+    for (auto& [name, h] : st.hosts) {
+      if (!h.up || h.handle.address() != dm.source)
+        continue;
+      h.up = false;
+      h.handle = nullptr;
+      h.guests.clear();
+      self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+      // Evacuation moves not yet started towards the lost host go elsewhere;
+      // running ones fail on their own (their requests to it fail).
+      std::vector<job_record> replan;
+      for (auto& [id, j] : st.jobs)
+        if (!j.actor && j.record.state == job_state::pending && j.record.target == name &&
+            j.record.evacuation != 0) {
+          j.record.error = "host " + name + " went down before the move started";
+          if (st.log->move(j.record, job_state::cancelled, j.record.error)) {
+            j.record.state = job_state::cancelled;
+            replan.push_back(j.record);
+          }
+        }
+      for (auto& r : replan) {
+        r.attempt = 0; // a re-plan, not a failed attempt
+        retry_elsewhere(self, r);
+      }
+    }
+    try_schedule(self);
+  });
+  return {
+    [self](connect_host_atom, const std::string& name) { connect_host(self, name); },
+    [self](refresh_atom) {
+      for (auto& [name, h] : self->state.hosts) {
+        if (!h.up)
+          continue;
+        const std::string n = name;
+        self->request(h.handle, request_timeout, list_atom::value)
+          .then(
+            [self, n](const std::vector<guest_info>& gs) { self->state.hosts.at(n).guests = gs; },
+            [](const caf::error&) {});
+        self->request(h.handle, request_timeout, capacity_atom::value)
+          .then(
+            [self, n](const host_capacity& c) {
+              self->state.hosts.at(n).capacity = c;
+              try_schedule(self);
+            },
+            [](const caf::error&) {});
+      }
+      self->delayed_send(self, refresh_interval, refresh_atom::value);
+    },
+    [self](job_update_atom, const job_record& rec, const std::string& progress) {
+      auto it = self->state.jobs.find(rec.id);
+      if (it == self->state.jobs.end())
+        return;
+      it->second.record = rec;
+      it->second.progress = progress;
+    },
+    [self](job_done_atom, const job_record& rec) {
+      auto& st = self->state;
+      auto it = st.jobs.find(rec.id);
+      if (it == st.jobs.end())
+        return;
+      it->second.record = rec;
+      it->second.actor = nullptr;
+      if (rec.evacuation != 0) {
+        if (rec.state == job_state::failed)
+          retry_elsewhere(self, rec);
+        check_evacuation_done(self, rec.evacuation);
+      }
+      self->send(self, refresh_atom::value);
+      try_schedule(self);
+    },
+    [self](api_get_atom, const std::string& what) { return api_get(self, what); },
+    [self](api_migrate_atom, const std::string& guest,
+           const std::string& target) -> caf::result<std::string> {
+      auto r = api_migrate(self, guest, target, 0);
+      if (!r)
+        return r.error();
+      return *r;
+    },
+    [self](api_evacuate_atom, const std::string& host) -> caf::result<std::string> {
+      auto r = api_evacuate(self, host);
+      if (!r)
+        return r.error();
+      return *r;
+    },
+    [self](api_create_atom, const std::string& host,
+           const std::string& spec_json) -> caf::result<std::string> {
+      auto h = self->state.hosts.find(host);
+      if (h == self->state.hosts.end())
+        return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                       "unknown host '" + host + "'");
+      if (!h->second.up)
+        return make_orchestrator_error(orchestrator_errc::host_down, "host " + host + " is down");
+      auto spec = guest_spec_from_json(spec_json);
+      if (!spec)
+        return spec.error();
+      auto rp = self->make_response_promise<std::string>();
+      self->request(h->second.handle, std::chrono::seconds(30), create_atom::value, *spec)
+        .then(
+          [self, rp, host](const guest_info& info) mutable {
+            self->state.hosts.at(host).guests.push_back(info);
+            rp.deliver(json::serialize(json::object{{"name", info.spec.name},
+                                                    {"host", host},
+                                                    {"pid", info.pid},
+                                                    {"qmp_socket", info.qmp_socket}}));
+          },
+          [rp](caf::error& err) mutable {
+            rp.deliver(make_orchestrator_error(orchestrator_errc::invalid_request, describe(err)));
+          });
+      return rp;
+    },
+    [self](cancel_atom, int64_t id) -> caf::result<std::string> {
+      auto& st = self->state;
+      auto it = st.jobs.find(id);
+      if (it == st.jobs.end())
+        return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                       "no migration " + std::to_string(id));
+      auto& j = it->second;
+      if (j.actor) {
+        self->send(j.actor, cancel_atom::value);
+      } else if (j.record.state == job_state::pending) {
+        if (auto ok = st.log->move(j.record, job_state::cancelled, "cancelled by request"); !ok)
+          return ok.error();
+        j.record.state = job_state::cancelled;
+        if (j.record.evacuation != 0)
+          check_evacuation_done(self, j.record.evacuation);
+      }
+      return json::serialize(job_json(j));
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
+                         std::shared_ptr<journal> log) {
+  return sys.spawn(cluster, std::move(cfg), std::move(log));
+}
+
+} // namespace ferry

@@ -1,0 +1,34 @@
+#pragma once
+// The orchestrator's cluster actor: keeps a TLS link to every configured
+// agent (reconnecting with backoff, marking hosts up and down), the inventory
+// of hosts and guests, and the migration queue under the policy's limits;
+// plans evacuations; spawns one migration_job per migration; resumes the
+// journal's unfinished jobs after a restart.
+//
+// API (replies are JSON text, for the HTTP layer):
+//   (api_get_atom, "hosts" | "guests" | "migrations" | "evacuations")
+//   (api_migrate_atom, guest, target host or "")
+//   (cancel_atom, job id)
+//   (api_evacuate_atom, host)
+//   (api_create_atom, host, guest spec JSON)     starts a guest on a host
+
+#include "orchestrator/journal.hpp"
+#include "orchestrator/orchestrator_config.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
+
+#include <memory>
+
+namespace ferry {
+
+using api_get_atom = caf::atom_constant<caf::atom("apiget")>;
+using api_migrate_atom = caf::atom_constant<caf::atom("apimigrate")>;
+using api_evacuate_atom = caf::atom_constant<caf::atom("apievac")>;
+using api_create_atom = caf::atom_constant<caf::atom("apicreate")>;
+
+caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
+                         std::shared_ptr<journal> log);
+
+} // namespace ferry

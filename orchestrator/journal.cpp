@@ -1,0 +1,237 @@
+#include "orchestrator/journal.hpp"
+
+#include "orchestrator/orchestrator_error.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+
+namespace ferry {
+
+namespace {
+
+caf::error db_error(sqlite3* db, const std::string& what) {
+  return make_orchestrator_error(orchestrator_errc::journal,
+                                 "journal: " + what + ": " + sqlite3_errmsg(db));
+}
+
+double now_seconds() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+// A prepared statement that finalizes itself.
+class statement {
+public:
+  statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK)
+      st_ = nullptr;
+  }
+  ~statement() { sqlite3_finalize(st_); }
+  statement(const statement&) = delete;
+  statement& operator=(const statement&) = delete;
+
+  bool ok() const { return st_ != nullptr; }
+  statement& bind(int i, const std::string& v) {
+    sqlite3_bind_text(st_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  statement& bind(int i, int64_t v) {
+    sqlite3_bind_int64(st_, i, v);
+    return *this;
+  }
+  statement& bind(int i, double v) {
+    sqlite3_bind_double(st_, i, v);
+    return *this;
+  }
+  int step() { return sqlite3_step(st_); }
+  std::string text(int col) const {
+    const auto* p = sqlite3_column_text(st_, col);
+    return p == nullptr ? std::string{} : std::string{reinterpret_cast<const char*>(p)};
+  }
+  int64_t integer(int col) const { return sqlite3_column_int64(st_, col); }
+  double real(int col) const { return sqlite3_column_double(st_, col); }
+
+private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+constexpr const char* schema = R"(
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  guest TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+  state TEXT NOT NULL, evacuation INTEGER NOT NULL, priority INTEGER NOT NULL,
+  memory INTEGER NOT NULL, error TEXT NOT NULL, attempt INTEGER NOT NULL,
+  created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL,
+  from_state TEXT NOT NULL, to_state TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evacuations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, finished INTEGER NOT NULL,
+  created REAL NOT NULL);
+)";
+
+job_record read_job(const statement& s) {
+  job_record j;
+  j.id = s.integer(0);
+  j.guest = s.text(1);
+  j.source = s.text(2);
+  j.target = s.text(3);
+  j.state = job_state_from_string(s.text(4)).value_or(job_state::failed);
+  j.evacuation = s.integer(5);
+  j.priority = static_cast<int32_t>(s.integer(6));
+  j.memory = static_cast<uint64_t>(s.integer(7));
+  j.error = s.text(8);
+  j.attempt = static_cast<int>(s.integer(9));
+  return j;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<journal>> journal::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    auto err = db_error(db, "cannot open '" + path + "'");
+    sqlite3_close(db);
+    return err;
+  }
+  std::unique_ptr<journal> j{new journal(db)};
+  // WAL + synchronous=FULL: a transition that returned is on disk even if
+  // the orchestrator is killed right after.
+  if (auto ok = j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !ok)
+    return ok.error();
+  if (auto ok = j->exec(schema); !ok)
+    return ok.error();
+  return j;
+}
+
+journal::~journal() {
+  sqlite3_close(db_);
+}
+
+caf::expected<void> journal::exec(const std::string& sql) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string text = msg != nullptr ? msg : "unknown error";
+    sqlite3_free(msg);
+    return make_orchestrator_error(orchestrator_errc::journal, "journal: " + text);
+  }
+  return {};
+}
+
+caf::expected<job_record> journal::add_job(job_record job) {
+  std::lock_guard<std::mutex> lock{mu_};
+  job.state = job_state::pending;
+  statement s{db_, "INSERT INTO jobs (guest, source, target, state, evacuation, priority, memory, "
+                   "error, attempt, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  const double now = now_seconds();
+  s.bind(1, job.guest).bind(2, job.source).bind(3, job.target);
+  s.bind(4, std::string{to_string(job.state)}).bind(5, job.evacuation);
+  s.bind(6, int64_t{job.priority}).bind(7, static_cast<int64_t>(job.memory));
+  s.bind(8, job.error).bind(9, int64_t{job.attempt}).bind(10, now).bind(11, now);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "insert job");
+  job.id = sqlite3_last_insert_rowid(db_);
+  return job;
+}
+
+caf::expected<void> journal::move(const job_record& job, job_state to, const std::string& note) {
+  std::lock_guard<std::mutex> lock{mu_};
+  if (!job_can_move(job.state, to))
+    return make_orchestrator_error(orchestrator_errc::journal,
+                                   "journal: job " + std::to_string(job.id) + " cannot move " +
+                                     std::string{to_string(job.state)} + " -> " +
+                                     std::string{to_string(to)});
+  if (auto ok = exec("BEGIN IMMEDIATE"); !ok)
+    return ok;
+  statement u{db_, "UPDATE jobs SET state=?, target=?, error=?, updated=? WHERE id=? AND state=?"};
+  statement t{db_, "INSERT INTO transitions (job, from_state, to_state, at, note) "
+                   "VALUES (?,?,?,?,?)"};
+  const double now = now_seconds();
+  bool ok = u.ok() && t.ok();
+  if (ok) {
+    u.bind(1, std::string{to_string(to)}).bind(2, job.target).bind(3, job.error).bind(4, now);
+    u.bind(5, job.id).bind(6, std::string{to_string(job.state)});
+    ok = u.step() == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  }
+  if (ok) {
+    t.bind(1, job.id).bind(2, std::string{to_string(job.state)});
+    t.bind(3, std::string{to_string(to)}).bind(4, now).bind(5, note);
+    ok = t.step() == SQLITE_DONE;
+  }
+  if (!ok) {
+    auto err = db_error(db_, "job " + std::to_string(job.id) + " transition");
+    (void) exec("ROLLBACK");
+    return err;
+  }
+  return exec("COMMIT");
+}
+
+caf::expected<evacuation_record> journal::add_evacuation(const std::string& host) {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "INSERT INTO evacuations (host, finished, created) VALUES (?,0,?)"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  s.bind(1, host).bind(2, now_seconds());
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "insert evacuation");
+  return evacuation_record{sqlite3_last_insert_rowid(db_), host, false};
+}
+
+caf::expected<void> journal::finish_evacuation(int64_t id) {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "UPDATE evacuations SET finished=1 WHERE id=?"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  s.bind(1, id);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "finish evacuation");
+  return {};
+}
+
+std::vector<job_record> journal::jobs(bool unfinished_only) const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, unfinished_only
+                     ? "SELECT id, guest, source, target, state, evacuation, priority, memory, "
+                       "error, attempt FROM jobs WHERE state NOT IN "
+                       "('succeeded','failed','cancelled') ORDER BY id"
+                     : "SELECT id, guest, source, target, state, evacuation, priority, memory, "
+                       "error, attempt FROM jobs ORDER BY id"};
+  std::vector<job_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW)
+    out.push_back(read_job(s));
+  return out;
+}
+
+std::vector<transition_record> journal::transitions() const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "SELECT job, from_state, to_state, at, note FROM transitions ORDER BY seq"};
+  std::vector<transition_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW) {
+    transition_record r;
+    r.job = s.integer(0);
+    r.from = job_state_from_string(s.text(1)).value_or(job_state::failed);
+    r.to = job_state_from_string(s.text(2)).value_or(job_state::failed);
+    r.at = s.real(3);
+    r.note = s.text(4);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<evacuation_record> journal::evacuations(bool unfinished_only) const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, unfinished_only
+                     ? "SELECT id, host, finished FROM evacuations WHERE finished=0 ORDER BY id"
+                     : "SELECT id, host, finished FROM evacuations ORDER BY id"};
+  std::vector<evacuation_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW)
+    out.push_back({s.integer(0), s.text(1), s.integer(2) != 0});
+  return out;
+}
+
+} // namespace ferry

@@ -1,0 +1,75 @@
+#pragma once
+// The orchestrator's journal (SQLite): every job and each of its transitions
+// is written here *before* the orchestrator acts on it, so that after a crash
+// a restarted orchestrator knows what may have been in flight and reconciles
+// it with what the agents report.
+
+#include "orchestrator/job_state.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct sqlite3;
+
+namespace ferry {
+
+struct job_record {
+  int64_t id = 0;
+  std::string guest;
+  std::string source;
+  std::string target;
+  job_state state = job_state::pending;
+  int64_t evacuation = 0; // 0: a single migration
+  int32_t priority = 0;
+  uint64_t memory = 0; // the guest's RAM, for planning
+  std::string error;
+  int attempt = 1; // evacuation retries on another host count up
+};
+
+struct transition_record {
+  int64_t job = 0;
+  job_state from = job_state::pending;
+  job_state to = job_state::pending;
+  double at = 0; // seconds since the epoch
+  std::string note;
+};
+
+struct evacuation_record {
+  int64_t id = 0;
+  std::string host;
+  bool finished = false;
+};
+
+class journal {
+public:
+  static caf::expected<std::unique_ptr<journal>> open(const std::string& path);
+  ~journal();
+  journal(const journal&) = delete;
+  journal& operator=(const journal&) = delete;
+
+  // Inserts a pending job; returns it with its id.
+  caf::expected<job_record> add_job(job_record job);
+  // Records `from -> to` (refused if the table forbids it or the job is not
+  // in `from`), with the target and error as they now stand.
+  caf::expected<void> move(const job_record& job, job_state to, const std::string& note);
+
+  caf::expected<evacuation_record> add_evacuation(const std::string& host);
+  caf::expected<void> finish_evacuation(int64_t id);
+
+  std::vector<job_record> jobs(bool unfinished_only) const;
+  std::vector<transition_record> transitions() const;
+  std::vector<evacuation_record> evacuations(bool unfinished_only) const;
+
+private:
+  explicit journal(sqlite3* db) : db_(db) {}
+  caf::expected<void> exec(const std::string& sql);
+  sqlite3* db_;
+  mutable std::mutex mu_;
+};
+
+} // namespace ferry

@@ -1,0 +1,77 @@
+// ferry-orchestrator --config orchestrator.toml: the cluster's control plane.
+// Connects to every agent over CAF's TLS middleman, journals every migration
+// step in SQLite, serves the HTTP/JSON API ferryctl talks to.
+
+#include "actors/host_interface.hpp"
+#include "agent/agent_error.hpp"
+#include "orchestrator/cluster.hpp"
+#include "orchestrator/http_api.hpp"
+#include "orchestrator/journal.hpp"
+#include "orchestrator/orchestrator_config.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ferry-orchestrator: %s\n", msg.c_str());
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  using namespace ferry;
+  const std::string usage = "usage: ferry-orchestrator --config orchestrator.toml\n";
+  if (argc == 2 && (std::string{argv[1]} == "-h" || std::string{argv[1]} == "--help")) {
+    std::fputs(usage.c_str(), stdout);
+    return 0;
+  }
+  if (argc != 3 || std::string{argv[1]} != "--config")
+    return fail("expected --config FILE\n" + usage);
+  auto cfg = load_orchestrator_config(argv[2]);
+  if (!cfg)
+    return fail(describe(cfg.error()));
+  auto log = journal::open(cfg->journal_path);
+  if (!log)
+    return fail(describe(log.error()));
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.load<caf::io::middleman>();
+  sys_cfg.load<caf::openssl::manager>();
+  sys_cfg.openssl_certificate = cfg->cert_file;
+  sys_cfg.openssl_key = cfg->key_file;
+  sys_cfg.openssl_cafile = cfg->ca_file;
+  add_control_plane_types(sys_cfg);
+  caf::actor_system sys{sys_cfg};
+
+  auto cluster = spawn_cluster(sys, *cfg, std::shared_ptr<journal>{std::move(*log)});
+  auto api = http_api::start(sys, cluster, cfg->http);
+  if (!api) {
+    caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+    return fail(describe(api.error()));
+  }
+  std::printf("ferry-orchestrator: API on http://%s:%u/api/v1/, %zu agents\n",
+              cfg->http.host.c_str(), static_cast<unsigned>((*api)->port()), cfg->agents.size());
+  std::fflush(stdout);
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  api->reset();
+  caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+  return 0;
+}

@@ -1,0 +1,427 @@
+#include "orchestrator/migration_job.hpp"
+
+#include "agent/agent_error.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <functional>
+
+namespace ferry {
+
+namespace {
+
+namespace json = boost::json;
+using clock_type = std::chrono::steady_clock;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
+
+constexpr auto qmp_timeout = std::chrono::seconds(30);
+constexpr auto create_timeout = std::chrono::seconds(30);
+constexpr auto poll_interval = std::chrono::milliseconds(250);
+constexpr auto target_start_timeout = std::chrono::seconds(10);
+
+struct job_state_data {
+  job_context ctx;
+  bool target_created = false;
+  bool migrate_issued = false;
+  bool cancel_requested = false;
+  bool finishing = false;
+  std::string uri;
+  clock_type::time_point started;
+  clock_type::time_point last_progress;
+  clock_type::time_point completing_since;
+  uint64_t best_remaining = UINT64_MAX;
+  json::object progress;
+};
+
+using job_actor = caf::stateful_actor<job_state_data>;
+using on_return = std::function<void(json::value)>;
+
+std::string describe_reply_error(const json::object& err) {
+  const auto* cls = err.if_contains("class");
+  const auto* desc = err.if_contains("desc");
+  std::string out = desc != nullptr && desc->is_string() ? std::string{desc->as_string()} : "?";
+  if (cls != nullptr && cls->is_string())
+    out += " (" + std::string{cls->as_string()} + ")";
+  return out;
+}
+
+void finish(job_actor* self, job_state to, const std::string& note);
+void fail(job_actor* self, const std::string& why);
+
+void report(job_actor* self) {
+  self->send(self->state.ctx.parent, job_update_atom::value, self->state.ctx.job,
+             json::serialize(self->state.progress));
+}
+
+// Journals the transition, then lets the caller act. A journal that cannot
+// be written stops the job where it is: acting unrecorded is what the
+// journal exists to prevent.
+bool move(job_actor* self, job_state to, const std::string& note) {
+  auto& job = self->state.ctx.job;
+  if (auto ok = self->state.ctx.log->move(job, to, note); !ok) {
+    job.error = describe(ok.error());
+    self->send(self->state.ctx.parent, job_done_atom::value, job);
+    self->quit();
+    return false;
+  }
+  job.state = to;
+  report(self);
+  return true;
+}
+
+// Runs one QMP command on a guest through its host actor; a QMP error or a
+// lost host fails the job with the reason.
+void qmp(job_actor* self, const host_actor& host, const std::string& guest,
+         const std::string& command, json::object args, on_return then,
+         std::function<void(const std::string&)> on_error = {}) {
+  self->request(host, qmp_timeout, qmp_atom::value, guest, command, json::serialize(args))
+    .then(
+      [self, command, then = std::move(then), on_error](const std::string& text) {
+        json::value reply;
+        try {
+          reply = json::parse(text);
+        } catch (const std::exception&) {
+          fail(self, command + ": malformed reply");
+          return;
+        }
+        const auto& o = reply.as_object();
+        if (const auto* err = o.if_contains("error"); err != nullptr && err->is_object()) {
+          const std::string why = command + ": " + describe_reply_error(err->as_object());
+          if (on_error)
+            on_error(why);
+          else
+            fail(self, why);
+          return;
+        }
+        const auto* ret = o.if_contains("return");
+        then(ret != nullptr ? *ret : json::value{});
+      },
+      [self, command, on_error](const caf::error& err) {
+        const std::string why = command + ": " + describe(err);
+        if (on_error)
+          on_error(why);
+        else
+          fail(self, why);
+      });
+}
+
+// Removes the target guest (if this job made it), then ends the job.
+void cleanup_and_finish(job_actor* self, job_state to, const std::string& note) {
+  auto& st = self->state;
+  if (!st.target_created) {
+    finish(self, to, note);
+    return;
+  }
+  st.target_created = false;
+  self->request(st.ctx.target, create_timeout, destroy_atom::value, st.ctx.job.guest)
+    .then([self, to, note](bool) { finish(self, to, note); },
+          [self, to, note](const caf::error&) { finish(self, to, note); });
+}
+
+void finish(job_actor* self, job_state to, const std::string& note) {
+  auto& job = self->state.ctx.job;
+  if (job_is_final(job.state))
+    return;
+  if (!move(self, to, note))
+    return;
+  self->send(self->state.ctx.parent, job_done_atom::value, job);
+  self->quit();
+}
+
+void fail(job_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.finishing)
+    return;
+  st.finishing = true;
+  st.ctx.job.error = why;
+  if (st.migrate_issued) {
+    // Stop the source's side first so it keeps running on its own.
+    qmp(
+      self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {},
+      [self, why](json::value) { cleanup_and_finish(self, job_state::failed, why); },
+      [self, why](const std::string&) { cleanup_and_finish(self, job_state::failed, why); });
+    return;
+  }
+  cleanup_and_finish(self, job_state::failed, why);
+}
+
+void retire_source(job_actor* self) {
+  auto& st = self->state;
+  self->request(st.ctx.source, create_timeout, destroy_atom::value, st.ctx.job.guest)
+    .then([self](bool) { finish(self, job_state::succeeded, "source guest retired"); },
+          [self](const caf::error& err) {
+            finish(self, job_state::succeeded,
+                   "target runs; retiring the source failed: " + describe(err));
+          });
+}
+
+// Completed on the source: the guest must run on the target before the source
+// copy is removed.
+void confirm_target(job_actor* self) {
+  auto& st = self->state;
+  qmp(self, st.ctx.target, st.ctx.job.guest, "query-status", {}, [self](json::value r) {
+    auto& st1 = self->state;
+    const auto* status = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+    if (status != nullptr && status->is_string() && status->as_string() == "running") {
+      st1.target_created = false; // it is the guest now
+      retire_source(self);
+      return;
+    }
+    if (clock_type::now() - st1.completing_since > target_start_timeout) {
+      // Let the source copy run on; the target goes.
+      qmp(self, st1.ctx.source, st1.ctx.job.guest, "cont", {}, [self](json::value) {
+        fail(self, "the target did not start running; source guest resumed");
+      });
+      return;
+    }
+    self->delayed_send(self, poll_interval, poll_atom::value);
+  });
+}
+
+void poll_migration(job_actor* self) {
+  auto& st = self->state;
+  if (st.ctx.job.state == job_state::completing) {
+    confirm_target(self);
+    return;
+  }
+  qmp(self, st.ctx.source, st.ctx.job.guest, "query-migrate", {}, [self](json::value r) {
+    auto& st1 = self->state;
+    if (st1.finishing)
+      return;
+    const auto& o = r.as_object();
+    const auto* s = o.if_contains("status");
+    const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
+    st1.progress = o;
+    if (status == "completed") {
+      st1.completing_since = clock_type::now();
+      if (move(self, job_state::completing, "source reports completed"))
+        confirm_target(self);
+      return;
+    }
+    if (status == "failed") {
+      const auto* d = o.if_contains("error-desc");
+      st1.migrate_issued = false;
+      fail(self, d != nullptr && d->is_string() ? std::string{d->as_string()}
+                                                : std::string{"migration failed"});
+      return;
+    }
+    if (status == "cancelled") {
+      st1.migrate_issued = false;
+      if (st1.cancel_requested)
+        cleanup_and_finish(self, job_state::cancelled, "cancelled by request");
+      else
+        fail(self, "migration was cancelled on the source");
+      return;
+    }
+    report(self);
+    const auto now = clock_type::now();
+    if (const auto* ram = o.if_contains("ram"); ram != nullptr && ram->is_object()) {
+      if (const auto* rem = ram->as_object().if_contains("remaining"); rem && rem->is_number()) {
+        const auto remaining = rem->to_number<uint64_t>();
+        if (remaining < st1.best_remaining) {
+          st1.best_remaining = remaining;
+          st1.last_progress = now;
+        }
+      }
+    }
+    const auto& p = st1.ctx.policy;
+    const double gib = static_cast<double>(st1.ctx.job.memory) / double(1 << 30);
+    const auto limit =
+      std::chrono::duration<double>(std::max(1.0, gib) * p.completion_timeout_s_per_gib);
+    if (now - st1.last_progress > std::chrono::seconds(p.progress_timeout_s)) {
+      fail(self, "no progress for " + std::to_string(p.progress_timeout_s) + " s");
+      return;
+    }
+    if (now - st1.started > limit) {
+      fail(self, "not complete within the completion timeout");
+      return;
+    }
+    self->delayed_send(self, poll_interval, poll_atom::value);
+  });
+}
+
+void start_migration(job_actor* self) {
+  auto& st = self->state;
+  if (!move(self, job_state::running, "migrate " + st.uri))
+    return;
+  st.started = st.last_progress = clock_type::now();
+  st.migrate_issued = true;
+  qmp(self, st.ctx.source, st.ctx.job.guest, "migrate", {{"uri", st.uri}},
+      [self](json::value) { self->delayed_send(self, poll_interval, poll_atom::value); });
+}
+
+json::object capabilities(const migration_policy& p) {
+  json::array caps{json::object{{"capability", "events"}, {"state", true}}};
+  if (p.multifd_channels > 0)
+    caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
+  return {{"capabilities", std::move(caps)}};
+}
+
+void configure_and_listen(job_actor* self, uint16_t port) {
+  auto& st = self->state;
+  const auto& p = st.ctx.policy;
+  st.uri = "tcp:" + st.ctx.target_address + ":" + std::to_string(port);
+  json::object src_params{{"max-bandwidth", p.max_bandwidth},
+                          {"downtime-limit", p.downtime_limit_ms}};
+  json::object dst_params;
+  if (p.multifd_channels > 0) {
+    src_params["multifd-channels"] = p.multifd_channels;
+    dst_params["multifd-channels"] = p.multifd_channels;
+  }
+  const auto& guest = st.ctx.job.guest;
+  qmp(self, st.ctx.target, guest, "migrate-set-capabilities", capabilities(p),
+      [self, dst_params, src_params, guest](json::value) {
+        auto& st1 = self->state;
+        qmp(self, st1.ctx.target, guest, "migrate-set-parameters", dst_params,
+            [self, src_params, guest](json::value) {
+              auto& st2 = self->state;
+              qmp(self, st2.ctx.source, guest, "migrate-set-capabilities",
+                  capabilities(st2.ctx.policy), [self, src_params, guest](json::value) {
+                    auto& st3 = self->state;
+                    qmp(self, st3.ctx.source, guest, "migrate-set-parameters", src_params,
+                        [self, guest](json::value) {
+                          auto& st4 = self->state;
+                          qmp(self, st4.ctx.target, guest, "migrate-incoming", {{"uri", st4.uri}},
+                              [self](json::value) { start_migration(self); });
+                        });
+                  });
+            });
+      });
+}
+
+void prepare_target(job_actor* self, guest_spec spec) {
+  auto& st = self->state;
+  st.ctx.job.memory = spec.memory;
+  if (!move(self, job_state::preparing_target,
+            "create '" + spec.name + "' on " + st.ctx.job.target))
+    return;
+  spec.incoming = true;
+  spec.mem_path.clear(); // the target's RAM is its own
+  self->request(st.ctx.target, create_timeout, create_atom::value, spec)
+    .then(
+      [self](const guest_info& info) {
+        self->state.target_created = true;
+        if (self->state.cancel_requested) {
+          cleanup_and_finish(self, job_state::cancelled, "cancelled by request");
+          return;
+        }
+        configure_and_listen(self, info.migration_port);
+      },
+      [self](const caf::error& err) { fail(self, "creating the target guest: " + describe(err)); });
+}
+
+void begin(job_actor* self) {
+  auto& st = self->state;
+  self->request(st.ctx.source, create_timeout, list_atom::value)
+    .then(
+      [self](const std::vector<guest_info>& guests) {
+        auto& st1 = self->state;
+        for (const auto& g : guests)
+          if (g.spec.name == st1.ctx.job.guest) {
+            prepare_target(self, g.spec);
+            return;
+          }
+        fail(self, "guest '" + st1.ctx.job.guest + "' is not on " + st1.ctx.job.source);
+      },
+      [self](const caf::error& err) { fail(self, "listing the source: " + describe(err)); });
+}
+
+// After an orchestrator restart: the agents carried on without us. Find out
+// from them how far the job got and continue from there.
+void resume(job_actor* self) {
+  auto& st = self->state;
+  const auto& job = st.ctx.job;
+  if (job.state == job_state::scheduling) {
+    begin(self);
+    return;
+  }
+  self->request(st.ctx.target, create_timeout, list_atom::value)
+    .then(
+      [self](const std::vector<guest_info>& on_target) {
+        auto& st1 = self->state;
+        st1.target_created = std::any_of(on_target.begin(), on_target.end(), [&](const auto& g) {
+          return g.spec.name == st1.ctx.job.guest;
+        });
+        if (st1.ctx.job.state == job_state::completing) {
+          st1.completing_since = clock_type::now();
+          self->request(st1.ctx.source, create_timeout, list_atom::value)
+            .then(
+              [self](const std::vector<guest_info>& on_source) {
+                auto& st2 = self->state;
+                const bool source_there =
+                  std::any_of(on_source.begin(), on_source.end(),
+                              [&](const auto& g) { return g.spec.name == st2.ctx.job.guest; });
+                if (!source_there && st2.target_created) {
+                  st2.target_created = false;
+                  finish(self, job_state::succeeded, "found retired after restart");
+                  return;
+                }
+                confirm_target(self);
+              },
+              [self](const caf::error& err) {
+                fail(self, "listing the source: " + describe(err));
+              });
+          return;
+        }
+        // preparing-target or running: ask the source what it is doing.
+        qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-migrate", {}, [self](json::value r) {
+          auto& st2 = self->state;
+          const auto* s = r.as_object().if_contains("status");
+          const std::string status =
+            s != nullptr && s->is_string() ? std::string{s->as_string()} : "none";
+          if (status == "none" || status == "failed" || status == "cancelled") {
+            // Never started (or already over): nothing to follow.
+            fail(self, "orchestrator restarted before the migration ran (source: " + status + ")");
+            return;
+          }
+          if (st2.ctx.job.state == job_state::preparing_target &&
+              !move(self, job_state::running, "found running after restart"))
+            return;
+          st2.migrate_issued = true;
+          st2.started = st2.last_progress = clock_type::now();
+          poll_migration(self);
+        });
+      },
+      [self](const caf::error& err) { fail(self, "listing the target: " + describe(err)); });
+}
+
+caf::behavior job(job_actor* self, job_context ctx) {
+  self->state.ctx = std::move(ctx);
+  // A host that goes away mid-job fails its requests; the job then fails.
+  self->set_default_handler(caf::drop);
+  if (self->state.ctx.resume)
+    resume(self);
+  else
+    begin(self);
+  return {
+    [self](poll_atom) { poll_migration(self); },
+    [self](cancel_atom) {
+      auto& st = self->state;
+      if (st.cancel_requested || st.finishing)
+        return;
+      st.cancel_requested = true;
+      if (st.migrate_issued) {
+        qmp(self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {}, [](json::value) {});
+        return; // the poll sees "cancelled" and cleans up
+      }
+      if (st.ctx.job.state == job_state::completing)
+        return; // too late: the guest already runs on the target
+      if (st.ctx.job.state == job_state::scheduling) {
+        st.finishing = true;
+        finish(self, job_state::cancelled, "cancelled by request");
+      }
+      // preparing-target: the create reply sees cancel_requested.
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_migration_job(caf::actor_system& sys, job_context ctx) {
+  return sys.spawn(job, std::move(ctx));
+}
+
+} // namespace ferry

@@ -1,0 +1,47 @@
+#pragma once
+// One migration, as an actor walking the job state machine (job_state.hpp):
+// create the target guest, migrate-incoming, set capabilities and parameters
+// from the policy, migrate, follow query-migrate, then retire the source
+// guest. Every transition is journaled before it is acted on. On failure the
+// target guest is removed and the source guest keeps running.
+//
+// The job reports to its parent:
+//   (job_update_atom, job_record, progress JSON)   while it runs
+//   (job_done_atom, job_record)                    once, in a final state
+// and takes (cancel_atom) at any time.
+
+#include "actors/host_interface.hpp"
+#include "orchestrator/journal.hpp"
+#include "orchestrator/policy.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include <memory>
+#include <string>
+
+namespace ferry {
+
+using job_update_atom = caf::atom_constant<caf::atom("jobupdate")>;
+using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+
+struct job_context {
+  job_record job; // in scheduling (fresh) or whatever the journal last said (resume)
+  host_actor source;
+  host_actor target;
+  std::string target_address; // the target host's migration address
+  migration_policy policy;
+  std::shared_ptr<journal> log;
+  caf::actor parent;
+  // After an orchestrator restart: find out where the job really is first.
+  bool resume = false;
+};
+
+caf::actor spawn_migration_job(caf::actor_system& sys, job_context ctx);
+
+} // namespace ferry
+
+// Job records only travel between the orchestrator's own actors.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ferry::job_record)

@@ -1,0 +1,34 @@
+#pragma once
+// ferry-orchestrator's configuration (`--config orchestrator.toml`, format in
+// docs/orchestrator.md).
+
+#include "actors/host_port.hpp"
+#include "orchestrator/policy.hpp"
+
+#include <caf/expected.hpp>
+
+#include <string>
+#include <vector>
+
+namespace ferry {
+
+struct agent_address {
+  std::string name; // the host name the agent reports
+  host_port control;
+};
+
+struct orchestrator_config {
+  host_port http;           // the HTTP/JSON API (ferryctl)
+  std::string journal_path; // SQLite file
+  std::string ca_file;      // cluster CA, and this orchestrator's identity
+  std::string cert_file;
+  std::string key_file;
+  std::vector<agent_address> agents;
+  migration_policy policy;
+};
+
+caf::expected<orchestrator_config> parse_orchestrator_config(const std::string& text,
+                                                             const std::string& origin);
+caf::expected<orchestrator_config> load_orchestrator_config(const std::string& path);
+
+} // namespace ferry

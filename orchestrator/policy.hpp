@@ -1,0 +1,21 @@
+#pragma once
+// How the orchestrator runs migrations: limits and the parameters it sets on
+// every migration (orchestrator.toml [policy]; defaults as the issue states).
+
+#include <cstdint>
+
+namespace ferry {
+
+struct migration_policy {
+  uint32_t max_migrations = 5; // cluster-wide at once
+  uint32_t max_outbound_per_host = 2;
+  uint32_t max_inbound_per_host = 2;
+  uint64_t max_bandwidth = 134217728; // bytes/s per migration (QEMU's default)
+  uint64_t downtime_limit_ms = 300;
+  uint32_t multifd_channels = 2;    // 0: one stream
+  uint32_t progress_timeout_s = 60; // no progress for this long: cancel
+  uint32_t completion_timeout_s_per_gib = 120;
+  uint32_t evacuation_attempts = 3; // hosts tried per guest
+};
+
+} // namespace ferry
