@@ -113,6 +113,9 @@ caf::expected<guest_process> guest_process::spawn(const std::string& exe, const 
     ::dup2(devnull, 0);
     ::dup2(log_fd.get(), 1);
     ::dup2(log_fd.get(), 2);
+    // Nothing else of the agent's (control-plane sockets, other guests' QMP
+    // connections) may live on in a guest: libraries do not all set CLOEXEC.
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);
     ::execv(exe.c_str(), argv.data());
     ::_exit(127);
   }

@@ -33,7 +33,9 @@ struct relay_state {
   std::string guest;
   std::string socket;
   std::unique_ptr<qmp_tool::qmp_client> commands;
-  std::vector<caf::actor> subscribers;
+  // Shared with the exit hook, which runs after the state is gone.
+  std::shared_ptr<std::vector<caf::actor>> subscribers =
+    std::make_shared<std::vector<caf::actor>>();
   std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
   std::thread events;
 
@@ -76,10 +78,11 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
   self->state.host = std::move(host);
   self->state.guest = std::move(guest);
   self->state.socket = std::move(socket);
-  self->attach_functor([self] {
-    for (auto& s : self->state.subscribers)
-      caf::anon_send(s, qmp_event_atom::value, self->state.host, self->state.guest, std::string{});
-  });
+  self->attach_functor(
+    [subs = self->state.subscribers, host = self->state.host, guest = self->state.guest] {
+      for (auto& s : *subs)
+        caf::anon_send(s, qmp_event_atom::value, host, guest, std::string{});
+    });
   return {
     [self](connect_atom) -> caf::result<bool> {
       auto& st = self->state;
@@ -115,16 +118,16 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
       }
     },
     [self](subscribe_atom, const caf::actor& who) {
-      self->state.subscribers.push_back(who);
+      self->state.subscribers->push_back(who);
       self->monitor(who);
       return true;
     },
     [self](qmp_event_atom, const std::string& event) {
-      for (auto& s : self->state.subscribers)
+      for (auto& s : *self->state.subscribers)
         self->send(s, qmp_event_atom::value, self->state.host, self->state.guest, event);
     },
     [self](const caf::down_msg& dm) {
-      auto& subs = self->state.subscribers;
+      auto& subs = *self->state.subscribers;
       subs.erase(std::remove_if(subs.begin(), subs.end(),
                                 [&](const caf::actor& a) { return a.address() == dm.source; }),
                  subs.end());

@@ -3,9 +3,15 @@
 #include "agent/agent_error.hpp"
 #include "agent/guest_process.hpp"
 #include "agent/guest_qmp_relay.hpp"
+#include "agent/unique_fd.hpp"
 
 #include <caf/all.hpp>
 
+#include <boost/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,8 +26,10 @@ namespace {
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
-// The published interface plus the actor's own timer.
-using host_actor_impl = host_actor::extend<caf::reacts_to<tick_atom>>;
+// The published interface plus the actor's own timer and its guests' events.
+using host_actor_impl =
+  host_actor::extend<caf::reacts_to<tick_atom>,
+                     caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>>;
 
 constexpr auto reap_interval = std::chrono::milliseconds(100);
 // How long a guest gets to act on QMP quit before it is killed.
@@ -58,11 +66,52 @@ uint64_t host_mem_total() {
   return 0;
 }
 
+// True if a listener could bind `port` on `address` now: the range may
+// overlap the kernel's ephemeral ports, or another program may hold one.
+bool bindable(const std::string& address, uint16_t port) {
+  unique_fd fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!fd)
+    return false;
+  const int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1)
+    return true; // not IPv4: leave it to migrate-incoming to report
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
 std::optional<uint16_t> reserve_port(host_state& st) {
-  for (uint32_t p = st.cfg.migration_port_min; p <= st.cfg.migration_port_max; ++p)
-    if (st.ports_in_use.insert(static_cast<uint16_t>(p)).second)
-      return static_cast<uint16_t>(p);
+  for (uint32_t p = st.cfg.migration_port_min; p <= st.cfg.migration_port_max; ++p) {
+    const auto port = static_cast<uint16_t>(p);
+    if (st.ports_in_use.count(port) == 0 && bindable(st.cfg.migration_address, port)) {
+      st.ports_in_use.insert(port);
+      return port;
+    }
+  }
   return std::nullopt;
+}
+
+// True for the event that ends an incoming migration successfully.
+bool arrived(const std::string& event_text) {
+  try {
+    auto v = boost::json::parse(event_text);
+    const auto& o = v.as_object();
+    const auto* name = o.if_contains("event");
+    if (name == nullptr || !name->is_string())
+      return false;
+    if (name->as_string() == "RESUME")
+      return true;
+    if (name->as_string() != "MIGRATION")
+      return false;
+    const auto* data = o.if_contains("data");
+    const auto* status =
+      data != nullptr && data->is_object() ? data->as_object().if_contains("status") : nullptr;
+    return status != nullptr && status->is_string() && status->as_string() == "completed";
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 void forget(host_state& st, const std::string& name) {
@@ -127,6 +176,9 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       info.alive = true;
       const std::string name = info.spec.name;
       auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+      // The host follows its guests' events too: an incoming guest becomes
+      // an ordinary one when its migration completes.
+      caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
       st.guests[name] =
         hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
       auto rp = self->make_response_promise<guest_info>();
@@ -190,6 +242,17 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
                                 "no guest '" + guest + "' on " + self->state.cfg.host_name);
       caf::anon_send(it->second.relay, subscribe_atom::value, who);
       return true;
+    },
+    [self](qmp_event_atom, const std::string&, const std::string& guest, const std::string& event) {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end() || !it->second.info.spec.incoming || event.empty())
+        return;
+      if (!arrived(event))
+        return;
+      auto& info = it->second.info;
+      info.spec.incoming = false;
+      self->state.ports_in_use.erase(info.migration_port);
+      info.migration_port = 0;
     },
     [self](tick_atom) {
       auto& st = self->state;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -38,6 +39,7 @@ struct host_entry {
   std::chrono::milliseconds backoff{250};
   host_capacity capacity;
   std::vector<guest_info> guests;
+  std::set<std::string> sweeping; // orphaned targets being removed
 };
 
 struct job_entry {
@@ -109,6 +111,10 @@ std::optional<std::string> pick_target(const cluster_state& st, const std::strin
 
 void try_schedule(cluster_actor* self);
 
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 void connect_host(cluster_actor* self, const std::string& name) {
   auto& entry = self->state.hosts.at(name);
   if (entry.up || entry.connecting)
@@ -129,6 +135,8 @@ void connect_host(cluster_actor* self, const std::string& name) {
         h.handle = caf::actor_cast<host_actor>(std::move(ptr));
         self->monitor(h.handle);
         h.up = true;
+        std::fprintf(stderr, "ferry-orchestrator: %.3f host %s is up (%s)\n", now_s(), name.c_str(),
+                     caf::to_string(h.handle.node()).c_str());
         h.backoff = std::chrono::milliseconds(250);
         self->send(self, refresh_atom::value);
       },
@@ -223,6 +231,9 @@ void retry_elsewhere(cluster_actor* self, const job_record& failed) {
   auto& st = self->state;
   if (static_cast<uint32_t>(failed.attempt) >= st.cfg.policy.evacuation_attempts)
     return;
+  // A lost source host took its guests with it: nothing left to move.
+  if (auto src = st.hosts.find(failed.source); src == st.hosts.end() || !src->second.up)
+    return;
   std::set<std::string> tried;
   for (const auto& [id, j] : st.jobs)
     if (j.record.evacuation == failed.evacuation && j.record.guest == failed.guest)
@@ -238,6 +249,56 @@ void retry_elsewhere(cluster_actor* self, const job_record& failed) {
   next.attempt = failed.attempt + 1;
   if (auto rec = enqueue(self, next))
     st.evacuations[failed.evacuation].jobs.insert(rec->id);
+}
+
+// A target guest that no unfinished job owns is left over from a job whose
+// cleanup could not reach its host (or from before a restart): remove it, so
+// no guest ever runs twice and no target is orphaned.
+void sweep_orphans(cluster_actor* self, const std::string& host) {
+  auto& st = self->state;
+  auto& h = st.hosts.at(host);
+  std::set<std::string> present;
+  for (const auto& g : h.guests) {
+    present.insert(g.spec.name);
+    if (!g.spec.incoming || h.sweeping.count(g.spec.name) != 0)
+      continue;
+    const bool owned = std::any_of(st.jobs.begin(), st.jobs.end(), [&](const auto& kv) {
+      const auto& r = kv.second.record;
+      return r.guest == g.spec.name && r.target == host && !job_is_final(r.state);
+    });
+    if (owned)
+      continue;
+    // Only a guest still waiting for its memory is an orphan: one whose
+    // migration just completed runs (its host may not have noticed yet).
+    h.sweeping.insert(g.spec.name);
+    const std::string name = g.spec.name;
+    self
+      ->request(h.handle, request_timeout, qmp_atom::value, name, std::string{"query-status"},
+                std::string{})
+      .then(
+        [self, host, name](const std::string& reply) {
+          auto& hs = self->state.hosts.at(host);
+          bool waiting = false;
+          try {
+            auto v = json::parse(reply);
+            const auto* r = v.as_object().if_contains("return");
+            waiting = r != nullptr && r->is_object() &&
+                      r->as_object().at("status").as_string() == "inmigrate";
+          } catch (const std::exception&) {
+          }
+          if (!waiting || !hs.up) {
+            hs.sweeping.erase(name);
+            return;
+          }
+          std::fprintf(stderr, "ferry-orchestrator: removing orphaned target '%s' on %s\n",
+                       name.c_str(), host.c_str());
+          self->request(hs.handle, request_timeout, destroy_atom::value, name)
+            .then([](bool) {}, [](const caf::error&) {});
+        },
+        [self, host, name](const caf::error&) { self->state.hosts.at(host).sweeping.erase(name); });
+  }
+  for (auto it = h.sweeping.begin(); it != h.sweeping.end();)
+    it = present.count(*it) == 0 ? h.sweeping.erase(it) : std::next(it);
 }
 
 caf::expected<guest_spec> guest_spec_from_json(const std::string& text) {
@@ -423,7 +484,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
   init.cfg = std::move(cfg);
   init.log = std::move(log);
   for (const auto& a : init.cfg.agents)
-    init.hosts[a.name] = host_entry{a, {}, false, false, false, {}, {}, {}};
+    init.hosts[a.name] = host_entry{a, {}, false, false, false, {}, {}, {}, {}};
   // What the journal says was unfinished when the last orchestrator stopped.
   for (const auto& e : init.log->evacuations(true)) {
     init.evacuations[e.id] = evacuation_entry{e, {}};
@@ -444,22 +505,36 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
     for (auto& [name, h] : st.hosts) {
       if (!h.up || h.handle.address() != dm.source)
         continue;
+      std::fprintf(stderr, "ferry-orchestrator: %.3f host %s is down (%s)\n", now_s(), name.c_str(),
+                   self->system().render(dm.reason).c_str());
       h.up = false;
       h.handle = nullptr;
       h.guests.clear();
       self->delayed_send(self, h.backoff, connect_host_atom::value, name);
       // Evacuation moves not yet started towards the lost host go elsewhere;
       // running ones fail on their own (their requests to it fail).
+      // Moves not yet started that involve the lost host: from it, they are
+      // over (its guests went with it); towards it, evacuation moves are
+      // planned again elsewhere. Running ones fail on their own (their
+      // requests to it fail).
       std::vector<job_record> replan;
       for (auto& [id, j] : st.jobs)
-        if (!j.actor && j.record.state == job_state::pending && j.record.target == name &&
-            j.record.evacuation != 0) {
-          j.record.error = "host " + name + " went down before the move started";
-          if (st.log->move(j.record, job_state::cancelled, j.record.error)) {
-            j.record.state = job_state::cancelled;
-            replan.push_back(j.record);
-          }
-        }
+        if (j.actor && (j.record.source == name || j.record.target == name))
+          self->send(j.actor, host_lost_atom::value, name);
+      for (auto& [id, j] : st.jobs) {
+        if (j.actor || j.record.state != job_state::pending)
+          continue;
+        if (j.record.source != name && j.record.target != name)
+          continue;
+        j.record.error = "host " + name + " went down before the move started";
+        if (!st.log->move(j.record, job_state::cancelled, j.record.error))
+          continue;
+        j.record.state = job_state::cancelled;
+        if (j.record.source != name && j.record.evacuation != 0)
+          replan.push_back(j.record);
+        if (j.record.evacuation != 0)
+          check_evacuation_done(self, j.record.evacuation);
+      }
       for (auto& r : replan) {
         r.attempt = 0; // a re-plan, not a failed attempt
         retry_elsewhere(self, r);
@@ -476,7 +551,10 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
         const std::string n = name;
         self->request(h.handle, request_timeout, list_atom::value)
           .then(
-            [self, n](const std::vector<guest_info>& gs) { self->state.hosts.at(n).guests = gs; },
+            [self, n](const std::vector<guest_info>& gs) {
+              self->state.hosts.at(n).guests = gs;
+              sweep_orphans(self, n);
+            },
             [](const caf::error&) {});
         self->request(h.handle, request_timeout, capacity_atom::value)
           .then(

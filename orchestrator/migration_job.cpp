@@ -398,6 +398,12 @@ caf::behavior job(job_actor* self, job_context ctx) {
     begin(self);
   return {
     [self](poll_atom) { poll_migration(self); },
+    [self](host_lost_atom, const std::string& host) {
+      // Its requests to that host would only time out: end the job now.
+      // The source keeps running if it is the survivor; a lost source took
+      // its guest with it.
+      fail(self, "host " + host + " went down");
+    },
     [self](cancel_atom) {
       auto& st = self->state;
       if (st.cancel_requested || st.finishing)

@@ -8,7 +8,7 @@
 // The job reports to its parent:
 //   (job_update_atom, job_record, progress JSON)   while it runs
 //   (job_done_atom, job_record)                    once, in a final state
-// and takes (cancel_atom) at any time.
+// and takes (cancel_atom) and (host_lost_atom, host) at any time.
 
 #include "actors/host_interface.hpp"
 #include "orchestrator/journal.hpp"
@@ -26,6 +26,8 @@ namespace ferry {
 using job_update_atom = caf::atom_constant<caf::atom("jobupdate")>;
 using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+// (host_lost_atom, host): the cluster lost its link to `host`.
+using host_lost_atom = caf::atom_constant<caf::atom("hostlost")>;
 
 struct job_context {
   job_record job; // in scheduling (fresh) or whatever the journal last said (resume)

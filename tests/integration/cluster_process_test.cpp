@@ -5,6 +5,7 @@
 // SIGKILL in the middle of an evacuation and restarted: the evacuation
 // completes and every guest runs exactly once.
 
+#include "orchestrator/journal.hpp"
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -16,9 +17,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 
 namespace ferry::test {
@@ -40,7 +45,9 @@ protected:
     auto img = run({binary("tools/ferry-testguest"), "image", image(), "--ram-top", "8M",
                     "--ws-pages", "128", "--report-every", "50"});
     ASSERT_EQ(img.status, 0) << img.output;
-    uint16_t port = 49500;
+    // Tests of this binary may run in parallel: each picks its own ports,
+    // below the kernel's ephemeral range (32768+).
+    auto port = static_cast<uint16_t>(20000 + (::getpid() % 300) * 30);
     for (const auto& h : host_names) {
       const std::string conf = dir.file(h + ".toml");
       std::ofstream{conf} << "host = \"" << h << "\"\n[control]\nlisten = \"127.0.0.1:0\"\n"
@@ -68,6 +75,18 @@ protected:
     }
     conf.close();
     start_orchestrator();
+  }
+
+  void TearDown() override {
+    // A failed cluster test is only debuggable with the jobs' story.
+    if (HasFailure() && orchestrator) {
+      std::cerr << "migrations: " << ctl({"migrations", "-o", "json"}).output << "\n"
+                << "orchestrator stderr:\n"
+                << orchestrator->stderr_text() << "\n";
+      for (auto& [h, a] : agents)
+        std::cerr << h << (a->running() ? " (running)" : " (ended)") << " stderr:\n"
+                  << a->stderr_text() << "\n";
+    }
   }
 
   void start_orchestrator() {
@@ -115,15 +134,48 @@ protected:
       << name << " did not boot";
   }
 
-  // Where each guest runs, from the agents' own run directories: a guest
-  // that runs has a QMP socket there.
+  // Where each guest runs, from the processes themselves: every guest is a
+  // `ferry-agent vm` whose QMP socket lies in its host's run directory. The
+  // orchestrator's inventory is checked against this truth.
   std::map<std::string, std::vector<std::string>> placements() {
     std::map<std::string, std::vector<std::string>> where;
-    auto r = ctl({"guests", "-o", "json"});
-    EXPECT_EQ(r.status, 0) << r.output;
-    const auto all = json::parse(r.output);
-    for (const auto& g : all.as_array())
-      where[std::string{g.at("name").as_string()}].push_back(std::string{g.at("host").as_string()});
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      std::ifstream in{entry.path() / "cmdline"};
+      std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::vector<std::string> argv;
+      for (size_t pos = 0; pos < cmd.size();) {
+        const size_t end = cmd.find('\0', pos);
+        argv.push_back(cmd.substr(pos, end - pos));
+        pos = end == std::string::npos ? cmd.size() : end + 1;
+      }
+      if (argv.size() < 3 || argv[1] != "vm")
+        continue;
+      std::string name;
+      for (size_t i = 1; i + 1 < argv.size(); ++i)
+        if (argv[i] == "-name")
+          name = argv[i + 1];
+      for (const auto& h : host_names)
+        for (const auto& a : argv)
+          if (a.find("unix:" + run_dir(h) + "/") == 0)
+            where[name].push_back(h);
+    }
+    // The orchestrator's inventory agrees once it has refreshed (every second).
+    std::map<std::string, std::vector<std::string>> inventory;
+    for (int i = 0; i < 30; ++i) {
+      inventory.clear();
+      auto r = ctl({"guests", "-o", "json"});
+      EXPECT_EQ(r.status, 0) << r.output;
+      const auto all = json::parse(r.output);
+      for (const auto& g : all.as_array())
+        inventory[std::string{g.at("name").as_string()}].push_back(
+          std::string{g.at("host").as_string()});
+      for (auto& [n, hs] : inventory)
+        std::sort(hs.begin(), hs.end());
+      if (inventory == where)
+        break;
+      std::this_thread::sleep_for(200ms);
+    }
+    EXPECT_EQ(inventory, where) << "the orchestrator's inventory disagrees with the hosts";
     return where;
   }
 
@@ -145,7 +197,7 @@ protected:
   }
 
   temp_dir dir;
-  uint16_t api_port = static_cast<uint16_t>(47300 + (::getpid() % 500));
+  uint16_t api_port = static_cast<uint16_t>(30000 + (::getpid() % 2000));
   std::map<std::string, std::unique_ptr<process>> agents;
   std::unique_ptr<process> orchestrator;
 };
@@ -163,6 +215,25 @@ TEST_F(cluster, ferryctl_migrate_moves_a_running_kvm_guest) {
   const auto& m = mv.as_array();
   ASSERT_EQ(m.size(), 1U);
   EXPECT_EQ(m[0].at("state").as_string(), "succeeded");
+  // The journal holds every transition of the happy path, in order.
+  {
+    auto log = journal::open(dir.file("journal.db"));
+    ASSERT_TRUE(log);
+    std::vector<std::string> walk;
+    for (const auto& t : (*log)->transitions())
+      if (t.job == 1)
+        walk.push_back(std::string{to_string(t.from)} + ">" + std::string{to_string(t.to)});
+    EXPECT_EQ(walk, (std::vector<std::string>{"pending>scheduling", "scheduling>preparing-target",
+                                              "preparing-target>running", "running>completing",
+                                              "completing>succeeded"}));
+  }
+  // An arrived guest is an ordinary guest of its new host: it moves on again.
+  auto again = ctl({"migrate", "vm1", "--wait", "-o", "json"});
+  ASSERT_EQ(again.status, 0) << again.output;
+  where = placements();
+  ASSERT_EQ(where["vm1"].size(), 1U);
+  EXPECT_NE(where["vm1"][0], "host-b");
+  verify_guest("vm1", where["vm1"][0]);
   // A migration to a host that does not exist is refused with the reason.
   auto bad = ctl({"migrate", "vm1", "--to", "host-z"});
   EXPECT_NE(bad.status, 0);
@@ -208,6 +279,59 @@ TEST_F(cluster, evacuation_survives_an_orchestrator_killed_mid_way) {
     if (h.at("name").as_string() == "host-a") {
       EXPECT_EQ(h.at("guests").to_number<int>(), 0);
       EXPECT_TRUE(h.at("draining").as_bool());
+    }
+}
+
+TEST_F(cluster, an_agent_killed_mid_evacuation_is_marked_down_and_the_rest_re_planned) {
+  const std::vector<std::string> guests{"k1", "k2", "k3", "k4", "k5"};
+  for (const auto& g : guests)
+    create(g, "host-a");
+  for (const auto& g : guests)
+    wait_ready(g, "host-a");
+  auto r = ctl({"evacuate", "host-a", "-o", "json"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  // Kill host-b as soon as a move towards it is under way.
+  bool seen = false;
+  for (int i = 0; i < 500 && !seen; ++i) {
+    const auto jobs = json::parse(ctl({"migrations", "-o", "json"}).output);
+    for (const auto& j : jobs.as_array())
+      seen =
+        seen || (j.at("target").as_string() == "host-b" && j.at("state").as_string() != "pending");
+    if (!seen)
+      std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(seen) << "no move towards host-b started";
+  agents["host-b"]->signal(SIGKILL);
+  agents["host-b"]->wait(5s);
+  auto w = ctl({"watch", "-o", "json"});
+  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << orchestrator->stderr_text();
+  // The orchestrator noticed: host-b is down.
+  const auto hosts = json::parse(ctl({"hosts", "-o", "json"}).output);
+  for (const auto& h : hosts.as_array())
+    if (h.at("name").as_string() == "host-b") {
+      EXPECT_FALSE(h.at("up").as_bool());
+    }
+  // A guest that had already arrived on host-b went down with it (host
+  // failure); every other guest runs exactly once, on host-c, and verifies.
+  const auto jobs = json::parse(ctl({"migrations", "-o", "json"}).output);
+  std::set<std::string> landed_on_b;
+  for (const auto& j : jobs.as_array())
+    if (j.at("target").as_string() == "host-b" && j.at("state").as_string() == "succeeded")
+      landed_on_b.insert(std::string{j.at("guest").as_string()});
+  auto where = placements();
+  for (const auto& g : guests) {
+    if (landed_on_b.count(g) != 0) {
+      EXPECT_TRUE(where[g].empty()) << g;
+      continue;
+    }
+    ASSERT_EQ(where[g], std::vector<std::string>{"host-c"})
+      << g << " " << json::serialize(jobs) << orchestrator->stderr_text();
+    verify_guest(g, "host-c");
+  }
+  // The failed moves ended cleanly: each failure names its reason.
+  for (const auto& j : jobs.as_array())
+    if (j.at("state").as_string() == "failed") {
+      EXPECT_FALSE(j.at("error").as_string().empty());
     }
 }
 
