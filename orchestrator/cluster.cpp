@@ -170,6 +170,7 @@ void start_job(cluster_actor* self, job_entry& j) {
   job_context ctx{j.record,      src.handle, dst.handle,       dst.capacity.migration_address,
                   st.cfg.policy, st.log,     caf::actor{self}, j.resume};
   j.actor = spawn_migration_job(self->system(), std::move(ctx));
+  self->monitor(j.actor);
   j.resume = false;
 }
 
@@ -221,6 +222,10 @@ void check_evacuation_done(cluster_actor* self, int64_t evac_id) {
     return;
   for (auto id : it->second.jobs)
     if (auto j = st.jobs.find(id); j != st.jobs.end() && !job_is_final(j->second.record.state))
+      return;
+  // Nor may anything still be on its way to the drained host.
+  for (const auto& [id, j] : st.jobs)
+    if (j.record.target == it->second.record.host && !job_is_final(j.record.state))
       return;
   (void) st.log->finish_evacuation(evac_id);
   it->second.record.finished = true;
@@ -299,6 +304,28 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
   }
   for (auto it = h.sweeping.begin(); it != h.sweeping.end();)
     it = present.count(*it) == 0 ? h.sweeping.erase(it) : std::next(it);
+}
+
+// Queues a move of `guest` off `source` to the host with the most room.
+caf::expected<job_record> plan_move(cluster_actor* self, const std::string& guest,
+                                    const std::string& source, uint64_t memory, int32_t priority,
+                                    int64_t evacuation) {
+  auto& st = self->state;
+  auto target = pick_target(st, source, memory, {});
+  if (!target)
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "no host has room for '" + guest + "'");
+  job_record job;
+  job.guest = guest;
+  job.source = source;
+  job.target = *target;
+  job.memory = memory;
+  job.priority = priority;
+  job.evacuation = evacuation;
+  auto rec = enqueue(self, job);
+  if (rec && evacuation != 0)
+    st.evacuations[evacuation].jobs.insert(rec->id);
+  return rec;
 }
 
 caf::expected<guest_spec> guest_spec_from_json(const std::string& text) {
@@ -421,6 +448,25 @@ caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& 
     return rec.error();
   st.evacuations[rec->id] = evacuation_entry{*rec, {}};
   h->second.draining = true;
+  // Moves not yet started towards the host now draining go elsewhere.
+  std::vector<job_record> replan;
+  for (auto& [id, j] : st.jobs)
+    if (!j.actor && j.record.state == job_state::pending && j.record.target == host) {
+      j.record.error = "host " + host + " is being evacuated";
+      if (st.log->move(j.record, job_state::cancelled, j.record.error)) {
+        j.record.state = job_state::cancelled;
+        replan.push_back(j.record);
+      }
+    }
+  for (auto& r : replan) {
+    if (r.evacuation != 0) {
+      r.attempt = 0;
+      retry_elsewhere(self, r);
+      check_evacuation_done(self, r.evacuation);
+    } else {
+      (void) plan_move(self, r.guest, r.source, r.memory, r.priority, 0);
+    }
+  }
   // Highest priority first, then the smallest (quickest) guests.
   auto guests = h->second.guests;
   std::stable_sort(guests.begin(), guests.end(), [](const guest_info& a, const guest_info& b) {
@@ -502,6 +548,26 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
   self->delayed_send(self, refresh_interval, refresh_atom::value);
   self->set_down_handler([self](const caf::down_msg& dm) {
     auto& st = self->state;
+    // A job actor that ended without reporting a final state (a bug): its
+    // journal entry must not stay open for ever.
+    for (auto& [id, j] : st.jobs) {
+      if (!j.actor || j.actor.address() != dm.source)
+        continue;
+      j.actor = nullptr;
+      if (!job_is_final(j.record.state)) {
+        j.record.error = "job ended unexpectedly: " + self->system().render(dm.reason);
+        std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n", static_cast<long long>(id),
+                     j.record.error.c_str());
+        if (st.log->move(j.record, job_state::failed, j.record.error))
+          j.record.state = job_state::failed;
+        if (j.record.evacuation != 0) {
+          retry_elsewhere(self, j.record);
+          check_evacuation_done(self, j.record.evacuation);
+        }
+      }
+      try_schedule(self);
+      return;
+    }
     for (auto& [name, h] : st.hosts) {
       if (!h.up || h.handle.address() != dm.source)
         continue;
@@ -580,6 +646,15 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
         return;
       it->second.record = rec;
       it->second.actor = nullptr;
+      // Landed on a host that began draining meanwhile: it moves on, as
+      // part of that host's evacuation.
+      for (auto& [eid, e] : st.evacuations)
+        if (e.record.host == rec.target && !e.record.finished) {
+          if (rec.state == job_state::succeeded)
+            (void) plan_move(self, rec.guest, rec.target, rec.memory, rec.priority, eid);
+          check_evacuation_done(self, eid);
+          break;
+        }
       if (rec.evacuation != 0) {
         if (rec.state == job_state::failed)
           retry_elsewhere(self, rec);

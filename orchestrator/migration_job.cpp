@@ -1,12 +1,14 @@
 #include "orchestrator/migration_job.hpp"
 
 #include "agent/agent_error.hpp"
+#include "orchestrator/orchestrator_error.hpp"
 
 #include <caf/all.hpp>
 
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <functional>
 
 namespace ferry {
@@ -392,6 +394,21 @@ caf::behavior job(job_actor* self, job_context ctx) {
   self->state.ctx = std::move(ctx);
   // A host that goes away mid-job fails its requests; the job then fails.
   self->set_default_handler(caf::drop);
+  // A bug here must not leave the job hanging in the journal: say what
+  // happened and let the parent (which monitors the job) fail it.
+  self->set_exception_handler([self](std::exception_ptr& eptr) -> caf::error {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(eptr);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "ferry-orchestrator: job %lld (%s): %s\n",
+                 static_cast<long long>(self->state.ctx.job.id), self->state.ctx.job.guest.c_str(),
+                 what.c_str());
+    return make_orchestrator_error(orchestrator_errc::invalid_request, "job failed: " + what);
+  });
   if (self->state.ctx.resume)
     resume(self);
   else

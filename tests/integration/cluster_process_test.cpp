@@ -9,6 +9,7 @@
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_cluster.hpp"
 #include "tools/qmp/qmp_client.hpp"
 
 #include <boost/json.hpp>
@@ -38,87 +39,26 @@ class cluster : public ::testing::Test {
 protected:
   void SetUp() override {
     FERRY_REQUIRE_KVM();
-    auto pki =
-      run({"/bin/bash", std::string{FERRY_SOURCE_DIR} + "/deploy/pki/ferry-pki.sh", dir.file("pki"),
-           "--node", "host-a", "--node", "host-b", "--node", "host-c", "--node", "orchestrator"});
-    ASSERT_EQ(pki.status, 0) << pki.output;
     auto img = run({binary("tools/ferry-testguest"), "image", image(), "--ram-top", "8M",
                     "--ws-pages", "128", "--report-every", "50"});
     ASSERT_EQ(img.status, 0) << img.output;
-    // Tests of this binary may run in parallel: each picks its own ports,
-    // below the kernel's ephemeral range (32768+).
-    auto port = static_cast<uint16_t>(20000 + (::getpid() % 300) * 30);
-    for (const auto& h : host_names) {
-      const std::string conf = dir.file(h + ".toml");
-      std::ofstream{conf} << "host = \"" << h << "\"\n[control]\nlisten = \"127.0.0.1:0\"\n"
-                          << "[tls]\nca = \"" << dir.file("pki/ca-cert.pem") << "\"\ncert = \""
-                          << dir.file("pki/" + h + "-cert.pem") << "\"\nkey = \""
-                          << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
-                          << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
-                          << "\"\n[migration]\naddress = \"127.0.0.1\"\nport_min = " << port
-                          << "\nport_max = " << port + 9 << "\n";
-      port = static_cast<uint16_t>(port + 10);
-      agents[h] = std::make_unique<process>(
-        std::vector<std::string>{binary("agent/ferry-agent"), "--config", conf});
-      ASSERT_TRUE(wait_for_text(run_dir(h) + "/control.port", "\n", 20s))
-        << agents[h]->stderr_text();
-    }
-    std::ofstream conf{dir.file("orchestrator.toml")};
-    conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\n[journal]\npath = \""
-         << dir.file("journal.db") << "\"\n[tls]\nca = \"" << dir.file("pki/ca-cert.pem")
-         << "\"\ncert = \"" << dir.file("pki/orchestrator-cert.pem") << "\"\nkey = \""
-         << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\nmax_bandwidth = 1073741824\n";
-    for (const auto& h : host_names) {
-      std::string p = read_file(run_dir(h) + "/control.port");
-      p.erase(p.find_last_not_of("\n") + 1);
-      conf << "[[agents]]\nname = \"" << h << "\"\naddress = \"127.0.0.1:" << p << "\"\n";
-    }
-    conf.close();
-    start_orchestrator();
+    auto err = c.start(host_names);
+    ASSERT_TRUE(err.empty()) << err;
   }
 
   void TearDown() override {
     // A failed cluster test is only debuggable with the jobs' story.
-    if (HasFailure() && orchestrator) {
-      std::cerr << "migrations: " << ctl({"migrations", "-o", "json"}).output << "\n"
-                << "orchestrator stderr:\n"
-                << orchestrator->stderr_text() << "\n";
-      for (auto& [h, a] : agents)
-        std::cerr << h << (a->running() ? " (running)" : " (ended)") << " stderr:\n"
-                  << a->stderr_text() << "\n";
-    }
+    if (HasFailure())
+      std::cerr << c.story();
   }
 
+  std::string image() const { return c.dir.file("guest.img"); }
+  std::string run_dir(const std::string& h) const { return c.run_dir(h); }
+  run_result ctl(std::vector<std::string> args) { return c.ctl(std::move(args)); }
+  std::map<std::string, std::vector<std::string>> placements() { return c.placements(); }
   void start_orchestrator() {
-    orchestrator = std::make_unique<process>(std::vector<std::string>{
-      binary("orchestrator/ferry-orchestrator"), "--config", dir.file("orchestrator.toml")});
-    // Up once every agent is connected.
-    for (int i = 0; i < 100; ++i) {
-      auto r = ctl({"hosts", "-o", "json"});
-      if (r.status != 0) {
-        std::this_thread::sleep_for(100ms);
-        continue;
-      }
-      const auto hosts = json::parse(r.output);
-      if (hosts.as_array().size() == 3) {
-        bool all_up = true;
-        for (const auto& h : hosts.as_array())
-          all_up = all_up && h.at("up").as_bool();
-        if (all_up)
-          return;
-      }
-      std::this_thread::sleep_for(100ms);
-    }
-    FAIL() << "orchestrator did not connect to the agents: " << orchestrator->stderr_text();
-  }
-
-  std::string image() const { return dir.file("guest.img"); }
-  std::string run_dir(const std::string& h) const { return dir.file(h + "-run"); }
-
-  run_result ctl(std::vector<std::string> args) {
-    args.insert(args.begin(),
-                {binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(api_port)});
-    return run(args);
+    auto err = c.start_orchestrator();
+    ASSERT_TRUE(err.empty()) << err;
   }
 
   void create(const std::string& name, const std::string& host, int priority = 0) {
@@ -134,51 +74,6 @@ protected:
       << name << " did not boot";
   }
 
-  // Where each guest runs, from the processes themselves: every guest is a
-  // `ferry-agent vm` whose QMP socket lies in its host's run directory. The
-  // orchestrator's inventory is checked against this truth.
-  std::map<std::string, std::vector<std::string>> placements() {
-    std::map<std::string, std::vector<std::string>> where;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-      std::ifstream in{entry.path() / "cmdline"};
-      std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::vector<std::string> argv;
-      for (size_t pos = 0; pos < cmd.size();) {
-        const size_t end = cmd.find('\0', pos);
-        argv.push_back(cmd.substr(pos, end - pos));
-        pos = end == std::string::npos ? cmd.size() : end + 1;
-      }
-      if (argv.size() < 3 || argv[1] != "vm")
-        continue;
-      std::string name;
-      for (size_t i = 1; i + 1 < argv.size(); ++i)
-        if (argv[i] == "-name")
-          name = argv[i + 1];
-      for (const auto& h : host_names)
-        for (const auto& a : argv)
-          if (a.find("unix:" + run_dir(h) + "/") == 0)
-            where[name].push_back(h);
-    }
-    // The orchestrator's inventory agrees once it has refreshed (every second).
-    std::map<std::string, std::vector<std::string>> inventory;
-    for (int i = 0; i < 30; ++i) {
-      inventory.clear();
-      auto r = ctl({"guests", "-o", "json"});
-      EXPECT_EQ(r.status, 0) << r.output;
-      const auto all = json::parse(r.output);
-      for (const auto& g : all.as_array())
-        inventory[std::string{g.at("name").as_string()}].push_back(
-          std::string{g.at("host").as_string()});
-      for (auto& [n, hs] : inventory)
-        std::sort(hs.begin(), hs.end());
-      if (inventory == where)
-        break;
-      std::this_thread::sleep_for(200ms);
-    }
-    EXPECT_EQ(inventory, where) << "the orchestrator's inventory disagrees with the hosts";
-    return where;
-  }
-
   // Stops the guest on `host`, dumps its RAM and proves it consistent, then
   // lets it run on.
   void verify_guest(const std::string& name, const std::string& host) {
@@ -187,7 +82,7 @@ protected:
     auto status = q.execute("query-status");
     EXPECT_EQ(status.at("return").at("status").as_string(), "running") << name << " on " << host;
     q.execute("stop");
-    const std::string dump = dir.file(name + "-" + host + ".bin");
+    const std::string dump = c.dir.file(name + "-" + host + ".bin");
     auto r = q.execute("pmemsave", {{"val", 0}, {"size", 8 << 20}, {"filename", dump}});
     ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
     auto v = run({binary("tools/ferry-verify"), dump});
@@ -196,17 +91,14 @@ protected:
     std::remove(dump.c_str());
   }
 
-  temp_dir dir;
-  uint16_t api_port = static_cast<uint16_t>(30000 + (::getpid() % 2000));
-  std::map<std::string, std::unique_ptr<process>> agents;
-  std::unique_ptr<process> orchestrator;
+  test_cluster c;
 };
 
 TEST_F(cluster, ferryctl_migrate_moves_a_running_kvm_guest) {
   create("vm1", "host-a");
   wait_ready("vm1", "host-a");
   auto r = ctl({"migrate", "vm1", "--to", "host-b", "--wait", "-o", "json"});
-  ASSERT_EQ(r.status, 0) << r.output << orchestrator->stderr_text();
+  ASSERT_EQ(r.status, 0) << r.output << c.orchestrator->stderr_text();
   auto where = placements();
   ASSERT_EQ(where["vm1"], std::vector<std::string>{"host-b"});
   verify_guest("vm1", "host-b");
@@ -217,7 +109,7 @@ TEST_F(cluster, ferryctl_migrate_moves_a_running_kvm_guest) {
   EXPECT_EQ(m[0].at("state").as_string(), "succeeded");
   // The journal holds every transition of the happy path, in order.
   {
-    auto log = journal::open(dir.file("journal.db"));
+    auto log = journal::open(c.dir.file("journal.db"));
     ASSERT_TRUE(log);
     std::vector<std::string> walk;
     for (const auto& t : (*log)->transitions())
@@ -259,13 +151,13 @@ TEST_F(cluster, evacuation_survives_an_orchestrator_killed_mid_way) {
       break;
     std::this_thread::sleep_for(20ms);
   }
-  orchestrator->signal(SIGKILL);
-  orchestrator->wait(5s);
+  c.orchestrator->signal(SIGKILL);
+  c.orchestrator->wait(5s);
   start_orchestrator();
   // Moves interrupted before `migrate` was issued fail on resume and are
   // retried on another host: watch's status 2 (some failed) is expected then.
   auto w = ctl({"watch", "-o", "json"});
-  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << orchestrator->stderr_text();
+  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << c.orchestrator->stderr_text();
   auto where = placements();
   for (const auto& g : guests) {
     ASSERT_EQ(where[g].size(), 1U) << g << " must run exactly once";
@@ -301,10 +193,10 @@ TEST_F(cluster, an_agent_killed_mid_evacuation_is_marked_down_and_the_rest_re_pl
       std::this_thread::sleep_for(10ms);
   }
   ASSERT_TRUE(seen) << "no move towards host-b started";
-  agents["host-b"]->signal(SIGKILL);
-  agents["host-b"]->wait(5s);
+  c.agents["host-b"]->signal(SIGKILL);
+  c.agents["host-b"]->wait(5s);
   auto w = ctl({"watch", "-o", "json"});
-  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << orchestrator->stderr_text();
+  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << c.orchestrator->stderr_text();
   // The orchestrator noticed: host-b is down.
   const auto hosts = json::parse(ctl({"hosts", "-o", "json"}).output);
   for (const auto& h : hosts.as_array())
@@ -325,7 +217,7 @@ TEST_F(cluster, an_agent_killed_mid_evacuation_is_marked_down_and_the_rest_re_pl
       continue;
     }
     ASSERT_EQ(where[g], std::vector<std::string>{"host-c"})
-      << g << " " << json::serialize(jobs) << orchestrator->stderr_text();
+      << g << " " << json::serialize(jobs) << c.orchestrator->stderr_text();
     verify_guest(g, "host-c");
   }
   // The failed moves ended cleanly: each failure names its reason.

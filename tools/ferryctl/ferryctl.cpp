@@ -4,6 +4,7 @@
 //   ferryctl [--server HOST:PORT] [--output table|json] COMMAND
 //     hosts | guests | migrations
 //     create NAME --host HOST --memory SIZE [--image IMG] [--accel kvm|none] [--priority N]
+//            [--smp N] [--dirty-rate PAGES_PER_S]
 //     migrate GUEST [--to HOST] [--wait]
 //     evacuate HOST [--wait]
 //     cancel ID
@@ -217,6 +218,9 @@ int main(int argc, char** argv) {
   create->add_option("--accel", c_accel, "kvm or none")->check(CLI::IsMember({"kvm", "none"}));
   create->add_option("--smp", c_vcpus, "vCPUs");
   create->add_option("--priority", c_priority, "evacuation priority (higher first)");
+  uint64_t c_dirty_rate = 0;
+  create->add_option("--dirty-rate", c_dirty_rate,
+                     "-accel none: pages the synthetic guest dirties per second (0: flat out)");
   int64_t cancel_id = 0;
   auto* cancel = app.add_subcommand("cancel", "cancel a migration");
   cancel->add_option("id", cancel_id, "migration id")->required();
@@ -305,6 +309,8 @@ int main(int argc, char** argv) {
                       {"priority", c_priority}};
     if (!c_image.empty())
       spec["drive"] = c_image;
+    if (c_dirty_rate != 0)
+      spec["dirty_rate"] = c_dirty_rate;
     if (int rc = call(o, "POST", "/api/v1/guests",
                       json::serialize(json::object{{"host", c_host}, {"spec", spec}}), out);
         rc != 0)
