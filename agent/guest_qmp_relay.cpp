@@ -55,8 +55,8 @@ caf::error relay_error(const std::string& msg) {
 
 // Reads the guest's events on its own connection until told to stop or the
 // guest goes away; each event goes to the relay actor.
-void pump_events(caf::actor relay, std::string socket, std::string guest,
-                 std::shared_ptr<std::atomic<bool>> stop) {
+void pump_events(const caf::actor& relay, const std::string& socket, const std::string& guest,
+                 const std::shared_ptr<std::atomic<bool>>& stop) {
   name_thread("qmpev/", guest);
   try {
     qmp_tool::qmp_client c{socket, std::chrono::seconds(5)};

@@ -509,8 +509,14 @@ std::string api_get(cluster_actor* self, const std::string& what) {
                                    {"priority", g.spec.priority},
                                    {"incoming", g.spec.incoming}});
   } else if (what == "migrations") {
-    for (const auto& [id, j] : st.jobs)
-      out.push_back(job_json(j));
+    std::map<int64_t, json::array> steps;
+    for (const auto& step : st.log->steps())
+      steps[step.job].push_back(json::string{step.step});
+    for (const auto& [id, j] : st.jobs) {
+      auto o = job_json(j);
+      o["steps"] = std::move(steps[id]);
+      out.push_back(std::move(o));
+    }
   } else if (what == "evacuations") {
     for (const auto& [id, e] : st.evacuations) {
       json::array jobs;

@@ -150,7 +150,7 @@ void stream_events(caf::actor_system& sys, const caf::actor& cluster, tcp::socke
   }
 }
 
-void serve_connection(caf::actor_system& sys, caf::actor cluster, tcp::socket sock,
+void serve_connection(caf::actor_system& sys, const caf::actor& cluster, tcp::socket sock,
                       const std::atomic<bool>& stopping) {
   ::pthread_setname_np(::pthread_self(), "http-conn");
   beast::flat_buffer buf;
@@ -190,7 +190,7 @@ struct http_api::impl {
 http_api::http_api(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 caf::expected<std::unique_ptr<http_api>> http_api::start(caf::actor_system& sys, caf::actor cluster,
-                                                         host_port at) {
+                                                         const host_port& at) {
   auto p = std::make_unique<impl>();
   p->sys = &sys;
   p->cluster = std::move(cluster);

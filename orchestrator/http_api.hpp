@@ -27,7 +27,7 @@ class http_api {
 public:
   // Binds `at` (port 0: any) and starts serving.
   static caf::expected<std::unique_ptr<http_api>> start(caf::actor_system& sys, caf::actor cluster,
-                                                        host_port at);
+                                                        const host_port& at);
   ~http_api();
   http_api(const http_api&) = delete;
   http_api& operator=(const http_api&) = delete;

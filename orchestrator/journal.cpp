@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS transitions (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL,
   from_state TEXT NOT NULL, to_state TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL, at REAL NOT NULL,
+  step TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evacuations (
   id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, finished INTEGER NOT NULL,
   created REAL NOT NULL);
@@ -169,6 +172,26 @@ caf::expected<void> journal::move(const job_record& job, job_state to, const std
     return err;
   }
   return exec("COMMIT");
+}
+
+caf::expected<void> journal::add_step(int64_t job, const std::string& step) {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "INSERT INTO steps (job, at, step) VALUES (?,?,?)"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  s.bind(1, job).bind(2, now_seconds()).bind(3, step);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "insert step");
+  return {};
+}
+
+std::vector<step_record> journal::steps() const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "SELECT job, at, step FROM steps ORDER BY seq"};
+  std::vector<step_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW)
+    out.push_back({s.integer(0), s.real(1), s.text(2)});
+  return out;
 }
 
 caf::expected<evacuation_record> journal::add_evacuation(const std::string& host) {

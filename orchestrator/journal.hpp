@@ -39,6 +39,13 @@ struct transition_record {
   std::string note;
 };
 
+// One rung of a job's escalation ladder.
+struct step_record {
+  int64_t job = 0;
+  double at = 0;
+  std::string step;
+};
+
 struct evacuation_record {
   int64_t id = 0;
   std::string host;
@@ -57,6 +64,10 @@ public:
   // Records `from -> to` (refused if the table forbids it or the job is not
   // in `from`), with the target and error as they now stand.
   caf::expected<void> move(const job_record& job, job_state to, const std::string& note);
+
+  // Records an escalation step of a running job (before it is taken).
+  caf::expected<void> add_step(int64_t job, const std::string& step);
+  std::vector<step_record> steps() const;
 
   caf::expected<evacuation_record> add_evacuation(const std::string& host);
   caf::expected<void> finish_evacuation(int64_t id);

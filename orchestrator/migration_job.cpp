@@ -36,10 +36,15 @@ struct job_state_data {
   clock_type::time_point completing_since;
   uint64_t best_remaining = UINT64_MAX;
   json::object progress;
+  // The escalation ladder: steps taken, and the pass count at the last one.
+  uint32_t downtime_steps_taken = 0;
+  bool throttle_released = false;
+  uint64_t passes_at_last_step = 0;
+  uint64_t downtime_ms = 0;
 };
 
 using job_actor = caf::stateful_actor<job_state_data>;
-using on_return = std::function<void(json::value)>;
+using on_return = std::function<void(const json::value&)>;
 
 std::string describe_reply_error(const json::object& err) {
   const auto* cls = err.if_contains("class");
@@ -77,8 +82,8 @@ bool move(job_actor* self, job_state to, const std::string& note) {
 // Runs one QMP command on a guest through its host actor; a QMP error or a
 // lost host fails the job with the reason.
 void qmp(job_actor* self, const host_actor& host, const std::string& guest,
-         const std::string& command, json::object args, on_return then,
-         std::function<void(const std::string&)> on_error = {}) {
+         const std::string& command, const json::object& args, on_return then,
+         const std::function<void(const std::string&)>& on_error = {}) {
   self->request(host, qmp_timeout, qmp_atom::value, guest, command, json::serialize(args))
     .then(
       [self, command, then = std::move(then), on_error](const std::string& text) {
@@ -143,7 +148,7 @@ void fail(job_actor* self, const std::string& why) {
     // Stop the source's side first so it keeps running on its own.
     qmp(
       self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {},
-      [self, why](json::value) { cleanup_and_finish(self, job_state::failed, why); },
+      [self, why](const json::value&) { cleanup_and_finish(self, job_state::failed, why); },
       [self, why](const std::string&) { cleanup_and_finish(self, job_state::failed, why); });
     return;
   }
@@ -164,7 +169,7 @@ void retire_source(job_actor* self) {
 // copy is removed.
 void confirm_target(job_actor* self) {
   auto& st = self->state;
-  qmp(self, st.ctx.target, st.ctx.job.guest, "query-status", {}, [self](json::value r) {
+  qmp(self, st.ctx.target, st.ctx.job.guest, "query-status", {}, [self](const json::value& r) {
     auto& st1 = self->state;
     const auto* status = r.is_object() ? r.as_object().if_contains("status") : nullptr;
     if (status != nullptr && status->is_string() && status->as_string() == "running") {
@@ -174,7 +179,7 @@ void confirm_target(job_actor* self) {
     }
     if (clock_type::now() - st1.completing_since > target_start_timeout) {
       // Let the source copy run on; the target goes.
-      qmp(self, st1.ctx.source, st1.ctx.job.guest, "cont", {}, [self](json::value) {
+      qmp(self, st1.ctx.source, st1.ctx.job.guest, "cont", {}, [self](const json::value&) {
         fail(self, "the target did not start running; source guest resumed");
       });
       return;
@@ -183,13 +188,56 @@ void confirm_target(job_actor* self) {
   });
 }
 
+// Takes the ladder's next step when the migration has run another
+// `escalate_after_passes` passes without completing; true if the job ended.
+bool escalate(job_actor* self, const json::object& info) {
+  auto& st = self->state;
+  const auto& p = st.ctx.policy;
+  const auto* ram = info.if_contains("ram");
+  const auto* passes_v =
+    ram != nullptr && ram->is_object() ? ram->as_object().if_contains("dirty-sync-count") : nullptr;
+  if (passes_v == nullptr || !passes_v->is_number())
+    return false;
+  const auto passes = passes_v->to_number<uint64_t>();
+  if (passes < st.passes_at_last_step + p.escalate_after_passes)
+    return false;
+  st.passes_at_last_step = passes;
+  const auto& guest = st.ctx.job.guest;
+  auto record = [&](const std::string& step) {
+    if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step); !ok)
+      std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n",
+                   static_cast<long long>(st.ctx.job.id), describe(ok.error()).c_str());
+  };
+  if (st.downtime_steps_taken < p.downtime_steps) {
+    ++st.downtime_steps_taken;
+    st.downtime_ms *= 2;
+    record("downtime-limit " + std::to_string(st.downtime_ms) + " ms after " +
+           std::to_string(passes) + " passes");
+    qmp(self, st.ctx.source, guest, "migrate-set-parameters", {{"downtime-limit", st.downtime_ms}},
+        [](const json::value&) {});
+    return false;
+  }
+  if (p.auto_converge_step && !st.throttle_released) {
+    st.throttle_released = true;
+    record("auto-converge throttle up to 99 % after " + std::to_string(passes) + " passes");
+    qmp(self, st.ctx.source, guest, "migrate-set-parameters",
+        {{"max-cpu-throttle", 99}, {"cpu-throttle-initial", 20}}, [](const json::value&) {});
+    return false;
+  }
+  record("cancel: no convergence after " + std::to_string(passes) + " passes");
+  fail(self, "did not converge after " + std::to_string(passes) + " passes (downtime-limit " +
+               std::to_string(st.downtime_ms) + " ms" +
+               (p.auto_converge_step ? ", auto-converge" : "") + ")");
+  return true;
+}
+
 void poll_migration(job_actor* self) {
   auto& st = self->state;
   if (st.ctx.job.state == job_state::completing) {
     confirm_target(self);
     return;
   }
-  qmp(self, st.ctx.source, st.ctx.job.guest, "query-migrate", {}, [self](json::value r) {
+  qmp(self, st.ctx.source, st.ctx.job.guest, "query-migrate", {}, [self](const json::value& r) {
     auto& st1 = self->state;
     if (st1.finishing)
       return;
@@ -229,6 +277,8 @@ void poll_migration(job_actor* self) {
         }
       }
     }
+    if (escalate(self, o))
+      return;
     const auto& p = st1.ctx.policy;
     const double gib = static_cast<double>(st1.ctx.job.memory) / double(1 << 30);
     const auto limit =
@@ -252,13 +302,19 @@ void start_migration(job_actor* self) {
   st.started = st.last_progress = clock_type::now();
   st.migrate_issued = true;
   qmp(self, st.ctx.source, st.ctx.job.guest, "migrate", {{"uri", st.uri}},
-      [self](json::value) { self->delayed_send(self, poll_interval, poll_atom::value); });
+      [self](const json::value&) { self->delayed_send(self, poll_interval, poll_atom::value); });
 }
 
-json::object capabilities(const migration_policy& p) {
+// The destination needs only what shapes the stream; the source also gets
+// auto-converge when the ladder may use it (capabilities cannot change while
+// a migration runs, so it is on from the start, its throttle capped at 1 %
+// until the ladder's step lifts the cap).
+json::object capabilities(const migration_policy& p, bool source) {
   json::array caps{json::object{{"capability", "events"}, {"state", true}}};
   if (p.multifd_channels > 0)
     caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
+  if (source && p.auto_converge_step)
+    caps.push_back(json::object{{"capability", "auto-converge"}, {"state", true}});
   return {{"capabilities", std::move(caps)}};
 }
 
@@ -268,26 +324,32 @@ void configure_and_listen(job_actor* self, uint16_t port) {
   st.uri = "tcp:" + st.ctx.target_address + ":" + std::to_string(port);
   json::object src_params{{"max-bandwidth", p.max_bandwidth},
                           {"downtime-limit", p.downtime_limit_ms}};
+  st.downtime_ms = p.downtime_limit_ms;
+  if (p.auto_converge_step) {
+    src_params["cpu-throttle-initial"] = 1;
+    src_params["max-cpu-throttle"] = 1;
+  }
   json::object dst_params;
   if (p.multifd_channels > 0) {
     src_params["multifd-channels"] = p.multifd_channels;
     dst_params["multifd-channels"] = p.multifd_channels;
   }
   const auto& guest = st.ctx.job.guest;
-  qmp(self, st.ctx.target, guest, "migrate-set-capabilities", capabilities(p),
-      [self, dst_params, src_params, guest](json::value) {
+  qmp(self, st.ctx.target, guest, "migrate-set-capabilities", capabilities(p, false),
+      [self, dst_params, src_params, guest](const json::value&) {
         auto& st1 = self->state;
         qmp(self, st1.ctx.target, guest, "migrate-set-parameters", dst_params,
-            [self, src_params, guest](json::value) {
+            [self, src_params, guest](const json::value&) {
               auto& st2 = self->state;
               qmp(self, st2.ctx.source, guest, "migrate-set-capabilities",
-                  capabilities(st2.ctx.policy), [self, src_params, guest](json::value) {
+                  capabilities(st2.ctx.policy, true),
+                  [self, src_params, guest](const json::value&) {
                     auto& st3 = self->state;
                     qmp(self, st3.ctx.source, guest, "migrate-set-parameters", src_params,
-                        [self, guest](json::value) {
+                        [self, guest](const json::value&) {
                           auto& st4 = self->state;
                           qmp(self, st4.ctx.target, guest, "migrate-incoming", {{"uri", st4.uri}},
-                              [self](json::value) { start_migration(self); });
+                              [self](const json::value&) { start_migration(self); });
                         });
                   });
             });
@@ -369,23 +431,25 @@ void resume(job_actor* self) {
           return;
         }
         // preparing-target or running: ask the source what it is doing.
-        qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-migrate", {}, [self](json::value r) {
-          auto& st2 = self->state;
-          const auto* s = r.as_object().if_contains("status");
-          const std::string status =
-            s != nullptr && s->is_string() ? std::string{s->as_string()} : "none";
-          if (status == "none" || status == "failed" || status == "cancelled") {
-            // Never started (or already over): nothing to follow.
-            fail(self, "orchestrator restarted before the migration ran (source: " + status + ")");
-            return;
-          }
-          if (st2.ctx.job.state == job_state::preparing_target &&
-              !move(self, job_state::running, "found running after restart"))
-            return;
-          st2.migrate_issued = true;
-          st2.started = st2.last_progress = clock_type::now();
-          poll_migration(self);
-        });
+        qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-migrate", {},
+            [self](const json::value& r) {
+              auto& st2 = self->state;
+              const auto* s = r.as_object().if_contains("status");
+              const std::string status =
+                s != nullptr && s->is_string() ? std::string{s->as_string()} : "none";
+              if (status == "none" || status == "failed" || status == "cancelled") {
+                // Never started (or already over): nothing to follow.
+                fail(self,
+                     "orchestrator restarted before the migration ran (source: " + status + ")");
+                return;
+              }
+              if (st2.ctx.job.state == job_state::preparing_target &&
+                  !move(self, job_state::running, "found running after restart"))
+                return;
+              st2.migrate_issued = true;
+              st2.started = st2.last_progress = clock_type::now();
+              poll_migration(self);
+            });
       },
       [self](const caf::error& err) { fail(self, "listing the target: " + describe(err)); });
 }
@@ -427,7 +491,7 @@ caf::behavior job(job_actor* self, job_context ctx) {
         return;
       st.cancel_requested = true;
       if (st.migrate_issued) {
-        qmp(self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {}, [](json::value) {});
+        qmp(self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {}, [](const json::value&) {});
         return; // the poll sees "cancelled" and cleans up
       }
       if (st.ctx.job.state == job_state::completing)

@@ -99,7 +99,7 @@ caf::expected<orchestrator_config> parse_orchestrator_config(const std::string& 
     c.agents.push_back(std::move(ag));
   }
   auto& p = c.policy;
-  for (auto ok :
+  for (const auto& ok :
        {number(ct, "max_migrations", p.max_migrations, origin),
         number(ct, "max_outbound_per_host", p.max_outbound_per_host, origin),
         number(ct, "max_inbound_per_host", p.max_inbound_per_host, origin),
@@ -111,6 +111,14 @@ caf::expected<orchestrator_config> parse_orchestrator_config(const std::string& 
         number(ct, "evacuation_attempts", p.evacuation_attempts, origin)})
     if (!ok)
       return ok.error();
+  if (auto n = ct.at_path("policy.auto_converge_step"); n) {
+    auto b = n.value<bool>();
+    if (!b)
+      return invalid(origin + ": policy.auto_converge_step must be true or false");
+    p.auto_converge_step = *b;
+  }
+  if (p.escalate_after_passes == 0)
+    return invalid(origin + ": policy.escalate_after_passes must be at least 1");
   if (p.max_migrations == 0 || p.max_outbound_per_host == 0 || p.max_inbound_per_host == 0)
     return invalid(origin + ": concurrency limits must be at least 1");
   return c;

@@ -16,6 +16,13 @@ struct migration_policy {
   uint32_t progress_timeout_s = 60; // no progress for this long: cancel
   uint32_t completion_timeout_s_per_gib = 120;
   uint32_t evacuation_attempts = 3; // hosts tried per guest
+  // The escalation ladder for a migration that does not converge: after
+  // every `escalate_after_passes` dirty-log passes without completing, the
+  // next step: `downtime_steps` times double downtime-limit, then let
+  // auto-converge throttle (if `auto_converge_step`), then cancel.
+  uint32_t escalate_after_passes = 6;
+  uint32_t downtime_steps = 2;
+  bool auto_converge_step = true;
 };
 
 } // namespace ferry

@@ -227,5 +227,41 @@ TEST_F(cluster, an_agent_killed_mid_evacuation_is_marked_down_and_the_rest_re_pl
     }
 }
 
+// The escalation ladder, without KVM: a synthetic guest dirtying 8 MB/s
+// over a 4 MiB/s link never converges; the orchestrator doubles
+// downtime-limit twice, then cancels. Each step is journaled and shown; the
+// source guest keeps running, alone.
+TEST(cluster_policy, a_migration_that_does_not_converge_climbs_the_ladder_then_is_cancelled) {
+  test_cluster c;
+  auto err = c.start({"host-a", "host-b"}, "max_bandwidth = 4194304\ndowntime_limit_ms = 10\n"
+                                           "escalate_after_passes = 2\ndowntime_steps = 2\n"
+                                           "auto_converge_step = false\n");
+  ASSERT_TRUE(err.empty()) << err;
+  const std::string img = c.dir.file("guest.img");
+  ASSERT_EQ(
+    run({binary("tools/ferry-testguest"), "image", img, "--ram-top", "8M", "--ws-pages", "512"})
+      .status,
+    0);
+  auto r = c.ctl({"create", "hot", "--host", "host-a", "--memory", "8M", "--accel", "none",
+                  "--image", img, "--dirty-rate", "2000"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::this_thread::sleep_for(1500ms);
+  auto m = c.ctl({"migrate", "hot", "--to", "host-b", "--wait", "-o", "json"});
+  EXPECT_EQ(m.status, 2) << m.output << c.story();
+  const auto jobs = json::parse(c.ctl({"migrations", "-o", "json"}).output);
+  ASSERT_EQ(jobs.as_array().size(), 1U);
+  const auto& job = jobs.as_array()[0].as_object();
+  EXPECT_EQ(job.at("state").as_string(), "failed");
+  EXPECT_NE(std::string{job.at("error").as_string()}.find("did not converge"), std::string::npos)
+    << job.at("error");
+  const auto& steps = job.at("steps").as_array();
+  ASSERT_EQ(steps.size(), 3U) << json::serialize(steps);
+  EXPECT_EQ(std::string{steps[0].as_string()}.rfind("downtime-limit 20 ms", 0), 0U);
+  EXPECT_EQ(std::string{steps[1].as_string()}.rfind("downtime-limit 40 ms", 0), 0U);
+  EXPECT_EQ(std::string{steps[2].as_string()}.rfind("cancel", 0), 0U);
+  auto where = c.placements();
+  EXPECT_EQ(where["hot"], std::vector<std::string>{"host-a"});
+}
+
 } // namespace
 } // namespace ferry::test

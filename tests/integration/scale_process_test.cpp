@@ -43,6 +43,7 @@ std::string host_name(int i) {
 TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits) {
   test_cluster c;
   std::vector<std::string> hosts;
+  hosts.reserve(static_cast<size_t>(host_count));
   for (int i = 0; i < host_count; ++i)
     hosts.push_back(host_name(i));
   auto err = c.start(hosts);

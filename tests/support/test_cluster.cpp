@@ -51,7 +51,8 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
   conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\n[journal]\npath = \""
        << journal_path() << "\"\n[tls]\nca = \"" << dir.file("pki/ca-cert.pem") << "\"\ncert = \""
        << dir.file("pki/orchestrator-cert.pem") << "\"\nkey = \""
-       << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\nmax_bandwidth = 1073741824\n"
+       << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\n"
+       << (policy.find("max_bandwidth") == std::string::npos ? "max_bandwidth = 1073741824\n" : "")
        << policy << "\n";
   for (const auto& h : hosts) {
     std::string p = read_file(run_dir(h) + "/control.port");
@@ -66,6 +67,8 @@ std::string test_cluster::start_orchestrator() {
   orchestrator = std::make_unique<process>(std::vector<std::string>{
     binary("orchestrator/ferry-orchestrator"), "--config", dir.file("orchestrator.toml")});
   for (int i = 0; i < 200; ++i) {
+    if (!orchestrator->running())
+      break;
     auto r = ctl({"hosts", "-o", "json"});
     if (r.status == 0) {
       const auto all = json::parse(r.output);

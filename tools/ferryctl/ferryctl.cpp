@@ -28,7 +28,6 @@
 namespace {
 
 namespace json = boost::json;
-using ferry::host_port;
 using ferry::ctl::http_request;
 
 struct options {
@@ -139,7 +138,7 @@ bool final_state(const std::string& s) {
 
 // Polls the migrations until every watched one is final. Exit status 0 if
 // all succeeded.
-int watch(const options& o, std::set<int64_t> ids) {
+int watch(const options& o, const std::set<int64_t>& ids) {
   const bool tty = ::isatty(1) != 0 && o.output != "json";
   size_t drawn = 0;
   for (;;) {
@@ -186,7 +185,7 @@ int watch(const options& o, std::set<int64_t> ids) {
 
 } // namespace
 
-int main(int argc, char** argv) {
+int run_cli(int argc, char** argv) {
   CLI::App app{"ferryctl: operate a Ferry cluster through ferry-orchestrator"};
   options o;
   if (const char* env = std::getenv("FERRY_ORCHESTRATOR"))
@@ -329,4 +328,13 @@ int main(int argc, char** argv) {
   if (watch_cmd->parsed())
     return watch(o, {watch_ids.begin(), watch_ids.end()});
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // Nothing may escape as a crash: a malformed answer is an error message.
+  try {
+    return run_cli(argc, argv);
+  } catch (const std::exception& e) {
+    return fail(std::string{"unexpected answer: "} + e.what());
+  }
 }
