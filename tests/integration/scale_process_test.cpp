@@ -35,9 +35,8 @@ const int host_count = env_or("FERRY_SCALE_HOSTS", 10);
 const int guests_per_host = env_or("FERRY_SCALE_GUESTS", 20);
 
 std::string host_name(int i) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "host-%02d", i);
-  return buf;
+  std::string n = std::to_string(i);
+  return "host-" + std::string(n.size() < 2 ? 2 - n.size() : 0, '0') + n;
 }
 
 TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits) {
