@@ -1,15 +1,13 @@
 #include "agent/daemon.hpp"
 
-#include "actors/host_interface.hpp"
+#include "actors/control_node.hpp"
 #include "agent/agent_error.hpp"
 #include "agent/daemon_config.hpp"
 #include "agent/host_actor.hpp"
 
 #include <caf/all.hpp>
-#include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -38,24 +36,9 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
   if (!make_dir(cfg->state_dir) || !make_dir(cfg->run_dir))
     return fail("cannot create state_dir '" + cfg->state_dir + "' or run_dir '" + cfg->run_dir +
                 "'");
-  // The main thread takes the stop signals; every other thread inherits the
-  // mask from here.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-
+  const stop_signals stop; // before CAF starts its threads: they inherit the mask
   caf::actor_system_config sys_cfg;
-  sys_cfg.load<caf::io::middleman>();
-  sys_cfg.load<caf::openssl::manager>();
-  // With certificate, key and CA set, CAF's openssl module requires a peer
-  // certificate from the CA in both directions (mutual TLS).
-  sys_cfg.openssl_certificate = cfg->cert_file;
-  sys_cfg.openssl_key = cfg->key_file;
-  sys_cfg.openssl_cafile = cfg->ca_file;
-  add_control_plane_types(sys_cfg);
+  configure_control_plane(sys_cfg, cfg->tls);
   caf::actor_system sys{sys_cfg};
 
   auto host = spawn_host_actor(sys, *cfg, exe);
@@ -71,9 +54,7 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
               cfg->control.host.c_str(), static_cast<unsigned>(*port));
   std::fflush(stdout);
 
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
+  const int sig = stop.wait();
   std::printf("ferry-agent: host %s stopping (signal %d); its guests end with it\n",
               cfg->host_name.c_str(), sig);
   caf::anon_send_exit(host, caf::exit_reason::user_shutdown);

@@ -3,6 +3,7 @@
 // The file format is documented in docs/daemon.md; deploy/ ships an example.
 
 #include "actors/host_port.hpp"
+#include "actors/tls_identity.hpp"
 
 #include <caf/expected.hpp>
 
@@ -13,10 +14,8 @@ namespace ferry {
 
 struct daemon_config {
   std::string host_name;
-  host_port control;     // where the host actor is published (CAF over TLS)
-  std::string ca_file;   // cluster CA: peers must present a certificate from it
-  std::string cert_file; // this host's certificate and key
-  std::string key_file;
+  host_port control;             // where the host actor is published (CAF over TLS)
+  tls_identity tls;              // cluster CA and this host's certificate and key
   std::string state_dir;         // the agent's own files (created at start)
   std::string run_dir;           // QMP sockets, serial and log files of the guests
   std::string metrics_listen;    // "HOST:PORT" or empty (metrics arrive with issue 7)

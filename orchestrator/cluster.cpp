@@ -306,26 +306,33 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
     it = present.count(*it) == 0 ? h.sweeping.erase(it) : std::next(it);
 }
 
-// Queues a move of `guest` off `source` to the host with the most room.
-caf::expected<job_record> plan_move(cluster_actor* self, const std::string& guest,
-                                    const std::string& source, uint64_t memory, int32_t priority,
-                                    int64_t evacuation) {
-  auto& st = self->state;
-  auto target = pick_target(st, source, memory, {});
-  if (!target)
-    return make_orchestrator_error(orchestrator_errc::invalid_request,
-                                   "no host has room for '" + guest + "'");
+// Journals and queues a move of `guest` from `source` to `target`; an
+// evacuation (id != 0) counts it among its own.
+caf::expected<job_record> queue_move(cluster_actor* self, const std::string& guest,
+                                     const std::string& source, const std::string& target,
+                                     uint64_t memory, int32_t priority, int64_t evacuation) {
   job_record job;
   job.guest = guest;
   job.source = source;
-  job.target = *target;
+  job.target = target;
   job.memory = memory;
   job.priority = priority;
   job.evacuation = evacuation;
   auto rec = enqueue(self, job);
   if (rec && evacuation != 0)
-    st.evacuations[evacuation].jobs.insert(rec->id);
+    self->state.evacuations[evacuation].jobs.insert(rec->id);
   return rec;
+}
+
+// Queues a move of `guest` off `source` to the host with the most room.
+caf::expected<job_record> plan_move(cluster_actor* self, const std::string& guest,
+                                    const std::string& source, uint64_t memory, int32_t priority,
+                                    int64_t evacuation) {
+  auto target = pick_target(self->state, source, memory, {});
+  if (!target)
+    return make_orchestrator_error(orchestrator_errc::invalid_request,
+                                   "no host has room for '" + guest + "'");
+  return queue_move(self, guest, source, *target, memory, priority, evacuation);
 }
 
 caf::expected<guest_spec> guest_spec_from_json(const std::string& text) {
@@ -415,18 +422,10 @@ caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& g
   if (t->second.draining)
     return make_orchestrator_error(orchestrator_errc::conflict,
                                    "host " + target + " is being evacuated");
-  job_record job;
-  job.guest = guest;
-  job.source = source_name;
-  job.target = target;
-  job.memory = info->spec.memory;
-  job.priority = info->spec.priority;
-  job.evacuation = evacuation;
-  auto rec = enqueue(self, job);
+  auto rec = queue_move(self, guest, source_name, target, info->spec.memory, info->spec.priority,
+                        evacuation);
   if (!rec)
     return rec.error();
-  if (evacuation != 0)
-    st.evacuations[evacuation].jobs.insert(rec->id);
   try_schedule(self);
   return json::serialize(job_json(st.jobs.at(rec->id)));
 }

@@ -2,7 +2,7 @@
 // Connects to every agent over CAF's TLS middleman, journals every migration
 // step in SQLite, serves the HTTP/JSON API ferryctl talks to.
 
-#include "actors/host_interface.hpp"
+#include "actors/control_node.hpp"
 #include "agent/agent_error.hpp"
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/http_api.hpp"
@@ -10,10 +10,6 @@
 #include "orchestrator/orchestrator_config.hpp"
 
 #include <caf/all.hpp>
-#include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
-
-#include <signal.h>
 
 #include <cstdio>
 #include <string>
@@ -43,20 +39,9 @@ int main(int argc, char** argv) {
   if (!log)
     return fail(describe(log.error()));
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-
+  const stop_signals stop; // before CAF starts its threads: they inherit the mask
   caf::actor_system_config sys_cfg;
-  sys_cfg.load<caf::io::middleman>();
-  sys_cfg.load<caf::openssl::manager>();
-  sys_cfg.openssl_certificate = cfg->cert_file;
-  sys_cfg.openssl_key = cfg->key_file;
-  sys_cfg.openssl_cafile = cfg->ca_file;
-  add_control_plane_types(sys_cfg);
+  configure_control_plane(sys_cfg, cfg->tls);
   caf::actor_system sys{sys_cfg};
 
   auto cluster = spawn_cluster(sys, *cfg, std::shared_ptr<journal>{std::move(*log)});
@@ -68,9 +53,7 @@ int main(int argc, char** argv) {
   std::printf("ferry-orchestrator: API on http://%s:%u/api/v1/, %zu agents\n",
               cfg->http.host.c_str(), static_cast<unsigned>((*api)->port()), cfg->agents.size());
   std::fflush(stdout);
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
+  (void) stop.wait();
   api->reset();
   caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
   return 0;

@@ -3,6 +3,7 @@
 // docs/orchestrator.md).
 
 #include "actors/host_port.hpp"
+#include "actors/tls_identity.hpp"
 #include "orchestrator/policy.hpp"
 
 #include <caf/expected.hpp>
@@ -20,9 +21,7 @@ struct agent_address {
 struct orchestrator_config {
   host_port http;           // the HTTP/JSON API (ferryctl)
   std::string journal_path; // SQLite file
-  std::string ca_file;      // cluster CA, and this orchestrator's identity
-  std::string cert_file;
-  std::string key_file;
+  tls_identity tls;         // cluster CA, and this orchestrator's identity
   std::vector<agent_address> agents;
   migration_policy policy;
 };

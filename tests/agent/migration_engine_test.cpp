@@ -29,11 +29,13 @@ namespace {
 constexpr uint64_t ram_size = 64u << 20;
 
 struct side {
-  std::unique_ptr<synthetic_guest> guest;
-  std::unique_ptr<qmp_monitor> monitor;
+  // Declared before the monitor so they outlive it: its threads may still
+  // report an event while it shuts down.
   std::mutex mtx;
   std::vector<std::string> events;
   int exit_status = -1;
+  std::unique_ptr<synthetic_guest> guest;
+  std::unique_ptr<qmp_monitor> monitor;
 
   void create(uint64_t dirty_rate, uint64_t ws_pages, bool fill) {
     synthetic_guest_config cfg;

@@ -54,11 +54,12 @@ struct monitor_fixture : ::testing::Test {
 
   std::string status() { return ok("query-status").at("status").as_string().c_str(); }
 
-  std::unique_ptr<synthetic_guest> guest;
-  std::unique_ptr<qmp_monitor> monitor;
+  // Declared before the monitor so they outlive it (its callbacks write them).
   std::vector<std::string> events;
   std::vector<std::string> statuses; // of MIGRATION events
   bool quit = false;
+  std::unique_ptr<synthetic_guest> guest;
+  std::unique_ptr<qmp_monitor> monitor;
 };
 
 } // namespace
