@@ -5,7 +5,13 @@
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 
 namespace ferry {
 
@@ -35,6 +41,28 @@ void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& 
   cfg.openssl_key = id.key_file;
   cfg.openssl_cafile = id.ca_file;
   add_control_plane_types(cfg);
+}
+
+bool notify_service_manager(const std::string& state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || *path == '\0')
+    return true;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::strlen(path);
+  if (len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@'))
+    return false;
+  std::memcpy(addr.sun_path, path, len);
+  if (path[0] == '@')
+    addr.sun_path[0] = '\0'; // an abstract socket
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return false;
+  const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+  const auto sent = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+                             reinterpret_cast<const sockaddr*>(&addr), addr_len);
+  ::close(fd);
+  return sent == static_cast<ssize_t>(state.size());
 }
 
 } // namespace ferry

@@ -1,7 +1,8 @@
 #pragma once
 // What every control-plane daemon (ferry-agent --config, ferry-orchestrator)
 // sets up the same way before it starts its actor system: who handles the
-// stop signals, and CAF's TLS middleman with the cluster's identities.
+// stop signals, CAF's TLS middleman with the cluster's identities, and
+// readiness reported to systemd.
 
 #include "actors/tls_identity.hpp"
 
@@ -31,5 +32,11 @@ private:
 // demand a peer certificate issued by the CA: mutual TLS) and registers the
 // control plane's message types.
 void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& id);
+
+// Tells systemd how the service is doing (sd_notify(3)'s protocol, without
+// libsystemd): "READY=1" once it serves, "STOPPING=1" when it winds down,
+// "STATUS=..." for `systemctl status`. Does nothing when not started by a
+// Type=notify unit (no $NOTIFY_SOCKET); false if the message was not sent.
+bool notify_service_manager(const std::string& state);
 
 } // namespace ferry

@@ -28,6 +28,10 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 // (qmp_event_atom, host, guest, event JSON) to every subscriber of a guest;
 // (qmp_event_atom, host, guest, "") once when the guest's process ends.
 using qmp_event_atom = caf::atom_constant<caf::atom("qmpevent")>;
+// Local to each daemon, not published: (metrics_atom) -> its Prometheus
+// text (the host actor for the agent's /metrics, the cluster actor for the
+// orchestrator's).
+using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 
 using host_actor = caf::typed_actor<
   // Starts a guest; replies once its QMP monitor answers.

@@ -1,6 +1,7 @@
 #include "agent/daemon.hpp"
 
 #include "actors/control_node.hpp"
+#include "actors/metrics_endpoint.hpp"
 #include "agent/agent_error.hpp"
 #include "agent/daemon_config.hpp"
 #include "agent/host_actor.hpp"
@@ -52,9 +53,27 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
   std::ofstream{cfg->run_dir + "/control.port"} << *port << "\n";
   std::printf("ferry-agent: host %s serving on %s:%u\n", cfg->host_name.c_str(),
               cfg->control.host.c_str(), static_cast<unsigned>(*port));
+
+  std::unique_ptr<http_server> metrics;
+  if (cfg->metrics) {
+    auto srv = http_server::start(*cfg->metrics,
+                                  metrics_only_handler(sys, caf::actor_cast<caf::actor>(host)),
+                                  "metrics-http", "metrics-conn");
+    if (!srv) {
+      caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+      return fail("cannot serve metrics: " + describe(srv.error()));
+    }
+    metrics = std::move(*srv);
+    std::ofstream{cfg->run_dir + "/metrics.port"} << metrics->port() << "\n";
+    std::printf("ferry-agent: metrics on http://%s:%u/metrics\n", cfg->metrics->host.c_str(),
+                static_cast<unsigned>(metrics->port()));
+  }
   std::fflush(stdout);
+  notify_service_manager("READY=1\nSTATUS=host " + cfg->host_name + " serving");
 
   const int sig = stop.wait();
+  notify_service_manager("STOPPING=1");
+  metrics.reset();
   std::printf("ferry-agent: host %s stopping (signal %d); its guests end with it\n",
               cfg->host_name.c_str(), sig);
   caf::anon_send_exit(host, caf::exit_reason::user_shutdown);

@@ -27,7 +27,10 @@ caf::expected<daemon_config> read(const config_reader& r) {
   c.state_dir = state;
   c.run_dir = run;
   FERRY_TRY(metrics, r.str("metrics.listen", ""));
-  c.metrics_listen = metrics;
+  if (!metrics.empty()) {
+    FERRY_TRY(at, r.address("metrics.listen"));
+    c.metrics = at;
+  }
   FERRY_TRY(maddr, r.str("migration.address", "127.0.0.1"));
   c.migration_address = maddr;
   FERRY_TRY(pmin, r.integer("migration.port_min", c.migration_port_min));

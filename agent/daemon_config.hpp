@@ -8,18 +8,19 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace ferry {
 
 struct daemon_config {
   std::string host_name;
-  host_port control;             // where the host actor is published (CAF over TLS)
-  tls_identity tls;              // cluster CA and this host's certificate and key
-  std::string state_dir;         // the agent's own files (created at start)
-  std::string run_dir;           // QMP sockets, serial and log files of the guests
-  std::string metrics_listen;    // "HOST:PORT" or empty (metrics arrive with issue 7)
-  std::string migration_address; // how other hosts reach this host's migration ports
+  host_port control;                // where the host actor is published (CAF over TLS)
+  tls_identity tls;                 // cluster CA and this host's certificate and key
+  std::string state_dir;            // the agent's own files (created at start)
+  std::string run_dir;              // QMP sockets, serial and log files of the guests
+  std::optional<host_port> metrics; // GET /metrics served here (none: not served)
+  std::string migration_address;    // how other hosts reach this host's migration ports
   uint16_t migration_port_min = 49152;
   uint16_t migration_port_max = 49215;
   uint64_t memory = 0; // bytes offered to guests (0: the host's MemTotal)

@@ -1,6 +1,7 @@
 #include "agent/host_actor.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/agent_metrics.hpp"
 #include "agent/guest_process.hpp"
 #include "agent/guest_qmp_relay.hpp"
 #include "agent/unique_fd.hpp"
@@ -29,7 +30,11 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // The published interface plus the actor's own timer and its guests' events.
 using host_actor_impl =
   host_actor::extend<caf::reacts_to<tick_atom>,
-                     caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>>;
+                     caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>,
+                     caf::replies_to<metrics_atom>::with<std::string>>;
+
+// How long a scrape waits for a guest's monitor before leaving it out.
+constexpr auto metrics_query_timeout = std::chrono::seconds(2);
 
 constexpr auto reap_interval = std::chrono::milliseconds(100);
 // How long a guest gets to act on QMP quit before it is killed.
@@ -113,6 +118,47 @@ bool arrived(const std::string& event_text) {
     return false;
   }
 }
+
+host_capacity capacity_of(const host_state& st) {
+  host_capacity c;
+  c.host = st.cfg.host_name;
+  c.migration_address = st.cfg.migration_address;
+  c.memory_total = st.cfg.memory;
+  for (const auto& [n, g] : st.guests)
+    c.memory_used += g.info.spec.memory;
+  c.guests = static_cast<uint32_t>(st.guests.size());
+  return c;
+}
+
+// One scrape: every guest's answers to guest_metrics_queries, gathered from
+// its relay without blocking the host actor.
+struct metrics_scrape {
+  agent_metrics_input in;
+  size_t pending = 0;
+  caf::typed_response_promise<std::string> promise;
+
+  void answered(size_t guest, size_t query, const std::string& reply) {
+    try {
+      auto v = boost::json::parse(reply);
+      const auto* ret = v.as_object().if_contains("return");
+      if (ret != nullptr && ret->is_object()) {
+        auto& g = in.guests[guest];
+        boost::json::object* slots[] = {&g.status, &g.migrate, &g.parameters, &g.dirty_rate};
+        *slots[query] = ret->as_object();
+        if (query == 0)
+          g.answered = true;
+      }
+    } catch (const std::exception&) {
+      // A reply that is not JSON leaves the guest's figures out.
+    }
+    done_one();
+  }
+
+  void done_one() {
+    if (--pending == 0)
+      promise.deliver(render_agent_metrics(in));
+  }
+};
 
 void forget(host_state& st, const std::string& name) {
   auto it = st.guests.find(name);
@@ -212,16 +258,28 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
         out.push_back(g.info);
       return out;
     },
-    [self](capacity_atom) {
-      auto& st = self->state;
-      host_capacity c;
-      c.host = st.cfg.host_name;
-      c.migration_address = st.cfg.migration_address;
-      c.memory_total = st.cfg.memory;
-      for (auto& [n, g] : st.guests)
-        c.memory_used += g.info.spec.memory;
-      c.guests = static_cast<uint32_t>(st.guests.size());
-      return c;
+    [self](capacity_atom) { return capacity_of(self->state); },
+    [self](metrics_atom) -> caf::result<std::string> {
+      auto scrape = std::make_shared<metrics_scrape>();
+      scrape->in.capacity = capacity_of(self->state);
+      constexpr size_t queries = std::size(guest_metrics_queries);
+      std::vector<caf::actor> relays;
+      for (const auto& [name, g] : self->state.guests) {
+        scrape->in.guests.push_back(guest_metrics_input{g.info, false, {}, {}, {}, {}});
+        relays.push_back(g.relay);
+      }
+      if (relays.empty())
+        return render_agent_metrics(scrape->in);
+      scrape->pending = relays.size() * queries;
+      scrape->promise = self->make_response_promise<std::string>();
+      for (size_t i = 0; i < relays.size(); ++i)
+        for (size_t q = 0; q < queries; ++q)
+          self
+            ->request(relays[i], metrics_query_timeout, qmp_atom::value,
+                      std::string{guest_metrics_queries[q]}, std::string{})
+            .then([scrape, i, q](const std::string& reply) { scrape->answered(i, q, reply); },
+                  [scrape](const caf::error&) { scrape->done_one(); });
+      return scrape->promise;
     },
     [self](qmp_atom, const std::string& guest, const std::string& command,
            const std::string& args) -> caf::result<std::string> {

@@ -71,6 +71,17 @@ struct migration_source::impl {
   std::atomic<uint64_t> dirty_pages_rate{0};
   std::atomic<uint64_t> bandwidth{0}; // bytes/s
   std::atomic<uint64_t> pages_per_second{0};
+  // The pass in progress, so that query-migrate's remaining and mbps move
+  // during a pass (a first pass over a large guest takes long) as QEMU's
+  // do, instead of only at its end.
+  std::atomic<bool> in_pass{false};
+  std::atomic<int64_t> pass_start_ns{0};
+  std::atomic<uint64_t> pass_sent_before{0};
+  std::atomic<uint64_t> pass_todo_pages{0};
+  std::atomic<uint64_t> pass_done_before{0};
+  uint64_t pages_done() const {
+    return ctr.normal_pages.load() + ctr.zero_pages.load() + ctr.xbzrle_pages.load();
+  }
   // XBZRLE rates over the last pass (XBZRLECacheStats).
   std::atomic<double> xbzrle_miss_rate{0};
   std::atomic<double> xbzrle_encoding_rate{0};
@@ -319,8 +330,15 @@ caf::expected<void> migration_source::impl::execute() {
     if (plan.xbzrle && pass >= 2)
       for (auto& s : senders)
         s->use_xbzrle(xbzrle_cache_size / senders.size());
-    if (auto ok = send_bitmap(todo, pass); !ok)
-      return ok;
+    pass_sent_before = sent_before;
+    pass_todo_pages = pass_pages;
+    pass_done_before = pages_done();
+    pass_start_ns = pass_start.time_since_epoch().count();
+    in_pass = true;
+    auto sent = send_bitmap(todo, pass);
+    in_pass = false;
+    if (!sent)
+      return sent;
     xbzrle_rates(xbz_before);
     for (auto& s : senders)
       s->set_known_zero(nullptr);
@@ -557,6 +575,20 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
   f.remaining = p.remaining_bytes;
   f.total = p.g.memory().size();
   f.bandwidth = p.bandwidth;
+  if (p.in_pass) {
+    const auto start = clock_type::time_point{clock_type::duration{p.pass_start_ns.load()}};
+    const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
+    const uint64_t now_done = p.pages_done();
+    const uint64_t sent_pages = now_done - std::min(now_done, p.pass_done_before.load());
+    f.remaining =
+      (p.pass_todo_pages - std::min(p.pass_todo_pages.load(), sent_pages)) * mig::page_size;
+    // Over at least 100 ms (QEMU's update period), else the last pass's.
+    if (secs >= 0.1) {
+      const uint64_t now_sent = p.bytes_sent();
+      f.bandwidth = static_cast<uint64_t>(
+        static_cast<double>(now_sent - std::min(now_sent, p.pass_sent_before.load())) / secs);
+    }
+  }
   f.dirty_pages_rate = p.dirty_pages_rate;
   f.pages_per_second = p.pages_per_second;
   info["ram"] = migration_stats_json(p.ctr, f);

@@ -14,6 +14,8 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
+  # observability: Prometheus and promtool (tests, demo), systemd-analyze
+  prometheus systemd
 )
 
 SUDO=""

@@ -2,8 +2,11 @@
 
 #include "actors/host_interface.hpp"
 #include "agent/agent_error.hpp"
+#include "orchestrator/guest_spec_json.hpp"
 #include "orchestrator/migration_job.hpp"
+#include "orchestrator/move_estimate.hpp"
 #include "orchestrator/orchestrator_error.hpp"
+#include "orchestrator/orchestrator_metrics.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
@@ -25,10 +28,17 @@ namespace {
 namespace json = boost::json;
 using connect_host_atom = caf::atom_constant<caf::atom("connhost")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+// (preflight_atom, evacuation id): read the dirty rates measured for it.
+using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
 
 constexpr auto refresh_interval = std::chrono::seconds(1);
 constexpr auto request_timeout = std::chrono::seconds(10);
 constexpr auto max_backoff = std::chrono::seconds(8);
+// calc-dirty-rate's measuring time in the evacuation pre-flight, and how
+// long moves wait for its answers at most.
+constexpr int64_t preflight_calc_time_s = 1;
+constexpr auto preflight_read_after = std::chrono::milliseconds(1300);
+constexpr auto preflight_deadline = std::chrono::seconds(4);
 
 struct host_entry {
   agent_address address;
@@ -47,6 +57,11 @@ struct job_entry {
   caf::actor actor;
   std::string progress = "{}";
   bool resume = false; // found unfinished in the journal at start
+  // Evacuation order: the estimated duration, refined by a calc-dirty-rate
+  // pre-flight; the job waits for it until `preflight_until`.
+  double estimate_s = 0;
+  std::optional<double> dirty_rate; // bytes/s, from the pre-flight
+  std::optional<std::chrono::steady_clock::time_point> preflight_until;
 };
 
 struct evacuation_entry {
@@ -56,6 +71,8 @@ struct evacuation_entry {
 
 struct cluster_state {
   orchestrator_config cfg;
+  orchestrator_metrics metrics;
+  double measured_bandwidth = 0; // bytes/s, over finished migrations
   std::shared_ptr<journal> log;
   std::map<std::string, host_entry> hosts;
   std::map<int64_t, job_entry> jobs; // unfinished and recently finished
@@ -82,12 +99,115 @@ json::object job_json(const job_entry& j) {
                  {"attempt", j.record.attempt},
                  {"memory", j.record.memory},
                  {"error", j.record.error}};
+  if (j.estimate_s > 0)
+    o["estimate_s"] = j.estimate_s;
+  if (j.dirty_rate)
+    o["dirty_rate"] = *j.dirty_rate;
   try {
     o["progress"] = json::parse(j.progress);
   } catch (const std::exception&) {
     o["progress"] = json::object{};
   }
   return o;
+}
+
+std::optional<double> seconds_at(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_number())
+    return std::nullopt;
+  return v->to_number<double>() / 1000.0; // QMP reports milliseconds
+}
+
+// Counts a job that has just reached its final state, with the figures of
+// its last query-migrate.
+void count_finished(cluster_state& st, const job_entry& j) {
+  std::optional<double> duration, downtime, limit;
+  try {
+    const auto v = json::parse(j.progress);
+    const auto& o = v.as_object();
+    duration = seconds_at(o, "total-time");
+    downtime = seconds_at(o, "downtime");
+    limit = seconds_at(o, "downtime-limit");
+    if (limit && *limit <= 0)
+      limit.reset(); // not known (a job resumed after a restart)
+  } catch (const std::exception&) {
+    // No figures: the job never ran.
+  }
+  st.metrics.job_finished(j.record.state, duration, downtime, limit);
+}
+
+std::optional<uint64_t> count_at(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_number())
+    return std::nullopt;
+  return v->to_number<uint64_t>();
+}
+
+// A finished migration's average rate: bytes sent over its total time.
+double average_rate(const std::string& progress) {
+  try {
+    const auto v = json::parse(progress);
+    const auto& o = v.as_object();
+    const double ms = o.at("total-time").to_number<double>();
+    const double bytes = o.at("ram").at("transferred").to_number<double>();
+    return ms > 0 ? bytes / (ms / 1000.0) : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+cluster_view view_of(const cluster_state& st) {
+  cluster_view v;
+  for (const auto& [name, h] : st.hosts)
+    v.hosts.push_back(host_view{name, h.up, h.draining, h.capacity.memory_total,
+                                h.capacity.memory_used, h.capacity.guests});
+  for (const auto& [id, j] : st.jobs) {
+    migration_view m;
+    m.id = id;
+    m.guest = j.record.guest;
+    m.source = j.record.source;
+    m.target = j.record.target;
+    m.state = j.record.state;
+    m.evacuation = j.record.evacuation;
+    try {
+      const auto p = json::parse(j.progress);
+      const auto* ram = p.as_object().if_contains("ram");
+      if (ram != nullptr && ram->is_object()) {
+        const auto& r = ram->as_object();
+        m.transferred = count_at(r, "transferred");
+        m.remaining = count_at(r, "remaining");
+        m.passes = count_at(r, "dirty-sync-count");
+        if (auto mbps = r.if_contains("mbps"); mbps != nullptr && mbps->is_number())
+          m.rate = mbps->to_number<double>() * 1e6 / 8;
+      }
+    } catch (const std::exception&) {
+      // No figures yet.
+    }
+    v.migrations.push_back(std::move(m));
+  }
+  for (const auto& [id, e] : st.evacuations) {
+    evacuation_view ev;
+    ev.id = id;
+    ev.host = e.record.host;
+    ev.finished = e.record.finished;
+    for (auto jid : e.jobs) {
+      auto j = st.jobs.find(jid);
+      if (j == st.jobs.end())
+        continue;
+      const auto s = j->second.record.state;
+      if (s == job_state::succeeded)
+        ++ev.moved;
+      else if (job_is_final(s))
+        ++ev.failed_attempts;
+      else
+        ++ev.in_flight;
+    }
+    if (auto h = st.hosts.find(e.record.host); h != st.hosts.end())
+      for (const auto& g : h->second.guests)
+        ev.remaining += g.spec.incoming ? 0 : 1;
+    v.evacuations.push_back(std::move(ev));
+  }
+  return v;
 }
 
 // Picks a target for `memory` bytes away from `source`: up, not draining, not
@@ -152,7 +272,9 @@ caf::expected<job_record> enqueue(cluster_actor* self, job_record job) {
   auto rec = self->state.log->add_job(std::move(job));
   if (!rec)
     return rec.error();
-  self->state.jobs[rec->id] = job_entry{*rec, {}, "{}", false};
+  job_entry entry;
+  entry.record = *rec;
+  self->state.jobs[rec->id] = std::move(entry);
   return *rec;
 }
 
@@ -185,16 +307,22 @@ void try_schedule(cluster_actor* self) {
       ++out[j.record.source];
       ++in[j.record.target];
     }
-  // Jobs found unfinished at start resume first; then pending ones, in order
-  // of (evacuation priority, id).
+  // Jobs found unfinished at start resume first; then pending ones by
+  // priority and estimated duration (move_estimate). A move whose dirty-rate
+  // pre-flight is still out waits for it (bounded by its deadline).
+  const auto now = std::chrono::steady_clock::now();
   std::vector<job_entry*> ready;
-  for (auto& [id, j] : st.jobs)
-    if (!j.actor && (j.resume || j.record.state == job_state::pending))
+  for (auto& [id, j] : st.jobs) {
+    if (j.preflight_until && now >= *j.preflight_until)
+      j.preflight_until.reset();
+    if (!j.actor && !j.preflight_until && (j.resume || j.record.state == job_state::pending))
       ready.push_back(&j);
-  std::stable_sort(ready.begin(), ready.end(), [](const job_entry* a, const job_entry* b) {
-    if (a->resume != b->resume)
-      return a->resume;
-    return a->record.priority > b->record.priority;
+  }
+  auto key = [](const job_entry* j) {
+    return queued_move{j->record.id, j->resume, j->record.priority, j->estimate_s};
+  };
+  std::sort(ready.begin(), ready.end(), [&key](const job_entry* a, const job_entry* b) {
+    return starts_before(key(a), key(b));
   });
   for (auto* j : ready) {
     if (running >= p.max_migrations)
@@ -335,53 +463,92 @@ caf::expected<job_record> plan_move(cluster_actor* self, const std::string& gues
   return queue_move(self, guest, source, *target, memory, priority, evacuation);
 }
 
-caf::expected<guest_spec> guest_spec_from_json(const std::string& text) {
-  json::object o;
-  try {
-    auto v = json::parse(text);
-    if (!v.is_object())
-      throw std::invalid_argument{"not an object"};
-    o = v.as_object();
-  } catch (const std::exception&) {
-    return make_orchestrator_error(orchestrator_errc::invalid_request,
-                                   "a guest spec must be a JSON object");
+// The evacuation's pending moves wait while their guests measure their
+// dirty rate (calc-dirty-rate, as an operator would run it); the answers
+// refine each move's estimated duration before the queue orders them.
+void start_preflight(cluster_actor* self, int64_t evac_id) {
+  auto& st = self->state;
+  const auto until = std::chrono::steady_clock::now() + preflight_deadline;
+  const double bw = planning_bandwidth(st.measured_bandwidth, st.cfg.policy.max_bandwidth);
+  for (auto id : st.evacuations[evac_id].jobs) {
+    auto it = st.jobs.find(id);
+    if (it == st.jobs.end() || it->second.actor || it->second.record.state != job_state::pending)
+      continue;
+    auto& j = it->second;
+    j.estimate_s = estimated_seconds(j.record.memory, 0, bw);
+    auto h = st.hosts.find(j.record.source);
+    if (h == st.hosts.end() || !h->second.up)
+      continue;
+    j.preflight_until = until;
+    self
+      ->request(h->second.handle, request_timeout, qmp_atom::value, j.record.guest,
+                std::string{"calc-dirty-rate"},
+                json::serialize(json::object{{"calc-time", preflight_calc_time_s}}))
+      .then([](const std::string&) {}, [](const caf::error&) {});
   }
-  guest_spec s;
-  try {
-    for (const auto& [k, v] : o) {
-      if (k == "name")
-        s.name = v.as_string();
-      else if (k == "uuid")
-        s.uuid = v.as_string();
-      else if (k == "memory")
-        s.memory = v.to_number<uint64_t>();
-      else if (k == "vcpus")
-        s.vcpus = v.to_number<uint32_t>();
-      else if (k == "drive")
-        s.drive = v.as_string();
-      else if (k == "mem_path")
-        s.mem_path = v.as_string();
-      else if (k == "accel")
-        s.accel = v.as_string();
-      else if (k == "dirty_ring_size")
-        s.dirty_ring_size = v.to_number<uint32_t>();
-      else if (k == "dirty_rate")
-        s.dirty_rate = v.to_number<uint64_t>();
-      else if (k == "priority")
-        s.priority = v.to_number<int32_t>();
-      else
-        return make_orchestrator_error(orchestrator_errc::invalid_request,
-                                       "unknown guest spec member '" + std::string{k} + "'");
-    }
-  } catch (const std::exception& e) {
-    return make_orchestrator_error(orchestrator_errc::invalid_request,
-                                   std::string{"guest spec: wrong type: "} + e.what());
-  }
-  return s;
+  self->delayed_send(self, preflight_read_after, preflight_atom::value, evac_id);
 }
 
+void finish_preflight(cluster_actor* self, int64_t evac_id) {
+  auto& st = self->state;
+  auto e = st.evacuations.find(evac_id);
+  if (e == st.evacuations.end())
+    return;
+  for (auto id : e->second.jobs) {
+    auto it = st.jobs.find(id);
+    if (it == st.jobs.end() || !it->second.preflight_until)
+      continue;
+    auto h = st.hosts.find(it->second.record.source);
+    if (h == st.hosts.end() || !h->second.up) {
+      it->second.preflight_until.reset();
+      continue;
+    }
+    self
+      ->request(h->second.handle, request_timeout, qmp_atom::value, it->second.record.guest,
+                std::string{"query-dirty-rate"}, std::string{})
+      .then(
+        [self, id, evac_id](const std::string& reply) {
+          auto& st1 = self->state;
+          auto j = st1.jobs.find(id);
+          if (j == st1.jobs.end() || !j->second.preflight_until)
+            return;
+          try {
+            const auto v = json::parse(reply);
+            const auto& r = v.at("return").as_object();
+            if (r.at("status").as_string() == "measuring" &&
+                std::chrono::steady_clock::now() < *j->second.preflight_until) {
+              // Not done yet: ask again shortly (the deadline bounds it).
+              self->delayed_send(self, std::chrono::milliseconds(200), preflight_atom::value,
+                                 evac_id);
+              return;
+            }
+            j->second.preflight_until.reset();
+            if (r.at("status").as_string() == "measured") {
+              const double rate = r.at("dirty-rate").to_number<double>() * 1024 * 1024;
+              j->second.dirty_rate = rate;
+              j->second.estimate_s = estimated_seconds(
+                j->second.record.memory, rate,
+                planning_bandwidth(st1.measured_bandwidth, st1.cfg.policy.max_bandwidth));
+            }
+          } catch (const std::exception&) {
+            // No measurement: the estimate from the size stands.
+            j->second.preflight_until.reset();
+          }
+          try_schedule(self);
+        },
+        [self, id](const caf::error&) {
+          if (auto j = self->state.jobs.find(id); j != self->state.jobs.end())
+            j->second.preflight_until.reset();
+          try_schedule(self);
+        });
+  }
+}
+
+// Queues one migration; `schedule` false leaves starting it to the caller
+// (an evacuation plans all its moves first).
 caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& guest,
-                                       std::string target, int64_t evacuation) {
+                                       std::string target, int64_t evacuation,
+                                       bool schedule = true) {
   auto& st = self->state;
   if (!target.empty() && st.hosts.count(target) == 0)
     return make_orchestrator_error(orchestrator_errc::invalid_request,
@@ -426,7 +593,8 @@ caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& g
                         evacuation);
   if (!rec)
     return rec.error();
-  try_schedule(self);
+  if (schedule)
+    try_schedule(self);
   return json::serialize(job_json(st.jobs.at(rec->id)));
 }
 
@@ -454,6 +622,7 @@ caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& 
       j.record.error = "host " + host + " is being evacuated";
       if (st.log->move(j.record, job_state::cancelled, j.record.error)) {
         j.record.state = job_state::cancelled;
+        count_finished(st, j);
         replan.push_back(j.record);
       }
     }
@@ -477,13 +646,15 @@ caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& 
   for (const auto& g : guests) {
     if (g.spec.incoming)
       continue;
-    auto r = api_migrate(self, g.spec.name, "", rec->id);
+    auto r = api_migrate(self, g.spec.name, "", rec->id, false);
     if (r)
       planned.push_back(json::parse(*r));
     else
       planned.push_back(json::object{{"guest", g.spec.name}, {"error", describe(r.error())}});
   }
+  start_preflight(self, rec->id);
   check_evacuation_done(self, rec->id);
+  try_schedule(self); // moves without a pre-flight (their host is down) go now
   return json::serialize(json::object{{"id", rec->id}, {"host", host}, {"migrations", planned}});
 }
 
@@ -546,7 +717,10 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
     const bool resume = j.state != job_state::pending;
     if (j.evacuation != 0)
       init.evacuations[j.evacuation].jobs.insert(j.id);
-    init.jobs[j.id] = job_entry{j, {}, "{}", resume};
+    job_entry entry;
+    entry.record = j;
+    entry.resume = resume;
+    init.jobs[j.id] = std::move(entry);
   }
   for (const auto& a : init.cfg.agents)
     connect_host(self, a.name);
@@ -565,6 +739,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
                      j.record.error.c_str());
         if (st.log->move(j.record, job_state::failed, j.record.error))
           j.record.state = job_state::failed;
+        count_finished(st, j);
         if (j.record.evacuation != 0) {
           retry_elsewhere(self, j.record);
           check_evacuation_done(self, j.record.evacuation);
@@ -601,6 +776,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
         if (!st.log->move(j.record, job_state::cancelled, j.record.error))
           continue;
         j.record.state = job_state::cancelled;
+        count_finished(st, j);
         if (j.record.source != name && j.record.evacuation != 0)
           replan.push_back(j.record);
         if (j.record.evacuation != 0)
@@ -651,6 +827,10 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
         return;
       it->second.record = rec;
       it->second.actor = nullptr;
+      count_finished(st, it->second);
+      if (rec.state == job_state::succeeded)
+        st.measured_bandwidth =
+          update_measured_bandwidth(st.measured_bandwidth, average_rate(it->second.progress));
       // Landed on a host that began draining meanwhile: it moves on, as
       // part of that host's evacuation.
       for (auto& [eid, e] : st.evacuations)
@@ -669,6 +849,9 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
       try_schedule(self);
     },
     [self](api_get_atom, const std::string& what) { return api_get(self, what); },
+    [self](metrics_atom) { return self->state.metrics.render(view_of(self->state)); },
+    [self](preflight_atom, int64_t evac_id) { finish_preflight(self, evac_id); },
+    [self](job_step_atom, const std::string& kind) { self->state.metrics.escalation_step(kind); },
     [self](api_migrate_atom, const std::string& guest,
            const std::string& target) -> caf::result<std::string> {
       auto r = api_migrate(self, guest, target, 0);
@@ -721,6 +904,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
         if (auto ok = st.log->move(j.record, job_state::cancelled, "cancelled by request"); !ok)
           return ok.error();
         j.record.state = job_state::cancelled;
+        count_finished(st, j);
         if (j.record.evacuation != 0)
           check_evacuation_done(self, j.record.evacuation);
       }

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   caf::actor_system sys{sys_cfg};
 
   auto cluster = spawn_cluster(sys, *cfg, std::shared_ptr<journal>{std::move(*log)});
-  auto api = http_api::start(sys, cluster, cfg->http);
+  auto api = start_http_api(sys, cluster, cfg->http);
   if (!api) {
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
     return fail(describe(api.error()));
@@ -53,7 +53,10 @@ int main(int argc, char** argv) {
   std::printf("ferry-orchestrator: API on http://%s:%u/api/v1/, %zu agents\n",
               cfg->http.host.c_str(), static_cast<unsigned>((*api)->port()), cfg->agents.size());
   std::fflush(stdout);
+  notify_service_manager("READY=1\nSTATUS=serving " + std::to_string(cfg->agents.size()) +
+                         " agents");
   (void) stop.wait();
+  notify_service_manager("STOPPING=1");
   api->reset();
   caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
   return 0;

@@ -203,28 +203,30 @@ bool escalate(job_actor* self, const json::object& info) {
     return false;
   st.passes_at_last_step = passes;
   const auto& guest = st.ctx.job.guest;
-  auto record = [&](const std::string& step) {
+  auto record = [&](const char* kind, const std::string& step) {
     if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step); !ok)
       std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n",
                    static_cast<long long>(st.ctx.job.id), describe(ok.error()).c_str());
+    self->send(st.ctx.parent, job_step_atom::value, std::string{kind});
   };
   if (st.downtime_steps_taken < p.downtime_steps) {
     ++st.downtime_steps_taken;
     st.downtime_ms *= 2;
-    record("downtime-limit " + std::to_string(st.downtime_ms) + " ms after " +
-           std::to_string(passes) + " passes");
+    record("downtime-limit", "downtime-limit " + std::to_string(st.downtime_ms) + " ms after " +
+                               std::to_string(passes) + " passes");
     qmp(self, st.ctx.source, guest, "migrate-set-parameters", {{"downtime-limit", st.downtime_ms}},
         [](const json::value&) {});
     return false;
   }
   if (p.auto_converge_step && !st.throttle_released) {
     st.throttle_released = true;
-    record("auto-converge throttle up to 99 % after " + std::to_string(passes) + " passes");
+    record("auto-converge",
+           "auto-converge throttle up to 99 % after " + std::to_string(passes) + " passes");
     qmp(self, st.ctx.source, guest, "migrate-set-parameters",
         {{"max-cpu-throttle", 99}, {"cpu-throttle-initial", 20}}, [](const json::value&) {});
     return false;
   }
-  record("cancel: no convergence after " + std::to_string(passes) + " passes");
+  record("cancel", "cancel: no convergence after " + std::to_string(passes) + " passes");
   fail(self, "did not converge after " + std::to_string(passes) + " passes (downtime-limit " +
                std::to_string(st.downtime_ms) + " ms" +
                (p.auto_converge_step ? ", auto-converge" : "") + ")");
@@ -245,7 +247,11 @@ void poll_migration(job_actor* self) {
     const auto* s = o.if_contains("status");
     const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
     st1.progress = o;
+    // The limit in force (the ladder raises it), for the API and for judging
+    // the final downtime.
+    st1.progress["downtime-limit"] = st1.downtime_ms;
     if (status == "completed") {
+      report(self); // the final figures: total-time, downtime
       st1.completing_since = clock_type::now();
       if (move(self, job_state::completing, "source reports completed"))
         confirm_target(self);

@@ -8,6 +8,7 @@
 // The job reports to its parent:
 //   (job_update_atom, job_record, progress JSON)   while it runs
 //   (job_done_atom, job_record)                    once, in a final state
+//   (job_step_atom, kind)                          per escalation step
 // and takes (cancel_atom) and (host_lost_atom, host) at any time.
 
 #include "actors/host_interface.hpp"
@@ -25,6 +26,9 @@ namespace ferry {
 
 using job_update_atom = caf::atom_constant<caf::atom("jobupdate")>;
 using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
+// (job_step_atom, kind): the job took an escalation step ("downtime-limit",
+// "auto-converge", "cancel"; the journal has the details).
+using job_step_atom = caf::atom_constant<caf::atom("jobstep")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 // (host_lost_atom, host): the cluster lost its link to `host`.
 using host_lost_atom = caf::atom_constant<caf::atom("hostlost")>;

@@ -1,67 +1,244 @@
 #!/usr/bin/env bash
-# Ferry's demo: boots the counter test guest in ferry-agent's one-guest mode
-# (QEMU-compatible flags), shows its serial output, then stops it over QMP,
-# dumps its memory with pmemsave and proves the dump consistent with
-# ferry-verify. Usage: tools/demo.sh [BUILD_DIR]
+# Ferry's demo: a three-host cluster on this machine. Three ferry-agent
+# daemons (each in its own network namespace when this machine allows it,
+# otherwise on loopback ports), ferry-orchestrator, and a Prometheus server
+# scraping all four with Ferry's alert rules. A few test guests start on
+# host-a and host-b, host-a is evacuated with ferryctl, every moved guest is
+# verified page by page on its new host, and the demo shows what Prometheus
+# recorded and where to look.
+#
+#   tools/demo.sh [BUILD_DIR]
+#   FERRY_DEMO_KEEP=1 tools/demo.sh build   # leave the cluster running (Ctrl-C ends it)
+#   FERRY_DEMO_CLEAN=1: remove the demo's files at the end (the test does)
+#   FERRY_DEMO_NO_NETNS=1 / FERRY_DEMO_NO_KVM=1: loopback / -accel none even
+#   where namespaces / KVM are available
+#
+# Ports (loopback): orchestrator API and metrics 127.0.0.1:47300, Prometheus
+# 127.0.0.1:19090; override with FERRY_DEMO_API_PORT / FERRY_DEMO_PROM_PORT.
 set -euo pipefail
 
-build=${1:-build}
-build=$(cd "$build" && pwd)
+build=$(cd "${1:-build}" && pwd)
+src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/ferry-demo-XXXXXX)
-agent_pid=
-cleanup() {
-  if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
-    kill "$agent_pid" 2>/dev/null || true
-    wait "$agent_pid" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
+api_port=${FERRY_DEMO_API_PORT:-47300}
+prom_port=${FERRY_DEMO_PROM_PORT:-19090}
+hosts=(host-a host-b host-c)
+tag=fd$$ # names of this run's namespaces and links
+pids=()
+netns=
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-accel=()
-if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-  say "/dev/kvm is not usable here: running the guest with -accel none (a host thread dirties its memory)"
-  accel=(-accel none,dirty-rate=200000)
+cleanup() {
+  set +e
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  if [ -n "$netns" ]; then
+    for i in 0 1 2; do ip netns delete "$tag-$i" 2>/dev/null; done
+    ip link delete "$tag-br" 2>/dev/null
+  fi
+  [ -z "${FERRY_DEMO_CLEAN:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in ferry-agent ferry-orchestrator; do
+  [ -x "$build/agent/$tool" ] || [ -x "$build/orchestrator/$tool" ] ||
+    { echo "demo: build first (cmake --build $build)" >&2; exit 1; }
+done
+ctl() { "$build/tools/ferryctl" --server "127.0.0.1:$api_port" "$@"; }
+
+# --- Network: a namespace per host on a bridge, or loopback ---------------
+# Each namespace gets 10.77.<n>.<1x>/24 behind a bridge whose address the
+# root namespace (orchestrator, Prometheus) uses to reach them.
+net=$((($$ % 200) + 20))
+if [ -z "${FERRY_DEMO_NO_NETNS:-}" ] && [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null &&
+  ip link add "$tag-br" type bridge 2>/dev/null; then
+  netns=1
+  ip addr add "10.77.$net.1/24" dev "$tag-br"
+  ip link set "$tag-br" up
+  for i in 0 1 2; do
+    ip netns add "$tag-$i"
+    ip link add "$tag-v$i" type veth peer name eth0 netns "$tag-$i"
+    ip link set "$tag-v$i" master "$tag-br" up
+    ip -n "$tag-$i" addr add "10.77.$net.1$i/24" dev eth0
+    ip -n "$tag-$i" link set eth0 up
+    ip -n "$tag-$i" link set lo up
+  done
+  say "Network: one namespace per host (${tag}-0..2, 10.77.$net.10-12) on bridge $tag-br"
+else
+  say "Network namespaces are not available here (needs root and iproute2): hosts share loopback"
+fi
+addr_of() { if [ -n "$netns" ]; then echo "10.77.$net.1$1"; else echo 127.0.0.1; fi; }
+# exec: started in the background, the subshell becomes the agent itself, so
+# that cleanup's kill reaches it.
+in_host() { if [ -n "$netns" ]; then exec ip netns exec "$tag-$1" "${@:2}"; else exec "${@:2}"; fi; }
+
+# --- PKI: the cluster CA and one identity per node ------------------------
+say "PKI: cluster CA and certificates (deploy/pki/ferry-pki.sh)"
+bash "$src/deploy/pki/ferry-pki.sh" "$work/pki" --node orchestrator \
+  --node host-a --node host-b --node host-c >/dev/null
+ls "$work/pki"
+
+# --- Agents ---------------------------------------------------------------
+say "Starting three agents"
+for i in 0 1 2; do
+  h=${hosts[$i]}
+  a=$(addr_of "$i")
+  cat >"$work/$h.toml" <<EOF
+host = "$h"
+[control]
+listen = "$a:0"
+[tls]
+ca = "$work/pki/ca-cert.pem"
+cert = "$work/pki/$h-cert.pem"
+key = "$work/pki/$h-key.pem"
+[paths]
+state_dir = "$work/$h-state"
+run_dir = "$work/$h-run"
+[metrics]
+listen = "$a:0"
+[migration]
+address = "$a"
+port_min = $((21000 + i * 100))
+port_max = $((21000 + i * 100 + 99))
+[capacity]
+memory = "1G"
+EOF
+  in_host "$i" "$build/agent/ferry-agent" --config "$work/$h.toml" \
+    >"$work/$h.log" 2>&1 &
+  pids+=($!)
+done
+for i in 0 1 2; do
+  h=${hosts[$i]}
+  for _ in $(seq 1 100); do [ -s "$work/$h-run/metrics.port" ] && break; sleep 0.1; done
+  [ -s "$work/$h-run/metrics.port" ] || { cat "$work/$h.log"; exit 1; }
+  echo "$h: control $(addr_of "$i"):$(cat "$work/$h-run/control.port")," \
+    "metrics http://$(addr_of "$i"):$(cat "$work/$h-run/metrics.port")/metrics"
+done
+
+# --- Orchestrator ---------------------------------------------------------
+say "Starting the orchestrator (API and /metrics on 127.0.0.1:$api_port)"
+{
+  cat <<EOF
+[http]
+listen = "127.0.0.1:$api_port"
+[journal]
+path = "$work/journal.db"
+[tls]
+ca = "$work/pki/ca-cert.pem"
+cert = "$work/pki/orchestrator-cert.pem"
+key = "$work/pki/orchestrator-key.pem"
+[policy]
+max_bandwidth = 4194304    # 4 MiB/s per migration: slow enough to watch
+EOF
+  for i in 0 1 2; do
+    printf '[[agents]]\nname = "%s"\naddress = "%s:%s"\n' "${hosts[$i]}" "$(addr_of "$i")" \
+      "$(cat "$work/${hosts[$i]}-run/control.port")"
+  done
+} >"$work/orchestrator.toml"
+"$build/orchestrator/ferry-orchestrator" --config "$work/orchestrator.toml" \
+  >"$work/orchestrator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  [ "$(ctl hosts -o json 2>/dev/null | grep -o '"up":true' | wc -l)" -eq 3 ] && break
+  sleep 0.2
+done
+ctl hosts
+
+# --- Prometheus -----------------------------------------------------------
+prom=
+if command -v prometheus >/dev/null; then
+  say "Starting Prometheus on http://127.0.0.1:$prom_port (scrapes every 2 s, Ferry's alert rules)"
+  {
+    printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n'
+    printf 'rule_files:\n  - %s/deploy/prometheus/ferry-alerts.yml\n' "$src"
+    printf 'scrape_configs:\n  - job_name: ferry-orchestrator\n'
+    printf '    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' "$api_port"
+    printf '  - job_name: ferry-agent\n    static_configs:\n      - targets:\n'
+    for i in 0 1 2; do
+      printf '          - "%s:%s"\n' "$(addr_of "$i")" "$(cat "$work/${hosts[$i]}-run/metrics.port")"
+    done
+  } >"$work/prometheus.yml"
+  prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
+  pids+=($!)
+  prom=1
+else
+  say "Prometheus is not installed (deploy/install-deps.sh installs it): metrics only on the endpoints"
 fi
 
-say "Making a 256 MiB test guest: boot image + RAM pre-filled with its pattern"
-"$build/tools/ferry-testguest" image "$work/guest.img" \
-  --ram-top 256M --ws-pages 2048 --report-every 20
-"$build/tools/ferry-testguest" pattern "$work/ram.bin" --size 256M --image "$work/guest.img"
-ls -lsh "$work/ram.bin"
+# --- Guests ---------------------------------------------------------------
+kvm=1
+if [ -n "${FERRY_DEMO_NO_KVM:-}" ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+  kvm=
+  say "/dev/kvm is not usable here: guests run with -accel none (a host thread dirties memory)"
+fi
+"$build/tools/ferry-testguest" image "$work/guest.img" --ram-top 16M --ws-pages 128 \
+  --report-every 50 >/dev/null
+say "Creating guests: web-1, web-2, db-1 on host-a (db-1 first in an evacuation), cache-1 on host-b"
+create() {
+  local extra=()
+  [ -n "$kvm" ] || extra=(--accel none --dirty-rate 100)
+  ctl create "$1" --host "$2" --memory 16M --image "$work/guest.img" --priority "$3" "${extra[@]}"
+}
+create web-1 host-a 0
+create web-2 host-a 0
+create db-1 host-a 10
+create cache-1 host-b 0
+if [ -n "$kvm" ]; then
+  for g in web-1 web-2 db-1; do
+    for _ in $(seq 1 600); do grep -q ready "$work/host-a-run/$g.serial" 2>/dev/null && break; sleep 0.2; done
+  done
+fi
+sleep 3 # let Prometheus see the cluster before the evacuation
+ctl guests
 
-say "Starting ferry-agent"
-cmd=("$build/agent/ferry-agent" vm -name demo -m 256M
-  -object "memory-backend-file,id=ram0,size=256M,mem-path=$work/ram.bin,share=off"
-  -machine memory-backend=ram0
-  -drive "file=$work/guest.img,format=raw"
-  -qmp "unix:$work/qmp.sock,server=on,wait=off"
-  -serial "file:$work/serial.txt" "${accel[@]}")
-echo "${cmd[*]}"
-"${cmd[@]}" &
-agent_pid=$!
+# --- Evacuation -----------------------------------------------------------
+say "ferryctl evacuate host-a --wait"
+ctl evacuate host-a --wait
+ctl migrations
+ctl guests
 
-if [ ${#accel[@]} -eq 0 ]; then
-  for _ in $(seq 1 300); do
-    grep -q "pass 00000064" "$work/serial.txt" 2>/dev/null && break
-    sleep 0.1
+# --- Verification ---------------------------------------------------------
+host_of() { ctl guests -o json | tr '{' '\n' | grep "\"name\":\"$1\"" | sed 's/.*"host":"\([^"]*\)".*/\1/'; }
+if [ -n "$kvm" ]; then
+  say "Verifying every moved guest page by page where it runs now (pmemsave + ferry-verify)"
+  for g in web-1 web-2 db-1; do
+    h=$(host_of "$g")
+    [ "$h" != host-a ] || { echo "$g is still on host-a" >&2; exit 1; }
+    "$build/tools/ferry-qmp" "$work/$h-run/$g.qmp" stop \
+      pmemsave "{\"val\":0,\"size\":16777216,\"filename\":\"$work/$g.bin\"}" cont >/dev/null
+    printf '%s on %s: ' "$g" "$h"
+    "$build/tools/ferry-verify" "$work/$g.bin"
   done
 else
-  sleep 1
+  say "(-accel none guests carry no test pattern: nothing to verify page by page)"
 fi
 
-say "QMP: query-status, stop, pmemsave, query-status"
-qmp=("$build/tools/ferry-qmp" "$work/qmp.sock")
-"${qmp[@]}" query-status stop \
-  pmemsave "{\"val\":0,\"size\":268435456,\"filename\":\"$work/dump.bin\"}" query-status
+# --- What Prometheus saw --------------------------------------------------
+if [ -n "$prom" ]; then
+  sleep 4 # the last scrapes
+  say "Prometheus: migrations finished, by result"
+  query() { promtool query instant "http://127.0.0.1:$prom_port" "$1" | sed 's/^/  /'; }
+  query 'ferry_orchestrator_migrations_finished_total'
+  say "Prometheus: evacuation progress"
+  query 'ferry_orchestrator_evacuation_progress_ratio'
+  say "Prometheus: scrape targets"
+  query 'up'
+fi
 
-say "ferry-verify: is every page of the dump intact and every counter in step?"
-"$build/tools/ferry-verify" "$work/dump.bin"
-
-say "QMP: cont, quit"
-"${qmp[@]}" cont quit
-wait "$agent_pid"
-agent_pid=
-say "Files are in $work. The guest's serial output ($work/serial.txt):"
-cat "$work/serial.txt"
+say "Where to look"
+cat <<EOF
+  ferryctl:        $build/tools/ferryctl --server 127.0.0.1:$api_port hosts | guests | migrations | watch
+  orchestrator:    http://127.0.0.1:$api_port/api/v1/migrations   http://127.0.0.1:$api_port/metrics
+  agents:          $(for i in 0 1 2; do printf 'http://%s:%s/metrics  ' "$(addr_of "$i")" "$(cat "$work/${hosts[$i]}-run/metrics.port")"; done)
+  prometheus:      http://127.0.0.1:$prom_port/graph   (alerts: http://127.0.0.1:$prom_port/alerts)
+  grafana:         import $src/deploy/grafana/dashboards/*.json with a Prometheus data source
+                   at http://127.0.0.1:$prom_port (or provision deploy/grafana/provisioning/)
+  logs and files:  $work
+EOF
+if [ -n "${FERRY_DEMO_KEEP:-}" ]; then
+  say "The cluster keeps running; Ctrl-C ends it"
+  wait
+fi

@@ -6,6 +6,7 @@
 // completes and every guest runs exactly once.
 
 #include "orchestrator/journal.hpp"
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -32,67 +33,6 @@ namespace {
 
 namespace json = boost::json;
 using namespace std::chrono_literals;
-
-const std::vector<std::string> host_names{"host-a", "host-b", "host-c"};
-
-class cluster : public ::testing::Test {
-protected:
-  void SetUp() override {
-    FERRY_REQUIRE_KVM();
-    auto img = run({binary("tools/ferry-testguest"), "image", image(), "--ram-top", "8M",
-                    "--ws-pages", "128", "--report-every", "50"});
-    ASSERT_EQ(img.status, 0) << img.output;
-    auto err = c.start(host_names);
-    ASSERT_TRUE(err.empty()) << err;
-  }
-
-  void TearDown() override {
-    // A failed cluster test is only debuggable with the jobs' story.
-    if (HasFailure())
-      std::cerr << c.story();
-  }
-
-  std::string image() const { return c.dir.file("guest.img"); }
-  std::string run_dir(const std::string& h) const { return c.run_dir(h); }
-  run_result ctl(std::vector<std::string> args) { return c.ctl(std::move(args)); }
-  std::map<std::string, std::vector<std::string>> placements() { return c.placements(); }
-  void start_orchestrator() {
-    auto err = c.start_orchestrator();
-    ASSERT_TRUE(err.empty()) << err;
-  }
-
-  void create(const std::string& name, const std::string& host, int priority = 0) {
-    auto r = ctl({"create", name, "--host", host, "--memory", "8M", "--image", image(),
-                  "--priority", std::to_string(priority)});
-    ASSERT_EQ(r.status, 0) << r.output;
-  }
-
-  // The test guest fills its RAM with the pattern before it reports "ready";
-  // only then is its memory checkable.
-  void wait_ready(const std::string& name, const std::string& host) {
-    ASSERT_TRUE(wait_for_text(run_dir(host) + "/" + name + ".serial", "ready", 120s))
-      << name << " did not boot";
-  }
-
-  // Stops the guest on `host`, dumps its RAM and proves it consistent, then
-  // lets it run on.
-  void verify_guest(const std::string& name, const std::string& host) {
-    qmp_tool::qmp_client q{run_dir(host) + "/" + name + ".qmp"};
-    q.negotiate();
-    auto status = q.execute("query-status");
-    EXPECT_EQ(status.at("return").at("status").as_string(), "running") << name << " on " << host;
-    q.execute("stop");
-    const std::string dump = c.dir.file(name + "-" + host + ".bin");
-    auto r = q.execute("pmemsave", {{"val", 0}, {"size", 8 << 20}, {"filename", dump}});
-    ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    auto v = run({binary("tools/ferry-verify"), dump});
-    EXPECT_EQ(v.status, 0) << name << " on " << host << ": " << v.output;
-    q.execute("cont");
-    std::remove(dump.c_str());
-  }
-
-  test_cluster c;
-};
 
 TEST_F(cluster, ferryctl_migrate_moves_a_running_kvm_guest) {
   create("vm1", "host-a");

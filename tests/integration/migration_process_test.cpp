@@ -14,10 +14,12 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
 #include <thread>
+#include <vector>
 
 using namespace ferry::test;
 using ferry::qmp_tool::qmp_client;
@@ -567,22 +569,28 @@ TEST_F(migration_fixture, vcpu_dirty_limit_holds_a_vcpu_to_its_quota) {
   // The brake settles within a few periods (1 s each; the first reading
   // comes after the first period)...
   std::this_thread::sleep_for(1500ms);
+  // Settled: two readings in a row at or under the quota (one alone may be
+  // a period in which a loaded host barely ran the vCPU).
   const auto settle_by = std::chrono::steady_clock::now() + 20s;
-  while (current() > 4 && std::chrono::steady_clock::now() < settle_by)
+  for (int under = 0; under < 2 && std::chrono::steady_clock::now() < settle_by;) {
+    under = current() <= 4 ? under + 1 : 0;
     std::this_thread::sleep_for(500ms);
-  // ...and then holds the rate near the quota.
-  uint64_t sum = 0;
+  }
+  // ...and then holds the rate near the quota: most seconds (the median of
+  // six) at no more than twice the quota.
+  std::vector<uint64_t> readings;
   std::string samples;
   for (int i = 0; i < 6; ++i) {
     std::this_thread::sleep_for(1s);
     const uint64_t c = current();
-    sum += c;
+    readings.push_back(c);
     samples += std::to_string(c) + " ";
   }
+  std::sort(readings.begin(), readings.end());
   const auto limited = vcpu_rates();
   std::printf("limited: vCPU 0 every second: %s MiB/s; vCPU 1 %lld MiB/s\n", samples.c_str(),
               static_cast<long long>(limited[1]));
-  EXPECT_LE(sum / 6, 8U) << "vCPU 0 averaged near its quota of 4 MiB/s: " << samples;
+  EXPECT_LE(readings[3], 8U) << "vCPU 0 held near its quota of 4 MiB/s: " << samples;
   EXPECT_GE(limited[1], before[1] / 2) << "vCPU 1 was not limited";
 
   EXPECT_EQ(error_of(src.exec("cancel-vcpu-dirty-limit", json::object{})), "<ok>");

@@ -39,13 +39,14 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
                         << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
                         << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
                         << "\"\n[migration]\naddress = \"127.0.0.1\"\nport_min = " << port
-                        << "\nport_max = " << port + 9 << "\n";
+                        << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     port = static_cast<uint16_t>(port + 10);
     agents[h] = std::make_unique<process>(
       std::vector<std::string>{binary("agent/ferry-agent"), "--config", conf});
   }
   for (const auto& h : hosts)
-    if (!wait_for_text(run_dir(h) + "/control.port", "\n", 20s))
+    if (!wait_for_text(run_dir(h) + "/control.port", "\n", 20s) ||
+        !wait_for_text(run_dir(h) + "/metrics.port", "\n", 20s))
       return h + " did not start: " + agents[h]->stderr_text();
   std::ofstream conf{dir.file("orchestrator.toml")};
   conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\n[journal]\npath = \""
@@ -81,6 +82,10 @@ std::string test_cluster::start_orchestrator() {
     std::this_thread::sleep_for(100ms);
   }
   return "orchestrator did not connect to the agents: " + orchestrator->stderr_text();
+}
+
+uint16_t test_cluster::metrics_port(const std::string& host) const {
+  return static_cast<uint16_t>(std::stoi(read_file(run_dir(host) + "/metrics.port")));
 }
 
 run_result test_cluster::ctl(std::vector<std::string> args) const {

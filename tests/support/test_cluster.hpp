@@ -33,6 +33,9 @@ public:
 
   std::string run_dir(const std::string& host) const { return dir.file(host + "-run"); }
   std::string journal_path() const { return dir.file("journal.db"); }
+  // Where the host's agent serves GET /metrics (the orchestrator's is on
+  // api_port).
+  uint16_t metrics_port(const std::string& host) const;
 
   temp_dir dir;
   std::vector<std::string> hosts;

@@ -1,0 +1,154 @@
+#include "orchestrator/orchestrator_metrics.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace ferry {
+
+using prom::metric_type;
+
+orchestrator_metrics::orchestrator_metrics()
+  // Migrations here take from under a second (small guests on one box) to
+  // tens of minutes (large busy guests on a shared link).
+  : duration_({0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}),
+    // Downtime: QEMU's default limit is 300 ms; buckets around it.
+    downtime_({0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5}) {
+  for (const char* r : {"succeeded", "failed", "cancelled"})
+    finished_[r] = 0;
+  for (const char* k : {"downtime-limit", "auto-converge", "cancel"})
+    steps_[k] = 0;
+}
+
+void orchestrator_metrics::job_finished(job_state result, std::optional<double> duration_s,
+                                        std::optional<double> downtime_s,
+                                        std::optional<double> downtime_limit_s) {
+  ++finished_[std::string{to_string(result)}];
+  if (result != job_state::succeeded)
+    return;
+  if (duration_s)
+    duration_.observe(*duration_s);
+  if (downtime_s) {
+    downtime_.observe(*downtime_s);
+    if (downtime_limit_s && *downtime_s > *downtime_limit_s)
+      ++over_limit_;
+  }
+}
+
+void orchestrator_metrics::escalation_step(const std::string& kind) {
+  ++steps_[kind];
+}
+
+std::string orchestrator_metrics::render(const cluster_view& view) {
+  prom::text_writer w;
+  w.family("ferry_orchestrator_host_up", metric_type::gauge,
+           "1 while the orchestrator holds a link to the host's agent.");
+  for (const auto& h : view.hosts)
+    w.sample({{"host", h.name}}, h.up ? 1 : 0);
+  w.family("ferry_orchestrator_host_draining", metric_type::gauge,
+           "1 while the host is being evacuated.");
+  for (const auto& h : view.hosts)
+    w.sample({{"host", h.name}}, h.draining ? 1 : 0);
+  w.family("ferry_orchestrator_host_memory_offered_bytes", metric_type::gauge,
+           "Memory the host's agent offers to guests (last inventory).");
+  for (const auto& h : view.hosts)
+    if (h.up)
+      w.sample({{"host", h.name}}, static_cast<double>(h.memory_total));
+  w.family("ferry_orchestrator_host_memory_used_bytes", metric_type::gauge,
+           "Memory of the guests on the host (last inventory).");
+  for (const auto& h : view.hosts)
+    if (h.up)
+      w.sample({{"host", h.name}}, static_cast<double>(h.memory_used));
+  w.family("ferry_orchestrator_host_guests", metric_type::gauge,
+           "Guests on the host (last inventory).");
+  for (const auto& h : view.hosts)
+    if (h.up)
+      w.sample({{"host", h.name}}, h.guests);
+
+  w.family("ferry_orchestrator_migrations", metric_type::gauge,
+           "Migrations by phase (job state), unfinished ones.");
+  for (auto s : all_job_states()) {
+    if (job_is_final(s))
+      continue;
+    const auto n = std::count_if(view.migrations.begin(), view.migrations.end(),
+                                 [s](const migration_view& m) { return m.state == s; });
+    w.sample({{"phase", std::string{to_string(s)}}}, static_cast<double>(n));
+  }
+  w.family("ferry_orchestrator_migrations_finished_total", metric_type::counter,
+           "Migrations that reached a final state, by result, since the orchestrator started.");
+  for (const auto& [result, n] : finished_)
+    w.sample({{"result", result}}, static_cast<double>(n));
+  w.family("ferry_orchestrator_migration_duration_seconds", metric_type::histogram,
+           "Total time of succeeded migrations (query-migrate total-time).");
+  w.sample({}, duration_);
+  w.family("ferry_orchestrator_migration_downtime_seconds", metric_type::histogram,
+           "Downtime of succeeded migrations (query-migrate downtime).");
+  w.sample({}, downtime_);
+  w.family("ferry_orchestrator_migrations_over_downtime_limit_total", metric_type::counter,
+           "Succeeded migrations whose downtime exceeded the downtime-limit in force.");
+  w.sample({}, static_cast<double>(over_limit_));
+  w.family("ferry_orchestrator_escalation_steps_total", metric_type::counter,
+           "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, cancel).");
+  for (const auto& [kind, n] : steps_)
+    w.sample({{"step", kind}}, static_cast<double>(n));
+
+  // Per unfinished migration. Progress: share of the guest's memory sent,
+  // transferred / (transferred + remaining), held at its highest so far.
+  std::set<int64_t> live;
+  auto labels_of = [](const migration_view& m) {
+    return prom::labels{
+      {"id", std::to_string(m.id)}, {"vm", m.guest}, {"source", m.source}, {"target", m.target}};
+  };
+  w.family("ferry_orchestrator_migration_progress_ratio", metric_type::gauge,
+           "Share of the migration done (0..1); never decreases.");
+  for (const auto& m : view.migrations) {
+    if (job_is_final(m.state))
+      continue;
+    live.insert(m.id);
+    double ratio = 0;
+    if (m.state == job_state::completing)
+      ratio = 1;
+    else if (m.transferred && m.remaining && *m.transferred + *m.remaining > 0)
+      ratio =
+        static_cast<double>(*m.transferred) / static_cast<double>(*m.transferred + *m.remaining);
+    auto& floor = progress_floor_[m.id];
+    floor = std::max(floor, ratio);
+    w.sample(labels_of(m), floor);
+  }
+  for (auto it = progress_floor_.begin(); it != progress_floor_.end();)
+    it = live.count(it->first) == 0 ? progress_floor_.erase(it) : std::next(it);
+  w.family("ferry_orchestrator_migration_eta_seconds", metric_type::gauge,
+           "Estimated time left: remaining bytes over the current transfer rate.");
+  for (const auto& m : view.migrations)
+    if (!job_is_final(m.state) && m.remaining && m.rate && *m.rate > 0)
+      w.sample(labels_of(m), static_cast<double>(*m.remaining) / *m.rate);
+  w.family("ferry_orchestrator_migration_passes", metric_type::gauge,
+           "Dirty-log passes of the migration so far (dirty-sync-count).");
+  for (const auto& m : view.migrations)
+    if (!job_is_final(m.state) && m.passes)
+      w.sample(labels_of(m), static_cast<double>(*m.passes));
+
+  w.family("ferry_orchestrator_evacuations_in_progress", metric_type::gauge,
+           "Evacuations not finished yet.");
+  w.sample({}, static_cast<double>(std::count_if(view.evacuations.begin(), view.evacuations.end(),
+                                                 [](const auto& e) { return !e.finished; })));
+  w.family("ferry_orchestrator_evacuation_guests", metric_type::gauge,
+           "An evacuation's guests: moved, in_flight, failed_attempts, remaining on the host.");
+  for (const auto& e : view.evacuations) {
+    const std::string id = std::to_string(e.id);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "moved"}}, e.moved);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "in_flight"}}, e.in_flight);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "failed_attempts"}},
+             e.failed_attempts);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "remaining"}}, e.remaining);
+  }
+  w.family("ferry_orchestrator_evacuation_progress_ratio", metric_type::gauge,
+           "Share of an evacuation's guests moved off the host (1 once finished).");
+  for (const auto& e : view.evacuations) {
+    const double all = static_cast<double>(e.moved) + e.remaining;
+    const double ratio = e.finished ? 1.0 : all > 0 ? e.moved / all : 0.0;
+    w.sample({{"host", e.host}, {"evacuation", std::to_string(e.id)}}, ratio);
+  }
+  return w.text();
+}
+
+} // namespace ferry
