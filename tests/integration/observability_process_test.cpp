@@ -74,12 +74,17 @@ protected:
   }
 
   http_result get(uint16_t port, const std::string& target) {
-    return ctl::http_request(host_port{"127.0.0.1", port}, "GET", target);
+    return get(host_port{"127.0.0.1", port}, target);
   }
+  http_result get(const host_port& at, const std::string& target) {
+    return ctl::http_request(at, "GET", target);
+  }
+  // Where host `h`'s agent serves /metrics.
+  host_port metrics_of(const std::string& h) { return {c.address(h), c.metrics_port(h)}; }
 
   // `promtool check metrics` on one endpoint's text: no lint problems.
-  void expect_promtool_clean(uint16_t port, const std::string& what) {
-    auto r = get(port, "/metrics");
+  void expect_promtool_clean(const host_port& at, const std::string& what) {
+    auto r = get(at, "/metrics");
     ASSERT_EQ(r.status, 200) << what << ": " << r.body;
     const std::string file = c.dir.file("scrape.txt");
     std::ofstream{file} << r.body;
@@ -107,7 +112,7 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
         << "      - targets: ['127.0.0.1:" << c.api_port << "']\n"
         << "  - job_name: ferry-agent\n    static_configs:\n      - targets:\n";
     for (const auto& h : host_names)
-      cfg << "          - '127.0.0.1:" << c.metrics_port(h) << "'\n";
+      cfg << "          - '" << c.address(h) << ":" << c.metrics_port(h) << "'\n";
   }
   process prom{{prometheus, "--config.file=" + c.dir.file("prometheus.yml"),
                 "--storage.tsdb.path=" + c.dir.file("tsdb"),
@@ -133,7 +138,7 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
   // active): both kinds of endpoint pass promtool's lint.
   std::string mid;
   for (int i = 0; i < 400; ++i) {
-    mid = get(c.metrics_port("host-a"), "/metrics").body;
+    mid = get(metrics_of("host-a"), "/metrics").body;
     if (mid.find("status=\"active\"} 1") != std::string::npos)
       break;
     std::this_thread::sleep_for(50ms);
@@ -141,8 +146,8 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
   ASSERT_NE(mid.find("status=\"active\"} 1"), std::string::npos) << mid << c.story();
   EXPECT_NE(mid.find("ferry_migration_transferred_bytes{host=\"host-a\",vm=\"g"), std::string::npos)
     << mid;
-  expect_promtool_clean(c.metrics_port("host-a"), "agent host-a");
-  expect_promtool_clean(c.api_port, "orchestrator");
+  expect_promtool_clean(metrics_of("host-a"), "agent host-a");
+  expect_promtool_clean({"127.0.0.1", c.api_port}, "orchestrator");
 
   auto done = ctl({"evacuate", "host-a", "--wait"});
   for (int i = 0; i < 600; ++i) {
@@ -167,9 +172,9 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
     verify_guest(g, where[g][0]);
   }
   std::this_thread::sleep_for(3s); // the final figures scraped and the rules evaluated
-  expect_promtool_clean(c.api_port, "orchestrator (after)");
+  expect_promtool_clean({"127.0.0.1", c.api_port}, "orchestrator (after)");
   for (const auto& h : host_names)
-    expect_promtool_clean(c.metrics_port(h), "agent " + h + " (after)");
+    expect_promtool_clean(metrics_of(h), "agent " + h + " (after)");
 
   // Every panel's every query returns data over the test's time range.
   const auto end = std::chrono::system_clock::now();

@@ -5,6 +5,9 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -16,9 +19,66 @@ namespace ferry::test {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
+bool test_cluster::make_namespaces() {
+  if (::geteuid() != 0 || std::getenv("FERRY_TEST_NO_NETNS") != nullptr)
+    return false;
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
+    if (::access(p, X_OK) == 0) {
+      ip_ = p;
+      break;
+    }
+  if (ip_.empty())
+    return false;
+  const auto pid = static_cast<unsigned>(::getpid());
+  const std::string tag = "ft" + std::to_string(pid);
+  subnet_ = "10." + std::to_string(128 + (pid >> 8) % 100) + "." + std::to_string(pid & 255) + ".";
+  if (run({ip_, "link", "add", tag + "-br", "type", "bridge"}).status != 0)
+    return false;
+  net_tag_ = tag; // from here on the destructor removes what exists
+  auto ok = [](const run_result& r) { return r.status == 0; };
+  bool good = ok(run({ip_, "addr", "add", subnet_ + "1/24", "dev", tag + "-br"})) &&
+              ok(run({ip_, "link", "set", tag + "-br", "up"}));
+  for (size_t i = 0; good && i < hosts.size(); ++i) {
+    const std::string ns = tag + "-" + std::to_string(i);
+    const std::string veth = tag + "-v" + std::to_string(i);
+    good =
+      ok(run({ip_, "netns", "add", ns})) &&
+      ok(run({ip_, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns})) &&
+      ok(run({ip_, "link", "set", veth, "master", tag + "-br", "up"})) &&
+      ok(run({ip_, "-n", ns, "addr", "add", address(hosts[i]) + "/24", "dev", "eth0"})) &&
+      ok(run({ip_, "-n", ns, "link", "set", "eth0", "up"})) &&
+      ok(run({ip_, "-n", ns, "link", "set", "lo", "up"}));
+  }
+  return good;
+}
+
+test_cluster::~test_cluster() {
+  // The processes end before the namespaces they live in go.
+  orchestrator.reset();
+  agents.clear();
+  if (net_tag_.empty())
+    return;
+  for (size_t i = 0; i < hosts.size(); ++i)
+    (void) run({ip_, "netns", "delete", net_tag_ + "-" + std::to_string(i)});
+  (void) run({ip_, "link", "delete", net_tag_ + "-br"});
+}
+
+std::string test_cluster::address(const std::string& host) const {
+  if (net_tag_.empty())
+    return "127.0.0.1";
+  const auto at = std::find(hosts.begin(), hosts.end(), host);
+  return subnet_ + std::to_string(10 + (at - hosts.begin()));
+}
+
 std::string test_cluster::start(const std::vector<std::string>& host_names,
                                 const std::string& policy) {
   hosts = host_names;
+  if (!make_namespaces() && !net_tag_.empty())
+    return "could not set up network namespaces (set FERRY_TEST_NO_NETNS to use loopback)";
+  std::printf("test cluster: %zu agents %s\n", hosts.size(),
+              net_tag_.empty()
+                ? "on loopback"
+                : ("in network namespaces " + net_tag_ + "-*, " + subnet_ + "0/24").c_str());
   std::vector<std::string> pki{"/bin/bash",
                                std::string{FERRY_SOURCE_DIR} + "/deploy/pki/ferry-pki.sh",
                                dir.file("pki"), "--node", "orchestrator"};
@@ -33,16 +93,23 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
   auto port = static_cast<uint16_t>(20000 + (::getpid() % 30) * 10 * 32);
   for (const auto& h : hosts) {
     const std::string conf = dir.file(h + ".toml");
-    std::ofstream{conf} << "host = \"" << h << "\"\n[control]\nlisten = \"127.0.0.1:0\"\n"
+    const std::string a = address(h);
+    std::ofstream{conf} << "host = \"" << h << "\"\n[control]\nlisten = \"" << a << ":0\"\n"
                         << "[tls]\nca = \"" << dir.file("pki/ca-cert.pem") << "\"\ncert = \""
                         << dir.file("pki/" + h + "-cert.pem") << "\"\nkey = \""
                         << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
                         << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
-                        << "\"\n[migration]\naddress = \"127.0.0.1\"\nport_min = " << port
-                        << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+                        << "\"\n[migration]\naddress = \"" << a << "\"\nport_min = " << port
+                        << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"" << a
+                        << ":0\"\n";
     port = static_cast<uint16_t>(port + 10);
-    agents[h] = std::make_unique<process>(
-      std::vector<std::string>{binary("agent/ferry-agent"), "--config", conf});
+    std::vector<std::string> argv{binary("agent/ferry-agent"), "--config", conf};
+    if (!net_tag_.empty()) {
+      const auto i = static_cast<size_t>(std::find(hosts.begin(), hosts.end(), h) - hosts.begin());
+      // ip execs the agent: the process's pid is the agent's.
+      argv.insert(argv.begin(), {ip_, "netns", "exec", net_tag_ + "-" + std::to_string(i)});
+    }
+    agents[h] = std::make_unique<process>(argv);
   }
   for (const auto& h : hosts)
     if (!wait_for_text(run_dir(h) + "/control.port", "\n", 20s) ||
@@ -58,7 +125,7 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
   for (const auto& h : hosts) {
     std::string p = read_file(run_dir(h) + "/control.port");
     p.erase(p.find_last_not_of('\n') + 1);
-    conf << "[[agents]]\nname = \"" << h << "\"\naddress = \"127.0.0.1:" << p << "\"\n";
+    conf << "[[agents]]\nname = \"" << h << "\"\naddress = \"" << address(h) << ":" << p << "\"\n";
   }
   conf.close();
   return start_orchestrator();

@@ -1,8 +1,11 @@
 #pragma once
 // A Ferry cluster of real processes for integration tests: N ferry-agent
 // daemons (mutual TLS from deploy/pki/ferry-pki.sh), ferry-orchestrator and
-// ferryctl, all in one temporary directory. Ports are picked per test
-// process so that tests may run in parallel.
+// ferryctl, all in one temporary directory. Where this process may (root,
+// iproute2; not with FERRY_TEST_NO_NETNS set), each agent runs in its own
+// network namespace on a bridge, so control, migration and metrics traffic
+// crosses real interfaces; otherwise all share loopback. Ports and subnets
+// are picked per test process so that tests may run in parallel.
 
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -16,6 +19,11 @@ namespace ferry::test {
 
 class test_cluster {
 public:
+  test_cluster() = default;
+  ~test_cluster();
+  test_cluster(const test_cluster&) = delete;
+  test_cluster& operator=(const test_cluster&) = delete;
+
   // Starts the agents and the orchestrator; `policy` is extra TOML for the
   // orchestrator's [policy] table. Returns an error text, empty on success.
   std::string start(const std::vector<std::string>& hosts, const std::string& policy = {});
@@ -36,12 +44,21 @@ public:
   // Where the host's agent serves GET /metrics (the orchestrator's is on
   // api_port).
   uint16_t metrics_port(const std::string& host) const;
+  // The address host's agent listens on (its namespace's, or 127.0.0.1).
+  std::string address(const std::string& host) const;
+  bool in_namespaces() const { return !net_tag_.empty(); }
 
   temp_dir dir;
   std::vector<std::string> hosts;
   std::map<std::string, std::unique_ptr<process>> agents;
   std::unique_ptr<process> orchestrator;
   uint16_t api_port = 0;
+
+private:
+  bool make_namespaces();
+  std::string net_tag_; // non-empty: namespaces NET_TAG-<i> on bridge NET_TAG-br
+  std::string subnet_;  // "10.A.B."
+  std::string ip_;      // iproute2's ip
 };
 
 } // namespace ferry::test
