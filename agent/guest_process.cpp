@@ -1,6 +1,7 @@
 #include "agent/guest_process.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/qemu_opts.hpp"
 #include "agent/vm_config.hpp"
 
 #include <fcntl.h>
@@ -61,20 +62,21 @@ std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string&
   if (!spec.uuid.empty())
     a.insert(a.end(), {"-uuid", spec.uuid});
   if (!spec.drive.empty())
-    a.insert(a.end(), {"-drive", "file=" + spec.drive + ",format=raw"});
+    a.insert(a.end(), {"-drive", "file=" + qemu_opt_escape(spec.drive) + ",format=raw"});
   if (!spec.mem_path.empty())
     a.insert(a.end(), {"-object",
                        "memory-backend-file,id=ram0,size=" + std::to_string(spec.memory / mib) +
-                         "M,mem-path=" + spec.mem_path + ",share=on",
+                         "M,mem-path=" + qemu_opt_escape(spec.mem_path) + ",share=on",
                        "-machine", "memory-backend=ram0"});
   std::string accel = spec.accel;
   if (spec.accel == "kvm" && spec.dirty_ring_size != 0)
     accel += ",dirty-ring-size=" + std::to_string(spec.dirty_ring_size);
   if (spec.accel == "none" && spec.dirty_rate != 0)
     accel += ",dirty-rate=" + std::to_string(spec.dirty_rate);
-  a.insert(a.end(), {"-accel", accel, "-qmp",
-                     "unix:" + qmp_socket_path(run_dir, spec.name) + ",server=on,wait=off",
-                     "-serial", "file:" + run_dir + "/" + spec.name + ".serial"});
+  a.insert(a.end(),
+           {"-accel", accel, "-qmp",
+            "unix:" + qemu_opt_escape(qmp_socket_path(run_dir, spec.name)) + ",server=on,wait=off",
+            "-serial", "file:" + run_dir + "/" + spec.name + ".serial"});
   if (spec.incoming)
     a.insert(a.end(), {"-incoming", "defer"});
   return a;

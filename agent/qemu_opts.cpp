@@ -62,6 +62,17 @@ caf::expected<uint64_t> parse_size(const std::string& text, uint64_t default_uni
   return *n * unit;
 }
 
+std::string qemu_opt_escape(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (const char c : value) {
+    out += c;
+    if (c == ',')
+      out += ',';
+  }
+  return out;
+}
+
 caf::expected<qemu_opts> qemu_opts::parse(const std::string& text, const std::string& implied_key) {
   qemu_opts out;
   std::vector<std::string> parts;

@@ -38,4 +38,9 @@ private:
 caf::expected<uint64_t> parse_size(const std::string& text, uint64_t default_unit = 1);
 caf::expected<uint64_t> parse_uint(const std::string& text);
 
+// A value made safe to embed in an option string: each ',' doubled, so a path
+// like "/a,format=qcow2" stays one value instead of adding an option
+// (libvirt escapes file names for QEMU the same way).
+std::string qemu_opt_escape(const std::string& value);
+
 } // namespace ferry

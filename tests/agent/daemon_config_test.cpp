@@ -2,6 +2,7 @@
 
 #include "agent/agent_error.hpp"
 #include "agent/guest_process.hpp"
+#include "agent/qemu_opts.hpp"
 #include "agent/vm_config.hpp"
 
 #include <gtest/gtest.h>
@@ -99,6 +100,23 @@ TEST(guest_process, refuses_names_that_are_not_path_components_and_bad_sizes) {
   auto ring = check_guest_spec(s);
   ASSERT_FALSE(ring);
   EXPECT_NE(describe(ring.error()).find("dirty-ring-size"), std::string::npos);
+}
+
+// A path is a value, never more options: commas reach the guest's command
+// line doubled, so "file=/a,format=qcow2" cannot change the drive format or
+// "mem-path=/m,share=off" the backend's sharing (found by fuzz_api_json).
+TEST(guest_process, commas_in_paths_stay_inside_the_value) {
+  auto s = spec();
+  s.drive = "/img/a,format=qcow2,";
+  s.mem_path = "/dev/shm/m,share=off";
+  ASSERT_TRUE(check_guest_spec(s));
+  auto cfg = parse_vm_args(vm_arguments(s, "/run/fer,ry"));
+  ASSERT_TRUE(cfg) << describe(cfg.error());
+  EXPECT_EQ(cfg->drive, "/img/a,format=qcow2,");
+  EXPECT_EQ(cfg->backend.mem_path, "/dev/shm/m,share=off");
+  ASSERT_EQ(cfg->qmp.size(), 1U);
+  EXPECT_EQ(cfg->qmp[0].path, "/run/fer,ry/vm-1.qmp");
+  EXPECT_EQ(qemu_opt_escape("a,,b,"), "a,,,,b,,");
 }
 
 } // namespace
