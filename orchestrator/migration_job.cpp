@@ -1,6 +1,7 @@
 #include "orchestrator/migration_job.hpp"
 
 #include "agent/agent_error.hpp"
+#include "orchestrator/escalation_ladder.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
 #include <caf/all.hpp>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <optional>
 
 namespace ferry {
 
@@ -36,11 +38,7 @@ struct job_state_data {
   clock_type::time_point completing_since;
   uint64_t best_remaining = UINT64_MAX;
   json::object progress;
-  // The escalation ladder: steps taken, and the pass count at the last one.
-  uint32_t downtime_steps_taken = 0;
-  bool throttle_released = false;
-  uint64_t passes_at_last_step = 0;
-  uint64_t downtime_ms = 0;
+  std::optional<escalation_ladder> ladder; // set once the policy is known
 };
 
 using job_actor = caf::stateful_actor<job_state_data>;
@@ -115,9 +113,16 @@ void qmp(job_actor* self, const host_actor& host, const std::string& guest,
       });
 }
 
-// Removes the target guest (if this job made it), then ends the job.
+// Removes the target guest (if this job made it), then ends the job. A
+// source that keeps the guest gets its vCPUs back at full speed.
 void cleanup_and_finish(job_actor* self, job_state to, const std::string& note) {
   auto& st = self->state;
+  if (st.ladder->dirty_limited() && to != job_state::succeeded) {
+    st.ladder->dirty_limit_lifted();
+    auto next = [self, to, note](auto&&...) { cleanup_and_finish(self, to, note); };
+    qmp(self, st.ctx.source, st.ctx.job.guest, "cancel-vcpu-dirty-limit", {}, next, next);
+    return;
+  }
   if (!st.target_created) {
     finish(self, to, note);
     return;
@@ -188,8 +193,22 @@ void confirm_target(job_actor* self) {
   });
 }
 
-// Takes the ladder's next step when the migration has run another
-// `escalate_after_passes` passes without completing; true if the job ended.
+// Journals a step of the ladder (before it is taken) and counts it.
+void record_step(job_actor* self, const escalation_ladder::step& step) {
+  auto& st = self->state;
+  if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step.note); !ok)
+    std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n",
+                 static_cast<long long>(st.ctx.job.id), describe(ok.error()).c_str());
+  self->send(st.ctx.parent, job_step_atom::value, step.kind);
+}
+
+void give_up(job_actor* self, const escalation_ladder::step& step, uint64_t passes) {
+  record_step(self, step);
+  fail(self, "did not converge after " + std::to_string(passes) + " passes (" +
+               self->state.ladder->tried() + ")");
+}
+
+// Takes the ladder's next rung when it is due; true if the job ended.
 bool escalate(job_actor* self, const json::object& info) {
   auto& st = self->state;
   const auto& p = st.ctx.policy;
@@ -199,38 +218,41 @@ bool escalate(job_actor* self, const json::object& info) {
   if (passes_v == nullptr || !passes_v->is_number())
     return false;
   const auto passes = passes_v->to_number<uint64_t>();
-  if (passes < st.passes_at_last_step + p.escalate_after_passes)
-    return false;
-  st.passes_at_last_step = passes;
+  const auto step = st.ladder->next(passes, clock_type::now());
   const auto& guest = st.ctx.job.guest;
-  auto record = [&](const char* kind, const std::string& step) {
-    if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step); !ok)
-      std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n",
-                   static_cast<long long>(st.ctx.job.id), describe(ok.error()).c_str());
-    self->send(st.ctx.parent, job_step_atom::value, std::string{kind});
-  };
-  if (st.downtime_steps_taken < p.downtime_steps) {
-    ++st.downtime_steps_taken;
-    st.downtime_ms *= 2;
-    record("downtime-limit", "downtime-limit " + std::to_string(st.downtime_ms) + " ms after " +
-                               std::to_string(passes) + " passes");
-    qmp(self, st.ctx.source, guest, "migrate-set-parameters", {{"downtime-limit", st.downtime_ms}},
-        [](const json::value&) {});
-    return false;
+  switch (step.what) {
+    case escalation_ladder::rung::none:
+      return false;
+    case escalation_ladder::rung::downtime_limit:
+      record_step(self, step);
+      qmp(self, st.ctx.source, guest, "migrate-set-parameters",
+          {{"downtime-limit", st.ladder->downtime_ms()}}, [](const json::value&) {});
+      return false;
+    case escalation_ladder::rung::auto_converge:
+      record_step(self, step);
+      qmp(self, st.ctx.source, guest, "migrate-set-parameters",
+          {{"max-cpu-throttle", 99}, {"cpu-throttle-initial", 20}}, [](const json::value&) {});
+      return false;
+    case escalation_ladder::rung::dirty_limit:
+      // A runtime limit rather than the dirty-limit capability: capabilities
+      // are fixed once a migration runs, and QEMU refuses that one next to
+      // auto-converge.
+      record_step(self, step);
+      qmp(
+        self, st.ctx.source, guest, "set-vcpu-dirty-limit", {{"dirty-rate", p.dirty_limit_mib_s}},
+        [](const json::value&) {},
+        [self, passes](const std::string& why) {
+          auto& st1 = self->state;
+          const auto last = st1.ladder->dirty_limit_refused(passes, why);
+          if (!st1.finishing)
+            give_up(self, last, passes);
+        });
+      return false;
+    case escalation_ladder::rung::cancel:
+      give_up(self, step, passes);
+      return true;
   }
-  if (p.auto_converge_step && !st.throttle_released) {
-    st.throttle_released = true;
-    record("auto-converge",
-           "auto-converge throttle up to 99 % after " + std::to_string(passes) + " passes");
-    qmp(self, st.ctx.source, guest, "migrate-set-parameters",
-        {{"max-cpu-throttle", 99}, {"cpu-throttle-initial", 20}}, [](const json::value&) {});
-    return false;
-  }
-  record("cancel", "cancel: no convergence after " + std::to_string(passes) + " passes");
-  fail(self, "did not converge after " + std::to_string(passes) + " passes (downtime-limit " +
-               std::to_string(st.downtime_ms) + " ms" +
-               (p.auto_converge_step ? ", auto-converge" : "") + ")");
-  return true;
+  return false;
 }
 
 void poll_migration(job_actor* self) {
@@ -249,7 +271,7 @@ void poll_migration(job_actor* self) {
     st1.progress = o;
     // The limit in force (the ladder raises it), for the API and for judging
     // the final downtime.
-    st1.progress["downtime-limit"] = st1.downtime_ms;
+    st1.progress["downtime-limit"] = st1.ladder->downtime_ms();
     if (status == "completed") {
       report(self); // the final figures: total-time, downtime
       st1.completing_since = clock_type::now();
@@ -330,7 +352,6 @@ void configure_and_listen(job_actor* self, uint16_t port) {
   st.uri = "tcp:" + st.ctx.target_address + ":" + std::to_string(port);
   json::object src_params{{"max-bandwidth", p.max_bandwidth},
                           {"downtime-limit", p.downtime_limit_ms}};
-  st.downtime_ms = p.downtime_limit_ms;
   if (p.auto_converge_step) {
     src_params["cpu-throttle-initial"] = 1;
     src_params["max-cpu-throttle"] = 1;
@@ -404,6 +425,11 @@ void begin(job_actor* self) {
 void resume(job_actor* self) {
   auto& st = self->state;
   const auto& job = st.ctx.job;
+  std::vector<std::string> taken;
+  for (const auto& s : st.ctx.log->steps())
+    if (s.job == job.id)
+      taken.push_back(s.step);
+  st.ladder->restore(taken, clock_type::now());
   if (job.state == job_state::scheduling) {
     begin(self);
     return;
@@ -462,6 +488,7 @@ void resume(job_actor* self) {
 
 caf::behavior job(job_actor* self, job_context ctx) {
   self->state.ctx = std::move(ctx);
+  self->state.ladder.emplace(self->state.ctx.policy);
   // A host that goes away mid-job fails its requests; the job then fails.
   self->set_default_handler(caf::drop);
   // A bug here must not leave the job hanging in the journal: say what

@@ -27,7 +27,7 @@ namespace ferry {
 using job_update_atom = caf::atom_constant<caf::atom("jobupdate")>;
 using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
 // (job_step_atom, kind): the job took an escalation step ("downtime-limit",
-// "auto-converge", "cancel"; the journal has the details).
+// "auto-converge", "dirty-limit", "cancel"; the journal has the details).
 using job_step_atom = caf::atom_constant<caf::atom("jobstep")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 // (host_lost_atom, host): the cluster lost its link to `host`.

@@ -39,11 +39,16 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
         count_into(r, "policy.completion_timeout_s_per_gib", p.completion_timeout_s_per_gib),
         count_into(r, "policy.evacuation_attempts", p.evacuation_attempts),
         count_into(r, "policy.escalate_after_passes", p.escalate_after_passes),
-        count_into(r, "policy.downtime_steps", p.downtime_steps)})
+        count_into(r, "policy.downtime_steps", p.downtime_steps),
+        count_into(r, "policy.dirty_limit_mib_s", p.dirty_limit_mib_s)})
     if (!ok)
       return ok.error();
   FERRY_TRY(converge, r.boolean("policy.auto_converge_step", p.auto_converge_step));
   p.auto_converge_step = converge;
+  FERRY_TRY(limit_step, r.boolean("policy.dirty_limit_step", p.dirty_limit_step));
+  p.dirty_limit_step = limit_step;
+  if (p.dirty_limit_mib_s == 0)
+    return r.invalid("policy.dirty_limit_mib_s must be at least 1");
   if (p.escalate_after_passes == 0)
     return r.invalid("policy.escalate_after_passes must be at least 1");
   if (p.max_migrations == 0 || p.max_outbound_per_host == 0 || p.max_inbound_per_host == 0)

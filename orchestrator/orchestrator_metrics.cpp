@@ -15,7 +15,7 @@ orchestrator_metrics::orchestrator_metrics()
     downtime_({0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5}) {
   for (const char* r : {"succeeded", "failed", "cancelled"})
     finished_[r] = 0;
-  for (const char* k : {"downtime-limit", "auto-converge", "cancel"})
+  for (const char* k : {"downtime-limit", "auto-converge", "dirty-limit", "cancel"})
     steps_[k] = 0;
 }
 
@@ -86,8 +86,9 @@ std::string orchestrator_metrics::render(const cluster_view& view) {
   w.family("ferry_orchestrator_migrations_over_downtime_limit_total", metric_type::counter,
            "Succeeded migrations whose downtime exceeded the downtime-limit in force.");
   w.sample({}, static_cast<double>(over_limit_));
-  w.family("ferry_orchestrator_escalation_steps_total", metric_type::counter,
-           "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, cancel).");
+  w.family(
+    "ferry_orchestrator_escalation_steps_total", metric_type::counter,
+    "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, cancel).");
   for (const auto& [kind, n] : steps_)
     w.sample({{"step", kind}}, static_cast<double>(n));
 

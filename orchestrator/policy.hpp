@@ -19,10 +19,14 @@ struct migration_policy {
   // The escalation ladder for a migration that does not converge: after
   // every `escalate_after_passes` dirty-log passes without completing, the
   // next step: `downtime_steps` times double downtime-limit, then let
-  // auto-converge throttle (if `auto_converge_step`), then cancel.
+  // auto-converge throttle (if `auto_converge_step`), then hold every vCPU
+  // of the source to `dirty_limit_mib_s` with set-vcpu-dirty-limit (if
+  // `dirty_limit_step`; guests with a KVM dirty ring), then cancel.
   uint32_t escalate_after_passes = 6;
   uint32_t downtime_steps = 2;
   bool auto_converge_step = true;
+  bool dirty_limit_step = true;
+  uint64_t dirty_limit_mib_s = 1; // QEMU's vcpu-dirty-limit default
 };
 
 } // namespace ferry

@@ -1,6 +1,7 @@
 #include "orchestrator/orchestrator_config.hpp"
 
 #include "agent/agent_error.hpp"
+#include "agent/daemon_config.hpp"
 
 #include <gtest/gtest.h>
 
@@ -34,14 +35,19 @@ TEST(orchestrator_config, reads_agents_and_defaults_the_policy_as_the_issue_says
   EXPECT_EQ(c->policy.max_outbound_per_host, 2U);
   EXPECT_EQ(c->policy.max_inbound_per_host, 2U);
   EXPECT_EQ(c->policy.downtime_limit_ms, 300U);
+  EXPECT_TRUE(c->policy.dirty_limit_step);
+  EXPECT_EQ(c->policy.dirty_limit_mib_s, 1U);
 }
 
 TEST(orchestrator_config, policy_overrides_apply) {
-  auto c = parse_orchestrator_config(base + "[policy]\nmax_migrations = 9\nmultifd_channels = 0\n",
+  auto c = parse_orchestrator_config(base + "[policy]\nmax_migrations = 9\nmultifd_channels = 0\n"
+                                            "dirty_limit_step = false\ndirty_limit_mib_s = 8\n",
                                      "o.toml");
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->policy.max_migrations, 9U);
   EXPECT_EQ(c->policy.multifd_channels, 0U);
+  EXPECT_FALSE(c->policy.dirty_limit_step);
+  EXPECT_EQ(c->policy.dirty_limit_mib_s, 8U);
 }
 
 TEST(orchestrator_config, mistakes_are_named) {
@@ -52,10 +58,34 @@ TEST(orchestrator_config, mistakes_are_named) {
   };
   expect_error("[http\n", "o.toml:");
   expect_error(base + "[policy]\nmax_migrations = 0\n", "at least 1");
+  expect_error(base + "[policy]\ndirty_limit_mib_s = 0\n", "dirty_limit_mib_s must be at least 1");
+  expect_error(base + "[policy]\ndirty_limit_step = 1\n", "policy.dirty_limit_step");
   expect_error(base + "[policy]\nmax_bandwidth = \"fast\"\n", "policy.max_bandwidth");
   expect_error(base + "[[agents]]\nname = \"host-a\"\naddress = \"x:1\"\n", "listed twice");
   expect_error(base + "[[agents]]\nname = \"host-c\"\naddress = \"nocolon\"\n", "HOST:PORT");
   expect_error("[http]\nlisten = \"127.0.0.1:1\"\n", "journal.path");
+}
+
+} // namespace
+} // namespace ferry
+
+namespace ferry {
+namespace {
+
+// The examples in deploy/ are what operators copy: they must load, and say
+// what the defaults say.
+TEST(example_configs, load_with_the_documented_settings) {
+  auto o = load_orchestrator_config(FERRY_SOURCE_DIR "/deploy/examples/orchestrator.toml");
+  ASSERT_TRUE(o) << describe(o.error());
+  const migration_policy defaults;
+  EXPECT_EQ(o->policy.escalate_after_passes, defaults.escalate_after_passes);
+  EXPECT_EQ(o->policy.downtime_steps, defaults.downtime_steps);
+  EXPECT_EQ(o->policy.auto_converge_step, defaults.auto_converge_step);
+  EXPECT_EQ(o->policy.dirty_limit_step, defaults.dirty_limit_step);
+  EXPECT_EQ(o->policy.dirty_limit_mib_s, defaults.dirty_limit_mib_s);
+  EXPECT_EQ(o->policy.max_migrations, defaults.max_migrations);
+  auto a = load_daemon_config(FERRY_SOURCE_DIR "/deploy/examples/agent.toml");
+  ASSERT_TRUE(a) << describe(a.error());
 }
 
 } // namespace

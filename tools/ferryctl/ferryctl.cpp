@@ -4,7 +4,7 @@
 //   ferryctl [--server HOST:PORT] [--output table|json] COMMAND
 //     hosts | guests | migrations
 //     create NAME --host HOST --memory SIZE [--image IMG] [--accel kvm|none] [--priority N]
-//            [--smp N] [--dirty-rate PAGES_PER_S]
+//            [--smp N] [--dirty-rate PAGES_PER_S] [--dirty-ring-size ENTRIES]
 //     migrate GUEST [--to HOST] [--wait]
 //     evacuate HOST [--wait]
 //     cancel ID
@@ -220,6 +220,10 @@ int run_cli(int argc, char** argv) {
   uint64_t c_dirty_rate = 0;
   create->add_option("--dirty-rate", c_dirty_rate,
                      "-accel none: pages the synthetic guest dirties per second (0: flat out)");
+  uint32_t c_ring = 0;
+  create->add_option(
+    "--dirty-ring-size", c_ring,
+    "kvm: dirty ring entries per vCPU (0: dirty bitmap; a ring allows dirty limits)");
   int64_t cancel_id = 0;
   auto* cancel = app.add_subcommand("cancel", "cancel a migration");
   cancel->add_option("id", cancel_id, "migration id")->required();
@@ -310,6 +314,8 @@ int run_cli(int argc, char** argv) {
       spec["drive"] = c_image;
     if (c_dirty_rate != 0)
       spec["dirty_rate"] = c_dirty_rate;
+    if (c_ring != 0)
+      spec["dirty_ring_size"] = c_ring;
     if (int rc = call(o, "POST", "/api/v1/guests",
                       json::serialize(json::object{{"host", c_host}, {"spec", spec}}), out);
         rc != 0)
