@@ -278,17 +278,25 @@ TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_sourc
   ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   uint64_t syncs = 0;
+  // "remaining" is the current pass's unsent pages (as in QEMU), so one sample
+  // can land in the instant between a pass's last page and the next sync;
+  // the largest value seen over the passes is what shows work left over.
+  uint64_t most_remaining = 0;
   while (syncs < 4 && std::chrono::steady_clock::now() < deadline) {
     const auto i = src.info();
-    if (i.contains("ram"))
+    if (i.contains("ram")) {
       syncs = i.at("ram").at("dirty-sync-count").to_number<uint64_t>();
+      if (syncs >= 2)
+        most_remaining =
+          std::max(most_remaining, i.at("ram").at("remaining").to_number<uint64_t>());
+    }
     std::this_thread::sleep_for(50ms);
   }
   const auto info = src.info();
   EXPECT_EQ(info.at("status"), "active") << json::serialize(info);
   EXPECT_GE(syncs, 4U);
   EXPECT_GT(info.at("expected-downtime").to_number<uint64_t>(), 1U);
-  EXPECT_GT(info.at("ram").at("remaining").to_number<uint64_t>(), 0U);
+  EXPECT_GT(most_remaining, 0U) << "later passes still had pages to send";
 
   EXPECT_TRUE(src.exec("migrate_cancel").as_object().contains("return"));
   EXPECT_EQ(src.wait_status({"cancelled"}, 10s), "cancelled");
