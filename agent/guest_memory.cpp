@@ -67,7 +67,7 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   if (b.size == 0 || b.size % page_size != 0)
     return make_agent_error(agent_errc::invalid_argument,
                             "memory size must be a non-zero multiple of 4096 bytes");
-  if (b.type == memory_backend::kind::ram) {
+  const auto memfd_ram = [&]() -> caf::expected<guest_memory> {
     auto fd = make_memfd(b.size);
     if (!fd)
       return fd.error();
@@ -75,7 +75,9 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
     if (!base)
       return base.error();
     return guest_memory{std::move(*fd), *base, b.size};
-  }
+  };
+  if (b.type == memory_backend::kind::ram)
+    return memfd_ram();
 
   const int flags = (b.share ? O_RDWR : O_RDONLY) | O_CLOEXEC;
   unique_fd file{::open(b.mem_path.c_str(), flags)};
@@ -95,14 +97,10 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
     return guest_memory{std::move(file), *base, b.size};
   }
 
-  auto fd = make_memfd(b.size);
-  if (!fd)
-    return fd.error();
-  auto base = map_shared(fd->get(), b.size);
-  if (!base)
-    return base.error();
-  guest_memory mem{std::move(*fd), *base, b.size};
-  if (auto ok = copy_data_extents(file.get(), file_size, mem.data(), b.size); !ok)
+  auto mem = memfd_ram();
+  if (!mem)
+    return mem.error();
+  if (auto ok = copy_data_extents(file.get(), file_size, mem->data(), b.size); !ok)
     return ok.error();
   return mem;
 }
