@@ -239,19 +239,7 @@ protected:
     q.negotiate();
     return q.execute(cmd);
   }
-  void verify(const std::string& host) {
-    qmp_tool::qmp_client q{c.run_dir(host) + "/hot.qmp"};
-    q.negotiate();
-    EXPECT_EQ(q.execute("query-status").at("return").at("status").as_string(), "running");
-    q.execute("stop");
-    const std::string dump = c.dir.file("hot-" + host + ".bin");
-    auto r = q.execute("pmemsave", {{"val", 0}, {"size", 16 << 20}, {"filename", dump}});
-    ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    auto v = run({binary("tools/ferry-verify"), dump});
-    EXPECT_EQ(v.status, 0) << host << ": " << v.output;
-    EXPECT_NE(v.output.find("(0 bad)"), std::string::npos) << v.output;
-    q.execute("cont");
-  }
+  void verify(const std::string& host) { verify_guest_memory(c, "hot", host, 16u << 20); }
   test_cluster c;
 };
 

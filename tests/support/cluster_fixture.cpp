@@ -46,19 +46,26 @@ void cluster::wait_ready(const std::string& name, const std::string& host) {
     << name << " did not boot";
 }
 
-void cluster::verify_guest(const std::string& name, const std::string& host) {
-  qmp_tool::qmp_client q{run_dir(host) + "/" + name + ".qmp"};
+void verify_guest_memory(const test_cluster& c, const std::string& name, const std::string& host,
+                         uint64_t bytes) {
+  qmp_tool::qmp_client q{c.run_dir(host) + "/" + name + ".qmp"};
   q.negotiate();
   auto status = q.execute("query-status");
   EXPECT_EQ(status.at("return").at("status").as_string(), "running") << name << " on " << host;
   q.execute("stop");
   const std::string dump = c.dir.file(name + "-" + host + ".bin");
-  auto r = q.execute("pmemsave", {{"val", 0}, {"size", 8 << 20}, {"filename", dump}});
+  auto r = q.execute("pmemsave", {{"val", 0}, {"size", bytes}, {"filename", dump}});
   ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
   auto v = run({binary("tools/ferry-verify"), dump});
   EXPECT_EQ(v.status, 0) << name << " on " << host << ": " << v.output;
+  EXPECT_NE(v.output.find("(0 bad)"), std::string::npos)
+    << name << " on " << host << ": " << v.output;
   q.execute("cont");
   std::remove(dump.c_str());
+}
+
+void cluster::verify_guest(const std::string& name, const std::string& host) {
+  verify_guest_memory(c, name, host, 8u << 20);
 }
 
 } // namespace ferry::test

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,6 +18,11 @@
 namespace ferry::test {
 
 extern const std::vector<std::string> host_names;
+
+// Stops guest `name` on `host`, dumps its first `bytes` of RAM, proves them
+// consistent with ferry-verify (every page), then lets the guest run on.
+void verify_guest_memory(const test_cluster& c, const std::string& name, const std::string& host,
+                         uint64_t bytes);
 
 class cluster : public ::testing::Test {
 protected:
