@@ -10,6 +10,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,17 @@ using qmp_event_atom = caf::atom_constant<caf::atom("qmpevent")>;
 // text (the host actor for the agent's /metrics, the cluster actor for the
 // orchestrator's).
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+
+// How long creating a guest may take. Each layer waits a little longer than
+// the one it asks, so the lower layer's error, with its reason, arrives
+// before the caller's own timeout. A guest process starting on a busy host
+// (hundreds at once, or a sanitizer build) can take well over 10 s to open its
+// QMP monitor.
+inline constexpr std::chrono::seconds guest_monitor_wait{25};
+inline constexpr std::chrono::seconds host_create_wait =
+  guest_monitor_wait + std::chrono::seconds{3};
+inline constexpr std::chrono::seconds create_request_timeout =
+  host_create_wait + std::chrono::seconds{2};
 
 using host_actor = caf::typed_actor<
   // Starts a guest; replies once its QMP monitor answers.

@@ -87,9 +87,7 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
     [self](connect_atom) -> caf::result<bool> {
       auto& st = self->state;
       try {
-        // A guest process starting on a busy host (hundreds at once, or under
-        // a sanitizer) can take well over 10 s to open its monitor.
-        st.commands = std::make_unique<qmp_tool::qmp_client>(st.socket, std::chrono::seconds(25));
+        st.commands = std::make_unique<qmp_tool::qmp_client>(st.socket, guest_monitor_wait);
         st.commands->negotiate();
       } catch (const std::exception& e) {
         return relay_error("guest '" + st.guest + "': QMP monitor not reachable: " + e.what());

@@ -228,7 +228,7 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       st.guests[name] =
         hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
       auto rp = self->make_response_promise<guest_info>();
-      self->request(relay, std::chrono::seconds(28), caf::connect_atom_v)
+      self->request(relay, host_create_wait, caf::connect_atom_v)
         .then([rp, info](bool) mutable { rp.deliver(info); },
               [self, rp, name](caf::error& err) mutable {
                 // A guest whose monitor never answered is no use: end it.

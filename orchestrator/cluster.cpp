@@ -877,7 +877,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
       if (!spec)
         return spec.error();
       auto rp = self->make_response_promise<std::string>();
-      self->request(h->second.handle, std::chrono::seconds(30), create_atom::value, *spec)
+      self->request(h->second.handle, create_request_timeout, create_atom::value, *spec)
         .then(
           [self, rp, host](const guest_info& info) mutable {
             self->state.hosts.at(host).guests.push_back(info);

@@ -22,7 +22,8 @@ using clock_type = std::chrono::steady_clock;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
 
 constexpr auto qmp_timeout = std::chrono::seconds(30);
-constexpr auto create_timeout = std::chrono::seconds(30);
+// destroy and list: the host answers these without waiting on a guest start.
+constexpr auto host_request_timeout = std::chrono::seconds(30);
 constexpr auto poll_interval = std::chrono::milliseconds(250);
 constexpr auto target_start_timeout = std::chrono::seconds(10);
 
@@ -128,7 +129,7 @@ void cleanup_and_finish(job_actor* self, job_state to, const std::string& note) 
     return;
   }
   st.target_created = false;
-  self->request(st.ctx.target, create_timeout, destroy_atom::value, st.ctx.job.guest)
+  self->request(st.ctx.target, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
     .then([self, to, note](bool) { finish(self, to, note); },
           [self, to, note](const caf::error&) { finish(self, to, note); });
 }
@@ -162,7 +163,7 @@ void fail(job_actor* self, const std::string& why) {
 
 void retire_source(job_actor* self) {
   auto& st = self->state;
-  self->request(st.ctx.source, create_timeout, destroy_atom::value, st.ctx.job.guest)
+  self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
     .then([self](bool) { finish(self, job_state::succeeded, "source guest retired"); },
           [self](const caf::error& err) {
             finish(self, job_state::succeeded,
@@ -391,7 +392,7 @@ void prepare_target(job_actor* self, guest_spec spec) {
     return;
   spec.incoming = true;
   spec.mem_path.clear(); // the target's RAM is its own
-  self->request(st.ctx.target, create_timeout, create_atom::value, spec)
+  self->request(st.ctx.target, create_request_timeout, create_atom::value, spec)
     .then(
       [self](const guest_info& info) {
         self->state.target_created = true;
@@ -406,7 +407,7 @@ void prepare_target(job_actor* self, guest_spec spec) {
 
 void begin(job_actor* self) {
   auto& st = self->state;
-  self->request(st.ctx.source, create_timeout, list_atom::value)
+  self->request(st.ctx.source, host_request_timeout, list_atom::value)
     .then(
       [self](const std::vector<guest_info>& guests) {
         auto& st1 = self->state;
@@ -434,7 +435,7 @@ void resume(job_actor* self) {
     begin(self);
     return;
   }
-  self->request(st.ctx.target, create_timeout, list_atom::value)
+  self->request(st.ctx.target, host_request_timeout, list_atom::value)
     .then(
       [self](const std::vector<guest_info>& on_target) {
         auto& st1 = self->state;
@@ -443,7 +444,7 @@ void resume(job_actor* self) {
         });
         if (st1.ctx.job.state == job_state::completing) {
           st1.completing_since = clock_type::now();
-          self->request(st1.ctx.source, create_timeout, list_atom::value)
+          self->request(st1.ctx.source, host_request_timeout, list_atom::value)
             .then(
               [self](const std::vector<guest_info>& on_source) {
                 auto& st2 = self->state;
