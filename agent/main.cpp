@@ -6,15 +6,18 @@
 #include "agent/agent_error.hpp"
 #include "agent/daemon.hpp"
 #include "agent/kvm_guest.hpp"
+#include "agent/migration_address.hpp"
 #include "agent/qmp_monitor.hpp"
 #include "agent/qmp_server.hpp"
 #include "agent/synthetic_guest.hpp"
 #include "agent/vm_config.hpp"
 #include "protocol/qmp_wire.hpp"
 #include "tools/testguest/guest_image.hpp"
+#include "tools/testguest/pattern.hpp"
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -55,15 +58,62 @@ caf::expected<std::vector<uint8_t>> read_boot_sector(const std::string& path) {
   return sector;
 }
 
+void say(serial_port& serial, std::string_view text) {
+  for (char c : text)
+    serial.write(serial_port::base, static_cast<uint8_t>(c));
+}
+
+// What the test guest does before its dirtying loop (counter_guest.S): fill
+// its pattern unless a probe of the first and last pattern page finds it
+// there, then report "ready".
+void testguest_boot(const testguest::guest_params& p, guest_memory& ram, software_dirty_log& log,
+                    serial_port& serial) {
+  const uint64_t first = p.pattern_start / testguest::page_bytes;
+  const uint64_t top = std::min<uint64_t>(p.ram_top, ram.size()) / testguest::page_bytes;
+  if (top <= first)
+    return say(serial, "ready\n");
+  const uint64_t last = (top - 1) & ~uint64_t{3}; // the last non-zero-class page
+  auto present = [&](uint64_t page) {
+    return testguest::page_matches(ram.data() + page * testguest::page_bytes, page, p.seed);
+  };
+  if (!present(first) || !present(last)) {
+    say(serial, "fill\n");
+    for (uint64_t page = first; page < top; ++page)
+      testguest::fill_page(ram.data() + page * testguest::page_bytes, page, p.seed);
+    log.mark(first * testguest::page_bytes, (top - first) * testguest::page_bytes);
+  }
+  say(serial, "ready\n");
+}
+
+// The -serial sink (nullptr without one); the guest owns it afterwards.
+caf::expected<std::FILE*> open_serial(const vm_config& cfg) {
+  if (cfg.serial == vm_config::serial_kind::stdio)
+    return stdout;
+  if (cfg.serial != vm_config::serial_kind::file)
+    return nullptr;
+  std::FILE* f = std::fopen(cfg.serial_path.c_str(), "w");
+  if (f == nullptr)
+    return make_system_error("could not open serial device '" + cfg.serial_path + "'");
+  return f;
+}
+
 caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
                                                  std::vector<uint8_t> sector) {
+  FERRY_TRY(serial, open_serial(cfg));
   if (cfg.accel == vm_config::accel_kind::none) {
     synthetic_guest_config sc;
     sc.memory = cfg.backend;
-    // A test-guest image tells the dirtier what its KVM twin would dirty.
+    sc.serial = serial;
+    // A test-guest image tells the dirtier what its KVM twin would dirty,
+    // where it counts its passes and how often it reports them.
     if (auto p = testguest::read_params(sector)) {
       sc.ws_start = p->ws_start;
       sc.ws_pages = p->ws_pages;
+      sc.pass_counter_address = testguest::status_address;
+      sc.report_every = p->report_every;
+      sc.boot = [params = *p](guest_memory& ram, software_dirty_log& log, serial_port& port) {
+        testguest_boot(params, ram, log, port);
+      };
     }
     sc.boot_sector = std::move(sector);
     if (cfg.ws_start)
@@ -78,13 +128,7 @@ caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
   kc.memory = cfg.backend;
   kc.vcpus = cfg.smp;
   kc.boot_sector = std::move(sector);
-  if (cfg.serial == vm_config::serial_kind::stdio) {
-    kc.serial = stdout;
-  } else if (cfg.serial == vm_config::serial_kind::file) {
-    kc.serial = std::fopen(cfg.serial_path.c_str(), "w");
-    if (kc.serial == nullptr)
-      return make_system_error("could not open serial device '" + cfg.serial_path + "'");
-  }
+  kc.serial = serial;
   if (cfg.dirty_ring_size != 0) {
     kc.kvm.dirty_log = dirty_log_kind::ring;
     kc.kvm.dirty_ring_entries = cfg.dirty_ring_size;
@@ -103,6 +147,13 @@ int run_vm(const std::vector<std::string>& args) {
     if (!s)
       return fail(describe(s.error()));
     sector = std::move(*s);
+  }
+  // The whole command line is checked before any device opens, so a bad
+  // flag is reported as such on a host without /dev/kvm too.
+  if (cfg->incoming && *cfg->incoming != "defer") {
+    const auto address = parse_migration_uri(*cfg->incoming);
+    if (const auto* err = std::get_if<std::string>(&address))
+      return fail("-incoming " + *cfg->incoming + ": " + *err);
   }
 
   // SIGINT/SIGTERM are taken synchronously by the main thread only: block

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 namespace ferry {
@@ -23,7 +24,9 @@ constexpr uint64_t batch_pages = 64;
 } // namespace
 
 synthetic_guest::synthetic_guest(guest_memory mem, synthetic_guest_config cfg)
-  : memory_(std::move(mem)), log_(memory_.pages()), cfg_(std::move(cfg)) {}
+  : memory_(std::move(mem)), log_(memory_.pages()), cfg_(std::move(cfg)), serial_(cfg_.serial) {
+  cfg_.serial = nullptr; // serial_ owns it now
+}
 
 synthetic_guest::~synthetic_guest() {
   {
@@ -43,6 +46,8 @@ synthetic_guest::create(synthetic_guest_config cfg) {
   if (cfg.ws_start % page_size != 0 || cfg.ws_start + cfg.ws_pages * page_size > mem->size())
     return make_agent_error(agent_errc::invalid_argument,
                             "working set must be page aligned and inside guest RAM");
+  if (cfg.pass_counter_address && *cfg.pass_counter_address + 4 > mem->size())
+    return make_agent_error(agent_errc::invalid_argument, "pass counter outside guest RAM");
   std::unique_ptr<synthetic_guest> g{new synthetic_guest(std::move(*mem), std::move(cfg))};
   if (auto ok = g->memory_.load_boot_sector(g->cfg_.boot_sector); !ok)
     return ok.error();
@@ -64,8 +69,10 @@ void synthetic_guest::loop() {
   for (;;) {
     {
       std::unique_lock lk{mtx_};
-      if (pause_req_ || (cfg_.ws_pages == 0 && !quit_)) {
-        while ((pause_req_ || cfg_.ws_pages == 0) && !quit_) {
+      // Without a working set there is nothing to do after the boot.
+      auto idle = [this] { return pause_req_ || (cfg_.ws_pages == 0 && booted_); };
+      if (idle() && !quit_) {
+        while (idle() && !quit_) {
           parked_ = true;
           cv_.notify_all();
           cv_.wait(lk);
@@ -76,6 +83,16 @@ void synthetic_guest::loop() {
       if (quit_)
         break;
       parked_ = false;
+    }
+    if (!booted_) {
+      // Inside the running stretch: a pause waits for the boot to finish.
+      if (cfg_.boot)
+        cfg_.boot(memory_, log_, serial_);
+      std::lock_guard lk{mtx_};
+      booted_ = true;
+      t0 = clock::now();
+      done = 0;
+      continue;
     }
     // A batch always completes before the thread parks, so a pause never
     // sees a counter half-way through an update.
@@ -88,7 +105,7 @@ void synthetic_guest::loop() {
       log_.mark_page(addr / page_size);
       if (++next_ == cfg_.ws_pages) {
         next_ = 0;
-        passes_.fetch_add(1, std::memory_order_relaxed);
+        end_pass();
       }
     }
     done += batch_pages;
@@ -103,6 +120,26 @@ void synthetic_guest::loop() {
   std::lock_guard lk{mtx_};
   parked_ = true;
   cv_.notify_all();
+}
+
+void synthetic_guest::end_pass() {
+  passes_.fetch_add(1, std::memory_order_relaxed);
+  if (!cfg_.pass_counter_address)
+    return;
+  // The count lives in guest memory, as the test guest keeps it, so it
+  // travels with a migration and a dump shows it.
+  const uint64_t at = *cfg_.pass_counter_address;
+  uint32_t count;
+  std::memcpy(&count, memory_.data() + at, 4);
+  ++count;
+  std::memcpy(memory_.data() + at, &count, 4);
+  log_.mark_page(at / page_size);
+  if (cfg_.report_every == 0 || count % cfg_.report_every != 0)
+    return;
+  char line[24];
+  const int n = std::snprintf(line, sizeof line, "pass %08x\n", count);
+  for (int i = 0; i < n; ++i)
+    serial_.write(serial_port::base, static_cast<uint8_t>(line[i]));
 }
 
 void synthetic_guest::do_pause() {
@@ -151,6 +188,7 @@ caf::expected<void> synthetic_guest::load_cpu_state(std::span<const uint8_t> blo
   std::lock_guard lk{mtx_};
   next_ = next;
   passes_.store(passes);
+  booted_ = true;
   return {};
 }
 

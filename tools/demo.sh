@@ -172,7 +172,7 @@ fi
 kvm=1
 if [ -n "${FERRY_DEMO_NO_KVM:-}" ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
   kvm=
-  say "/dev/kvm is not usable here: guests run with -accel none (a host thread dirties memory)"
+  say "/dev/kvm is not usable here: guests run with -accel none (a host thread plays the test guest)"
 fi
 "$build/tools/ferry-testguest" image "$work/guest.img" --ram-top 16M --ws-pages 128 \
   --report-every 50 >/dev/null
@@ -186,11 +186,9 @@ create web-1 host-a 0
 create web-2 host-a 0
 create db-1 host-a 10
 create cache-1 host-b 0
-if [ -n "$kvm" ]; then
-  for g in web-1 web-2 db-1; do
-    for _ in $(seq 1 600); do grep -q ready "$work/host-a-run/$g.serial" 2>/dev/null && break; sleep 0.2; done
-  done
-fi
+for g in web-1 web-2 db-1; do
+  for _ in $(seq 1 600); do grep -q ready "$work/host-a-run/$g.serial" 2>/dev/null && break; sleep 0.2; done
+done
 sleep 3 # let Prometheus see the cluster before the evacuation
 ctl guests
 
@@ -202,19 +200,15 @@ ctl guests
 
 # --- Verification ---------------------------------------------------------
 host_of() { ctl guests -o json | tr '{' '\n' | grep "\"name\":\"$1\"" | sed 's/.*"host":"\([^"]*\)".*/\1/'; }
-if [ -n "$kvm" ]; then
-  say "Verifying every moved guest page by page where it runs now (pmemsave + ferry-verify)"
-  for g in web-1 web-2 db-1; do
-    h=$(host_of "$g")
-    [ "$h" != host-a ] || { echo "$g is still on host-a" >&2; exit 1; }
-    "$build/tools/ferry-qmp" "$work/$h-run/$g.qmp" stop \
-      pmemsave "{\"val\":0,\"size\":16777216,\"filename\":\"$work/$g.bin\"}" cont >/dev/null
-    printf '%s on %s: ' "$g" "$h"
-    "$build/tools/ferry-verify" "$work/$g.bin"
-  done
-else
-  say "(-accel none guests carry no test pattern: nothing to verify page by page)"
-fi
+say "Verifying every moved guest page by page where it runs now (pmemsave + ferry-verify)"
+for g in web-1 web-2 db-1; do
+  h=$(host_of "$g")
+  [ "$h" != host-a ] || { echo "$g is still on host-a" >&2; exit 1; }
+  "$build/tools/ferry-qmp" "$work/$h-run/$g.qmp" stop \
+    pmemsave "{\"val\":0,\"size\":16777216,\"filename\":\"$work/$g.bin\"}" cont >/dev/null
+  printf '%s on %s: ' "$g" "$h"
+  "$build/tools/ferry-verify" "$work/$g.bin"
+done
 
 # --- What Prometheus saw --------------------------------------------------
 if [ -n "$prom" ]; then

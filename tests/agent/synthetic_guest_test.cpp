@@ -120,3 +120,56 @@ TEST(synthetic_guest, working_set_must_fit) {
   ASSERT_FALSE(g);
   EXPECT_EQ(g.error(), agent_errc::invalid_argument);
 }
+
+// With a test-guest image the dirtier keeps the image's pass counter in guest
+// memory and reports on the serial port like its KVM twin; its boot step runs
+// once, and not at all on a guest that resumes from loaded CPU state.
+TEST(synthetic_guest, counts_reports_and_boots_once_like_the_test_guest) {
+  const std::string serial_path = ::testing::TempDir() + "synthetic_serial.txt";
+  auto make_reporting = [&](int& boots) {
+    synthetic_guest_config cfg;
+    cfg.memory = {memory_backend::kind::ram, 8u << 20, {}, false};
+    cfg.ws_start = params().ws_start;
+    cfg.ws_pages = 16;
+    cfg.pass_counter_address = testguest::status_address;
+    cfg.report_every = 2;
+    cfg.serial = std::fopen(serial_path.c_str(), "w");
+    cfg.boot = [&boots](guest_memory&, software_dirty_log&, serial_port& s) {
+      ++boots;
+      for (char c : std::string{"ready\n"})
+        s.write(serial_port::base, static_cast<uint8_t>(c));
+    };
+    auto g = synthetic_guest::create(std::move(cfg));
+    EXPECT_TRUE(g) << describe(g.error());
+    return std::move(*g);
+  };
+  int boots = 0;
+  auto g = make_reporting(boots);
+  ASSERT_TRUE(g->start());
+  while (g->passes() < 6)
+    std::this_thread::sleep_for(1ms);
+  auto pause = g->pause();
+  uint32_t counter = 0;
+  std::memcpy(&counter, g->memory().data() + testguest::status_address, 4);
+  EXPECT_EQ(counter, g->passes());
+  EXPECT_EQ(boots, 1);
+  std::string text;
+  {
+    std::FILE* f = std::fopen(serial_path.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    char buf[4096];
+    text.assign(buf, std::fread(buf, 1, sizeof buf, f));
+    std::fclose(f);
+  }
+  EXPECT_EQ(text.rfind("ready\npass 00000002\npass 00000004\npass 00000006\n", 0), 0U) << text;
+
+  int other_boots = 0;
+  auto blob = g->save_cpu_state();
+  ASSERT_TRUE(blob);
+  auto other = make_reporting(other_boots);
+  ASSERT_TRUE(other->load_cpu_state(*blob));
+  ASSERT_TRUE(other->start());
+  while (other->passes() < g->passes() + 2)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(other_boots, 0) << "an incoming guest resumes; it does not boot again";
+}

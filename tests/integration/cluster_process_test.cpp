@@ -34,7 +34,7 @@ namespace {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-TEST_F(cluster, ferryctl_migrate_moves_a_running_kvm_guest) {
+TEST_F(cluster, ferryctl_migrate_moves_a_running_guest) {
   create("vm1", "host-a");
   wait_ready("vm1", "host-a");
   auto r = ctl({"migrate", "vm1", "--to", "host-b", "--wait", "-o", "json"});

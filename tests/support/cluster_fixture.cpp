@@ -16,7 +16,6 @@ using namespace std::chrono_literals;
 const std::vector<std::string> host_names{"host-a", "host-b", "host-c"};
 
 void cluster::SetUp() {
-  FERRY_REQUIRE_KVM();
   auto img = run({binary("tools/ferry-testguest"), "image", image(), "--ram-top", "8M",
                   "--ws-pages", "128", "--report-every", "50"});
   ASSERT_EQ(img.status, 0) << img.output;
@@ -36,8 +35,13 @@ void cluster::start_orchestrator() {
 }
 
 void cluster::create(const std::string& name, const std::string& host, int priority) {
-  auto r = ctl({"create", name, "--host", host, "--memory", "8M", "--image", image(), "--priority",
-                std::to_string(priority)});
+  std::vector<std::string> args{
+    "create", name,      "--host", host,         "--memory",
+    "8M",     "--image", image(),  "--priority", std::to_string(priority)};
+  // KVM where usable, else the -accel none dirtier playing the test guest.
+  if (!kvm_unavailable_reason().empty())
+    args.insert(args.end(), {"--accel", "none", "--dirty-rate", "20000"});
+  auto r = ctl(args);
   ASSERT_EQ(r.status, 0) << r.output;
 }
 

@@ -1,9 +1,9 @@
 #pragma once
-// The GoogleTest fixture of the KVM cluster tests: three agents (host-a,
+// The GoogleTest fixture of the cluster tests: three agents (host-a,
 // host-b, host-c) and the orchestrator as real processes, a test-guest image
 // (8 MiB, pattern-filled, dirtying 128 pages), and helpers to create guests,
 // wait until they are checkable and verify them page by page where they run.
-// Skips (with the reason) where /dev/kvm is not usable.
+// Guests run on KVM where it is usable, else with -accel none.
 
 #include "tests/support/process.hpp"
 #include "tests/support/test_cluster.hpp"

@@ -10,4 +10,10 @@ std::string kvm_unavailable_reason() {
   return ok ? std::string{} : describe(ok.error());
 }
 
+std::vector<std::string> test_accel(uint64_t dirty_rate) {
+  if (kvm_unavailable_reason().empty())
+    return {"-accel", "kvm"};
+  return {"-accel", "none,dirty-rate=" + std::to_string(dirty_rate)};
+}
+
 } // namespace ferry::test
