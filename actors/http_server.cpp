@@ -1,6 +1,6 @@
 #include "actors/http_server.hpp"
 
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
@@ -104,9 +104,8 @@ caf::expected<std::unique_ptr<http_server>> http_server::start(const host_port& 
       p->acceptor.listen(64, ec);
   }
   if (ec)
-    return make_agent_error(agent_errc::system_error, "HTTP on " + at.host + ":" +
-                                                        std::to_string(at.port) + ": " +
-                                                        ec.message());
+    return make_ferry_error(errc::system_error, "HTTP on " + at.host + ":" +
+                                                  std::to_string(at.port) + ": " + ec.message());
   // Connection threads share the server's state: a client may still be
   // connected (keep-alive, an event stream) when the server is destroyed.
   p->accept_thread = std::thread{[weak = std::weak_ptr<impl>{p}, raw = p.get()] {

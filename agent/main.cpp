@@ -3,17 +3,17 @@
 //   ferry-agent vm -m 256M -drive ...    one guest with QEMU-compatible flags and QMP
 // Daemon mode runs each of its guests as a `ferry-agent vm` child process.
 
-#include "agent/agent_error.hpp"
-#include "agent/daemon.hpp"
-#include "agent/kvm_guest.hpp"
-#include "agent/migration_address.hpp"
-#include "agent/qmp_monitor.hpp"
-#include "agent/qmp_server.hpp"
-#include "agent/synthetic_guest.hpp"
-#include "agent/vm_config.hpp"
+#include "agent/cli/vm_config.hpp"
+#include "agent/daemon/daemon.hpp"
+#include "agent/qmp/qmp_monitor.hpp"
+#include "agent/qmp/qmp_server.hpp"
+#include "agent/testguest/guest_image.hpp"
+#include "agent/testguest/pattern.hpp"
+#include "agent/transport/migration_address.hpp"
+#include "agent/vmm/kvm/kvm_guest.hpp"
+#include "agent/vmm/synthetic_guest.hpp"
+#include "common/error.hpp"
 #include "protocol/qmp_wire.hpp"
-#include "tools/testguest/guest_image.hpp"
-#include "tools/testguest/pattern.hpp"
 
 #include <signal.h>
 
@@ -48,12 +48,12 @@ int fail(const std::string& msg) {
 caf::expected<std::vector<uint8_t>> read_boot_sector(const std::string& path) {
   std::ifstream in{path, std::ios::binary};
   if (!in)
-    return make_agent_error(agent_errc::invalid_argument,
+    return make_ferry_error(errc::invalid_argument,
                             "Could not open '" + path + "': No such file or directory");
   std::vector<uint8_t> sector(512);
   in.read(reinterpret_cast<char*>(sector.data()), 512);
   if (in.gcount() != 512)
-    return make_agent_error(agent_errc::invalid_argument,
+    return make_ferry_error(errc::invalid_argument,
                             "'" + path + "' is shorter than one 512-byte sector");
   return sector;
 }

@@ -1,7 +1,7 @@
 #include "orchestrator/cluster.hpp"
 
 #include "actors/host_interface.hpp"
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "orchestrator/guest_spec_json.hpp"
 #include "orchestrator/migration_job.hpp"
 #include "orchestrator/move_estimate.hpp"

@@ -1,7 +1,7 @@
 #include "orchestrator/http_api.hpp"
 
 #include "actors/metrics_endpoint.hpp"
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/migration_job.hpp"
 #include "orchestrator/orchestrator_error.hpp"

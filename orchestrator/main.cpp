@@ -3,7 +3,7 @@
 // step in SQLite, serves the HTTP/JSON API ferryctl talks to.
 
 #include "actors/control_node.hpp"
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/http_api.hpp"
 #include "orchestrator/journal.hpp"

@@ -1,6 +1,6 @@
 #include "orchestrator/migration_job.hpp"
 
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "orchestrator/escalation_ladder.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 

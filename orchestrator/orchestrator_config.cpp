@@ -1,7 +1,7 @@
 #include "orchestrator/orchestrator_config.hpp"
 
 #include "actors/config_reader.hpp"
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
 #include <limits>

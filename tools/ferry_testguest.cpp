@@ -4,9 +4,9 @@
 //   ferry-testguest image guest.img --ram-top 256M --ws-pages 512
 //   ferry-testguest pattern ram.bin --size 256M --image guest.img
 
-#include "agent/agent_error.hpp"
-#include "agent/qemu_opts.hpp"
-#include "tools/testguest/guest_image.hpp"
+#include "agent/cli/qemu_opts.hpp"
+#include "agent/testguest/guest_image.hpp"
+#include "common/error.hpp"
 #include "tools/testguest/pattern_file.hpp"
 
 #include <CLI/CLI.hpp>

@@ -2,8 +2,8 @@
 // file holding guest RAM from guest-physical 0) consistent. Exit status 0 when
 // consistent, 1 when not, 2 when the dump cannot be read.
 
-#include "agent/agent_error.hpp"
-#include "agent/unique_fd.hpp"
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
 #include "tools/testguest/verifier.hpp"
 
 #include <CLI/CLI.hpp>

@@ -2,7 +2,7 @@
 // mistake names the file and the key, fallbacks apply only to absent keys.
 
 #include "actors/config_reader.hpp"
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@ namespace ferry {
 namespace {
 
 caf::error plain(const std::string& msg) {
-  return make_agent_error(agent_errc::invalid_argument, msg);
+  return make_ferry_error(errc::invalid_argument, msg);
 }
 
 std::string message(const caf::error& e) {

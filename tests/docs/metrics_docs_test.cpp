@@ -2,7 +2,7 @@
 // export: both renderers run with every figure present, and each family
 // they write (its TYPE line) must have a row in the document.
 
-#include "agent/agent_metrics.hpp"
+#include "agent/daemon/agent_metrics.hpp"
 #include "orchestrator/orchestrator_metrics.hpp"
 #include "tests/support/process.hpp"
 

@@ -3,8 +3,8 @@
 // reach the guest's command line unchanged: no path or name can smuggle
 // QEMU options (",share=off", ",format=...") into the line the agent builds.
 
-#include "agent/guest_process.hpp"
-#include "agent/vm_config.hpp"
+#include "agent/cli/vm_config.hpp"
+#include "agent/daemon/guest_process.hpp"
 #include "orchestrator/guest_spec_json.hpp"
 
 #include <cstdlib>

@@ -1,7 +1,7 @@
 // libFuzzer: vCPU state blobs arrive from the migration stream (untrusted);
 // deserialize must reject garbage cleanly, and accept only what it can write.
 
-#include "agent/vcpu_state.hpp"
+#include "agent/vmm/kvm/vcpu_state.hpp"
 
 #include <cstdlib>
 

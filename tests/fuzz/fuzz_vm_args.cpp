@@ -1,8 +1,8 @@
 // libFuzzer: ferry-agent's command line (NUL-separated words) and QEMU option
 // strings. Bad input must become an error, never a crash.
 
-#include "agent/qemu_opts.hpp"
-#include "agent/vm_config.hpp"
+#include "agent/cli/qemu_opts.hpp"
+#include "agent/cli/vm_config.hpp"
 
 #include <string>
 #include <vector>

@@ -1,6 +1,6 @@
 #include "orchestrator/journal.hpp"
 
-#include "agent/agent_error.hpp"
+#include "common/error.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 #include "orchestrator/orchestrator_config.hpp"
 
-#include "agent/agent_error.hpp"
-#include "agent/daemon_config.hpp"
+#include "agent/daemon/daemon_config.hpp"
+#include "common/error.hpp"
 
 #include <gtest/gtest.h>
 

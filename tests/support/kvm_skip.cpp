@@ -1,7 +1,7 @@
 #include "tests/support/kvm_skip.hpp"
 
-#include "agent/agent_error.hpp"
-#include "agent/kvm_vm.hpp"
+#include "agent/vmm/kvm/kvm_vm.hpp"
+#include "common/error.hpp"
 
 namespace ferry::test {
 

@@ -1,4 +1,4 @@
-#include "tools/testguest/pattern.hpp"
+#include "agent/testguest/pattern.hpp"
 #include "tools/testguest/pattern_file.hpp"
 #include "tools/testguest/verifier.hpp"
 

@@ -1,8 +1,8 @@
 #include "tools/testguest/pattern_file.hpp"
 
-#include "agent/agent_error.hpp"
-#include "agent/unique_fd.hpp"
-#include "tools/testguest/pattern.hpp"
+#include "agent/testguest/pattern.hpp"
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -4,7 +4,7 @@
 // whose RAM the test guest recognises and does not fill itself. Zero-class
 // pages are left as holes, so the file is sparse.
 
-#include "tools/testguest/guest_image.hpp"
+#include "agent/testguest/guest_image.hpp"
 
 #include <caf/expected.hpp>
 

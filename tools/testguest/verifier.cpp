@@ -1,8 +1,8 @@
 #include "tools/testguest/verifier.hpp"
 
-#include "agent/hex.hpp"
+#include "common/hex.hpp"
 
-#include "tools/testguest/pattern.hpp"
+#include "agent/testguest/pattern.hpp"
 
 #include <algorithm>
 #include <cstring>

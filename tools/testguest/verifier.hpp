@@ -6,7 +6,7 @@
 // holds one "wave front"). Any lost, stale or corrupted page breaks one of
 // these rules.
 
-#include "tools/testguest/guest_image.hpp"
+#include "agent/testguest/guest_image.hpp"
 
 #include <cstdint>
 #include <optional>

@@ -1,0 +1,83 @@
+#include "agent/daemon/daemon.hpp"
+
+#include "actors/control_node.hpp"
+#include "actors/metrics_endpoint.hpp"
+#include "agent/daemon/daemon_config.hpp"
+#include "agent/daemon/host_actor.hpp"
+#include "common/error.hpp"
+
+#include <caf/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+
+namespace ferry {
+
+namespace {
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ferry-agent: %s\n", msg.c_str());
+  return 1;
+}
+
+bool make_dir(const std::string& path) {
+  return ::mkdir(path.c_str(), 0750) == 0 || errno == EEXIST;
+}
+
+} // namespace
+
+int run_daemon(const std::string& config_path, const std::string& exe) {
+  auto cfg = load_daemon_config(config_path);
+  if (!cfg)
+    return fail(describe(cfg.error()));
+  if (!make_dir(cfg->state_dir) || !make_dir(cfg->run_dir))
+    return fail("cannot create state_dir '" + cfg->state_dir + "' or run_dir '" + cfg->run_dir +
+                "'");
+  const stop_signals stop; // before CAF starts its threads: they inherit the mask
+  caf::actor_system_config sys_cfg;
+  configure_control_plane(sys_cfg, cfg->tls);
+  caf::actor_system sys{sys_cfg};
+
+  auto host = spawn_host_actor(sys, *cfg, exe);
+  auto port = caf::openssl::publish(host, cfg->control.port, cfg->control.host.c_str(), true);
+  if (!port) {
+    caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+    return fail("cannot publish the host actor on " + cfg->control.host + ":" +
+                std::to_string(cfg->control.port) + ": " + sys.render(port.error()));
+  }
+  // Tests and scripts that asked for port 0 read the real one from here.
+  std::ofstream{cfg->run_dir + "/control.port"} << *port << "\n";
+  std::printf("ferry-agent: host %s serving on %s:%u\n", cfg->host_name.c_str(),
+              cfg->control.host.c_str(), static_cast<unsigned>(*port));
+
+  std::unique_ptr<http_server> metrics;
+  if (cfg->metrics) {
+    auto srv = http_server::start(*cfg->metrics,
+                                  metrics_only_handler(sys, caf::actor_cast<caf::actor>(host)),
+                                  "metrics-http", "metrics-conn");
+    if (!srv) {
+      caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+      return fail("cannot serve metrics: " + describe(srv.error()));
+    }
+    metrics = std::move(*srv);
+    std::ofstream{cfg->run_dir + "/metrics.port"} << metrics->port() << "\n";
+    std::printf("ferry-agent: metrics on http://%s:%u/metrics\n", cfg->metrics->host.c_str(),
+                static_cast<unsigned>(metrics->port()));
+  }
+  std::fflush(stdout);
+  notify_service_manager("READY=1\nSTATUS=host " + cfg->host_name + " serving");
+
+  const int sig = stop.wait();
+  notify_service_manager("STOPPING=1");
+  metrics.reset();
+  std::printf("ferry-agent: host %s stopping (signal %d); its guests end with it\n",
+              cfg->host_name.c_str(), sig);
+  caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+} // namespace ferry

@@ -1,0 +1,152 @@
+#include "agent/daemon/guest_process.hpp"
+
+#include "agent/cli/qemu_opts.hpp"
+#include "agent/cli/vm_config.hpp"
+#include "common/error.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace ferry {
+
+namespace {
+
+constexpr uint64_t mib = uint64_t{1} << 20;
+
+// glibc 2.36's <sys/pidfd.h> lacks C linkage for C++; the system calls are
+// used directly.
+int open_pidfd(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
+}
+
+caf::error invalid(const std::string& msg) {
+  return make_ferry_error(errc::invalid_argument, msg);
+}
+
+} // namespace
+
+std::string qmp_socket_path(const std::string& run_dir, const std::string& name) {
+  return run_dir + "/" + name + ".qmp";
+}
+
+caf::expected<void> check_guest_spec(const guest_spec& spec) {
+  const auto& n = spec.name;
+  const bool name_ok =
+    !n.empty() && n.size() <= 64 && n.front() != '.' && std::all_of(n.begin(), n.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == '-';
+    });
+  if (!name_ok)
+    return invalid("guest name '" + n + "' must be 1-64 characters of [A-Za-z0-9._-]");
+  if (spec.memory == 0 || spec.memory % mib != 0)
+    return invalid("guest '" + n + "': memory must be a positive multiple of 1 MiB");
+  if (spec.accel != "kvm" && spec.accel != "none")
+    return invalid("guest '" + n + "': accel must be 'kvm' or 'none'");
+  // The one-guest parser is the authority on everything else.
+  if (auto cfg = parse_vm_args(vm_arguments(spec, "/run")); !cfg)
+    return invalid("guest '" + n + "': " + describe(cfg.error()));
+  return {};
+}
+
+std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir) {
+  std::vector<std::string> a{"-name", spec.name,
+                             "-m",    std::to_string(spec.memory / mib) + "M",
+                             "-smp",  std::to_string(spec.vcpus)};
+  if (!spec.uuid.empty())
+    a.insert(a.end(), {"-uuid", spec.uuid});
+  if (!spec.drive.empty())
+    a.insert(a.end(), {"-drive", "file=" + qemu_opt_escape(spec.drive) + ",format=raw"});
+  if (!spec.mem_path.empty())
+    a.insert(a.end(), {"-object",
+                       "memory-backend-file,id=ram0,size=" + std::to_string(spec.memory / mib) +
+                         "M,mem-path=" + qemu_opt_escape(spec.mem_path) + ",share=on",
+                       "-machine", "memory-backend=ram0"});
+  std::string accel = spec.accel;
+  if (spec.accel == "kvm" && spec.dirty_ring_size != 0)
+    accel += ",dirty-ring-size=" + std::to_string(spec.dirty_ring_size);
+  if (spec.accel == "none" && spec.dirty_rate != 0)
+    accel += ",dirty-rate=" + std::to_string(spec.dirty_rate);
+  a.insert(a.end(),
+           {"-accel", accel, "-qmp",
+            "unix:" + qemu_opt_escape(qmp_socket_path(run_dir, spec.name)) + ",server=on,wait=off",
+            "-serial", "file:" + run_dir + "/" + spec.name + ".serial"});
+  if (spec.incoming)
+    a.insert(a.end(), {"-incoming", "defer"});
+  return a;
+}
+
+caf::expected<guest_process> guest_process::spawn(const std::string& exe, const guest_spec& spec,
+                                                  const std::string& run_dir) {
+  // Everything the child needs is prepared before fork: after it, only
+  // async-signal-safe calls (this process has threads).
+  std::vector<std::string> args{exe, "vm"};
+  for (auto& s : vm_arguments(spec, run_dir))
+    args.push_back(std::move(s));
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (auto& s : args)
+    argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const std::string log = run_dir + "/" + spec.name + ".log";
+  unique_fd log_fd{::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)};
+  if (!log_fd)
+    return make_system_error("open " + log);
+  ::unlink(qmp_socket_path(run_dir, spec.name).c_str());
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0)
+    return make_system_error("fork");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent)
+      ::_exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    ::dup2(log_fd.get(), 1);
+    ::dup2(log_fd.get(), 2);
+    // Nothing else of the agent's (control-plane sockets, other guests' QMP
+    // connections) may live on in a guest: libraries do not all set CLOEXEC.
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);
+    ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  unique_fd pidfd{open_pidfd(pid)};
+  if (!pidfd) {
+    auto err = make_system_error("pidfd_open");
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return err;
+  }
+  return guest_process{pid, std::move(pidfd)};
+}
+
+bool guest_process::wait_exit(std::chrono::milliseconds timeout) const {
+  pollfd p{pidfd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
+}
+
+void guest_process::kill() const {
+  ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0U);
+}
+
+bool guest_process::try_reap() {
+  siginfo_t info{};
+  // P_PIDFD would need Linux 5.4 headers' constant; the pid is ours until
+  // reaped, so waiting on it is exact.
+  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG) != 0)
+    return true; // ECHILD: already gone
+  return info.si_pid == pid_;
+}
+
+} // namespace ferry

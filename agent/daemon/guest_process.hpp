@@ -1,0 +1,49 @@
+#pragma once
+// A daemon-mode guest runs as its own `ferry-agent vm` process, as libvirt
+// runs one QEMU per guest: a guest that crashes cannot take the host agent
+// or the other guests with it, and every one-guest feature (QMP, migration,
+// TLS) is the same code. The process dies with the agent (PR_SET_PDEATHSIG):
+// the agent stands for its host.
+
+#include "actors/guest_spec.hpp"
+#include "common/unique_fd.hpp"
+
+#include <caf/expected.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace ferry {
+
+// Checks a guest spec before anything is started: names are path components
+// of the run directory, so they are restricted to [A-Za-z0-9._-].
+caf::expected<void> check_guest_spec(const guest_spec& spec);
+
+// The one-guest command line (after `ferry-agent vm`) for `spec`, with its
+// QMP socket, serial file in `run_dir`.
+std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir);
+
+class guest_process {
+public:
+  // Starts `exe vm <vm_arguments>`; stdout/stderr go to RUN_DIR/NAME.log.
+  static caf::expected<guest_process> spawn(const std::string& exe, const guest_spec& spec,
+                                            const std::string& run_dir);
+
+  int pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
+  // True once the process has ended (it may not be reaped yet).
+  bool wait_exit(std::chrono::milliseconds timeout) const;
+  void kill() const;
+  // Reaps the process if it has ended; true if it had.
+  bool try_reap();
+
+private:
+  guest_process(int pid, unique_fd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  int pid_ = 0;
+  unique_fd pidfd_;
+};
+
+std::string qmp_socket_path(const std::string& run_dir, const std::string& name);
+
+} // namespace ferry

@@ -1,0 +1,144 @@
+#include "agent/daemon/guest_qmp_relay.hpp"
+
+#include "actors/host_interface.hpp"
+#include "agent/qmp/qmp_connection.hpp"
+#include "common/error.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace ferry {
+
+namespace {
+
+namespace json = boost::json;
+
+using connect_atom = caf::connect_atom;
+
+void name_thread(const std::string& prefix, const std::string& guest) {
+  // Linux thread names hold 15 characters.
+  ::pthread_setname_np(::pthread_self(), (prefix + guest).substr(0, 15).c_str());
+}
+
+struct relay_state {
+  std::string host;
+  std::string guest;
+  std::string socket;
+  std::optional<qmp_connection> commands;
+  // Shared with the exit hook, which runs after the state is gone.
+  std::shared_ptr<std::vector<caf::actor>> subscribers =
+    std::make_shared<std::vector<caf::actor>>();
+  std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
+  std::thread events;
+
+  relay_state() = default;
+  relay_state(const relay_state&) = delete;
+  relay_state& operator=(const relay_state&) = delete;
+  ~relay_state() {
+    stop->store(true);
+    if (events.joinable())
+      events.join();
+  }
+};
+
+caf::error relay_error(const std::string& msg) {
+  return make_ferry_error(errc::system_error, msg);
+}
+
+// Reads the guest's events on its own connection until told to stop or the
+// guest goes away; each event goes to the relay actor.
+void pump_events(const caf::actor& relay, const std::string& socket, const std::string& guest,
+                 const std::shared_ptr<std::atomic<bool>>& stop) {
+  name_thread("qmpev/", guest);
+  auto c = qmp_connection::connect(socket, std::chrono::seconds(5));
+  if (!c || !c->negotiate())
+    return; // the guest is gone; the host actor notices through its process
+  while (!stop->load() && !c->closed()) {
+    auto e = c->next_event(std::chrono::milliseconds(200));
+    if (e)
+      caf::anon_send(relay, qmp_event_atom::value, json::serialize(*e));
+  }
+}
+
+caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, std::string guest,
+                    std::string socket) {
+  name_thread("qmp/", guest);
+  self->state.host = std::move(host);
+  self->state.guest = std::move(guest);
+  self->state.socket = std::move(socket);
+  self->attach_functor(
+    [subs = self->state.subscribers, host = self->state.host, guest = self->state.guest] {
+      for (auto& s : *subs)
+        caf::anon_send(s, qmp_event_atom::value, host, guest, std::string{});
+    });
+  return {
+    [self](connect_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      auto c = qmp_connection::connect(st.socket, guest_monitor_wait);
+      if (c) {
+        if (auto ok = c->negotiate(); !ok)
+          c = ok.error();
+      }
+      if (!c)
+        return relay_error("guest '" + st.guest +
+                           "': QMP monitor not reachable: " + describe(c.error()));
+      st.commands.emplace(std::move(*c));
+      st.events = std::thread{pump_events, caf::actor{self}, st.socket, st.guest, st.stop};
+      return true;
+    },
+    [self](qmp_atom, const std::string& command,
+           const std::string& args) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (!st.commands)
+        return relay_error("guest '" + st.guest + "': not connected");
+      json::object a;
+      if (!args.empty()) {
+        boost::system::error_code ec;
+        auto v = json::parse(args, ec);
+        if (ec)
+          return make_ferry_error(errc::invalid_argument,
+                                  "QMP arguments are not JSON: " + ec.message());
+        if (!v.is_object())
+          return make_ferry_error(errc::invalid_argument, "QMP arguments must be a JSON object");
+        a = std::move(v.as_object());
+      }
+      auto reply = st.commands->execute(command, std::move(a));
+      if (!reply)
+        return relay_error("guest '" + st.guest + "': " + describe(reply.error()));
+      return json::serialize(*reply);
+    },
+    [self](subscribe_atom, const caf::actor& who) {
+      self->state.subscribers->push_back(who);
+      self->monitor(who);
+      return true;
+    },
+    [self](qmp_event_atom, const std::string& event) {
+      for (auto& s : *self->state.subscribers)
+        self->send(s, qmp_event_atom::value, self->state.host, self->state.guest, event);
+    },
+    [self](const caf::down_msg& dm) {
+      auto& subs = *self->state.subscribers;
+      subs.erase(std::remove_if(subs.begin(), subs.end(),
+                                [&](const caf::actor& a) { return a.address() == dm.source; }),
+                 subs.end());
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_guest_qmp_relay(caf::actor_system& sys, std::string host, std::string guest,
+                                 std::string qmp_socket) {
+  return sys.spawn<caf::detached>(relay, std::move(host), std::move(guest), std::move(qmp_socket));
+}
+
+} // namespace ferry

@@ -1,0 +1,341 @@
+#include "agent/daemon/host_actor.hpp"
+
+#include "agent/daemon/agent_metrics.hpp"
+#include "agent/daemon/guest_process.hpp"
+#include "agent/daemon/guest_qmp_relay.hpp"
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace ferry {
+
+namespace {
+
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+// The published interface plus the actor's own timer and its guests' events.
+using host_actor_impl =
+  host_actor::extend<caf::reacts_to<tick_atom>,
+                     caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>,
+                     caf::replies_to<metrics_atom>::with<std::string>>;
+
+// How long a scrape waits for a guest's monitor before leaving it out.
+constexpr auto metrics_query_timeout = std::chrono::seconds(2);
+
+constexpr auto reap_interval = std::chrono::milliseconds(100);
+// How long a guest gets to act on QMP quit before it is killed.
+constexpr auto quit_grace = std::chrono::seconds(3);
+
+struct pending_destroy {
+  caf::typed_response_promise<bool> promise;
+  std::chrono::steady_clock::time_point kill_at;
+};
+
+struct hosted_guest {
+  guest_info info;
+  std::shared_ptr<guest_process> process;
+  caf::actor relay;
+  std::vector<pending_destroy> destroys;
+};
+
+struct host_state {
+  daemon_config cfg;
+  std::string exe;
+  std::map<std::string, hosted_guest> guests;
+  std::set<uint16_t> ports_in_use;
+};
+
+uint64_t host_mem_total() {
+  std::ifstream in{"/proc/meminfo"};
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemTotal:")
+      return kib * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+// True if a listener could bind `port` on `address` now: the range may
+// overlap the kernel's ephemeral ports, or another program may hold one.
+bool bindable(const std::string& address, uint16_t port) {
+  unique_fd fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!fd)
+    return false;
+  const int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1)
+    return true; // not IPv4: leave it to migrate-incoming to report
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+std::optional<uint16_t> reserve_port(host_state& st) {
+  for (uint32_t p = st.cfg.migration_port_min; p <= st.cfg.migration_port_max; ++p) {
+    const auto port = static_cast<uint16_t>(p);
+    if (st.ports_in_use.count(port) == 0 && bindable(st.cfg.migration_address, port)) {
+      st.ports_in_use.insert(port);
+      return port;
+    }
+  }
+  return std::nullopt;
+}
+
+// True for the event that ends an incoming migration successfully.
+bool arrived(const std::string& event_text) {
+  try {
+    auto v = boost::json::parse(event_text);
+    const auto& o = v.as_object();
+    const auto* name = o.if_contains("event");
+    if (name == nullptr || !name->is_string())
+      return false;
+    if (name->as_string() == "RESUME")
+      return true;
+    if (name->as_string() != "MIGRATION")
+      return false;
+    const auto* data = o.if_contains("data");
+    const auto* status =
+      data != nullptr && data->is_object() ? data->as_object().if_contains("status") : nullptr;
+    return status != nullptr && status->is_string() && status->as_string() == "completed";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+host_capacity capacity_of(const host_state& st) {
+  host_capacity c;
+  c.host = st.cfg.host_name;
+  c.migration_address = st.cfg.migration_address;
+  c.memory_total = st.cfg.memory;
+  for (const auto& [n, g] : st.guests)
+    c.memory_used += g.info.spec.memory;
+  c.guests = static_cast<uint32_t>(st.guests.size());
+  return c;
+}
+
+// One scrape: every guest's answers to guest_metrics_queries, gathered from
+// its relay without blocking the host actor.
+struct metrics_scrape {
+  agent_metrics_input in;
+  size_t pending = 0;
+  caf::typed_response_promise<std::string> promise;
+
+  void answered(size_t guest, size_t query, const std::string& reply) {
+    try {
+      auto v = boost::json::parse(reply);
+      const auto* ret = v.as_object().if_contains("return");
+      if (ret != nullptr && ret->is_object()) {
+        auto& g = in.guests[guest];
+        boost::json::object* slots[] = {&g.status, &g.migrate, &g.parameters, &g.dirty_rate};
+        *slots[query] = ret->as_object();
+        if (query == 0)
+          g.answered = true;
+      }
+    } catch (const std::exception&) {
+      // A reply that is not JSON leaves the guest's figures out.
+    }
+    done_one();
+  }
+
+  void done_one() {
+    if (--pending == 0)
+      promise.deliver(render_agent_metrics(in));
+  }
+};
+
+void forget(host_state& st, const std::string& name) {
+  auto it = st.guests.find(name);
+  if (it == st.guests.end())
+    return;
+  st.ports_in_use.erase(it->second.info.migration_port);
+  // Ending the relay tells the guest's subscribers it is gone.
+  caf::anon_send_exit(it->second.relay, caf::exit_reason::user_shutdown);
+  for (auto& d : it->second.destroys)
+    d.promise.deliver(true);
+  st.guests.erase(it);
+}
+
+host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state> self,
+                                    daemon_config cfg, std::string exe) {
+  self->state.cfg = std::move(cfg);
+  self->state.exe = std::move(exe);
+  if (self->state.cfg.memory == 0)
+    self->state.cfg.memory = host_mem_total();
+  self->send(self, tick_atom::value);
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    for (auto& [name, g] : self->state.guests) {
+      g.process->kill();
+      caf::anon_send_exit(g.relay, caf::exit_reason::user_shutdown);
+    }
+    self->quit(msg.reason);
+  });
+  return {
+    [self](create_atom, guest_spec spec) -> caf::result<guest_info> {
+      auto& st = self->state;
+      if (auto ok = check_guest_spec(spec); !ok)
+        return ok.error();
+      if (st.guests.count(spec.name) != 0)
+        return make_ferry_error(errc::invalid_argument,
+                                "guest '" + spec.name + "' already exists on " + st.cfg.host_name);
+      uint64_t used = 0;
+      for (auto& [n, g] : st.guests)
+        used += g.info.spec.memory;
+      if (used + spec.memory > st.cfg.memory)
+        return make_ferry_error(errc::invalid_argument,
+                                "host " + st.cfg.host_name + " has " +
+                                  std::to_string((st.cfg.memory - used) >> 20) +
+                                  " MiB free, guest '" + spec.name + "' needs " +
+                                  std::to_string(spec.memory >> 20) + " MiB");
+      guest_info info;
+      if (spec.incoming) {
+        auto port = reserve_port(st);
+        if (!port)
+          return make_ferry_error(errc::invalid_argument,
+                                  "host " + st.cfg.host_name + ": no free migration port");
+        info.migration_port = *port;
+      }
+      auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir);
+      if (!proc) {
+        st.ports_in_use.erase(info.migration_port);
+        return proc.error();
+      }
+      info.spec = std::move(spec);
+      info.pid = proc->pid();
+      info.qmp_socket = qmp_socket_path(st.cfg.run_dir, info.spec.name);
+      info.alive = true;
+      const std::string name = info.spec.name;
+      auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+      // The host follows its guests' events too: an incoming guest becomes
+      // an ordinary one when its migration completes.
+      caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+      st.guests[name] =
+        hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
+      auto rp = self->make_response_promise<guest_info>();
+      self->request(relay, host_create_wait, caf::connect_atom_v)
+        .then([rp, info](bool) mutable { rp.deliver(info); },
+              [self, rp, name](caf::error& err) mutable {
+                // A guest whose monitor never answered is no use: end it.
+                if (auto it = self->state.guests.find(name); it != self->state.guests.end())
+                  it->second.process->kill();
+                rp.deliver(std::move(err));
+              });
+      return rp;
+    },
+    [self](destroy_atom, const std::string& name) -> caf::result<bool> {
+      auto it = self->state.guests.find(name);
+      if (it == self->state.guests.end())
+        return make_ferry_error(errc::invalid_argument,
+                                "no guest '" + name + "' on " + self->state.cfg.host_name);
+      auto rp = self->make_response_promise<bool>();
+      it->second.destroys.push_back({rp, std::chrono::steady_clock::now() + quit_grace});
+      // Ask politely; the reaper kills it if it has not gone after the grace.
+      self
+        ->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, std::string{"quit"},
+                  std::string{})
+        .then([](const std::string&) {}, [](const caf::error&) {});
+      return rp;
+    },
+    [self](list_atom) {
+      std::vector<guest_info> out;
+      for (auto& [n, g] : self->state.guests)
+        out.push_back(g.info);
+      return out;
+    },
+    [self](capacity_atom) { return capacity_of(self->state); },
+    [self](metrics_atom) -> caf::result<std::string> {
+      auto scrape = std::make_shared<metrics_scrape>();
+      scrape->in.capacity = capacity_of(self->state);
+      constexpr size_t queries = std::size(guest_metrics_queries);
+      std::vector<caf::actor> relays;
+      for (const auto& [name, g] : self->state.guests) {
+        scrape->in.guests.push_back(guest_metrics_input{g.info, false, {}, {}, {}, {}});
+        relays.push_back(g.relay);
+      }
+      if (relays.empty())
+        return render_agent_metrics(scrape->in);
+      scrape->pending = relays.size() * queries;
+      scrape->promise = self->make_response_promise<std::string>();
+      for (size_t i = 0; i < relays.size(); ++i)
+        for (size_t q = 0; q < queries; ++q)
+          self
+            ->request(relays[i], metrics_query_timeout, qmp_atom::value,
+                      std::string{guest_metrics_queries[q]}, std::string{})
+            .then([scrape, i, q](const std::string& reply) { scrape->answered(i, q, reply); },
+                  [scrape](const caf::error&) { scrape->done_one(); });
+      return scrape->promise;
+    },
+    [self](qmp_atom, const std::string& guest, const std::string& command,
+           const std::string& args) -> caf::result<std::string> {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end())
+        return make_ferry_error(errc::invalid_argument,
+                                "no guest '" + guest + "' on " + self->state.cfg.host_name);
+      auto rp = self->make_response_promise<std::string>();
+      self->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, command, args)
+        .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
+              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](subscribe_atom, const std::string& guest, const caf::actor& who) -> caf::result<bool> {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end())
+        return make_ferry_error(errc::invalid_argument,
+                                "no guest '" + guest + "' on " + self->state.cfg.host_name);
+      caf::anon_send(it->second.relay, subscribe_atom::value, who);
+      return true;
+    },
+    [self](qmp_event_atom, const std::string&, const std::string& guest, const std::string& event) {
+      auto it = self->state.guests.find(guest);
+      if (it == self->state.guests.end() || !it->second.info.spec.incoming || event.empty())
+        return;
+      if (!arrived(event))
+        return;
+      auto& info = it->second.info;
+      info.spec.incoming = false;
+      self->state.ports_in_use.erase(info.migration_port);
+      info.migration_port = 0;
+    },
+    [self](tick_atom) {
+      auto& st = self->state;
+      const auto now = std::chrono::steady_clock::now();
+      std::vector<std::string> ended;
+      for (auto& [name, g] : st.guests) {
+        if (g.process->try_reap()) {
+          ended.push_back(name);
+          continue;
+        }
+        for (auto& d : g.destroys)
+          if (now >= d.kill_at)
+            g.process->kill();
+      }
+      for (auto& name : ended)
+        forget(st, name);
+      self->delayed_send(self, reap_interval, tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+host_actor spawn_host_actor(caf::actor_system& sys, daemon_config cfg, std::string exe) {
+  return caf::actor_cast<host_actor>(sys.spawn(host, std::move(cfg), std::move(exe)));
+}
+
+} // namespace ferry

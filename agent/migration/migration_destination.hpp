@@ -1,0 +1,67 @@
+#pragma once
+// The incoming side of a migration, on its own thread ("mig-incoming"):
+// listen, check the source's handshake against this guest (RAM size, page
+// size, capabilities, UUID), receive pages on the main channel or on one
+// receiving thread per multifd channel ("mig-recv/N"), load the CPU state,
+// confirm to the source, and start the guest. The stream is untrusted:
+// every record is checked before guest memory is touched, and any fault
+// fails the migration with a reason, never the process.
+
+#include "agent/migration/migration_source.hpp" // migration_hooks
+#include "agent/transport/migration_address.hpp"
+#include "agent/vmm/guest.hpp"
+#include "protocol/page_compression.hpp"
+
+#include <caf/expected.hpp>
+
+#include <boost/json/object.hpp>
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace ferry {
+
+struct incoming_migration {
+  migration_address from;
+  bool multifd = false;
+  uint32_t channels = 2;
+  bool validate_uuid = false;
+  mig::compression compress = mig::compression::none; // with multifd only
+  std::array<uint8_t, 16> uuid{};
+  bool events = false;
+  std::shared_ptr<tls_context> tls; // every channel runs TLS when set
+  // With tls-authz: the one client DN let in (none: nobody, the named
+  // authz object does not exist).
+  bool check_authz = false;
+  std::optional<std::string> authz_identity;
+  // Called when the source connects, before anything is read: capabilities
+  // and parameters may still change between migrate-incoming (or -incoming)
+  // and then, as in QEMU. An error text refuses the migration.
+  std::function<std::optional<std::string>(incoming_migration&)> refresh;
+};
+
+class migration_destination {
+public:
+  // Binds the listener now (so a bad address fails the command), then
+  // receives on its thread.
+  static caf::expected<std::unique_ptr<migration_destination>>
+  listen(guest& g, incoming_migration plan, migration_hooks hooks);
+  ~migration_destination();
+  migration_destination(const migration_destination&) = delete;
+  migration_destination& operator=(const migration_destination&) = delete;
+
+  // Where it listens (tcp port 0 resolved).
+  const migration_address& address() const;
+  void fill_info(migration_status s, boost::json::object& info) const;
+
+  struct impl;
+
+private:
+  explicit migration_destination(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace ferry

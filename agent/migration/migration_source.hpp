@@ -1,0 +1,104 @@
+#pragma once
+// The outgoing side of a precopy migration, on its own thread ("mig-source"):
+// connect, handshake, first pass over all RAM, passes over the dirty log
+// until the expected downtime fits downtime-limit, then stop the guest, send
+// the rest and the CPU state, and hand the guest over. Sending threads
+// (page_sender) do the page I/O; this thread only decides what to send.
+//
+// The engine reports to its owner (the QMP monitor) through hooks: state
+// machine steps, events, and the paused guest it leaves behind on success.
+
+#include "agent/migration/migration_state.hpp"
+#include "agent/migration/thread_registry.hpp"
+#include "agent/transport/migration_address.hpp"
+#include "agent/transport/migration_tls.hpp"
+#include "agent/vmm/guest.hpp"
+#include "protocol/page_compression.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace ferry {
+
+class vcpu_dirty_limit;
+
+struct outgoing_migration {
+  migration_address target;
+  bool multifd = false;
+  uint32_t channels = 2; // multifd-channels
+  bool detect_zero = true;
+  mig::compression compress = mig::compression::none; // with multifd only
+  int compress_level = 1;
+  std::shared_ptr<tls_context> tls; // every channel runs TLS when set
+  bool xbzrle = false;              // without multifd only
+  uint64_t xbzrle_cache_size = 64u << 20;
+  // auto-converge and its parameters.
+  bool auto_converge = false;
+  unsigned throttle_trigger_threshold = 50;
+  unsigned cpu_throttle_initial = 20;
+  unsigned cpu_throttle_increment = 10;
+  bool cpu_throttle_tailslow = false;
+  unsigned max_cpu_throttle = 99;
+  // dirty-limit: the guest's vCPU dirty limit (set when the capability is
+  // on), vcpu-dirty-limit (MiB/s) and x-vcpu-dirty-limit-period (ms).
+  std::shared_ptr<vcpu_dirty_limit> dirty_limit;
+  uint64_t dirty_limit_quota = 1;
+  uint64_t dirty_limit_period_ms = 1000;
+  bool validate_uuid = false;
+  bool pause_before_switchover = false;
+  bool events = false;
+  std::array<uint8_t, 16> uuid{};
+  uint64_t max_bandwidth = 0; // bytes/s, 0 = unlimited
+  uint64_t downtime_limit_ms = 300;
+  uint64_t avail_switchover_bandwidth = 0; // bytes/s, 0 = measure
+};
+
+struct migration_hooks {
+  // Steps the owner's state machine; false when the step was refused.
+  std::function<bool(migration_event)> step;
+  std::function<void(std::string)> emit; // a QMP event line
+  // Steps to completed and, in the same breath, takes the stopped guest's
+  // guard: it stays stopped until the owner lets it run again (`cont`), and
+  // nobody sees "completed" with the guest not yet in postmigrate. False
+  // (guard untouched) when the step was refused (a cancel won the race).
+  std::function<bool(guest::pause_guard&)> complete;
+  // Where the engine's threads register (query-migrationthreads).
+  thread_registry* threads = nullptr;
+};
+
+class migration_source {
+public:
+  migration_source(guest& g, outgoing_migration plan, migration_hooks hooks);
+  ~migration_source(); // cancels if still running, joins
+  migration_source(const migration_source&) = delete;
+  migration_source& operator=(const migration_source&) = delete;
+
+  void cancel();
+  // migrate-continue from pre-switchover.
+  void resume_switchover();
+  // Parameters QEMU lets change during a migration; a new cache size takes
+  // effect from the next pass.
+  struct live_parameters {
+    uint64_t max_bandwidth = 0;
+    uint64_t downtime_limit_ms = 300;
+    uint64_t avail_switchover_bandwidth = 0;
+    uint64_t xbzrle_cache_size = 64u << 20;
+    uint64_t dirty_limit_quota = 1;
+    uint64_t dirty_limit_period_ms = 1000;
+  };
+  void set_parameters(const live_parameters& p);
+
+  // MigrationInfo members besides status, for the given status.
+  void fill_info(migration_status s, boost::json::object& info) const;
+
+  struct impl;
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace ferry

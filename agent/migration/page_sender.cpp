@@ -1,0 +1,209 @@
+#include "agent/migration/page_sender.hpp"
+
+#include "common/error.hpp"
+#include "protocol/xbzrle.hpp"
+
+#include <cstring>
+
+namespace ferry {
+
+namespace {
+constexpr size_t queue_limit = 8;
+} // namespace
+
+page_sender::page_sender(std::string name, migration_channel& ch, const guest_memory& mem,
+                         options opt, rate_limiter& limiter, migration_counters& counters,
+                         std::atomic<bool>& stop, std::function<void(const caf::error&)> on_error)
+  : ch_(ch), mem_(mem), opt_(opt), limiter_(limiter), counters_(counters), stop_(stop),
+    on_error_(std::move(on_error)) {
+  thread_ = std::thread{[this, name = std::move(name)] {
+    const auto registered = name_migration_thread(opt_.threads, name);
+    run();
+  }};
+}
+
+page_sender::~page_sender() {
+  {
+    std::lock_guard lk{mtx_};
+    quit_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void page_sender::push(job j) {
+  std::unique_lock lk{mtx_};
+  while (queue_.size() >= queue_limit && !stop_)
+    cv_.wait_for(lk, std::chrono::milliseconds(20));
+  if (stop_)
+    return;
+  queue_.push_back(std::move(j));
+  cv_.notify_all();
+}
+
+void page_sender::push_pages(std::vector<uint64_t> pfns) {
+  push(job{job::kind::pages, std::move(pfns), 0});
+}
+
+void page_sender::push_sync(uint64_t pass) {
+  push(job{job::kind::sync, {}, pass});
+}
+
+void page_sender::push_end() {
+  push(job{job::kind::end, {}, 0});
+}
+
+void page_sender::wait_idle() {
+  std::unique_lock lk{mtx_};
+  // stop_ is set by another thread without our lock: poll it.
+  while (!(queue_.empty() && !busy_) && !stop_)
+    cv_.wait_for(lk, std::chrono::milliseconds(20));
+}
+
+void page_sender::run() {
+  for (;;) {
+    job j;
+    {
+      std::unique_lock lk{mtx_};
+      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty() || quit_; });
+      if (queue_.empty()) {
+        if (quit_)
+          return;
+        continue;
+      }
+      j = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    cv_.notify_all();
+    caf::expected<void> ok{};
+    if (!stop_) {
+      if (j.what == job::kind::pages) {
+        ok = send_pages(j.pfns);
+      } else if (j.what == job::kind::sync) {
+        const auto p = mig::encode_sync(j.pass);
+        ok = ch_.send(mig::record_type::sync, p);
+      } else {
+        ok = ch_.send(mig::record_type::end, std::span<const uint8_t>{});
+      }
+    }
+    if (!ok)
+      on_error_(ok.error());
+    {
+      std::lock_guard lk{mtx_};
+      busy_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+void page_sender::use_xbzrle(uint64_t bytes) {
+  if (opt_.xbzrle_cache == 0)
+    return;
+  if (!cache_ || cache_bytes_ != bytes) {
+    cache_ = std::make_unique<xbzrle_cache>(bytes);
+    cache_bytes_ = bytes;
+  }
+}
+
+page_sender::xbzrle_outcome page_sender::xbzrle_page(uint64_t pfn, const uint8_t* page) {
+  counters_.xbzrle_checked.fetch_add(1, std::memory_order_relaxed);
+  uint8_t* cached = cache_->find(pfn);
+  if (cached == nullptr) {
+    counters_.xbzrle_cache_miss.fetch_add(1, std::memory_order_relaxed);
+    cache_->insert(pfn, page);
+    return xbzrle_outcome::whole;
+  }
+  // A delta that saves less than its entry header is not worth it.
+  delta_.resize(mig::page_size - 16);
+  const long n = mig::xbzrle::encode({cached, mig::page_size}, {page, mig::page_size}, delta_);
+  // Either way the destination's copy becomes this snapshot.
+  std::memcpy(cached, page, mig::page_size);
+  if (n < 0) {
+    counters_.xbzrle_overflow.fetch_add(1, std::memory_order_relaxed);
+    return xbzrle_outcome::whole;
+  }
+  if (n == 0)
+    return xbzrle_outcome::unchanged; // dirtied, but written back the same
+  mig::append_xbzrle(deltas_, pfn, {delta_.data(), static_cast<size_t>(n)});
+  ++delta_count_;
+  return xbzrle_outcome::delta;
+}
+
+caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
+  const uint8_t* ram = mem_.data();
+  entries_.resize(pfns.size());
+  data_.resize(pfns.size() * mig::page_size);
+  size_t with_data = 0;
+  uint32_t zeros = 0;
+  size_t n_entries = 0;
+  if (cache_) {
+    mig::begin_xbzrle(deltas_);
+    delta_count_ = 0;
+  }
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    const uint8_t* src = ram + pfns[i] * mig::page_size;
+    // A page that turns non-zero after this check was written after the
+    // last dirty sync: the next sync reports it and it is sent again.
+    const bool zero = (known_zero_ != nullptr && known_zero_->test(pfns[i])) ||
+                      (opt_.detect_zero && mig::is_zero_page(src));
+    if (zero) {
+      if (cache_ != nullptr)
+        if (uint8_t* cached = cache_->find(pfns[i]); cached != nullptr)
+          std::memset(cached, 0, mig::page_size);
+      entries_[n_entries++] = pfns[i] | mig::zero_page_bit;
+      ++zeros;
+      continue;
+    }
+    uint8_t* snapshot = data_.data() + with_data * mig::page_size;
+    std::memcpy(snapshot, src, mig::page_size);
+    if (cache_ != nullptr && xbzrle_page(pfns[i], snapshot) != xbzrle_outcome::whole)
+      continue;
+    entries_[n_entries++] = pfns[i];
+    ++with_data;
+  }
+  if (delta_count_ != 0) {
+    mig::finish_xbzrle(deltas_, delta_count_);
+    const uint64_t bytes = mig::header_size + deltas_.size();
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::xbzrle_pages, deltas_); !ok)
+      return ok;
+    counters_.xbzrle_pages.fetch_add(delta_count_, std::memory_order_relaxed);
+    counters_.xbzrle_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    counters_.add_sent(bytes, opt_.multifd);
+    delta_count_ = 0;
+  }
+  if (n_entries == 0)
+    return {};
+  const uint32_t prefix[2] = {static_cast<uint32_t>(n_entries), 0};
+  const iovec parts[3] = {
+    {const_cast<uint32_t*>(prefix), sizeof prefix},
+    {entries_.data(), n_entries * sizeof(uint64_t)},
+    {data_.data(), with_data * mig::page_size},
+  };
+  uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;
+  if (opt_.compress != mig::compression::none) {
+    plain_.resize(bytes - mig::header_size);
+    size_t at = 0;
+    for (const auto& part : parts) {
+      std::memcpy(plain_.data() + at, part.iov_base, part.iov_len);
+      at += part.iov_len;
+    }
+    if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
+      return ok;
+    bytes = mig::header_size + compressed_.size();
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::compressed_pages, compressed_); !ok)
+      return ok;
+  } else {
+    limiter_.acquire(bytes, stop_);
+    if (auto ok = ch_.send(mig::record_type::pages, parts); !ok)
+      return ok;
+  }
+  counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
+  counters_.zero_pages.fetch_add(zeros, std::memory_order_relaxed);
+  counters_.add_sent(bytes, opt_.multifd);
+  return {};
+}
+
+} // namespace ferry

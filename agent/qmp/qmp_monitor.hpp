@@ -1,0 +1,175 @@
+#pragma once
+// The QMP commands of one guest: what each does, its argument checks and the
+// events it raises. Transport-free — qmp_server feeds it parsed requests — so
+// tests can call it directly. One dispatch table maps names to handlers;
+// arguments of schema commands are checked against the QAPI schema first.
+// Schema commands without a handler yet answer what they still lack.
+
+#include "agent/convergence/dirty_limit.hpp"
+#include "agent/convergence/dirty_rate.hpp"
+#include "agent/migration/migration_destination.hpp"
+#include "agent/migration/migration_settings.hpp"
+#include "agent/migration/migration_source.hpp"
+#include "agent/migration/migration_state.hpp"
+#include "agent/vmm/guest.hpp"
+#include "protocol/qmp_wire.hpp"
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace ferry {
+
+struct qmp_failure {
+  qmp::error_class cls = qmp::error_class::generic_error;
+  std::string desc;
+};
+
+using qmp_result = std::variant<boost::json::value, qmp_failure>;
+
+struct vm_identity {
+  std::string name;
+  std::string uuid;
+};
+
+class qmp_monitor {
+public:
+  // `emit` sends an event line to every client; `on_quit` asks the process to
+  // exit once the reply is out.
+  qmp_monitor(guest& g, vm_identity id, std::function<void(std::string)> emit,
+              std::function<void()> on_quit, migration_host_facts facts = {});
+  ~qmp_monitor();
+  qmp_monitor(const qmp_monitor&) = delete;
+  qmp_monitor& operator=(const qmp_monitor&) = delete;
+
+  // The agent was started with -incoming: the guest waits for a migration
+  // (migrate-incoming is accepted) and starts when it lands, unless -S.
+  void expect_incoming(bool autostart);
+  // -incoming URI: migrate-incoming with that uri now. An error, or nothing.
+  std::optional<std::string> start_incoming(const std::string& uri);
+  // Called with an exit status when the process must end (a failed incoming
+  // migration with exit-on-error).
+  void set_exit_handler(std::function<void(int)> on_exit) { on_exit_ = std::move(on_exit); }
+  // The -object tls-creds-x509 and authz-simple objects that tls-creds and
+  // tls-authz name.
+  void set_objects(std::vector<tls_creds_object> creds, std::vector<authz_object> authz) {
+    tls_objects_ = std::move(creds);
+    authz_objects_ = std::move(authz);
+  }
+
+  qmp_result execute(const std::string& command, const boost::json::object& args);
+  // Every command of query-commands: Ferry's own and every command of the
+  // migration schema.
+  static const std::vector<std::string>& commands();
+  // The commands that do their job today.
+  static const std::vector<std::string>& implemented_commands();
+
+  const migration_settings& settings() const { return settings_; }
+  // The outgoing migration's status.
+  migration_status status() const;
+  // The migration engines report progress here: the state machine steps
+  // (or refuses), and a MIGRATION event goes out when the `events`
+  // capability is on.
+  caf::expected<migration_status> migration_step(migration_event ev);
+  caf::expected<migration_status> migration_step(migration_side side, migration_event ev);
+
+private:
+  using handler = qmp_result (qmp_monitor::*)(const boost::json::object&);
+  struct entry {
+    const char* name;
+    handler fn;
+    // Commands outside the 9.1 schema that take arguments check them in
+    // their handler; every other command outside it takes none.
+    bool own_arguments = false;
+  };
+  static const std::vector<entry>& table();
+
+  qmp_result query_status(const boost::json::object&);
+  qmp_result query_version(const boost::json::object&);
+  qmp_result query_name(const boost::json::object&);
+  qmp_result query_uuid(const boost::json::object&);
+  qmp_result query_commands(const boost::json::object&);
+  qmp_result stop(const boost::json::object&);
+  qmp_result cont(const boost::json::object&);
+  qmp_result quit(const boost::json::object&);
+  qmp_result pmemsave(const boost::json::object&);
+  qmp_result query_migrate(const boost::json::object&);
+  qmp_result migrate(const boost::json::object&);
+  qmp_result migrate_incoming(const boost::json::object&);
+  qmp_result query_migrationthreads(const boost::json::object&);
+  // Caller holds mig_mtx_.
+  caf::expected<migration_status> step_locked(migration_side side, migration_event ev);
+  migration_hooks hooks_for(migration_side side);
+  // Whether a migration under way freezes capabilities and parameters.
+  bool settings_locked() const;
+  // Why the current capabilities and parameters cannot migrate yet, if so.
+  std::optional<std::string> unsupported_settings() const;
+  std::array<uint8_t, 16> uuid_bytes() const;
+  // The TLS context tls-creds asks for on `side` (nullptr without TLS), or
+  // why it cannot be had. Caller holds mig_mtx_.
+  std::variant<std::shared_ptr<tls_context>, std::string> tls_for(migration_side side,
+                                                                  const migration_address& a) const;
+  qmp_result query_migrate_capabilities(const boost::json::object&);
+  qmp_result query_migrate_parameters(const boost::json::object&);
+  qmp_result migrate_set_capabilities(const boost::json::object&);
+  qmp_result migrate_set_parameters(const boost::json::object&);
+  // A legacy {"value": size} command setting one size parameter.
+  qmp_result set_size_parameter(const boost::json::object& args, const char* parameter);
+  qmp_result migrate_set_speed(const boost::json::object&);
+  qmp_result migrate_set_downtime(const boost::json::object&);
+  qmp_result migrate_set_cache_size(const boost::json::object&);
+  qmp_result query_migrate_cache_size(const boost::json::object&);
+  qmp_result migrate_cancel(const boost::json::object&);
+  qmp_result migrate_continue(const boost::json::object&);
+  qmp_result migrate_pause(const boost::json::object&);
+  qmp_result migrate_recover(const boost::json::object&);
+  qmp_result migrate_start_postcopy(const boost::json::object&);
+  qmp_result set_vcpu_dirty_limit(const boost::json::object&);
+  qmp_result cancel_vcpu_dirty_limit(const boost::json::object&);
+  qmp_result query_vcpu_dirty_limit(const boost::json::object&);
+  // Why the vCPU dirty limit cannot be changed now (caller holds mig_mtx_).
+  std::optional<std::string> dirty_limit_refusal(const boost::json::object& args,
+                                                 const char* verb) const;
+  // set/cancel-vcpu-dirty-limit: the checks, then the new quota (0 = none).
+  qmp_result change_dirty_limit(const boost::json::object& args, const char* verb,
+                                uint64_t mib_per_s);
+  std::shared_ptr<vcpu_dirty_limit> limiter(); // caller holds mig_mtx_
+  qmp_result calc_dirty_rate(const boost::json::object&);
+  qmp_result query_dirty_rate(const boost::json::object&);
+  dirty_rate_meter& meter();
+  qmp_result query_jobs(const boost::json::object&);
+  qmp_result job_dismiss(const boost::json::object&);
+
+  guest& guest_;
+  vm_identity id_;
+  std::function<void(std::string)> emit_;
+  std::function<void()> on_quit_;
+  std::function<void(int)> on_exit_;
+  migration_settings settings_;
+  guest::pause_guard stopped_; // held while the guest is stopped by `stop`
+
+  // Migration state, shared with the engines' threads.
+  mutable std::mutex mig_mtx_;
+  migration_status status_ = migration_status::none;    // outgoing side
+  migration_status in_status_ = migration_status::none; // incoming side
+  // Before the engines: a migration's thread may use it until it is joined.
+  std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use
+  std::unique_ptr<migration_source> out_;
+  std::unique_ptr<migration_destination> in_;
+  bool incoming_expected_ = false;
+  bool autostart_ = true;
+  bool exit_on_error_ = true;
+  guest::pause_guard postmigrate_; // the source guest after a completed migration
+  thread_registry migration_threads_;
+  std::vector<tls_creds_object> tls_objects_;
+  std::vector<authz_object> authz_objects_;
+  std::unique_ptr<dirty_rate_meter> dirty_rate_; // from the first use
+};
+
+} // namespace ferry

@@ -1,0 +1,337 @@
+#include "agent/transport/migration_channel.hpp"
+
+#include "agent/transport/sockets.hpp"
+#include "common/error.hpp"
+#include "protocol/crc32c.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+extern char** environ;
+
+namespace ferry {
+
+namespace {
+
+endpoint to_endpoint(const migration_address& a) {
+  endpoint ep;
+  if (a.type == migration_address::kind::unix_socket) {
+    ep.type = endpoint::kind::unix_socket;
+    ep.path = a.path;
+  } else {
+    ep.type = endpoint::kind::tcp;
+    ep.host = a.host;
+    ep.port = a.port;
+  }
+  return ep;
+}
+
+caf::error interrupted_error() {
+  return make_ferry_error(errc::system_error, "migration channel interrupted");
+}
+
+caf::error channel_closed() {
+  return make_ferry_error(errc::system_error, "migration channel closed by the peer");
+}
+
+// Starts argv with one end of a pipe as its stdin (`child_reads`) or stdout.
+caf::expected<std::pair<unique_fd, pid_t>> spawn_piped(const std::vector<std::string>& argv,
+                                                       bool child_reads) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0)
+    return make_system_error("pipe");
+  unique_fd rd{p[0]}, wr{p[1]};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (child_reads)
+    posix_spawn_file_actions_adddup2(&fa, rd.get(), STDIN_FILENO);
+  else
+    posix_spawn_file_actions_adddup2(&fa, wr.get(), STDOUT_FILENO);
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  // The agent blocks some signals in every thread; the command must not
+  // inherit that mask.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t dfl;
+  sigemptyset(&dfl);
+  sigaddset(&dfl, SIGPIPE);
+  posix_spawnattr_setsigdefault(&attr, &dfl);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    errno = rc;
+    return make_system_error("failed to start '" + argv[0] + "'");
+  }
+  return std::pair{child_reads ? std::move(wr) : std::move(rd), pid};
+}
+
+} // namespace
+
+migration_channel::migration_channel(unique_fd fd, kind k, pid_t child)
+  : fd_(std::move(fd)), kind_(k), child_(child) {}
+
+migration_channel::~migration_channel() {
+  fd_.reset(); // the command sees end of file first
+  const pid_t pid = child_;
+  if (pid > 0) {
+    int status = 0;
+    // Give the command a moment to finish, then stop it.
+    for (int i = 0; i < 50; ++i) {
+      if (::waitpid(pid, &status, WNOHANG) == pid)
+        return;
+      ::usleep(10'000);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+}
+
+caf::expected<void> migration_channel::finish() {
+  fd_.reset();
+  if (child_ <= 0)
+    return {};
+  int status = 0;
+  // interrupt() may kill the command meanwhile: then this wait ends.
+  const pid_t pid = child_;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return make_system_error("waitpid");
+  child_ = -1;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    return {};
+  return make_ferry_error(errc::system_error,
+                          "the migration command " +
+                            (WIFEXITED(status)
+                               ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                               : "was killed by signal " + std::to_string(WTERMSIG(status))));
+}
+
+void migration_channel::interrupt() {
+  interrupted_ = true;
+  if (kind_ == kind::socket)
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  else if (child_ > 0)
+    ::kill(child_, SIGKILL);
+}
+
+caf::expected<void> migration_channel::start_tls(const tls_context& ctx) {
+  if (kind_ != kind::socket)
+    return make_ferry_error(errc::invalid_argument, "TLS needs a socket channel");
+  FERRY_TRY(s, ctx.handshake(fd_.get()));
+  tls_ = std::move(s);
+  return {};
+}
+
+caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
+  if (tls_) {
+    for (const auto& part : iov) {
+      size_t done = 0;
+      while (done < part.iov_len) {
+        if (interrupted_)
+          return interrupted_error();
+        auto n =
+          tls_->write(static_cast<const uint8_t*>(part.iov_base) + done, part.iov_len - done);
+        if (!n)
+          return make_ferry_error(errc::system_error,
+                                  "Unable to write to migration channel: " + describe(n.error()));
+        done += *n;
+        sent_.fetch_add(*n, std::memory_order_relaxed);
+      }
+    }
+    if (auto ok = tls_->flush(); !ok)
+      return make_ferry_error(errc::system_error,
+                              "Unable to write to migration channel: " + describe(ok.error()));
+    return {};
+  }
+  size_t i = 0;
+  while (i < iov.size()) {
+    if (interrupted_)
+      return interrupted_error();
+    const int n_iov = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
+    ssize_t n = 0;
+    if (kind_ == kind::socket) {
+      msghdr msg{};
+      msg.msg_iov = iov.data() + i;
+      msg.msg_iovlen = static_cast<size_t>(n_iov);
+      n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    } else {
+      n = ::writev(fd_.get(), iov.data() + i, n_iov);
+    }
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (interrupted_)
+        return interrupted_error();
+      return make_system_error("Unable to write to migration channel");
+    }
+    sent_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    auto left = static_cast<size_t>(n);
+    while (i < iov.size() && left >= iov[i].iov_len)
+      left -= iov[i++].iov_len;
+    if (left > 0) {
+      iov[i].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  return {};
+}
+
+caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
+  while (n > 0 && tls_) {
+    auto r = tls_->read(p, n);
+    if (!r)
+      return interrupted_
+               ? interrupted_error()
+               : make_ferry_error(errc::system_error,
+                                  "Unable to read from migration channel: " + describe(r.error()));
+    if (*r == 0)
+      return channel_closed();
+    received_.fetch_add(*r, std::memory_order_relaxed);
+    p += *r;
+    n -= *r;
+  }
+  while (n > 0) {
+    const ssize_t r = ::read(fd_.get(), p, n);
+    if (r == 0)
+      return interrupted_ ? interrupted_error() : channel_closed();
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      if (interrupted_)
+        return interrupted_error();
+      return make_system_error("Unable to read from migration channel");
+    }
+    received_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return {};
+}
+
+caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts) {
+  uint32_t crc = 0;
+  size_t len = 0;
+  for (const auto& part : parts) {
+    crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
+    len += part.iov_len;
+  }
+  auto hdr = mig::encode_header(type, static_cast<uint32_t>(len), crc);
+  std::vector<iovec> iov;
+  iov.reserve(parts.size() + 1);
+  iov.push_back({hdr.data(), hdr.size()});
+  for (const auto& part : parts)
+    if (part.iov_len != 0)
+      iov.push_back(part);
+  return write_all(iov);
+}
+
+caf::expected<void> migration_channel::send(mig::record_type type,
+                                            std::span<const uint8_t> payload) {
+  const iovec part{const_cast<uint8_t*>(payload.data()), payload.size()};
+  return send(type, std::span<const iovec>{&part, 1});
+}
+
+caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t>& payload) {
+  std::array<uint8_t, mig::header_size> raw{};
+  if (auto ok = read_exact(raw.data(), raw.size()); !ok)
+    return ok.error();
+  FERRY_TRY(h, mig::decode_header(raw));
+  payload.resize(h.length);
+  if (auto ok = read_exact(payload.data(), payload.size()); !ok)
+    return ok.error();
+  if (auto ok = mig::check_payload(h, payload); !ok)
+    return ok.error();
+  return h;
+}
+
+caf::expected<std::unique_ptr<migration_channel>> open_outgoing(const migration_address& a) {
+  using k = migration_address::kind;
+  if (a.type == k::tcp || a.type == k::unix_socket) {
+    FERRY_TRY(fd, connect_to(to_endpoint(a)));
+    return std::make_unique<migration_channel>(std::move(fd), migration_channel::kind::socket);
+  }
+  if (a.type == k::exec) {
+    FERRY_TRY(piped, spawn_piped(a.argv, true));
+    return std::make_unique<migration_channel>(std::move(piped.first),
+                                               migration_channel::kind::pipe, piped.second);
+  }
+  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (a.offset == 0 ? O_TRUNC : 0);
+  unique_fd fd{::open(a.path.c_str(), flags, 0600)};
+  if (!fd)
+    return make_system_error("Could not open '" + a.path + "'");
+  if (a.offset != 0 && ::lseek(fd.get(), static_cast<off_t>(a.offset), SEEK_SET) < 0)
+    return make_system_error("Could not seek '" + a.path + "'");
+  return std::make_unique<migration_channel>(std::move(fd), migration_channel::kind::file);
+}
+
+caf::expected<std::unique_ptr<migration_listener>>
+migration_listener::create(const migration_address& a) {
+  auto l = std::make_unique<migration_listener>();
+  l->addr_ = a;
+  if (a.bidirectional()) {
+    FERRY_TRY(b, listen_on(to_endpoint(a)));
+    l->fd_ = std::move(b.fd);
+    if (a.type == migration_address::kind::tcp)
+      l->addr_.port = b.port;
+  }
+  return l;
+}
+
+caf::expected<std::unique_ptr<migration_channel>> migration_listener::accept(int timeout_ms) {
+  using k = migration_address::kind;
+  if (!addr_.bidirectional()) {
+    if (used_)
+      return make_ferry_error(errc::invalid_argument,
+                              addr_.describe() + " carries a single channel");
+    used_ = true;
+    if (addr_.type == k::exec) {
+      FERRY_TRY(piped, spawn_piped(addr_.argv, false));
+      return std::make_unique<migration_channel>(std::move(piped.first),
+                                                 migration_channel::kind::pipe, piped.second);
+    }
+    unique_fd fd{::open(addr_.path.c_str(), O_RDONLY | O_CLOEXEC)};
+    if (!fd)
+      return make_system_error("Could not open '" + addr_.path + "'");
+    if (::lseek(fd.get(), static_cast<off_t>(addr_.offset), SEEK_SET) < 0)
+      return make_system_error("Could not seek '" + addr_.path + "'");
+    return std::make_unique<migration_channel>(std::move(fd), migration_channel::kind::file);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!interrupted_) {
+    pollfd p{fd_.get(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    unique_fd c{::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC)};
+    if (c) {
+      int one = 1;
+      ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return std::make_unique<migration_channel>(std::move(c), migration_channel::kind::socket);
+    }
+    if (timeout_ms >= 0 && std::chrono::steady_clock::now() > deadline)
+      return make_ferry_error(errc::system_error,
+                              "timed out waiting for a migration channel on " + addr_.describe());
+  }
+  return make_ferry_error(errc::system_error, "migration listener interrupted");
+}
+
+} // namespace ferry

@@ -1,0 +1,208 @@
+#include "agent/transport/migration_tls.hpp"
+
+#include "common/error.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+namespace ferry {
+
+namespace {
+constexpr long tls_write_buffer = 256L * 1024;
+constexpr size_t tls_read_buffer = size_t{256} * 1024;
+} // namespace
+
+namespace {
+
+// The newest OpenSSL error, as text ("sslv3 alert certificate expired").
+std::string ssl_error_text() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0)
+    return "connection closed during the TLS exchange";
+  const char* reason = ERR_reason_error_string(e);
+  return reason != nullptr ? reason : "TLS error " + std::to_string(e);
+}
+
+caf::error tls_error(std::string what) {
+  return make_ferry_error(errc::system_error, std::move(what));
+}
+
+bool is_ip(const std::string& host) {
+  in6_addr a6{};
+  in_addr a4{};
+  return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+bool readable(const std::string& path) {
+  return ::access(path.c_str(), R_OK) == 0;
+}
+
+} // namespace
+
+struct tls_context::impl {
+  SSL_CTX* ctx = nullptr;
+  bool server = false;
+  std::string hostname;
+  ~impl() { SSL_CTX_free(ctx); }
+};
+
+struct tls_session::impl {
+  SSL* ssl = nullptr;
+  ~impl() { SSL_free(ssl); }
+};
+
+void tls_session_deleter::operator()(tls_session* s) const {
+  delete s;
+}
+
+tls_context::tls_context(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+tls_context::~tls_context() = default;
+tls_session::tls_session(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+tls_session::~tls_session() = default;
+
+caf::expected<std::shared_ptr<tls_context>> tls_context::create(const tls_creds_object& creds,
+                                                                std::string hostname) {
+  auto p = std::make_unique<impl>();
+  p->server = creds.server;
+  p->hostname = std::move(hostname);
+  p->ctx = SSL_CTX_new(creds.server ? TLS_server_method() : TLS_client_method());
+  if (p->ctx == nullptr)
+    return tls_error("TLS: " + ssl_error_text());
+  // TLS 1.3 only: no renegotiation exists there, and nothing older is needed
+  // between two Ferry agents.
+  SSL_CTX_set_min_proto_version(p->ctx, TLS1_3_VERSION);
+  SSL_CTX_set_options(p->ctx, SSL_OP_NO_RENEGOTIATION);
+  // AES-128-GCM first: about 1.6x the throughput of AES-256-GCM with AES-NI
+  // (openssl speed here: 4.2 vs 2.7 GB/s), and both ends of a migration pay
+  // it for every page. The 256-bit suite stays acceptable for peers that insist.
+  if (SSL_CTX_set_ciphersuites(p->ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                       "TLS_CHACHA20_POLY1305_SHA256") != 1)
+    return tls_error("TLS: " + ssl_error_text());
+  const std::string ca = creds.dir + "/ca-cert.pem";
+  if (SSL_CTX_load_verify_locations(p->ctx, ca.c_str(), nullptr) != 1)
+    return tls_error("Unable to load TLS CA certificate '" + ca + "': " + ssl_error_text());
+  const std::string role = creds.server ? "server" : "client";
+  const std::string cert = creds.dir + "/" + role + "-cert.pem";
+  const std::string key = creds.dir + "/" + role + "-key.pem";
+  // A client certificate is optional (the server may not ask for one).
+  if (creds.server || readable(cert)) {
+    if (SSL_CTX_use_certificate_chain_file(p->ctx, cert.c_str()) != 1)
+      return tls_error("Unable to load TLS certificate '" + cert + "': " + ssl_error_text());
+    if (SSL_CTX_use_PrivateKey_file(p->ctx, key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return tls_error("Unable to load TLS key '" + key + "': " + ssl_error_text());
+    if (SSL_CTX_check_private_key(p->ctx) != 1)
+      return tls_error("TLS key '" + key + "' does not match '" + cert + "'");
+  }
+  if (creds.server)
+    SSL_CTX_set_verify(p->ctx,
+                       creds.verify_peer ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                         : SSL_VERIFY_NONE,
+                       nullptr);
+  else
+    SSL_CTX_set_verify(p->ctx, creds.verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  return std::shared_ptr<tls_context>{new tls_context(std::move(p))};
+}
+
+caf::expected<tls_session_ptr> tls_context::handshake(int fd) const {
+  auto s = std::make_unique<tls_session::impl>();
+  s->ssl = SSL_new(impl_->ctx);
+  if (s->ssl == nullptr)
+    return tls_error("TLS: " + ssl_error_text());
+  // Reads take whatever the socket has (read-ahead into a large buffer)
+  // and writes gather records in a buffer BIO: on this path the system
+  // calls, not the cipher, are what costs (two reads and a write per 16 KiB
+  // record otherwise).
+  BIO* sock = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO* buffered = BIO_new(BIO_f_buffer());
+  if (sock == nullptr || buffered == nullptr || BIO_up_ref(sock) != 1) {
+    BIO_free(sock);
+    BIO_free(buffered);
+    return tls_error("TLS: " + ssl_error_text());
+  }
+  BIO_set_write_buffer_size(buffered, tls_write_buffer);
+  BIO_push(buffered, sock);
+  SSL_set_bio(s->ssl, sock, buffered); // the session owns both now
+  SSL_set_read_ahead(s->ssl, 1);
+  SSL_set_default_read_buffer_len(s->ssl, tls_read_buffer);
+  const auto& host = impl_->hostname;
+  if (!impl_->server && !host.empty()) {
+    if (is_ip(host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), host.c_str());
+    } else {
+      SSL_set1_host(s->ssl, host.c_str());
+    }
+  }
+  const int rc = impl_->server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
+  if (rc != 1 && impl_->server) {
+    // With TLS 1.3 the client believes the handshake done before we judged
+    // its certificate, and has written already: closing now, with its bytes
+    // unread, would reset the connection and lose our alert on the way.
+    // Close our side and drain briefly so the client reads why.
+    const timeval brief{0, 200'000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
+    ::shutdown(fd, SHUT_WR);
+    char sink[4096];
+    while (::read(fd, sink, sizeof sink) > 0) {
+    }
+  }
+  if (rc != 1) {
+    const long verify = SSL_get_verify_result(s->ssl);
+    const std::string peer = impl_->server ? "source" : "destination";
+    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      return tls_error("TLS handshake with the " + peer +
+                       " failed: Certificate does not match the hostname " + host);
+    if (verify != X509_V_OK)
+      return tls_error("TLS handshake with the " + peer +
+                       " failed: its certificate: " + X509_verify_cert_error_string(verify));
+    return tls_error("TLS handshake with the " + peer + " failed: " + ssl_error_text());
+  }
+  return tls_session_ptr{new tls_session(std::move(s))};
+}
+
+caf::expected<size_t> tls_session::write(const void* p, size_t n) {
+  size_t done = 0;
+  const int rc = SSL_write_ex(impl_->ssl, p, n, &done);
+  if (rc != 1)
+    return tls_error("TLS: " + ssl_error_text());
+  return done;
+}
+
+caf::expected<void> tls_session::flush() {
+  if (BIO_flush(SSL_get_wbio(impl_->ssl)) != 1)
+    return tls_error("TLS: " + ssl_error_text());
+  return {};
+}
+
+caf::expected<size_t> tls_session::read(void* p, size_t n) {
+  size_t got = 0;
+  const int rc = SSL_read_ex(impl_->ssl, p, n, &got);
+  if (rc == 1)
+    return got;
+  if (SSL_get_error(impl_->ssl, rc) == SSL_ERROR_ZERO_RETURN)
+    return size_t{0};
+  return tls_error("TLS: " + ssl_error_text());
+}
+
+std::string tls_session::peer_dn() const {
+  X509* cert = SSL_get1_peer_certificate(impl_->ssl);
+  if (cert == nullptr)
+    return {};
+  BIO* bio = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio, &data);
+  std::string dn(data, static_cast<size_t>(len));
+  BIO_free(bio);
+  X509_free(cert);
+  return dn;
+}
+
+} // namespace ferry

@@ -1,0 +1,166 @@
+#include "agent/vmm/guest_memory.hpp"
+
+#include "agent/vmm/memory_layout.hpp"
+#include "common/error.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace ferry {
+
+namespace {
+
+caf::expected<unique_fd> make_memfd(uint64_t size) {
+  unique_fd fd{::memfd_create("ferry-guest-ram", MFD_CLOEXEC)};
+  if (!fd)
+    return make_system_error("memfd_create");
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
+    return make_system_error("ftruncate(guest RAM memfd)");
+  return fd;
+}
+
+// Copies the data extents of `src` (holes stay zero in the fresh memfd, which
+// keeps sparse pattern files cheap to load) into `dst`.
+caf::expected<void> copy_data_extents(int src, uint64_t src_size, uint8_t* dst, uint64_t limit) {
+  const uint64_t end = std::min(src_size, limit);
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < end) {
+    off_t data = ::lseek(src, pos, SEEK_DATA);
+    if (data < 0)
+      break; // ENXIO: no data past pos
+    off_t hole = ::lseek(src, data, SEEK_HOLE);
+    if (hole < 0)
+      hole = static_cast<off_t>(end);
+    const uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+    uint64_t at = static_cast<uint64_t>(data);
+    while (at < stop) {
+      const ssize_t n = ::pread(src, dst + at, stop - at, static_cast<off_t>(at));
+      if (n < 0)
+        return make_system_error("pread(memory backend file)");
+      if (n == 0)
+        break;
+      at += static_cast<uint64_t>(n);
+    }
+    pos = static_cast<off_t>(stop);
+  }
+  return {};
+}
+
+caf::expected<uint8_t*> map_shared(int fd, uint64_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (p == MAP_FAILED)
+    return make_system_error("mmap(guest RAM)");
+  // Guest RAM is huge and mostly cold: keep it out of core dumps.
+  ::madvise(p, size, MADV_DONTDUMP);
+  return static_cast<uint8_t*>(p);
+}
+
+} // namespace
+
+caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
+  if (b.size == 0 || b.size % page_size != 0)
+    return make_ferry_error(errc::invalid_argument,
+                            "memory size must be a non-zero multiple of 4096 bytes");
+  const auto memfd_ram = [&]() -> caf::expected<guest_memory> {
+    auto fd = make_memfd(b.size);
+    if (!fd)
+      return fd.error();
+    auto base = map_shared(fd->get(), b.size);
+    if (!base)
+      return base.error();
+    return guest_memory{std::move(*fd), *base, b.size};
+  };
+  if (b.type == memory_backend::kind::ram)
+    return memfd_ram();
+
+  const int flags = (b.share ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  unique_fd file{::open(b.mem_path.c_str(), flags)};
+  if (!file)
+    return make_system_error("cannot open mem-path '" + b.mem_path + "'");
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0)
+    return make_system_error("fstat(" + b.mem_path + ")");
+  const auto file_size = static_cast<uint64_t>(st.st_size);
+
+  if (b.share) {
+    if (file_size < b.size && ::ftruncate(file.get(), static_cast<off_t>(b.size)) != 0)
+      return make_system_error("cannot grow mem-path '" + b.mem_path + "'");
+    auto base = map_shared(file.get(), b.size);
+    if (!base)
+      return base.error();
+    return guest_memory{std::move(file), *base, b.size};
+  }
+
+  auto mem = memfd_ram();
+  if (!mem)
+    return mem.error();
+  if (auto ok = copy_data_extents(file.get(), file_size, mem->data(), b.size); !ok)
+    return ok.error();
+  return mem;
+}
+
+guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size)
+  : fd_(std::move(fd)), base_(base), size_(size) {}
+
+guest_memory::guest_memory(guest_memory&& other) noexcept
+  : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
+    size_(std::exchange(other.size_, 0)) {}
+
+guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
+  if (this != &other) {
+    if (base_)
+      ::munmap(base_, size_);
+    fd_ = std::move(other.fd_);
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+guest_memory::~guest_memory() {
+  if (base_)
+    ::munmap(base_, size_);
+}
+
+uint64_t guest_memory::pages() const {
+  return size_ / page_size;
+}
+
+caf::expected<void> guest_memory::load_boot_sector(std::span<const uint8_t> sector) {
+  if (sector.size() > boot_sector_max_bytes)
+    return make_ferry_error(errc::invalid_argument, "boot sector larger than 512 bytes");
+  if (sector.empty())
+    return {};
+  auto dst = range(boot_sector_address, sector.size());
+  if (dst.empty())
+    return make_ferry_error(errc::invalid_argument,
+                            "guest RAM too small for a boot sector at 0x7c00");
+  std::memcpy(dst.data(), sector.data(), sector.size());
+  return {};
+}
+
+std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {
+  if (addr > size_ || len > size_ - addr)
+    return {};
+  return {base_ + addr, len};
+}
+
+bool guest_memory::next_data(uint64_t at, uint64_t& data, uint64_t& hole) const {
+  const off_t d = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_DATA);
+  if (d < 0)
+    return false; // ENXIO: nothing but holes from here
+  off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
+  if (h < 0)
+    h = static_cast<off_t>(size_);
+  data = static_cast<uint64_t>(d);
+  hole = std::min(static_cast<uint64_t>(h), size_);
+  return data < size_;
+}
+
+} // namespace ferry

@@ -1,0 +1,78 @@
+#pragma once
+// Guest RAM: one file descriptor (a memfd, or the backing file when shared)
+// mapped once into the agent. KVM slots, the migration engine and pmemsave all
+// read and write through this mapping.
+
+#include "common/unique_fd.hpp"
+
+#include <caf/expected.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace ferry {
+
+// What backs guest RAM; mirrors QEMU's memory-backend-ram/-file objects.
+struct memory_backend {
+  enum class kind { ram, file };
+  kind type = kind::ram;
+  uint64_t size = 0;    // bytes, multiple of the page size
+  std::string mem_path; // kind::file only
+  bool share = false;   // kind::file: on = map the file itself
+};
+
+class guest_memory {
+public:
+  // kind::ram: a zeroed memfd. kind::file with share=off: a memfd holding a
+  // private copy of the file's first `size` bytes (a shorter file reads as
+  // zeros beyond its end). kind::file with share=on: the file itself, grown to
+  // `size` if shorter, so guest writes land in the file as with QEMU.
+  static caf::expected<guest_memory> create(const memory_backend& backend);
+
+  guest_memory(guest_memory&&) noexcept;
+  guest_memory& operator=(guest_memory&&) noexcept;
+  guest_memory(const guest_memory&) = delete;
+  guest_memory& operator=(const guest_memory&) = delete;
+  ~guest_memory();
+
+  uint8_t* data() const { return base_; }
+  uint64_t size() const { return size_; }
+  uint64_t pages() const;
+  int fd() const { return fd_.get(); }
+  std::span<uint8_t> bytes() const { return {base_, size_}; }
+
+  // Bounds-checked view of [addr, addr + len); empty when out of range.
+  std::span<uint8_t> range(uint64_t addr, uint64_t len) const;
+  // Calls fn(first_page, end_page) for each run of pages that may hold data:
+  // the rest are holes of the RAM file, zero without ever having been
+  // touched (reading them would allocate and clear them first).
+  template <class F>
+  void for_each_data_run(F&& fn) const;
+  // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
+  caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
+
+private:
+  // Next [data, hole) byte range at or after `at`; false when none.
+  bool next_data(uint64_t at, uint64_t& data, uint64_t& hole) const;
+  guest_memory(unique_fd fd, uint8_t* base, uint64_t size);
+
+  unique_fd fd_;
+  uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+template <class F>
+void guest_memory::for_each_data_run(F&& fn) const {
+  constexpr uint64_t page = 4096;
+  uint64_t at = 0;
+  uint64_t data = 0;
+  uint64_t hole = 0;
+  while (at < size_ && next_data(at, data, hole)) {
+    fn(data / page, std::min((hole + page - 1) / page, pages()));
+    at = hole;
+  }
+}
+
+} // namespace ferry

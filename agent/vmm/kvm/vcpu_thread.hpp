@@ -1,0 +1,55 @@
+#pragma once
+// The named thread ("vcpuN") that runs one vCPU, and the only place that
+// knows how to get it out of KVM_RUN: pause() sets immediate_exit and kicks
+// the thread with SIGUSR1, then waits until the thread has parked. A parked
+// vCPU has completed any pending I/O (KVM re-entered with immediate_exit), so
+// its state may be saved.
+
+#include "agent/vmm/kvm/vcpu.hpp"
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace ferry {
+
+class vcpu_thread {
+public:
+  enum class activity { running, halted, shutdown, failed };
+
+  // `on_stop` runs on the vCPU thread when the vCPU halts, shuts down or fails.
+  vcpu_thread(vcpu& cpu, std::function<void(vcpu_thread&, vcpu_exit)> on_stop);
+  ~vcpu_thread();
+  vcpu_thread(const vcpu_thread&) = delete;
+  vcpu_thread& operator=(const vcpu_thread&) = delete;
+
+  // Starts the thread; it parks at once if paused or not runnable.
+  void start(bool paused);
+  void pause();
+  void resume();
+  // The dirty limit's brake: a held vCPU stays out of KVM_RUN until released,
+  // independently of pause()/resume(). Does not wait for the vCPU to park.
+  void hold(bool on);
+  // A halted, failed or not-yet-started vCPU becomes runnable (after restore).
+  void set_activity(activity a);
+  activity current() const;
+  bool parked() const;
+  vcpu& cpu() { return cpu_; }
+
+private:
+  void loop();
+
+  vcpu& cpu_;
+  std::function<void(vcpu_thread&, vcpu_exit)> on_stop_;
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  bool pause_req_ = false;
+  bool hold_ = false;
+  bool quit_req_ = false;
+  bool parked_ = true;
+  activity activity_ = activity::running;
+  std::thread thread_;
+};
+
+} // namespace ferry

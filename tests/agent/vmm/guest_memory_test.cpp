@@ -1,0 +1,136 @@
+#include "agent/vmm/guest_memory.hpp"
+#include "common/error.hpp"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+using namespace ferry;
+
+namespace {
+
+struct temp_file {
+  std::string path;
+  explicit temp_file(const std::vector<uint8_t>& content) {
+    char tmpl[] = "/tmp/ferry-mem-XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    path = tmpl;
+    EXPECT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    ::close(fd);
+  }
+  ~temp_file() { ::unlink(path.c_str()); }
+  std::vector<uint8_t> read() const {
+    std::ifstream in{path, std::ios::binary};
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+};
+
+std::vector<uint8_t> bytes(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = static_cast<uint8_t>(seed + i * 7);
+  return v;
+}
+
+} // namespace
+
+TEST(guest_memory, ram_backend_is_a_zeroed_memfd) {
+  auto mem = guest_memory::create({memory_backend::kind::ram, 1 << 20, {}, false});
+  ASSERT_TRUE(mem) << describe(mem.error());
+  EXPECT_EQ(mem->size(), 1U << 20);
+  EXPECT_EQ(mem->pages(), 256U);
+  EXPECT_GE(mem->fd(), 0);
+  for (size_t i = 0; i < mem->size(); i += 4096)
+    ASSERT_EQ(mem->data()[i], 0);
+  // The fd is the memory: what we write through the mapping reads back via fd.
+  mem->data()[12345] = 0xab;
+  uint8_t b = 0;
+  ASSERT_EQ(::pread(mem->fd(), &b, 1, 12345), 1);
+  EXPECT_EQ(b, 0xab);
+}
+
+TEST(guest_memory, file_backend_share_off_is_a_private_copy) {
+  const auto content = bytes(size_t{64} * 1024, 3);
+  temp_file f{content};
+  auto mem =
+    guest_memory::create({memory_backend::kind::file, uint64_t{128} * 1024, f.path, false});
+  ASSERT_TRUE(mem) << describe(mem.error());
+  EXPECT_EQ(std::memcmp(mem->data(), content.data(), content.size()), 0);
+  // Beyond the file's end the guest sees zeros.
+  for (size_t i = content.size(); i < mem->size(); ++i)
+    ASSERT_EQ(mem->data()[i], 0) << i;
+  mem->data()[10] ^= 0xff;
+  EXPECT_EQ(f.read(), content) << "share=off must not write the file";
+}
+
+TEST(guest_memory, file_backend_share_on_writes_through_and_grows_the_file) {
+  const auto content = bytes(8192, 9);
+  temp_file f{content};
+  {
+    auto mem = guest_memory::create({memory_backend::kind::file, 16384, f.path, true});
+    ASSERT_TRUE(mem) << describe(mem.error());
+    EXPECT_EQ(std::memcmp(mem->data(), content.data(), content.size()), 0);
+    mem->data()[100] = 0x5a;
+  }
+  const auto after = f.read();
+  ASSERT_EQ(after.size(), 16384U);
+  EXPECT_EQ(after[100], 0x5a);
+  EXPECT_EQ(after[101], content[101]);
+}
+
+TEST(guest_memory, sparse_file_reads_holes_as_zero) {
+  temp_file f{{}};
+  {
+    std::ofstream out{f.path, std::ios::binary};
+    out.seekp(1 << 20);
+    out.put('x');
+  }
+  auto mem = guest_memory::create({memory_backend::kind::file, 2 << 20, f.path, false});
+  ASSERT_TRUE(mem) << describe(mem.error());
+  EXPECT_EQ(mem->data()[1 << 20], 'x');
+  EXPECT_EQ(mem->data()[(1 << 20) - 1], 0);
+}
+
+TEST(guest_memory, bad_requests_are_errors) {
+  auto zero = guest_memory::create({memory_backend::kind::ram, 0, {}, false});
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error(), errc::invalid_argument);
+  auto odd = guest_memory::create({memory_backend::kind::ram, 4097, {}, false});
+  ASSERT_FALSE(odd);
+  auto missing =
+    guest_memory::create({memory_backend::kind::file, 4096, "/nonexistent/ferry", false});
+  ASSERT_FALSE(missing);
+  EXPECT_NE(describe(missing.error()).find("/nonexistent/ferry"), std::string::npos);
+}
+
+TEST(guest_memory, range_is_bounds_checked) {
+  auto mem = guest_memory::create({memory_backend::kind::ram, 8192, {}, false});
+  ASSERT_TRUE(mem);
+  EXPECT_EQ(mem->range(0, 8192).size(), 8192U);
+  EXPECT_EQ(mem->range(8192, 0).size(), 0U);
+  EXPECT_TRUE(mem->range(8000, 193).empty());
+  EXPECT_TRUE(mem->range(UINT64_MAX, 2).empty());
+}
+
+TEST(guest_memory, boot_sector_goes_to_0x7c00_and_is_bounded) {
+  auto mem = guest_memory::create({memory_backend::kind::ram, uint64_t{64} * 1024, {}, false});
+  ASSERT_TRUE(mem);
+  const auto sector = bytes(512, 1);
+  ASSERT_TRUE(mem->load_boot_sector(sector));
+  EXPECT_EQ(std::memcmp(mem->data() + 0x7c00, sector.data(), sector.size()), 0);
+  EXPECT_EQ(mem->data()[0x7c00 - 1], 0);
+  EXPECT_EQ(mem->data()[0x7e00], 0);
+  auto big = mem->load_boot_sector(bytes(513, 1));
+  ASSERT_FALSE(big);
+  EXPECT_EQ(describe(big.error()), "boot sector larger than 512 bytes");
+  auto tiny = guest_memory::create({memory_backend::kind::ram, 4096, {}, false});
+  ASSERT_TRUE(tiny);
+  auto none = tiny->load_boot_sector(sector);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(describe(none.error()), "guest RAM too small for a boot sector at 0x7c00");
+  EXPECT_TRUE(tiny->load_boot_sector({})) << "no drive, nothing to load";
+}
