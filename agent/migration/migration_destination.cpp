@@ -1,5 +1,7 @@
 #include "agent/migration/migration_destination.hpp"
 
+#include "agent/migration/engine_phase.hpp"
+
 #include "agent/migration/migration_counters.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "common/error.hpp"
@@ -57,6 +59,14 @@ struct migration_destination::impl {
   std::atomic<uint64_t> total_ms{0};
   std::atomic<uint64_t> received_closed{0}; // bytes of channels already closed
   clock_type::time_point start = clock_type::now();
+  migration_channel* main = nullptr; // channels[0] once accepted
+  mig::hello hello;                  // the source's, as agreed
+  bool multifd = false;
+  std::vector<std::thread> receivers; // mig-recv/N
+  std::vector<uint8_t> cpu;           // the CPU state record
+  bool devices = false;               // the device record arrived
+  // Where the engine is; stepped by its own thread only (read by tests).
+  std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
 
   impl(guest& gu, incoming_migration p, migration_hooks h)
@@ -92,6 +102,20 @@ struct migration_destination::impl {
   caf::expected<void> apply_deltas(std::span<const uint8_t> payload); // XBZRLE
   caf::expected<void> receive_channel(migration_channel& ch);
   caf::expected<void> execute();
+  caf::expected<destination_event> run_phase(destination_phase p);
+  caf::expected<destination_event> accept_main();
+  caf::expected<destination_event> handshake();
+  caf::expected<destination_event> open_channels();
+  caf::expected<destination_event> receive_main();
+  caf::expected<destination_event> load_state();
+  caf::expected<destination_event> await_go();
+  std::string disagreement() const;
+  caf::expected<bool> main_record(const mig::record_header& h, const std::vector<uint8_t>& buf);
+  void join_receivers() {
+    for (auto& t : receivers)
+      t.join();
+    receivers.clear();
+  }
   void run();
 };
 
@@ -159,180 +183,225 @@ caf::expected<void> migration_destination::impl::receive_channel(migration_chann
   }
 }
 
+caf::expected<destination_event> migration_destination::impl::run_phase(destination_phase p) {
+  switch (p) {
+    case destination_phase::listen:
+      return accept_main();
+    case destination_phase::handshake:
+      return handshake();
+    case destination_phase::channels:
+      return open_channels();
+    case destination_phase::receive:
+      return receive_main();
+    case destination_phase::load_state:
+      return load_state();
+    case destination_phase::handover:
+      return await_go();
+    default:
+      return refuse("no work in phase " + std::string{to_string(p)});
+  }
+}
+
+// The engine walks its phases; any failure fails the incoming migration, with
+// every receiving thread joined first.
 caf::expected<void> migration_destination::impl::execute() {
+  destination_phase p = destination_phase::listen;
+  caf::expected<void> result{};
+  while (!terminal(p)) {
+    auto ev = run_phase(p);
+    auto next = step(p, ev ? *ev : destination_event::error);
+    if (!next) {
+      result = next.error();
+      break;
+    }
+    p = *next;
+    phase = p;
+    if (!ev) {
+      note_failure(ev.error());
+      result = ev.error();
+      break;
+    }
+  }
+  join_receivers();
+  return result;
+}
+
+caf::expected<destination_event> migration_destination::impl::accept_main() {
   FERRY_TRY(main_ch, listener->accept(-1));
-  migration_channel* main = main_ch.get();
+  main = main_ch.get();
   {
     std::lock_guard lk{mtx};
     channels.push_back(std::move(main_ch));
   }
+  return destination_event::accepted;
+}
+
+// Everything the two sides must agree on, checked before any page.
+std::string migration_destination::impl::disagreement() const {
+  const bool src_multifd = (hello.flags & mig::flag_multifd) != 0;
+  const auto src_compress =
+    static_cast<mig::compression>((hello.flags & mig::compression_mask) >> mig::compression_shift);
+  if (hello.channel_index != 0)
+    return "the first channel is multifd channel " + std::to_string(hello.channel_index);
+  if (hello.page_size != mig::page_size)
+    return "page size " + std::to_string(hello.page_size) + " differs from " +
+           std::to_string(mig::page_size);
+  if (hello.ram_size != g.memory().size())
+    return "guest RAM size differs: source " + std::to_string(hello.ram_size >> 20) +
+           " MiB, destination " + std::to_string(g.memory().size() >> 20) + " MiB";
+  if (src_multifd != plan.multifd)
+    return std::string{"capability multifd is "} + (src_multifd ? "on" : "off") +
+           " on the source but " + (plan.multifd ? "on" : "off") + " on the destination";
+  if (src_multifd && hello.channel_count != plan.channels)
+    return "multifd-channels differ: source " + std::to_string(hello.channel_count) +
+           ", destination " + std::to_string(plan.channels);
+  if (src_multifd && src_compress != plan.compress)
+    return std::string{"multifd-compression differs: source "} + mig::to_string(src_compress) +
+           ", destination " + mig::to_string(plan.compress);
+  if ((hello.flags & mig::flag_validate_uuid) != 0 && hello.uuid != plan.uuid)
+    return "UUID received is " + hex16(hello.uuid) + " and local is " + hex16(plan.uuid);
+  if (auto denied = authz_denied(*main))
+    return *denied;
+  return {};
+}
+
+caf::expected<destination_event> migration_destination::impl::handshake() {
   if (plan.refresh)
     if (auto why = plan.refresh(plan))
       return refuse(*why);
   if (plan.tls)
     if (auto ok = main->start_tls(*plan.tls); !ok)
-      return ok;
+      return ok.error();
   std::vector<uint8_t> buf;
-  FERRY_TRY(hello, check_hello(*main, buf));
-  // Everything the two sides must agree on, checked before any page.
-  std::string refusal;
-  const bool src_multifd = (hello.flags & mig::flag_multifd) != 0;
-  if (hello.channel_index != 0)
-    refusal = "the first channel is multifd channel " + std::to_string(hello.channel_index);
-  else if (hello.page_size != mig::page_size)
-    refusal = "page size " + std::to_string(hello.page_size) + " differs from " +
-              std::to_string(mig::page_size);
-  else if (hello.ram_size != g.memory().size())
-    refusal = "guest RAM size differs: source " + std::to_string(hello.ram_size >> 20) +
-              " MiB, destination " + std::to_string(g.memory().size() >> 20) + " MiB";
-  else if (src_multifd != plan.multifd)
-    refusal = std::string{"capability multifd is "} + (src_multifd ? "on" : "off") +
-              " on the source but " + (plan.multifd ? "on" : "off") + " on the destination";
-  else if (src_multifd && hello.channel_count != plan.channels)
-    refusal = "multifd-channels differ: source " + std::to_string(hello.channel_count) +
-              ", destination " + std::to_string(plan.channels);
-  else if (src_multifd && (hello.flags & mig::compression_mask) >> mig::compression_shift !=
-                            static_cast<uint32_t>(plan.compress))
-    refusal = std::string{"multifd-compression differs: source "} +
-              mig::to_string(static_cast<mig::compression>((hello.flags & mig::compression_mask) >>
-                                                           mig::compression_shift)) +
-              ", destination " + mig::to_string(plan.compress);
-  else if ((hello.flags & mig::flag_validate_uuid) != 0 && hello.uuid != plan.uuid)
-    refusal = "UUID received is " + hex16(hello.uuid) + " and local is " + hex16(plan.uuid);
-  else if (auto denied = authz_denied(*main))
-    refusal = *denied;
+  FERRY_TRY(h, check_hello(*main, buf));
+  hello = h;
+  const std::string refusal = disagreement();
   if (plan.from.bidirectional()) {
     const mig::status_msg ack{refusal.empty() ? 0u : 1u, refusal};
     if (auto ok = main->send(mig::record_type::hello_ack, mig::encode(ack)); !ok)
-      return ok;
+      return ok.error();
   }
   if (!refusal.empty())
     return refuse(refusal);
-  compress = src_multifd ? plan.compress : mig::compression::none;
+  multifd = (hello.flags & mig::flag_multifd) != 0;
+  compress = multifd ? plan.compress : mig::compression::none;
   if (!hooks.step(migration_event::setup_done))
     return refuse("the incoming migration was stopped");
+  return destination_event::agreed;
+}
 
-  // multifd channels, each on its receiving thread.
-  std::vector<std::thread> receivers;
-  auto join_all = [&] {
-    for (auto& t : receivers)
-      t.join();
-    receivers.clear();
-  };
-  if (src_multifd) {
-    std::vector<bool> seen(hello.channel_count + 1, false);
-    for (uint16_t n = 0; n < hello.channel_count; ++n) {
-      auto ch = listener->accept(channel_accept_timeout_ms);
-      if (!ch) {
-        note_failure(ch.error());
-        join_all();
-        return ch.error();
-      }
-      // Registered before anything is read from it, so a peer that connects
-      // and stalls can still be cut off (cancel, failure, shutdown).
-      migration_channel* raw = ch->get();
-      {
-        std::lock_guard lk{mtx};
-        channels.push_back(std::move(*ch));
-      }
-      caf::error bad;
-      if (plan.tls)
-        if (auto ok = raw->start_tls(*plan.tls); !ok)
-          bad = ok.error();
-      if (!bad)
-        if (auto denied = authz_denied(*raw))
-          bad = refuse(*denied);
-      auto h = bad ? caf::expected<mig::hello>{bad} : check_hello(*raw, buf);
-      if (!h)
-        bad = h.error();
-      else if (h->session != hello.session)
-        bad = refuse("a multifd channel of another migration connected");
-      else if (h->channel_index == 0 || h->channel_index > hello.channel_count ||
-               seen[h->channel_index])
-        bad = refuse("bad or repeated multifd channel index " + std::to_string(h->channel_index));
-      if (bad) {
-        note_failure(bad);
-        join_all();
-        return bad;
-      }
-      seen[h->channel_index] = true;
-      receivers.emplace_back([this, raw, idx = h->channel_index] {
-        const auto registered =
-          name_migration_thread(hooks.threads, "mig-recv/" + std::to_string(idx - 1));
-        if (auto ok = receive_channel(*raw); !ok)
-          note_failure(ok.error());
-      });
+// multifd channels, each checked and then read by its receiving thread.
+caf::expected<destination_event> migration_destination::impl::open_channels() {
+  if (!multifd)
+    return destination_event::channels_up;
+  std::vector<uint8_t> buf;
+  std::vector<bool> seen(hello.channel_count + 1, false);
+  for (uint16_t n = 0; n < hello.channel_count; ++n) {
+    FERRY_TRY(ch, listener->accept(channel_accept_timeout_ms));
+    // Registered before anything is read from it, so a peer that connects
+    // and stalls can still be cut off (cancel, failure, shutdown).
+    migration_channel* raw = ch.get();
+    {
+      std::lock_guard lk{mtx};
+      channels.push_back(std::move(ch));
     }
+    if (plan.tls)
+      if (auto ok = raw->start_tls(*plan.tls); !ok)
+        return ok.error();
+    if (auto denied = authz_denied(*raw))
+      return refuse(*denied);
+    FERRY_TRY(h, check_hello(*raw, buf));
+    if (h.session != hello.session)
+      return refuse("a multifd channel of another migration connected");
+    if (h.channel_index == 0 || h.channel_index > hello.channel_count || seen[h.channel_index])
+      return refuse("bad or repeated multifd channel index " + std::to_string(h.channel_index));
+    seen[h.channel_index] = true;
+    receivers.emplace_back([this, raw, idx = h.channel_index] {
+      const auto registered =
+        name_migration_thread(hooks.threads, "mig-recv/" + std::to_string(idx - 1));
+      if (auto ok = receive_channel(*raw); !ok)
+        note_failure(ok.error());
+    });
   }
+  return destination_event::channels_up;
+}
 
-  // The main channel: pages without multifd, then CPU and device state.
-  std::vector<uint8_t> cpu;
-  bool devices = false;
-  for (bool more = true; more;) {
-    auto h = main->receive(buf);
-    if (!h) {
-      note_failure(h.error());
-      break;
+// One record of the main channel: pages without multifd, CPU and device
+// state, the end. False when the stream ended.
+caf::expected<bool> migration_destination::impl::main_record(const mig::record_header& h,
+                                                             const std::vector<uint8_t>& buf) {
+  switch (h.type) {
+    case mig::record_type::pages:
+      if (multifd)
+        return refuse("page record on the main channel of a multifd migration");
+      if (auto ok = apply(buf); !ok)
+        return ok.error();
+      return true;
+    case mig::record_type::xbzrle_pages:
+      // XBZRLE and multifd exclude each other (migrate-set-capabilities).
+      if (multifd)
+        return refuse("XBZRLE record on the main channel of a multifd migration");
+      if (auto ok = apply_deltas(buf); !ok)
+        return ok.error();
+      return true;
+    case mig::record_type::sync: {
+      FERRY_TRY(n, mig::decode_sync(buf));
+      ctr.sync_count = n;
+      return true;
     }
-    caf::expected<void> ok{};
-    switch (h->type) {
-      case mig::record_type::pages:
-        ok = src_multifd ? refuse("page record on the main channel of a multifd migration")
-                         : apply(buf);
-        break;
-      case mig::record_type::xbzrle_pages:
-        // XBZRLE and multifd exclude each other (migrate-set-capabilities).
-        ok = src_multifd ? refuse("XBZRLE record on the main channel of a multifd migration")
-                         : apply_deltas(buf);
-        break;
-      case mig::record_type::sync:
-        if (auto n = mig::decode_sync(buf); !n)
-          ok = n.error();
-        else
-          ctr.sync_count = *n;
-        break;
-      case mig::record_type::cpu_state:
-        cpu = buf;
-        break;
-      case mig::record_type::devices:
-        if (buf.size() != 4 || std::memcmp(buf.data(), "\0\0\0\0", 4) != 0)
-          ok = refuse("device state for devices this agent does not have");
-        devices = true;
-        break;
-      case mig::record_type::end:
-        more = false;
-        break;
-      case mig::record_type::abort: {
-        auto st = mig::decode_status(buf);
-        ok = refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
-        break;
-      }
-      default:
-        ok = refuse(std::string{"unexpected "} + mig::to_string(h->type) +
+    case mig::record_type::cpu_state:
+      cpu = buf;
+      return true;
+    case mig::record_type::devices:
+      if (buf.size() != 4 || std::memcmp(buf.data(), "\0\0\0\0", 4) != 0)
+        return refuse("device state for devices this agent does not have");
+      devices = true;
+      return true;
+    case mig::record_type::end:
+      return false;
+    case mig::record_type::abort: {
+      auto st = mig::decode_status(buf);
+      return refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
+    }
+    default:
+      return refuse(std::string{"unexpected "} + mig::to_string(h.type) +
                     " record on the main channel");
-    }
-    if (!ok) {
-      note_failure(ok.error());
-      break;
-    }
   }
-  join_all();
+}
+
+caf::expected<destination_event> migration_destination::impl::receive_main() {
+  std::vector<uint8_t> buf;
+  for (bool more = true; more;) {
+    FERRY_TRY(h, main->receive(buf));
+    FERRY_TRY(again, main_record(h, buf));
+    more = again;
+  }
+  join_receivers();
   if (stop) {
     std::lock_guard lk{mtx};
     return refuse(error);
   }
+  return destination_event::stream_ended;
+}
+
+caf::expected<destination_event> migration_destination::impl::load_state() {
   if (cpu.empty() || !devices)
     return refuse("the stream ended without the guest's CPU and device state");
   if (auto ok = g.load_cpu_state(cpu); !ok)
-    return ok;
+    return ok.error();
+  return destination_event::state_loaded;
+}
+
+caf::expected<destination_event> migration_destination::impl::await_go() {
   if (plan.from.bidirectional()) {
+    std::vector<uint8_t> buf;
     if (auto ok = main->send(mig::record_type::ready, mig::encode(mig::status_msg{})); !ok)
-      return ok;
+      return ok.error();
     FERRY_TRY(h, main->receive(buf));
     if (h.type != mig::record_type::go)
       return refuse("the source cancelled the migration at switchover");
   }
-  return {};
+  return destination_event::go;
 }
 
 void migration_destination::impl::run() {

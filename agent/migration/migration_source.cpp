@@ -1,5 +1,7 @@
 #include "agent/migration/migration_source.hpp"
 
+#include "agent/migration/engine_phase.hpp"
+
 #include "agent/convergence/cpu_throttle.hpp"
 #include "agent/convergence/dirty_limit.hpp"
 #include "agent/migration/migration_counters.hpp"
@@ -101,7 +103,12 @@ struct migration_source::impl {
   uint64_t dirty_limit_set = 0; // the quota given to the vCPUs
   std::atomic<uint64_t> dirty_limit_quota{1};
   std::atomic<uint64_t> dirty_limit_period_ms{1000};
-  dirty_bitmap holes; // first pass: pages known zero (outlives the senders)
+  dirty_bitmap holes;   // first pass: pages known zero (outlives the senders)
+  dirty_bitmap todo{0}; // the pages the current pass sends
+  uint64_t passes = 0;
+  clock_type::time_point downtime_start;
+  // Where the engine is; stepped by its own thread only (read by tests).
+  std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
 
   impl(guest& gu, outgoing_migration p, migration_hooks h)
@@ -196,9 +203,20 @@ struct migration_source::impl {
 
   void run();
   caf::expected<void> execute();
+  caf::expected<source_event> run_phase(source_phase p);
+  caf::expected<source_event> connect();
+  caf::expected<source_event> setup();
+  caf::expected<source_event> iterate();
+  caf::expected<source_event> switchover();
+  caf::expected<source_event> device_state();
+  caf::expected<source_event> handover();
+  caf::error check_stop_error() const {
+    auto ok = check_stop();
+    return ok ? make_ferry_error(errc::system_error, "the migration was stopped") : ok.error();
+  }
   void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
   caf::expected<void> handshake();
-  caf::expected<void> send_bitmap(const dirty_bitmap& todo, uint64_t pass);
+  caf::expected<void> send_bitmap(const dirty_bitmap& pages, uint64_t pass);
 };
 
 caf::expected<void> migration_source::impl::handshake() {
@@ -267,14 +285,14 @@ caf::expected<void> migration_source::impl::handshake() {
   return {};
 }
 
-caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& todo, uint64_t pass) {
+caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& pages, uint64_t pass) {
   std::vector<uint64_t> pfns;
-  for (size_t w0 = 0; w0 < todo.word_count(); w0 += stripe_words) {
+  for (size_t w0 = 0; w0 < pages.word_count(); w0 += stripe_words) {
     if (stop)
       return check_stop();
     pfns.clear();
-    for (size_t w = w0; w < std::min(w0 + stripe_words, todo.word_count()); ++w) {
-      uint64_t bits = todo.word(w);
+    for (size_t w = w0; w < std::min(w0 + stripe_words, pages.word_count()); ++w) {
+      uint64_t bits = pages.word(w);
       while (bits != 0) {
         pfns.push_back(w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
         bits &= bits - 1;
@@ -290,22 +308,63 @@ caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& todo
   return check_stop();
 }
 
+caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
+  switch (p) {
+    case source_phase::connect:
+      return connect();
+    case source_phase::setup:
+      return setup();
+    case source_phase::iterate:
+      return iterate();
+    case source_phase::switchover:
+      return switchover();
+    case source_phase::device_state:
+      return device_state();
+    case source_phase::handover:
+      return handover();
+    default:
+      return make_ferry_error(errc::bad_run_state, "no work in phase " + std::string{to_string(p)});
+  }
+}
+
+// The engine walks its phases: each phase's work yields the event that moves
+// it on; a failure becomes `error` (or `cancel` when it was cancelled).
 caf::expected<void> migration_source::impl::execute() {
+  source_phase p = source_phase::connect;
+  while (!terminal(p)) {
+    auto ev = run_phase(p);
+    const source_event e = ev ? *ev : cancelled ? source_event::cancel : source_event::error;
+    auto next = step(p, e);
+    if (!next)
+      return next.error(); // a phase produced an event its table forbids
+    p = *next;
+    phase = p;
+    if (!ev)
+      return ev.error();
+  }
+  return {};
+}
+
+caf::expected<source_event> migration_source::impl::connect() {
   if (auto ok = handshake(); !ok)
-    return ok;
+    return ok.error();
+  return source_event::connected;
+}
+
+caf::expected<source_event> migration_source::impl::setup() {
   // Tracking starts before the first pass reads anything; what the tracker
   // has collected so far is dropped, since that pass sends every page.
   dirty_tracker& log = g.dirty_log();
   if (auto ok = log.start(); !ok)
-    return ok;
+    return ok.error();
   tracking = true;
   const uint64_t pages = g.memory().pages();
-  dirty_bitmap todo{pages};
+  todo = dirty_bitmap{pages};
   if (auto ok = log.sync(todo); !ok)
-    return ok;
+    return ok.error();
   setup_ms = ms_since(start);
   if (!hooks.step(migration_event::setup_done))
-    return check_stop();
+    return check_stop_error();
   todo.set_all();
   // Holes of the RAM file are zero and untouched: the first pass need not
   // read them (a read would allocate and clear each). A write to one after
@@ -321,106 +380,120 @@ caf::expected<void> migration_source::impl::execute() {
     for (auto& s : senders)
       s->set_known_zero(&holes);
   }
+  return source_event::setup_done;
+}
 
-  for (uint64_t pass = 1;; ++pass) {
-    const auto pass_start = clock_type::now();
-    const uint64_t sent_before = bytes_sent();
-    const uint64_t pass_pages = todo.count();
-    const xbzrle_mark xbz_before = xbzrle_now();
-    if (plan.xbzrle && pass >= 2)
-      for (auto& s : senders)
-        s->use_xbzrle(xbzrle_cache_size / senders.size());
-    pass_sent_before = sent_before;
-    pass_todo_pages = pass_pages;
-    pass_done_before = pages_done();
-    pass_start_ns = pass_start.time_since_epoch().count();
-    in_pass = true;
-    auto sent = send_bitmap(todo, pass);
-    in_pass = false;
-    if (!sent)
-      return sent;
-    xbzrle_rates(xbz_before);
+// One pass over `todo`; then the next dirty set and whether it fits.
+caf::expected<source_event> migration_source::impl::iterate() {
+  const uint64_t pass = ++passes;
+  const auto pass_start = clock_type::now();
+  const uint64_t sent_before = bytes_sent();
+  const uint64_t pass_pages = todo.count();
+  const xbzrle_mark xbz_before = xbzrle_now();
+  if (plan.xbzrle && pass >= 2)
     for (auto& s : senders)
-      s->set_known_zero(nullptr);
-    const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
-    if (secs >= 0.001) {
-      bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
-      pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_pages) / secs);
-    }
-    todo.clear();
-    if (auto ok = log.sync(todo); !ok)
-      return ok;
-    const uint64_t syncs = ++ctr.sync_count;
-    emit("MIGRATION_PASS", json::object{{"pass", syncs}});
-    const uint64_t dirty = todo.count();
-    remaining_bytes = dirty * mig::page_size;
-    if ((plan.auto_converge || plan.dirty_limit) && pass >= 2)
-      maybe_throttle(bytes_sent() - sent_before, dirty * mig::page_size);
-    const double since_start =
-      std::chrono::duration<double>(clock_type::now() - pass_start).count();
-    dirty_pages_rate =
-      since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
-    const uint64_t expected = expected_downtime(dirty, pass);
-    expected_downtime_ms = expected;
-    if (expected <= downtime_limit_ms)
-      break;
-    if (stop)
-      return check_stop();
+      s->use_xbzrle(xbzrle_cache_size / senders.size());
+  pass_sent_before = sent_before;
+  pass_todo_pages = pass_pages;
+  pass_done_before = pages_done();
+  pass_start_ns = pass_start.time_since_epoch().count();
+  in_pass = true;
+  auto sent = send_bitmap(todo, pass);
+  in_pass = false;
+  if (!sent)
+    return sent.error();
+  xbzrle_rates(xbz_before);
+  for (auto& s : senders)
+    s->set_known_zero(nullptr);
+  const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
+  if (secs >= 0.001) {
+    bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
+    pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_pages) / secs);
   }
+  todo.clear();
+  if (auto ok = g.dirty_log().sync(todo); !ok)
+    return ok.error();
+  const uint64_t syncs = ++ctr.sync_count;
+  emit("MIGRATION_PASS", json::object{{"pass", syncs}});
+  const uint64_t dirty = todo.count();
+  remaining_bytes = dirty * mig::page_size;
+  if ((plan.auto_converge || plan.dirty_limit) && pass >= 2)
+    maybe_throttle(bytes_sent() - sent_before, dirty * mig::page_size);
+  const double since_start = std::chrono::duration<double>(clock_type::now() - pass_start).count();
+  dirty_pages_rate =
+    since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
+  const uint64_t expected = expected_downtime(dirty, pass);
+  expected_downtime_ms = expected;
+  if (expected <= downtime_limit_ms)
+    return source_event::pass_converged;
+  if (stop)
+    return check_stop_error();
+  return source_event::pass_again;
+}
 
-  // Stop-and-copy: the guest stops, the last dirty pages and the CPU state
-  // go at full speed.
+// Stop-and-copy: the guest stops, the last dirty pages go at full speed.
+caf::expected<source_event> migration_source::impl::switchover() {
   const bool was_running = g.state() == run_state::running;
   paused = g.pause();
   ctr.guest_stopped = true;
   in_switchover = true;
   limiter.set_limit(0);
-  const auto downtime_start = clock_type::now();
+  downtime_start = clock_type::now();
   if (was_running)
     hooks.emit(qmp::event("STOP"));
+  dirty_tracker& log = g.dirty_log();
   if (auto ok = log.sync(todo); !ok)
-    return ok;
+    return ok.error();
   ++ctr.sync_count;
   if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
-    return ok;
+    return ok.error();
   remaining_bytes = 0;
   log.stop();
   tracking = false;
 
   if (plan.pause_before_switchover) {
     if (!hooks.step(migration_event::pause_switchover))
-      return check_stop();
+      return check_stop_error();
     while (!resume && !stop)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (auto ok = check_stop(); !ok)
-      return ok;
+    if (stop)
+      return check_stop_error();
   }
   if (plan.multifd) {
     for (auto& s : senders)
       s->push_end();
     for (auto& s : senders)
       s->wait_idle();
-    if (auto ok = check_stop(); !ok)
-      return ok;
+    if (stop)
+      return check_stop_error();
   }
   senders.clear();
+  return source_event::dirty_sent;
+}
 
+caf::expected<source_event> migration_source::impl::device_state() {
   auto& main = *channels[0];
   FERRY_TRY(cpu, g.save_cpu_state());
   if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
-    return ok;
+    return ok.error();
   // No emulated device holds state yet (serial output is write-only, port
   // 0x92 is stateless): the section says so, with a device count of 0.
   const uint8_t no_devices[4] = {0, 0, 0, 0};
   if (auto ok = main.send(mig::record_type::devices, no_devices); !ok)
-    return ok;
+    return ok.error();
   if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
-    return ok;
+    return ok.error();
   ctr.add_sent(3 * mig::header_size + cpu.size() + sizeof no_devices, false);
+  return source_event::state_sent;
+}
 
+// The destination has everything: it says ready, the owner takes the stopped
+// guest, and only then does the destination hear go.
+caf::expected<source_event> migration_source::impl::handover() {
+  auto& main = *channels[0];
   if (!plan.target.bidirectional()) {
     if (auto ok = main.finish(); !ok)
-      return ok;
+      return ok.error();
   } else {
     std::vector<uint8_t> buf;
     FERRY_TRY(rh, main.receive(buf));
@@ -434,11 +507,12 @@ caf::expected<void> migration_source::impl::execute() {
   if (!hooks.complete(paused)) {
     // Cancelled at the last moment: the destination must not start it.
     (void) main.send(mig::record_type::abort, mig::encode(mig::status_msg{1, "cancelled"}));
+    cancelled = true;
     return cancelled_error();
   }
   if (plan.target.bidirectional())
     (void) main.send(mig::record_type::go, mig::encode(mig::status_msg{}));
-  return {};
+  return source_event::destination_ready;
 }
 
 void migration_source::impl::maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty) {

@@ -1,0 +1,77 @@
+#pragma once
+// The phases the two migration engines walk, each side as an enum and one
+// transition table (QEMU's phases: setup, iterate, switchover, device state,
+// completion; with the failure and cancel edges). The engine's own thread is
+// the only one that steps its phase; the owner's MigrationStatus machine
+// (migration_state) is what QMP shows. Postcopy and COLO add phases here.
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <string_view>
+
+namespace ferry {
+
+enum class source_phase : uint8_t {
+  connect,      // channels open, handshake
+  setup,        // dirty tracking starts
+  iterate,      // passes over the dirty log
+  switchover,   // guest stopped, last dirty pages, channels drained
+  device_state, // CPU and device state, end of stream
+  handover,     // the destination loaded everything; go
+  done,
+  failed,
+  cancelled,
+};
+inline constexpr size_t source_phase_count = 9;
+
+enum class source_event : uint8_t {
+  connected,         // the destination agreed to the handshake
+  setup_done,        // tracking on; the first pass may begin
+  pass_again,        // a pass ended with more dirty than the downtime allows
+  pass_converged,    // a pass ended with the rest within downtime-limit
+  dirty_sent,        // the last dirty pages are on the wire, senders drained
+  state_sent,        // CPU and device state and the end record went
+  destination_ready, // the destination answered ready, the owner took over
+  error,             // a failure: the source keeps its guest
+  cancel,            // migrate_cancel
+};
+inline constexpr size_t source_event_count = 9;
+
+enum class destination_phase : uint8_t {
+  listen,     // waiting for the source's main channel
+  handshake,  // hello checked against this guest, answered
+  channels,   // multifd channels accepted and checked
+  receive,    // pages until the end record
+  load_state, // CPU and device state applied
+  handover,   // ready sent; waiting for go
+  done,
+  failed,
+};
+inline constexpr size_t destination_phase_count = 8;
+
+enum class destination_event : uint8_t {
+  accepted,     // the main channel connected
+  agreed,       // the hello matched this guest
+  channels_up,  // every multifd channel is receiving (or there are none)
+  stream_ended, // the end record arrived, every channel drained
+  state_loaded, // the CPU state went into the guest
+  go,           // the source let the guest run here
+  error,        // malformed stream, refused handshake, lost channel
+  cancel,       // the owner stopped the incoming migration
+};
+inline constexpr size_t destination_event_count = 8;
+
+std::string_view to_string(source_phase p);
+std::string_view to_string(source_event e);
+std::string_view to_string(destination_phase p);
+std::string_view to_string(destination_event e);
+
+bool terminal(source_phase p);
+bool terminal(destination_phase p);
+
+// The next phase, or an error naming the refused edge (the phase stays).
+caf::expected<source_phase> step(source_phase from, source_event on);
+caf::expected<destination_phase> step(destination_phase from, destination_event on);
+
+} // namespace ferry

@@ -1,0 +1,97 @@
+// Both engines' phase machines: every (phase, event) pair is walked against
+// an oracle written in another form; legal pairs advance to the oracle's
+// phase, every other one is refused with bad_run_state.
+
+#include "agent/migration/engine_phase.hpp"
+#include "common/error.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <sstream>
+#include <string>
+
+using namespace ferry;
+
+namespace {
+
+const std::map<std::string, std::string> source_oracle = {
+  {"connect", "connected>setup error>failed cancel>cancelled"},
+  {"setup", "setup-done>iterate error>failed cancel>cancelled"},
+  {"iterate", "pass-again>iterate pass-converged>switchover error>failed cancel>cancelled"},
+  {"switchover", "dirty-sent>device-state error>failed cancel>cancelled"},
+  {"device-state", "state-sent>handover error>failed cancel>cancelled"},
+  {"handover", "destination-ready>done error>failed cancel>cancelled"},
+};
+
+const std::map<std::string, std::string> destination_oracle = {
+  {"listen", "accepted>handshake error>failed cancel>failed"},
+  {"handshake", "agreed>channels error>failed cancel>failed"},
+  {"channels", "channels-up>receive error>failed cancel>failed"},
+  {"receive", "stream-ended>load-state error>failed cancel>failed"},
+  {"load-state", "state-loaded>handover error>failed cancel>failed"},
+  {"handover", "go>done error>failed cancel>failed"},
+};
+
+std::map<std::string, std::string> legal(const std::map<std::string, std::string>& oracle,
+                                         const std::string& from) {
+  std::map<std::string, std::string> out;
+  auto it = oracle.find(from);
+  if (it == oracle.end())
+    return out;
+  std::string word;
+  std::istringstream in{it->second};
+  while (in >> word) {
+    const auto gt = word.find('>');
+    out[word.substr(0, gt)] = word.substr(gt + 1);
+  }
+  return out;
+}
+
+template <class Phase, class Event>
+void walk(size_t phases, size_t events, const std::map<std::string, std::string>& oracle) {
+  size_t legal_edges = 0;
+  for (size_t p = 0; p < phases; ++p) {
+    const auto from = static_cast<Phase>(p);
+    const auto allowed = legal(oracle, std::string{to_string(from)});
+    for (size_t e = 0; e < events; ++e) {
+      const auto on = static_cast<Event>(e);
+      const auto next = step(from, on);
+      const auto want = allowed.find(std::string{to_string(on)});
+      if (want != allowed.end()) {
+        ASSERT_TRUE(next) << to_string(from) << " --" << to_string(on) << "-->";
+        EXPECT_EQ(to_string(*next), want->second) << to_string(from) << " --" << to_string(on);
+        ++legal_edges;
+      } else {
+        ASSERT_FALSE(next) << to_string(from) << " --" << to_string(on) << "--> "
+                           << to_string(*next);
+        EXPECT_EQ(next.error(), errc::bad_run_state);
+        EXPECT_NE(describe(next.error()).find(std::string{to_string(from)}), std::string::npos);
+      }
+    }
+  }
+  size_t oracle_edges = 0;
+  for (const auto& [from, words] : oracle)
+    oracle_edges += legal(oracle, from).size();
+  EXPECT_EQ(legal_edges, oracle_edges) << "every oracle edge exists";
+}
+
+} // namespace
+
+TEST(engine_phase, source_walks_every_pair) {
+  walk<source_phase, source_event>(source_phase_count, source_event_count, source_oracle);
+}
+
+TEST(engine_phase, destination_walks_every_pair) {
+  walk<destination_phase, destination_event>(destination_phase_count, destination_event_count,
+                                             destination_oracle);
+}
+
+TEST(engine_phase, terminal_phases_take_no_event) {
+  for (auto p : {source_phase::done, source_phase::failed, source_phase::cancelled})
+    EXPECT_TRUE(terminal(p)) << to_string(p);
+  for (auto p : {destination_phase::done, destination_phase::failed})
+    EXPECT_TRUE(terminal(p)) << to_string(p);
+  EXPECT_FALSE(terminal(source_phase::iterate));
+  EXPECT_FALSE(terminal(destination_phase::receive));
+}
