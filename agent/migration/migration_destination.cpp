@@ -21,6 +21,8 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 constexpr int channel_accept_timeout_ms = 30'000;
+// How often the wait for a multifd channel looks at the main channel.
+constexpr int accept_slice_ms = 100;
 
 caf::error refuse(std::string why) {
   return make_ferry_error(errc::invalid_argument, std::move(why));
@@ -44,7 +46,7 @@ struct migration_destination::impl {
   guest& g;
   incoming_migration plan;
   migration_hooks hooks;
-  std::unique_ptr<migration_listener> listener;
+  std::unique_ptr<channel_acceptor> listener;
 
   std::atomic<bool> stop{false};
   migration_counters ctr;
@@ -106,6 +108,7 @@ struct migration_destination::impl {
   caf::expected<destination_event> accept_main();
   caf::expected<destination_event> handshake();
   caf::expected<destination_event> open_channels();
+  caf::expected<std::unique_ptr<migration_channel>> accept_channel();
   caf::expected<destination_event> receive_main();
   caf::expected<destination_event> load_state();
   caf::expected<destination_event> await_go();
@@ -290,6 +293,24 @@ caf::expected<destination_event> migration_destination::impl::handshake() {
   return destination_event::agreed;
 }
 
+// The next multifd channel. The main channel is idle meanwhile, so anything
+// on it — most often its end, a source that gave up — ends the wait at once
+// instead of after the accept timeout.
+caf::expected<std::unique_ptr<migration_channel>> migration_destination::impl::accept_channel() {
+  const auto deadline = clock_type::now() + std::chrono::milliseconds(channel_accept_timeout_ms);
+  for (;;) {
+    auto ch = listener->accept(accept_slice_ms);
+    if (ch || stop || clock_type::now() > deadline)
+      return ch;
+    if (main->wait_readable(0)) {
+      std::vector<uint8_t> buf;
+      FERRY_TRY(h, main->receive(buf));
+      return refuse(std::string{"unexpected "} + mig::to_string(h.type) +
+                    " record before the multifd channels connected");
+    }
+  }
+}
+
 // multifd channels, each checked and then read by its receiving thread.
 caf::expected<destination_event> migration_destination::impl::open_channels() {
   if (!multifd)
@@ -297,7 +318,7 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
   std::vector<uint8_t> buf;
   std::vector<bool> seen(hello.channel_count + 1, false);
   for (uint16_t n = 0; n < hello.channel_count; ++n) {
-    FERRY_TRY(ch, listener->accept(channel_accept_timeout_ms));
+    FERRY_TRY(ch, accept_channel());
     // Registered before anything is read from it, so a peer that connects
     // and stalls can still be cut off (cancel, failure, shutdown).
     migration_channel* raw = ch.get();
@@ -432,10 +453,16 @@ void migration_destination::impl::run() {
 
 caf::expected<std::unique_ptr<migration_destination>>
 migration_destination::listen(guest& g, incoming_migration plan, migration_hooks hooks) {
+  FERRY_TRY(l, migration_listener::create(plan.from));
+  plan.from = l->address();
+  return start(g, std::move(plan), std::move(hooks), std::move(l));
+}
+
+std::unique_ptr<migration_destination>
+migration_destination::start(guest& g, incoming_migration plan, migration_hooks hooks,
+                             std::unique_ptr<channel_acceptor> acceptor) {
   auto p = std::make_unique<impl>(g, std::move(plan), std::move(hooks));
-  FERRY_TRY(l, migration_listener::create(p->plan.from));
-  p->listener = std::move(l);
-  p->plan.from = p->listener->address();
+  p->listener = std::move(acceptor);
   p->mark_present_data();
   std::unique_ptr<migration_destination> d{new migration_destination(std::move(p))};
   d->impl_->thread = std::thread{[p = d->impl_.get()] { p->run(); }};
@@ -447,6 +474,10 @@ migration_destination::migration_destination(std::unique_ptr<impl> p) : impl_(st
 migration_destination::~migration_destination() {
   impl_->note_failure(make_ferry_error(errc::bad_run_state, "agent shutting down"));
   impl_->thread.join();
+}
+
+destination_phase migration_destination::phase() const {
+  return impl_->phase.load();
 }
 
 const migration_address& migration_destination::address() const {

@@ -7,8 +7,10 @@
 // every record is checked before guest memory is touched, and any fault
 // fails the migration with a reason, never the process.
 
+#include "agent/migration/engine_phase.hpp"
 #include "agent/migration/migration_source.hpp" // migration_hooks
 #include "agent/transport/migration_address.hpp"
+#include "agent/transport/migration_channel.hpp"
 #include "agent/vmm/guest.hpp"
 #include "protocol/page_compression.hpp"
 
@@ -49,12 +51,19 @@ public:
   // receives on its thread.
   static caf::expected<std::unique_ptr<migration_destination>>
   listen(guest& g, incoming_migration plan, migration_hooks hooks);
+  // Receives the channels `acceptor` yields (tests: loopback streams);
+  // plan.from still says whether replies can flow back.
+  static std::unique_ptr<migration_destination> start(guest& g, incoming_migration plan,
+                                                      migration_hooks hooks,
+                                                      std::unique_ptr<channel_acceptor> acceptor);
   ~migration_destination();
   migration_destination(const migration_destination&) = delete;
   migration_destination& operator=(const migration_destination&) = delete;
 
   // Where it listens (tcp port 0 resolved).
   const migration_address& address() const;
+  // Where the engine is (engine_phase).
+  destination_phase phase() const;
   void fill_info(migration_status s, boost::json::object& info) const;
 
   struct impl;

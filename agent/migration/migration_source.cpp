@@ -222,7 +222,7 @@ struct migration_source::impl {
 caf::expected<void> migration_source::impl::handshake() {
   // Each channel is registered before its first exchange, so cancel can cut
   // a stalled handshake.
-  FERRY_TRY(main, open_outgoing(plan.target));
+  FERRY_TRY(main, plan.open ? plan.open() : open_outgoing(plan.target));
   {
     std::lock_guard lk{mtx};
     channels.push_back(std::move(main));
@@ -255,7 +255,7 @@ caf::expected<void> migration_source::impl::handshake() {
   for (uint16_t i = 1; i <= h.channel_count; ++i) {
     if (stop)
       return check_stop();
-    FERRY_TRY(opened, open_outgoing(plan.target));
+    FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
     migration_channel* ch = opened.get();
     {
       std::lock_guard lk{mtx};
@@ -598,6 +598,10 @@ migration_source::migration_source(guest& g, outgoing_migration plan, migration_
 migration_source::~migration_source() {
   cancel();
   impl_->thread.join();
+}
+
+source_phase migration_source::phase() const {
+  return impl_->phase.load();
 }
 
 void migration_source::cancel() {

@@ -8,9 +8,11 @@
 // The engine reports to its owner (the QMP monitor) through hooks: state
 // machine steps, events, and the paused guest it leaves behind on success.
 
+#include "agent/migration/engine_phase.hpp"
 #include "agent/migration/migration_state.hpp"
 #include "agent/migration/thread_registry.hpp"
 #include "agent/transport/migration_address.hpp"
+#include "agent/transport/migration_channel.hpp"
 #include "agent/transport/migration_tls.hpp"
 #include "agent/vmm/guest.hpp"
 #include "protocol/page_compression.hpp"
@@ -55,6 +57,8 @@ struct outgoing_migration {
   uint64_t max_bandwidth = 0; // bytes/s, 0 = unlimited
   uint64_t downtime_limit_ms = 300;
   uint64_t avail_switchover_bandwidth = 0; // bytes/s, 0 = measure
+  // Opens each channel; empty = open_outgoing(target) (tests: loopback).
+  channel_opener open;
 };
 
 struct migration_hooks {
@@ -78,6 +82,8 @@ public:
   migration_source& operator=(const migration_source&) = delete;
 
   void cancel();
+  // Where the engine is (engine_phase).
+  source_phase phase() const;
   // migrate-continue from pre-switchover.
   void resume_switchover();
   // Parameters QEMU lets change during a migration; a new cache size takes

@@ -1,6 +1,7 @@
 #include "agent/transport/migration_channel.hpp"
 
 #include "agent/transport/sockets.hpp"
+#include "agent/transport/tls_stream.hpp"
 #include "common/error.hpp"
 #include "protocol/crc32c.hpp"
 
@@ -35,14 +36,6 @@ endpoint to_endpoint(const migration_address& a) {
     ep.port = a.port;
   }
   return ep;
-}
-
-caf::error interrupted_error() {
-  return make_ferry_error(errc::system_error, "migration channel interrupted");
-}
-
-caf::error channel_closed() {
-  return make_ferry_error(errc::system_error, "migration channel closed by the peer");
 }
 
 // Starts argv with one end of a pipe as its stdin (`child_reads`) or stdout.
@@ -88,143 +81,39 @@ caf::expected<std::pair<unique_fd, pid_t>> spawn_piped(const std::vector<std::st
 
 } // namespace
 
+migration_channel::migration_channel(std::unique_ptr<byte_stream> stream)
+  : stream_(std::move(stream)) {}
+
 migration_channel::migration_channel(unique_fd fd, kind k, pid_t child)
-  : fd_(std::move(fd)), kind_(k), child_(child) {}
-
-migration_channel::~migration_channel() {
-  fd_.reset(); // the command sees end of file first
-  const pid_t pid = child_;
-  if (pid > 0) {
-    int status = 0;
-    // Give the command a moment to finish, then stop it.
-    for (int i = 0; i < 50; ++i) {
-      if (::waitpid(pid, &status, WNOHANG) == pid)
-        return;
-      ::usleep(10'000);
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  }
-}
-
-caf::expected<void> migration_channel::finish() {
-  fd_.reset();
-  if (child_ <= 0)
-    return {};
-  int status = 0;
-  // interrupt() may kill the command meanwhile: then this wait ends.
-  const pid_t pid = child_;
-  while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR)
-      return make_system_error("waitpid");
-  child_ = -1;
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-    return {};
-  return make_ferry_error(errc::system_error,
-                          "the migration command " +
-                            (WIFEXITED(status)
-                               ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                               : "was killed by signal " + std::to_string(WTERMSIG(status))));
-}
+  : stream_(std::make_unique<fd_stream>(std::move(fd), k, child)) {}
 
 void migration_channel::interrupt() {
   interrupted_ = true;
-  if (kind_ == kind::socket)
-    ::shutdown(fd_.get(), SHUT_RDWR);
-  else if (child_ > 0)
-    ::kill(child_, SIGKILL);
+  std::lock_guard lk{swap_mtx_};
+  stream_->interrupt();
 }
 
 caf::expected<void> migration_channel::start_tls(const tls_context& ctx) {
-  if (kind_ != kind::socket)
-    return make_ferry_error(errc::invalid_argument, "TLS needs a socket channel");
-  FERRY_TRY(s, ctx.handshake(fd_.get()));
-  tls_ = std::move(s);
-  return {};
-}
-
-caf::expected<void> migration_channel::write_all(std::span<iovec> iov) {
-  if (tls_) {
-    for (const auto& part : iov) {
-      size_t done = 0;
-      while (done < part.iov_len) {
-        if (interrupted_)
-          return interrupted_error();
-        auto n =
-          tls_->write(static_cast<const uint8_t*>(part.iov_base) + done, part.iov_len - done);
-        if (!n)
-          return make_ferry_error(errc::system_error,
-                                  "Unable to write to migration channel: " + describe(n.error()));
-        done += *n;
-        sent_.fetch_add(*n, std::memory_order_relaxed);
-      }
-    }
-    if (auto ok = tls_->flush(); !ok)
-      return make_ferry_error(errc::system_error,
-                              "Unable to write to migration channel: " + describe(ok.error()));
-    return {};
-  }
-  size_t i = 0;
-  while (i < iov.size()) {
-    if (interrupted_)
-      return interrupted_error();
-    const int n_iov = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
-    ssize_t n = 0;
-    if (kind_ == kind::socket) {
-      msghdr msg{};
-      msg.msg_iov = iov.data() + i;
-      msg.msg_iovlen = static_cast<size_t>(n_iov);
-      n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
-    } else {
-      n = ::writev(fd_.get(), iov.data() + i, n_iov);
-    }
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (interrupted_)
-        return interrupted_error();
-      return make_system_error("Unable to write to migration channel");
-    }
-    sent_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-    auto left = static_cast<size_t>(n);
-    while (i < iov.size() && left >= iov[i].iov_len)
-      left -= iov[i++].iov_len;
-    if (left > 0) {
-      iov[i].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + left;
-      iov[i].iov_len -= left;
-    }
-  }
+  // The plain stream stays in place during the handshake, so interrupt()
+  // can still cut it; only the swap itself is guarded.
+  FERRY_TRY(session, tls_stream::handshake(*stream_, ctx));
+  std::lock_guard lk{swap_mtx_};
+  stream_ = tls_stream::over(std::move(stream_), std::move(session));
+  if (interrupted_)
+    stream_->interrupt();
   return {};
 }
 
 caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
-  while (n > 0 && tls_) {
-    auto r = tls_->read(p, n);
+  while (n > 0) {
+    auto r = stream_->read_some(p, n);
     if (!r)
-      return interrupted_
-               ? interrupted_error()
-               : make_ferry_error(errc::system_error,
-                                  "Unable to read from migration channel: " + describe(r.error()));
+      return interrupted_ ? stream_interrupted() : r.error();
     if (*r == 0)
-      return channel_closed();
+      return interrupted_ ? stream_interrupted() : stream_closed_by_peer();
     received_.fetch_add(*r, std::memory_order_relaxed);
     p += *r;
     n -= *r;
-  }
-  while (n > 0) {
-    const ssize_t r = ::read(fd_.get(), p, n);
-    if (r == 0)
-      return interrupted_ ? interrupted_error() : channel_closed();
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      if (interrupted_)
-        return interrupted_error();
-      return make_system_error("Unable to read from migration channel");
-    }
-    received_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
-    p += r;
-    n -= static_cast<size_t>(r);
   }
   return {};
 }
@@ -243,7 +132,12 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
   for (const auto& part : parts)
     if (part.iov_len != 0)
       iov.push_back(part);
-  return write_all(iov);
+  if (interrupted_)
+    return stream_interrupted();
+  if (auto ok = stream_->write_all(iov); !ok)
+    return interrupted_ ? stream_interrupted() : ok.error();
+  sent_.fetch_add(hdr.size() + len, std::memory_order_relaxed);
+  return {};
 }
 
 caf::expected<void> migration_channel::send(mig::record_type type,

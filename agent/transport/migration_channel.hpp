@@ -1,9 +1,12 @@
 #pragma once
-// One byte stream of a migration — a socket, a pipe to or from an exec:
-// command, or a file — carrying framed records (protocol/migration_stream).
-// A channel is used by one thread at a time; interrupt() may be called from
-// any thread to unblock it (cancel, failure of a sibling channel).
+// One byte stream of a migration (any byte_stream: socket, pipe to or from
+// an exec: command, file, TLS over a socket, in-memory loopback) carrying
+// framed records (protocol/migration_stream). A channel is used by one thread
+// at a time; interrupt() may be called from any thread to unblock it (cancel,
+// failure of a sibling channel).
 
+#include "agent/transport/byte_stream.hpp"
+#include "agent/transport/fd_stream.hpp"
 #include "agent/transport/migration_address.hpp"
 #include "agent/transport/migration_tls.hpp"
 #include "common/unique_fd.hpp"
@@ -15,7 +18,9 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -23,9 +28,9 @@ namespace ferry {
 
 class migration_channel {
 public:
-  enum class kind { socket, pipe, file };
+  explicit migration_channel(std::unique_ptr<byte_stream> stream);
+  using kind = fd_stream::kind;
   migration_channel(unique_fd fd, kind k, pid_t child = -1);
-  ~migration_channel();
   migration_channel(const migration_channel&) = delete;
   migration_channel& operator=(const migration_channel&) = delete;
 
@@ -38,27 +43,39 @@ public:
   // Runs TLS over this (socket) channel from now on.
   caf::expected<void> start_tls(const tls_context& ctx);
   // The TLS peer's certificate subject ("" without TLS or certificate).
-  std::string peer_dn() const { return tls_ ? tls_->peer_dn() : std::string{}; }
+  std::string peer_dn() const { return stream_->peer_dn(); }
 
+  // True once a read would not block (see byte_stream).
+  bool wait_readable(int timeout_ms) { return stream_->wait_readable(timeout_ms); }
   void interrupt();
   // The writing side is done: closes the stream and, for an exec: command,
   // waits for it to exit — the migration is complete only once the command
   // has taken everything. A command failing is an error.
-  caf::expected<void> finish();
+  caf::expected<void> finish() { return stream_->finish(); }
   uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const { return received_.load(std::memory_order_relaxed); }
 
 private:
-  caf::expected<void> write_all(std::span<iovec> iov);
   caf::expected<void> read_exact(uint8_t* p, size_t n);
 
-  unique_fd fd_;
-  tls_session_ptr tls_;
-  kind kind_;
-  std::atomic<pid_t> child_;
+  std::unique_ptr<byte_stream> stream_;
+  std::mutex swap_mtx_; // interrupt() against start_tls() replacing stream_
   std::atomic<bool> interrupted_{false};
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> received_{0};
+};
+
+// Where a source's channels come from and a destination's are accepted: the
+// seam that lets tests run the engines over loopback streams.
+using channel_opener = std::function<caf::expected<std::unique_ptr<migration_channel>>()>;
+
+class channel_acceptor {
+public:
+  virtual ~channel_acceptor() = default;
+  // The next channel; fails after `timeout_ms` (< 0: no limit) or when
+  // interrupted.
+  virtual caf::expected<std::unique_ptr<migration_channel>> accept(int timeout_ms) = 0;
+  virtual void interrupt() = 0;
 };
 
 // The source's side: connects (tcp, unix), starts the command with its stdin
@@ -66,13 +83,13 @@ private:
 caf::expected<std::unique_ptr<migration_channel>> open_outgoing(const migration_address& a);
 
 // The destination's side.
-class migration_listener {
+class migration_listener final : public channel_acceptor {
 public:
   static caf::expected<std::unique_ptr<migration_listener>> create(const migration_address& a);
   // The next channel; fails after `timeout_ms` or when interrupted. exec:
   // and file: yield their one stream once.
-  caf::expected<std::unique_ptr<migration_channel>> accept(int timeout_ms);
-  void interrupt() { interrupted_ = true; }
+  caf::expected<std::unique_ptr<migration_channel>> accept(int timeout_ms) override;
+  void interrupt() override { interrupted_ = true; }
   // The address with the port actually bound.
   const migration_address& address() const { return addr_; }
 

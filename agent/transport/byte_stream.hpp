@@ -1,0 +1,50 @@
+#pragma once
+// The seam under every migration channel: a bidirectional (or one-way) byte
+// stream. Implementations: fd_stream (socket, pipe to or from an exec:
+// command, file), tls_stream (TLS 1.3 as a layer over a socket stream) and
+// loopback_stream (in memory, with injected short reads, resets and stalls,
+// for tests). A stream is used by one thread at a time; interrupt() may be
+// called from any thread to unblock it.
+
+#include <caf/expected.hpp>
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace ferry {
+
+class byte_stream {
+public:
+  virtual ~byte_stream() = default;
+  // Writes every byte of `iov` (which it may consume) or fails.
+  virtual caf::expected<void> write_all(std::span<iovec> iov) = 0;
+  // Up to `n` bytes (> 0), 0 at end of stream, or an error.
+  virtual caf::expected<size_t> read_some(uint8_t* p, size_t n) = 0;
+  // True once a read would not block (data, end of stream or an error)
+  // within `timeout_ms`; lets a side watch an idle channel for its peer's end.
+  virtual bool wait_readable(int timeout_ms) = 0;
+  // Unblocks any read or write, now and later, and tells the peer.
+  virtual void interrupt() = 0;
+  bool interrupted() const { return interrupted_; }
+  // The writer is done: ends the stream; for an exec: command, waits until
+  // it has taken everything (a command failing is an error).
+  virtual caf::expected<void> finish() { return {}; }
+  // The connected socket under the stream (for a TLS handshake), or -1.
+  virtual int socket_fd() const { return -1; }
+  // The TLS peer's certificate subject, "" without one.
+  virtual std::string peer_dn() const { return {}; }
+
+protected:
+  std::atomic<bool> interrupted_{false};
+};
+
+// The errors every stream reports alike.
+caf::error stream_interrupted();
+caf::error stream_closed_by_peer();
+
+} // namespace ferry

@@ -1,0 +1,40 @@
+#pragma once
+// TLS 1.3 as a layer over another byte stream: the handshake runs on the
+// inner stream's socket; records are written buffered and flushed once per
+// write_all (a page batch leaves in a few large writes).
+
+#include "agent/transport/byte_stream.hpp"
+#include "agent/transport/migration_tls.hpp"
+
+#include <memory>
+
+namespace ferry {
+
+class tls_stream final : public byte_stream {
+public:
+  // The handshake over `inner` (which must sit on a socket); `inner` stays
+  // its owner's, so it can still be interrupted meanwhile.
+  static caf::expected<tls_session_ptr> handshake(byte_stream& inner, const tls_context& ctx);
+  // The session from then on, over `inner`.
+  static std::unique_ptr<byte_stream> over(std::unique_ptr<byte_stream> inner,
+                                           tls_session_ptr session);
+
+  caf::expected<void> write_all(std::span<iovec> iov) override;
+  caf::expected<size_t> read_some(uint8_t* p, size_t n) override;
+  // The socket under the session; records already buffered are not seen
+  // (callers watch channels that should be idle).
+  bool wait_readable(int timeout_ms) override { return inner_->wait_readable(timeout_ms); }
+  void interrupt() override;
+  caf::expected<void> finish() override { return inner_->finish(); }
+  int socket_fd() const override { return inner_->socket_fd(); }
+  std::string peer_dn() const override { return session_->peer_dn(); }
+
+private:
+  tls_stream(std::unique_ptr<byte_stream> inner, tls_session_ptr session)
+    : inner_(std::move(inner)), session_(std::move(session)) {}
+
+  std::unique_ptr<byte_stream> inner_;
+  tls_session_ptr session_;
+};
+
+} // namespace ferry
