@@ -4,6 +4,7 @@
 #include "protocol/protocol_error.hpp"
 #include "protocol/xbzrle.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace ferry::mig {
@@ -159,6 +160,29 @@ caf::expected<status_msg> decode_status(std::span<const uint8_t> p) {
   s.code = get<uint32_t>(p.data());
   s.text.assign(p.begin() + 4, p.end());
   return s;
+}
+
+void encode_pages(page_batch_parts& out, std::span<const uint64_t> entries,
+                  std::span<const uint8_t> data) {
+  // Entries go as they lie in memory: the stream is little endian, as is
+  // every host Ferry runs on.
+  static_assert(std::endian::native == std::endian::little);
+  const auto count = static_cast<uint32_t>(entries.size());
+  std::memcpy(out.prefix.data(), &count, 4);
+  std::memset(out.prefix.data() + 4, 0, 4);
+  out.parts[0] = {out.prefix.data(), out.prefix.size()};
+  out.parts[1] = {const_cast<uint64_t*>(entries.data()), entries.size_bytes()};
+  out.parts[2] = {const_cast<uint8_t*>(data.data()), data.size()};
+}
+
+void page_batch_parts::flatten(std::vector<uint8_t>& out) const {
+  out.resize(size());
+  size_t at = 0;
+  for (const auto& part : parts) {
+    if (part.iov_len != 0)
+      std::memcpy(out.data() + at, part.iov_base, part.iov_len);
+    at += part.iov_len;
+  }
 }
 
 caf::expected<page_batch> decode_pages(std::span<const uint8_t> p, uint64_t ram_pages) {

@@ -7,6 +7,8 @@
 
 #include <caf/expected.hpp>
 
+#include <sys/uio.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -92,6 +94,23 @@ struct page_batch {
   uint32_t count = 0;
   uint32_t zero_pages = 0;
 };
+// The encoder's view of a batch: the three parts of one record payload —
+// prefix, entries, data — pointing at the caller's buffers (no copy of page
+// data). Not copyable: parts[0] points at its own prefix.
+struct page_batch_parts {
+  std::array<uint8_t, batch_prefix> prefix{};
+  std::array<iovec, 3> parts{};
+  page_batch_parts() = default;
+  page_batch_parts(const page_batch_parts&) = delete;
+  page_batch_parts& operator=(const page_batch_parts&) = delete;
+  size_t size() const { return parts[0].iov_len + parts[1].iov_len + parts[2].iov_len; }
+  // The payload in one piece (for a compressor).
+  void flatten(std::vector<uint8_t>& out) const;
+};
+// `entries` are page indexes, zero pages with zero_page_bit; `data` holds
+// the non-zero pages' bytes in entry order. What decode_pages() reads back.
+void encode_pages(page_batch_parts& out, std::span<const uint64_t> entries,
+                  std::span<const uint8_t> data);
 // Checks every entry against `ram_pages` and the data length against the
 // non-zero entries.
 caf::expected<page_batch> decode_pages(std::span<const uint8_t> payload, uint64_t ram_pages);

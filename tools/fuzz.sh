@@ -8,9 +8,9 @@ build=${1:-build-fuzz}
 seconds=${FUZZ_SECONDS:-20}
 cmake -S . -B "$build" -G Ninja -DFERRY_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
-cmake --build "$build" --target fuzz_api_json fuzz_migration_stream fuzz_qmp_input fuzz_vcpu_state \
-  fuzz_vm_args fuzz_xbzrle
-for t in api_json migration_stream qmp_input vcpu_state vm_args xbzrle; do
+cmake --build "$build" --target fuzz_api_json fuzz_migration_stream fuzz_page_batch fuzz_qmp_input \
+  fuzz_vcpu_state fuzz_vm_args fuzz_xbzrle
+for t in api_json migration_stream page_batch qmp_input vcpu_state vm_args xbzrle; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$t/* "$work/"
   echo "fuzz_$t: ${seconds}s"

@@ -175,20 +175,12 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   }
   if (n_entries == 0)
     return {};
-  const uint32_t prefix[2] = {static_cast<uint32_t>(n_entries), 0};
-  const iovec parts[3] = {
-    {const_cast<uint32_t*>(prefix), sizeof prefix},
-    {entries_.data(), n_entries * sizeof(uint64_t)},
-    {data_.data(), with_data * mig::page_size},
-  };
-  uint64_t bytes = mig::header_size + sizeof prefix + parts[1].iov_len + parts[2].iov_len;
+  mig::page_batch_parts batch;
+  mig::encode_pages(batch, {entries_.data(), n_entries},
+                    {data_.data(), with_data * mig::page_size});
+  uint64_t bytes = mig::header_size + batch.size();
   if (opt_.compress != mig::compression::none) {
-    plain_.resize(bytes - mig::header_size);
-    size_t at = 0;
-    for (const auto& part : parts) {
-      std::memcpy(plain_.data() + at, part.iov_base, part.iov_len);
-      at += part.iov_len;
-    }
+    batch.flatten(plain_);
     if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
       return ok;
     bytes = mig::header_size + compressed_.size();
@@ -197,7 +189,7 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
       return ok;
   } else {
     limiter_.acquire(bytes, stop_);
-    if (auto ok = ch_.send(mig::record_type::pages, parts); !ok)
+    if (auto ok = ch_.send(mig::record_type::pages, batch.parts); !ok)
       return ok;
   }
   counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
