@@ -1,0 +1,431 @@
+// The monitor's migration commands: migrate, migrate-incoming, cancel and
+// continue, query-migrate, capabilities and parameters (and their legacy
+// setters), and the hooks through which the engines step the status.
+#include "agent/qmp/qmp_monitor.hpp"
+
+#include "agent/qmp/qmp_args.hpp"
+#include "common/error.hpp"
+
+#include <boost/json.hpp>
+
+namespace ferry {
+
+namespace json = boost::json;
+using qmp_args::as_u64;
+using qmp_args::check_args;
+using qmp_args::empty;
+using qmp_args::generic;
+
+qmp_result qmp_monitor::query_migrate(const json::object&) {
+  std::lock_guard lk{mig_mtx_};
+  // The outgoing migration once there is one, else the incoming one; before
+  // any, QEMU answers an empty MigrationInfo.
+  json::object info;
+  if (status_ != migration_status::none) {
+    info["status"] = to_string(status_);
+    if (out_)
+      out_->fill_info(status_, info);
+  } else if (in_status_ != migration_status::none) {
+    info["status"] = to_string(in_status_);
+    if (in_)
+      in_->fill_info(in_status_, info);
+  }
+  return json::value(std::move(info));
+}
+
+migration_status qmp_monitor::status() const {
+  std::lock_guard lk{mig_mtx_};
+  return status_;
+}
+
+caf::expected<migration_status> qmp_monitor::migration_step(migration_event ev) {
+  return migration_step(migration_side::source, ev);
+}
+
+caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
+                                                            migration_event ev) {
+  std::lock_guard lk{mig_mtx_};
+  return step_locked(side, ev);
+}
+
+caf::expected<migration_status> qmp_monitor::step_locked(migration_side side, migration_event ev) {
+  auto& cur = side == migration_side::source ? status_ : in_status_;
+  auto next = step(side, cur, ev);
+  if (!next)
+    return next;
+  cur = *next;
+  if (settings_.capability("events"))
+    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(cur)}}));
+  if (side == migration_side::destination && cur == migration_status::completed && autostart_) {
+    if (guest_.start())
+      emit_(qmp::event("RESUME"));
+  }
+  if (side == migration_side::destination && cur == migration_status::failed && exit_on_error_ &&
+      on_exit_)
+    on_exit_(1);
+  return next;
+}
+
+bool qmp_monitor::settings_locked() const {
+  // An incoming migration still waiting for its source (setup) takes its
+  // settings when the source connects, so they may change until then.
+  return migration_running(status_) ||
+         (migration_running(in_status_) && in_status_ != migration_status::setup);
+}
+
+migration_hooks qmp_monitor::hooks_for(migration_side side) {
+  migration_hooks h;
+  h.step = [this, side](migration_event ev) { return static_cast<bool>(migration_step(side, ev)); };
+  h.emit = emit_;
+  h.threads = &migration_threads_;
+  h.complete = [this, side](guest::pause_guard& g) {
+    std::lock_guard lk{mig_mtx_};
+    if (!step_locked(side, migration_event::complete))
+      return false;
+    postmigrate_ = std::move(g);
+    return true;
+  };
+  return h;
+}
+
+std::optional<std::string> qmp_monitor::unsupported_settings() const {
+  // Capabilities that change what goes on the wire land with later work;
+  // until then a migration asking for them is refused, never run without.
+  static const char* const later[] = {"rdma-pin-all",     "postcopy-ram",    "x-colo",
+                                      "release-ram",      "x-ignore-shared", "zero-copy-send",
+                                      "postcopy-preempt", "switchover-ack",  "background-snapshot",
+                                      "mapped-ram"};
+  for (const char* cap : later)
+    if (settings_.capability(cap))
+      return std::string{"Migration with capability '"} + cap +
+             "' is not implemented yet in this build";
+  return std::nullopt;
+}
+
+std::array<uint8_t, 16> qmp_monitor::uuid_bytes() const {
+  std::array<uint8_t, 16> out{};
+  size_t n = 0;
+  auto nibble = [](char ch) -> int {
+    if (ch >= '0' && ch <= '9')
+      return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+      return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+      return ch - 'A' + 10;
+    return -1;
+  };
+  int hi = -1;
+  for (char ch : id_.uuid) {
+    const int v = nibble(ch);
+    if (v < 0 || n >= out.size())
+      continue;
+    if (hi < 0) {
+      hi = v;
+    } else {
+      out[n++] = static_cast<uint8_t>(hi << 4 | v);
+      hi = -1;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Every parameter read this way is a validated non-negative integer.
+uint64_t param_u64(const migration_settings& s, const char* name) {
+  return as_u64(s.parameter(name)).value_or(0);
+}
+
+// multifd-compression as the engines take it (qpl and uadk never get past
+// migrate-set-parameters here).
+mig::compression compression_setting(const migration_settings& s) {
+  const auto& v = s.parameter("multifd-compression");
+  if (v.is_string() && v.as_string() == "zlib")
+    return mig::compression::zlib;
+  if (v.is_string() && v.as_string() == "zstd")
+    return mig::compression::zstd;
+  return mig::compression::none;
+}
+
+} // namespace
+
+std::variant<std::shared_ptr<tls_context>, std::string>
+qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
+  const std::string id{settings_.parameter("tls-creds").as_string()};
+  if (id.empty())
+    return std::shared_ptr<tls_context>{};
+  const auto it = std::find_if(tls_objects_.begin(), tls_objects_.end(),
+                               [&](const auto& o) { return o.id == id; });
+  if (it == tls_objects_.end())
+    return "No TLS credentials with id '" + id + "'";
+  const bool want_server = side == migration_side::destination;
+  if (it->server != want_server)
+    return std::string{"Expected TLS credentials for a "} + (want_server ? "server" : "client") +
+           " endpoint";
+  if (!a.bidirectional())
+    return "TLS needs a socket transport (tcp: or unix:), not " + a.describe();
+  std::string host{settings_.parameter("tls-hostname").as_string()};
+  if (!want_server && host.empty()) {
+    if (a.type != migration_address::kind::tcp)
+      return std::string{"tls-hostname is required for TLS over a unix: socket (the URI names "
+                         "no host to check the certificate against)"};
+    host = a.host;
+  }
+  auto ctx = tls_context::create(*it, host);
+  if (!ctx)
+    return describe(ctx.error());
+  return *ctx;
+}
+
+qmp_result qmp_monitor::migrate(const json::object& args) {
+  if (const auto* r = args.if_contains("resume"); r != nullptr && r->as_bool())
+    return generic("Cannot resume if there is no paused migration");
+  auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
+  if (auto* why = std::get_if<std::string>(&target))
+    return generic(std::move(*why));
+  auto& addr = std::get<migration_address>(target);
+  std::unique_ptr<migration_source> finished;
+  {
+    std::lock_guard lk{mig_mtx_};
+    if (migration_running(status_))
+      return generic("There's a migration process in progress");
+    if (incoming_expected_ && in_status_ != migration_status::completed)
+      return generic("Guest is waiting for an incoming migration");
+    if (auto why = unsupported_settings())
+      return generic(std::move(*why));
+    if (dirty_rate_ && dirty_rate_->holds_dirty_log())
+      return generic("A dirty-rate measurement in dirty-bitmap mode holds the dirty log; "
+                     "migrate when it has ended");
+    if (settings_.capability("multifd") && !addr.bidirectional())
+      return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
+                     " carries a single stream");
+    finished = std::move(out_);
+  }
+  // Joined outside the lock: its thread may still be returning from a hook.
+  finished.reset();
+
+  outgoing_migration plan;
+  plan.target = addr;
+  plan.multifd = settings_.capability("multifd");
+  plan.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
+  const auto& zpd = settings_.parameter("zero-page-detection");
+  plan.detect_zero = !(zpd.is_string() && zpd.as_string() == "none");
+  plan.validate_uuid = settings_.capability("validate-uuid");
+  plan.compress = compression_setting(settings_);
+  plan.compress_level = static_cast<int>(
+    param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
+                                                                 : "multifd-zstd-level"));
+  plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  plan.xbzrle = settings_.capability("xbzrle");
+  plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
+  plan.auto_converge = settings_.capability("auto-converge");
+  plan.throttle_trigger_threshold =
+    static_cast<unsigned>(param_u64(settings_, "throttle-trigger-threshold"));
+  plan.cpu_throttle_initial = static_cast<unsigned>(param_u64(settings_, "cpu-throttle-initial"));
+  plan.cpu_throttle_increment =
+    static_cast<unsigned>(param_u64(settings_, "cpu-throttle-increment"));
+  plan.cpu_throttle_tailslow = settings_.parameter("cpu-throttle-tailslow").as_bool();
+  plan.max_cpu_throttle = static_cast<unsigned>(param_u64(settings_, "max-cpu-throttle"));
+  plan.dirty_limit_quota = param_u64(settings_, "vcpu-dirty-limit");
+  plan.dirty_limit_period_ms = param_u64(settings_, "x-vcpu-dirty-limit-period");
+  {
+    std::lock_guard lk{mig_mtx_};
+    if (settings_.capability("dirty-limit"))
+      plan.dirty_limit = limiter();
+    auto tls = tls_for(migration_side::source, addr);
+    if (auto* why = std::get_if<std::string>(&tls))
+      return generic(std::move(*why));
+    plan.tls = std::get<std::shared_ptr<tls_context>>(tls);
+  }
+  plan.events = settings_.capability("events");
+  plan.uuid = uuid_bytes();
+  plan.max_bandwidth = param_u64(settings_, "max-bandwidth");
+  plan.downtime_limit_ms = param_u64(settings_, "downtime-limit");
+  plan.avail_switchover_bandwidth = param_u64(settings_, "avail-switchover-bandwidth");
+
+  std::lock_guard lk{mig_mtx_};
+  postmigrate_ = {};
+  if (auto ok = step_locked(migration_side::source, migration_event::start); !ok)
+    return generic(describe(ok.error()));
+  out_ =
+    std::make_unique<migration_source>(guest_, std::move(plan), hooks_for(migration_side::source));
+  return empty();
+}
+
+qmp_result qmp_monitor::query_migrationthreads(const json::object&) {
+  // The threads of the migrations under way (none once they have ended).
+  json::array out;
+  for (const auto& [name, tid] : migration_threads_.list())
+    out.push_back(json::object{{"name", name}, {"thread-id", tid}});
+  return json::value(std::move(out));
+}
+
+qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
+  auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
+  if (auto* why = std::get_if<std::string>(&target))
+    return generic(std::move(*why));
+  auto& addr = std::get<migration_address>(target);
+  std::lock_guard lk{mig_mtx_};
+  if (!incoming_expected_)
+    return generic("'-incoming' was not specified on the command line");
+  if (in_status_ != migration_status::none)
+    return generic("The incoming migration has already been started");
+  if (auto why = unsupported_settings())
+    return generic(std::move(*why));
+  if (settings_.capability("multifd") && !addr.bidirectional())
+    return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
+                   " carries a single stream");
+  if (auto tls = tls_for(migration_side::destination, addr);
+      std::holds_alternative<std::string>(tls))
+    return generic(std::get<std::string>(tls));
+  if (const auto* e = args.if_contains("exit-on-error"))
+    exit_on_error_ = e->as_bool();
+  incoming_migration plan;
+  plan.from = addr;
+  plan.uuid = uuid_bytes();
+  plan.refresh = [this](incoming_migration& p) -> std::optional<std::string> {
+    std::lock_guard guard{mig_mtx_};
+    p.multifd = settings_.capability("multifd");
+    p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
+    p.validate_uuid = settings_.capability("validate-uuid");
+    p.compress = compression_setting(settings_);
+    p.events = settings_.capability("events");
+    auto tls = tls_for(migration_side::destination, p.from);
+    if (auto* why = std::get_if<std::string>(&tls))
+      return *why;
+    p.tls = std::get<std::shared_ptr<tls_context>>(tls);
+    const std::string authz{settings_.parameter("tls-authz").as_string()};
+    p.check_authz = p.tls && !authz.empty();
+    p.authz_identity.reset();
+    for (const auto& o : authz_objects_)
+      if (o.id == authz)
+        p.authz_identity = o.identity;
+    return std::nullopt;
+  };
+  if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
+    return generic(describe(ok.error()));
+  auto d =
+    migration_destination::listen(guest_, std::move(plan), hooks_for(migration_side::destination));
+  if (!d) {
+    in_status_ = migration_status::none;
+    return generic(describe(d.error()));
+  }
+  in_ = std::move(*d);
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_cancel(const json::object&) {
+  // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
+  // completed migration stays completed, a failed one failed.
+  std::lock_guard lk{mig_mtx_};
+  if (!migration_running(status_) || status_ == migration_status::cancelling)
+    return empty();
+  if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
+    return generic(describe(ok.error()));
+  if (out_)
+    out_->cancel();
+  else // no engine behind the state (tests stepping by hand)
+    step_locked(migration_side::source, migration_event::cancel_done);
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_continue(const json::object& args) {
+  const std::string want{args.at("state").as_string()};
+  std::lock_guard lk{mig_mtx_};
+  if (to_string(status_) != want)
+    return generic("Migration not in expected state: " + std::string{to_string(status_)});
+  if (auto ok = step_locked(migration_side::source, migration_event::resume_switchover); !ok)
+    return generic(describe(ok.error()));
+  if (out_)
+    out_->resume_switchover();
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_pause(const json::object&) {
+  std::lock_guard lk{mig_mtx_};
+  if (status_ != migration_status::postcopy_active)
+    return generic("migrate-pause is currently only supported during postcopy-active state");
+  if (auto ok = step_locked(migration_side::source, migration_event::postcopy_broken); !ok)
+    return generic(describe(ok.error()));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_recover(const json::object&) {
+  // Recovery is the destination's command; this agent has no incoming
+  // migration yet, so it is never paused in postcopy.
+  return generic("Migrate recover can only be run when postcopy is paused.");
+}
+
+qmp_result qmp_monitor::migrate_start_postcopy(const json::object&) {
+  if (!settings_.capability("postcopy-ram"))
+    return generic("Enable postcopy with migrate_set_capability before the start of migration");
+  std::lock_guard lk{mig_mtx_};
+  if (status_ == migration_status::none)
+    return generic("Postcopy must be started after migration has been started");
+  if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
+    return generic(describe(ok.error()));
+  return empty();
+}
+
+qmp_result qmp_monitor::query_migrate_capabilities(const json::object&) {
+  return json::value(settings_.query_capabilities());
+}
+
+qmp_result qmp_monitor::query_migrate_parameters(const json::object&) {
+  return json::value(settings_.query_parameters());
+}
+
+qmp_result qmp_monitor::migrate_set_capabilities(const json::object& args) {
+  std::lock_guard lk{mig_mtx_};
+  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(), settings_locked()))
+    return generic(std::move(*e));
+  return empty();
+}
+
+qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
+  std::lock_guard lk{mig_mtx_};
+  if (auto e = settings_.set_parameters(args, settings_locked()))
+    return generic(std::move(*e));
+  if (out_ && migration_running(status_))
+    out_->set_parameters(
+      {param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
+       param_u64(settings_, "avail-switchover-bandwidth"),
+       param_u64(settings_, "xbzrle-cache-size"), param_u64(settings_, "vcpu-dirty-limit"),
+       param_u64(settings_, "x-vcpu-dirty-limit-period")});
+  return empty();
+}
+
+qmp_result qmp_monitor::set_size_parameter(const json::object& args, const char* parameter) {
+  if (auto bad = check_args(args, {{"value", json::kind::int64}}))
+    return *bad;
+  const auto v = as_u64(args.at("value"));
+  if (!v)
+    return generic("Parameter 'value' expects size");
+  return migrate_set_parameters(json::object{{parameter, *v}});
+}
+
+qmp_result qmp_monitor::migrate_set_speed(const json::object& args) {
+  return set_size_parameter(args, "max-bandwidth");
+}
+
+qmp_result qmp_monitor::migrate_set_downtime(const json::object& args) {
+  // Seconds, as a number (QEMU 2.x); mapped onto downtime-limit in ms.
+  if (auto bad = check_args(args, {{"value", json::kind::double_}}))
+    return *bad;
+  const double secs = args.at("value").to_number<double>();
+  if (!(secs >= 0 && secs <= 2000))
+    return generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 "
+                   "seconds");
+  return migrate_set_parameters(
+    json::object{{"downtime-limit", static_cast<uint64_t>(secs * 1000)}});
+}
+
+qmp_result qmp_monitor::migrate_set_cache_size(const json::object& args) {
+  return set_size_parameter(args, "xbzrle-cache-size");
+}
+
+qmp_result qmp_monitor::query_migrate_cache_size(const json::object&) {
+  return settings_.parameter("xbzrle-cache-size");
+}
+
+} // namespace ferry

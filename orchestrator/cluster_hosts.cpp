@@ -1,0 +1,106 @@
+// Links to the agents: connect with backoff, and the sweeper that removes
+// targets no unfinished job owns.
+#include "orchestrator/cluster_state.hpp"
+
+#include "common/error.hpp"
+#include "orchestrator/guest_spec_json.hpp"
+#include "orchestrator/migration_job.hpp"
+#include "orchestrator/move_estimate.hpp"
+#include "orchestrator/orchestrator_error.hpp"
+
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace ferry::cluster_detail {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void connect_host(cluster_actor* self, const std::string& name) {
+  auto& entry = self->state.hosts.at(name);
+  if (entry.up || entry.connecting)
+    return;
+  entry.connecting = true;
+  auto mm = self->system().openssl_manager().actor_handle();
+  self
+    ->request(mm, request_timeout, caf::connect_atom_v, entry.address.control.host,
+              entry.address.control.port)
+    .then(
+      [self, name](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+        auto& h = self->state.hosts.at(name);
+        h.connecting = false;
+        if (!ptr) {
+          self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+          return;
+        }
+        h.handle = caf::actor_cast<host_actor>(std::move(ptr));
+        self->monitor(h.handle);
+        h.up = true;
+        std::fprintf(stderr, "ferry-orchestrator: %.3f host %s is up (%s)\n", now_s(), name.c_str(),
+                     caf::to_string(h.handle.node()).c_str());
+        h.backoff = std::chrono::milliseconds(250);
+        self->send(self, refresh_atom::value);
+      },
+      [self, name](const caf::error&) {
+        auto& h = self->state.hosts.at(name);
+        h.connecting = false;
+        self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+        h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
+      });
+}
+
+// A target guest that no unfinished job owns is left over from a job whose
+// cleanup could not reach its host (or from before a restart): remove it, so
+// no guest ever runs twice and no target is orphaned.
+void sweep_orphans(cluster_actor* self, const std::string& host) {
+  auto& st = self->state;
+  auto& h = st.hosts.at(host);
+  std::set<std::string> present;
+  for (const auto& g : h.guests) {
+    present.insert(g.spec.name);
+    if (!g.spec.incoming || h.sweeping.count(g.spec.name) != 0)
+      continue;
+    const bool owned = std::any_of(st.jobs.begin(), st.jobs.end(), [&](const auto& kv) {
+      const auto& r = kv.second.record;
+      return r.guest == g.spec.name && r.target == host && !job_is_final(r.state);
+    });
+    if (owned)
+      continue;
+    // Only a guest still waiting for its memory is an orphan: one whose
+    // migration just completed runs (its host may not have noticed yet).
+    h.sweeping.insert(g.spec.name);
+    const std::string name = g.spec.name;
+    self
+      ->request(h.handle, request_timeout, qmp_atom::value, name, std::string{"query-status"},
+                std::string{})
+      .then(
+        [self, host, name](const std::string& reply) {
+          auto& hs = self->state.hosts.at(host);
+          bool waiting = false;
+          try {
+            auto v = json::parse(reply);
+            const auto* r = v.as_object().if_contains("return");
+            waiting = r != nullptr && r->is_object() &&
+                      r->as_object().at("status").as_string() == "inmigrate";
+          } catch (const std::exception&) {
+          }
+          if (!waiting || !hs.up) {
+            hs.sweeping.erase(name);
+            return;
+          }
+          std::fprintf(stderr, "ferry-orchestrator: removing orphaned target '%s' on %s\n",
+                       name.c_str(), host.c_str());
+          self->request(hs.handle, request_timeout, destroy_atom::value, name)
+            .then([](bool) {}, [](const caf::error&) {});
+        },
+        [self, host, name](const caf::error&) { self->state.hosts.at(host).sweeping.erase(name); });
+  }
+  for (auto it = h.sweeping.begin(); it != h.sweeping.end();)
+    it = present.count(*it) == 0 ? h.sweeping.erase(it) : std::next(it);
+}
+
+} // namespace ferry::cluster_detail

@@ -1,0 +1,115 @@
+#pragma once
+// The cluster actor's state and the functions that work on it, carved by
+// owner: host links and the orphan sweeper (cluster_hosts), the queue under
+// the limits and single moves (cluster_queue), evacuations and their
+// pre-flight (cluster_evacuation), JSON views for the API and metrics
+// (cluster_views); cluster.cpp is the behaviour that calls them. Internal to
+// orchestrator/.
+
+#include "actors/host_interface.hpp"
+#include "orchestrator/journal.hpp"
+#include "orchestrator/orchestrator_config.hpp"
+#include "orchestrator/orchestrator_metrics.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ferry::cluster_detail {
+
+namespace json = boost::json;
+using connect_host_atom = caf::atom_constant<caf::atom("connhost")>;
+using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+// (preflight_atom, evacuation id): read the dirty rates measured for it.
+using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
+
+inline constexpr auto refresh_interval = std::chrono::seconds(1);
+inline constexpr auto request_timeout = std::chrono::seconds(10);
+inline constexpr auto max_backoff = std::chrono::seconds(8);
+// calc-dirty-rate's measuring time in the evacuation pre-flight, and how
+// long moves wait for its answers at most.
+inline constexpr int64_t preflight_calc_time_s = 1;
+inline constexpr auto preflight_read_after = std::chrono::milliseconds(1300);
+inline constexpr auto preflight_deadline = std::chrono::seconds(4);
+
+struct host_entry {
+  agent_address address;
+  host_actor handle;
+  bool up = false;
+  bool connecting = false;
+  bool draining = false;
+  std::chrono::milliseconds backoff{250};
+  host_capacity capacity;
+  std::vector<guest_info> guests;
+  std::set<std::string> sweeping; // orphaned targets being removed
+};
+
+struct job_entry {
+  job_record record;
+  caf::actor actor;
+  std::string progress = "{}";
+  bool resume = false; // found unfinished in the journal at start
+  // Evacuation order: the estimated duration, refined by a calc-dirty-rate
+  // pre-flight; the job waits for it until `preflight_until`.
+  double estimate_s = 0;
+  std::optional<double> dirty_rate; // bytes/s, from the pre-flight
+  std::optional<std::chrono::steady_clock::time_point> preflight_until;
+};
+
+struct evacuation_entry {
+  evacuation_record record;
+  std::set<int64_t> jobs;
+};
+
+struct cluster_state {
+  orchestrator_config cfg;
+  orchestrator_metrics metrics;
+  double measured_bandwidth = 0; // bytes/s, over finished migrations
+  std::shared_ptr<journal> log;
+  std::map<std::string, host_entry> hosts;
+  std::map<int64_t, job_entry> jobs; // unfinished and recently finished
+  std::map<int64_t, evacuation_entry> evacuations;
+};
+
+using cluster_actor = caf::stateful_actor<cluster_state>;
+
+// Declared here, defined in the file that owns them.
+json::object job_json(const job_entry& j);
+std::optional<double> seconds_at(const json::object& o, std::string_view key);
+void count_finished(cluster_state& st, const job_entry& j);
+std::optional<uint64_t> count_at(const json::object& o, std::string_view key);
+double average_rate(const std::string& progress);
+cluster_view view_of(const cluster_state& st);
+std::string api_get(cluster_actor* self, const std::string& what);
+uint64_t planned_inbound_memory(const cluster_state& st, const std::string& host);
+std::optional<std::string> pick_target(const cluster_state& st, const std::string& source,
+                                       uint64_t memory, const std::set<std::string>& exclude);
+caf::expected<job_record> enqueue(cluster_actor* self, job_record job);
+void start_job(cluster_actor* self, job_entry& j);
+void try_schedule(cluster_actor* self);
+void check_evacuation_done(cluster_actor* self, int64_t evac_id);
+void retry_elsewhere(cluster_actor* self, const job_record& failed);
+caf::expected<job_record> queue_move(cluster_actor* self, const std::string& guest,
+                                     const std::string& source, const std::string& target,
+                                     uint64_t memory, int32_t priority, int64_t evacuation);
+caf::expected<job_record> plan_move(cluster_actor* self, const std::string& guest,
+                                    const std::string& source, uint64_t memory, int32_t priority,
+                                    int64_t evacuation);
+caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& guest,
+                                       std::string target, int64_t evacuation,
+                                       bool schedule = true);
+double now_s();
+void connect_host(cluster_actor* self, const std::string& name);
+void sweep_orphans(cluster_actor* self, const std::string& host);
+void start_preflight(cluster_actor* self, int64_t evac_id);
+void finish_preflight(cluster_actor* self, int64_t evac_id);
+caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& host);
+
+} // namespace ferry::cluster_detail

@@ -1,0 +1,183 @@
+// The cluster as JSON and as the metrics' view: jobs, hosts, guests,
+// migrations with their steps, evacuations; finished-job accounting.
+#include "orchestrator/cluster_state.hpp"
+
+#include "common/error.hpp"
+#include "orchestrator/guest_spec_json.hpp"
+#include "orchestrator/migration_job.hpp"
+#include "orchestrator/move_estimate.hpp"
+#include "orchestrator/orchestrator_error.hpp"
+
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace ferry::cluster_detail {
+
+json::object job_json(const job_entry& j) {
+  json::object o{{"id", j.record.id},
+                 {"guest", j.record.guest},
+                 {"source", j.record.source},
+                 {"target", j.record.target},
+                 {"state", std::string{to_string(j.record.state)}},
+                 {"evacuation", j.record.evacuation},
+                 {"attempt", j.record.attempt},
+                 {"memory", j.record.memory},
+                 {"error", j.record.error}};
+  if (j.estimate_s > 0)
+    o["estimate_s"] = j.estimate_s;
+  if (j.dirty_rate)
+    o["dirty_rate"] = *j.dirty_rate;
+  try {
+    o["progress"] = json::parse(j.progress);
+  } catch (const std::exception&) {
+    o["progress"] = json::object{};
+  }
+  return o;
+}
+
+std::optional<double> seconds_at(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_number())
+    return std::nullopt;
+  return v->to_number<double>() / 1000.0; // QMP reports milliseconds
+}
+
+// Counts a job that has just reached its final state, with the figures of
+// its last query-migrate.
+void count_finished(cluster_state& st, const job_entry& j) {
+  std::optional<double> duration, downtime, limit;
+  try {
+    const auto v = json::parse(j.progress);
+    const auto& o = v.as_object();
+    duration = seconds_at(o, "total-time");
+    downtime = seconds_at(o, "downtime");
+    limit = seconds_at(o, "downtime-limit");
+    if (limit && *limit <= 0)
+      limit.reset(); // not known (a job resumed after a restart)
+  } catch (const std::exception&) {
+    // No figures: the job never ran.
+  }
+  st.metrics.job_finished(j.record.state, duration, downtime, limit);
+}
+
+std::optional<uint64_t> count_at(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_number())
+    return std::nullopt;
+  return v->to_number<uint64_t>();
+}
+
+// A finished migration's average rate: bytes sent over its total time.
+double average_rate(const std::string& progress) {
+  try {
+    const auto v = json::parse(progress);
+    const auto& o = v.as_object();
+    const double ms = o.at("total-time").to_number<double>();
+    const double bytes = o.at("ram").at("transferred").to_number<double>();
+    return ms > 0 ? bytes / (ms / 1000.0) : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+cluster_view view_of(const cluster_state& st) {
+  cluster_view v;
+  for (const auto& [name, h] : st.hosts)
+    v.hosts.push_back(host_view{name, h.up, h.draining, h.capacity.memory_total,
+                                h.capacity.memory_used, h.capacity.guests});
+  for (const auto& [id, j] : st.jobs) {
+    migration_view m;
+    m.id = id;
+    m.guest = j.record.guest;
+    m.source = j.record.source;
+    m.target = j.record.target;
+    m.state = j.record.state;
+    m.evacuation = j.record.evacuation;
+    try {
+      const auto p = json::parse(j.progress);
+      const auto* ram = p.as_object().if_contains("ram");
+      if (ram != nullptr && ram->is_object()) {
+        const auto& r = ram->as_object();
+        m.transferred = count_at(r, "transferred");
+        m.remaining = count_at(r, "remaining");
+        m.passes = count_at(r, "dirty-sync-count");
+        if (auto mbps = r.if_contains("mbps"); mbps != nullptr && mbps->is_number())
+          m.rate = mbps->to_number<double>() * 1e6 / 8;
+      }
+    } catch (const std::exception&) {
+      // No figures yet.
+    }
+    v.migrations.push_back(std::move(m));
+  }
+  for (const auto& [id, e] : st.evacuations) {
+    evacuation_view ev;
+    ev.id = id;
+    ev.host = e.record.host;
+    ev.finished = e.record.finished;
+    for (auto jid : e.jobs) {
+      auto j = st.jobs.find(jid);
+      if (j == st.jobs.end())
+        continue;
+      const auto s = j->second.record.state;
+      if (s == job_state::succeeded)
+        ++ev.moved;
+      else if (job_is_final(s))
+        ++ev.failed_attempts;
+      else
+        ++ev.in_flight;
+    }
+    if (auto h = st.hosts.find(e.record.host); h != st.hosts.end())
+      for (const auto& g : h->second.guests)
+        ev.remaining += g.spec.incoming ? 0 : 1;
+    v.evacuations.push_back(std::move(ev));
+  }
+  return v;
+}
+
+std::string api_get(cluster_actor* self, const std::string& what) {
+  auto& st = self->state;
+  json::array out;
+  if (what == "hosts") {
+    for (const auto& [name, h] : st.hosts)
+      out.push_back(json::object{{"name", name},
+                                 {"up", h.up},
+                                 {"draining", h.draining},
+                                 {"memory_total", h.capacity.memory_total},
+                                 {"memory_used", h.capacity.memory_used},
+                                 {"guests", h.guests.size()}});
+  } else if (what == "guests") {
+    for (const auto& [name, h] : st.hosts)
+      for (const auto& g : h.guests)
+        out.push_back(json::object{{"name", g.spec.name},
+                                   {"host", name},
+                                   {"memory", g.spec.memory},
+                                   {"vcpus", g.spec.vcpus},
+                                   {"priority", g.spec.priority},
+                                   {"incoming", g.spec.incoming}});
+  } else if (what == "migrations") {
+    std::map<int64_t, json::array> steps;
+    for (const auto& step : st.log->steps())
+      steps[step.job].push_back(json::string{step.step});
+    for (const auto& [id, j] : st.jobs) {
+      auto o = job_json(j);
+      o["steps"] = std::move(steps[id]);
+      out.push_back(std::move(o));
+    }
+  } else if (what == "evacuations") {
+    for (const auto& [id, e] : st.evacuations) {
+      json::array jobs;
+      for (auto j : e.jobs)
+        jobs.push_back(j);
+      out.push_back(json::object{{"id", id},
+                                 {"host", e.record.host},
+                                 {"finished", e.record.finished},
+                                 {"migrations", jobs}});
+    }
+  }
+  return json::serialize(out);
+}
+
+} // namespace ferry::cluster_detail
