@@ -38,8 +38,9 @@ void orchestrator_metrics::escalation_step(const std::string& kind) {
   ++steps_[kind];
 }
 
-std::string orchestrator_metrics::render(const cluster_view& view) {
-  prom::text_writer w;
+namespace {
+
+void render_hosts(prom::text_writer& w, const cluster_view& view) {
   w.family("ferry_orchestrator_host_up", metric_type::gauge,
            "1 while the orchestrator holds a link to the host's agent.");
   for (const auto& h : view.hosts)
@@ -63,7 +64,35 @@ std::string orchestrator_metrics::render(const cluster_view& view) {
   for (const auto& h : view.hosts)
     if (h.up)
       w.sample({{"host", h.name}}, h.guests);
+}
 
+void render_evacuations(prom::text_writer& w, const cluster_view& view) {
+  w.family("ferry_orchestrator_evacuations_in_progress", metric_type::gauge,
+           "Evacuations not finished yet.");
+  w.sample({}, static_cast<double>(std::count_if(view.evacuations.begin(), view.evacuations.end(),
+                                                 [](const auto& e) { return !e.finished; })));
+  w.family("ferry_orchestrator_evacuation_guests", metric_type::gauge,
+           "An evacuation's guests: moved, in_flight, failed_attempts, remaining on the host.");
+  for (const auto& e : view.evacuations) {
+    const std::string id = std::to_string(e.id);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "moved"}}, e.moved);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "in_flight"}}, e.in_flight);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "failed_attempts"}},
+             e.failed_attempts);
+    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "remaining"}}, e.remaining);
+  }
+  w.family("ferry_orchestrator_evacuation_progress_ratio", metric_type::gauge,
+           "Share of an evacuation's guests moved off the host (1 once finished).");
+  for (const auto& e : view.evacuations) {
+    const double all = static_cast<double>(e.moved) + e.remaining;
+    const double ratio = e.finished ? 1.0 : all > 0 ? e.moved / all : 0.0;
+    w.sample({{"host", e.host}, {"evacuation", std::to_string(e.id)}}, ratio);
+  }
+}
+
+} // namespace
+
+void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_view& view) const {
   w.family("ferry_orchestrator_migrations", metric_type::gauge,
            "Migrations by phase (job state), unfinished ones.");
   for (auto s : all_job_states()) {
@@ -91,7 +120,9 @@ std::string orchestrator_metrics::render(const cluster_view& view) {
     "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, cancel).");
   for (const auto& [kind, n] : steps_)
     w.sample({{"step", kind}}, static_cast<double>(n));
+}
 
+void orchestrator_metrics::render_live_migrations(prom::text_writer& w, const cluster_view& view) {
   // Per unfinished migration. Progress: share of the guest's memory sent,
   // transferred / (transferred + remaining), held at its highest so far.
   std::set<int64_t> live;
@@ -127,28 +158,14 @@ std::string orchestrator_metrics::render(const cluster_view& view) {
   for (const auto& m : view.migrations)
     if (!job_is_final(m.state) && m.passes)
       w.sample(labels_of(m), static_cast<double>(*m.passes));
+}
 
-  w.family("ferry_orchestrator_evacuations_in_progress", metric_type::gauge,
-           "Evacuations not finished yet.");
-  w.sample({}, static_cast<double>(std::count_if(view.evacuations.begin(), view.evacuations.end(),
-                                                 [](const auto& e) { return !e.finished; })));
-  w.family("ferry_orchestrator_evacuation_guests", metric_type::gauge,
-           "An evacuation's guests: moved, in_flight, failed_attempts, remaining on the host.");
-  for (const auto& e : view.evacuations) {
-    const std::string id = std::to_string(e.id);
-    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "moved"}}, e.moved);
-    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "in_flight"}}, e.in_flight);
-    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "failed_attempts"}},
-             e.failed_attempts);
-    w.sample({{"host", e.host}, {"evacuation", id}, {"state", "remaining"}}, e.remaining);
-  }
-  w.family("ferry_orchestrator_evacuation_progress_ratio", metric_type::gauge,
-           "Share of an evacuation's guests moved off the host (1 once finished).");
-  for (const auto& e : view.evacuations) {
-    const double all = static_cast<double>(e.moved) + e.remaining;
-    const double ratio = e.finished ? 1.0 : all > 0 ? e.moved / all : 0.0;
-    w.sample({{"host", e.host}, {"evacuation", std::to_string(e.id)}}, ratio);
-  }
+std::string orchestrator_metrics::render(const cluster_view& view) {
+  prom::text_writer w;
+  render_hosts(w, view);
+  render_totals(w, view);
+  render_live_migrations(w, view);
+  render_evacuations(w, view);
   return w.text();
 }
 

@@ -68,6 +68,11 @@ public:
   std::string render(const cluster_view& view);
 
 private:
+  // Counters and histograms over all migrations; per unfinished migration
+  // (progress held at its highest, ETA, passes).
+  void render_totals(prom::text_writer& w, const cluster_view& view) const;
+  void render_live_migrations(prom::text_writer& w, const cluster_view& view);
+
   std::map<std::string, uint64_t> finished_; // by result
   std::map<std::string, uint64_t> steps_;    // by kind
   uint64_t over_limit_ = 0;

@@ -31,6 +31,29 @@ door agent 'common|protocol|actors|agent' || doors=1
 [ "$doors" -eq 0 ] || exit 1
 echo "include rules: hold"
 
+# Size limits outside tests: no source file over 600 lines, no function over
+# 100 (a definition starting in column 0 up to its closing brace in column 0).
+long=$(git ls-files '*.cpp' '*.hpp' | grep -vE '^tests/' | xargs wc -l | awk '$2 != "total" && $1 > 600')
+if [ -n "$long" ]; then
+  echo "files over 600 lines (split them along their responsibilities):"
+  echo "$long"
+  exit 1
+fi
+long=$(git ls-files '*.cpp' '*.hpp' | grep -vE '^tests/' | xargs awk '
+  FNR == 1 { start = 0 }
+  start == 0 && /^[A-Za-z_].*\(/ && !/^(namespace|struct|class|enum|union|extern|template|using|typedef)/ && !/;[[:space:]]*$/ {
+    sig = FNR; name = $0
+  }
+  sig && start == 0 && /\{[[:space:]]*$/ { if (FNR - sig < 8) start = sig; else sig = 0 }
+  start && /^}/ { if (FNR - start + 1 > 100) printf "%s:%d: %d lines: %s\n", FILENAME, start, FNR - start + 1, name; start = 0; sig = 0 }
+')
+if [ -n "$long" ]; then
+  echo "functions over 100 lines (carve them into named steps):"
+  echo "$long"
+  exit 1
+fi
+echo "sizes: files within 600 lines, functions within 100"
+
 bad=0
 while IFS= read -r f; do
   if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then

@@ -58,220 +58,273 @@ caf::expected<endpoint> parse_endpoint(const std::string& text) {
   return invalid("'" + text + "': expected unix:PATH or tcp:HOST:PORT");
 }
 
-caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
+namespace {
+
+// The flags' parsing state: what one flag sets, and what later checks
+// (-machine memory-backend= against the -object list, -m against its size)
+// need from the others.
+struct vm_args_parser {
   vm_config cfg;
   std::map<std::string, memory_backend> backends;
   std::set<std::string> object_ids;
   std::optional<std::string> machine_backend;
   bool ram_size_given = false;
 
+  caf::expected<void> name(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "guest"));
+    if (auto ok = o.only({"guest", "process", "debug-threads"}); !ok)
+      return ok.error();
+    cfg.name = o.get("guest").value_or("");
+    return {};
+  }
+
+  caf::expected<void> uuid(const std::string& v) {
+    if (v.size() != 36 || v[8] != '-' || v[13] != '-' || v[18] != '-' || v[23] != '-')
+      return invalid("Fail to parse UUID string '" + v + "'");
+    cfg.uuid = v;
+    return {};
+  }
+
+  caf::expected<void> memory(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "size"));
+    if (auto ok = o.only({"size", "slots", "maxmem"}); !ok)
+      return ok.error();
+    FERRY_TRY(sz, parse_size(o.get("size").value_or(""), 1u << 20));
+    cfg.ram_size = sz;
+    ram_size_given = true;
+    return {};
+  }
+
+  caf::expected<void> smp(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "cpus"));
+    if (auto ok = o.only({"cpus", "sockets", "cores", "threads", "maxcpus"}); !ok)
+      return ok.error();
+    FERRY_TRY(n, o.get_uint("cpus", 1));
+    if (n == 0 || n > 64)
+      return invalid("-smp: cpus must be between 1 and 64");
+    cfg.smp = static_cast<uint32_t>(n);
+    return {};
+  }
+
+  caf::expected<void> drive(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v));
+    if (auto ok = o.only({"file", "format", "if", "index", "media", "id"}); !ok)
+      return ok.error();
+    if (!o.has("file"))
+      return invalid("-drive: file= is required");
+    if (o.get("format").value_or("raw") != "raw")
+      return invalid("-drive: only format=raw is supported");
+    cfg.drive = *o.get("file");
+    return {};
+  }
+
+  // -object tls-creds-x509 / authz-simple / memory-backend-ram|file.
+  caf::expected<void> object(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "qom-type"));
+    const std::string type = o.get("qom-type").value_or("");
+    if (type == "tls-creds-x509" || type == "authz-simple") {
+      if (!o.has("id"))
+        return invalid("-object " + type + ": Parameter 'id' is missing");
+      const std::string id = *o.get("id");
+      if (!object_ids.insert(id).second)
+        return invalid("-object: duplicate ID '" + id + "'");
+      if (type == "authz-simple") {
+        if (auto ok = o.only({"qom-type", "id", "identity"}); !ok)
+          return ok.error();
+        cfg.authz.push_back({id, o.get("identity").value_or("")});
+        return {};
+      }
+      if (auto ok = o.only({"qom-type", "id", "dir", "endpoint", "verify-peer", "sanity-check",
+                            "priority", "loaded"});
+          !ok)
+        return ok.error();
+      tls_creds_object t;
+      t.id = id;
+      t.dir = o.get("dir").value_or("");
+      if (t.dir.empty())
+        return invalid("-object tls-creds-x509: property 'dir' is required");
+      const std::string ep = o.get("endpoint").value_or("client");
+      if (ep != "client" && ep != "server")
+        return invalid("-object tls-creds-x509: Parameter 'endpoint' does not accept value '" + ep +
+                       "'");
+      t.server = ep == "server";
+      FERRY_TRY(vp, o.get_bool("verify-peer", true));
+      t.verify_peer = vp;
+      cfg.tls_creds.push_back(std::move(t));
+      return {};
+    }
+    if (type != "memory-backend-ram" && type != "memory-backend-file")
+      return invalid("-object: type '" + type + "' is not supported yet");
+    if (auto ok =
+          o.only({"qom-type", "id", "size", "mem-path", "share", "prealloc", "merge", "dump"});
+        !ok)
+      return ok.error();
+    if (!o.has("id"))
+      return invalid("-object " + type + ": Parameter 'id' is missing");
+    if (!o.has("size"))
+      return invalid("-object " + type + ": property 'size' is required");
+    memory_backend b;
+    FERRY_TRY(sz, o.get_size("size", 0));
+    b.size = sz;
+    if (type == "memory-backend-file") {
+      b.type = memory_backend::kind::file;
+      if (!o.has("mem-path"))
+        return invalid("-object memory-backend-file: property 'mem-path' is required");
+      b.mem_path = *o.get("mem-path");
+      FERRY_TRY(share, o.get_bool("share", false));
+      b.share = share;
+    } else if (o.has("mem-path")) {
+      return invalid("-object memory-backend-ram: Invalid parameter 'mem-path'");
+    }
+    const std::string id = *o.get("id");
+    if (!object_ids.insert(id).second)
+      return invalid("-object: duplicate ID '" + id + "'");
+    backends[id] = std::move(b);
+    return {};
+  }
+
+  caf::expected<void> machine(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "type"));
+    if (auto ok = o.only({"type", "accel", "memory-backend"}); !ok)
+      return ok.error();
+    if (auto t = o.get("type"); t && *t != "pc" && *t != "q35" && *t != "none" && *t != "microvm")
+      return invalid("-machine: unknown machine type '" + *t + "'");
+    if (auto mb = o.get("memory-backend"))
+      machine_backend = *mb;
+    if (auto a = o.get("accel")) {
+      if (*a == "kvm")
+        cfg.accel = vm_config::accel_kind::kvm;
+      else if (*a == "none")
+        cfg.accel = vm_config::accel_kind::none;
+      else
+        return invalid("-machine accel='" + *a + "' is not supported");
+    }
+    return {};
+  }
+
+  caf::expected<void> accel(const std::string& v) {
+    FERRY_TRY(o, qemu_opts::parse(v, "accel"));
+    const std::string a = o.get("accel").value_or("");
+    if (a == "kvm") {
+      if (auto ok = o.only({"accel", "dirty-ring-size"}); !ok)
+        return ok.error();
+      cfg.accel = vm_config::accel_kind::kvm;
+      FERRY_TRY(ring, o.get_uint("dirty-ring-size", 0));
+      if (ring != 0 && ((ring & (ring - 1)) != 0 || ring > 65536))
+        return invalid("-accel kvm: dirty-ring-size must be a power of two up to 65536");
+      cfg.dirty_ring_size = static_cast<uint32_t>(ring);
+    } else if (a == "none") {
+      if (auto ok = o.only({"accel", "dirty-rate", "ws-start", "ws-pages"}); !ok)
+        return ok.error();
+      cfg.accel = vm_config::accel_kind::none;
+      if (o.has("dirty-rate")) {
+        FERRY_TRY(r, o.get_uint("dirty-rate", 0));
+        cfg.dirty_rate = r;
+      }
+      if (o.has("ws-start")) {
+        FERRY_TRY(s, o.get_size("ws-start", 0));
+        cfg.ws_start = s;
+      }
+      if (o.has("ws-pages")) {
+        FERRY_TRY(p, o.get_uint("ws-pages", 0));
+        cfg.ws_pages = p;
+      }
+    } else {
+      return invalid("-accel: accelerator '" + a + "' is not available (kvm, none)");
+    }
+    return {};
+  }
+
+  caf::expected<void> serial(const std::string& v) {
+    if (v == "stdio") {
+      cfg.serial = vm_config::serial_kind::stdio;
+    } else if (v == "none" || v == "null") {
+      cfg.serial = vm_config::serial_kind::none;
+    } else if (v.rfind("file:", 0) == 0 && v.size() > 5) {
+      cfg.serial = vm_config::serial_kind::file;
+      cfg.serial_path = v.substr(5);
+    } else {
+      return invalid("-serial '" + v + "': expected file:PATH, stdio or none");
+    }
+    return {};
+  }
+
+  caf::expected<void> qmp(const std::string& v) {
+    FERRY_TRY(ep, parse_endpoint(v));
+    cfg.qmp.push_back(std::move(ep));
+    return {};
+  }
+
+  caf::expected<void> incoming(const std::string& v) {
+    cfg.incoming = v;
+    return {};
+  }
+
+  // The checks across flags, once all are read.
+  caf::expected<vm_config> finish() {
+    if (machine_backend) {
+      auto it = backends.find(*machine_backend);
+      if (it == backends.end())
+        return invalid("Memory backend '" + *machine_backend + "' not found");
+      if (ram_size_given && it->second.size != cfg.ram_size)
+        return invalid("backend memory size must be equal to -m (" + std::to_string(cfg.ram_size) +
+                       " bytes), backend has " + std::to_string(it->second.size));
+      cfg.backend = it->second;
+      cfg.ram_size = cfg.backend.size;
+    } else {
+      cfg.backend.type = memory_backend::kind::ram;
+      cfg.backend.size = cfg.ram_size;
+    }
+    if (cfg.ram_size == 0 || cfg.ram_size % page_size != 0)
+      return invalid("memory size must be a non-zero multiple of 4 KiB");
+    return cfg;
+  }
+};
+
+using flag_handler = caf::expected<void> (vm_args_parser::*)(const std::string&);
+
+// Flags that take a value, and who reads it.
+const std::map<std::string, flag_handler>& value_flags() {
+  static const std::map<std::string, flag_handler> t = {
+    {"-name", &vm_args_parser::name},       {"-uuid", &vm_args_parser::uuid},
+    {"-m", &vm_args_parser::memory},        {"-smp", &vm_args_parser::smp},
+    {"-drive", &vm_args_parser::drive},     {"-object", &vm_args_parser::object},
+    {"-machine", &vm_args_parser::machine}, {"-M", &vm_args_parser::machine},
+    {"-accel", &vm_args_parser::accel},     {"-qmp", &vm_args_parser::qmp},
+    {"-serial", &vm_args_parser::serial},   {"-incoming", &vm_args_parser::incoming},
+  };
+  return t;
+}
+
+} // namespace
+
+caf::expected<vm_config> parse_vm_args(const std::vector<std::string>& args) {
+  vm_args_parser p;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
     if (flag.rfind("--", 0) == 0)
       flag.erase(0, 1); // QEMU accepts --flag as -flag
-    auto value = [&]() -> caf::expected<std::string> {
+    if (flag == "-S") {
+      p.cfg.start_paused = true;
+    } else if (flag == "-nographic" || flag == "-nodefaults" || flag == "-no-user-config") {
+    } else if (flag == "-enable-kvm") {
+      p.cfg.accel = vm_config::accel_kind::kvm;
+    } else if (flag == "-display" || flag == "-monitor" || flag == "-vga") {
       if (i + 1 >= args.size())
         return invalid("option '" + flag + "' requires an argument");
-      return args[++i];
-    };
-    if (flag == "-S") {
-      cfg.start_paused = true;
-    } else if (flag == "-nographic" || flag == "-nodefaults" || flag == "-enable-kvm" ||
-               flag == "-no-user-config") {
-      if (flag == "-enable-kvm")
-        cfg.accel = vm_config::accel_kind::kvm;
-    } else if (flag == "-display" || flag == "-monitor" || flag == "-vga") {
-      FERRY_TRY(v, value());
+      const std::string& v = args[++i];
       if (v != "none")
         return invalid(flag + " '" + v + "': only 'none' is supported");
-    } else if (flag == "-name") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "guest"));
-      if (auto ok = o.only({"guest", "process", "debug-threads"}); !ok)
+    } else if (auto h = value_flags().find(flag); h != value_flags().end()) {
+      if (i + 1 >= args.size())
+        return invalid("option '" + flag + "' requires an argument");
+      if (auto ok = (p.*(h->second))(args[++i]); !ok)
         return ok.error();
-      cfg.name = o.get("guest").value_or("");
-    } else if (flag == "-uuid") {
-      FERRY_TRY(v, value());
-      if (v.size() != 36 || v[8] != '-' || v[13] != '-' || v[18] != '-' || v[23] != '-')
-        return invalid("Fail to parse UUID string '" + v + "'");
-      cfg.uuid = v;
-    } else if (flag == "-m") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "size"));
-      if (auto ok = o.only({"size", "slots", "maxmem"}); !ok)
-        return ok.error();
-      FERRY_TRY(sz, parse_size(o.get("size").value_or(""), 1u << 20));
-      cfg.ram_size = sz;
-      ram_size_given = true;
-    } else if (flag == "-smp") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "cpus"));
-      if (auto ok = o.only({"cpus", "sockets", "cores", "threads", "maxcpus"}); !ok)
-        return ok.error();
-      FERRY_TRY(n, o.get_uint("cpus", 1));
-      if (n == 0 || n > 64)
-        return invalid("-smp: cpus must be between 1 and 64");
-      cfg.smp = static_cast<uint32_t>(n);
-    } else if (flag == "-drive") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v));
-      if (auto ok = o.only({"file", "format", "if", "index", "media", "id"}); !ok)
-        return ok.error();
-      if (!o.has("file"))
-        return invalid("-drive: file= is required");
-      if (o.get("format").value_or("raw") != "raw")
-        return invalid("-drive: only format=raw is supported");
-      cfg.drive = *o.get("file");
-    } else if (flag == "-object") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "qom-type"));
-      const std::string type = o.get("qom-type").value_or("");
-      if (type == "tls-creds-x509" || type == "authz-simple") {
-        if (!o.has("id"))
-          return invalid("-object " + type + ": Parameter 'id' is missing");
-        const std::string id = *o.get("id");
-        if (!object_ids.insert(id).second)
-          return invalid("-object: duplicate ID '" + id + "'");
-        if (type == "authz-simple") {
-          if (auto ok = o.only({"qom-type", "id", "identity"}); !ok)
-            return ok.error();
-          cfg.authz.push_back({id, o.get("identity").value_or("")});
-          continue;
-        }
-        if (auto ok = o.only({"qom-type", "id", "dir", "endpoint", "verify-peer", "sanity-check",
-                              "priority", "loaded"});
-            !ok)
-          return ok.error();
-        tls_creds_object t;
-        t.id = id;
-        t.dir = o.get("dir").value_or("");
-        if (t.dir.empty())
-          return invalid("-object tls-creds-x509: property 'dir' is required");
-        const std::string ep = o.get("endpoint").value_or("client");
-        if (ep != "client" && ep != "server")
-          return invalid("-object tls-creds-x509: Parameter 'endpoint' does not accept value '" +
-                         ep + "'");
-        t.server = ep == "server";
-        FERRY_TRY(vp, o.get_bool("verify-peer", true));
-        t.verify_peer = vp;
-        cfg.tls_creds.push_back(std::move(t));
-        continue;
-      }
-      if (type != "memory-backend-ram" && type != "memory-backend-file")
-        return invalid("-object: type '" + type + "' is not supported yet");
-      if (auto ok =
-            o.only({"qom-type", "id", "size", "mem-path", "share", "prealloc", "merge", "dump"});
-          !ok)
-        return ok.error();
-      if (!o.has("id"))
-        return invalid("-object " + type + ": Parameter 'id' is missing");
-      if (!o.has("size"))
-        return invalid("-object " + type + ": property 'size' is required");
-      memory_backend b;
-      FERRY_TRY(sz, o.get_size("size", 0));
-      b.size = sz;
-      if (type == "memory-backend-file") {
-        b.type = memory_backend::kind::file;
-        if (!o.has("mem-path"))
-          return invalid("-object memory-backend-file: property 'mem-path' is required");
-        b.mem_path = *o.get("mem-path");
-        FERRY_TRY(share, o.get_bool("share", false));
-        b.share = share;
-      } else if (o.has("mem-path")) {
-        return invalid("-object memory-backend-ram: Invalid parameter 'mem-path'");
-      }
-      const std::string id = *o.get("id");
-      if (!object_ids.insert(id).second)
-        return invalid("-object: duplicate ID '" + id + "'");
-      backends[id] = std::move(b);
-    } else if (flag == "-machine" || flag == "-M") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "type"));
-      if (auto ok = o.only({"type", "accel", "memory-backend"}); !ok)
-        return ok.error();
-      if (auto t = o.get("type"); t && *t != "pc" && *t != "q35" && *t != "none" && *t != "microvm")
-        return invalid("-machine: unknown machine type '" + *t + "'");
-      if (auto mb = o.get("memory-backend"))
-        machine_backend = *mb;
-      if (auto a = o.get("accel")) {
-        if (*a == "kvm")
-          cfg.accel = vm_config::accel_kind::kvm;
-        else if (*a == "none")
-          cfg.accel = vm_config::accel_kind::none;
-        else
-          return invalid("-machine accel='" + *a + "' is not supported");
-      }
-    } else if (flag == "-accel") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(o, qemu_opts::parse(v, "accel"));
-      const std::string a = o.get("accel").value_or("");
-      if (a == "kvm") {
-        if (auto ok = o.only({"accel", "dirty-ring-size"}); !ok)
-          return ok.error();
-        cfg.accel = vm_config::accel_kind::kvm;
-        FERRY_TRY(ring, o.get_uint("dirty-ring-size", 0));
-        if (ring != 0 && ((ring & (ring - 1)) != 0 || ring > 65536))
-          return invalid("-accel kvm: dirty-ring-size must be a power of two up to 65536");
-        cfg.dirty_ring_size = static_cast<uint32_t>(ring);
-      } else if (a == "none") {
-        if (auto ok = o.only({"accel", "dirty-rate", "ws-start", "ws-pages"}); !ok)
-          return ok.error();
-        cfg.accel = vm_config::accel_kind::none;
-        if (o.has("dirty-rate")) {
-          FERRY_TRY(r, o.get_uint("dirty-rate", 0));
-          cfg.dirty_rate = r;
-        }
-        if (o.has("ws-start")) {
-          FERRY_TRY(s, o.get_size("ws-start", 0));
-          cfg.ws_start = s;
-        }
-        if (o.has("ws-pages")) {
-          FERRY_TRY(p, o.get_uint("ws-pages", 0));
-          cfg.ws_pages = p;
-        }
-      } else {
-        return invalid("-accel: accelerator '" + a + "' is not available (kvm, none)");
-      }
-    } else if (flag == "-qmp") {
-      FERRY_TRY(v, value());
-      FERRY_TRY(ep, parse_endpoint(v));
-      cfg.qmp.push_back(std::move(ep));
-    } else if (flag == "-serial") {
-      FERRY_TRY(v, value());
-      if (v == "stdio") {
-        cfg.serial = vm_config::serial_kind::stdio;
-      } else if (v == "none" || v == "null") {
-        cfg.serial = vm_config::serial_kind::none;
-      } else if (v.rfind("file:", 0) == 0 && v.size() > 5) {
-        cfg.serial = vm_config::serial_kind::file;
-        cfg.serial_path = v.substr(5);
-      } else {
-        return invalid("-serial '" + v + "': expected file:PATH, stdio or none");
-      }
-    } else if (flag == "-incoming") {
-      FERRY_TRY(v, value());
-      cfg.incoming = v;
     } else {
       return invalid("invalid option '" + args[i] + "'");
     }
   }
-
-  if (machine_backend) {
-    auto it = backends.find(*machine_backend);
-    if (it == backends.end())
-      return invalid("Memory backend '" + *machine_backend + "' not found");
-    if (ram_size_given && it->second.size != cfg.ram_size)
-      return invalid("backend memory size must be equal to -m (" + std::to_string(cfg.ram_size) +
-                     " bytes), backend has " + std::to_string(it->second.size));
-    cfg.backend = it->second;
-    cfg.ram_size = cfg.backend.size;
-  } else {
-    cfg.backend.type = memory_backend::kind::ram;
-    cfg.backend.size = cfg.ram_size;
-  }
-  if (cfg.ram_size == 0 || cfg.ram_size % page_size != 0)
-    return invalid("memory size must be a non-zero multiple of 4 KiB");
-  return cfg;
+  return p.finish();
 }
 
 } // namespace ferry

@@ -126,6 +126,62 @@ bool migrating(const json::object& info) {
          s == "device";
 }
 
+// One family with a sample per guest for which `value` has one.
+template <class F>
+void each_guest(prom::text_writer& w, const agent_metrics_input& in, const char* name,
+                metric_type type, const char* help, F&& value) {
+  w.family(name, type, help);
+  for (const auto& g : in.guests)
+    if (auto v = value(g))
+      w.sample({{"host", in.capacity.host}, {"vm", g.info.spec.name}}, *v);
+}
+
+// MigrationStats figures, their derived rates and the parameters in force.
+void migration_families(prom::text_writer& w, const agent_metrics_input& in) {
+  for (const auto& f : figures)
+    each_guest(w, in, f.metric, metric_type::gauge, f.help,
+               [&f](const guest_metrics_input& g) -> std::optional<double> {
+                 const auto& where =
+                   *f.section == '\0' ? g.migrate : object_at(g.migrate, f.section);
+                 auto v = number_at(where, f.field);
+                 if (!v && f.zero_while_running && migrating(g.migrate))
+                   return 0.0;
+                 return v ? std::optional<double>{*v * f.scale} : std::nullopt;
+               });
+  each_guest(w, in, "ferry_migration_dirty_rate_bytes_per_second", metric_type::gauge,
+             "Bytes dirtied per second in the last pass (dirty-pages-rate x page-size), to "
+             "compare with the transfer rate.",
+             [](const guest_metrics_input& g) -> std::optional<double> {
+               const auto& ram = object_at(g.migrate, "ram");
+               auto rate = number_at(ram, "dirty-pages-rate");
+               auto page = number_at(ram, "page-size");
+               if (!rate || !page)
+                 return std::nullopt;
+               return *rate * *page;
+             });
+  each_guest(w, in, "ferry_migration_downtime_limit_seconds", metric_type::gauge,
+             "The downtime-limit parameter in force.",
+             [](const guest_metrics_input& g) -> std::optional<double> {
+               auto v = number_at(g.parameters, "downtime-limit");
+               return v ? std::optional<double>{*v * ms} : std::nullopt;
+             });
+  each_guest(w, in, "ferry_migration_max_bandwidth_bytes_per_second", metric_type::gauge,
+             "The max-bandwidth parameter in force (0: unlimited).",
+             [](const guest_metrics_input& g) { return number_at(g.parameters, "max-bandwidth"); });
+  each_guest(w, in, "ferry_migration_multifd_channels", metric_type::gauge,
+             "The multifd-channels parameter in force.", [](const guest_metrics_input& g) {
+               return number_at(g.parameters, "multifd-channels");
+             });
+  each_guest(w, in, "ferry_guest_dirty_rate_bytes_per_second", metric_type::gauge,
+             "The guest's dirty rate from its last completed calc-dirty-rate.",
+             [](const guest_metrics_input& g) -> std::optional<double> {
+               if (string_at(g.dirty_rate, "status") != "measured")
+                 return std::nullopt;
+               auto mib = number_at(g.dirty_rate, "dirty-rate");
+               return mib ? std::optional<double>{*mib * 1024 * 1024} : std::nullopt;
+             });
+}
+
 } // namespace
 
 std::string render_agent_metrics(const agent_metrics_input& in) {
@@ -145,24 +201,19 @@ std::string render_agent_metrics(const agent_metrics_input& in) {
   w.sample({{"host", host}, {"role", "running"}}, static_cast<double>(in.guests.size() - incoming));
   w.sample({{"host", host}, {"role", "incoming"}}, static_cast<double>(incoming));
 
-  auto each_guest = [&](const char* name, metric_type type, const char* help, auto&& value) {
-    w.family(name, type, help);
-    for (const auto& g : in.guests)
-      if (auto v = value(g))
-        w.sample({{"host", host}, {"vm", g.info.spec.name}}, *v);
-  };
   each_guest(
-    "ferry_guest_up", metric_type::gauge, "1 if the guest's QMP monitor answered this scrape.",
+    w, in, "ferry_guest_up", metric_type::gauge,
+    "1 if the guest's QMP monitor answered this scrape.",
     [](const guest_metrics_input& g) -> std::optional<double> { return g.answered ? 1.0 : 0.0; });
-  each_guest("ferry_guest_memory_bytes", metric_type::gauge, "Guest RAM (-m).",
+  each_guest(w, in, "ferry_guest_memory_bytes", metric_type::gauge, "Guest RAM (-m).",
              [](const guest_metrics_input& g) -> std::optional<double> {
                return static_cast<double>(g.info.spec.memory);
              });
-  each_guest("ferry_guest_vcpus", metric_type::gauge, "Guest vCPUs (-smp).",
+  each_guest(w, in, "ferry_guest_vcpus", metric_type::gauge, "Guest vCPUs (-smp).",
              [](const guest_metrics_input& g) -> std::optional<double> {
                return static_cast<double>(g.info.spec.vcpus);
              });
-  each_guest("ferry_guest_running", metric_type::gauge,
+  each_guest(w, in, "ferry_guest_running", metric_type::gauge,
              "1 if the guest's vCPUs run (query-status running).",
              [](const guest_metrics_input& g) -> std::optional<double> {
                if (!g.answered)
@@ -186,48 +237,7 @@ std::string render_agent_metrics(const agent_metrics_input& in) {
       w.sample({{"host", host}, {"vm", g.info.spec.name}, {"status", s}}, current == s ? 1.0 : 0.0);
     }
   }
-  for (const auto& f : figures)
-    each_guest(f.metric, metric_type::gauge, f.help,
-               [&f](const guest_metrics_input& g) -> std::optional<double> {
-                 const auto& where =
-                   *f.section == '\0' ? g.migrate : object_at(g.migrate, f.section);
-                 auto v = number_at(where, f.field);
-                 if (!v && f.zero_while_running && migrating(g.migrate))
-                   return 0.0;
-                 return v ? std::optional<double>{*v * f.scale} : std::nullopt;
-               });
-  each_guest("ferry_migration_dirty_rate_bytes_per_second", metric_type::gauge,
-             "Bytes dirtied per second in the last pass (dirty-pages-rate x page-size), to "
-             "compare with the transfer rate.",
-             [](const guest_metrics_input& g) -> std::optional<double> {
-               const auto& ram = object_at(g.migrate, "ram");
-               auto rate = number_at(ram, "dirty-pages-rate");
-               auto page = number_at(ram, "page-size");
-               if (!rate || !page)
-                 return std::nullopt;
-               return *rate * *page;
-             });
-  each_guest("ferry_migration_downtime_limit_seconds", metric_type::gauge,
-             "The downtime-limit parameter in force.",
-             [](const guest_metrics_input& g) -> std::optional<double> {
-               auto v = number_at(g.parameters, "downtime-limit");
-               return v ? std::optional<double>{*v * ms} : std::nullopt;
-             });
-  each_guest("ferry_migration_max_bandwidth_bytes_per_second", metric_type::gauge,
-             "The max-bandwidth parameter in force (0: unlimited).",
-             [](const guest_metrics_input& g) { return number_at(g.parameters, "max-bandwidth"); });
-  each_guest("ferry_migration_multifd_channels", metric_type::gauge,
-             "The multifd-channels parameter in force.", [](const guest_metrics_input& g) {
-               return number_at(g.parameters, "multifd-channels");
-             });
-  each_guest("ferry_guest_dirty_rate_bytes_per_second", metric_type::gauge,
-             "The guest's dirty rate from its last completed calc-dirty-rate.",
-             [](const guest_metrics_input& g) -> std::optional<double> {
-               if (string_at(g.dirty_rate, "status") != "measured")
-                 return std::nullopt;
-               auto mib = number_at(g.dirty_rate, "dirty-rate");
-               return mib ? std::optional<double>{*mib * 1024 * 1024} : std::nullopt;
-             });
+  migration_families(w, in);
   return w.text();
 }
 

@@ -172,6 +172,104 @@ void forget(host_state& st, const std::string& name) {
   st.guests.erase(it);
 }
 
+using host_self = host_actor_impl::stateful_pointer<host_state>;
+
+// Starts a guest process after checking its spec and the host's room; the
+// answer waits until its QMP monitor is up.
+caf::result<guest_info> create_guest(host_self self, guest_spec spec) {
+  auto& st = self->state;
+  if (auto ok = check_guest_spec(spec); !ok)
+    return ok.error();
+  if (st.guests.count(spec.name) != 0)
+    return make_ferry_error(errc::invalid_argument,
+                            "guest '" + spec.name + "' already exists on " + st.cfg.host_name);
+  uint64_t used = 0;
+  for (auto& [n, g] : st.guests)
+    used += g.info.spec.memory;
+  if (used + spec.memory > st.cfg.memory)
+    return make_ferry_error(errc::invalid_argument,
+                            "host " + st.cfg.host_name + " has " +
+                              std::to_string((st.cfg.memory - used) >> 20) + " MiB free, guest '" +
+                              spec.name + "' needs " + std::to_string(spec.memory >> 20) + " MiB");
+  guest_info info;
+  if (spec.incoming) {
+    auto port = reserve_port(st);
+    if (!port)
+      return make_ferry_error(errc::invalid_argument,
+                              "host " + st.cfg.host_name + ": no free migration port");
+    info.migration_port = *port;
+  }
+  auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir);
+  if (!proc) {
+    st.ports_in_use.erase(info.migration_port);
+    return proc.error();
+  }
+  info.spec = std::move(spec);
+  info.pid = proc->pid();
+  info.qmp_socket = qmp_socket_path(st.cfg.run_dir, info.spec.name);
+  info.alive = true;
+  const std::string name = info.spec.name;
+  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+  // The host follows its guests' events too: an incoming guest becomes
+  // an ordinary one when its migration completes.
+  caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+  st.guests[name] =
+    hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
+  auto rp = self->make_response_promise<guest_info>();
+  self->request(relay, host_create_wait, caf::connect_atom_v)
+    .then([rp, info](bool) mutable { rp.deliver(info); },
+          [self, rp, name](caf::error& err) mutable {
+            // A guest whose monitor never answered is no use: end it.
+            if (auto it = self->state.guests.find(name); it != self->state.guests.end())
+              it->second.process->kill();
+            rp.deliver(std::move(err));
+          });
+  return rp;
+}
+
+// Every guest's QMP figures, gathered without blocking, as /metrics text.
+caf::result<std::string> scrape_metrics(host_self self) {
+  auto scrape = std::make_shared<metrics_scrape>();
+  scrape->in.capacity = capacity_of(self->state);
+  constexpr size_t queries = std::size(guest_metrics_queries);
+  std::vector<caf::actor> relays;
+  for (const auto& [name, g] : self->state.guests) {
+    scrape->in.guests.push_back(guest_metrics_input{g.info, false, {}, {}, {}, {}});
+    relays.push_back(g.relay);
+  }
+  if (relays.empty())
+    return render_agent_metrics(scrape->in);
+  scrape->pending = relays.size() * queries;
+  scrape->promise = self->make_response_promise<std::string>();
+  for (size_t i = 0; i < relays.size(); ++i)
+    for (size_t q = 0; q < queries; ++q)
+      self
+        ->request(relays[i], metrics_query_timeout, qmp_atom::value,
+                  std::string{guest_metrics_queries[q]}, std::string{})
+        .then([scrape, i, q](const std::string& reply) { scrape->answered(i, q, reply); },
+              [scrape](const caf::error&) { scrape->done_one(); });
+  return scrape->promise;
+}
+
+// Reaps ended guests and kills those whose quit grace ran out.
+void reap(host_self self) {
+  auto& st = self->state;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> ended;
+  for (auto& [name, g] : st.guests) {
+    if (g.process->try_reap()) {
+      ended.push_back(name);
+      continue;
+    }
+    for (auto& d : g.destroys)
+      if (now >= d.kill_at)
+        g.process->kill();
+  }
+  for (auto& name : ended)
+    forget(st, name);
+  self->delayed_send(self, reap_interval, tick_atom::value);
+}
+
 host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state> self,
                                     daemon_config cfg, std::string exe) {
   self->state.cfg = std::move(cfg);
@@ -187,57 +285,7 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
     self->quit(msg.reason);
   });
   return {
-    [self](create_atom, guest_spec spec) -> caf::result<guest_info> {
-      auto& st = self->state;
-      if (auto ok = check_guest_spec(spec); !ok)
-        return ok.error();
-      if (st.guests.count(spec.name) != 0)
-        return make_ferry_error(errc::invalid_argument,
-                                "guest '" + spec.name + "' already exists on " + st.cfg.host_name);
-      uint64_t used = 0;
-      for (auto& [n, g] : st.guests)
-        used += g.info.spec.memory;
-      if (used + spec.memory > st.cfg.memory)
-        return make_ferry_error(errc::invalid_argument,
-                                "host " + st.cfg.host_name + " has " +
-                                  std::to_string((st.cfg.memory - used) >> 20) +
-                                  " MiB free, guest '" + spec.name + "' needs " +
-                                  std::to_string(spec.memory >> 20) + " MiB");
-      guest_info info;
-      if (spec.incoming) {
-        auto port = reserve_port(st);
-        if (!port)
-          return make_ferry_error(errc::invalid_argument,
-                                  "host " + st.cfg.host_name + ": no free migration port");
-        info.migration_port = *port;
-      }
-      auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir);
-      if (!proc) {
-        st.ports_in_use.erase(info.migration_port);
-        return proc.error();
-      }
-      info.spec = std::move(spec);
-      info.pid = proc->pid();
-      info.qmp_socket = qmp_socket_path(st.cfg.run_dir, info.spec.name);
-      info.alive = true;
-      const std::string name = info.spec.name;
-      auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
-      // The host follows its guests' events too: an incoming guest becomes
-      // an ordinary one when its migration completes.
-      caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
-      st.guests[name] =
-        hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
-      auto rp = self->make_response_promise<guest_info>();
-      self->request(relay, host_create_wait, caf::connect_atom_v)
-        .then([rp, info](bool) mutable { rp.deliver(info); },
-              [self, rp, name](caf::error& err) mutable {
-                // A guest whose monitor never answered is no use: end it.
-                if (auto it = self->state.guests.find(name); it != self->state.guests.end())
-                  it->second.process->kill();
-                rp.deliver(std::move(err));
-              });
-      return rp;
-    },
+    [self](create_atom, guest_spec spec) { return create_guest(self, std::move(spec)); },
     [self](destroy_atom, const std::string& name) -> caf::result<bool> {
       auto it = self->state.guests.find(name);
       if (it == self->state.guests.end())
@@ -259,28 +307,7 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       return out;
     },
     [self](capacity_atom) { return capacity_of(self->state); },
-    [self](metrics_atom) -> caf::result<std::string> {
-      auto scrape = std::make_shared<metrics_scrape>();
-      scrape->in.capacity = capacity_of(self->state);
-      constexpr size_t queries = std::size(guest_metrics_queries);
-      std::vector<caf::actor> relays;
-      for (const auto& [name, g] : self->state.guests) {
-        scrape->in.guests.push_back(guest_metrics_input{g.info, false, {}, {}, {}, {}});
-        relays.push_back(g.relay);
-      }
-      if (relays.empty())
-        return render_agent_metrics(scrape->in);
-      scrape->pending = relays.size() * queries;
-      scrape->promise = self->make_response_promise<std::string>();
-      for (size_t i = 0; i < relays.size(); ++i)
-        for (size_t q = 0; q < queries; ++q)
-          self
-            ->request(relays[i], metrics_query_timeout, qmp_atom::value,
-                      std::string{guest_metrics_queries[q]}, std::string{})
-            .then([scrape, i, q](const std::string& reply) { scrape->answered(i, q, reply); },
-                  [scrape](const caf::error&) { scrape->done_one(); });
-      return scrape->promise;
-    },
+    [self](metrics_atom) { return scrape_metrics(self); },
     [self](qmp_atom, const std::string& guest, const std::string& command,
            const std::string& args) -> caf::result<std::string> {
       auto it = self->state.guests.find(guest);
@@ -312,23 +339,7 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       self->state.ports_in_use.erase(info.migration_port);
       info.migration_port = 0;
     },
-    [self](tick_atom) {
-      auto& st = self->state;
-      const auto now = std::chrono::steady_clock::now();
-      std::vector<std::string> ended;
-      for (auto& [name, g] : st.guests) {
-        if (g.process->try_reap()) {
-          ended.push_back(name);
-          continue;
-        }
-        for (auto& d : g.destroys)
-          if (now >= d.kill_at)
-            g.process->kill();
-      }
-      for (auto& name : ended)
-        forget(st, name);
-      self->delayed_send(self, reap_interval, tick_atom::value);
-    },
+    [self](tick_atom) { reap(self); },
   };
 }
 

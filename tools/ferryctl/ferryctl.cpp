@@ -183,6 +183,88 @@ int watch(const options& o, const std::set<int64_t>& ids) {
   }
 }
 
+int do_migrate(const options& o, const std::string& guest, const std::string& to, bool wait) {
+  json::value out;
+  json::object body{{"guest", guest}};
+  if (!to.empty())
+    body["to"] = to;
+  if (int rc = call(o, "POST", "/api/v1/migrations", json::serialize(body), out); rc != 0)
+    return rc;
+  const int64_t id = out.as_object().at("id").to_number<int64_t>();
+  if (!wait) {
+    if (o.output == "json")
+      std::cout << json::serialize(out) << std::endl;
+    else
+      std::printf("migration %lld: %s %s -> %s\n", static_cast<long long>(id), guest.c_str(),
+                  str(out.at("source")).c_str(), str(out.at("target")).c_str());
+    return 0;
+  }
+  return watch(o, {id});
+}
+
+int do_evacuate(const options& o, const std::string& host, bool wait) {
+  json::value out;
+  if (int rc =
+        call(o, "POST", "/api/v1/evacuations", json::serialize(json::object{{"host", host}}), out);
+      rc != 0)
+    return rc;
+  std::set<int64_t> ids;
+  for (const auto& m : out.at("migrations").as_array())
+    if (const auto* id = m.as_object().if_contains("id"))
+      ids.insert(id->to_number<int64_t>());
+  if (!wait || ids.empty()) {
+    std::cout << (o.output == "json" ? json::serialize(out)
+                                     : "evacuation " + str(out.at("id")) + " of " + host + ": " +
+                                         std::to_string(ids.size()) + " migrations")
+              << std::endl;
+    return 0;
+  }
+  return watch(o, ids);
+}
+
+struct create_args {
+  std::string name, host, memory = "64M", image, accel = "kvm";
+  int priority = 0, vcpus = 1;
+  uint64_t dirty_rate = 0;
+  uint32_t ring = 0;
+};
+
+int do_create(const options& o, const create_args& c) {
+  json::value out;
+  uint64_t unit = 1;
+  std::string digits = c.memory;
+  if (!digits.empty() && std::string{"KMGT"}.find(static_cast<char>(std::toupper(digits.back()))) !=
+                           std::string::npos) {
+    unit =
+      uint64_t{1} << (10 *
+                      (std::string{"BKMGT"}.find(static_cast<char>(std::toupper(digits.back())))));
+    digits.pop_back();
+  }
+  uint64_t mem = 0;
+  try {
+    mem = std::stoull(digits) * unit;
+  } catch (const std::exception&) {
+    return fail("--memory '" + c.memory + "' is not a size");
+  }
+  json::object spec{{"name", c.name},
+                    {"memory", mem},
+                    {"accel", c.accel},
+                    {"vcpus", c.vcpus},
+                    {"priority", c.priority}};
+  if (!c.image.empty())
+    spec["drive"] = c.image;
+  if (c.dirty_rate != 0)
+    spec["dirty_rate"] = c.dirty_rate;
+  if (c.ring != 0)
+    spec["dirty_ring_size"] = c.ring;
+  if (int rc = call(o, "POST", "/api/v1/guests",
+                    json::serialize(json::object{{"host", c.host}, {"spec", spec}}), out);
+      rc != 0)
+    return rc;
+  std::cout << json::serialize(out) << std::endl;
+  return 0;
+}
+
 } // namespace
 
 int run_cli(int argc, char** argv) {
@@ -207,22 +289,19 @@ int run_cli(int argc, char** argv) {
   auto* evacuate = app.add_subcommand("evacuate", "move every guest off a host");
   evacuate->add_option("host", host, "host to drain")->required();
   evacuate->add_flag("--wait", wait, "follow the moves until they end");
-  std::string c_name, c_host, c_memory = "64M", c_image, c_accel = "kvm";
-  int c_priority = 0, c_vcpus = 1;
+  create_args c;
   auto* create = app.add_subcommand("create", "start a guest on a host");
-  create->add_option("name", c_name, "guest name")->required();
-  create->add_option("--host", c_host, "host")->required();
-  create->add_option("--memory,-m", c_memory, "RAM (like 64M, 1G)");
-  create->add_option("--image", c_image, "boot image on the host");
-  create->add_option("--accel", c_accel, "kvm or none")->check(CLI::IsMember({"kvm", "none"}));
-  create->add_option("--smp", c_vcpus, "vCPUs");
-  create->add_option("--priority", c_priority, "evacuation priority (higher first)");
-  uint64_t c_dirty_rate = 0;
-  create->add_option("--dirty-rate", c_dirty_rate,
+  create->add_option("name", c.name, "guest name")->required();
+  create->add_option("--host", c.host, "host")->required();
+  create->add_option("--memory,-m", c.memory, "RAM (like 64M, 1G)");
+  create->add_option("--image", c.image, "boot image on the host");
+  create->add_option("--accel", c.accel, "kvm or none")->check(CLI::IsMember({"kvm", "none"}));
+  create->add_option("--smp", c.vcpus, "vCPUs");
+  create->add_option("--priority", c.priority, "evacuation priority (higher first)");
+  create->add_option("--dirty-rate", c.dirty_rate,
                      "-accel none: pages the synthetic guest dirties per second (0: flat out)");
-  uint32_t c_ring = 0;
   create->add_option(
-    "--dirty-ring-size", c_ring,
+    "--dirty-ring-size", c.ring,
     "kvm: dirty ring entries per vCPU (0: dirty bitmap; a ring allows dirty limits)");
   int64_t cancel_id = 0;
   auto* cancel = app.add_subcommand("cancel", "cancel a migration");
@@ -255,74 +334,12 @@ int run_cli(int argc, char** argv) {
       return rc;
     return show({"id", "guest", "source", "target", "state", "error"});
   }
-  if (migrate->parsed()) {
-    json::object body{{"guest", guest}};
-    if (!to.empty())
-      body["to"] = to;
-    if (int rc = call(o, "POST", "/api/v1/migrations", json::serialize(body), out); rc != 0)
-      return rc;
-    const int64_t id = out.as_object().at("id").to_number<int64_t>();
-    if (!wait) {
-      if (o.output == "json")
-        std::cout << json::serialize(out) << std::endl;
-      else
-        std::printf("migration %lld: %s %s -> %s\n", static_cast<long long>(id), guest.c_str(),
-                    str(out.at("source")).c_str(), str(out.at("target")).c_str());
-      return 0;
-    }
-    return watch(o, {id});
-  }
-  if (evacuate->parsed()) {
-    if (int rc = call(o, "POST", "/api/v1/evacuations",
-                      json::serialize(json::object{{"host", host}}), out);
-        rc != 0)
-      return rc;
-    std::set<int64_t> ids;
-    for (const auto& m : out.at("migrations").as_array())
-      if (const auto* id = m.as_object().if_contains("id"))
-        ids.insert(id->to_number<int64_t>());
-    if (!wait || ids.empty()) {
-      std::cout << (o.output == "json" ? json::serialize(out)
-                                       : "evacuation " + str(out.at("id")) + " of " + host + ": " +
-                                           std::to_string(ids.size()) + " migrations")
-                << std::endl;
-      return 0;
-    }
-    return watch(o, ids);
-  }
-  if (create->parsed()) {
-    uint64_t unit = 1;
-    std::string digits = c_memory;
-    if (!digits.empty() && std::string{"KMGT"}.find(
-                             static_cast<char>(std::toupper(digits.back()))) != std::string::npos) {
-      unit = uint64_t{1} << (10 * (std::string{"BKMGT"}.find(
-                                    static_cast<char>(std::toupper(digits.back())))));
-      digits.pop_back();
-    }
-    uint64_t mem = 0;
-    try {
-      mem = std::stoull(digits) * unit;
-    } catch (const std::exception&) {
-      return fail("--memory '" + c_memory + "' is not a size");
-    }
-    json::object spec{{"name", c_name},
-                      {"memory", mem},
-                      {"accel", c_accel},
-                      {"vcpus", c_vcpus},
-                      {"priority", c_priority}};
-    if (!c_image.empty())
-      spec["drive"] = c_image;
-    if (c_dirty_rate != 0)
-      spec["dirty_rate"] = c_dirty_rate;
-    if (c_ring != 0)
-      spec["dirty_ring_size"] = c_ring;
-    if (int rc = call(o, "POST", "/api/v1/guests",
-                      json::serialize(json::object{{"host", c_host}, {"spec", spec}}), out);
-        rc != 0)
-      return rc;
-    std::cout << json::serialize(out) << std::endl;
-    return 0;
-  }
+  if (migrate->parsed())
+    return do_migrate(o, guest, to, wait);
+  if (evacuate->parsed())
+    return do_evacuate(o, host, wait);
+  if (create->parsed())
+    return do_create(o, c);
   if (cancel->parsed()) {
     if (int rc =
           call(o, "POST", "/api/v1/migrations/" + std::to_string(cancel_id) + "/cancel", "{}", out);

@@ -1,0 +1,224 @@
+#pragma once
+// The outgoing engine's insides, shared by its files: migration_source.cpp
+// (the thread, cancel, live parameters, query-migrate's figures),
+// source_phases.cpp (the phases and what they send) and
+// source_convergence.cpp (auto-converge and dirty-limit). Internal to
+// agent/migration/.
+
+#include "agent/convergence/cpu_throttle.hpp"
+#include "agent/convergence/dirty_limit.hpp"
+#include "agent/migration/engine_phase.hpp"
+#include "agent/migration/migration_counters.hpp"
+#include "agent/migration/migration_source.hpp"
+#include "agent/migration/page_sender.hpp"
+#include "agent/migration/rate_limiter.hpp"
+#include "agent/transport/migration_channel.hpp"
+#include "common/error.hpp"
+#include "protocol/qmp_wire.hpp"
+
+#include <boost/json.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace ferry {
+
+using clock_type = std::chrono::steady_clock;
+
+// Pages are assigned to channels in stripes of this many 64-page words:
+// 256 pages, one full batch.
+inline constexpr size_t stripe_words = mig::max_batch_pages / 64;
+
+inline uint64_t ms_since(clock_type::time_point t) {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count());
+}
+
+inline std::array<uint8_t, 16> random_session() {
+  std::random_device rd;
+  std::array<uint8_t, 16> s{};
+  for (auto& b : s)
+    b = static_cast<uint8_t>(rd());
+  return s;
+}
+
+inline caf::error cancelled_error() {
+  return make_ferry_error(errc::bad_run_state, "migration cancelled");
+}
+
+struct migration_source::impl {
+  guest& g;
+  outgoing_migration plan;
+  migration_hooks hooks;
+
+  std::atomic<bool> stop{false};
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> resume{false};
+  std::atomic<bool> in_switchover{false};
+  rate_limiter limiter;
+  std::atomic<uint64_t> downtime_limit_ms{300};
+  std::atomic<uint64_t> avail_bw{0};
+  std::atomic<uint64_t> xbzrle_cache_size{0};
+  migration_counters ctr;
+
+  mutable std::mutex mtx; // error, channels
+  std::string error;
+  std::vector<std::unique_ptr<migration_channel>> channels; // [0] = main
+  std::vector<std::unique_ptr<page_sender>> senders;
+
+  // Figures of the last pass, for query-migrate.
+  std::atomic<uint64_t> remaining_bytes{0};
+  std::atomic<uint64_t> dirty_pages_rate{0};
+  std::atomic<uint64_t> bandwidth{0}; // bytes/s
+  std::atomic<uint64_t> pages_per_second{0};
+  // The pass in progress, so that query-migrate's remaining and mbps move
+  // during a pass (a first pass over a large guest takes long) as QEMU's
+  // do, instead of only at its end.
+  std::atomic<bool> in_pass{false};
+  std::atomic<int64_t> pass_start_ns{0};
+  std::atomic<uint64_t> pass_sent_before{0};
+  std::atomic<uint64_t> pass_todo_pages{0};
+  std::atomic<uint64_t> pass_done_before{0};
+  uint64_t pages_done() const {
+    return ctr.normal_pages.load() + ctr.zero_pages.load() + ctr.xbzrle_pages.load();
+  }
+  // XBZRLE rates over the last pass (XBZRLECacheStats).
+  std::atomic<double> xbzrle_miss_rate{0};
+  std::atomic<double> xbzrle_encoding_rate{0};
+  std::atomic<uint64_t> expected_downtime_ms{0};
+  std::atomic<uint64_t> setup_ms{0};
+  std::atomic<uint64_t> downtime_ms{0};
+  std::atomic<uint64_t> total_ms{0};
+  std::atomic<bool> finished{false};
+  clock_type::time_point start = clock_type::now();
+
+  guest::pause_guard paused;
+  bool tracking = false;
+  std::unique_ptr<cpu_throttle> throttle; // auto-converge, once it kicks in
+  int dirty_rate_high = 0;
+  std::atomic<unsigned> throttle_pct{0};
+  std::atomic<bool> dirty_limit_on{false};
+  uint64_t dirty_limit_set = 0; // the quota given to the vCPUs
+  std::atomic<uint64_t> dirty_limit_quota{1};
+  std::atomic<uint64_t> dirty_limit_period_ms{1000};
+  dirty_bitmap holes;   // first pass: pages known zero (outlives the senders)
+  dirty_bitmap todo{0}; // the pages the current pass sends
+  uint64_t passes = 0;
+  clock_type::time_point downtime_start;
+  // Where the engine is; stepped by its own thread only (read by tests).
+  std::atomic<source_phase> phase{source_phase::connect};
+  std::thread thread;
+
+  impl(guest& gu, outgoing_migration p, migration_hooks h)
+    : g(gu), plan(std::move(p)), hooks(std::move(h)) {
+    limiter.set_limit(plan.max_bandwidth);
+    downtime_limit_ms = plan.downtime_limit_ms;
+    avail_bw = plan.avail_switchover_bandwidth;
+    xbzrle_cache_size = plan.xbzrle_cache_size;
+    dirty_limit_quota = plan.dirty_limit_quota;
+    dirty_limit_period_ms = plan.dirty_limit_period_ms;
+  }
+
+  void note_failure(const caf::error& e) {
+    {
+      std::lock_guard lk{mtx};
+      if (error.empty() && !cancelled)
+        error = describe(e);
+    }
+    halt();
+  }
+
+  void halt() {
+    stop = true;
+    std::lock_guard lk{mtx};
+    for (auto& c : channels)
+      c->interrupt();
+  }
+
+  uint64_t bytes_sent() const {
+    std::lock_guard lk{mtx};
+    uint64_t n = 0;
+    for (const auto& c : channels)
+      n += c->bytes_sent();
+    return n;
+  }
+
+  caf::expected<void> check_stop() const {
+    if (!stop)
+      return {};
+    if (cancelled)
+      return cancelled_error();
+    std::lock_guard lk{mtx};
+    return make_ferry_error(errc::system_error, error);
+  }
+
+  void emit(const char* name, boost::json::object data) {
+    if (plan.events)
+      hooks.emit(qmp::event(name, std::move(data)));
+  }
+
+  struct xbzrle_mark {
+    uint64_t checked = 0;
+    uint64_t misses = 0;
+    uint64_t pages = 0;
+    uint64_t bytes = 0;
+  };
+  xbzrle_mark xbzrle_now() const {
+    return {ctr.xbzrle_checked, ctr.xbzrle_cache_miss, ctr.xbzrle_pages, ctr.xbzrle_bytes};
+  }
+  // cache-miss-rate and encoding-rate over the pass since `before`.
+  void xbzrle_rates(const xbzrle_mark& before) {
+    const xbzrle_mark now = xbzrle_now();
+    if (now.checked > before.checked)
+      xbzrle_miss_rate = static_cast<double>(now.misses - before.misses) /
+                         static_cast<double>(now.checked - before.checked);
+    if (now.bytes > before.bytes)
+      xbzrle_encoding_rate = static_cast<double>((now.pages - before.pages) * mig::page_size) /
+                             static_cast<double>(now.bytes - before.bytes);
+  }
+
+  // Milliseconds to send `dirty` pages with the guest stopped. QEMU divides
+  // their raw size by the link's byte rate. From the second pass on, the
+  // pass just done sent a dirty set like this one, so its page rate also
+  // counts what zero pages, XBZRLE deltas and compression save; the lower
+  // of the two is taken. avail-switchover-bandwidth is the user's word on
+  // raw bytes and is used alone.
+  uint64_t expected_downtime(uint64_t dirty, uint64_t pass) const {
+    // Rounded up: only nothing left to send takes no time.
+    auto ms_for = [](uint64_t amount, uint64_t per_second) {
+      return (amount * 1000 + per_second - 1) / per_second;
+    };
+    const uint64_t raw = dirty * mig::page_size;
+    if (avail_bw != 0)
+      return ms_for(raw, avail_bw);
+    if (bandwidth == 0)
+      return UINT64_MAX;
+    uint64_t ms = ms_for(raw, bandwidth);
+    if (pass >= 2 && pages_per_second != 0)
+      ms = std::min(ms, ms_for(dirty, pages_per_second));
+    return ms;
+  }
+
+  void run();
+  caf::expected<void> execute();
+  caf::expected<source_event> run_phase(source_phase p);
+  caf::expected<source_event> connect();
+  caf::expected<source_event> setup();
+  caf::expected<source_event> iterate();
+  caf::expected<source_event> switchover();
+  caf::expected<source_event> device_state();
+  caf::expected<source_event> handover();
+  caf::error check_stop_error() const {
+    auto ok = check_stop();
+    return ok ? make_ferry_error(errc::system_error, "the migration was stopped") : ok.error();
+  }
+  void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
+  caf::expected<void> handshake();
+  caf::expected<void> send_bitmap(const dirty_bitmap& pages, uint64_t pass);
+};
+
+} // namespace ferry

@@ -1,0 +1,305 @@
+// The outgoing engine's phases: connect and handshake, setup, the passes,
+// stop-and-copy, device state, hand-over.
+#include "agent/migration/source_engine.hpp"
+
+namespace ferry {
+
+namespace json = boost::json;
+
+caf::expected<void> migration_source::impl::handshake() {
+  // Each channel is registered before its first exchange, so cancel can cut
+  // a stalled handshake.
+  FERRY_TRY(main, plan.open ? plan.open() : open_outgoing(plan.target));
+  {
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(main));
+  }
+  if (plan.tls)
+    if (auto ok = channels[0]->start_tls(*plan.tls); !ok)
+      return ok;
+  mig::hello h;
+  h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
+  h.session = random_session();
+  h.flags = (plan.multifd ? mig::flag_multifd : 0) |
+            (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
+            (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
+  h.ram_size = g.memory().size();
+  h.uuid = plan.uuid;
+  if (auto ok = channels[0]->send(mig::record_type::hello, mig::encode(h)); !ok)
+    return ok;
+  if (plan.target.bidirectional()) {
+    std::vector<uint8_t> buf;
+    FERRY_TRY(rh, channels[0]->receive(buf));
+    if (rh.type != mig::record_type::hello_ack)
+      return make_ferry_error(errc::system_error, std::string{"destination answered "} +
+                                                    mig::to_string(rh.type) +
+                                                    " to the migration handshake");
+    FERRY_TRY(st, mig::decode_status(buf));
+    if (st.code != 0)
+      return make_ferry_error(errc::invalid_argument,
+                              "the destination refused the migration: " + st.text);
+  }
+  for (uint16_t i = 1; i <= h.channel_count; ++i) {
+    if (stop)
+      return check_stop();
+    FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
+    migration_channel* ch = opened.get();
+    {
+      std::lock_guard lk{mtx};
+      channels.push_back(std::move(opened));
+    }
+    if (plan.tls)
+      if (auto ok = ch->start_tls(*plan.tls); !ok)
+        return ok;
+    h.channel_index = i;
+    if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
+      return ok;
+  }
+  auto on_error = [this](const caf::error& e) { note_failure(e); };
+  page_sender::options opt{
+    plan.detect_zero,    plan.multifd,
+    hooks.threads,       plan.multifd ? plan.compress : mig::compression::none,
+    plan.compress_level, plan.xbzrle ? plan.xbzrle_cache_size : 0};
+  if (plan.multifd) {
+    for (size_t i = 1; i < channels.size(); ++i)
+      senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
+                                                      *channels[i], g.memory(), opt, limiter, ctr,
+                                                      stop, on_error));
+  } else {
+    senders.push_back(std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt,
+                                                    limiter, ctr, stop, on_error));
+  }
+  return {};
+}
+
+caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& pages, uint64_t pass) {
+  std::vector<uint64_t> pfns;
+  for (size_t w0 = 0; w0 < pages.word_count(); w0 += stripe_words) {
+    if (stop)
+      return check_stop();
+    pfns.clear();
+    for (size_t w = w0; w < std::min(w0 + stripe_words, pages.word_count()); ++w) {
+      uint64_t bits = pages.word(w);
+      while (bits != 0) {
+        pfns.push_back(w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+        bits &= bits - 1;
+      }
+    }
+    if (!pfns.empty())
+      senders[(w0 / stripe_words) % senders.size()]->push_pages(pfns);
+  }
+  for (auto& s : senders)
+    s->push_sync(pass);
+  for (auto& s : senders)
+    s->wait_idle();
+  return check_stop();
+}
+
+caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
+  switch (p) {
+    case source_phase::connect:
+      return connect();
+    case source_phase::setup:
+      return setup();
+    case source_phase::iterate:
+      return iterate();
+    case source_phase::switchover:
+      return switchover();
+    case source_phase::device_state:
+      return device_state();
+    case source_phase::handover:
+      return handover();
+    default:
+      return make_ferry_error(errc::bad_run_state, "no work in phase " + std::string{to_string(p)});
+  }
+}
+
+// The engine walks its phases: each phase's work yields the event that moves
+// it on; a failure becomes `error` (or `cancel` when it was cancelled).
+caf::expected<void> migration_source::impl::execute() {
+  source_phase p = source_phase::connect;
+  while (!terminal(p)) {
+    auto ev = run_phase(p);
+    const source_event e = ev ? *ev : cancelled ? source_event::cancel : source_event::error;
+    auto next = step(p, e);
+    if (!next)
+      return next.error(); // a phase produced an event its table forbids
+    p = *next;
+    phase = p;
+    if (!ev)
+      return ev.error();
+  }
+  return {};
+}
+
+caf::expected<source_event> migration_source::impl::connect() {
+  if (auto ok = handshake(); !ok)
+    return ok.error();
+  return source_event::connected;
+}
+
+caf::expected<source_event> migration_source::impl::setup() {
+  // Tracking starts before the first pass reads anything; what the tracker
+  // has collected so far is dropped, since that pass sends every page.
+  dirty_tracker& log = g.dirty_log();
+  if (auto ok = log.start(); !ok)
+    return ok.error();
+  tracking = true;
+  const uint64_t pages = g.memory().pages();
+  todo = dirty_bitmap{pages};
+  if (auto ok = log.sync(todo); !ok)
+    return ok.error();
+  setup_ms = ms_since(start);
+  if (!hooks.step(migration_event::setup_done))
+    return check_stop_error();
+  todo.set_all();
+  // Holes of the RAM file are zero and untouched: the first pass need not
+  // read them (a read would allocate and clear each). A write to one after
+  // tracking started shows in the next sync. With zero-page-detection none
+  // every page goes with its data.
+  holes = dirty_bitmap{pages};
+  if (plan.detect_zero) {
+    holes.set_all();
+    g.memory().for_each_data_run([&](uint64_t first, uint64_t end) {
+      for (uint64_t p = first; p < end; ++p)
+        holes.clear_page(p);
+    });
+    for (auto& s : senders)
+      s->set_known_zero(&holes);
+  }
+  return source_event::setup_done;
+}
+
+// One pass over `todo`; then the next dirty set and whether it fits.
+caf::expected<source_event> migration_source::impl::iterate() {
+  const uint64_t pass = ++passes;
+  const auto pass_start = clock_type::now();
+  const uint64_t sent_before = bytes_sent();
+  const uint64_t pass_pages = todo.count();
+  const xbzrle_mark xbz_before = xbzrle_now();
+  if (plan.xbzrle && pass >= 2)
+    for (auto& s : senders)
+      s->use_xbzrle(xbzrle_cache_size / senders.size());
+  pass_sent_before = sent_before;
+  pass_todo_pages = pass_pages;
+  pass_done_before = pages_done();
+  pass_start_ns = pass_start.time_since_epoch().count();
+  in_pass = true;
+  auto sent = send_bitmap(todo, pass);
+  in_pass = false;
+  if (!sent)
+    return sent.error();
+  xbzrle_rates(xbz_before);
+  for (auto& s : senders)
+    s->set_known_zero(nullptr);
+  const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
+  if (secs >= 0.001) {
+    bandwidth = static_cast<uint64_t>(static_cast<double>(bytes_sent() - sent_before) / secs);
+    pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_pages) / secs);
+  }
+  todo.clear();
+  if (auto ok = g.dirty_log().sync(todo); !ok)
+    return ok.error();
+  const uint64_t syncs = ++ctr.sync_count;
+  emit("MIGRATION_PASS", json::object{{"pass", syncs}});
+  const uint64_t dirty = todo.count();
+  remaining_bytes = dirty * mig::page_size;
+  if ((plan.auto_converge || plan.dirty_limit) && pass >= 2)
+    maybe_throttle(bytes_sent() - sent_before, dirty * mig::page_size);
+  const double since_start = std::chrono::duration<double>(clock_type::now() - pass_start).count();
+  dirty_pages_rate =
+    since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
+  const uint64_t expected = expected_downtime(dirty, pass);
+  expected_downtime_ms = expected;
+  if (expected <= downtime_limit_ms)
+    return source_event::pass_converged;
+  if (stop)
+    return check_stop_error();
+  return source_event::pass_again;
+}
+
+// Stop-and-copy: the guest stops, the last dirty pages go at full speed.
+caf::expected<source_event> migration_source::impl::switchover() {
+  const bool was_running = g.state() == run_state::running;
+  paused = g.pause();
+  ctr.guest_stopped = true;
+  in_switchover = true;
+  limiter.set_limit(0);
+  downtime_start = clock_type::now();
+  if (was_running)
+    hooks.emit(qmp::event("STOP"));
+  dirty_tracker& log = g.dirty_log();
+  if (auto ok = log.sync(todo); !ok)
+    return ok.error();
+  ++ctr.sync_count;
+  if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
+    return ok.error();
+  remaining_bytes = 0;
+  log.stop();
+  tracking = false;
+
+  if (plan.pause_before_switchover) {
+    if (!hooks.step(migration_event::pause_switchover))
+      return check_stop_error();
+    while (!resume && !stop)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (stop)
+      return check_stop_error();
+  }
+  if (plan.multifd) {
+    for (auto& s : senders)
+      s->push_end();
+    for (auto& s : senders)
+      s->wait_idle();
+    if (stop)
+      return check_stop_error();
+  }
+  senders.clear();
+  return source_event::dirty_sent;
+}
+
+caf::expected<source_event> migration_source::impl::device_state() {
+  auto& main = *channels[0];
+  FERRY_TRY(cpu, g.save_cpu_state());
+  if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
+    return ok.error();
+  // No emulated device holds state yet (serial output is write-only, port
+  // 0x92 is stateless): the section says so, with a device count of 0.
+  const uint8_t no_devices[4] = {0, 0, 0, 0};
+  if (auto ok = main.send(mig::record_type::devices, no_devices); !ok)
+    return ok.error();
+  if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
+    return ok.error();
+  ctr.add_sent(3 * mig::header_size + cpu.size() + sizeof no_devices, false);
+  return source_event::state_sent;
+}
+
+// The destination has everything: it says ready, the owner takes the stopped
+// guest, and only then does the destination hear go.
+caf::expected<source_event> migration_source::impl::handover() {
+  auto& main = *channels[0];
+  if (!plan.target.bidirectional()) {
+    if (auto ok = main.finish(); !ok)
+      return ok.error();
+  } else {
+    std::vector<uint8_t> buf;
+    FERRY_TRY(rh, main.receive(buf));
+    FERRY_TRY(st, mig::decode_status(buf));
+    if (rh.type != mig::record_type::ready || st.code != 0)
+      return make_ferry_error(errc::system_error,
+                              "the destination failed to load the guest: " + st.text);
+  }
+  downtime_ms = ms_since(downtime_start);
+  total_ms = ms_since(start);
+  if (!hooks.complete(paused)) {
+    // Cancelled at the last moment: the destination must not start it.
+    (void) main.send(mig::record_type::abort, mig::encode(mig::status_msg{1, "cancelled"}));
+    cancelled = true;
+    return cancelled_error();
+  }
+  if (plan.target.bidirectional())
+    (void) main.send(mig::record_type::go, mig::encode(mig::status_msg{}));
+  return source_event::destination_ready;
+}
+
+} // namespace ferry
