@@ -1,0 +1,282 @@
+// The migration job actor under CAF's test coordinator, against scripted host
+// actors (the host_actor interface, whose real implementation the cluster
+// process tests drive): every path through the job state machine in
+// milliseconds — succeeded, a failing create, a failing migration, a cancel
+// mid-migration, a lost host — each checked against the journal's
+// transitions and the QMP commands each host saw.
+
+#include "orchestrator/migration_job.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace ferry;
+namespace json = boost::json;
+
+namespace {
+
+// What a scripted host answers, and what it was asked.
+struct host_script {
+  std::string name;
+  std::vector<guest_info> guests;
+  bool create_fails = false;
+  // Holds the create's answer until the test delivers it.
+  bool hold_create = false;
+  caf::typed_response_promise<guest_info> held;
+  guest_info held_info;
+  // query-migrate statuses, one per poll; the last one repeats.
+  std::deque<std::string> migrate_statuses{"active"};
+  std::string target_status = "running"; // query-status on this host
+  std::vector<std::string> qmp_seen;     // "guest:command"
+  std::vector<std::string> destroyed;
+};
+
+host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s) {
+  return {
+    [self, s](create_atom, const guest_spec& spec) -> caf::result<guest_info> {
+      if (s->create_fails)
+        return caf::make_error(caf::sec::runtime_error, "no room on " + s->name);
+      guest_info info;
+      info.spec = spec;
+      info.pid = 4242;
+      info.migration_port = 49152;
+      info.alive = true;
+      s->guests.push_back(info);
+      if (s->hold_create) {
+        s->held = self->make_response_promise<guest_info>();
+        s->held_info = info;
+        return s->held;
+      }
+      return info;
+    },
+    [s](destroy_atom, const std::string& guest) {
+      s->destroyed.push_back(guest);
+      return true;
+    },
+    [s](list_atom) { return s->guests; },
+    [s](capacity_atom) {
+      // The test's way in: a held create is answered from inside the actor.
+      if (s->held.pending())
+        s->held.deliver(s->held_info);
+      return host_capacity{s->name, "127.0.0.1", 1ull << 30, 0, 0};
+    },
+    [s](qmp_atom, const std::string& guest, const std::string& command,
+        const std::string&) -> std::string {
+      s->qmp_seen.push_back(guest + ":" + command);
+      if (command == "query-migrate") {
+        const std::string status = s->migrate_statuses.front();
+        if (s->migrate_statuses.size() > 1)
+          s->migrate_statuses.pop_front();
+        json::object info{{"status", status}};
+        info["ram"] = json::object{{"transferred", 1000}, {"remaining", 10}, {"total", 1010}};
+        if (status == "failed")
+          info["error-desc"] = "scripted failure";
+        if (status == "completed") {
+          info["total-time"] = 900;
+          info["downtime"] = 20;
+        }
+        return json::serialize(json::object{{"return", info}});
+      }
+      if (command == "query-status")
+        return json::serialize(
+          json::object{{"return", json::object{{"status", s->target_status}}}});
+      return R"({"return": {}})";
+    },
+    [](subscribe_atom, const std::string&, const caf::actor&) { return true; },
+  };
+}
+
+struct job_fixture : ::testing::Test {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  ferry::test::temp_dir tmp;
+  std::shared_ptr<journal> log;
+  std::shared_ptr<host_script> src = std::make_shared<host_script>();
+  std::shared_ptr<host_script> dst = std::make_shared<host_script>();
+  std::shared_ptr<std::vector<job_record>> done = std::make_shared<std::vector<job_record>>();
+  caf::actor job;
+  host_actor dst_actor;
+
+  void SetUp() override {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.file-verbosity", caf::atom("quiet"));
+    add_control_plane_types(cfg);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    auto j = journal::open(tmp.path() + "/journal.db");
+    ASSERT_TRUE(j);
+    log = std::move(*j);
+    src->name = "host-a";
+    dst->name = "host-b";
+    guest_info g;
+    g.spec.name = "vm1";
+    g.spec.memory = 64u << 20;
+    g.alive = true;
+    src->guests.push_back(g);
+  }
+
+  void TearDown() override {
+    if (job)
+      caf::anon_send_exit(job, caf::exit_reason::kill);
+    sched->run();
+  }
+
+  // Spawns the job for vm1 host-a -> host-b, in scheduling as the cluster
+  // hands it over.
+  void start() {
+    job_record rec;
+    rec.guest = "vm1";
+    rec.source = "host-a";
+    rec.target = "host-b";
+    rec.memory = 64u << 20;
+    auto added = log->add_job(rec);
+    ASSERT_TRUE(added);
+    ASSERT_TRUE(log->move(*added, job_state::scheduling, "slot granted"));
+    added->state = job_state::scheduling;
+    auto parent = sys->spawn([d = done](caf::event_based_actor*) -> caf::behavior {
+      return {
+        [d](job_done_atom, const job_record& r) { d->push_back(r); },
+        [](job_update_atom, const job_record&, const std::string&) {},
+        [](job_step_atom, const std::string&) {},
+      };
+    });
+    dst_actor = sys->spawn(scripted_host, dst);
+    job_context ctx{*added,
+                    sys->spawn(scripted_host, src),
+                    dst_actor,
+                    "127.0.0.1",
+                    migration_policy{},
+                    log,
+                    parent,
+                    false};
+    job = spawn_migration_job(*sys, std::move(ctx));
+    sched->run();
+  }
+
+  // Polls go by the actor clock: fire them until the job ends.
+  void run_to_end(size_t max_polls = 50) {
+    for (size_t i = 0; i < max_polls && done->empty(); ++i) {
+      sched->trigger_timeouts();
+      sched->run();
+    }
+  }
+
+  std::vector<std::string> walk() const {
+    std::vector<std::string> out;
+    for (const auto& t : log->transitions())
+      out.push_back(std::string{to_string(t.from)} + ">" + std::string{to_string(t.to)});
+    return out;
+  }
+
+  static bool saw(const host_script& h, const std::string& what) {
+    return std::find(h.qmp_seen.begin(), h.qmp_seen.end(), what) != h.qmp_seen.end();
+  }
+};
+
+} // namespace
+
+TEST_F(job_fixture, a_migration_walks_to_succeeded_and_retires_the_source) {
+  src->migrate_statuses = {"active", "active", "completed"};
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_EQ(walk(), (std::vector<std::string>{"pending>scheduling", "scheduling>preparing-target",
+                                              "preparing-target>running", "running>completing",
+                                              "completing>succeeded"}));
+  // The target was set up to listen before the source was told to migrate.
+  EXPECT_TRUE(saw(*dst, "vm1:migrate-incoming"));
+  EXPECT_TRUE(saw(*src, "vm1:migrate"));
+  EXPECT_TRUE(saw(*dst, "vm1:query-status")) << "the target is confirmed running first";
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"}) << "then the source copy goes";
+  EXPECT_TRUE(dst->destroyed.empty());
+}
+
+TEST_F(job_fixture, a_failing_create_fails_the_job_and_touches_no_guest) {
+  dst->create_fails = true;
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("creating the target guest"), std::string::npos)
+    << done->at(0).error;
+  EXPECT_EQ(walk(), (std::vector<std::string>{"pending>scheduling", "scheduling>preparing-target",
+                                              "preparing-target>failed"}));
+  EXPECT_FALSE(saw(*src, "vm1:migrate"));
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+}
+
+TEST_F(job_fixture, a_failed_migration_removes_the_target_and_keeps_the_source) {
+  src->migrate_statuses = {"active", "failed"};
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("scripted failure"), std::string::npos) << done->at(0).error;
+  EXPECT_EQ(walk(), (std::vector<std::string>{"pending>scheduling", "scheduling>preparing-target",
+                                              "preparing-target>running", "running>failed"}));
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"}) << "the half-made target goes";
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+}
+
+TEST_F(job_fixture, cancel_mid_migration_cancels_on_the_source_and_removes_the_target) {
+  src->migrate_statuses = {"active"};
+  start();
+  for (int i = 0; i < 3; ++i) {
+    sched->trigger_timeouts();
+    sched->run();
+  }
+  ASSERT_TRUE(done->empty());
+  src->migrate_statuses = {"cancelled"}; // what the source answers after migrate_cancel
+  caf::anon_send(job, cancel_atom::value);
+  sched->run();
+  EXPECT_TRUE(saw(*src, "vm1:migrate_cancel"));
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::cancelled) << done->at(0).error;
+  EXPECT_EQ(walk().back(), "running>cancelled");
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
+  EXPECT_TRUE(src->destroyed.empty());
+}
+
+TEST_F(job_fixture, a_lost_host_fails_the_job_at_once) {
+  start();
+  sched->trigger_timeouts();
+  sched->run();
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-b"});
+  sched->run();
+  run_to_end(5);
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("host host-b went down"), std::string::npos)
+    << done->at(0).error;
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+}
+
+TEST_F(job_fixture, cancel_while_the_target_is_created_ends_cancelled_without_it) {
+  dst->hold_create = true;
+  start();
+  EXPECT_EQ(walk().back(), "scheduling>preparing-target");
+  caf::anon_send(job, cancel_atom::value);
+  sched->run();
+  EXPECT_TRUE(done->empty()) << "the create is still under way";
+  caf::anon_send(dst_actor, capacity_atom::value); // releases the held create
+  sched->run();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::cancelled) << done->at(0).error;
+  EXPECT_EQ(walk().back(), "preparing-target>cancelled");
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"}) << "the new target goes";
+  EXPECT_FALSE(saw(*src, "vm1:migrate"));
+  EXPECT_TRUE(src->destroyed.empty());
+}
