@@ -8,6 +8,7 @@
 #include "orchestrator/orchestrator_error.hpp"
 
 #include <caf/all.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include <boost/json.hpp>
 
@@ -214,7 +215,11 @@ caf::result<std::string> api_cancel(cluster_actor* self, int64_t id) {
   return json::serialize(job_json(j));
 }
 
-caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_ptr<journal> log) {
+caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_ptr<journal> log,
+                      caf::actor dialer) {
+  self->state.dialer =
+    dialer ? std::move(dialer)
+           : caf::actor_cast<caf::actor>(self->system().openssl_manager().actor_handle());
   replay_journal(self, std::move(cfg), std::move(log));
   for (const auto& a : self->state.cfg.agents)
     connect_host(self, a.name);
@@ -258,8 +263,8 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
 } // namespace
 
 caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                         std::shared_ptr<journal> log) {
-  return sys.spawn(cluster, std::move(cfg), std::move(log));
+                         std::shared_ptr<journal> log, caf::actor dialer) {
+  return sys.spawn(cluster, std::move(cfg), std::move(log), std::move(dialer));
 }
 
 } // namespace ferry

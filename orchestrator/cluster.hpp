@@ -28,7 +28,10 @@ using api_migrate_atom = caf::atom_constant<caf::atom("apimigrate")>;
 using api_evacuate_atom = caf::atom_constant<caf::atom("apievac")>;
 using api_create_atom = caf::atom_constant<caf::atom("apicreate")>;
 
+// `dialer` reaches the agents: (connect_atom, host, port) -> (node_id,
+// strong_actor_ptr, interface set), as CAF's middleman answers; none = the
+// TLS middleman of `sys` (tests pass their own).
 caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                         std::shared_ptr<journal> log);
+                         std::shared_ptr<journal> log, caf::actor dialer = {});
 
 } // namespace ferry

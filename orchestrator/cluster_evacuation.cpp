@@ -8,9 +8,6 @@
 #include "orchestrator/move_estimate.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
-#include <caf/io/middleman.hpp>
-#include <caf/openssl/manager.hpp>
-
 #include <algorithm>
 #include <cstdio>
 

@@ -8,9 +8,6 @@
 #include "orchestrator/move_estimate.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
-#include <caf/io/middleman.hpp>
-#include <caf/openssl/manager.hpp>
-
 #include <algorithm>
 #include <cstdio>
 
@@ -25,9 +22,8 @@ void connect_host(cluster_actor* self, const std::string& name) {
   if (entry.up || entry.connecting)
     return;
   entry.connecting = true;
-  auto mm = self->system().openssl_manager().actor_handle();
   self
-    ->request(mm, request_timeout, caf::connect_atom_v, entry.address.control.host,
+    ->request(self->state.dialer, request_timeout, caf::connect_atom_v, entry.address.control.host,
               entry.address.control.port)
     .then(
       [self, name](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {

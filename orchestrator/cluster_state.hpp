@@ -76,6 +76,9 @@ struct cluster_state {
   std::map<std::string, host_entry> hosts;
   std::map<int64_t, job_entry> jobs; // unfinished and recently finished
   std::map<int64_t, evacuation_entry> evacuations;
+  // Who dials agents: (connect_atom, host, port) -> (node, actor, ifs) —
+  // the TLS middleman's actor, or a test's.
+  caf::actor dialer;
 };
 
 using cluster_actor = caf::stateful_actor<cluster_state>;

@@ -6,6 +6,7 @@
 // transitions and the QMP commands each host saw.
 
 #include "orchestrator/migration_job.hpp"
+#include "tests/support/scripted_host.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <caf/all.hpp>
@@ -20,80 +21,10 @@
 #include <vector>
 
 using namespace ferry;
+using namespace ferry::test;
 namespace json = boost::json;
 
 namespace {
-
-// What a scripted host answers, and what it was asked.
-struct host_script {
-  std::string name;
-  std::vector<guest_info> guests;
-  bool create_fails = false;
-  // Holds the create's answer until the test delivers it.
-  bool hold_create = false;
-  caf::typed_response_promise<guest_info> held;
-  guest_info held_info;
-  // query-migrate statuses, one per poll; the last one repeats.
-  std::deque<std::string> migrate_statuses{"active"};
-  std::string target_status = "running"; // query-status on this host
-  std::vector<std::string> qmp_seen;     // "guest:command"
-  std::vector<std::string> destroyed;
-};
-
-host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s) {
-  return {
-    [self, s](create_atom, const guest_spec& spec) -> caf::result<guest_info> {
-      if (s->create_fails)
-        return caf::make_error(caf::sec::runtime_error, "no room on " + s->name);
-      guest_info info;
-      info.spec = spec;
-      info.pid = 4242;
-      info.migration_port = 49152;
-      info.alive = true;
-      s->guests.push_back(info);
-      if (s->hold_create) {
-        s->held = self->make_response_promise<guest_info>();
-        s->held_info = info;
-        return s->held;
-      }
-      return info;
-    },
-    [s](destroy_atom, const std::string& guest) {
-      s->destroyed.push_back(guest);
-      return true;
-    },
-    [s](list_atom) { return s->guests; },
-    [s](capacity_atom) {
-      // The test's way in: a held create is answered from inside the actor.
-      if (s->held.pending())
-        s->held.deliver(s->held_info);
-      return host_capacity{s->name, "127.0.0.1", 1ull << 30, 0, 0};
-    },
-    [s](qmp_atom, const std::string& guest, const std::string& command,
-        const std::string&) -> std::string {
-      s->qmp_seen.push_back(guest + ":" + command);
-      if (command == "query-migrate") {
-        const std::string status = s->migrate_statuses.front();
-        if (s->migrate_statuses.size() > 1)
-          s->migrate_statuses.pop_front();
-        json::object info{{"status", status}};
-        info["ram"] = json::object{{"transferred", 1000}, {"remaining", 10}, {"total", 1010}};
-        if (status == "failed")
-          info["error-desc"] = "scripted failure";
-        if (status == "completed") {
-          info["total-time"] = 900;
-          info["downtime"] = 20;
-        }
-        return json::serialize(json::object{{"return", info}});
-      }
-      if (command == "query-status")
-        return json::serialize(
-          json::object{{"return", json::object{{"status", s->target_status}}}});
-      return R"({"return": {}})";
-    },
-    [](subscribe_atom, const std::string&, const caf::actor&) { return true; },
-  };
-}
 
 struct job_fixture : ::testing::Test {
   caf::actor_system_config cfg;

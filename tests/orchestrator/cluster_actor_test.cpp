@@ -1,0 +1,176 @@
+// The cluster actor under CAF's test coordinator: scripted host actors behind
+// a scripted dialer (the seam where the TLS middleman dials real agents),
+// real job actors and a real journal. The queue's limit holds a second move
+// until the first ends; an evacuation's move that fails on one host is
+// retried on another.
+
+#include "orchestrator/cluster.hpp"
+#include "orchestrator/migration_job.hpp"
+#include "tests/support/scripted_host.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+
+using namespace ferry;
+using namespace ferry::test;
+
+namespace {
+
+struct cluster_fixture : ::testing::Test {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  ferry::test::temp_dir tmp;
+  std::shared_ptr<journal> log;
+  std::map<std::string, std::shared_ptr<host_script>> scripts;
+  caf::actor cluster;
+
+  void SetUp() override {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.file-verbosity", caf::atom("quiet"));
+    add_control_plane_types(cfg);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    auto j = journal::open(tmp.path() + "/journal.db");
+    ASSERT_TRUE(j);
+    log = std::move(*j);
+    for (const char* h : {"host-a", "host-b", "host-c"}) {
+      scripts[h] = std::make_shared<host_script>();
+      scripts[h]->name = h;
+    }
+  }
+
+  void TearDown() override {
+    if (cluster)
+      caf::anon_send_exit(cluster, caf::exit_reason::kill);
+    sched->run();
+  }
+
+  void add_guest(const std::string& host, const std::string& name) {
+    guest_info g;
+    g.spec.name = name;
+    g.spec.memory = 64u << 20;
+    g.alive = true;
+    scripts.at(host)->guests.push_back(g);
+  }
+
+  // The cluster, dialing host-a/b/c (ports 1, 2, 3) through the scripted
+  // dialer, up and with its first inventory.
+  void start(migration_policy policy) {
+    std::map<uint16_t, host_actor> by_port;
+    orchestrator_config oc;
+    oc.policy = policy;
+    uint16_t port = 1;
+    for (const auto& [name, script] : scripts) {
+      by_port[port] = sys->spawn(scripted_host, script);
+      oc.agents.push_back(agent_address{name, host_port{"127.0.0.1", port}});
+      ++port;
+    }
+    auto dialer = sys->spawn([by_port](caf::event_based_actor*) -> caf::behavior {
+      return {
+        [by_port](caf::connect_atom, const std::string&, uint16_t p) {
+          return std::make_tuple(caf::node_id{},
+                                 caf::actor_cast<caf::strong_actor_ptr>(by_port.at(p)),
+                                 std::set<std::string>{});
+        },
+      };
+    });
+    cluster = spawn_cluster(*sys, oc, log, dialer);
+    sched->run();
+    tick();
+  }
+
+  // One round of every pending timeout (polls, refreshes, pre-flights).
+  void tick(size_t rounds = 1) {
+    for (size_t i = 0; i < rounds; ++i) {
+      sched->trigger_timeouts();
+      sched->run();
+    }
+  }
+
+  // An API request to the cluster, answered as JSON text or "error: ...".
+  template <class... Ts>
+  std::string api(Ts... xs) {
+    auto out = std::make_shared<std::string>();
+    sys->spawn([out, c = cluster, xs...](caf::event_based_actor* self) {
+      self->request(c, caf::infinite, xs...)
+        .then([out](const std::string& s) { *out = s; },
+              [out](const caf::error& e) { *out = "error: " + caf::to_string(e); });
+    });
+    sched->run();
+    return *out;
+  }
+
+  std::map<int64_t, job_record> jobs() const {
+    std::map<int64_t, job_record> out;
+    for (const auto& j : log->jobs(false))
+      out[j.id] = j;
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_F(cluster_fixture, the_queue_holds_a_second_move_until_the_first_ends) {
+  add_guest("host-a", "vm1");
+  add_guest("host-a", "vm2");
+  migration_policy p;
+  p.max_migrations = 1;
+  start(p);
+  const auto r1 = api(api_migrate_atom::value, std::string{"vm1"}, std::string{"host-b"});
+  const auto r2 = api(api_migrate_atom::value, std::string{"vm2"}, std::string{"host-c"});
+  ASSERT_EQ(r1.rfind("error", 0), std::string::npos) << r1;
+  ASSERT_EQ(r2.rfind("error", 0), std::string::npos) << r2;
+  tick(5);
+  auto js = jobs();
+  ASSERT_EQ(js.size(), 2U);
+  EXPECT_EQ(js.at(1).state, job_state::running);
+  EXPECT_EQ(js.at(2).state, job_state::pending) << "one migration at a time";
+  scripts.at("host-a")->migrate_statuses = {"completed"};
+  tick(20);
+  js = jobs();
+  EXPECT_EQ(js.at(1).state, job_state::succeeded) << js.at(1).error;
+  EXPECT_EQ(js.at(2).state, job_state::succeeded) << js.at(2).error;
+  // The second was scheduled only after the first had finished.
+  size_t first_done = 0;
+  size_t second_scheduled = 0;
+  const auto ts = log->transitions();
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].job == 1 && ts[i].to == job_state::succeeded)
+      first_done = i;
+    if (ts[i].job == 2 && ts[i].to == job_state::scheduling)
+      second_scheduled = i;
+  }
+  EXPECT_GT(second_scheduled, first_done);
+}
+
+TEST_F(cluster_fixture, an_evacuation_move_that_fails_is_retried_on_another_host) {
+  add_guest("host-a", "vm1");
+  scripts.at("host-b")->memory_total = 4ull << 30; // the first choice: most room
+  scripts.at("host-b")->create_fails = true;
+  scripts.at("host-a")->migrate_statuses = {"active", "completed"};
+  start(migration_policy{});
+  const auto r = api(api_evacuate_atom::value, std::string{"host-a"});
+  ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  tick(30);
+  const auto js = jobs();
+  ASSERT_EQ(js.size(), 2U);
+  EXPECT_EQ(js.at(1).target, "host-b");
+  EXPECT_EQ(js.at(1).state, job_state::failed);
+  EXPECT_EQ(js.at(2).target, "host-c");
+  EXPECT_EQ(js.at(2).attempt, 2);
+  EXPECT_EQ(js.at(2).state, job_state::succeeded) << js.at(2).error;
+  const auto evacs = log->evacuations(false);
+  ASSERT_EQ(evacs.size(), 1U);
+  EXPECT_TRUE(evacs[0].finished);
+  EXPECT_EQ(scripts.at("host-a")->destroyed, std::vector<std::string>{"vm1"});
+}

@@ -1,0 +1,74 @@
+#include "tests/support/scripted_host.hpp"
+
+#include <boost/json.hpp>
+
+namespace ferry::test {
+
+namespace json = boost::json;
+
+host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s) {
+  return {
+    [self, s](create_atom, const guest_spec& spec) -> caf::result<guest_info> {
+      if (s->create_fails)
+        return caf::make_error(caf::sec::runtime_error, "no room on " + s->name);
+      guest_info info;
+      info.spec = spec;
+      info.pid = 4242;
+      info.migration_port = 49152;
+      info.alive = true;
+      s->guests.push_back(info);
+      if (s->hold_create) {
+        s->held = self->make_response_promise<guest_info>();
+        s->held_info = info;
+        return s->held;
+      }
+      return info;
+    },
+    [s](destroy_atom, const std::string& guest) {
+      s->destroyed.push_back(guest);
+      std::erase_if(s->guests, [&](const guest_info& g) { return g.spec.name == guest; });
+      return true;
+    },
+    [s](list_atom) { return s->guests; },
+    [s](capacity_atom) {
+      // The test's way in: a held create is answered from inside the actor.
+      if (s->held.pending())
+        s->held.deliver(s->held_info);
+      uint64_t used = 0;
+      for (const auto& g : s->guests)
+        used += g.spec.memory;
+      return host_capacity{s->name, "127.0.0.1", s->memory_total, used,
+                           static_cast<uint32_t>(s->guests.size())};
+    },
+    [s](qmp_atom, const std::string& guest, const std::string& command,
+        const std::string&) -> std::string {
+      s->qmp_seen.push_back(guest + ":" + command);
+      if (command == "query-migrate") {
+        const std::string status = s->migrate_statuses.front();
+        if (s->migrate_statuses.size() > 1)
+          s->migrate_statuses.pop_front();
+        json::object info{{"status", status}};
+        info["ram"] = json::object{{"transferred", 1000}, {"remaining", 10}, {"total", 1010}};
+        if (status == "failed")
+          info["error-desc"] = "scripted failure";
+        if (status == "completed") {
+          info["total-time"] = 900;
+          info["downtime"] = 20;
+        }
+        return json::serialize(json::object{{"return", info}});
+      }
+      if (command == "query-status") {
+        // A target that answers running has arrived: an ordinary guest now.
+        for (auto& g : s->guests)
+          if (g.spec.name == guest)
+            g.spec.incoming = false;
+        return json::serialize(
+          json::object{{"return", json::object{{"status", s->target_status}}}});
+      }
+      return R"({"return": {}})";
+    },
+    [](subscribe_atom, const std::string&, const caf::actor&) { return true; },
+  };
+}
+
+} // namespace ferry::test

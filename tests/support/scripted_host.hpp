@@ -1,0 +1,36 @@
+#pragma once
+// A host actor that answers from a script (the host_actor interface, whose
+// real implementation the cluster process tests drive): for tests of the job
+// and cluster actors under CAF's test coordinator, in milliseconds.
+
+#include "actors/host_interface.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ferry::test {
+
+// What a scripted host answers, and what it was asked.
+struct host_script {
+  std::string name;
+  uint64_t memory_total = 1ull << 30;
+  std::vector<guest_info> guests;
+  bool create_fails = false;
+  // Holds the create's answer until the test delivers it.
+  bool hold_create = false;
+  caf::typed_response_promise<guest_info> held;
+  guest_info held_info;
+  // query-migrate statuses, one per poll; the last one repeats.
+  std::deque<std::string> migrate_statuses{"active"};
+  std::string target_status = "running"; // query-status on this host
+  std::vector<std::string> qmp_seen;     // "guest:command"
+  std::vector<std::string> destroyed;
+};
+
+host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s);
+
+} // namespace ferry::test
