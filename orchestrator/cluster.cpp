@@ -1,6 +1,7 @@
 #include "orchestrator/cluster.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "orchestrator/cluster_state.hpp"
 #include "orchestrator/guest_spec_json.hpp"
 #include "orchestrator/migration_job.hpp"
@@ -60,8 +61,7 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
     j.actor = nullptr;
     if (!job_is_final(j.record.state)) {
       j.record.error = "job ended unexpectedly: " + self->system().render(dm.reason);
-      std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n", static_cast<long long>(id),
-                   j.record.error.c_str());
+      log::error("job {}: {}", id, j.record.error);
       if (st.log->move(j.record, job_state::failed, j.record.error))
         j.record.state = job_state::failed;
       count_finished(st, j);
@@ -76,8 +76,7 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
   for (auto& [name, h] : st.hosts) {
     if (!h.up || h.handle.address() != dm.source)
       continue;
-    std::fprintf(stderr, "ferry-orchestrator: %.3f host %s is down (%s)\n", now_s(), name.c_str(),
-                 self->system().render(dm.reason).c_str());
+    log::warn("host {} is down ({})", name, self->system().render(dm.reason));
     h.up = false;
     h.handle = nullptr;
     h.guests.clear();

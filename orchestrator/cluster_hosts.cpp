@@ -3,6 +3,7 @@
 #include "orchestrator/cluster_state.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "orchestrator/guest_spec_json.hpp"
 #include "orchestrator/migration_job.hpp"
 #include "orchestrator/move_estimate.hpp"
@@ -12,10 +13,6 @@
 #include <cstdio>
 
 namespace ferry::cluster_detail {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 void connect_host(cluster_actor* self, const std::string& name) {
   auto& entry = self->state.hosts.at(name);
@@ -36,8 +33,7 @@ void connect_host(cluster_actor* self, const std::string& name) {
         h.handle = caf::actor_cast<host_actor>(std::move(ptr));
         self->monitor(h.handle);
         h.up = true;
-        std::fprintf(stderr, "ferry-orchestrator: %.3f host %s is up (%s)\n", now_s(), name.c_str(),
-                     caf::to_string(h.handle.node()).c_str());
+        log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
         h.backoff = std::chrono::milliseconds(250);
         self->send(self, refresh_atom::value);
       },
@@ -88,8 +84,7 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
             hs.sweeping.erase(name);
             return;
           }
-          std::fprintf(stderr, "ferry-orchestrator: removing orphaned target '%s' on %s\n",
-                       name.c_str(), host.c_str());
+          log::warn("removing orphaned target '{}' on {}", name, host);
           self->request(hs.handle, request_timeout, destroy_atom::value, name)
             .then([](bool) {}, [](const caf::error&) {});
         },

@@ -108,7 +108,6 @@ caf::expected<job_record> plan_move(cluster_actor* self, const std::string& gues
 caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& guest,
                                        std::string target, int64_t evacuation,
                                        bool schedule = true);
-double now_s();
 void connect_host(cluster_actor* self, const std::string& name);
 void sweep_orphans(cluster_actor* self, const std::string& host);
 void start_preflight(cluster_actor* self, int64_t evac_id);

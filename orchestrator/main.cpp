@@ -4,6 +4,7 @@
 
 #include "actors/control_node.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/http_api.hpp"
 #include "orchestrator/journal.hpp"
@@ -25,6 +26,7 @@ int fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   using namespace ferry;
+  log::init("ferry-orchestrator");
   const std::string usage = "usage: ferry-orchestrator --config orchestrator.toml\n";
   if (argc == 2 && (std::string{argv[1]} == "-h" || std::string{argv[1]} == "--help")) {
     std::fputs(usage.c_str(), stdout);

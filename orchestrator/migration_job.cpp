@@ -1,6 +1,7 @@
 #include "orchestrator/migration_job.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "orchestrator/escalation_ladder.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
@@ -198,8 +199,7 @@ void confirm_target(job_actor* self) {
 void record_step(job_actor* self, const escalation_ladder::step& step) {
   auto& st = self->state;
   if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step.note); !ok)
-    std::fprintf(stderr, "ferry-orchestrator: job %lld: %s\n",
-                 static_cast<long long>(st.ctx.job.id), describe(ok.error()).c_str());
+    log::error("job {}: {}", st.ctx.job.id, describe(ok.error()));
   self->send(st.ctx.parent, job_step_atom::value, step.kind);
 }
 
@@ -502,9 +502,7 @@ caf::behavior job(job_actor* self, job_context ctx) {
       what = e.what();
     } catch (...) {
     }
-    std::fprintf(stderr, "ferry-orchestrator: job %lld (%s): %s\n",
-                 static_cast<long long>(self->state.ctx.job.id), self->state.ctx.job.guest.c_str(),
-                 what.c_str());
+    log::error("job {} ({}): {}", self->state.ctx.job.id, self->state.ctx.job.guest, what);
     return make_orchestrator_error(orchestrator_errc::invalid_request, "job failed: " + what);
   });
   if (self->state.ctx.resume)

@@ -5,6 +5,7 @@
 #include "agent/daemon/daemon_config.hpp"
 #include "agent/daemon/host_actor.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
 
 #include <caf/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -31,6 +32,7 @@ bool make_dir(const std::string& path) {
 } // namespace
 
 int run_daemon(const std::string& config_path, const std::string& exe) {
+  log::init("ferry-agent");
   auto cfg = load_daemon_config(config_path);
   if (!cfg)
     return fail(describe(cfg.error()));
