@@ -1,7 +1,5 @@
 #include "agent/convergence/cpu_throttle.hpp"
 
-#include <pthread.h>
-
 #include <chrono>
 
 namespace ferry {
@@ -11,41 +9,36 @@ constexpr auto timeslice = std::chrono::milliseconds(10);
 } // namespace
 
 cpu_throttle::cpu_throttle(guest& g) : g_(g) {
-  thread_ = std::thread{[this] {
-    ::pthread_setname_np(::pthread_self(), "mig-throttle");
-    run();
-  }};
+  worker_.start("mig-throttle", [this] { run(); });
 }
 
 cpu_throttle::~cpu_throttle() {
-  {
-    std::lock_guard lk{mtx_};
-    quit_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
+  worker_.stop();
 }
 
 void cpu_throttle::set(unsigned pct) {
-  pct_ = std::min(pct, 99U);
-  cv_.notify_all();
+  {
+    std::lock_guard lk{mtx_}; // a wake between the loop's check and its wait is not lost
+    pct_ = std::min(pct, 99U);
+  }
+  worker_.wake();
 }
 
 void cpu_throttle::run() {
   std::unique_lock lk{mtx_};
-  while (!quit_) {
+  while (!worker_.stopping()) {
     const unsigned pct = pct_;
     if (pct == 0) {
-      cv_.wait(lk, [&] { return quit_ || pct_ != 0; });
+      worker_.wait(lk, [&] { return pct_ != 0; });
       continue;
     }
     // Let it run one timeslice, then hold it stopped for its share.
-    cv_.wait_for(lk, timeslice, [&] { return quit_ || pct_ == 0; });
-    if (quit_ || pct_ == 0)
+    const auto released = [&] { return pct_ == 0; };
+    if (!worker_.wait_for(lk, timeslice, released) || pct_ == 0)
       continue;
     const auto stopped = timeslice * pct / (100 - pct);
     auto hold = g_.pause();
-    cv_.wait_for(lk, stopped, [&] { return quit_ || pct_ == 0; });
+    worker_.wait_for(lk, stopped, released);
   }
 }
 

@@ -7,11 +7,10 @@
 // points and the dirty log keeps working.
 
 #include "agent/vmm/guest.hpp"
+#include "common/background_worker.hpp"
 
 #include <atomic>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 
 namespace ferry {
 
@@ -30,9 +29,7 @@ private:
   guest& g_;
   std::atomic<unsigned> pct_{0};
   std::mutex mtx_;
-  std::condition_variable cv_;
-  bool quit_ = false;
-  std::thread thread_;
+  background_worker worker_{mtx_}; // "mig-throttle"; last: stops first
 };
 
 } // namespace ferry

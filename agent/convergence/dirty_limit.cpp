@@ -1,7 +1,5 @@
 #include "agent/convergence/dirty_limit.hpp"
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,16 +23,11 @@ constexpr double min_share = 0.0001; // 0.1 ms a second
 
 vcpu_dirty_limit::vcpu_dirty_limit(guest& g)
   : g_(g), ring_(*g.dirty_ring()), vcpus_(g.vcpu_count()) {
-  thread_ = std::thread{[this] { run(); }};
+  worker_.start("dirtylimit", [this] { run(); });
 }
 
 vcpu_dirty_limit::~vcpu_dirty_limit() {
-  {
-    std::lock_guard lk{mtx_};
-    quit_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
+  worker_.stop();
   release_all();
 }
 
@@ -56,7 +49,7 @@ void vcpu_dirty_limit::set(std::optional<uint32_t> cpu, uint64_t mib_per_s) {
       v.share = 1.0; // a new brake starts released, a lifted one lets go
     v.limit = mib_per_s * mib;
   }
-  cv_.notify_all();
+  worker_.wake();
 }
 
 void vcpu_dirty_limit::set_period(uint64_t ms) {
@@ -124,36 +117,39 @@ void vcpu_dirty_limit::adjust(const kvm_dirty_ring::measured& m, double seconds)
 }
 
 void vcpu_dirty_limit::run() {
-  ::pthread_setname_np(::pthread_self(), "dirtylimit");
-  std::optional<kvm_dirty_ring::window_id> window;
+  // The ring counting window, while some vCPU is limited.
+  bool counting = false;
+  kvm_dirty_ring::window_id window = 0;
   auto period_start = clock_type::now();
   std::unique_lock lk{mtx_};
-  while (!quit_) {
+  while (!worker_.stopping()) {
     const bool active =
       std::any_of(vcpus_.begin(), vcpus_.end(), [](const auto& v) { return v.limit != 0; });
-    if (active && !window) {
+    if (active && !counting) {
       lk.unlock();
       auto w = ring_.window_open();
       lk.lock();
-      if (w)
+      if (w) {
         window = *w;
+        counting = true;
+      }
       period_start = clock_type::now();
-    } else if (!active && window) {
+    } else if (!active && counting) {
       release_all();
-      ring_.window_close(*window);
-      window.reset();
+      ring_.window_close(window);
+      counting = false;
       for (auto& v : vcpus_)
         v.current = 0;
     }
-    if (!window) {
-      cv_.wait(lk);
+    if (!counting) {
+      worker_.wait(lk);
       continue;
     }
     const auto now = clock_type::now();
     if (now - period_start >= std::chrono::milliseconds(period_ms_)) {
       const double secs = std::chrono::duration<double>(now - period_start).count();
       lk.unlock();
-      auto m = ring_.window_read(*window, true);
+      auto m = ring_.window_read(window, true);
       lk.lock();
       period_start = now;
       if (m)
@@ -179,19 +175,19 @@ void vcpu_dirty_limit::run() {
     for (const auto& [share, i] : order) {
       const auto until =
         slice_start + std::chrono::duration_cast<clock_type::duration>(this_slice * share);
-      cv_.wait_until(lk, until, [this] { return quit_; });
-      if (quit_)
+      worker_.wait_until(lk, until);
+      if (worker_.stopping())
         break;
       g_.hold_vcpu(i, true);
       vcpus_[i].held = true;
     }
     // A new period's measurement is due within the slice: end it there.
     const auto period_end = period_start + std::chrono::milliseconds(period_ms_);
-    cv_.wait_until(lk, std::min(slice_start + this_slice, std::max(period_end, clock_type::now())),
-                   [this] { return quit_; });
+    worker_.wait_until(lk,
+                       std::min(slice_start + this_slice, std::max(period_end, clock_type::now())));
   }
-  if (window)
-    ring_.window_close(*window);
+  if (counting)
+    ring_.window_close(window);
 }
 
 } // namespace ferry

@@ -10,11 +10,10 @@
 
 #include "agent/vmm/guest.hpp"
 #include "agent/vmm/kvm/kvm_dirty_ring.hpp"
+#include "common/background_worker.hpp"
 
-#include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
 namespace ferry {
@@ -59,11 +58,9 @@ private:
   guest& g_;
   kvm_dirty_ring& ring_;
   mutable std::mutex mtx_;
-  std::condition_variable cv_;
   std::vector<vcpu_state> vcpus_;
   uint64_t period_ms_ = 1000;
-  bool quit_ = false;
-  std::thread thread_;
+  background_worker worker_{mtx_}; // "dirtylimit"; last: stops first
 };
 
 } // namespace ferry

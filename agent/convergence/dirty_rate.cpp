@@ -6,8 +6,6 @@
 
 #include <boost/json.hpp>
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -52,13 +50,7 @@ const char* to_string(dirty_rate_mode m) {
 dirty_rate_meter::dirty_rate_meter(guest& g) : g_(g) {}
 
 dirty_rate_meter::~dirty_rate_meter() {
-  {
-    std::lock_guard lk{mtx_};
-    quit_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable())
-    thread_.join();
+  worker_.stop();
 }
 
 std::optional<std::string> dirty_rate_meter::start(const dirty_rate_request& r) {
@@ -70,11 +62,6 @@ std::optional<std::string> dirty_rate_meter::start(const dirty_rate_request& r) 
   if ((r.mode == dirty_rate_mode::dirty_ring && !ring) ||
       (r.mode == dirty_rate_mode::dirty_bitmap && ring))
     return std::string{"mode "} + to_string(r.mode) + " is not enabled, use other method instead.";
-  if (thread_.joinable()) {
-    lk.unlock();
-    thread_.join(); // the previous measurement's thread, already done
-    lk.lock();
-  }
   status_ = status::measuring;
   req_ = r;
   rate_.reset();
@@ -83,7 +70,9 @@ std::optional<std::string> dirty_rate_meter::start(const dirty_rate_request& r) 
   start_time_ = std::chrono::duration_cast<std::chrono::seconds>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
-  thread_ = std::thread{[this, r] { run(r); }};
+  lk.unlock();
+  // (The previous measurement's thread, already done, is joined first.)
+  worker_.start("dirtyrate", [this, r] { run(r); });
   return std::nullopt;
 }
 
@@ -122,11 +111,10 @@ json::object dirty_rate_meter::info(bool in_ms) const {
 
 bool dirty_rate_meter::wait_period(uint64_t ms) {
   std::unique_lock lk{mtx_};
-  return !cv_.wait_for(lk, std::chrono::milliseconds(ms), [this] { return quit_; });
+  return worker_.wait_for(lk, std::chrono::milliseconds(ms));
 }
 
 void dirty_rate_meter::run(dirty_rate_request r) {
-  ::pthread_setname_np(::pthread_self(), "dirtyrate");
   caf::expected<void> ok{};
   switch (r.mode) {
     case dirty_rate_mode::page_sampling:

@@ -13,14 +13,13 @@
 // reports them.
 
 #include "agent/vmm/guest.hpp"
+#include "common/background_worker.hpp"
 
 #include <boost/json/object.hpp>
 
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace ferry {
@@ -63,15 +62,13 @@ private:
 
   guest& g_;
   mutable std::mutex mtx_;
-  std::condition_variable cv_;
-  bool quit_ = false;
   status status_ = status::unstarted;
   dirty_rate_request req_;
   int64_t start_time_ = 0;       // seconds since the epoch
   std::optional<uint64_t> rate_; // MiB/s
   std::vector<uint64_t> vcpu_rates_;
   std::string error_;
-  std::thread thread_;
+  background_worker worker_{mtx_}; // "dirtyrate", one measurement; last: stops first
 };
 
 } // namespace ferry

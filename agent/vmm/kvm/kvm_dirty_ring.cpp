@@ -2,7 +2,6 @@
 
 #include "common/error.hpp"
 
-#include <pthread.h>
 #include <sys/ioctl.h>
 
 #include <algorithm>
@@ -17,29 +16,23 @@ constexpr auto reap_every = std::chrono::milliseconds(2);
 } // namespace
 
 kvm_dirty_ring::kvm_dirty_ring(kvm_vm& vm) : vm_(vm), pending_(vm.memory().pages()) {
-  reaper_ = std::thread{[this] { reap(); }};
+  reaper_.start("dirty-reaper", [this] { reap(); });
 }
 
 kvm_dirty_ring::~kvm_dirty_ring() {
-  {
-    std::lock_guard guard{mtx_};
-    quit_ = true;
-  }
-  cv_.notify_all();
-  reaper_.join();
+  reaper_.stop();
 }
 
 void kvm_dirty_ring::reap() {
-  ::pthread_setname_np(::pthread_self(), "dirty-reaper");
   std::unique_lock lk{mtx_};
-  while (!quit_) {
+  while (!reaper_.stopping()) {
     if (!logging_) {
-      cv_.wait(lk);
+      reaper_.wait(lk);
       continue;
     }
     // A failure here shows again, and is reported, where a sync harvests.
     (void) harvest_locked();
-    cv_.wait_for(lk, reap_every);
+    reaper_.wait_for(lk, reap_every);
   }
 }
 
@@ -168,7 +161,7 @@ caf::expected<void> kvm_dirty_ring::update_logging_locked() {
   if (auto ok = vm_.set_dirty_logging(want); !ok)
     return ok;
   logging_ = want;
-  cv_.notify_all();
+  reaper_.wake();
   return {};
 }
 

@@ -14,10 +14,9 @@
 
 #include "agent/vmm/dirty_tracker.hpp"
 #include "agent/vmm/kvm/kvm_vm.hpp"
+#include "common/background_worker.hpp"
 
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 
 namespace ferry {
 
@@ -106,9 +105,7 @@ private:
   bool logging_ = false;
   bool overrun_ = false; // the next sync reports every page
   uint64_t overruns_ = 0;
-  bool quit_ = false;
-  std::condition_variable cv_; // wakes the reaper
-  std::thread reaper_;
+  background_worker reaper_{mtx_}; // "dirty-reaper"; last: stops first
 };
 
 } // namespace ferry

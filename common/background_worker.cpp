@@ -1,0 +1,30 @@
+#include "common/background_worker.hpp"
+
+#include <pthread.h>
+
+namespace ferry {
+
+void background_worker::start(std::string name, std::function<void()> loop) {
+  if (thread_.joinable())
+    thread_.join();
+  {
+    std::lock_guard lk{mtx_};
+    quit_ = false;
+  }
+  thread_ = std::thread{[name = std::move(name), loop = std::move(loop)] {
+    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    loop();
+  }};
+}
+
+void background_worker::stop() {
+  {
+    std::lock_guard lk{mtx_};
+    quit_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+} // namespace ferry
