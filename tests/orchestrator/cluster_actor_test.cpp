@@ -6,8 +6,8 @@
 
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/migration_job.hpp"
+#include "tests/support/coordinated_fixture.hpp"
 #include "tests/support/scripted_host.hpp"
-#include "tests/support/temp_dir.hpp"
 
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
@@ -25,24 +25,12 @@ using namespace ferry::test;
 
 namespace {
 
-struct cluster_fixture : ::testing::Test {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::scheduler::test_coordinator* sched = nullptr;
-  ferry::test::temp_dir tmp;
-  std::shared_ptr<journal> log;
+struct cluster_fixture : coordinated_fixture {
   std::map<std::string, std::shared_ptr<host_script>> scripts;
   caf::actor cluster;
 
   void SetUp() override {
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    cfg.set("logger.file-verbosity", caf::atom("quiet"));
-    add_control_plane_types(cfg);
-    sys = std::make_unique<caf::actor_system>(cfg);
-    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
-    auto j = journal::open(tmp.path() + "/journal.db");
-    ASSERT_TRUE(j);
-    log = std::move(*j);
+    coordinated_fixture::SetUp();
     for (const char* h : {"host-a", "host-b", "host-c"}) {
       scripts[h] = std::make_shared<host_script>();
       scripts[h]->name = h;
@@ -87,14 +75,6 @@ struct cluster_fixture : ::testing::Test {
     cluster = spawn_cluster(*sys, oc, log, dialer);
     sched->run();
     tick();
-  }
-
-  // One round of every pending timeout (polls, refreshes, pre-flights).
-  void tick(size_t rounds = 1) {
-    for (size_t i = 0; i < rounds; ++i) {
-      sched->trigger_timeouts();
-      sched->run();
-    }
   }
 
   // An API request to the cluster, answered as JSON text or "error: ...".

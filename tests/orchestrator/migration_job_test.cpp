@@ -6,8 +6,8 @@
 // transitions and the QMP commands each host saw.
 
 #include "orchestrator/migration_job.hpp"
+#include "tests/support/coordinated_fixture.hpp"
 #include "tests/support/scripted_host.hpp"
-#include "tests/support/temp_dir.hpp"
 
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
@@ -26,12 +26,7 @@ namespace json = boost::json;
 
 namespace {
 
-struct job_fixture : ::testing::Test {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::scheduler::test_coordinator* sched = nullptr;
-  ferry::test::temp_dir tmp;
-  std::shared_ptr<journal> log;
+struct job_fixture : coordinated_fixture {
   std::shared_ptr<host_script> src = std::make_shared<host_script>();
   std::shared_ptr<host_script> dst = std::make_shared<host_script>();
   std::shared_ptr<std::vector<job_record>> done = std::make_shared<std::vector<job_record>>();
@@ -39,14 +34,7 @@ struct job_fixture : ::testing::Test {
   host_actor dst_actor;
 
   void SetUp() override {
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    cfg.set("logger.file-verbosity", caf::atom("quiet"));
-    add_control_plane_types(cfg);
-    sys = std::make_unique<caf::actor_system>(cfg);
-    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
-    auto j = journal::open(tmp.path() + "/journal.db");
-    ASSERT_TRUE(j);
-    log = std::move(*j);
+    coordinated_fixture::SetUp();
     src->name = "host-a";
     dst->name = "host-b";
     guest_info g;

@@ -4,14 +4,16 @@
 
 #include "agent/migration/engine_phase.hpp"
 #include "common/error.hpp"
+#include "tests/support/transition_oracle.hpp"
 
 #include <gtest/gtest.h>
 
 #include <map>
-#include <sstream>
 #include <string>
 
 using namespace ferry;
+using ferry::test::edge_count;
+using ferry::test::legal;
 
 namespace {
 
@@ -32,21 +34,6 @@ const std::map<std::string, std::string> destination_oracle = {
   {"load-state", "state-loaded>handover error>failed cancel>failed"},
   {"handover", "go>done error>failed cancel>failed"},
 };
-
-std::map<std::string, std::string> legal(const std::map<std::string, std::string>& oracle,
-                                         const std::string& from) {
-  std::map<std::string, std::string> out;
-  auto it = oracle.find(from);
-  if (it == oracle.end())
-    return out;
-  std::string word;
-  std::istringstream in{it->second};
-  while (in >> word) {
-    const auto gt = word.find('>');
-    out[word.substr(0, gt)] = word.substr(gt + 1);
-  }
-  return out;
-}
 
 template <class Phase, class Event>
 void walk(size_t phases, size_t events, const std::map<std::string, std::string>& oracle) {
@@ -70,10 +57,7 @@ void walk(size_t phases, size_t events, const std::map<std::string, std::string>
       }
     }
   }
-  size_t oracle_edges = 0;
-  for (const auto& [from, words] : oracle)
-    oracle_edges += legal(oracle, from).size();
-  EXPECT_EQ(legal_edges, oracle_edges) << "every oracle edge exists";
+  EXPECT_EQ(legal_edges, edge_count(oracle)) << "every oracle edge exists";
 }
 
 } // namespace

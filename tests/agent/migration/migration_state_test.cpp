@@ -6,15 +6,17 @@
 #include "agent/migration/migration_state.hpp"
 #include "common/error.hpp"
 #include "protocol/qapi_catalog.hpp"
+#include "tests/support/transition_oracle.hpp"
 
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 
 using namespace ferry;
+using ferry::test::edge_count;
+using ferry::test::legal;
 
 namespace {
 
@@ -52,20 +54,6 @@ const std::map<std::string, std::string> destination_oracle = {
 };
 
 // "event>to" words of the oracle for `from`, as a map event -> to.
-std::map<std::string, std::string> legal(const std::map<std::string, std::string>& oracle,
-                                         const std::string& from) {
-  std::map<std::string, std::string> out;
-  auto it = oracle.find(from);
-  if (it == oracle.end())
-    return out;
-  std::string word;
-  std::istringstream in{it->second};
-  while (in >> word) {
-    const auto gt = word.find('>');
-    out[word.substr(0, gt)] = word.substr(gt + 1);
-  }
-  return out;
-}
 
 void walk(migration_side side, const std::map<std::string, std::string>& oracle) {
   size_t legal_edges = 0;
@@ -87,10 +75,7 @@ void walk(migration_side side, const std::map<std::string, std::string>& oracle)
       }
     }
   }
-  size_t oracle_edges = 0;
-  for (const auto& [from, words] : oracle)
-    oracle_edges += legal(oracle, from).size();
-  EXPECT_EQ(legal_edges, oracle_edges) << "every oracle edge exists";
+  EXPECT_EQ(legal_edges, edge_count(oracle)) << "every oracle edge exists";
 }
 
 } // namespace
