@@ -148,7 +148,7 @@ void on_job_done(cluster_actor* self, const job_record& rec) {
   count_finished(st, it->second);
   if (rec.state == job_state::succeeded)
     st.measured_bandwidth =
-      update_measured_bandwidth(st.measured_bandwidth, average_rate(it->second.progress));
+      update_measured_bandwidth(st.measured_bandwidth, it->second.progress.average_rate());
   // Landed on a host that began draining meanwhile: it moves on, as
   // part of that host's evacuation.
   for (auto& [eid, e] : st.evacuations)
@@ -232,7 +232,7 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
       if (it == self->state.jobs.end())
         return;
       it->second.record = rec;
-      it->second.progress = progress;
+      it->second.progress = migration_progress::parse(progress);
     },
     [self](job_done_atom, const job_record& rec) { on_job_done(self, rec); },
     [self](api_get_atom, const std::string& what) { return api_get(self, what); },

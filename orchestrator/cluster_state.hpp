@@ -8,6 +8,7 @@
 
 #include "actors/host_interface.hpp"
 #include "orchestrator/journal.hpp"
+#include "orchestrator/migration_progress.hpp"
 #include "orchestrator/orchestrator_config.hpp"
 #include "orchestrator/orchestrator_metrics.hpp"
 
@@ -54,8 +55,8 @@ struct host_entry {
 struct job_entry {
   job_record record;
   caf::actor actor;
-  std::string progress = "{}";
-  bool resume = false; // found unfinished in the journal at start
+  migration_progress progress; // the job's last query-migrate, parsed once
+  bool resume = false;         // found unfinished in the journal at start
   // Evacuation order: the estimated duration, refined by a calc-dirty-rate
   // pre-flight; the job waits for it until `preflight_until`.
   double estimate_s = 0;
@@ -85,10 +86,7 @@ using cluster_actor = caf::stateful_actor<cluster_state>;
 
 // Declared here, defined in the file that owns them.
 json::object job_json(const job_entry& j);
-std::optional<double> seconds_at(const json::object& o, std::string_view key);
 void count_finished(cluster_state& st, const job_entry& j);
-std::optional<uint64_t> count_at(const json::object& o, std::string_view key);
-double average_rate(const std::string& progress);
 cluster_view view_of(const cluster_state& st);
 std::string api_get(cluster_actor* self, const std::string& what);
 uint64_t planned_inbound_memory(const cluster_state& st, const std::string& host);

@@ -27,57 +27,15 @@ json::object job_json(const job_entry& j) {
     o["estimate_s"] = j.estimate_s;
   if (j.dirty_rate)
     o["dirty_rate"] = *j.dirty_rate;
-  try {
-    o["progress"] = json::parse(j.progress);
-  } catch (const std::exception&) {
-    o["progress"] = json::object{};
-  }
+  o["progress"] = j.progress.raw;
   return o;
-}
-
-std::optional<double> seconds_at(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr || !v->is_number())
-    return std::nullopt;
-  return v->to_number<double>() / 1000.0; // QMP reports milliseconds
 }
 
 // Counts a job that has just reached its final state, with the figures of
 // its last query-migrate.
 void count_finished(cluster_state& st, const job_entry& j) {
-  std::optional<double> duration, downtime, limit;
-  try {
-    const auto v = json::parse(j.progress);
-    const auto& o = v.as_object();
-    duration = seconds_at(o, "total-time");
-    downtime = seconds_at(o, "downtime");
-    limit = seconds_at(o, "downtime-limit");
-    if (limit && *limit <= 0)
-      limit.reset(); // not known (a job resumed after a restart)
-  } catch (const std::exception&) {
-    // No figures: the job never ran.
-  }
-  st.metrics.job_finished(j.record.state, duration, downtime, limit);
-}
-
-std::optional<uint64_t> count_at(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr || !v->is_number())
-    return std::nullopt;
-  return v->to_number<uint64_t>();
-}
-
-// A finished migration's average rate: bytes sent over its total time.
-double average_rate(const std::string& progress) {
-  try {
-    const auto v = json::parse(progress);
-    const auto& o = v.as_object();
-    const double ms = o.at("total-time").to_number<double>();
-    const double bytes = o.at("ram").at("transferred").to_number<double>();
-    return ms > 0 ? bytes / (ms / 1000.0) : 0;
-  } catch (const std::exception&) {
-    return 0;
-  }
+  const auto& p = j.progress; // no figures when the job never ran
+  st.metrics.job_finished(j.record.state, p.total_s, p.downtime_s, p.downtime_limit_s);
 }
 
 cluster_view view_of(const cluster_state& st) {
@@ -93,20 +51,10 @@ cluster_view view_of(const cluster_state& st) {
     m.target = j.record.target;
     m.state = j.record.state;
     m.evacuation = j.record.evacuation;
-    try {
-      const auto p = json::parse(j.progress);
-      const auto* ram = p.as_object().if_contains("ram");
-      if (ram != nullptr && ram->is_object()) {
-        const auto& r = ram->as_object();
-        m.transferred = count_at(r, "transferred");
-        m.remaining = count_at(r, "remaining");
-        m.passes = count_at(r, "dirty-sync-count");
-        if (auto mbps = r.if_contains("mbps"); mbps != nullptr && mbps->is_number())
-          m.rate = mbps->to_number<double>() * 1e6 / 8;
-      }
-    } catch (const std::exception&) {
-      // No figures yet.
-    }
+    m.transferred = j.progress.transferred;
+    m.remaining = j.progress.remaining;
+    m.passes = j.progress.passes;
+    m.rate = j.progress.rate;
     v.migrations.push_back(std::move(m));
   }
   for (const auto& [id, e] : st.evacuations) {
