@@ -6,7 +6,8 @@ namespace ferry::test {
 
 namespace json = boost::json;
 
-host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s) {
+host_actor::behavior_type scripted_host(host_actor::pointer self,
+                                        const std::shared_ptr<host_script>& s) {
   return {
     [self, s](create_atom, const guest_spec& spec) -> caf::result<guest_info> {
       if (s->create_fails)

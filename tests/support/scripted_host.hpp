@@ -31,6 +31,7 @@ struct host_script {
   std::vector<std::string> destroyed;
 };
 
-host_actor::behavior_type scripted_host(host_actor::pointer self, std::shared_ptr<host_script> s);
+host_actor::behavior_type scripted_host(host_actor::pointer self,
+                                        const std::shared_ptr<host_script>& s);
 
 } // namespace ferry::test
