@@ -10,8 +10,6 @@
 namespace ferry {
 
 namespace json = boost::json;
-using qmp_args::as_u64;
-using qmp_args::check_args;
 using qmp_args::empty;
 using qmp_args::generic;
 

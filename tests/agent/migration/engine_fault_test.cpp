@@ -165,7 +165,7 @@ struct engines {
   std::unique_ptr<migration_source> src_engine;
 
   // Starts both engines with `faults` on every channel.
-  void start(loopback_faults faults, uint32_t channels) {
+  void start(const loopback_faults& faults, uint32_t channels) {
     ASSERT_TRUE(src_guest->start());
     migration_address tcp; // replies flow back, as on a socket
     incoming_migration in;
