@@ -25,6 +25,29 @@ using namespace ferry::test;
 
 namespace {
 
+// Actors are spawned with their inputs as arguments, not captured: CAF 0.17
+// binds a null reference for a function spawned without any (UBSan).
+
+// Answers the cluster's dial as the middleman would: the host on that port.
+caf::behavior scripted_dialer(caf::event_based_actor*,
+                              const std::map<uint16_t, host_actor>& hosts) {
+  return {
+    [hosts](caf::connect_atom, const std::string&, uint16_t p) {
+      return std::make_tuple(caf::node_id{}, caf::actor_cast<caf::strong_actor_ptr>(hosts.at(p)),
+                             std::set<std::string>{});
+    },
+  };
+}
+
+// One API request; the answer (JSON text or "error: ...") lands in `out`.
+template <class... Ts>
+void api_client(caf::event_based_actor* self, const caf::actor& cluster,
+                const std::shared_ptr<std::string>& out, Ts... xs) {
+  self->request(cluster, caf::infinite, xs...)
+    .then([out](const std::string& s) { *out = s; },
+          [out](const caf::error& e) { *out = "error: " + caf::to_string(e); });
+}
+
 struct cluster_fixture : coordinated_fixture {
   std::map<std::string, std::shared_ptr<host_script>> scripts;
   caf::actor cluster;
@@ -63,15 +86,7 @@ struct cluster_fixture : coordinated_fixture {
       oc.agents.push_back(agent_address{name, host_port{"127.0.0.1", port}});
       ++port;
     }
-    auto dialer = sys->spawn([by_port](caf::event_based_actor*) -> caf::behavior {
-      return {
-        [by_port](caf::connect_atom, const std::string&, uint16_t p) {
-          return std::make_tuple(caf::node_id{},
-                                 caf::actor_cast<caf::strong_actor_ptr>(by_port.at(p)),
-                                 std::set<std::string>{});
-        },
-      };
-    });
+    auto dialer = sys->spawn(scripted_dialer, by_port);
     cluster = spawn_cluster(*sys, oc, log, dialer);
     sched->run();
     tick();
@@ -81,11 +96,7 @@ struct cluster_fixture : coordinated_fixture {
   template <class... Ts>
   std::string api(Ts... xs) {
     auto out = std::make_shared<std::string>();
-    sys->spawn([out, c = cluster, xs...](caf::event_based_actor* self) {
-      self->request(c, caf::infinite, xs...)
-        .then([out](const std::string& s) { *out = s; },
-              [out](const caf::error& e) { *out = "error: " + caf::to_string(e); });
-    });
+    sys->spawn(api_client<Ts...>, cluster, out, xs...);
     sched->run();
     return *out;
   }

@@ -26,6 +26,18 @@ namespace json = boost::json;
 
 namespace {
 
+// The job's parent, keeping its final reports. (Spawned with its input as an
+// argument: CAF 0.17 binds a null reference for a function spawned without
+// any, which UBSan reports.)
+caf::behavior job_parent(caf::event_based_actor*,
+                         const std::shared_ptr<std::vector<job_record>>& done) {
+  return {
+    [done](job_done_atom, const job_record& r) { done->push_back(r); },
+    [](job_update_atom, const job_record&, const std::string&) {},
+    [](job_step_atom, const std::string&) {},
+  };
+}
+
 struct job_fixture : coordinated_fixture {
   std::shared_ptr<host_script> src = std::make_shared<host_script>();
   std::shared_ptr<host_script> dst = std::make_shared<host_script>();
@@ -62,13 +74,7 @@ struct job_fixture : coordinated_fixture {
     ASSERT_TRUE(added);
     ASSERT_TRUE(log->move(*added, job_state::scheduling, "slot granted"));
     added->state = job_state::scheduling;
-    auto parent = sys->spawn([d = done](caf::event_based_actor*) -> caf::behavior {
-      return {
-        [d](job_done_atom, const job_record& r) { d->push_back(r); },
-        [](job_update_atom, const job_record&, const std::string&) {},
-        [](job_step_atom, const std::string&) {},
-      };
-    });
+    auto parent = sys->spawn(job_parent, done);
     dst_actor = sys->spawn(scripted_host, dst);
     job_context ctx{*added,
                     sys->spawn(scripted_host, src),
