@@ -58,11 +58,6 @@ caf::expected<std::vector<uint8_t>> read_boot_sector(const std::string& path) {
   return sector;
 }
 
-void say(serial_port& serial, std::string_view text) {
-  for (char c : text)
-    serial.write(serial_port::base, static_cast<uint8_t>(c));
-}
-
 // What the test guest does before its dirtying loop (counter_guest.S): fill
 // its pattern unless a probe of the first and last pattern page finds it
 // there, then report "ready".
@@ -71,18 +66,17 @@ void testguest_boot(const testguest::guest_params& p, guest_memory& ram, softwar
   const uint64_t first = p.pattern_start / testguest::page_bytes;
   const uint64_t top = std::min<uint64_t>(p.ram_top, ram.size()) / testguest::page_bytes;
   if (top <= first)
-    return say(serial, "ready\n");
+    return serial.write_text("ready\n");
   const uint64_t last = (top - 1) & ~uint64_t{3}; // the last non-zero-class page
   auto present = [&](uint64_t page) {
     return testguest::page_matches(ram.data() + page * testguest::page_bytes, page, p.seed);
   };
   if (!present(first) || !present(last)) {
-    say(serial, "fill\n");
-    for (uint64_t page = first; page < top; ++page)
-      testguest::fill_page(ram.data() + page * testguest::page_bytes, page, p.seed);
+    serial.write_text("fill\n");
+    testguest::fill_pattern(ram.bytes(), p);
     log.mark(first * testguest::page_bytes, (top - first) * testguest::page_bytes);
   }
-  say(serial, "ready\n");
+  serial.write_text("ready\n");
 }
 
 // The -serial sink (nullptr without one); the guest owns it afterwards.

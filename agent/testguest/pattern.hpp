@@ -10,6 +10,8 @@
 // of either kind shows up (a non-zero page as zeros, a working-set page as a
 // counter out of step).
 
+#include "agent/testguest/guest_image.hpp"
+
 #include <cstdint>
 #include <span>
 
@@ -32,6 +34,9 @@ inline constexpr uint32_t pattern_word(uint64_t page, uint32_t i, uint32_t seed)
 
 // Writes the pattern for guest page `page` (counter 0) into `dst` (4096 bytes).
 void fill_page(uint8_t* dst, uint64_t page, uint32_t seed);
+
+// Fills [p.pattern_start, min(p.ram_top, mem.size())) of `mem` with the pattern.
+void fill_pattern(std::span<uint8_t> mem, const guest_params& p);
 
 // True when dwords 1..1023 of `src` match the pattern of `page`.
 bool page_matches(const uint8_t* src, uint64_t page, uint32_t seed);

@@ -15,6 +15,11 @@ serial_port::~serial_port() {
     std::fclose(sink_);
 }
 
+void serial_port::write_text(std::string_view text) {
+  for (char c : text)
+    write(base + thr, static_cast<uint8_t>(c));
+}
+
 void serial_port::write(uint16_t port, uint8_t value) {
   std::lock_guard guard{mtx_};
   const uint16_t reg = static_cast<uint16_t>(port - base);

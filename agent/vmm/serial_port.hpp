@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace ferry {
 
@@ -23,6 +24,9 @@ public:
   ~serial_port();
 
   void write(uint16_t port, uint8_t value);
+  // Bytes as the guest would transmit them, one THR write each (the host
+  // playing a guest: the -accel none dirtier, its boot step).
+  void write_text(std::string_view text);
   uint8_t read(uint16_t port) const;
   uint64_t bytes_written() const;
 

@@ -138,8 +138,7 @@ void synthetic_guest::end_pass() {
     return;
   char line[24];
   const int n = std::snprintf(line, sizeof line, "pass %08x\n", count);
-  for (int i = 0; i < n; ++i)
-    serial_.write(serial_port::base, static_cast<uint8_t>(line[i]));
+  serial_.write_text({line, static_cast<size_t>(n)});
 }
 
 void synthetic_guest::do_pause() {

@@ -12,12 +12,6 @@
 
 namespace ferry::testguest {
 
-void fill_pattern(std::span<uint8_t> mem, const guest_params& p) {
-  const uint64_t end = std::min<uint64_t>(p.ram_top, mem.size());
-  for (uint64_t addr = p.pattern_start; addr + page_bytes <= end; addr += page_bytes)
-    fill_page(mem.data() + addr, addr / page_bytes, p.seed);
-}
-
 caf::expected<void> write_pattern_file(const std::string& path, uint64_t size,
                                        const guest_params& p, std::span<const uint8_t> image) {
   if (auto ok = p.validate(); !ok)

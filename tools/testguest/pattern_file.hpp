@@ -5,6 +5,7 @@
 // pages are left as holes, so the file is sparse.
 
 #include "agent/testguest/guest_image.hpp"
+#include "agent/testguest/pattern.hpp"
 
 #include <caf/expected.hpp>
 
@@ -13,9 +14,6 @@
 #include <string>
 
 namespace ferry::testguest {
-
-// Fills [p.pattern_start, min(p.ram_top, mem.size())) of `mem` with the pattern.
-void fill_pattern(std::span<uint8_t> mem, const guest_params& p);
 
 // Creates (or truncates) `path` as a `size`-byte image with the pattern, and
 // the boot sector `image` at 0x7c00 when given.
