@@ -227,12 +227,12 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
   return {
     [self](connect_host_atom, const std::string& name) { connect_host(self, name); },
     [self](refresh_atom) { refresh(self); },
-    [self](job_update_atom, const job_record& rec, const std::string& progress) {
+    [self](job_update_atom, const job_record& rec, const migration_progress& progress) {
       auto it = self->state.jobs.find(rec.id);
       if (it == self->state.jobs.end())
         return;
       it->second.record = rec;
-      it->second.progress = migration_progress::parse(progress);
+      it->second.progress = progress;
     },
     [self](job_done_atom, const job_record& rec) { on_job_done(self, rec); },
     [self](api_get_atom, const std::string& what) { return api_get(self, what); },

@@ -60,7 +60,7 @@ void fail(job_actor* self, const std::string& why);
 
 void report(job_actor* self) {
   self->send(self->state.ctx.parent, job_update_atom::value, self->state.ctx.job,
-             json::serialize(self->state.progress));
+             migration_progress::from(self->state.progress));
 }
 
 // Journals the transition, then lets the caller act. A journal that cannot

@@ -6,13 +6,14 @@
 // target guest is removed and the source guest keeps running.
 //
 // The job reports to its parent:
-//   (job_update_atom, job_record, progress JSON)   while it runs
+//   (job_update_atom, job_record, migration_progress)   while it runs
 //   (job_done_atom, job_record)                    once, in a final state
 //   (job_step_atom, kind)                          per escalation step
 // and takes (cancel_atom) and (host_lost_atom, host) at any time.
 
 #include "actors/host_interface.hpp"
 #include "orchestrator/journal.hpp"
+#include "orchestrator/migration_progress.hpp"
 #include "orchestrator/policy.hpp"
 
 #include <caf/actor.hpp>
@@ -49,5 +50,6 @@ caf::actor spawn_migration_job(caf::actor_system& sys, job_context ctx);
 
 } // namespace ferry
 
-// Job records only travel between the orchestrator's own actors.
+// Job records and progress only travel between the orchestrator's own actors.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ferry::job_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ferry::migration_progress)

@@ -27,12 +27,16 @@ std::optional<double> seconds_at(const json::object& o, std::string_view key) {
 } // namespace
 
 migration_progress migration_progress::parse(const std::string& text) {
-  migration_progress p;
   boost::system::error_code ec;
   auto v = json::parse(text, ec);
   if (ec || !v.is_object())
-    return p;
-  p.raw = std::move(v.as_object());
+    return {};
+  return from(std::move(v.as_object()));
+}
+
+migration_progress migration_progress::from(json::object o) {
+  migration_progress p;
+  p.raw = std::move(o);
   p.total_s = seconds_at(p.raw, "total-time");
   p.downtime_s = seconds_at(p.raw, "downtime");
   p.downtime_limit_s = seconds_at(p.raw, "downtime-limit");

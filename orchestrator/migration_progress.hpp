@@ -1,8 +1,8 @@
 #pragma once
 // A migration's progress as the job last read it from the source's
-// query-migrate: parsed once, when the job reports it, into the figures the
-// cluster needs (API, metrics, bandwidth estimate); the object itself is kept
-// for the API's "progress" member.
+// query-migrate: read once, by the job, into the figures the cluster needs
+// (API, metrics, bandwidth estimate); the object itself is kept for the
+// API's "progress" member.
 
 #include <boost/json/object.hpp>
 
@@ -24,7 +24,10 @@ struct migration_progress {
   std::optional<double> downtime_limit_s;
   boost::json::object raw;
 
-  // The job's JSON text; anything malformed gives no figures, never an error.
+  // The figures of a query-migrate answer (as the job keeps it).
+  static migration_progress from(boost::json::object o);
+  // The same from JSON text; anything malformed gives no figures, never an
+  // error.
   static migration_progress parse(const std::string& text);
   // Bytes sent over total time, for a finished migration; 0 without both.
   double average_rate() const;

@@ -33,7 +33,7 @@ caf::behavior job_parent(caf::event_based_actor*,
                          const std::shared_ptr<std::vector<job_record>>& done) {
   return {
     [done](job_done_atom, const job_record& r) { done->push_back(r); },
-    [](job_update_atom, const job_record&, const std::string&) {},
+    [](job_update_atom, const job_record&, const migration_progress&) {},
     [](job_step_atom, const std::string&) {},
   };
 }
