@@ -2,6 +2,7 @@
 
 #include "actors/host_interface.hpp"
 
+#include <caf/atom.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
 
@@ -35,6 +36,13 @@ int stop_signals::wait() const {
 void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& id) {
   cfg.load<caf::io::middleman>();
   cfg.load<caf::openssl::manager>();
+  // Control traffic is light and bursty. CAF's default work-stealing workers
+  // poll with 50 us sleeps for 25 ms after every message, so a host with a
+  // few hundred guests (each relay and timer a message) kept its workers
+  // polling all the time: 15% of a core per idle daemon, 10 daemons on one
+  // machine saturating it. Shared queue workers sleep on a condition
+  // variable instead.
+  cfg.set("scheduler.policy", caf::atom("sharing"));
   // With certificate, key and CA all set, CAF's openssl module verifies the
   // peer against the CA whether it accepted or opened the connection.
   cfg.openssl_certificate = id.cert_file;
