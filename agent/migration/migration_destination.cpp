@@ -313,8 +313,10 @@ caf::expected<std::unique_ptr<migration_channel>> migration_destination::impl::a
 
 // multifd channels, each checked and then read by its receiving thread.
 caf::expected<destination_event> migration_destination::impl::open_channels() {
-  if (!multifd)
+  if (!multifd) {
+    listener->stop_listening();
     return destination_event::channels_up;
+  }
   std::vector<uint8_t> buf;
   std::vector<bool> seen(hello.channel_count + 1, false);
   for (uint16_t n = 0; n < hello.channel_count; ++n) {
@@ -344,6 +346,7 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
         note_failure(ok.error());
     });
   }
+  listener->stop_listening();
   return destination_event::channels_up;
 }
 

@@ -211,6 +211,8 @@ caf::expected<std::unique_ptr<migration_channel>> migration_listener::accept(int
       return make_system_error("Could not seek '" + addr_.path + "'");
     return std::make_unique<migration_channel>(std::move(fd), migration_channel::kind::file);
   }
+  if (!fd_)
+    return make_ferry_error(errc::system_error, addr_.describe() + " is no longer listened on");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (!interrupted_) {
     pollfd p{fd_.get(), POLLIN, 0};
@@ -226,6 +228,16 @@ caf::expected<std::unique_ptr<migration_channel>> migration_listener::accept(int
                               "timed out waiting for a migration channel on " + addr_.describe());
   }
   return make_ferry_error(errc::system_error, "migration listener interrupted");
+}
+
+void migration_listener::stop_listening() {
+  if (!fd_)
+    return;
+  fd_.reset();
+  // A unix socket's file would outlive its listener and refuse the next
+  // bind to the same path.
+  if (addr_.type == migration_address::kind::unix_socket)
+    ::unlink(addr_.path.c_str());
 }
 
 } // namespace ferry

@@ -76,6 +76,9 @@ public:
   // interrupted.
   virtual caf::expected<std::unique_ptr<migration_channel>> accept(int timeout_ms) = 0;
   virtual void interrupt() = 0;
+  // Every channel is in: give the address back (a finished guest must not
+  // hold its port). Called by the accepting thread only.
+  virtual void stop_listening() {}
 };
 
 // The source's side: connects (tcp, unix), starts the command with its stdin
@@ -90,6 +93,7 @@ public:
   // and file: yield their one stream once.
   caf::expected<std::unique_ptr<migration_channel>> accept(int timeout_ms) override;
   void interrupt() override { interrupted_ = true; }
+  void stop_listening() override;
   // The address with the port actually bound.
   const migration_address& address() const { return addr_; }
 

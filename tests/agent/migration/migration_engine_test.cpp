@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -184,6 +185,7 @@ TEST_F(engine_fixture, precopy_over_unix_without_multifd) {
   make_destination();
   migrate_and_check("unix:" + tmp.file("mig.sock"));
   EXPECT_EQ(src.info().at("ram").at("multifd-bytes").as_uint64(), 0U);
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("mig.sock"))) << "the listener's socket file stays";
 }
 
 TEST_F(engine_fixture, precopy_over_tcp_with_four_multifd_channels) {
@@ -239,6 +241,23 @@ TEST_F(engine_fixture, tcp_port_zero_is_reported_in_socket_address) {
   EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
   EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
   expect_identical();
+}
+
+// QEMU closes its listener once the channels are in; a destination that
+// kept it would hold its port (and its host's port range) as long as the
+// guest lives.
+TEST_F(engine_fixture, a_destination_gives_its_address_back_once_the_channels_are_in) {
+  make_destination({{"multifd", 2}});
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "tcp:127.0.0.1:0"}}), json::object{});
+  const std::string uri =
+    "tcp:127.0.0.1:" + std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
+  const auto addr = std::get<migration_address>(parse_migration_uri(uri));
+  EXPECT_FALSE(migration_listener::create(addr)) << "the port is taken while it listens";
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  expect_identical();
+  EXPECT_TRUE(migration_listener::create(addr)) << "the finished destination still holds " << uri;
 }
 
 TEST_F(engine_fixture, file_save_then_restore) {
