@@ -17,10 +17,12 @@ void background_worker::start(std::string name, std::function<void()> loop) {
   }};
 }
 
-void background_worker::stop() {
+void background_worker::stop(const std::function<void()>& interrupt) {
   {
     std::lock_guard lk{mtx_};
     quit_ = true;
+    if (interrupt)
+      interrupt();
   }
   cv_.notify_all();
   if (thread_.joinable())

@@ -31,7 +31,11 @@ public:
   void start(std::string name, std::function<void()> loop);
   // stopping() turns true, every wait ends, the thread is joined. Call it
   // without holding the mutex; calling it again does nothing.
-  void stop();
+  void stop() { stop({}); }
+  // The same for a loop that may be blocked outside the condition variable
+  // (a vCPU in KVM_RUN): `interrupt` runs with the mutex held, after
+  // stopping() turned true, so the loop cannot block again after it.
+  void stop(const std::function<void()>& interrupt);
   // Ends the loop's current wait early (the owner changed its state).
   void wake() { cv_.notify_all(); }
 
@@ -58,6 +62,12 @@ public:
   template <class Pred>
   bool wait(std::unique_lock<std::mutex>& lk, Pred ready) {
     cv_.wait(lk, [&] { return quit_ || ready(); });
+    return !quit_;
+  }
+  template <class Clock, class Duration, class Pred>
+  bool wait_until(std::unique_lock<std::mutex>& lk, std::chrono::time_point<Clock, Duration> t,
+                  Pred ready) {
+    cv_.wait_until(lk, t, [&] { return quit_ || ready(); });
     return !quit_;
   }
   template <class Rep, class Period, class Pred>

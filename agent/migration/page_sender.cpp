@@ -16,29 +16,28 @@ page_sender::page_sender(std::string name, migration_channel& ch, const guest_me
                          std::atomic<bool>& stop, std::function<void(const caf::error&)> on_error)
   : ch_(ch), mem_(mem), opt_(opt), limiter_(limiter), counters_(counters), stop_(stop),
     on_error_(std::move(on_error)) {
-  thread_ = std::thread{[this, name = std::move(name)] {
+  // The worker names the thread; the registry learns it too (throttling
+  // and tests find migration threads there).
+  worker_.start(name, [this, name] {
     const auto registered = name_migration_thread(opt_.threads, name);
     run();
-  }};
+  });
 }
 
+// Queued batches still go out: stop() only ends the loop once it is idle.
 page_sender::~page_sender() {
-  {
-    std::lock_guard lk{mtx_};
-    quit_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
+  worker_.stop();
 }
 
 void page_sender::push(job j) {
   std::unique_lock lk{mtx_};
+  // stop_ is set by another thread without our lock: poll it.
   while (queue_.size() >= queue_limit && !stop_)
-    cv_.wait_for(lk, std::chrono::milliseconds(20));
+    worker_.wait_for(lk, std::chrono::milliseconds(20));
   if (stop_)
     return;
   queue_.push_back(std::move(j));
-  cv_.notify_all();
+  worker_.wake();
 }
 
 void page_sender::push_pages(std::vector<uint64_t> pfns) {
@@ -57,7 +56,7 @@ void page_sender::wait_idle() {
   std::unique_lock lk{mtx_};
   // stop_ is set by another thread without our lock: poll it.
   while (!(queue_.empty() && !busy_) && !stop_)
-    cv_.wait_for(lk, std::chrono::milliseconds(20));
+    worker_.wait_for(lk, std::chrono::milliseconds(20));
 }
 
 void page_sender::run() {
@@ -65,9 +64,9 @@ void page_sender::run() {
     job j;
     {
       std::unique_lock lk{mtx_};
-      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty() || quit_; });
+      worker_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty(); });
       if (queue_.empty()) {
-        if (quit_)
+        if (worker_.stopping())
           return;
         continue;
       }
@@ -75,7 +74,7 @@ void page_sender::run() {
       queue_.pop_front();
       busy_ = true;
     }
-    cv_.notify_all();
+    worker_.wake(); // room in the queue
     caf::expected<void> ok{};
     if (!stop_) {
       if (j.what == job::kind::pages) {
@@ -93,7 +92,7 @@ void page_sender::run() {
       std::lock_guard lk{mtx_};
       busy_ = false;
     }
-    cv_.notify_all();
+    worker_.wake(); // wait_idle() may be done
   }
 }
 

@@ -13,14 +13,13 @@
 #include "agent/transport/migration_channel.hpp"
 #include "agent/vmm/dirty_bitmap.hpp"
 #include "agent/vmm/guest_memory.hpp"
+#include "common/background_worker.hpp"
 #include "protocol/page_compression.hpp"
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 namespace ferry {
@@ -78,11 +77,9 @@ private:
   std::atomic<bool>& stop_;
   std::function<void(const caf::error&)> on_error_;
 
-  std::mutex mtx_;
-  std::condition_variable cv_;
+  std::mutex mtx_; // queue_, busy_
   std::deque<job> queue_;
   bool busy_ = false;
-  bool quit_ = false;
   std::vector<uint8_t> data_;
   std::vector<uint64_t> entries_;
   std::vector<uint8_t> plain_; // a batch in one piece, for the compressor
@@ -93,7 +90,8 @@ private:
   std::vector<uint8_t> deltas_; // an XBZRLE record being built
   std::vector<uint8_t> delta_;  // one page's delta
   uint32_t delta_count_ = 0;
-  std::thread thread_;
+  // Last: stopped (and joined) before anything its loop uses goes away.
+  background_worker worker_{mtx_};
 };
 
 } // namespace ferry

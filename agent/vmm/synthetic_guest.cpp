@@ -4,8 +4,6 @@
 #include "agent/vmm/memory_layout.hpp"
 #include "common/error.hpp"
 
-#include <pthread.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -29,13 +27,7 @@ synthetic_guest::synthetic_guest(guest_memory mem, synthetic_guest_config cfg)
 }
 
 synthetic_guest::~synthetic_guest() {
-  {
-    std::lock_guard lk{mtx_};
-    quit_ = true;
-    cv_.notify_all();
-  }
-  if (thread_.joinable())
-    thread_.join();
+  worker_.stop();
 }
 
 caf::expected<std::unique_ptr<synthetic_guest>>
@@ -55,14 +47,16 @@ synthetic_guest::create(synthetic_guest_config cfg) {
 }
 
 caf::expected<void> synthetic_guest::do_start(bool paused) {
-  std::lock_guard lk{mtx_};
-  pause_req_ = paused;
-  thread_ = std::thread{[this] { loop(); }};
+  {
+    std::lock_guard lk{mtx_};
+    pause_req_ = paused;
+    started_ = true;
+  }
+  worker_.start("dirtier", [this] { loop(); });
   return {};
 }
 
 void synthetic_guest::loop() {
-  ::pthread_setname_np(::pthread_self(), "dirtier");
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
   uint64_t done = 0; // pages bumped since t0, for pacing
@@ -71,16 +65,16 @@ void synthetic_guest::loop() {
       std::unique_lock lk{mtx_};
       // Without a working set there is nothing to do after the boot.
       auto idle = [this] { return pause_req_ || (cfg_.ws_pages == 0 && booted_); };
-      if (idle() && !quit_) {
-        while (idle() && !quit_) {
+      if (idle() && !worker_.stopping()) {
+        while (idle() && !worker_.stopping()) {
           parked_ = true;
-          cv_.notify_all();
-          cv_.wait(lk);
+          worker_.wake();
+          worker_.wait(lk);
         }
         t0 = clock::now();
         done = 0;
       }
-      if (quit_)
+      if (worker_.stopping())
         break;
       parked_ = false;
     }
@@ -114,12 +108,12 @@ void synthetic_guest::loop() {
         t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(
                static_cast<double>(done) / static_cast<double>(cfg_.dirty_rate)));
       std::unique_lock lk{mtx_};
-      cv_.wait_until(lk, due, [this] { return pause_req_ || quit_; });
+      worker_.wait_until(lk, due, [this] { return pause_req_; });
     }
   }
   std::lock_guard lk{mtx_};
   parked_ = true;
-  cv_.notify_all();
+  worker_.wake();
 }
 
 void synthetic_guest::end_pass() {
@@ -144,15 +138,15 @@ void synthetic_guest::end_pass() {
 void synthetic_guest::do_pause() {
   std::unique_lock lk{mtx_};
   pause_req_ = true;
-  cv_.notify_all();
-  if (thread_.joinable())
-    cv_.wait(lk, [this] { return parked_; });
+  worker_.wake();
+  if (started_)
+    worker_.wait(lk, [this] { return parked_; });
 }
 
 void synthetic_guest::do_resume() {
   std::lock_guard lk{mtx_};
   pause_req_ = false;
-  cv_.notify_all();
+  worker_.wake();
 }
 
 caf::expected<std::vector<uint8_t>> synthetic_guest::save_cpu_state() {

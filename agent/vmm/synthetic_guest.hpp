@@ -9,12 +9,11 @@
 
 #include "agent/vmm/guest.hpp"
 #include "agent/vmm/serial_port.hpp"
+#include "common/background_worker.hpp"
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <optional>
-#include <thread>
 
 namespace ferry {
 
@@ -65,15 +64,15 @@ private:
   software_dirty_log log_;
   synthetic_guest_config cfg_;
   std::mutex mtx_;
-  std::condition_variable cv_;
+  bool started_ = false;
   bool pause_req_ = false;
   bool parked_ = true;
-  bool quit_ = false;
   uint64_t next_ = 0; // index into the working set of the next page to bump
   bool booted_ = false;
   std::atomic<uint64_t> passes_{0};
   serial_port serial_;
-  std::thread thread_;
+  // Last: stopped (and joined) before anything its loop uses goes away.
+  background_worker worker_{mtx_};
 };
 
 } // namespace ferry

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -71,4 +72,36 @@ TEST(background_worker, a_long_timed_wait_ends_at_stop_and_the_worker_runs_again
   w.start("test-worker", loop);
   w.stop();
   EXPECT_EQ(runs, 2);
+}
+
+// As a vCPU blocked in KVM_RUN: the loop waits outside the condition
+// variable (here in read()), and stop's interrupt gets it out. The
+// interrupt must see stopping() already true, or the loop could block again.
+TEST(background_worker, stop_interrupts_a_loop_blocked_outside_its_waits) {
+  std::mutex mtx;
+  background_worker w{mtx};
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::atomic<int> reads{0};
+  w.start("test-blocked", [&] {
+    std::unique_lock lk{mtx};
+    while (!w.stopping()) {
+      lk.unlock();
+      char c;
+      if (::read(fds[0], &c, 1) == 1)
+        ++reads;
+      lk.lock();
+    }
+  });
+  std::this_thread::sleep_for(10ms);
+  bool stopping_seen = false;
+  w.stop([&] {
+    stopping_seen = w.stopping();
+    const char c = 'x';
+    EXPECT_EQ(::write(fds[1], &c, 1), 1);
+  });
+  EXPECT_TRUE(stopping_seen);
+  EXPECT_EQ(reads, 1);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }

@@ -31,42 +31,44 @@ vcpu_thread::vcpu_thread(vcpu& cpu, std::function<void(vcpu_thread&, vcpu_exit)>
 }
 
 vcpu_thread::~vcpu_thread() {
-  {
-    std::unique_lock lk{mtx_};
-    quit_req_ = true;
-    if (thread_.joinable() && !parked_) {
-      cpu_.request_immediate_exit();
-      ::pthread_kill(thread_.native_handle(), SIGUSR1);
-    }
-    cv_.notify_all();
+  worker_.stop([this] { kick(); });
+}
+
+void vcpu_thread::kick() {
+  // parked_ is true until the thread has set self_, and again before it
+  // ends: a parked vCPU is never in KVM_RUN and needs no signal.
+  if (started_ && !parked_) {
+    cpu_.request_immediate_exit();
+    ::pthread_kill(self_, SIGUSR1);
   }
-  if (thread_.joinable())
-    thread_.join();
 }
 
 void vcpu_thread::start(bool paused) {
-  std::lock_guard lk{mtx_};
-  pause_req_ = paused;
-  thread_ = std::thread{[this] { loop(); }};
+  {
+    std::lock_guard lk{mtx_};
+    pause_req_ = paused;
+    started_ = true;
+  }
+  worker_.start("vcpu" + std::to_string(cpu_.index()), [this] { loop(); });
 }
 
 void vcpu_thread::loop() {
-  const std::string name = "vcpu" + std::to_string(cpu_.index());
-  ::pthread_setname_np(::pthread_self(), name.c_str());
   std::unique_lock lk{mtx_};
+  self_ = ::pthread_self();
   // After a port-I/O or MMIO exit the instruction is only complete once KVM_RUN
   // is entered again; a pause then re-enters once with immediate_exit set so
   // the saved state never holds a half-done IN.
   bool io_pending = false;
   for (;;) {
     const bool stopping = pause_req_ || hold_;
-    const bool complete_io = stopping && io_pending && !quit_req_;
-    while (!complete_io && (pause_req_ || hold_ || activity_ != activity::running) && !quit_req_) {
+    const bool complete_io = stopping && io_pending && !worker_.stopping();
+    while (!complete_io && (pause_req_ || hold_ || activity_ != activity::running) &&
+           !worker_.stopping()) {
       parked_ = true;
-      cv_.notify_all();
-      cv_.wait(lk);
+      worker_.wake();
+      worker_.wait(lk);
     }
-    if (quit_req_)
+    if (worker_.stopping())
       break;
     parked_ = false;
     // Set or cleared under the lock: a pause() after this point sets it
@@ -100,41 +102,36 @@ void vcpu_thread::loop() {
     }
   }
   parked_ = true;
-  cv_.notify_all();
+  worker_.wake();
 }
 
 void vcpu_thread::pause() {
   std::unique_lock lk{mtx_};
   pause_req_ = true;
-  if (!thread_.joinable())
+  if (!started_)
     return;
-  if (!parked_) {
-    cpu_.request_immediate_exit();
-    ::pthread_kill(thread_.native_handle(), SIGUSR1);
-  }
-  cv_.wait(lk, [this] { return parked_; });
+  kick();
+  worker_.wait(lk, [this] { return parked_; });
 }
 
 void vcpu_thread::resume() {
   std::lock_guard lk{mtx_};
   pause_req_ = false;
-  cv_.notify_all();
+  worker_.wake();
 }
 
 void vcpu_thread::hold(bool on) {
   std::lock_guard lk{mtx_};
   hold_ = on;
-  if (on && !parked_ && thread_.joinable()) {
-    cpu_.request_immediate_exit();
-    ::pthread_kill(thread_.native_handle(), SIGUSR1);
-  }
-  cv_.notify_all();
+  if (on)
+    kick();
+  worker_.wake();
 }
 
 void vcpu_thread::set_activity(activity a) {
   std::lock_guard lk{mtx_};
   activity_ = a;
-  cv_.notify_all();
+  worker_.wake();
 }
 
 vcpu_thread::activity vcpu_thread::current() const {

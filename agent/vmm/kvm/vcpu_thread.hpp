@@ -6,11 +6,12 @@
 // its state may be saved.
 
 #include "agent/vmm/kvm/vcpu.hpp"
+#include "common/background_worker.hpp"
 
-#include <condition_variable>
+#include <pthread.h>
+
 #include <functional>
 #include <mutex>
-#include <thread>
 
 namespace ferry {
 
@@ -39,17 +40,20 @@ public:
 
 private:
   void loop();
+  // With mtx_ held: gets a running vCPU out of KVM_RUN.
+  void kick();
 
   vcpu& cpu_;
   std::function<void(vcpu_thread&, vcpu_exit)> on_stop_;
   mutable std::mutex mtx_;
-  std::condition_variable cv_;
+  bool started_ = false;
+  pthread_t self_{}; // the vCPU thread, set before it first leaves parked_
   bool pause_req_ = false;
   bool hold_ = false;
-  bool quit_req_ = false;
   bool parked_ = true;
   activity activity_ = activity::running;
-  std::thread thread_;
+  // Last: stopped (and joined) before anything its loop uses goes away.
+  background_worker worker_{mtx_};
 };
 
 } // namespace ferry
