@@ -16,7 +16,7 @@ constexpr auto metrics_timeout = std::chrono::seconds(8);
 
 } // namespace
 
-http_response metrics_response(caf::actor_system& sys, const caf::actor& source) {
+http_response metrics_response(caf::actor_system& sys, const metrics_source& source) {
   caf::scoped_actor self{sys};
   http_response out;
   self->request(source, metrics_timeout, metrics_atom::value)
@@ -33,7 +33,7 @@ http_response metrics_response(caf::actor_system& sys, const caf::actor& source)
   return out;
 }
 
-http_server::handler metrics_only_handler(caf::actor_system& sys, caf::actor source) {
+http_server::handler metrics_only_handler(caf::actor_system& sys, metrics_source source) {
   return [&sys, source = std::move(source)](const http_request& req) {
     if (req.method == "GET" && (req.target == "/metrics" || req.target.rfind("/metrics?", 0) == 0))
       return metrics_response(sys, source);

@@ -214,8 +214,8 @@ caf::result<std::string> api_cancel(cluster_actor* self, int64_t id) {
   return json::serialize(job_json(j));
 }
 
-caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_ptr<journal> log,
-                      caf::actor dialer) {
+cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg,
+                                    std::shared_ptr<journal> log, caf::actor dialer) {
   self->state.dialer =
     dialer ? std::move(dialer)
            : caf::actor_cast<caf::actor>(self->system().openssl_manager().actor_handle());
@@ -261,8 +261,8 @@ caf::behavior cluster(cluster_actor* self, orchestrator_config cfg, std::shared_
 
 } // namespace
 
-caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                         std::shared_ptr<journal> log, caf::actor dialer) {
+cluster_api spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
+                          std::shared_ptr<journal> log, caf::actor dialer) {
   return sys.spawn(cluster, std::move(cfg), std::move(log), std::move(dialer));
 }
 

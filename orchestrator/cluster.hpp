@@ -13,11 +13,13 @@
 //   (api_create_atom, host, guest spec JSON)     starts a guest on a host
 
 #include "orchestrator/journal.hpp"
+#include "orchestrator/migration_job.hpp"
 #include "orchestrator/orchestrator_config.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <memory>
 
@@ -28,10 +30,19 @@ using api_migrate_atom = caf::atom_constant<caf::atom("apimigrate")>;
 using api_evacuate_atom = caf::atom_constant<caf::atom("apievac")>;
 using api_create_atom = caf::atom_constant<caf::atom("apicreate")>;
 
+// What the HTTP API, the metrics endpoint and tests may ask the cluster.
+using cluster_api =
+  caf::typed_actor<caf::replies_to<api_get_atom, std::string>::with<std::string>,
+                   caf::replies_to<api_migrate_atom, std::string, std::string>::with<std::string>,
+                   caf::replies_to<api_evacuate_atom, std::string>::with<std::string>,
+                   caf::replies_to<api_create_atom, std::string, std::string>::with<std::string>,
+                   caf::replies_to<cancel_atom, int64_t>::with<std::string>,
+                   caf::replies_to<metrics_atom>::with<std::string>>;
+
 // `dialer` reaches the agents: (connect_atom, host, port) -> (node_id,
 // strong_actor_ptr, interface set), as CAF's middleman answers; none = the
 // TLS middleman of `sys` (tests pass their own).
-caf::actor spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                         std::shared_ptr<journal> log, caf::actor dialer = {});
+cluster_api spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
+                          std::shared_ptr<journal> log, caf::actor dialer = {});
 
 } // namespace ferry

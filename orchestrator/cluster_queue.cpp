@@ -62,8 +62,14 @@ void start_job(cluster_actor* self, job_entry& j) {
     }
     j.record.state = job_state::scheduling;
   }
-  job_context ctx{j.record,      src.handle, dst.handle,       dst.capacity.migration_address,
-                  st.cfg.policy, st.log,     caf::actor{self}, j.resume};
+  job_context ctx{j.record,
+                  src.handle,
+                  dst.handle,
+                  dst.capacity.migration_address,
+                  st.cfg.policy,
+                  st.log,
+                  job_parent_actor{self},
+                  j.resume};
   j.actor = spawn_migration_job(self->system(), std::move(ctx));
   self->monitor(j.actor);
   j.resume = false;

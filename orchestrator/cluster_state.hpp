@@ -7,7 +7,9 @@
 // orchestrator/.
 
 #include "actors/host_interface.hpp"
+#include "orchestrator/cluster.hpp"
 #include "orchestrator/journal.hpp"
+#include "orchestrator/migration_job.hpp"
 #include "orchestrator/migration_progress.hpp"
 #include "orchestrator/orchestrator_config.hpp"
 #include "orchestrator/orchestrator_metrics.hpp"
@@ -54,7 +56,7 @@ struct host_entry {
 
 struct job_entry {
   job_record record;
-  caf::actor actor;
+  migration_job_actor actor;
   migration_progress progress; // the job's last query-migrate, parsed once
   bool resume = false;         // found unfinished in the journal at start
   // Evacuation order: the estimated duration, refined by a calc-dirty-rate
@@ -82,7 +84,13 @@ struct cluster_state {
   caf::actor dialer;
 };
 
-using cluster_actor = caf::stateful_actor<cluster_state>;
+// The cluster's own handle: its API, its jobs' reports, and the messages
+// it sends itself.
+using cluster_impl =
+  cluster_api::extend_with<job_parent_actor>::extend<caf::reacts_to<connect_host_atom, std::string>,
+                                                     caf::reacts_to<refresh_atom>,
+                                                     caf::reacts_to<preflight_atom, int64_t>>;
+using cluster_actor = cluster_impl::stateful_base<cluster_state>;
 
 // Declared here, defined in the file that owns them.
 json::object job_json(const job_entry& j);

@@ -51,7 +51,7 @@ reply error_reply(http::status s, const std::string& desc) {
 
 // Sends one message to the cluster and waits for its JSON answer.
 template <class... Ts>
-reply ask(caf::actor_system& sys, const caf::actor& cluster, Ts&&... xs) {
+reply ask(caf::actor_system& sys, const cluster_api& cluster, Ts&&... xs) {
   caf::scoped_actor self{sys};
   reply out;
   self->request(cluster, api_timeout, std::forward<Ts>(xs)...)
@@ -75,7 +75,7 @@ std::string member(const json::object& o, const char* key) {
   return v != nullptr && v->is_string() ? std::string{v->as_string()} : std::string{};
 }
 
-reply route(caf::actor_system& sys, const caf::actor& cluster, const http_request& req) {
+reply route(caf::actor_system& sys, const cluster_api& cluster, const http_request& req) {
   const std::string& target = req.target;
   const std::string prefix = "/api/v1/";
   if (target.rfind(prefix, 0) != 0)
@@ -125,7 +125,7 @@ reply route(caf::actor_system& sys, const caf::actor& cluster, const http_reques
 
 // Server-sent events: a "migrations" snapshot whenever it changes, until the
 // client goes away or the server stops.
-void stream_events(caf::actor_system& sys, const caf::actor& cluster,
+void stream_events(caf::actor_system& sys, const cluster_api& cluster,
                    const http_stream_writer& write, const std::atomic<bool>& stopping) {
   std::string last;
   while (!stopping.load()) {
@@ -139,7 +139,7 @@ void stream_events(caf::actor_system& sys, const caf::actor& cluster,
   }
 }
 
-http_response handle(caf::actor_system& sys, const caf::actor& cluster, const http_request& req) {
+http_response handle(caf::actor_system& sys, const cluster_api& cluster, const http_request& req) {
   if (req.method == "GET" && req.target == "/api/v1/events") {
     http_response out;
     out.content_type = "text/event-stream";
@@ -158,7 +158,7 @@ http_response handle(caf::actor_system& sys, const caf::actor& cluster, const ht
 } // namespace
 
 caf::expected<std::unique_ptr<http_server>>
-start_http_api(caf::actor_system& sys, caf::actor cluster, const host_port& at) {
+start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at) {
   return http_server::start(
     at,
     [&sys, cluster = std::move(cluster)](const http_request& req) {

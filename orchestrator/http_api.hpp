@@ -15,6 +15,7 @@
 // each with {"error": description}.
 
 #include "actors/http_server.hpp"
+#include "orchestrator/cluster.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -25,7 +26,7 @@
 namespace ferry {
 
 // Serves the API (and GET /metrics) for `cluster` at `at` (port 0: any).
-caf::expected<std::unique_ptr<http_server>> start_http_api(caf::actor_system& sys,
-                                                           caf::actor cluster, const host_port& at);
+caf::expected<std::unique_ptr<http_server>>
+start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at);
 
 } // namespace ferry

@@ -43,7 +43,9 @@ struct job_state_data {
   std::optional<escalation_ladder> ladder; // set once the policy is known
 };
 
-using job_actor = caf::stateful_actor<job_state_data>;
+// The job's own handle adds its poll timer to what others may send it.
+using job_impl = migration_job_actor::extend<caf::reacts_to<poll_atom>>;
+using job_actor = job_impl::stateful_base<job_state_data>;
 using on_return = std::function<void(const json::value&)>;
 
 std::string describe_reply_error(const json::object& err) {
@@ -487,7 +489,7 @@ void resume(job_actor* self) {
       [self](const caf::error& err) { fail(self, "listing the target: " + describe(err)); });
 }
 
-caf::behavior job(job_actor* self, job_context ctx) {
+job_impl::behavior_type job(job_actor* self, job_context ctx) {
   self->state.ctx = std::move(ctx);
   self->state.ladder.emplace(self->state.ctx.policy);
   // A host that goes away mid-job fails its requests; the job then fails.
@@ -539,7 +541,7 @@ caf::behavior job(job_actor* self, job_context ctx) {
 
 } // namespace
 
-caf::actor spawn_migration_job(caf::actor_system& sys, job_context ctx) {
+migration_job_actor spawn_migration_job(caf::actor_system& sys, job_context ctx) {
   return sys.spawn(job, std::move(ctx));
 }
 

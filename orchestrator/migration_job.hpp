@@ -19,6 +19,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <memory>
 #include <string>
@@ -34,6 +35,16 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 // (host_lost_atom, host): the cluster lost its link to `host`.
 using host_lost_atom = caf::atom_constant<caf::atom("hostlost")>;
 
+// Where a job reports (the cluster; a test's recorder).
+using job_parent_actor =
+  caf::typed_actor<caf::reacts_to<job_update_atom, job_record, migration_progress>,
+                   caf::reacts_to<job_done_atom, job_record>,
+                   caf::reacts_to<job_step_atom, std::string>>;
+
+// What a job takes from outside.
+using migration_job_actor =
+  caf::typed_actor<caf::reacts_to<cancel_atom>, caf::reacts_to<host_lost_atom, std::string>>;
+
 struct job_context {
   job_record job; // in scheduling (fresh) or whatever the journal last said (resume)
   host_actor source;
@@ -41,12 +52,12 @@ struct job_context {
   std::string target_address; // the target host's migration address
   migration_policy policy;
   std::shared_ptr<journal> log;
-  caf::actor parent;
+  job_parent_actor parent;
   // After an orchestrator restart: find out where the job really is first.
   bool resume = false;
 };
 
-caf::actor spawn_migration_job(caf::actor_system& sys, job_context ctx);
+migration_job_actor spawn_migration_job(caf::actor_system& sys, job_context ctx);
 
 } // namespace ferry
 

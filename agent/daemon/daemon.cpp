@@ -59,7 +59,7 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
   std::unique_ptr<http_server> metrics;
   if (cfg->metrics) {
     auto srv = http_server::start(*cfg->metrics,
-                                  metrics_only_handler(sys, caf::actor_cast<caf::actor>(host)),
+                                  metrics_only_handler(sys, caf::actor_cast<metrics_source>(host)),
                                   "metrics-http", "metrics-conn");
     if (!srv) {
       caf::anon_send_exit(host, caf::exit_reason::user_shutdown);

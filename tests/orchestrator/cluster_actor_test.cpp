@@ -41,7 +41,7 @@ caf::behavior scripted_dialer(caf::event_based_actor*,
 
 // One API request; the answer (JSON text or "error: ...") lands in `out`.
 template <class... Ts>
-void api_client(caf::event_based_actor* self, const caf::actor& cluster,
+void api_client(caf::event_based_actor* self, const cluster_api& cluster,
                 const std::shared_ptr<std::string>& out, Ts... xs) {
   self->request(cluster, caf::infinite, xs...)
     .then([out](const std::string& s) { *out = s; },
@@ -50,7 +50,7 @@ void api_client(caf::event_based_actor* self, const caf::actor& cluster,
 
 struct cluster_fixture : coordinated_fixture {
   std::map<std::string, std::shared_ptr<host_script>> scripts;
-  caf::actor cluster;
+  cluster_api cluster;
 
   void SetUp() override {
     coordinated_fixture::SetUp();

@@ -29,8 +29,8 @@ namespace {
 // The job's parent, keeping its final reports. (Spawned with its input as an
 // argument: CAF 0.17 binds a null reference for a function spawned without
 // any, which UBSan reports.)
-caf::behavior job_parent(caf::event_based_actor*,
-                         const std::shared_ptr<std::vector<job_record>>& done) {
+job_parent_actor::behavior_type job_parent(job_parent_actor::pointer,
+                                           const std::shared_ptr<std::vector<job_record>>& done) {
   return {
     [done](job_done_atom, const job_record& r) { done->push_back(r); },
     [](job_update_atom, const job_record&, const migration_progress&) {},
@@ -42,7 +42,7 @@ struct job_fixture : coordinated_fixture {
   std::shared_ptr<host_script> src = std::make_shared<host_script>();
   std::shared_ptr<host_script> dst = std::make_shared<host_script>();
   std::shared_ptr<std::vector<job_record>> done = std::make_shared<std::vector<job_record>>();
-  caf::actor job;
+  migration_job_actor job;
   host_actor dst_actor;
 
   void SetUp() override {
