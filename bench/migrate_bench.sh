@@ -39,7 +39,10 @@ wait_sock() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; don
 # with $3 multifd channels (0 = one stream), prints total-time and downtime.
 migrate_once() {
   local channels=$1 src_sock=$work/src.sock dst_sock=$work/dst.sock caps params
-  wait_sock "$src_sock" && wait_sock "$dst_sock"
+  if ! wait_sock "$src_sock" || ! wait_sock "$dst_sock"; then
+    echo "the agents did not start (see above)" >&2
+    return 1
+  fi
   caps='[{"capability":"events","state":true}'
   [ "$channels" -gt 0 ] && caps+=',{"capability":"multifd","state":true}'
   caps+=']'
@@ -81,6 +84,14 @@ tls_objects() { # client|server
   return 0
 }
 
+# A paused guest runs no instructions: without a usable /dev/kvm both agents
+# take -accel none and the migration is the same (ACCEL= overrides).
+accel=${ACCEL:-}
+if [ -z "$accel" ]; then
+  accel=none
+  [ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+fi
+
 ferry_run() {
   local channels=$1 live=${2:-}
   local start=(-S)
@@ -88,16 +99,19 @@ ferry_run() {
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
     -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
     -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
-    -serial "file:$work/src.txt" "${start[@]}" $(tls_objects client) &
+    -accel "$accel" -serial "file:$work/src.txt" "${start[@]}" $(tls_objects client) &
   pids+=($!)
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
-    -qmp "unix:$work/dst.sock,server=on,wait=off" -incoming defer -S $(tls_objects server) &
+    -qmp "unix:$work/dst.sock,server=on,wait=off" -accel "$accel" -incoming defer -S \
+    $(tls_objects server) &
   pids+=($!)
   if [ -n "$live" ]; then
     for _ in $(seq 1 300); do grep -q "pass 00000028" "$work/src.txt" 2>/dev/null && break; sleep 0.1; done
   fi
-  migrate_once "$channels"
+  local rc=0
+  migrate_once "$channels" || rc=$?
   stop_all
+  return $rc
 }
 
 qemu_run() {
@@ -120,7 +134,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 have_qemu=
 [ -z "${NO_QEMU:-}" ] && command -v qemu-system-x86_64 >/dev/null && have_qemu=1
-echo "paused ${size} guest, pattern-filled, loopback TCP, median of $runs runs"
+echo "paused ${size} guest, pattern-filled, loopback TCP, -accel $accel, median of $runs runs"
 printf '%-10s %12s %12s %12s %12s %8s\n' setup ferry_ms ferry_MB/s qemu_ms qemu_MB/s ratio
 # label | multifd channels | extra migrate-set-parameters members | tls
 rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
