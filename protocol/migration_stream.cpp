@@ -324,4 +324,26 @@ caf::expected<uint64_t> decode_sync(std::span<const uint8_t> p) {
   return get<uint64_t>(p.data());
 }
 
+namespace {
+constexpr uint32_t device_flag_running = 1u << 0;
+} // namespace
+
+std::vector<uint8_t> encode(const device_section& d) {
+  std::vector<uint8_t> out;
+  put(out, uint32_t{0});
+  put(out, d.guest_running ? device_flag_running : 0u);
+  return out;
+}
+
+caf::expected<device_section> decode_devices(std::span<const uint8_t> p) {
+  if (p.size() != 8)
+    return bad("devices record of " + std::to_string(p.size()) + " bytes");
+  if (get<uint32_t>(p.data()) != 0)
+    return bad("device state for devices this agent does not have");
+  const auto flags = get<uint32_t>(p.data() + 4);
+  if ((flags & ~device_flag_running) != 0)
+    return bad("unknown device-section flags " + std::to_string(flags));
+  return device_section{(flags & device_flag_running) != 0};
+}
+
 } // namespace ferry::mig

@@ -18,7 +18,8 @@
 
 namespace ferry::mig {
 
-inline constexpr uint32_t stream_version = 1;
+// 2: the devices record carries the guest's run state.
+inline constexpr uint32_t stream_version = 2;
 inline constexpr uint32_t page_size = 4096;
 inline constexpr size_t header_size = 16;
 // A page batch holds at most this many pages (1 MiB of data).
@@ -143,6 +144,17 @@ uint64_t apply_xbzrle(const xbzrle_batch& b, std::span<uint8_t> ram,
 // u64 pass number.
 std::vector<uint8_t> encode_sync(uint64_t pass);
 caf::expected<uint64_t> decode_sync(std::span<const uint8_t> payload);
+
+// The devices record: u32 device count (0: no emulated device holds state
+// yet), u32 flags. Bit 0: the guest ran when the migration stopped it; a
+// guest that was paused stays paused on the destination (QEMU's global
+// run state).
+struct device_section {
+  bool guest_running = true;
+};
+std::vector<uint8_t> encode(const device_section& d);
+// Refuses device state this agent has no device for, and unknown flags.
+caf::expected<device_section> decode_devices(std::span<const uint8_t> payload);
 
 bool is_zero_page(const uint8_t* page);
 

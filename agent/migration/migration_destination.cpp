@@ -64,9 +64,10 @@ struct migration_destination::impl {
   migration_channel* main = nullptr; // channels[0] once accepted
   mig::hello hello;                  // the source's, as agreed
   bool multifd = false;
-  std::vector<std::thread> receivers; // mig-recv/N
-  std::vector<uint8_t> cpu;           // the CPU state record
-  bool devices = false;               // the device record arrived
+  std::vector<std::thread> receivers;     // mig-recv/N
+  std::vector<uint8_t> cpu;               // the CPU state record
+  bool devices = false;                   // the device record arrived
+  std::atomic<bool> source_running{true}; // the source guest ran at switchover
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -376,11 +377,14 @@ caf::expected<bool> migration_destination::impl::main_record(const mig::record_h
     case mig::record_type::cpu_state:
       cpu = buf;
       return true;
-    case mig::record_type::devices:
-      if (buf.size() != 4 || std::memcmp(buf.data(), "\0\0\0\0", 4) != 0)
-        return refuse("device state for devices this agent does not have");
+    case mig::record_type::devices: {
+      auto d = mig::decode_devices(buf);
+      if (!d)
+        return refuse(describe(d.error()));
+      source_running = d->guest_running;
       devices = true;
       return true;
+    }
     case mig::record_type::end:
       return false;
     case mig::record_type::abort: {
@@ -477,6 +481,10 @@ migration_destination::migration_destination(std::unique_ptr<impl> p) : impl_(st
 migration_destination::~migration_destination() {
   impl_->note_failure(make_ferry_error(errc::bad_run_state, "agent shutting down"));
   impl_->thread.join();
+}
+
+bool migration_destination::source_was_running() const {
+  return impl_->source_running.load();
 }
 
 destination_phase migration_destination::phase() const {

@@ -63,6 +63,9 @@ public:
   // Where it listens (tcp port 0 resolved).
   const migration_address& address() const;
   // Where the engine is (engine_phase).
+  // Whether the source guest ran when it stopped for the switch-over (the
+  // devices record says so); until that record, true.
+  bool source_was_running() const;
   destination_phase phase() const;
   void fill_info(migration_status s, boost::json::object& info) const;
 

@@ -11,7 +11,7 @@ namespace {
 constexpr size_t queue_limit = 8;
 } // namespace
 
-page_sender::page_sender(std::string name, migration_channel& ch, const guest_memory& mem,
+page_sender::page_sender(const std::string& name, migration_channel& ch, const guest_memory& mem,
                          options opt, rate_limiter& limiter, migration_counters& counters,
                          std::atomic<bool>& stop, std::function<void(const caf::error&)> on_error)
   : ch_(ch), mem_(mem), opt_(opt), limiter_(limiter), counters_(counters), stop_(stop),

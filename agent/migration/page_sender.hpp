@@ -34,7 +34,7 @@ public:
     int level = 1;
     uint64_t xbzrle_cache = 0; // xbzrle-cache-size; 0 without XBZRLE
   };
-  page_sender(std::string name, migration_channel& ch, const guest_memory& mem, options opt,
+  page_sender(const std::string& name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,
               std::function<void(const caf::error&)> on_error);
   ~page_sender();

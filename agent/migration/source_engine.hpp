@@ -97,6 +97,7 @@ struct migration_source::impl {
   clock_type::time_point start = clock_type::now();
 
   guest::pause_guard paused;
+  bool guest_was_running = true; // at switchover: the destination starts it only if so
   bool tracking = false;
   std::unique_ptr<cpu_throttle> throttle; // auto-converge, once it kicks in
   int dirty_rate_high = 0;

@@ -220,7 +220,11 @@ caf::expected<source_event> migration_source::impl::iterate() {
 
 // Stop-and-copy: the guest stops, the last dirty pages go at full speed.
 caf::expected<source_event> migration_source::impl::switchover() {
+  // auto-converge's brief pauses are not the guest's run state: end the
+  // throttle first (the guest stops for good just below).
+  throttle.reset();
   const bool was_running = g.state() == run_state::running;
+  guest_was_running = was_running;
   paused = g.pause();
   ctr.guest_stopped = true;
   in_switchover = true;
@@ -264,13 +268,13 @@ caf::expected<source_event> migration_source::impl::device_state() {
   if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
     return ok.error();
   // No emulated device holds state yet (serial output is write-only, port
-  // 0x92 is stateless): the section says so, with a device count of 0.
-  const uint8_t no_devices[4] = {0, 0, 0, 0};
-  if (auto ok = main.send(mig::record_type::devices, no_devices); !ok)
+  // 0x92 is stateless): the section says so, and carries the run state.
+  const auto devices = mig::encode(mig::device_section{guest_was_running});
+  if (auto ok = main.send(mig::record_type::devices, devices); !ok)
     return ok.error();
   if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
     return ok.error();
-  ctr.add_sent(3 * mig::header_size + cpu.size() + sizeof no_devices, false);
+  ctr.add_sent(3 * mig::header_size + cpu.size() + devices.size(), false);
   return source_event::state_sent;
 }
 

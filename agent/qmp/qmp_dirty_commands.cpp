@@ -30,14 +30,14 @@ std::optional<std::string> qmp_monitor::dirty_limit_refusal(const json::object& 
       return std::string{"incorrect cpu index specified"};
   }
   // The migration owns the limit while its dirty-limit capability acts.
-  if (out_ && migration_running(status_) && settings_.capability("dirty-limit"))
+  if (migration_.outgoing_engine_running() && settings_.capability("dirty-limit"))
     return std::string{"can't "} + verb + " dirty page rate limit while migration is running";
   return std::nullopt;
 }
 
 qmp_result qmp_monitor::change_dirty_limit(const json::object& args, const char* verb,
                                            uint64_t mib_per_s) {
-  std::lock_guard lk{mig_mtx_};
+  std::lock_guard lk{mtx_};
   if (auto why = dirty_limit_refusal(args, verb))
     return generic(std::move(*why));
   std::optional<uint32_t> cpu;
@@ -57,7 +57,7 @@ qmp_result qmp_monitor::cancel_vcpu_dirty_limit(const json::object& args) {
 }
 
 qmp_result qmp_monitor::query_vcpu_dirty_limit(const json::object&) {
-  std::lock_guard lk{mig_mtx_};
+  std::lock_guard lk{mtx_};
   json::array out;
   if (dirty_limit_)
     for (const auto& v : dirty_limit_->limited())
@@ -96,9 +96,9 @@ qmp_result qmp_monitor::calc_dirty_rate(const json::object& args) {
       return generic("sample-pages is out of range[128, 16384].");
     r.sample_pages = static_cast<uint64_t>(n);
   }
-  std::lock_guard lk{mig_mtx_};
+  std::lock_guard lk{mtx_};
   // The dirty log has one reader at a time; a migration's passes need it.
-  if (r.mode == dirty_rate_mode::dirty_bitmap && out_ && migration_running(status_))
+  if (r.mode == dirty_rate_mode::dirty_bitmap && migration_.outgoing_engine_running())
     return generic("mode dirty-bitmap is unavailable while a migration tracks dirty pages, "
                    "use other method instead.");
   if (auto why = meter().start(r))
@@ -108,7 +108,7 @@ qmp_result qmp_monitor::calc_dirty_rate(const json::object& args) {
 
 qmp_result qmp_monitor::query_dirty_rate(const json::object& args) {
   const bool in_ms = args.contains("calc-time-unit") && args.at("calc-time-unit") == "millisecond";
-  std::lock_guard lk{mig_mtx_};
+  std::lock_guard lk{mtx_};
   return json::value(meter().info(in_ms));
 }
 

@@ -1,6 +1,6 @@
 // The monitor's migration commands: migrate, migrate-incoming, cancel and
 // continue, query-migrate, capabilities and parameters (and their legacy
-// setters), and the hooks through which the engines step the status.
+// setters): checks and plans here, the migration itself in the controller.
 #include "agent/qmp/qmp_monitor.hpp"
 
 #include "agent/qmp/qmp_args.hpp"
@@ -17,25 +17,11 @@ using qmp_args::empty;
 using qmp_args::generic;
 
 qmp_result qmp_monitor::query_migrate(const json::object&) {
-  std::lock_guard lk{mig_mtx_};
-  // The outgoing migration once there is one, else the incoming one; before
-  // any, QEMU answers an empty MigrationInfo.
-  json::object info;
-  if (status_ != migration_status::none) {
-    info["status"] = to_string(status_);
-    if (out_)
-      out_->fill_info(status_, info);
-  } else if (in_status_ != migration_status::none) {
-    info["status"] = to_string(in_status_);
-    if (in_)
-      in_->fill_info(in_status_, info);
-  }
-  return json::value(std::move(info));
+  return json::value(migration_.info());
 }
 
 migration_status qmp_monitor::status() const {
-  std::lock_guard lk{mig_mtx_};
-  return status_;
+  return migration_.status(migration_side::source);
 }
 
 caf::expected<migration_status> qmp_monitor::migration_step(migration_event ev) {
@@ -44,48 +30,7 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_event ev) 
 
 caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
                                                             migration_event ev) {
-  std::lock_guard lk{mig_mtx_};
-  return step_locked(side, ev);
-}
-
-caf::expected<migration_status> qmp_monitor::step_locked(migration_side side, migration_event ev) {
-  auto& cur = side == migration_side::source ? status_ : in_status_;
-  auto next = step(side, cur, ev);
-  if (!next)
-    return next;
-  cur = *next;
-  if (settings_.capability("events"))
-    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(cur)}}));
-  if (side == migration_side::destination && cur == migration_status::completed && autostart_) {
-    if (guest_.start())
-      emit_(qmp::event("RESUME"));
-  }
-  if (side == migration_side::destination && cur == migration_status::failed && exit_on_error_ &&
-      on_exit_)
-    on_exit_(1);
-  return next;
-}
-
-bool qmp_monitor::settings_locked() const {
-  // An incoming migration still waiting for its source (setup) takes its
-  // settings when the source connects, so they may change until then.
-  return migration_running(status_) ||
-         (migration_running(in_status_) && in_status_ != migration_status::setup);
-}
-
-migration_hooks qmp_monitor::hooks_for(migration_side side) {
-  migration_hooks h;
-  h.step = [this, side](migration_event ev) { return static_cast<bool>(migration_step(side, ev)); };
-  h.emit = emit_;
-  h.threads = &migration_threads_;
-  h.complete = [this, side](guest::pause_guard& g) {
-    std::lock_guard lk{mig_mtx_};
-    if (!step_locked(side, migration_event::complete))
-      return false;
-    postmigrate_ = std::move(g);
-    return true;
-  };
-  return h;
+  return migration_.step(side, ev);
 }
 
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
@@ -184,13 +129,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   if (auto* why = std::get_if<std::string>(&target))
     return generic(std::move(*why));
   auto& addr = std::get<migration_address>(target);
-  std::unique_ptr<migration_source> finished;
   {
-    std::lock_guard lk{mig_mtx_};
-    if (migration_running(status_))
-      return generic("There's a migration process in progress");
-    if (incoming_expected_ && in_status_ != migration_status::completed)
-      return generic("Guest is waiting for an incoming migration");
+    std::lock_guard lk{mtx_};
+    if (auto why = migration_.outgoing_refusal())
+      return generic(std::move(*why));
     if (auto why = unsupported_settings())
       return generic(std::move(*why));
     if (dirty_rate_ && dirty_rate_->holds_dirty_log())
@@ -199,10 +141,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     if (settings_.capability("multifd") && !addr.bidirectional())
       return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                      " carries a single stream");
-    finished = std::move(out_);
   }
-  // Joined outside the lock: its thread may still be returning from a hook.
-  finished.reset();
 
   outgoing_migration plan;
   plan.target = addr;
@@ -229,7 +168,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.dirty_limit_quota = param_u64(settings_, "vcpu-dirty-limit");
   plan.dirty_limit_period_ms = param_u64(settings_, "x-vcpu-dirty-limit-period");
   {
-    std::lock_guard lk{mig_mtx_};
+    std::lock_guard lk{mtx_};
     if (settings_.capability("dirty-limit"))
       plan.dirty_limit = limiter();
     auto tls = tls_for(migration_side::source, addr);
@@ -243,19 +182,15 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.downtime_limit_ms = param_u64(settings_, "downtime-limit");
   plan.avail_switchover_bandwidth = param_u64(settings_, "avail-switchover-bandwidth");
 
-  std::lock_guard lk{mig_mtx_};
-  postmigrate_ = {};
-  if (auto ok = step_locked(migration_side::source, migration_event::start); !ok)
-    return generic(describe(ok.error()));
-  out_ =
-    std::make_unique<migration_source>(guest_, std::move(plan), hooks_for(migration_side::source));
+  if (auto why = migration_.start_outgoing(std::move(plan)))
+    return generic(std::move(*why));
   return empty();
 }
 
 qmp_result qmp_monitor::query_migrationthreads(const json::object&) {
   // The threads of the migrations under way (none once they have ended).
   json::array out;
-  for (const auto& [name, tid] : migration_threads_.list())
+  for (const auto& [name, tid] : migration_.threads().list())
     out.push_back(json::object{{"name", name}, {"thread-id", tid}});
   return json::value(std::move(out));
 }
@@ -265,11 +200,9 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
   if (auto* why = std::get_if<std::string>(&target))
     return generic(std::move(*why));
   auto& addr = std::get<migration_address>(target);
-  std::lock_guard lk{mig_mtx_};
-  if (!incoming_expected_)
-    return generic("'-incoming' was not specified on the command line");
-  if (in_status_ != migration_status::none)
-    return generic("The incoming migration has already been started");
+  std::lock_guard lk{mtx_};
+  if (auto why = migration_.incoming_refusal())
+    return generic(std::move(*why));
   if (auto why = unsupported_settings())
     return generic(std::move(*why));
   if (settings_.capability("multifd") && !addr.bidirectional())
@@ -278,13 +211,14 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
   if (auto tls = tls_for(migration_side::destination, addr);
       std::holds_alternative<std::string>(tls))
     return generic(std::get<std::string>(tls));
+  std::optional<bool> exit_on_error;
   if (const auto* e = args.if_contains("exit-on-error"))
-    exit_on_error_ = e->as_bool();
+    exit_on_error = e->as_bool();
   incoming_migration plan;
   plan.from = addr;
   plan.uuid = uuid_bytes();
   plan.refresh = [this](incoming_migration& p) -> std::optional<std::string> {
-    std::lock_guard guard{mig_mtx_};
+    std::lock_guard guard{mtx_};
     p.multifd = settings_.capability("multifd");
     p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
     p.validate_uuid = settings_.capability("validate-uuid");
@@ -302,51 +236,26 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
         p.authz_identity = o.identity;
     return std::nullopt;
   };
-  if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
-    return generic(describe(ok.error()));
-  auto d =
-    migration_destination::listen(guest_, std::move(plan), hooks_for(migration_side::destination));
-  if (!d) {
-    in_status_ = migration_status::none;
-    return generic(describe(d.error()));
-  }
-  in_ = std::move(*d);
+  if (auto why = migration_.start_incoming(std::move(plan), exit_on_error))
+    return generic(std::move(*why));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_cancel(const json::object&) {
-  // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
-  // completed migration stays completed, a failed one failed.
-  std::lock_guard lk{mig_mtx_};
-  if (!migration_running(status_) || status_ == migration_status::cancelling)
-    return empty();
-  if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
-    return generic(describe(ok.error()));
-  if (out_)
-    out_->cancel();
-  else // no engine behind the state (tests stepping by hand)
-    step_locked(migration_side::source, migration_event::cancel_done);
+  if (auto why = migration_.cancel())
+    return generic(std::move(*why));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_continue(const json::object& args) {
-  const std::string want{args.at("state").as_string()};
-  std::lock_guard lk{mig_mtx_};
-  if (to_string(status_) != want)
-    return generic("Migration not in expected state: " + std::string{to_string(status_)});
-  if (auto ok = step_locked(migration_side::source, migration_event::resume_switchover); !ok)
-    return generic(describe(ok.error()));
-  if (out_)
-    out_->resume_switchover();
+  if (auto why = migration_.resume_switchover(std::string{args.at("state").as_string()}))
+    return generic(std::move(*why));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_pause(const json::object&) {
-  std::lock_guard lk{mig_mtx_};
-  if (status_ != migration_status::postcopy_active)
-    return generic("migrate-pause is currently only supported during postcopy-active state");
-  if (auto ok = step_locked(migration_side::source, migration_event::postcopy_broken); !ok)
-    return generic(describe(ok.error()));
+  if (auto why = migration_.pause_postcopy())
+    return generic(std::move(*why));
   return empty();
 }
 
@@ -359,11 +268,8 @@ qmp_result qmp_monitor::migrate_recover(const json::object&) {
 qmp_result qmp_monitor::migrate_start_postcopy(const json::object&) {
   if (!settings_.capability("postcopy-ram"))
     return generic("Enable postcopy with migrate_set_capability before the start of migration");
-  std::lock_guard lk{mig_mtx_};
-  if (status_ == migration_status::none)
-    return generic("Postcopy must be started after migration has been started");
-  if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
-    return generic(describe(ok.error()));
+  if (auto why = migration_.start_postcopy())
+    return generic(std::move(*why));
   return empty();
 }
 
@@ -376,22 +282,22 @@ qmp_result qmp_monitor::query_migrate_parameters(const json::object&) {
 }
 
 qmp_result qmp_monitor::migrate_set_capabilities(const json::object& args) {
-  std::lock_guard lk{mig_mtx_};
-  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(), settings_locked()))
+  std::lock_guard lk{mtx_};
+  if (auto e = settings_.set_capabilities(args.at("capabilities").as_array(),
+                                          migration_.settings_locked()))
     return generic(std::move(*e));
+  migration_.set_events(settings_.capability("events"));
   return empty();
 }
 
 qmp_result qmp_monitor::migrate_set_parameters(const json::object& args) {
-  std::lock_guard lk{mig_mtx_};
-  if (auto e = settings_.set_parameters(args, settings_locked()))
+  std::lock_guard lk{mtx_};
+  if (auto e = settings_.set_parameters(args, migration_.settings_locked()))
     return generic(std::move(*e));
-  if (out_ && migration_running(status_))
-    out_->set_parameters(
-      {param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
-       param_u64(settings_, "avail-switchover-bandwidth"),
-       param_u64(settings_, "xbzrle-cache-size"), param_u64(settings_, "vcpu-dirty-limit"),
-       param_u64(settings_, "x-vcpu-dirty-limit-period")});
+  migration_.tune(
+    {param_u64(settings_, "max-bandwidth"), param_u64(settings_, "downtime-limit"),
+     param_u64(settings_, "avail-switchover-bandwidth"), param_u64(settings_, "xbzrle-cache-size"),
+     param_u64(settings_, "vcpu-dirty-limit"), param_u64(settings_, "x-vcpu-dirty-limit-period")});
   return empty();
 }
 

@@ -31,24 +31,15 @@ qmp_monitor::qmp_monitor(guest& g, vm_identity id, std::function<void(std::strin
       // What the guest itself shows about the host need not be passed in.
       facts.kvm_dirty_ring = facts.kvm_dirty_ring || g.dirty_ring() != nullptr;
       return facts;
-    }()) {}
-
-qmp_monitor::~qmp_monitor() {
-  // The engines' threads call back into this monitor: stop them first.
-  std::unique_ptr<migration_source> out;
-  std::unique_ptr<migration_destination> in;
-  {
-    std::lock_guard lk{mig_mtx_};
-    out = std::move(out_);
-    in = std::move(in_);
-  }
-  out.reset();
-  in.reset();
+    }()),
+    migration_(g, emit_) {
+  migration_.set_events(settings_.capability("events"));
 }
 
+qmp_monitor::~qmp_monitor() = default;
+
 void qmp_monitor::expect_incoming(bool autostart) {
-  incoming_expected_ = true;
-  autostart_ = autostart;
+  migration_.expect_incoming(autostart);
 }
 
 std::optional<std::string> qmp_monitor::start_incoming(const std::string& uri) {
@@ -162,17 +153,9 @@ qmp_result qmp_monitor::execute(const std::string& cmd, const json::object& args
 qmp_result qmp_monitor::query_status(const json::object&) {
   const run_state s = guest_.state();
   std::string name = to_string(s);
-  {
-    // QEMU's run states around a migration.
-    std::lock_guard lk{mig_mtx_};
-    if (s == run_state::prelaunch && incoming_expected_ && in_status_ != migration_status::failed)
-      name = "inmigrate";
-    else if (s == run_state::paused && postmigrate_)
-      name = "postmigrate";
-    else if (s == run_state::paused &&
-             (status_ == migration_status::pre_switchover || status_ == migration_status::device))
-      name = "finish-migrate";
-  }
+  // QEMU's run states around a migration.
+  if (auto around = migration_.run_state_name(s))
+    name = std::move(*around);
   return json::value{{"status", name}, {"running", s == run_state::running}};
 }
 
@@ -214,16 +197,9 @@ qmp_result qmp_monitor::cont(const json::object&) {
   const run_state s = guest_.state();
   if (s == run_state::internal_error || s == run_state::shutdown)
     return generic("Resetting the Virtual Machine is required");
-  {
-    std::lock_guard lk{mig_mtx_};
-    postmigrate_ = {};
-    if (s == run_state::prelaunch && incoming_expected_ &&
-        in_status_ != migration_status::completed) {
-      // QEMU: `cont` while a migration comes in means "start when it lands".
-      autostart_ = true;
-      stopped_ = {};
-      return empty();
-    }
+  if (migration_.cont_defers_to_incoming(s)) {
+    stopped_ = {};
+    return empty();
   }
   stopped_ = {};
   if (s == run_state::prelaunch)

@@ -3,14 +3,14 @@
 // events it raises. Transport-free — qmp_server feeds it parsed requests — so
 // tests can call it directly. One dispatch table maps names to handlers;
 // arguments of schema commands are checked against the QAPI schema first.
-// Schema commands without a handler yet answer what they still lack.
+// Schema commands without a handler yet answer what they still lack. The
+// migrations themselves belong to the migration controller: the monitor
+// checks, plans and hands over.
 
 #include "agent/convergence/dirty_limit.hpp"
 #include "agent/convergence/dirty_rate.hpp"
-#include "agent/migration/migration_destination.hpp"
+#include "agent/migration/migration_controller.hpp"
 #include "agent/migration/migration_settings.hpp"
-#include "agent/migration/migration_source.hpp"
-#include "agent/migration/migration_state.hpp"
 #include "agent/vmm/guest.hpp"
 #include "protocol/qmp_wire.hpp"
 
@@ -55,7 +55,9 @@ public:
   std::optional<std::string> start_incoming(const std::string& uri);
   // Called with an exit status when the process must end (a failed incoming
   // migration with exit-on-error).
-  void set_exit_handler(std::function<void(int)> on_exit) { on_exit_ = std::move(on_exit); }
+  void set_exit_handler(std::function<void(int)> on_exit) {
+    migration_.set_exit_handler(std::move(on_exit));
+  }
   // The -object tls-creds-x509 and authz-simple objects that tls-creds and
   // tls-authz name.
   void set_objects(std::vector<tls_creds_object> creds, std::vector<authz_object> authz) {
@@ -73,9 +75,9 @@ public:
   const migration_settings& settings() const { return settings_; }
   // The outgoing migration's status.
   migration_status status() const;
-  // The migration engines report progress here: the state machine steps
-  // (or refuses), and a MIGRATION event goes out when the `events`
-  // capability is on.
+  // Steps the status by hand (tests; the engines step it through the
+  // migration controller): the machine steps or refuses, and a MIGRATION
+  // event goes out when the `events` capability is on.
   caf::expected<migration_status> migration_step(migration_event ev);
   caf::expected<migration_status> migration_step(migration_side side, migration_event ev);
 
@@ -103,16 +105,11 @@ private:
   qmp_result migrate(const boost::json::object&);
   qmp_result migrate_incoming(const boost::json::object&);
   qmp_result query_migrationthreads(const boost::json::object&);
-  // Caller holds mig_mtx_.
-  caf::expected<migration_status> step_locked(migration_side side, migration_event ev);
-  migration_hooks hooks_for(migration_side side);
-  // Whether a migration under way freezes capabilities and parameters.
-  bool settings_locked() const;
   // Why the current capabilities and parameters cannot migrate yet, if so.
   std::optional<std::string> unsupported_settings() const;
   std::array<uint8_t, 16> uuid_bytes() const;
   // The TLS context tls-creds asks for on `side` (nullptr without TLS), or
-  // why it cannot be had. Caller holds mig_mtx_.
+  // why it cannot be had. Caller holds mtx_.
   std::variant<std::shared_ptr<tls_context>, std::string> tls_for(migration_side side,
                                                                   const migration_address& a) const;
   qmp_result query_migrate_capabilities(const boost::json::object&);
@@ -133,13 +130,13 @@ private:
   qmp_result set_vcpu_dirty_limit(const boost::json::object&);
   qmp_result cancel_vcpu_dirty_limit(const boost::json::object&);
   qmp_result query_vcpu_dirty_limit(const boost::json::object&);
-  // Why the vCPU dirty limit cannot be changed now (caller holds mig_mtx_).
+  // Why the vCPU dirty limit cannot be changed now (caller holds mtx_).
   std::optional<std::string> dirty_limit_refusal(const boost::json::object& args,
                                                  const char* verb) const;
   // set/cancel-vcpu-dirty-limit: the checks, then the new quota (0 = none).
   qmp_result change_dirty_limit(const boost::json::object& args, const char* verb,
                                 uint64_t mib_per_s);
-  std::shared_ptr<vcpu_dirty_limit> limiter(); // caller holds mig_mtx_
+  std::shared_ptr<vcpu_dirty_limit> limiter(); // caller holds mtx_
   qmp_result calc_dirty_rate(const boost::json::object&);
   qmp_result query_dirty_rate(const boost::json::object&);
   dirty_rate_meter& meter();
@@ -150,26 +147,19 @@ private:
   vm_identity id_;
   std::function<void(std::string)> emit_;
   std::function<void()> on_quit_;
-  std::function<void(int)> on_exit_;
-  migration_settings settings_;
   guest::pause_guard stopped_; // held while the guest is stopped by `stop`
 
-  // Migration state, shared with the engines' threads.
-  mutable std::mutex mig_mtx_;
-  migration_status status_ = migration_status::none;    // outgoing side
-  migration_status in_status_ = migration_status::none; // incoming side
-  // Before the engines: a migration's thread may use it until it is joined.
-  std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use
-  std::unique_ptr<migration_source> out_;
-  std::unique_ptr<migration_destination> in_;
-  bool incoming_expected_ = false;
-  bool autostart_ = true;
-  bool exit_on_error_ = true;
-  guest::pause_guard postmigrate_; // the source guest after a completed migration
-  thread_registry migration_threads_;
+  // The settings and the dirty-page tools; read by the engines' threads
+  // (an incoming migration takes its settings when the source connects).
+  // Taken before the controller's lock, never after it.
+  mutable std::mutex mtx_;
+  migration_settings settings_;
   std::vector<tls_creds_object> tls_objects_;
   std::vector<authz_object> authz_objects_;
   std::unique_ptr<dirty_rate_meter> dirty_rate_; // from the first use
+  // Before the controller: a migration's thread may use it until joined.
+  std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use
+  migration_controller migration_;
 };
 
 } // namespace ferry

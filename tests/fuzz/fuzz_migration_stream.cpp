@@ -58,6 +58,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case mig::record_type::sync:
         (void) mig::decode_sync(payload);
         break;
+      case mig::record_type::devices:
+        if (auto d = mig::decode_devices(payload))
+          if (mig::encode(*d) != std::vector<uint8_t>(payload.begin(), payload.end()))
+            std::abort(); // what decodes must encode back to the same bytes
+        break;
       case mig::record_type::compressed_pages: {
         // Either method: the decompressors must refuse what is not theirs.
         static std::vector<uint8_t> plain;

@@ -153,6 +153,20 @@ TEST(migration_stream, status_and_sync_round_trip) {
   EXPECT_FALSE(mig::decode_sync(std::vector<uint8_t>{1}));
 }
 
+// The devices record carries the source's run state (stream version 2).
+TEST(migration_stream, device_section_carries_the_run_state_and_refuses_devices) {
+  for (const bool running : {true, false}) {
+    auto d = mig::decode_devices(mig::encode(mig::device_section{running}));
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->guest_running, running);
+  }
+  EXPECT_FALSE(mig::decode_devices(std::vector<uint8_t>{0, 0, 0, 0})) << "version 1's record";
+  EXPECT_FALSE(mig::decode_devices(std::vector<uint8_t>{1, 0, 0, 0, 1, 0, 0, 0}))
+    << "a device this agent does not have";
+  EXPECT_FALSE(mig::decode_devices(std::vector<uint8_t>{0, 0, 0, 0, 3, 0, 0, 0}))
+    << "an unknown flag";
+}
+
 TEST(page_compression, both_methods_round_trip_and_refuse_corruption) {
   const auto plain = batch({1, 2 | mig::zero_page_bit, 3}, 2);
   for (auto method : {mig::compression::zlib, mig::compression::zstd}) {

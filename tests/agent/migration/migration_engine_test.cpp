@@ -260,6 +260,50 @@ TEST_F(engine_fixture, a_destination_gives_its_address_back_once_the_channels_ar
   EXPECT_TRUE(migration_listener::create(addr)) << "the finished destination still holds " << uri;
 }
 
+// QEMU carries the source's run state: a guest paused there stays paused
+// on the destination even without -S (until cont); a running one runs.
+TEST_F(engine_fixture, a_paused_guest_arrives_paused_even_without_dash_s) {
+  EXPECT_EQ(src.run("stop"), json::object{});
+  make_destination();
+  dst.monitor->expect_incoming(true); // no -S
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(src.run("query-status").at("status"), "postmigrate");
+  expect_identical();
+  EXPECT_EQ(dst.run("query-status"), (json::object{{"status", "paused"}, {"running", false}}));
+  EXPECT_EQ(dst.count_events(R"("event":"RESUME")"), 0U);
+  EXPECT_EQ(dst.run("cont"), json::object{});
+  EXPECT_EQ(dst.guest->state(), run_state::running);
+  EXPECT_EQ(dst.count_events(R"("event":"RESUME")"), 1U);
+}
+
+TEST_F(engine_fixture, a_running_guest_runs_on_the_destination) {
+  make_destination();
+  dst.monitor->expect_incoming(true);
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  EXPECT_EQ(dst.run("query-status"), (json::object{{"status", "running"}, {"running", true}}));
+  EXPECT_EQ(dst.count_events(R"("event":"RESUME")"), 1U);
+  // The destination's dirtier runs on in its working set; every other page
+  // is as the source left it.
+  auto pause = dst.guest->pause();
+  const auto a = src.guest->memory().bytes();
+  const auto b = dst.guest->memory().bytes();
+  size_t bad = 0;
+  for (size_t p = 0; p < a.size() / 4096; ++p) {
+    const bool in_ws = p >= (1u << 20) / 4096 && p < (1u << 20) / 4096 + dst_ws_pages;
+    if (!in_ws && std::memcmp(a.data() + p * 4096, b.data() + p * 4096, 4096) != 0)
+      ++bad;
+  }
+  EXPECT_EQ(bad, 0U);
+}
+
 TEST_F(engine_fixture, file_save_then_restore) {
   make_destination();
   const std::string path = tmp.file("vm.state");

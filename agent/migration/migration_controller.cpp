@@ -1,0 +1,244 @@
+#include "agent/migration/migration_controller.hpp"
+
+#include "common/error.hpp"
+#include "protocol/qmp_wire.hpp"
+
+#include <boost/json.hpp>
+
+namespace ferry {
+
+namespace json = boost::json;
+
+migration_controller::migration_controller(guest& g, std::function<void(std::string)> emit)
+  : guest_(g), emit_(std::move(emit)) {}
+
+migration_controller::~migration_controller() {
+  std::unique_ptr<migration_source> out;
+  std::unique_ptr<migration_destination> in;
+  {
+    std::lock_guard lk{mtx_};
+    out = std::move(out_);
+    in = std::move(in_);
+  }
+  // Joined outside the lock: their threads may be inside a hook.
+  out.reset();
+  in.reset();
+}
+
+void migration_controller::expect_incoming(bool autostart) {
+  std::lock_guard lk{mtx_};
+  incoming_expected_ = true;
+  autostart_ = autostart;
+}
+
+migration_status migration_controller::status(migration_side side) const {
+  std::lock_guard lk{mtx_};
+  return side == migration_side::source ? out_status_ : in_status_;
+}
+
+caf::expected<migration_status> migration_controller::step(migration_side side,
+                                                           migration_event ev) {
+  std::lock_guard lk{mtx_};
+  return step_locked(side, ev);
+}
+
+caf::expected<migration_status> migration_controller::step_locked(migration_side side,
+                                                                  migration_event ev) {
+  auto& cur = side == migration_side::source ? out_status_ : in_status_;
+  auto next = ferry::step(side, cur, ev);
+  if (!next)
+    return next;
+  cur = *next;
+  if (events_)
+    emit_(qmp::event("MIGRATION", json::object{{"status", to_string(cur)}}));
+  // The source's run state travels (QEMU): a guest that was paused there
+  // stays paused here whatever -S said; a running one starts unless -S.
+  if (side == migration_side::destination && cur == migration_status::completed && autostart_ &&
+      (!in_ || in_->source_was_running())) {
+    if (guest_.start())
+      emit_(qmp::event("RESUME"));
+  }
+  if (side == migration_side::destination && cur == migration_status::failed && exit_on_error_ &&
+      on_exit_)
+    on_exit_(1);
+  return next;
+}
+
+bool migration_controller::settings_locked() const {
+  std::lock_guard lk{mtx_};
+  // An incoming migration still waiting for its source (setup) takes its
+  // settings when the source connects, so they may change until then.
+  return migration_running(out_status_) ||
+         (migration_running(in_status_) && in_status_ != migration_status::setup);
+}
+
+bool migration_controller::outgoing_engine_running() const {
+  std::lock_guard lk{mtx_};
+  return out_ && migration_running(out_status_);
+}
+
+json::object migration_controller::info() const {
+  std::lock_guard lk{mtx_};
+  json::object info;
+  if (out_status_ != migration_status::none) {
+    info["status"] = to_string(out_status_);
+    if (out_)
+      out_->fill_info(out_status_, info);
+  } else if (in_status_ != migration_status::none) {
+    info["status"] = to_string(in_status_);
+    if (in_)
+      in_->fill_info(in_status_, info);
+  }
+  return info;
+}
+
+std::optional<std::string> migration_controller::run_state_name(run_state s) const {
+  std::lock_guard lk{mtx_};
+  if (s == run_state::prelaunch && incoming_expected_ && in_status_ == migration_status::completed)
+    return "paused"; // arrived, not started (-S, or paused on the source)
+  if (s == run_state::prelaunch && incoming_expected_ && in_status_ != migration_status::failed)
+    return "inmigrate";
+  if (s == run_state::paused && postmigrate_)
+    return "postmigrate";
+  if (s == run_state::paused &&
+      (out_status_ == migration_status::pre_switchover || out_status_ == migration_status::device))
+    return "finish-migrate";
+  return std::nullopt;
+}
+
+bool migration_controller::cont_defers_to_incoming(run_state s) {
+  std::lock_guard lk{mtx_};
+  postmigrate_ = {};
+  if (s == run_state::prelaunch && incoming_expected_ &&
+      in_status_ != migration_status::completed) {
+    // QEMU: `cont` while a migration comes in means "start when it lands".
+    autostart_ = true;
+    return true;
+  }
+  return false;
+}
+
+migration_hooks migration_controller::hooks_for(migration_side side) {
+  migration_hooks h;
+  h.step = [this, side](migration_event ev) { return static_cast<bool>(step(side, ev)); };
+  h.emit = emit_;
+  h.threads = &threads_;
+  h.complete = [this, side](guest::pause_guard& g) {
+    std::lock_guard lk{mtx_};
+    if (!step_locked(side, migration_event::complete))
+      return false;
+    postmigrate_ = std::move(g);
+    return true;
+  };
+  return h;
+}
+
+std::optional<std::string> migration_controller::outgoing_refusal() const {
+  std::lock_guard lk{mtx_};
+  if (migration_running(out_status_))
+    return "There's a migration process in progress";
+  if (incoming_expected_ && in_status_ != migration_status::completed)
+    return "Guest is waiting for an incoming migration";
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::start_outgoing(outgoing_migration plan) {
+  std::unique_ptr<migration_source> finished;
+  {
+    std::lock_guard lk{mtx_};
+    if (migration_running(out_status_))
+      return "There's a migration process in progress";
+    finished = std::move(out_);
+  }
+  // Joined outside the lock: its thread may still be returning from a hook.
+  finished.reset();
+  std::lock_guard lk{mtx_};
+  postmigrate_ = {};
+  if (auto ok = step_locked(migration_side::source, migration_event::start); !ok)
+    return describe(ok.error());
+  out_ =
+    std::make_unique<migration_source>(guest_, std::move(plan), hooks_for(migration_side::source));
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::incoming_refusal() const {
+  std::lock_guard lk{mtx_};
+  if (!incoming_expected_)
+    return "'-incoming' was not specified on the command line";
+  if (in_status_ != migration_status::none)
+    return "The incoming migration has already been started";
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::start_incoming(incoming_migration plan,
+                                                                std::optional<bool> exit_on_error) {
+  std::lock_guard lk{mtx_};
+  if (!incoming_expected_)
+    return "'-incoming' was not specified on the command line";
+  if (in_status_ != migration_status::none)
+    return "The incoming migration has already been started";
+  if (exit_on_error)
+    exit_on_error_ = *exit_on_error;
+  if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)
+    return describe(ok.error());
+  auto d =
+    migration_destination::listen(guest_, std::move(plan), hooks_for(migration_side::destination));
+  if (!d) {
+    in_status_ = migration_status::none;
+    return describe(d.error());
+  }
+  in_ = std::move(*d);
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::cancel() {
+  // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
+  // completed migration stays completed, a failed one failed.
+  std::lock_guard lk{mtx_};
+  if (!migration_running(out_status_) || out_status_ == migration_status::cancelling)
+    return std::nullopt;
+  if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
+    return describe(ok.error());
+  if (out_)
+    out_->cancel();
+  else // no engine behind the state (tests stepping by hand)
+    step_locked(migration_side::source, migration_event::cancel_done);
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::resume_switchover(const std::string& expected) {
+  std::lock_guard lk{mtx_};
+  if (to_string(out_status_) != expected)
+    return "Migration not in expected state: " + std::string{to_string(out_status_)};
+  if (auto ok = step_locked(migration_side::source, migration_event::resume_switchover); !ok)
+    return describe(ok.error());
+  if (out_)
+    out_->resume_switchover();
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::pause_postcopy() {
+  std::lock_guard lk{mtx_};
+  if (out_status_ != migration_status::postcopy_active)
+    return "migrate-pause is currently only supported during postcopy-active state";
+  if (auto ok = step_locked(migration_side::source, migration_event::postcopy_broken); !ok)
+    return describe(ok.error());
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::start_postcopy() {
+  std::lock_guard lk{mtx_};
+  if (out_status_ == migration_status::none)
+    return "Postcopy must be started after migration has been started";
+  if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
+    return describe(ok.error());
+  return std::nullopt;
+}
+
+void migration_controller::tune(const migration_source::live_parameters& p) {
+  std::lock_guard lk{mtx_};
+  if (out_ && migration_running(out_status_))
+    out_->set_parameters(p);
+}
+
+} // namespace ferry
