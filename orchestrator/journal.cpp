@@ -2,9 +2,14 @@
 
 #include "orchestrator/orchestrator_error.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 namespace ferry {
 
@@ -92,26 +97,115 @@ job_record read_job(const statement& s) {
 
 } // namespace
 
-caf::expected<std::unique_ptr<journal>> journal::open(const std::string& path) {
+namespace {
+
+// How long a statement waits for a lock another connection holds (a reader
+// of a held journal) before it fails.
+constexpr int busy_timeout_ms = 5000;
+
+// PATH.lock, held with flock for as long as the journal is open. The pid
+// inside names the holder in the refusal.
+caf::expected<int> lock_journal(const std::string& path) {
+  const std::string lock_path = path + ".lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return make_orchestrator_error(orchestrator_errc::journal,
+                                   "journal: cannot open '" + path +
+                                     "' (its lock file: " + std::strerror(errno) + ")");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[32] = {};
+    const auto n = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    std::string who = n > 0 ? std::string{holder, static_cast<size_t>(n)} : std::string{};
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' '))
+      who.pop_back();
+    return make_orchestrator_error(orchestrator_errc::journal,
+                                   "journal: '" + path + "' is in use by another orchestrator" +
+                                     (who.empty() ? std::string{} : " (pid " + who + ")") +
+                                     "; two must never share one journal");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds without the pid; only the refusal's text is poorer.
+  }
+  return fd;
+}
+
+caf::expected<sqlite3*> open_db(const std::string& path, int flags) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
     auto err = db_error(db, "cannot open '" + path + "'");
     sqlite3_close(db);
     return err;
   }
-  std::unique_ptr<journal> j{new journal(db)};
+  sqlite3_busy_timeout(db, busy_timeout_ms);
+  return db;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<journal>> journal::open(const std::string& path) {
+  // The lock comes first: a second orchestrator must not even set the
+  // journal mode of a journal in use.
+  auto lock = lock_journal(path);
+  if (!lock)
+    return lock.error();
+  auto db = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db) {
+    ::close(*lock);
+    return db.error();
+  }
+  std::unique_ptr<journal> j{new journal(*db, *lock)};
   // WAL + synchronous=FULL: a transition that returned is on disk even if
   // the orchestrator is killed right after.
   if (auto ok = j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !ok)
     return ok.error();
   if (auto ok = j->exec(schema); !ok)
     return ok.error();
+  if (auto ok = j->check(); !ok)
+    return ok.error();
   return j;
+}
+
+caf::expected<std::unique_ptr<journal>> journal::open_for_reading(const std::string& path) {
+  auto db = open_db(path, SQLITE_OPEN_READONLY);
+  if (!db)
+    return db.error();
+  return std::unique_ptr<journal>{new journal(*db)};
+}
+
+caf::expected<void> journal::check() const {
+  std::lock_guard<std::mutex> lock{mu_};
+  {
+    statement s{db_, "PRAGMA quick_check"};
+    std::string verdict;
+    int rc = SQLITE_ROW;
+    while (s.ok() && (rc = s.step()) == SQLITE_ROW)
+      verdict += (verdict.empty() ? "" : "; ") + s.text(0);
+    if (!s.ok() || rc != SQLITE_DONE || verdict != "ok")
+      return make_orchestrator_error(
+        orchestrator_errc::journal,
+        "journal: damaged (quick_check: " + (verdict.empty() ? sqlite3_errmsg(db_) : verdict) +
+          "); restore it from a backup or move it aside — unfinished migrations in it would "
+          "otherwise be lost");
+  }
+  // What a restart resumes must read to the end, or the orchestrator must
+  // not start: a job silently left out would never be reconciled.
+  for (const char* sql : {"SELECT id, state FROM jobs", "SELECT id, finished FROM evacuations"}) {
+    statement s{db_, sql};
+    int rc = SQLITE_ROW;
+    while (s.ok() && (rc = s.step()) == SQLITE_ROW) {
+    }
+    if (!s.ok() || rc != SQLITE_DONE)
+      return db_error(db_, std::string{"reading '"} + sql + "'");
+  }
+  return {};
 }
 
 journal::~journal() {
   sqlite3_close(db_);
+  if (lock_fd_ >= 0)
+    ::close(lock_fd_); // releases the flock
 }
 
 caf::expected<void> journal::exec(const std::string& sql) {

@@ -54,7 +54,13 @@ struct evacuation_record {
 
 class journal {
 public:
+  // The orchestrator's own journal: checked (PRAGMA quick_check) and held
+  // with an exclusive lock on PATH.lock, so two orchestrators never share
+  // one; a damaged, unreadable or held journal is a clear error.
   static caf::expected<std::unique_ptr<journal>> open(const std::string& path);
+  // Read-only, without the lock: tools and tests looking at a journal an
+  // orchestrator may still hold.
+  static caf::expected<std::unique_ptr<journal>> open_for_reading(const std::string& path);
   ~journal();
   journal(const journal&) = delete;
   journal& operator=(const journal&) = delete;
@@ -77,9 +83,12 @@ public:
   std::vector<evacuation_record> evacuations(bool unfinished_only) const;
 
 private:
-  explicit journal(sqlite3* db) : db_(db) {}
+  explicit journal(sqlite3* db, int lock_fd = -1) : db_(db), lock_fd_(lock_fd) {}
   caf::expected<void> exec(const std::string& sql);
+  // quick_check, then every unfinished job and evacuation read to the end.
+  caf::expected<void> check() const;
   sqlite3* db_;
+  int lock_fd_; // PATH.lock, flock'ed while the journal is open (-1: none)
   mutable std::mutex mu_;
 };
 

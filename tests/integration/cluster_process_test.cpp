@@ -49,7 +49,7 @@ TEST_F(cluster, ferryctl_migrate_moves_a_running_guest) {
   EXPECT_EQ(m[0].at("state").as_string(), "succeeded");
   // The journal holds every transition of the happy path, in order.
   {
-    auto log = journal::open(c.dir.file("journal.db"));
+    auto log = journal::open_for_reading(c.dir.file("journal.db"));
     ASSERT_TRUE(log);
     std::vector<std::string> walk;
     for (const auto& t : (*log)->transitions())

@@ -79,7 +79,7 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
 
   // The limits, replayed from the journal: a job holds a slot from
   // scheduling until it reaches a final state.
-  auto log = journal::open(c.journal_path());
+  auto log = journal::open_for_reading(c.journal_path());
   ASSERT_TRUE(log);
   std::map<int64_t, job_record> jobs;
   for (const auto& j : (*log)->jobs(false))

@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+
 namespace ferry {
 namespace {
 
@@ -78,6 +82,56 @@ TEST(journal, evacuations_are_open_until_finished) {
   ASSERT_TRUE((*log)->finish_evacuation(e->id));
   EXPECT_TRUE((*log)->evacuations(true).empty());
   EXPECT_EQ((*log)->evacuations(false).size(), 1U);
+}
+
+// Two orchestrators on one journal would each resume the other's jobs.
+TEST(journal, a_journal_in_use_is_refused_and_free_again_once_closed) {
+  test::temp_dir dir;
+  const auto path = dir.file("j.db");
+  auto first = journal::open(path);
+  ASSERT_TRUE(first) << describe(first.error());
+  ASSERT_TRUE((*first)->add_job(sample("vm1")));
+  auto second = journal::open(path);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(describe(second.error()),
+            "journal: '" + path + "' is in use by another orchestrator (pid " +
+              std::to_string(::getpid()) + "); two must never share one journal");
+  // A reader (a tool, a test) may still look while it is held.
+  auto reader = journal::open_for_reading(path);
+  ASSERT_TRUE(reader) << describe(reader.error());
+  EXPECT_EQ((*reader)->jobs(true).size(), 1U);
+  first->reset();
+  EXPECT_TRUE(journal::open(path)) << "the lock goes with the journal";
+}
+
+// A damaged journal could drop unfinished jobs from the resume list: the
+// orchestrator refuses it instead of starting without them.
+TEST(journal, a_damaged_journal_is_refused_with_what_to_do) {
+  test::temp_dir dir;
+  const auto path = dir.file("j.db");
+  {
+    auto log = journal::open(path);
+    ASSERT_TRUE(log);
+    for (int i = 0; i < 200; ++i)
+      ASSERT_TRUE((*log)->add_job(sample("vm" + std::to_string(i))));
+  }
+  // Garbage over pages 2 and 3 (the jobs table; page 1 holds the header
+  // and the schema), as a torn write or a bad disk leaves them.
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fseek(f, 4096, SEEK_SET), 0);
+    const std::string junk(8192, '\x5a');
+    ASSERT_EQ(std::fwrite(junk.data(), 1, junk.size(), f), junk.size());
+    std::fclose(f);
+  }
+  auto log = journal::open(path);
+  ASSERT_FALSE(log);
+  const auto why = describe(log.error());
+  EXPECT_EQ(why.rfind("journal: ", 0), 0U) << why;
+  EXPECT_TRUE(why.find("damaged") != std::string::npos ||
+              why.find("malformed") != std::string::npos)
+    << why;
 }
 
 TEST(journal, an_unopenable_path_is_a_clear_error) {
