@@ -67,11 +67,20 @@ void report(job_actor* self) {
 
 // Journals the transition, then lets the caller act. A journal that cannot
 // be written stops the job where it is: acting unrecorded is what the
-// journal exists to prevent.
+// journal exists to prevent. A migration still running is cancelled first
+// (the source runs on; the waiting target is the orphan sweeper's): left
+// alone it could complete with no record of where the guest went. Once
+// completing, the hand-over may be done and nothing is undone.
 bool move(job_actor* self, job_state to, const std::string& note) {
   auto& job = self->state.ctx.job;
   if (auto ok = self->state.ctx.log->move(job, to, note); !ok) {
     job.error = describe(ok.error());
+    if (self->state.migrate_issued && job.state == job_state::running) {
+      // Nobody waits for the answer: the job ends now.
+      caf::anon_send(self->state.ctx.source, qmp_atom::value, job.guest,
+                     std::string{"migrate_cancel"}, std::string{"{}"});
+      job.error += "; the migration was cancelled (the source keeps running)";
+    }
     self->send(self->state.ctx.parent, job_done_atom::value, job);
     self->quit();
     return false;
@@ -197,12 +206,18 @@ void confirm_target(job_actor* self) {
   });
 }
 
-// Journals a step of the ladder (before it is taken) and counts it.
-void record_step(job_actor* self, const escalation_ladder::step& step) {
+// Journals a step of the ladder (before it is taken) and counts it. A step
+// the journal cannot record is not taken: the job fails, which cancels its
+// migration (the source runs on). False then.
+bool record_step(job_actor* self, const escalation_ladder::step& step) {
   auto& st = self->state;
-  if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step.note); !ok)
-    log::error("job {}: {}", st.ctx.job.id, describe(ok.error()));
+  if (auto ok = st.ctx.log->add_step(st.ctx.job.id, step.note); !ok) {
+    fail(self, "the journal cannot record escalation step '" + step.kind + "' (" +
+                 describe(ok.error()) + "): the migration is cancelled");
+    return false;
+  }
   self->send(st.ctx.parent, job_step_atom::value, step.kind);
+  return true;
 }
 
 void give_up(job_actor* self, const escalation_ladder::step& step, uint64_t passes) {
@@ -227,12 +242,14 @@ bool escalate(job_actor* self, const json::object& info) {
     case escalation_ladder::rung::none:
       return false;
     case escalation_ladder::rung::downtime_limit:
-      record_step(self, step);
+      if (!record_step(self, step))
+        return true;
       qmp(self, st.ctx.source, guest, "migrate-set-parameters",
           {{"downtime-limit", st.ladder->downtime_ms()}}, [](const json::value&) {});
       return false;
     case escalation_ladder::rung::auto_converge:
-      record_step(self, step);
+      if (!record_step(self, step))
+        return true;
       qmp(self, st.ctx.source, guest, "migrate-set-parameters",
           {{"max-cpu-throttle", 99}, {"cpu-throttle-initial", 20}}, [](const json::value&) {});
       return false;
@@ -240,7 +257,8 @@ bool escalate(job_actor* self, const json::object& info) {
       // A runtime limit rather than the dirty-limit capability: capabilities
       // are fixed once a migration runs, and QEMU refuses that one next to
       // auto-converge.
-      record_step(self, step);
+      if (!record_step(self, step))
+        return true;
       qmp(
         self, st.ctx.source, guest, "set-vcpu-dirty-limit", {{"dirty-rate", p.dirty_limit_mib_s}},
         [](const json::value&) {},

@@ -14,6 +14,7 @@
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <deque>
 #include <memory>
@@ -44,6 +45,7 @@ struct job_fixture : coordinated_fixture {
   std::shared_ptr<std::vector<job_record>> done = std::make_shared<std::vector<job_record>>();
   migration_job_actor job;
   host_actor dst_actor;
+  migration_policy policy;
 
   void SetUp() override {
     coordinated_fixture::SetUp();
@@ -76,14 +78,8 @@ struct job_fixture : coordinated_fixture {
     added->state = job_state::scheduling;
     auto parent = sys->spawn(job_parent, done);
     dst_actor = sys->spawn(scripted_host, dst);
-    job_context ctx{*added,
-                    sys->spawn(scripted_host, src),
-                    dst_actor,
-                    "127.0.0.1",
-                    migration_policy{},
-                    log,
-                    parent,
-                    false};
+    job_context ctx{
+      *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, false};
     job = spawn_migration_job(*sys, std::move(ctx));
     sched->run();
   }
@@ -172,6 +168,62 @@ TEST_F(job_fixture, cancel_mid_migration_cancels_on_the_source_and_removes_the_t
   EXPECT_EQ(walk().back(), "running>cancelled");
   EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
   EXPECT_TRUE(src->destroyed.empty());
+}
+
+// The journal can no longer record the job (here: another writer moved it
+// behind the job's back, so its next transition is refused, as a full disk
+// would refuse it): a running migration is cancelled on the source, never
+// left to complete unrecorded.
+TEST_F(job_fixture, a_journal_that_cannot_record_the_job_cancels_its_running_migration) {
+  src->migrate_statuses = {"active", "active", "completed"};
+  start();
+  sched->trigger_timeouts();
+  sched->run();
+  ASSERT_TRUE(saw(*src, "vm1:migrate"));
+  ASSERT_TRUE(done->empty());
+  auto rec = log->jobs(true).at(0);
+  ASSERT_EQ(rec.state, job_state::running);
+  ASSERT_TRUE(log->move(rec, job_state::failed, "another writer"));
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_NE(done->at(0).error.find("the migration was cancelled (the source keeps running)"),
+            std::string::npos)
+    << done->at(0).error;
+  EXPECT_TRUE(saw(*src, "vm1:migrate_cancel"));
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+}
+
+// An escalation step the journal cannot record (here its table is gone, as
+// a damaged file would leave it) is not taken: the migration is cancelled
+// and the source runs on.
+TEST_F(job_fixture, an_escalation_step_the_journal_cannot_record_cancels_the_migration) {
+  policy.escalate_after_passes = 2;
+  src->passes_per_poll = 1;
+  start();
+  sched->trigger_timeouts();
+  sched->run();
+  ASSERT_TRUE(saw(*src, "vm1:migrate"));
+  const auto set_params = [this] {
+    return std::count(src->qmp_seen.begin(), src->qmp_seen.end(), "vm1:migrate-set-parameters");
+  };
+  const auto set_before = set_params();
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open((tmp.path() + "/journal.db").c_str(), &raw), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(raw, "DROP TABLE steps", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  src->migrate_statuses = {"active", "active", "active", "cancelled"};
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("the journal cannot record escalation step 'downtime-limit'"),
+            std::string::npos)
+    << done->at(0).error;
+  EXPECT_TRUE(saw(*src, "vm1:migrate_cancel"));
+  EXPECT_EQ(set_params(), set_before) << "the unrecorded step is not taken";
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
 }
 
 TEST_F(job_fixture, a_lost_host_fails_the_job_at_once) {

@@ -50,6 +50,10 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
           s->migrate_statuses.pop_front();
         json::object info{{"status", status}};
         info["ram"] = json::object{{"transferred", 1000}, {"remaining", 10}, {"total", 1010}};
+        if (s->passes_per_poll != 0) {
+          s->passes += s->passes_per_poll;
+          info["ram"].as_object()["dirty-sync-count"] = s->passes;
+        }
         if (status == "failed")
           info["error-desc"] = "scripted failure";
         if (status == "completed") {

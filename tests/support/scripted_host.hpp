@@ -26,6 +26,9 @@ struct host_script {
   guest_info held_info;
   // query-migrate statuses, one per poll; the last one repeats.
   std::deque<std::string> migrate_statuses{"active"};
+  // Dirty-log passes each query-migrate adds (0: none reported).
+  uint64_t passes_per_poll = 0;
+  uint64_t passes = 0;
   std::string target_status = "running"; // query-status on this host
   std::vector<std::string> qmp_seen;     // "guest:command"
   std::vector<std::string> destroyed;
