@@ -6,7 +6,8 @@
 # migrates the very same memory image in the same run and the ratio is
 # printed. Then a live run: the KVM counter guest dirtying its working set.
 #
-#   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= (environment)
+#   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= ACCEL= (environment)
+#   SOCK_WAIT=N: wait N x 50 ms for the agents' QMP sockets (default 100; more under valgrind)
 #
 # max-bandwidth is set to 100 GiB/s on both systems (QEMU's default of
 # 128 MiB/s would measure the limiter, not the migration).
@@ -33,7 +34,7 @@ bw=107374182400
 "$build/tools/ferry-testguest" pattern "$work/ram.bin" --size "$size" --image "$work/guest.img" \
   >/dev/null
 
-wait_sock() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+wait_sock() { for _ in $(seq 1 ${SOCK_WAIT:-100}); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 
 # Starts source and destination (commands in $1/$2 arrays' names), migrates
 # with $3 multifd channels (0 = one stream), prints total-time and downtime.
