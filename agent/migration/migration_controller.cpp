@@ -135,6 +135,10 @@ migration_hooks migration_controller::hooks_for(migration_side side) {
 
 std::optional<std::string> migration_controller::outgoing_refusal() const {
   std::lock_guard lk{mtx_};
+  return outgoing_refusal_locked();
+}
+
+std::optional<std::string> migration_controller::outgoing_refusal_locked() const {
   if (migration_running(out_status_))
     return "There's a migration process in progress";
   if (incoming_expected_ && in_status_ != migration_status::completed)
@@ -146,8 +150,8 @@ std::optional<std::string> migration_controller::start_outgoing(outgoing_migrati
   std::unique_ptr<migration_source> finished;
   {
     std::lock_guard lk{mtx_};
-    if (migration_running(out_status_))
-      return "There's a migration process in progress";
+    if (auto why = outgoing_refusal_locked())
+      return why;
     finished = std::move(out_);
   }
   // Joined outside the lock: its thread may still be returning from a hook.
@@ -163,6 +167,10 @@ std::optional<std::string> migration_controller::start_outgoing(outgoing_migrati
 
 std::optional<std::string> migration_controller::incoming_refusal() const {
   std::lock_guard lk{mtx_};
+  return incoming_refusal_locked();
+}
+
+std::optional<std::string> migration_controller::incoming_refusal_locked() const {
   if (!incoming_expected_)
     return "'-incoming' was not specified on the command line";
   if (in_status_ != migration_status::none)
@@ -173,10 +181,8 @@ std::optional<std::string> migration_controller::incoming_refusal() const {
 std::optional<std::string> migration_controller::start_incoming(incoming_migration plan,
                                                                 std::optional<bool> exit_on_error) {
   std::lock_guard lk{mtx_};
-  if (!incoming_expected_)
-    return "'-incoming' was not specified on the command line";
-  if (in_status_ != migration_status::none)
-    return "The incoming migration has already been started";
+  if (auto why = incoming_refusal_locked())
+    return why;
   if (exit_on_error)
     exit_on_error_ = *exit_on_error;
   if (auto ok = step_locked(migration_side::destination, migration_event::start); !ok)

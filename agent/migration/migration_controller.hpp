@@ -83,7 +83,10 @@ public:
   thread_registry& threads() { return threads_; }
 
 private:
+  // With mtx_ held.
   caf::expected<migration_status> step_locked(migration_side side, migration_event ev);
+  std::optional<std::string> outgoing_refusal_locked() const;
+  std::optional<std::string> incoming_refusal_locked() const;
   migration_hooks hooks_for(migration_side side);
 
   guest& guest_;
