@@ -193,8 +193,12 @@ caf::expected<destination_event> migration_destination::impl::run_phase(destinat
       return accept_main();
     case destination_phase::handshake:
       return handshake();
-    case destination_phase::channels:
-      return open_channels();
+    case destination_phase::channels: {
+      auto ev = open_channels();
+      // Every channel is in (or none will come): give the address back.
+      listener->stop_listening();
+      return ev;
+    }
     case destination_phase::receive:
       return receive_main();
     case destination_phase::load_state:
@@ -314,10 +318,8 @@ caf::expected<std::unique_ptr<migration_channel>> migration_destination::impl::a
 
 // multifd channels, each checked and then read by its receiving thread.
 caf::expected<destination_event> migration_destination::impl::open_channels() {
-  if (!multifd) {
-    listener->stop_listening();
+  if (!multifd)
     return destination_event::channels_up;
-  }
   std::vector<uint8_t> buf;
   std::vector<bool> seen(hello.channel_count + 1, false);
   for (uint16_t n = 0; n < hello.channel_count; ++n) {
@@ -347,7 +349,6 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
         note_failure(ok.error());
     });
   }
-  listener->stop_listening();
   return destination_event::channels_up;
 }
 
