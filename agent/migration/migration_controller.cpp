@@ -58,8 +58,12 @@ caf::expected<migration_status> migration_controller::step_locked(migration_side
     if (guest_.start())
       emit_(qmp::event("RESUME"));
   }
+  // exit-on-error ends the process on a failed incoming migration, unless
+  // the whole guest had arrived: then this paused copy may be the only one
+  // (the source may have died handing over), so it stays for whoever
+  // decides between the two.
   if (side == migration_side::destination && cur == migration_status::failed && exit_on_error_ &&
-      on_exit_)
+      on_exit_ && !(in_ && in_->holds_whole_guest()))
     on_exit_(1);
   return next;
 }
@@ -201,6 +205,16 @@ std::optional<std::string> migration_controller::cancel() {
   // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
   // completed migration stays completed, a failed one failed.
   std::lock_guard lk{mtx_};
+  if (!migration_running(out_status_) && migration_running(in_status_)) {
+    // On the destination it fences: decided under this lock, so either
+    // the source's go already completed the migration (the guest is here)
+    // or the guest will never start from it.
+    if (in_)
+      in_->cancel("migrate_cancel on the destination: the guest will not start here");
+    if (auto ok = step_locked(migration_side::destination, migration_event::fail); !ok)
+      return describe(ok.error());
+    return std::nullopt;
+  }
   if (!migration_running(out_status_) || out_status_ == migration_status::cancelling)
     return std::nullopt;
   if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)

@@ -4,6 +4,7 @@
 
 #include "agent/migration/migration_counters.hpp"
 #include "agent/transport/migration_channel.hpp"
+#include "agent/transport/sockets.hpp"
 #include "common/error.hpp"
 
 #include <boost/json.hpp>
@@ -68,6 +69,7 @@ struct migration_destination::impl {
   std::vector<uint8_t> cpu;               // the CPU state record
   bool devices = false;                   // the device record arrived
   std::atomic<bool> source_running{true}; // the source guest ran at switchover
+  std::atomic<bool> whole_guest{false};   // memory and CPU state all loaded
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -418,6 +420,7 @@ caf::expected<destination_event> migration_destination::impl::load_state() {
     return refuse("the stream ended without the guest's CPU and device state");
   if (auto ok = g.load_cpu_state(cpu); !ok)
     return ok.error();
+  whole_guest = true;
   return destination_event::state_loaded;
 }
 
@@ -426,6 +429,16 @@ caf::expected<destination_event> migration_destination::impl::await_go() {
     std::vector<uint8_t> buf;
     if (auto ok = main->send(mig::record_type::ready, mig::encode(mig::status_msg{})); !ok)
       return ok.error();
+    // The source answers ready at once. A silent one may have died after
+    // sending everything: this copy may be the only one, so it stays here,
+    // paused, for the orchestrator (or operator) to decide; it never starts
+    // on its own.
+    const auto limit = migration_link_timeout();
+    const auto deadline = clock_type::now() + limit;
+    while (limit.count() > 0 && !stop && !main->wait_readable(100))
+      if (clock_type::now() > deadline)
+        return refuse("no go from the source within " + std::to_string(limit.count()) +
+                      " ms after the guest arrived: it stays here, paused");
     FERRY_TRY(h, main->receive(buf));
     if (h.type != mig::record_type::go)
       return refuse("the source cancelled the migration at switchover");
@@ -482,6 +495,14 @@ migration_destination::migration_destination(std::unique_ptr<impl> p) : impl_(st
 migration_destination::~migration_destination() {
   impl_->note_failure(make_ferry_error(errc::bad_run_state, "agent shutting down"));
   impl_->thread.join();
+}
+
+void migration_destination::cancel(const std::string& why) {
+  impl_->note_failure(make_ferry_error(errc::bad_run_state, why));
+}
+
+bool migration_destination::holds_whole_guest() const {
+  return impl_->whole_guest.load();
 }
 
 bool migration_destination::source_was_running() const {

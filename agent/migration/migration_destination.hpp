@@ -67,6 +67,12 @@ public:
   // devices record says so); until that record, true.
   bool source_was_running() const;
   destination_phase phase() const;
+  // Fails the migration with `why` (the guest will not start from it),
+  // unless it already completed.
+  void cancel(const std::string& why);
+  // Memory and CPU state have all arrived: from here on this copy may be
+  // the only whole one, even if the hand-over then fails.
+  bool holds_whole_guest() const;
   void fill_info(migration_status s, boost::json::object& info) const;
 
   struct impl;

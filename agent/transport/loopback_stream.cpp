@@ -98,8 +98,12 @@ public:
   bool wait_readable(int timeout_ms) override {
     std::unique_lock lk{link_->mtx};
     return link_->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] {
-      return interrupted_ || link_->broken || link_->faulty() || !link_->queue[in_].empty() ||
-             link_->write_closed[in_];
+      if (interrupted_ || link_->broken)
+        return true;
+      // A reset is seen at once; a stalled link never has anything to read.
+      if (link_->faulty())
+        return link_->faults.fault == loopback_faults::kind::reset;
+      return !link_->queue[in_].empty() || link_->write_closed[in_];
     });
   }
 

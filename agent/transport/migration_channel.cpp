@@ -162,7 +162,7 @@ caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t
 caf::expected<std::unique_ptr<migration_channel>> open_outgoing(const migration_address& a) {
   using k = migration_address::kind;
   if (a.type == k::tcp || a.type == k::unix_socket) {
-    FERRY_TRY(fd, connect_to(to_endpoint(a)));
+    FERRY_TRY(fd, connect_to(to_endpoint(a), migration_link_timeout()));
     return std::make_unique<migration_channel>(std::move(fd), migration_channel::kind::socket);
   }
   if (a.type == k::exec) {
@@ -221,6 +221,7 @@ caf::expected<std::unique_ptr<migration_channel>> migration_listener::accept(int
     if (c) {
       int one = 1;
       ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      set_link_timeout(c.get(), migration_link_timeout());
       return std::make_unique<migration_channel>(std::move(c), migration_channel::kind::socket);
     }
     if (timeout_ms >= 0 && std::chrono::steady_clock::now() > deadline)

@@ -1,6 +1,7 @@
 #include "agent/transport/sockets.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -9,6 +10,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -73,7 +76,44 @@ caf::expected<bound_socket> listen_on(const endpoint& ep) {
   return l;
 }
 
-caf::expected<unique_fd> connect_to(const endpoint& ep) {
+void set_link_timeout(int fd, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0)
+    return;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return;
+  const auto ms = static_cast<unsigned>(timeout.count());
+  // Probes start after a second of silence, one a second: a peer that
+  // answers none within the timeout is gone.
+  const int idle = 1;
+  const int interval = 1;
+  const int probes = std::max(1, static_cast<int>(timeout.count() / 1000));
+  const int on = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+}
+
+std::chrono::milliseconds migration_link_timeout() {
+  constexpr std::chrono::milliseconds fallback{10'000};
+  const char* env = std::getenv("FERRY_MIGRATION_LINK_TIMEOUT_MS");
+  if (env == nullptr || *env == '\0')
+    return fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  if (*end != '\0' || v < 0) {
+    log::warn("FERRY_MIGRATION_LINK_TIMEOUT_MS='{}' is not a number of ms: using {}", env,
+              fallback.count());
+    return fallback;
+  }
+  return std::chrono::milliseconds(v);
+}
+
+caf::expected<unique_fd> connect_to(const endpoint& ep, std::chrono::milliseconds link_timeout) {
   if (ep.type == endpoint::kind::unix_socket) {
     FERRY_TRY(addr, unix_address(ep.path));
     unique_fd fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
@@ -87,6 +127,7 @@ caf::expected<unique_fd> connect_to(const endpoint& ep) {
   unique_fd fd{::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
   if (!fd)
     return make_system_error("socket(tcp)");
+  set_link_timeout(fd.get(), link_timeout);
   if (::connect(fd.get(), res->ai_addr, res->ai_addrlen) != 0)
     return make_system_error("Failed to connect to '" + ep.host + ":" + std::to_string(ep.port) +
                              "'");

@@ -7,6 +7,7 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <chrono>
 #include <string>
 
 namespace ferry {
@@ -29,7 +30,20 @@ struct bound_socket {
 // as QEMU does.
 caf::expected<bound_socket> listen_on(const endpoint& ep);
 
-// A connected, blocking socket (TCP_NODELAY on TCP).
-caf::expected<unique_fd> connect_to(const endpoint& ep);
+// A connected, blocking socket (TCP_NODELAY on TCP). With a link timeout,
+// a TCP link that goes silent fails within it (set before connecting, so
+// an unanswered connect fails too).
+caf::expected<unique_fd> connect_to(const endpoint& ep,
+                                    std::chrono::milliseconds link_timeout = {});
+
+// Makes a TCP socket notice a silent peer within `timeout`: unacknowledged
+// data (TCP_USER_TIMEOUT) and an idle link (keepalive probes every second
+// once idle for a second) both end in ETIMEDOUT. Not TCP: nothing to do.
+void set_link_timeout(int fd, std::chrono::milliseconds timeout);
+
+// How long a migration link may stay silent before both sides fail the
+// migration: FERRY_MIGRATION_LINK_TIMEOUT_MS (default 10 s; 0 turns the
+// watch off).
+std::chrono::milliseconds migration_link_timeout();
 
 } // namespace ferry

@@ -10,9 +10,11 @@
 #include "agent/vmm/synthetic_guest.hpp"
 #include "common/error.hpp"
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -20,6 +22,7 @@
 
 using namespace ferry;
 using namespace std::chrono_literals;
+namespace json = boost::json;
 
 namespace {
 
@@ -296,4 +299,35 @@ TEST(engine_short_reads, a_migration_over_short_reads_completes_page_for_page) {
     ASSERT_TRUE(a && b);
     EXPECT_EQ(*a, *b);
   }
+}
+
+// The source completed (its guest is handed over, paused) but its go never
+// arrives: the destination holds the whole guest and gives up after the
+// link timeout, paused. It never starts on its own: the source may still
+// be resumed by whoever decides, and two running copies are worse than a
+// wait.
+TEST(engine_handover, a_destination_without_go_gives_up_after_the_link_timeout_and_stays_paused) {
+  ::setenv("FERRY_MIGRATION_LINK_TIMEOUT_MS", "400", 1);
+  engines e;
+  loopback_faults f;
+  f.fault = loopback_faults::kind::stall;
+  f.trigger = [&e] { return e.src.now() == migration_status::completed; };
+  e.start(f, 0);
+  ASSERT_TRUE(e.wait_for([&] { return engines::ended(e.src.now()); }, 20s));
+  ASSERT_EQ(e.src.now(), migration_status::completed);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(e.wait_for([&] { return engines::ended(e.dst.now()); }, 20s));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ::unsetenv("FERRY_MIGRATION_LINK_TIMEOUT_MS");
+  EXPECT_EQ(e.dst.now(), migration_status::failed);
+  EXPECT_GE(waited, 300ms) << "it waited for the go";
+  EXPECT_TRUE(e.dst_engine->holds_whole_guest());
+  EXPECT_EQ(e.dst_guest->state(), run_state::prelaunch) << "never started without go";
+  json::object info;
+  e.dst_engine->fill_info(migration_status::failed, info);
+  EXPECT_NE(std::string{info.at("error-desc").as_string()}.find("no go from the source"),
+            std::string::npos)
+    << info;
+  e.src_engine.reset(); // the stalled stream ends with the engines
+  e.dst_engine.reset();
 }

@@ -149,3 +149,35 @@ TEST(migration_controller, a_failed_incoming_migration_ends_the_process_only_wit
 }
 
 } // namespace
+
+namespace {
+
+// migrate_cancel on the destination fences it: decided under the
+// controller's lock, so once it returns the guest can no longer start from
+// this migration (the orchestrator relies on it before it resumes a source).
+TEST(migration_controller, migrate_cancel_on_the_destination_fails_it_and_the_guest_never_starts) {
+  ferry::test::temp_dir tmp;
+  controlled_guest g{0};
+  int exit_status = -1;
+  g.ctl->set_exit_handler([&](int s) { exit_status = s; });
+  g.ctl->set_events(true);
+  g.ctl->expect_incoming(true);
+  incoming_migration in;
+  in.from = std::get<migration_address>(parse_migration_uri("unix:" + tmp.file("m.sock")));
+  ASSERT_EQ(g.ctl->start_incoming(in, false), std::nullopt);
+  EXPECT_EQ(g.ctl->cancel(), std::nullopt);
+  EXPECT_EQ(g.ctl->status(migration_side::destination), migration_status::failed);
+  const auto info = g.ctl->info();
+  EXPECT_EQ(info.at("status").as_string(), "failed");
+  EXPECT_NE(std::string{info.at("error-desc").as_string()}.find("will not start here"),
+            std::string::npos)
+    << info;
+  EXPECT_FALSE(g.ctl->step(migration_side::destination, migration_event::complete))
+    << "a go that arrives now cannot complete it";
+  EXPECT_EQ(g.guest->state(), run_state::prelaunch);
+  EXPECT_EQ(g.statuses(), (std::vector<std::string>{"setup", "failed"}));
+  EXPECT_EQ(exit_status, -1) << "exit-on-error was off";
+  EXPECT_EQ(g.ctl->cancel(), std::nullopt) << "a second cancel says nothing";
+}
+
+} // namespace
