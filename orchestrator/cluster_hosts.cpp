@@ -35,6 +35,10 @@ void connect_host(cluster_actor* self, const std::string& name) {
         h.up = true;
         log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
         h.backoff = std::chrono::milliseconds(250);
+        // Jobs still settling with this host get the new link.
+        for (auto& [id, j] : self->state.jobs)
+          if (j.actor && (j.record.source == name || j.record.target == name))
+            self->send(j.actor, host_up_atom::value, name, h.handle);
         self->send(self, refresh_atom::value);
       },
       [self, name](const caf::error&) {

@@ -21,12 +21,17 @@ namespace {
 namespace json = boost::json;
 using clock_type = std::chrono::steady_clock;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
 
 constexpr auto qmp_timeout = std::chrono::seconds(30);
 // destroy and list: the host answers these without waiting on a guest start.
 constexpr auto host_request_timeout = std::chrono::seconds(30);
 constexpr auto poll_interval = std::chrono::milliseconds(250);
-constexpr auto target_start_timeout = std::chrono::seconds(10);
+// How often a job that cannot know where its guest is asks both hosts again.
+constexpr auto hold_retry = std::chrono::seconds(2);
+// Rounds of poll_interval a source gets to end its migration after
+// migrate_cancel before the job says it waits.
+constexpr int cancel_rounds = 40;
 
 struct job_state_data {
   job_context ctx;
@@ -41,10 +46,19 @@ struct job_state_data {
   uint64_t best_remaining = UINT64_MAX;
   json::object progress;
   std::optional<escalation_ladder> ladder; // set once the policy is known
+  // Ending a job that did not succeed (settle): where it ends, why, and
+  // what has been done towards it.
+  job_state settle_to = job_state::failed;
+  std::string settle_why;
+  bool source_cancel_sent = false;
+  int settle_rounds = 0;
+  std::string holding;    // why the job waits, while it does
+  bool source_ran = true; // the guest ran on the source when the job began
 };
 
 // The job's own handle adds its poll timer to what others may send it.
-using job_impl = migration_job_actor::extend<caf::reacts_to<poll_atom>>;
+using job_impl =
+  migration_job_actor::extend<caf::reacts_to<poll_atom>, caf::reacts_to<settle_atom>>;
 using job_actor = job_impl::stateful_base<job_state_data>;
 using on_return = std::function<void(const json::value&)>;
 
@@ -126,26 +140,6 @@ void qmp(job_actor* self, const host_actor& host, const std::string& guest,
       });
 }
 
-// Removes the target guest (if this job made it), then ends the job. A
-// source that keeps the guest gets its vCPUs back at full speed.
-void cleanup_and_finish(job_actor* self, job_state to, const std::string& note) {
-  auto& st = self->state;
-  if (st.ladder->dirty_limited() && to != job_state::succeeded) {
-    st.ladder->dirty_limit_lifted();
-    auto next = [self, to, note](auto&&...) { cleanup_and_finish(self, to, note); };
-    qmp(self, st.ctx.source, st.ctx.job.guest, "cancel-vcpu-dirty-limit", {}, next, next);
-    return;
-  }
-  if (!st.target_created) {
-    finish(self, to, note);
-    return;
-  }
-  st.target_created = false;
-  self->request(st.ctx.target, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
-    .then([self, to, note](bool) { finish(self, to, note); },
-          [self, to, note](const caf::error&) { finish(self, to, note); });
-}
-
 void finish(job_actor* self, job_state to, const std::string& note) {
   auto& job = self->state.ctx.job;
   if (job_is_final(job.state))
@@ -156,21 +150,243 @@ void finish(job_actor* self, job_state to, const std::string& note) {
   self->quit();
 }
 
+// ---------------------------------------------------------------------------
+// Settling: how a job that does not simply succeed ends without ever
+// running two copies of its guest or destroying one that may be the only
+// one (docs/orchestrator.md, "The hand-over invariant"; the model in
+// tools/model/handover.pml checks these steps). What the job relies on:
+// a source whose migration is not `completed` never sent go, so the target
+// cannot run; migrate_cancel on a target fences it (afterwards it either
+// completed — it is the guest — or never will); nothing is destroyed or
+// resumed without an answer from the host that holds it.
+
+void settle(job_actor* self);
+
+// The job cannot know where its guest is (a host does not answer): it
+// waits, keeping every copy as it is, says why once, and asks again.
+void hold(job_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.holding != why) {
+    st.holding = why;
+    st.ctx.job.error = why;
+    log::warn("job {} ({}): {}", st.ctx.job.id, st.ctx.job.guest, why);
+    (void) st.ctx.log->add_step(st.ctx.job.id, "hold: " + why);
+    report(self);
+  }
+  self->delayed_send(self, hold_retry, settle_atom::value);
+}
+
+// The source holds the guest and runs it (its migration never completed, or
+// it was resumed): its vCPUs get full speed back, and the job ends.
+void source_keeps_guest(job_actor* self, const std::string& note) {
+  auto& st = self->state;
+  if (st.ladder->dirty_limited()) {
+    st.ladder->dirty_limit_lifted();
+    auto next = [self, note](auto&&...) { source_keeps_guest(self, note); };
+    qmp(self, st.ctx.source, st.ctx.job.guest, "cancel-vcpu-dirty-limit", {}, next, next);
+    return;
+  }
+  finish(self, st.settle_to, note);
+}
+
+// The target never got go (its source did not complete): it cannot be the
+// guest, so it goes. One that cannot be reached now is left to the orphan
+// sweeper; it never starts on its own.
+void remove_target(job_actor* self) {
+  auto& st = self->state;
+  if (!st.target_created) {
+    source_keeps_guest(self, st.settle_why);
+    return;
+  }
+  self->request(st.ctx.target, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
+    .then(
+      [self](bool) {
+        self->state.target_created = false;
+        source_keeps_guest(self, self->state.settle_why);
+      },
+      [self](const caf::error& err) {
+        source_keeps_guest(self, self->state.settle_why + "; the target's copy (it never ran) " +
+                                   "could not be removed now: " + describe(err));
+      });
+}
+
+// The source handed over and the target is confirmed not to hold the guest
+// any more (destroyed, or gone): only now may the source run again.
+void resume_source(job_actor* self) {
+  auto& st = self->state;
+  if (!st.source_ran) {
+    source_keeps_guest(self, st.settle_why + "; the source guest stays paused, as it was");
+    return;
+  }
+  qmp(
+    self, st.ctx.source, st.ctx.job.guest, "cont", {},
+    [self](const json::value&) {
+      source_keeps_guest(self, self->state.settle_why + "; source guest resumed");
+    },
+    [self](const std::string& why) {
+      hold(self, "the target's copy is gone but the source cannot be resumed (" + why + ")");
+    });
+}
+
+// The guest arrived on the target after all: it is the guest.
+void target_won(job_actor* self, const std::string& note) {
+  auto& st = self->state;
+  st.target_created = false;
+  st.ctx.job.error.clear();
+  self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
+    .then([self, note](bool) { finish(self, job_state::succeeded, note + "; source copy retired"); },
+          [self, note](const caf::error& err) {
+            finish(self, job_state::succeeded,
+                   note + "; the source's stale copy (paused, never to be resumed) could not be " +
+                     "retired now: " + describe(err));
+          });
+}
+
+// The target after a fence: completed = it is the guest; anything else =
+// it will never run, so it goes (confirmed) before the source resumes.
+void judge_fenced_target(job_actor* self) {
+  auto& st = self->state;
+  qmp(
+    self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
+    [self](const json::value& r) {
+      auto& st1 = self->state;
+      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+      if (s != nullptr && s->is_string() && s->as_string() == "completed") {
+        target_won(self, "the guest arrived on the target before it was fenced");
+        return;
+      }
+      self->request(st1.ctx.target, host_request_timeout, destroy_atom::value, st1.ctx.job.guest)
+        .then(
+          [self](bool) {
+            self->state.target_created = false;
+            resume_source(self);
+          },
+          [self](const caf::error& err) {
+            hold(self, "the target's copy cannot be removed (" + describe(err) +
+                         "): the source stays paused until it is");
+          });
+    },
+    [self](const std::string& why) {
+      hold(self, "the target does not say where the guest is (" + why +
+                   "): both copies stay paused");
+    });
+}
+
+// Is the guest on the target at all? Asked when a QMP command to it fails:
+// a target host that answers without the guest holds no copy.
+void check_target_absent(job_actor* self, const std::string& qmp_error) {
+  auto& st = self->state;
+  self->request(st.ctx.target, host_request_timeout, list_atom::value)
+    .then(
+      [self, qmp_error](const std::vector<guest_info>& guests) {
+        auto& st1 = self->state;
+        const bool there = std::any_of(guests.begin(), guests.end(),
+                                       [&](const auto& g) { return g.spec.name == st1.ctx.job.guest; });
+        if (there) {
+          hold(self, "the target holds the guest but does not answer for it (" + qmp_error +
+                       "): both copies stay paused");
+          return;
+        }
+        st1.target_created = false;
+        resume_source(self);
+      },
+      [self](const caf::error& err) {
+        hold(self, "the source handed over and the target host does not answer (" +
+                     describe(err) + "): both copies stay paused until it does");
+      });
+}
+
+// The source completed: the target may hold (or run) the guest. Fence it,
+// then judge.
+void fence_target(job_actor* self) {
+  auto& st = self->state;
+  qmp(
+    self, st.ctx.target, st.ctx.job.guest, "migrate_cancel", {},
+    [self](const json::value&) { judge_fenced_target(self); },
+    [self](const std::string& why) { check_target_absent(self, why); });
+}
+
+// The source does not answer: only the target can say. A target that
+// completed runs the guest (its source necessarily handed over); anything
+// else may be the only copy, or the source may run on: wait.
+void source_unknown(job_actor* self, const std::string& why) {
+  auto& st = self->state;
+  qmp(
+    self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
+    [self, why](const json::value& r) {
+      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+      if (s != nullptr && s->is_string() && s->as_string() == "completed") {
+        auto& st1 = self->state;
+        st1.target_created = false;
+        st1.ctx.job.error.clear();
+        finish(self, job_state::succeeded,
+               "the guest is on the target; the source does not answer (" + why +
+                 "): its stale paused copy must never be resumed");
+        return;
+      }
+      hold(self, "the source does not answer (" + why +
+                   ") and the target has not completed: keeping the target's copy paused");
+    },
+    [self, why](const std::string& target_why) {
+      hold(self, "neither host answers (source: " + why + "; target: " + target_why +
+                   "): every copy stays as it is");
+    });
+}
+
+void settle(job_actor* self) {
+  auto& st = self->state;
+  if (job_is_final(st.ctx.job.state))
+    return;
+  if (!st.migrate_issued) {
+    // No migrate was ever sent: the target cannot have the guest.
+    remove_target(self);
+    return;
+  }
+  qmp(
+    self, st.ctx.source, st.ctx.job.guest, "query-migrate", {},
+    [self](const json::value& r) {
+      auto& st1 = self->state;
+      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+      const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
+      if (status == "completed") {
+        fence_target(self);
+        return;
+      }
+      if (status == "none" || status == "failed" || status == "cancelled" || status.empty()) {
+        remove_target(self); // the source runs the guest
+        return;
+      }
+      // Still migrating: cancel, and ask again once it has ended.
+      if (!st1.source_cancel_sent) {
+        st1.source_cancel_sent = true;
+        qmp(
+          self, st1.ctx.source, st1.ctx.job.guest, "migrate_cancel", {}, [](const json::value&) {},
+          [](const std::string&) {});
+      }
+      if (++st1.settle_rounds < cancel_rounds)
+        self->delayed_send(self, poll_interval, settle_atom::value);
+      else
+        hold(self, "the source has not ended its migration (" + status +
+                     ") since migrate_cancel");
+    },
+    [self](const std::string& why) { source_unknown(self, why); });
+}
+
+// Ends the job in `to` (failed or cancelled) by settling.
+void end_unsucceeded(job_actor* self, job_state to, const std::string& why) {
+  auto& st = self->state;
+  st.finishing = true;
+  st.settle_to = to;
+  st.settle_why = why;
+  settle(self);
+}
+
 void fail(job_actor* self, const std::string& why) {
   auto& st = self->state;
   if (st.finishing)
     return;
-  st.finishing = true;
   st.ctx.job.error = why;
-  if (st.migrate_issued) {
-    // Stop the source's side first so it keeps running on its own.
-    qmp(
-      self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {},
-      [self, why](const json::value&) { cleanup_and_finish(self, job_state::failed, why); },
-      [self, why](const std::string&) { cleanup_and_finish(self, job_state::failed, why); });
-    return;
-  }
-  cleanup_and_finish(self, job_state::failed, why);
+  end_unsucceeded(self, job_state::failed, why);
 }
 
 void retire_source(job_actor* self) {
@@ -183,27 +399,30 @@ void retire_source(job_actor* self) {
           });
 }
 
-// Completed on the source: the guest must run on the target before the source
-// copy is removed.
+// Completed on the source: the target must have completed too (it got go)
+// before the source copy is removed. One that does not within the timeout
+// is settled: fenced, then judged.
 void confirm_target(job_actor* self) {
   auto& st = self->state;
-  qmp(self, st.ctx.target, st.ctx.job.guest, "query-status", {}, [self](const json::value& r) {
-    auto& st1 = self->state;
-    const auto* status = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-    if (status != nullptr && status->is_string() && status->as_string() == "running") {
-      st1.target_created = false; // it is the guest now
-      retire_source(self);
-      return;
-    }
-    if (clock_type::now() - st1.completing_since > target_start_timeout) {
-      // Let the source copy run on; the target goes.
-      qmp(self, st1.ctx.source, st1.ctx.job.guest, "cont", {}, [self](const json::value&) {
-        fail(self, "the target did not start running; source guest resumed");
-      });
-      return;
-    }
-    self->delayed_send(self, poll_interval, poll_atom::value);
-  });
+  qmp(
+    self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
+    [self](const json::value& r) {
+      auto& st1 = self->state;
+      const auto* status = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+      if (status != nullptr && status->is_string() && status->as_string() == "completed") {
+        st1.target_created = false; // it is the guest now
+        retire_source(self);
+        return;
+      }
+      const auto limit = std::chrono::milliseconds(st1.ctx.policy.handover_timeout_ms);
+      if (clock_type::now() - st1.completing_since >= limit) {
+        fail(self, "the target did not complete the hand-over within " +
+                     std::to_string(limit.count()) + " ms");
+        return;
+      }
+      self->delayed_send(self, poll_interval, poll_atom::value);
+    },
+    [self](const std::string& why) { fail(self, "confirming the target: " + why); });
 }
 
 // Journals a step of the ladder (before it is taken) and counts it. A step
@@ -310,7 +529,7 @@ void poll_migration(job_actor* self) {
     if (status == "cancelled") {
       st1.migrate_issued = false;
       if (st1.cancel_requested)
-        cleanup_and_finish(self, job_state::cancelled, "cancelled by request");
+        end_unsucceeded(self, job_state::cancelled, "cancelled by request");
       else
         fail(self, "migration was cancelled on the source");
       return;
@@ -417,7 +636,7 @@ void prepare_target(job_actor* self, guest_spec spec) {
       [self](const guest_info& info) {
         self->state.target_created = true;
         if (self->state.cancel_requested) {
-          cleanup_and_finish(self, job_state::cancelled, "cancelled by request");
+          end_unsucceeded(self, job_state::cancelled, "cancelled by request");
           return;
         }
         configure_and_listen(self, info.migration_port);
@@ -433,7 +652,15 @@ void begin(job_actor* self) {
         auto& st1 = self->state;
         for (const auto& g : guests)
           if (g.spec.name == st1.ctx.job.guest) {
-            prepare_target(self, g.spec);
+            // Whether it runs: a source that has to take the guest back
+            // after a hand-over resumes it only if it ran.
+            qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-status", {},
+                [self, spec = g.spec](const json::value& r) {
+                  const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+                  self->state.source_ran =
+                    s == nullptr || !s->is_string() || s->as_string() != "paused";
+                  prepare_target(self, spec);
+                });
             return;
           }
         fail(self, "guest '" + st1.ctx.job.guest + "' is not on " + st1.ctx.job.source);
@@ -530,12 +757,23 @@ job_impl::behavior_type job(job_actor* self, job_context ctx) {
   else
     begin(self);
   return {
-    [self](poll_atom) { poll_migration(self); },
+    [self](poll_atom) {
+      if (!self->state.finishing) // settling has taken over
+        poll_migration(self);
+    },
+    [self](settle_atom) { settle(self); },
     [self](host_lost_atom, const std::string& host) {
-      // Its requests to that host would only time out: end the job now.
-      // The source keeps running if it is the survivor; a lost source took
-      // its guest with it.
+      // Its requests to that host would only time out: end the job now,
+      // by settling (which asks whichever host still answers).
       fail(self, "host " + host + " went down");
+    },
+    [self](host_up_atom, const std::string& host, const host_actor& handle) {
+      // A job waiting for an answer asks the new link at its next round.
+      auto& st = self->state;
+      if (host == st.ctx.job.source)
+        st.ctx.source = handle;
+      if (host == st.ctx.job.target)
+        st.ctx.target = handle;
     },
     [self](cancel_atom) {
       auto& st = self->state;

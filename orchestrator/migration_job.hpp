@@ -2,14 +2,18 @@
 // One migration, as an actor walking the job state machine (job_state.hpp):
 // create the target guest, migrate-incoming, set capabilities and parameters
 // from the policy, migrate, follow query-migrate, then retire the source
-// guest. Every transition is journaled before it is acted on. On failure the
-// target guest is removed and the source guest keeps running.
+// guest. Every transition is journaled before it is acted on. A job that
+// does not succeed settles: it finds out from both hosts where the guest
+// is, never runs two copies and never destroys one that may be the only one
+// (docs/orchestrator.md, "The hand-over invariant"); when no host can say,
+// it waits.
 //
 // The job reports to its parent:
 //   (job_update_atom, job_record, migration_progress)   while it runs
 //   (job_done_atom, job_record)                    once, in a final state
 //   (job_step_atom, kind)                          per escalation step
-// and takes (cancel_atom) and (host_lost_atom, host) at any time.
+// and takes (cancel_atom), (host_lost_atom, host) and (host_up_atom, host,
+// handle) at any time.
 
 #include "actors/host_interface.hpp"
 #include "orchestrator/journal.hpp"
@@ -34,6 +38,9 @@ using job_step_atom = caf::atom_constant<caf::atom("jobstep")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 // (host_lost_atom, host): the cluster lost its link to `host`.
 using host_lost_atom = caf::atom_constant<caf::atom("hostlost")>;
+// (host_up_atom, host, handle): the cluster reached `host` again; its new
+// handle replaces the lost one.
+using host_up_atom = caf::atom_constant<caf::atom("hostup")>;
 
 // Where a job reports (the cluster; a test's recorder).
 using job_parent_actor =
@@ -43,7 +50,8 @@ using job_parent_actor =
 
 // What a job takes from outside.
 using migration_job_actor =
-  caf::typed_actor<caf::reacts_to<cancel_atom>, caf::reacts_to<host_lost_atom, std::string>>;
+  caf::typed_actor<caf::reacts_to<cancel_atom>, caf::reacts_to<host_lost_atom, std::string>,
+                   caf::reacts_to<host_up_atom, std::string, host_actor>>;
 
 struct job_context {
   job_record job; // in scheduling (fresh) or whatever the journal last said (resume)

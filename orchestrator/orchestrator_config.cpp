@@ -37,6 +37,7 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
         count_into(r, "policy.multifd_channels", p.multifd_channels),
         count_into(r, "policy.progress_timeout_s", p.progress_timeout_s),
         count_into(r, "policy.completion_timeout_s_per_gib", p.completion_timeout_s_per_gib),
+        count_into(r, "policy.handover_timeout_ms", p.handover_timeout_ms),
         count_into(r, "policy.evacuation_attempts", p.evacuation_attempts),
         count_into(r, "policy.escalate_after_passes", p.escalate_after_passes),
         count_into(r, "policy.downtime_steps", p.downtime_steps),

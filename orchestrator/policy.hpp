@@ -15,6 +15,9 @@ struct migration_policy {
   uint32_t multifd_channels = 2;    // 0: one stream
   uint32_t progress_timeout_s = 60; // no progress for this long: cancel
   uint32_t completion_timeout_s_per_gib = 120;
+  // After the source completed: how long the target has to report its
+  // incoming migration completed before it is fenced and judged.
+  uint32_t handover_timeout_ms = 10'000;
   uint32_t evacuation_attempts = 3; // hosts tried per guest
   // The escalation ladder for a migration that does not converge: after
   // every `escalate_after_passes` dirty-log passes without completing, the

@@ -118,7 +118,7 @@ TEST_F(job_fixture, a_migration_walks_to_succeeded_and_retires_the_source) {
   // The target was set up to listen before the source was told to migrate.
   EXPECT_TRUE(saw(*dst, "vm1:migrate-incoming"));
   EXPECT_TRUE(saw(*src, "vm1:migrate"));
-  EXPECT_TRUE(saw(*dst, "vm1:query-status")) << "the target is confirmed running first";
+  EXPECT_TRUE(saw(*dst, "vm1:query-migrate")) << "the target is confirmed complete first";
   EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"}) << "then the source copy goes";
   EXPECT_TRUE(dst->destroyed.empty());
 }
@@ -230,6 +230,7 @@ TEST_F(job_fixture, a_lost_host_fails_the_job_at_once) {
   start();
   sched->trigger_timeouts();
   sched->run();
+  src->migrate_statuses = {"active", "cancelled"}; // cancelled once migrate_cancel is in
   caf::anon_send(job, host_lost_atom::value, std::string{"host-b"});
   sched->run();
   run_to_end(5);
@@ -238,6 +239,7 @@ TEST_F(job_fixture, a_lost_host_fails_the_job_at_once) {
   EXPECT_NE(done->at(0).error.find("host host-b went down"), std::string::npos)
     << done->at(0).error;
   EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
+  EXPECT_TRUE(saw(*src, "vm1:migrate_cancel")) << "the source's migration was ended first";
 }
 
 TEST_F(job_fixture, cancel_while_the_target_is_created_ends_cancelled_without_it) {
@@ -256,4 +258,183 @@ TEST_F(job_fixture, cancel_while_the_target_is_created_ends_cancelled_without_it
   EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"}) << "the new target goes";
   EXPECT_FALSE(saw(*src, "vm1:migrate"));
   EXPECT_TRUE(src->destroyed.empty());
+}
+
+// ---------------------------------------------------------------------------
+// The hand-over invariant (docs/orchestrator.md): at most one copy runs, and
+// no copy that may be the only one is destroyed. Each case ends the job at
+// a different moment of the hand-over, with hosts answering or not.
+
+namespace {
+
+struct handover_fixture : job_fixture {
+  std::shared_ptr<std::vector<std::string>> trail = std::make_shared<std::vector<std::string>>();
+
+  void SetUp() override {
+    job_fixture::SetUp();
+    src->trail = trail;
+    dst->trail = trail;
+  }
+
+  // Runs until the source has completed and the job is completing. With
+  // `judge_at_once` the target gets one look and is then judged (its
+  // incoming statuses are the test's, set before); without, the job keeps
+  // asking it (it answers "active") until the test changes something.
+  void run_to_completing(bool judge_at_once) {
+    policy.handover_timeout_ms = judge_at_once ? 0 : 600'000;
+    src->migrate_statuses = {"active", "completed"};
+    if (!judge_at_once)
+      dst->incoming_statuses = {"active"};
+    start();
+    for (int i = 0; i < 10 && !reached("running>completing"); ++i) {
+      sched->trigger_timeouts();
+      sched->run();
+    }
+    ASSERT_TRUE(reached("running>completing"));
+  }
+
+  bool reached(const std::string& edge) const {
+    const auto w = walk();
+    return std::find(w.begin(), w.end(), edge) != w.end();
+  }
+
+  size_t index_of(const std::string& what) const {
+    const auto it = std::find(trail->begin(), trail->end(), what);
+    return it == trail->end() ? SIZE_MAX : static_cast<size_t>(it - trail->begin());
+  }
+
+  bool held_because(const std::string& part) const {
+    for (const auto& s : log->steps())
+      if (s.step.rfind("hold: ", 0) == 0 && s.step.find(part) != std::string::npos)
+        return true;
+    return false;
+  }
+};
+
+} // namespace
+
+// The source handed over; the target's go never came (it stays active):
+// the target is fenced, confirmed gone, and only then the source resumes.
+TEST_F(handover_fixture, a_target_without_go_is_fenced_and_destroyed_before_the_source_resumes) {
+  dst->incoming_statuses = {"active", "failed"}; // failed once fenced
+  run_to_completing(true);
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("did not complete the hand-over"), std::string::npos)
+    << done->at(0).error;
+  const auto fence = index_of("host-b:migrate_cancel");
+  const auto destroy = index_of("host-b:destroy");
+  const auto cont = index_of("host-a:cont");
+  ASSERT_NE(fence, SIZE_MAX);
+  ASSERT_NE(destroy, SIZE_MAX);
+  ASSERT_NE(cont, SIZE_MAX);
+  EXPECT_LT(fence, destroy);
+  EXPECT_LT(destroy, cont) << "destroy-and-confirm comes before cont";
+  EXPECT_TRUE(src->destroyed.empty()) << "the source keeps the guest";
+}
+
+// The fence came too late: the go had arrived, the target is the guest.
+TEST_F(handover_fixture, a_target_that_completed_before_the_fence_is_the_guest) {
+  dst->incoming_statuses = {"active", "completed"};
+  run_to_completing(true);
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(dst->destroyed.empty());
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"}) << "the stale source copy goes";
+  EXPECT_FALSE(saw(*src, "vm1:cont")) << "never two running copies";
+}
+
+// The case: the source host dies after the target got go, before
+// the orchestrator confirmed it. The target is the only copy: kept.
+TEST_F(handover_fixture, a_source_lost_after_go_leaves_the_target_as_the_guest) {
+  run_to_completing(false);
+  src->unreachable = true;
+  dst->incoming_statuses = {"completed"};
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
+  sched->run();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(dst->destroyed.empty()) << "the only copy is never destroyed";
+  EXPECT_EQ(walk().back(), "completing>succeeded");
+}
+
+// The source is lost and the target has not completed: the target may hold
+// the only copy, or the source may run on behind a partition. The job
+// waits, says so, and destroys nothing; when the source answers again
+// (here: its migration failed, it runs the guest) it settles.
+TEST_F(handover_fixture, a_lost_source_mid_migration_keeps_the_target_until_the_source_answers) {
+  src->migrate_statuses = {"active"};
+  dst->incoming_statuses = {"active"};
+  start();
+  sched->trigger_timeouts();
+  sched->run();
+  src->unreachable = true;
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
+  sched->run();
+  run_to_end(10);
+  EXPECT_TRUE(done->empty()) << "it cannot know, so it waits";
+  EXPECT_TRUE(dst->destroyed.empty());
+  EXPECT_TRUE(held_because("the source does not answer"));
+  src->unreachable = false;
+  src->migrate_statuses = {"failed"};
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"}) << "now known to be a stale copy";
+  EXPECT_TRUE(src->destroyed.empty());
+}
+
+// Neither host answers after the source handed over: both copies stay
+// paused, nothing is destroyed or resumed. Then the hosts return and the
+// target turns out to hold the guest.
+TEST_F(handover_fixture, when_neither_host_answers_the_job_waits_and_touches_nothing) {
+  run_to_completing(false);
+  src->unreachable = true;
+  dst->unreachable = true;
+  run_to_end(10);
+  EXPECT_TRUE(done->empty());
+  EXPECT_TRUE(held_because("neither host answers"));
+  EXPECT_TRUE(dst->destroyed.empty());
+  EXPECT_TRUE(src->destroyed.empty());
+  EXPECT_FALSE(saw(*src, "vm1:cont"));
+  src->unreachable = false;
+  dst->unreachable = false;
+  dst->incoming_statuses = {"completed"};
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(dst->destroyed.empty());
+}
+
+// The source handed over and the target host is cut off: the source must
+// not resume (the target may be running it), so it stays paused.
+TEST_F(handover_fixture, a_silent_target_after_the_hand_over_keeps_the_source_paused) {
+  run_to_completing(false);
+  dst->unreachable = true;
+  run_to_end(10);
+  EXPECT_TRUE(done->empty());
+  EXPECT_FALSE(saw(*src, "vm1:cont"));
+  EXPECT_TRUE(held_because("target host does not answer"));
+  dst->unreachable = false;
+  dst->incoming_statuses = {"failed"};
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_LT(index_of("host-b:destroy"), index_of("host-a:cont"));
+}
+
+// A guest that was paused when the job began stays paused when the source
+// takes it back.
+TEST_F(handover_fixture, a_paused_source_guest_is_not_resumed_when_it_takes_the_guest_back) {
+  src->target_status = "paused";
+  dst->incoming_statuses = {"active", "failed"};
+  run_to_completing(true);
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
+  EXPECT_FALSE(saw(*src, "vm1:cont"));
 }

@@ -2,9 +2,19 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+
 namespace ferry::test {
 
 namespace json = boost::json;
+
+namespace {
+
+caf::error cut_off() {
+  return caf::make_error(caf::sec::request_timeout, "the host is cut off");
+}
+
+} // namespace
 
 host_actor::behavior_type scripted_host(host_actor::pointer self,
                                         const std::shared_ptr<host_script>& s) {
@@ -25,12 +35,20 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
       }
       return info;
     },
-    [s](destroy_atom, const std::string& guest) {
+    [s](destroy_atom, const std::string& guest) -> caf::result<bool> {
+      if (s->unreachable)
+        return cut_off();
       s->destroyed.push_back(guest);
+      if (s->trail)
+        s->trail->push_back(s->name + ":destroy");
       std::erase_if(s->guests, [&](const guest_info& g) { return g.spec.name == guest; });
       return true;
     },
-    [s](list_atom) { return s->guests; },
+    [s](list_atom) -> caf::result<std::vector<guest_info>> {
+      if (s->unreachable)
+        return cut_off();
+      return s->guests;
+    },
     [s](capacity_atom) {
       // The test's way in: a held create is answered from inside the actor.
       if (s->held.pending())
@@ -42,8 +60,25 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
                            static_cast<uint32_t>(s->guests.size())};
     },
     [s](qmp_atom, const std::string& guest, const std::string& command,
-        const std::string&) -> std::string {
+        const std::string&) -> caf::result<std::string> {
+      if (s->unreachable)
+        return cut_off();
       s->qmp_seen.push_back(guest + ":" + command);
+      if (s->trail)
+        s->trail->push_back(s->name + ":" + command);
+      auto here = std::find_if(s->guests.begin(), s->guests.end(),
+                               [&](const guest_info& g) { return g.spec.name == guest; });
+      if (command == "query-migrate" && here != s->guests.end() && here->spec.incoming) {
+        const std::string status = s->incoming_statuses.front();
+        if (s->incoming_statuses.size() > 1)
+          s->incoming_statuses.pop_front();
+        if (status == "completed")
+          here->spec.incoming = false; // arrived: an ordinary guest now
+        json::object info{{"status", status}};
+        if (status == "failed")
+          info["error-desc"] = "scripted incoming failure";
+        return json::serialize(json::object{{"return", info}});
+      }
       if (command == "query-migrate") {
         const std::string status = s->migrate_statuses.front();
         if (s->migrate_statuses.size() > 1)
@@ -63,10 +98,6 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
         return json::serialize(json::object{{"return", info}});
       }
       if (command == "query-status") {
-        // A target that answers running has arrived: an ordinary guest now.
-        for (auto& g : s->guests)
-          if (g.spec.name == guest)
-            g.spec.incoming = false;
         return json::serialize(
           json::object{{"return", json::object{{"status", s->target_status}}}});
       }

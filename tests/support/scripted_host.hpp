@@ -29,9 +29,17 @@ struct host_script {
   // Dirty-log passes each query-migrate adds (0: none reported).
   uint64_t passes_per_poll = 0;
   uint64_t passes = 0;
+  // query-migrate for a guest that came in here (spec.incoming), one per
+  // ask; the last repeats. "completed" makes it an ordinary guest.
+  std::deque<std::string> incoming_statuses{"completed"};
   std::string target_status = "running"; // query-status on this host
+  // The host is cut off: every request fails as to a lost host.
+  bool unreachable = false;
   std::vector<std::string> qmp_seen;     // "guest:command"
   std::vector<std::string> destroyed;
+  // Shared by several hosts, in the order things happened: "host:command"
+  // and "host:destroy".
+  std::shared_ptr<std::vector<std::string>> trail;
 };
 
 host_actor::behavior_type scripted_host(host_actor::pointer self,
