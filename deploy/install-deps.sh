@@ -16,6 +16,8 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # observability: Prometheus and promtool (tests, demo), systemd-analyze
   prometheus systemd
+  # the hand-over protocol's model checker (tools/model)
+  spin
 )
 
 SUDO=""

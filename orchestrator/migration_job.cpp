@@ -50,6 +50,7 @@ struct job_state_data {
   // what has been done towards it.
   job_state settle_to = job_state::failed;
   std::string settle_why;
+  std::string settle_extra; // what settling did on the way
   bool source_cancel_sent = false;
   int settle_rounds = 0;
   std::string holding;    // why the job waits, while it does
@@ -157,8 +158,9 @@ void finish(job_actor* self, job_state to, const std::string& note) {
 // tools/model/handover.pml checks these steps). What the job relies on:
 // a source whose migration is not `completed` never sent go, so the target
 // cannot run; migrate_cancel on a target fences it (afterwards it either
-// completed — it is the guest — or never will); nothing is destroyed or
-// resumed without an answer from the host that holds it.
+// completed — it is the guest — or never will); a fenced target goes only
+// after the source took the guest back; nothing is destroyed or resumed
+// without an answer from the host that holds it.
 
 void settle(job_actor* self);
 
@@ -194,37 +196,41 @@ void source_keeps_guest(job_actor* self, const std::string& note) {
 // sweeper; it never starts on its own.
 void remove_target(job_actor* self) {
   auto& st = self->state;
+  const std::string note = st.settle_why + st.settle_extra;
   if (!st.target_created) {
-    source_keeps_guest(self, st.settle_why);
+    source_keeps_guest(self, note);
     return;
   }
   self->request(st.ctx.target, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
     .then(
-      [self](bool) {
+      [self, note](bool) {
         self->state.target_created = false;
-        source_keeps_guest(self, self->state.settle_why);
+        source_keeps_guest(self, note);
       },
-      [self](const caf::error& err) {
-        source_keeps_guest(self, self->state.settle_why + "; the target's copy (it never ran) " +
-                                   "could not be removed now: " + describe(err));
+      [self, note](const caf::error& err) {
+        source_keeps_guest(self, note + "; the target's copy (it can never run) could not be " +
+                                   "removed now: " + describe(err));
       });
 }
 
-// The source handed over and the target is confirmed not to hold the guest
-// any more (destroyed, or gone): only now may the source run again.
-void resume_source(job_actor* self) {
+// The source handed over and the fenced target can never run: the source
+// takes the guest back first, and only then does the target's copy go. (The
+// other order loses the guest if the source dies in between — the model
+// checker's counterexample.) A guest that was paused stays paused: the
+// source need only still hold it.
+void take_back(job_actor* self) {
   auto& st = self->state;
-  if (!st.source_ran) {
-    source_keeps_guest(self, st.settle_why + "; the source guest stays paused, as it was");
-    return;
-  }
+  const bool ran = st.source_ran;
   qmp(
-    self, st.ctx.source, st.ctx.job.guest, "cont", {},
-    [self](const json::value&) {
-      source_keeps_guest(self, self->state.settle_why + "; source guest resumed");
+    self, st.ctx.source, st.ctx.job.guest, ran ? "cont" : "query-status", {},
+    [self, ran](const json::value&) {
+      self->state.settle_extra =
+        ran ? "; source guest resumed" : "; the source guest stays paused, as it was";
+      remove_target(self);
     },
     [self](const std::string& why) {
-      hold(self, "the target's copy is gone but the source cannot be resumed (" + why + ")");
+      hold(self, "the fenced target can never run, but the source does not take the guest back (" +
+                   why + "): the target's copy is kept until it does");
     });
 }
 
@@ -243,28 +249,18 @@ void target_won(job_actor* self, const std::string& note) {
 }
 
 // The target after a fence: completed = it is the guest; anything else =
-// it will never run, so it goes (confirmed) before the source resumes.
+// it will never run, and the source takes the guest back.
 void judge_fenced_target(job_actor* self) {
   auto& st = self->state;
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self](const json::value& r) {
-      auto& st1 = self->state;
       const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
       if (s != nullptr && s->is_string() && s->as_string() == "completed") {
         target_won(self, "the guest arrived on the target before it was fenced");
         return;
       }
-      self->request(st1.ctx.target, host_request_timeout, destroy_atom::value, st1.ctx.job.guest)
-        .then(
-          [self](bool) {
-            self->state.target_created = false;
-            resume_source(self);
-          },
-          [self](const caf::error& err) {
-            hold(self, "the target's copy cannot be removed (" + describe(err) +
-                         "): the source stays paused until it is");
-          });
+      take_back(self);
     },
     [self](const std::string& why) {
       hold(self, "the target does not say where the guest is (" + why +
@@ -272,23 +268,23 @@ void judge_fenced_target(job_actor* self) {
     });
 }
 
-// Is the guest on the target at all? Asked when a QMP command to it fails:
-// a target host that answers without the guest holds no copy.
-void check_target_absent(job_actor* self, const std::string& qmp_error) {
+// The fence was not answered. A whole copy never leaves on its own, so a
+// target host that answers without the guest lost it some other way, maybe
+// after it ran: nobody can say whether the source's copy is stale.
+void fence_unanswered(job_actor* self, const std::string& qmp_error) {
   auto& st = self->state;
   self->request(st.ctx.target, host_request_timeout, list_atom::value)
     .then(
       [self, qmp_error](const std::vector<guest_info>& guests) {
         auto& st1 = self->state;
-        const bool there = std::any_of(guests.begin(), guests.end(),
-                                       [&](const auto& g) { return g.spec.name == st1.ctx.job.guest; });
-        if (there) {
-          hold(self, "the target holds the guest but does not answer for it (" + qmp_error +
-                       "): both copies stay paused");
-          return;
-        }
-        st1.target_created = false;
-        resume_source(self);
+        const bool there = std::any_of(guests.begin(), guests.end(), [&](const auto& g) {
+          return g.spec.name == st1.ctx.job.guest;
+        });
+        hold(self, there ? "the target holds the guest but does not answer for it (" + qmp_error +
+                             "): both copies stay paused"
+                         : "the target's copy is gone and may have run before it went: the "
+                           "source's copy stays paused (resume it by hand only if the target "
+                           "never ran)");
       },
       [self](const caf::error& err) {
         hold(self, "the source handed over and the target host does not answer (" +
@@ -303,7 +299,7 @@ void fence_target(job_actor* self) {
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "migrate_cancel", {},
     [self](const json::value&) { judge_fenced_target(self); },
-    [self](const std::string& why) { check_target_absent(self, why); });
+    [self](const std::string& why) { fence_unanswered(self, why); });
 }
 
 // The source does not answer: only the target can say. A target that
@@ -349,7 +345,19 @@ void settle(job_actor* self) {
       const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
       const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
       if (status == "completed") {
-        fence_target(self);
+        // Running again after handing over: only this job resumes it, after
+        // a fence, so the target can never run (an orchestrator restart
+        // between the two lands here).
+        qmp(
+          self, st1.ctx.source, st1.ctx.job.guest, "query-status", {},
+          [self](const json::value& q) {
+            const auto* rs = q.is_object() ? q.as_object().if_contains("status") : nullptr;
+            if (rs != nullptr && rs->is_string() && rs->as_string() == "running")
+              remove_target(self);
+            else
+              fence_target(self);
+          },
+          [self](const std::string& why) { source_unknown(self, why); });
         return;
       }
       if (status == "none" || status == "failed" || status == "cancelled" || status.empty()) {

@@ -314,7 +314,9 @@ struct handover_fixture : job_fixture {
 } // namespace
 
 // The source handed over; the target's go never came (it stays active):
-// the target is fenced, confirmed gone, and only then the source resumes.
+// the target is fenced, the source takes the guest back, and only then the
+// target's copy goes (the other order loses the guest if the source dies in
+// between: tools/model/handover.pml).
 TEST_F(handover_fixture, a_target_without_go_is_fenced_and_destroyed_before_the_source_resumes) {
   dst->incoming_statuses = {"active", "failed"}; // failed once fenced
   run_to_completing(true);
@@ -329,8 +331,8 @@ TEST_F(handover_fixture, a_target_without_go_is_fenced_and_destroyed_before_the_
   ASSERT_NE(fence, SIZE_MAX);
   ASSERT_NE(destroy, SIZE_MAX);
   ASSERT_NE(cont, SIZE_MAX);
-  EXPECT_LT(fence, destroy);
-  EXPECT_LT(destroy, cont) << "destroy-and-confirm comes before cont";
+  EXPECT_LT(fence, cont) << "the target can never run when the source resumes";
+  EXPECT_LT(cont, destroy) << "the target's copy goes once the source holds the guest";
   EXPECT_TRUE(src->destroyed.empty()) << "the source keeps the guest";
 }
 
@@ -423,18 +425,57 @@ TEST_F(handover_fixture, a_silent_target_after_the_hand_over_keeps_the_source_pa
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::failed);
-  EXPECT_LT(index_of("host-b:destroy"), index_of("host-a:cont"));
+  EXPECT_LT(index_of("host-b:migrate_cancel"), index_of("host-a:cont"));
+  EXPECT_LT(index_of("host-a:cont"), index_of("host-b:destroy"));
 }
 
-// A guest that was paused when the job began stays paused when the source
-// takes it back.
-TEST_F(handover_fixture, a_paused_source_guest_is_not_resumed_when_it_takes_the_guest_back) {
-  src->target_status = "paused";
+// The source dies after the target was fenced, before it took the guest
+// back: the target's paused copy is now the only one. It is kept.
+TEST_F(handover_fixture, a_source_lost_before_it_takes_the_guest_back_leaves_the_target_copy) {
   dst->incoming_statuses = {"active", "failed"};
+  src->cut_at = "cont";
   run_to_completing(true);
+  run_to_end(10);
+  EXPECT_TRUE(done->empty()) << "it cannot know more: it waits";
+  EXPECT_TRUE(dst->destroyed.empty()) << "the only copy is never destroyed";
+  EXPECT_TRUE(held_because("the source does not take the guest back"));
+}
+
+// An orchestrator restarted between cont and destroy finds the source
+// running again after its hand-over: it took the guest back, so the fenced
+// target goes without a second fence and without a second cont.
+TEST_F(handover_fixture, after_a_restart_a_source_running_again_keeps_the_guest) {
+  policy.handover_timeout_ms = 0;
+  src->migrate_statuses = {"completed"}; // handed over, then resumed by cont
+  src->target_status = "running";
+  dst->incoming_statuses = {"failed"}; // fenced before the restart
+  guest_info fenced;
+  fenced.spec.name = "vm1";
+  fenced.spec.incoming = true;
+  dst->guests.push_back(fenced);
+  job_record rec;
+  rec.guest = "vm1";
+  rec.source = "host-a";
+  rec.target = "host-b";
+  rec.memory = 64u << 20;
+  auto added = log->add_job(rec);
+  ASSERT_TRUE(added);
+  for (auto to : {job_state::scheduling, job_state::preparing_target, job_state::running,
+                  job_state::completing}) {
+    ASSERT_TRUE(log->move(*added, to, "before the restart"));
+    added->state = to;
+  }
+  auto parent = sys->spawn(job_parent, done);
+  dst_actor = sys->spawn(scripted_host, dst);
+  job_context ctx{
+    *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
+  job = spawn_migration_job(*sys, std::move(ctx));
+  sched->run();
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::failed);
   EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
-  EXPECT_FALSE(saw(*src, "vm1:cont"));
+  EXPECT_FALSE(saw(*dst, "vm1:migrate_cancel")) << "no second fence";
+  EXPECT_FALSE(saw(*src, "vm1:cont")) << "no second cont";
+  EXPECT_TRUE(src->destroyed.empty());
 }

@@ -61,6 +61,8 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
     },
     [s](qmp_atom, const std::string& guest, const std::string& command,
         const std::string&) -> caf::result<std::string> {
+      if (!s->cut_at.empty() && command == s->cut_at)
+        s->unreachable = true;
       if (s->unreachable)
         return cut_off();
       s->qmp_seen.push_back(guest + ":" + command);
@@ -92,12 +94,17 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
         if (status == "failed")
           info["error-desc"] = "scripted failure";
         if (status == "completed") {
+          s->handed_over = true;
           info["total-time"] = 900;
           info["downtime"] = 20;
         }
         return json::serialize(json::object{{"return", info}});
       }
+      if (command == "cont")
+        s->handed_over = false;
       if (command == "query-status") {
+        if (s->handed_over)
+          return json::serialize(json::object{{"return", json::object{{"status", "postmigrate"}}}});
         return json::serialize(
           json::object{{"return", json::object{{"status", s->target_status}}}});
       }

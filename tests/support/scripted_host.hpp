@@ -35,6 +35,11 @@ struct host_script {
   std::string target_status = "running"; // query-status on this host
   // The host is cut off: every request fails as to a lost host.
   bool unreachable = false;
+  // The host is cut off the moment it is asked this QMP command.
+  std::string cut_at;
+  // The source's guest after its migration completed: paused
+  // (postmigrate) until cont.
+  bool handed_over = false;
   std::vector<std::string> qmp_seen;     // "guest:command"
   std::vector<std::string> destroyed;
   // Shared by several hosts, in the order things happened: "host:command"
