@@ -43,6 +43,14 @@ void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& 
   // machine saturating it. Shared queue workers sleep on a condition
   // variable instead.
   cfg.set("scheduler.policy", caf::atom("sharing"));
+  // A peer that goes silent (host gone, link cut) is noticed within a few
+  // seconds: CAF's middleman sends a heartbeat every interval and closes a
+  // connection with nothing heard for `missed_heartbeats` of them; its
+  // actors then go down (the orchestrator marks the host down and settles
+  // its jobs).
+  cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat_interval});
+  cfg.set("middleman.connection-timeout",
+          caf::timespan{heartbeat_interval * missed_heartbeats});
   // With certificate, key and CA all set, CAF's openssl module verifies the
   // peer against the CA whether it accepted or opened the connection.
   cfg.openssl_certificate = id.cert_file;

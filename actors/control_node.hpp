@@ -10,6 +10,7 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <string>
 
 namespace ferry {
@@ -31,6 +32,10 @@ private:
 // Loads CAF's middleman and openssl manager with `id` (both directions then
 // demand a peer certificate issued by the CA: mutual TLS) and registers the
 // control plane's message types.
+// Control-plane heartbeats: one a second; five missed close the link.
+inline constexpr std::chrono::milliseconds heartbeat_interval{1000};
+inline constexpr int missed_heartbeats = 5;
+
 void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& id);
 
 // Tells systemd how the service is doing (sd_notify(3)'s protocol, without

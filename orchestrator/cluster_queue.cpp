@@ -29,7 +29,7 @@ std::optional<std::string> pick_target(const cluster_state& st, const std::strin
   std::optional<std::string> best;
   uint64_t best_free = 0;
   for (const auto& [name, h] : st.hosts) {
-    if (!h.up || h.draining || name == source || exclude.count(name) != 0)
+    if (!h.up || h.degraded() || h.draining || name == source || exclude.count(name) != 0)
       continue;
     const uint64_t used = h.capacity.memory_used + planned_inbound_memory(st, name);
     const uint64_t free = h.capacity.memory_total > used ? h.capacity.memory_total - used : 0;

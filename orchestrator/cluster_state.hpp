@@ -35,6 +35,8 @@ using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
 
 inline constexpr auto refresh_interval = std::chrono::seconds(1);
 inline constexpr auto request_timeout = std::chrono::seconds(10);
+// An inventory answer later than this counts as a missed refresh.
+inline constexpr auto inventory_timeout = std::chrono::seconds(2);
 inline constexpr auto max_backoff = std::chrono::seconds(8);
 // calc-dirty-rate's measuring time in the evacuation pre-flight, and how
 // long moves wait for its answers at most.
@@ -52,6 +54,11 @@ struct host_entry {
   host_capacity capacity;
   std::vector<guest_info> guests;
   std::set<std::string> sweeping; // orphaned targets being removed
+  // Inventory refreshes in a row that got no answer in time: from
+  // `degraded_after` on, the host is shown degraded and gets no new moves.
+  uint32_t missed_refreshes = 0;
+  bool degraded() const { return up && missed_refreshes >= degraded_after; }
+  static constexpr uint32_t degraded_after = 2;
 };
 
 struct job_entry {

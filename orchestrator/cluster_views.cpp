@@ -41,7 +41,7 @@ void count_finished(cluster_state& st, const job_entry& j) {
 cluster_view view_of(const cluster_state& st) {
   cluster_view v;
   for (const auto& [name, h] : st.hosts)
-    v.hosts.push_back(host_view{name, h.up, h.draining, h.capacity.memory_total,
+    v.hosts.push_back(host_view{name, h.up, h.degraded(), h.draining, h.capacity.memory_total,
                                 h.capacity.memory_used, h.capacity.guests});
   for (const auto& [id, j] : st.jobs) {
     migration_view m;
@@ -89,6 +89,7 @@ std::string api_get(cluster_actor* self, const std::string& what) {
     for (const auto& [name, h] : st.hosts)
       out.push_back(json::object{{"name", name},
                                  {"up", h.up},
+                                 {"degraded", h.degraded()},
                                  {"draining", h.draining},
                                  {"memory_total", h.capacity.memory_total},
                                  {"memory_used", h.capacity.memory_used},

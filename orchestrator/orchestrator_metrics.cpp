@@ -45,6 +45,10 @@ void render_hosts(prom::text_writer& w, const cluster_view& view) {
            "1 while the orchestrator holds a link to the host's agent.");
   for (const auto& h : view.hosts)
     w.sample({{"host", h.name}}, h.up ? 1 : 0);
+  w.family("ferry_orchestrator_host_degraded", metric_type::gauge,
+           "1 while the host is up but has missed inventory refreshes in a row.");
+  for (const auto& h : view.hosts)
+    w.sample({{"host", h.name}}, h.degraded ? 1 : 0);
   w.family("ferry_orchestrator_host_draining", metric_type::gauge,
            "1 while the host is being evacuated.");
   for (const auto& h : view.hosts)

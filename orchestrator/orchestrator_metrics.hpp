@@ -18,6 +18,7 @@ namespace ferry {
 struct host_view {
   std::string name;
   bool up = false;
+  bool degraded = false;
   bool draining = false;
   uint64_t memory_total = 0;
   uint64_t memory_used = 0;

@@ -165,3 +165,32 @@ TEST_F(cluster_fixture, an_evacuation_move_that_fails_is_retried_on_another_host
   EXPECT_TRUE(evacs[0].finished);
   EXPECT_EQ(scripts.at("host-a")->destroyed, std::vector<std::string>{"vm1"});
 }
+
+// A host whose link stays up but whose agent stops answering the inventory
+// is shown degraded after two refreshes and gets no new moves; it recovers
+// when it answers again.
+TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_moves) {
+  add_guest("host-a", "vm1");
+  scripts.at("host-b")->memory_total = 4ull << 30; // the first choice while healthy
+  start(migration_policy{});
+  scripts.at("host-b")->unreachable = true;
+  tick(3);
+  const auto hosts = api(api_get_atom::value, std::string{"hosts"});
+  EXPECT_NE(hosts.find(R"("name":"host-b","up":true,"degraded":true)"), std::string::npos)
+    << hosts;
+  EXPECT_NE(hosts.find(R"("name":"host-c","up":true,"degraded":false)"), std::string::npos)
+    << hosts;
+  scripts.at("host-a")->migrate_statuses = {"active", "completed"};
+  const auto r = api(api_migrate_atom::value, std::string{"vm1"}, std::string{});
+  ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  tick(20);
+  const auto js = jobs();
+  ASSERT_EQ(js.size(), 1U);
+  EXPECT_EQ(js.at(1).target, "host-c") << "a degraded host gets no new moves";
+  EXPECT_EQ(js.at(1).state, job_state::succeeded) << js.at(1).error;
+  scripts.at("host-b")->unreachable = false;
+  tick(2);
+  const auto again = api(api_get_atom::value, std::string{"hosts"});
+  EXPECT_NE(again.find(R"("name":"host-b","up":true,"degraded":false)"), std::string::npos)
+    << again;
+}

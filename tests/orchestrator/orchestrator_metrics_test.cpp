@@ -78,7 +78,7 @@ TEST(orchestrator_metrics, results_histograms_and_steps) {
 TEST(orchestrator_metrics, hosts_and_evacuations) {
   orchestrator_metrics m;
   cluster_view v;
-  v.hosts = {{"a", true, true, 100, 60, 3}, {"b", false, false, 0, 0, 0}};
+  v.hosts = {{"a", true, true, true, 100, 60, 3}, {"b", false, false, false, 0, 0, 0}};
   evacuation_view e;
   e.id = 4;
   e.host = "a";
@@ -90,6 +90,8 @@ TEST(orchestrator_metrics, hosts_and_evacuations) {
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_host_up{host=\"a\"} 1")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_host_up{host=\"b\"} 0")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_host_draining{host=\"a\"} 1")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_host_degraded{host=\"a\"} 1")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_host_degraded{host=\"b\"} 0")) << t;
   EXPECT_EQ(t.find("ferry_orchestrator_host_guests{host=\"b\"}"), std::string::npos)
     << "no inventory figures for a host that is down";
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_evacuations_in_progress 1")) << t;
