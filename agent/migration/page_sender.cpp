@@ -164,7 +164,7 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   if (delta_count_ != 0) {
     mig::finish_xbzrle(deltas_, delta_count_);
     const uint64_t bytes = mig::header_size + deltas_.size();
-    limiter_.acquire(bytes, stop_);
+    limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
     if (auto ok = ch_.send(mig::record_type::xbzrle_pages, deltas_); !ok)
       return ok;
     counters_.xbzrle_pages.fetch_add(delta_count_, std::memory_order_relaxed);
@@ -183,11 +183,11 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
     if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
       return ok;
     bytes = mig::header_size + compressed_.size();
-    limiter_.acquire(bytes, stop_);
+    limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
     if (auto ok = ch_.send(mig::record_type::compressed_pages, compressed_); !ok)
       return ok;
   } else {
-    limiter_.acquire(bytes, stop_);
+    limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
     if (auto ok = ch_.send(mig::record_type::pages, batch.parts); !ok)
       return ok;
   }

@@ -5,10 +5,11 @@
 
 namespace ferry {
 
-void rate_limiter::acquire(uint64_t bytes, const std::atomic<bool>& stop) {
+void rate_limiter::acquire(uint64_t bytes, const std::atomic<bool>& stop,
+                           const std::atomic<bool>* cut) {
   using clock = std::chrono::steady_clock;
   constexpr auto window = std::chrono::milliseconds(100);
-  while (!stop) {
+  while (!stop && (cut == nullptr || !*cut)) {
     const uint64_t limit = limit_;
     if (limit == 0)
       return;

@@ -15,8 +15,10 @@ class rate_limiter {
 public:
   void set_limit(uint64_t bytes_per_second) { limit_ = bytes_per_second; }
   uint64_t limit() const { return limit_; }
-  // Blocks until `bytes` fit in the budget or `stop` is set.
-  void acquire(uint64_t bytes, const std::atomic<bool>& stop);
+  // Blocks until `bytes` fit in the budget or `stop` (or `cut`: the
+  // caller's channel, which may fail between writes) is set.
+  void acquire(uint64_t bytes, const std::atomic<bool>& stop,
+               const std::atomic<bool>* cut = nullptr);
 
 private:
   std::atomic<uint64_t> limit_{0};

@@ -1,5 +1,6 @@
 #include "agent/transport/migration_channel.hpp"
 
+#include "agent/transport/link_watch.hpp"
 #include "agent/transport/sockets.hpp"
 #include "agent/transport/tls_stream.hpp"
 #include "common/error.hpp"
@@ -84,8 +85,27 @@ caf::expected<std::pair<unique_fd, pid_t>> spawn_piped(const std::vector<std::st
 migration_channel::migration_channel(std::unique_ptr<byte_stream> stream)
   : stream_(std::move(stream)) {}
 
-migration_channel::migration_channel(unique_fd fd, kind k, pid_t child)
-  : stream_(std::make_unique<fd_stream>(std::move(fd), k, child)) {}
+migration_channel::migration_channel(unique_fd fd, kind k, pid_t child) {
+  const int raw = fd.get();
+  stream_ = std::make_unique<fd_stream>(std::move(fd), k, child);
+  if (k == kind::socket)
+    watch_ = link_watch::add(raw, migration_link_timeout(), [this] {
+      silent_ = true;
+      interrupt();
+    });
+}
+
+migration_channel::~migration_channel() {
+  link_watch::remove(watch_);
+}
+
+caf::error migration_channel::cut_error() const {
+  if (silent_)
+    return make_ferry_error(errc::system_error,
+                            "the migration link went silent: nothing heard from the peer for " +
+                              std::to_string(migration_link_timeout().count()) + " ms");
+  return stream_interrupted();
+}
 
 void migration_channel::interrupt() {
   interrupted_ = true;
@@ -108,9 +128,9 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
   while (n > 0) {
     auto r = stream_->read_some(p, n);
     if (!r)
-      return interrupted_ ? stream_interrupted() : r.error();
+      return interrupted_ ? cut_error() : r.error();
     if (*r == 0)
-      return interrupted_ ? stream_interrupted() : stream_closed_by_peer();
+      return interrupted_ ? cut_error() : stream_closed_by_peer();
     received_.fetch_add(*r, std::memory_order_relaxed);
     p += *r;
     n -= *r;
@@ -133,9 +153,9 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
     if (part.iov_len != 0)
       iov.push_back(part);
   if (interrupted_)
-    return stream_interrupted();
+    return cut_error();
   if (auto ok = stream_->write_all(iov); !ok)
-    return interrupted_ ? stream_interrupted() : ok.error();
+    return interrupted_ ? cut_error() : ok.error();
   sent_.fetch_add(hdr.size() + len, std::memory_order_relaxed);
   return {};
 }

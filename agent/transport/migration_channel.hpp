@@ -30,7 +30,11 @@ class migration_channel {
 public:
   explicit migration_channel(std::unique_ptr<byte_stream> stream);
   using kind = fd_stream::kind;
+  // A TCP socket is watched for silence (link_watch, the migration link
+  // timeout): a silent link fails the channel's reads and writes, even
+  // between them, with that reason.
   migration_channel(unique_fd fd, kind k, pid_t child = -1);
+  ~migration_channel();
   migration_channel(const migration_channel&) = delete;
   migration_channel& operator=(const migration_channel&) = delete;
 
@@ -48,6 +52,9 @@ public:
   // True once a read would not block (see byte_stream).
   bool wait_readable(int timeout_ms) { return stream_->wait_readable(timeout_ms); }
   void interrupt();
+  // Set once interrupted (by its owner or by the link watch): a writer
+  // waiting for its turn gives up on it.
+  const std::atomic<bool>& interrupted_flag() const { return interrupted_; }
   // The writing side is done: closes the stream and, for an exec: command,
   // waits for it to exit — the migration is complete only once the command
   // has taken everything. A command failing is an error.
@@ -57,10 +64,14 @@ public:
 
 private:
   caf::expected<void> read_exact(uint8_t* p, size_t n);
+  // Why an interrupted read or write failed.
+  caf::error cut_error() const;
 
   std::unique_ptr<byte_stream> stream_;
   std::mutex swap_mtx_; // interrupt() against start_tls() replacing stream_
   std::atomic<bool> interrupted_{false};
+  std::atomic<bool> silent_{false}; // the link watch cut it
+  uint64_t watch_ = 0;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> received_{0};
 };

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -165,6 +166,122 @@ TEST_F(cluster, an_agent_killed_mid_evacuation_is_marked_down_and_the_rest_re_pl
     if (j.at("state").as_string() == "failed") {
       EXPECT_FALSE(j.at("error").as_string().empty());
     }
+}
+
+// Silent partitions (issue 15), in the middle of precopy: everything to and
+// from the target host dropped (its links down), or only its migration
+// network's link down (its control link stays up). Either way the source's
+// migration ends within the link timeout (10 s) and its guest runs on, the
+// destination never runs, the job settles, and the guest is on its source
+// alone, verified page by page.
+class partition : public cluster {
+protected:
+  // 8 MiB at 256 KiB/s: ~30 s of precopy, time to cut the link inside it.
+  std::string policy() const override { return "max_bandwidth = 262144\n"; }
+
+  json::value qmp_on(const std::string& host, const std::string& command) {
+    qmp_tool::qmp_client q{run_dir(host) + "/vm1.qmp", 3s};
+    q.negotiate();
+    return q.execute(command);
+  }
+  // query-status of vm1 on host, or "" when it does not answer (gone).
+  std::string status_on(const std::string& host) {
+    try {
+      return std::string{qmp_on(host, "query-status").at("return").at("status").as_string()};
+    } catch (const std::exception&) {
+      return {};
+    }
+  }
+
+  // Migrates vm1 host-a -> host-b, runs `cut` inside precopy, and checks
+  // the outcome; the source's final status must be one of `ends`.
+  void cut_mid_precopy(const std::function<bool()>& cut, const std::function<bool()>& heal,
+                       const std::set<std::string>& ends) {
+    create("vm1", "host-a");
+    wait_ready("vm1", "host-a");
+    auto m = ctl({"migrate", "vm1", "--to", "host-b"});
+    ASSERT_EQ(m.status, 0) << m.output;
+    bool moving = false; // well inside precopy: bytes moved, most to come
+    for (int i = 0; i < 200 && !moving; ++i) {
+      std::this_thread::sleep_for(50ms);
+      try {
+        const auto r = qmp_on("host-a", "query-migrate").at("return");
+        moving = r.as_object().contains("ram") &&
+                 r.at("ram").at("transferred").to_number<uint64_t>() > (512u << 10);
+      } catch (const std::exception&) {
+      }
+    }
+    ASSERT_TRUE(moving) << c.story();
+    ASSERT_TRUE(cut());
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto since = [t0] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    std::string status;
+    bool target_ran = false;
+    while (since() < 20 && ends.count(status) == 0) {
+      const auto info = qmp_on("host-a", "query-migrate").at("return");
+      const std::string now{info.at("status").as_string()};
+      if (now != status)
+        std::printf("%.1f s after the cut: source %s %s\n", since(), now.c_str(),
+                    info.as_object().contains("error-desc")
+                      ? json::serialize(info.at("error-desc")).c_str()
+                      : "");
+      status = now;
+      target_ran = target_ran || status_on("host-b") == "running";
+      std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(ends.count(status), 1U) << status << c.story();
+    EXPECT_LE(since(), 11.0) << "the link timeout is 10 s";
+    EXPECT_EQ(status_on("host-a"), "running") << "the source runs on";
+    bool settled = false;
+    for (int i = 0; i < 150 && !settled; ++i) {
+      target_ran = target_ran || status_on("host-b") == "running";
+      const auto mv = json::parse(ctl({"migrations", "-o", "json"}).output);
+      settled = !mv.as_array().empty() && mv.as_array()[0].at("state").as_string() == "failed";
+      if (!settled)
+        std::this_thread::sleep_for(200ms);
+    }
+    EXPECT_TRUE(settled) << c.story();
+    if (heal) {
+      ASSERT_TRUE(heal());
+    }
+    bool alone = false; // host-b up again, the guest on host-a only
+    for (int i = 0; i < 150 && !alone; ++i) {
+      target_ran = target_ran || status_on("host-b") == "running";
+      const auto hosts = json::parse(ctl({"hosts", "-o", "json"}).output);
+      bool b_up = false;
+      for (const auto& h : hosts.as_array())
+        b_up = b_up || (h.at("name").as_string() == "host-b" && h.at("up").as_bool());
+      alone = b_up && placements()["vm1"] == std::vector<std::string>{"host-a"};
+      if (!alone)
+        std::this_thread::sleep_for(200ms);
+    }
+    EXPECT_TRUE(alone) << c.story();
+    EXPECT_FALSE(target_ran) << "the destination never ran";
+    verify_guest("vm1", "host-a");
+  }
+};
+
+// The whole host goes silent: the orchestrator's heartbeat notices first
+// (5 s) and cancels the migration while settling; or the link timeout
+// fails it. Both end it within 10 s.
+TEST_F(partition, a_target_host_cut_off_mid_precopy_never_runs_the_guest) {
+  if (!c.in_namespaces())
+    GTEST_SKIP() << "cutting a link needs network namespaces (root and iproute2)";
+  cut_mid_precopy(
+    [this] { return c.set_link("host-b", false) && c.set_migration_link("host-b", false); },
+    [this] { return c.set_link("host-b", true) && c.set_migration_link("host-b", true); },
+    {"failed", "cancelled"});
+}
+
+// Only the migration stream goes silent (the control plane still works):
+// TCP_USER_TIMEOUT on the source's channels fails the migration by itself.
+TEST_F(partition, a_silent_migration_stream_fails_the_source_within_the_link_timeout) {
+  if (!c.in_namespaces())
+    GTEST_SKIP() << "cutting a link needs network namespaces (root and iproute2)";
+  cut_mid_precopy([this] { return c.set_migration_link("host-b", false); },
+                  [this] { return c.set_migration_link("host-b", true); }, {"failed"});
 }
 
 // The escalation ladder, without KVM: a synthetic guest dirtying 8 MB/s

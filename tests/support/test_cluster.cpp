@@ -5,10 +5,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -32,12 +31,18 @@ bool test_cluster::make_namespaces() {
   const auto pid = static_cast<unsigned>(::getpid());
   const std::string tag = "ft" + std::to_string(pid);
   subnet_ = "10." + std::to_string(128 + (pid >> 8) % 100) + "." + std::to_string(pid & 255) + ".";
+  migration_subnet_ =
+    "10." + std::to_string(28 + (pid >> 8) % 100) + "." + std::to_string(pid & 255) + ".";
   if (run({ip_, "link", "add", tag + "-br", "type", "bridge"}).status != 0)
     return false;
   net_tag_ = tag; // from here on the destructor removes what exists
   auto ok = [](const run_result& r) { return r.status == 0; };
+  // Migration streams have a network of their own (as many fleets do), so
+  // a test can silence them alone.
   bool good = ok(run({ip_, "addr", "add", subnet_ + "1/24", "dev", tag + "-br"})) &&
-              ok(run({ip_, "link", "set", tag + "-br", "up"}));
+              ok(run({ip_, "link", "set", tag + "-br", "up"})) &&
+              ok(run({ip_, "link", "add", tag + "-mbr", "type", "bridge"})) &&
+              ok(run({ip_, "link", "set", tag + "-mbr", "up"}));
   for (size_t i = 0; good && i < hosts.size(); ++i) {
     const std::string ns = tag + "-" + std::to_string(i);
     const std::string veth = tag + "-v" + std::to_string(i);
@@ -47,9 +52,30 @@ bool test_cluster::make_namespaces() {
       ok(run({ip_, "link", "set", veth, "master", tag + "-br", "up"})) &&
       ok(run({ip_, "-n", ns, "addr", "add", address(hosts[i]) + "/24", "dev", "eth0"})) &&
       ok(run({ip_, "-n", ns, "link", "set", "eth0", "up"})) &&
-      ok(run({ip_, "-n", ns, "link", "set", "lo", "up"}));
+      ok(run({ip_, "-n", ns, "link", "set", "lo", "up"})) &&
+      ok(run({ip_, "link", "add", tag + "-m" + std::to_string(i), "type", "veth", "peer", "name",
+              "eth1", "netns", ns})) &&
+      ok(run({ip_, "link", "set", tag + "-m" + std::to_string(i), "master", tag + "-mbr", "up"})) &&
+      ok(run({ip_, "-n", ns, "addr", "add", migration_address(hosts[i]) + "/24", "dev", "eth1"})) &&
+      ok(run({ip_, "-n", ns, "link", "set", "eth1", "up"}));
   }
   return good;
+}
+
+bool test_cluster::set_link(const std::string& host, bool up) {
+  const auto it = std::find(hosts.begin(), hosts.end(), host);
+  if (net_tag_.empty() || it == hosts.end())
+    return false;
+  const std::string veth = net_tag_ + "-v" + std::to_string(it - hosts.begin());
+  return run({ip_, "link", "set", veth, up ? "up" : "down"}).status == 0;
+}
+
+bool test_cluster::set_migration_link(const std::string& host, bool up) {
+  const auto it = std::find(hosts.begin(), hosts.end(), host);
+  if (net_tag_.empty() || it == hosts.end())
+    return false;
+  const std::string veth = net_tag_ + "-m" + std::to_string(it - hosts.begin());
+  return run({ip_, "link", "set", veth, up ? "up" : "down"}).status == 0;
 }
 
 test_cluster::~test_cluster() {
@@ -61,6 +87,14 @@ test_cluster::~test_cluster() {
   for (size_t i = 0; i < hosts.size(); ++i)
     (void) run({ip_, "netns", "delete", net_tag_ + "-" + std::to_string(i)});
   (void) run({ip_, "link", "delete", net_tag_ + "-br"});
+  (void) run({ip_, "link", "delete", net_tag_ + "-mbr"});
+}
+
+std::string test_cluster::migration_address(const std::string& host) const {
+  if (net_tag_.empty())
+    return "127.0.0.1";
+  const auto at = std::find(hosts.begin(), hosts.end(), host);
+  return migration_subnet_ + std::to_string(10 + (at - hosts.begin()));
 }
 
 std::string test_cluster::address(const std::string& host) const {
@@ -99,7 +133,8 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
                         << dir.file("pki/" + h + "-cert.pem") << "\"\nkey = \""
                         << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
                         << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
-                        << "\"\n[migration]\naddress = \"" << a << "\"\nport_min = " << port
+                        << "\"\n[migration]\naddress = \"" << migration_address(h)
+                        << "\"\nport_min = " << port
                         << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"" << a
                         << ":0\"\n";
     port = static_cast<uint16_t>(port + 10);

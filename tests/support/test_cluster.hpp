@@ -3,8 +3,8 @@
 // daemons (mutual TLS from deploy/pki/ferry-pki.sh), ferry-orchestrator and
 // ferryctl, all in one temporary directory. Where this process may (root,
 // iproute2; not with FERRY_TEST_NO_NETNS set), each agent runs in its own
-// network namespace on a bridge, so control, migration and metrics traffic
-// crosses real interfaces; otherwise all share loopback. Ports and subnets
+// network namespace with two links — control and metrics on one bridge,
+// migration streams on another — so all traffic crosses real interfaces; otherwise all share loopback. Ports and subnets
 // are picked per test process so that tests may run in parallel.
 
 #include "tests/support/process.hpp"
@@ -47,6 +47,16 @@ public:
   // The address host's agent listens on (its namespace's, or 127.0.0.1).
   std::string address(const std::string& host) const;
   bool in_namespaces() const { return !net_tag_.empty(); }
+  // Takes host's link (its veth on the bridge) down or up again: with it
+  // down, everything to and from the host is silently dropped, as when a
+  // switch port dies. Namespaces only; false if `ip` failed.
+  bool set_link(const std::string& host, bool up);
+  // The same for the host's link on the migration network only (its
+  // migration address): migration streams go silent, control stays up.
+  bool set_migration_link(const std::string& host, bool up);
+  // Where host's agent receives migrations (its migration network's
+  // address, or 127.0.0.1).
+  std::string migration_address(const std::string& host) const;
 
   temp_dir dir;
   std::vector<std::string> hosts;
@@ -59,6 +69,7 @@ private:
   std::string net_tag_; // non-empty: namespaces NET_TAG-<i> on bridge NET_TAG-br
   std::string subnet_;  // "10.A.B."
   std::string ip_;      // iproute2's ip
+  std::string migration_subnet_; // "10.C.B.": the migration network
 };
 
 } // namespace ferry::test
