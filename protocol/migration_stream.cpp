@@ -66,6 +66,8 @@ const char* to_string(record_type t) {
       return "compressed-pages";
     case record_type::xbzrle_pages:
       return "xbzrle-pages";
+    case record_type::digest:
+      return "digest";
   }
   return "unknown";
 }
@@ -88,7 +90,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::xbzrle_pages))
+      t > static_cast<uint32_t>(record_type::digest))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);
@@ -321,6 +323,16 @@ std::vector<uint8_t> encode_sync(uint64_t pass) {
 caf::expected<uint64_t> decode_sync(std::span<const uint8_t> p) {
   if (p.size() != 8)
     return bad("sync of " + std::to_string(p.size()) + " bytes");
+  return get<uint64_t>(p.data());
+}
+
+std::vector<uint8_t> encode_digest(uint64_t digest) {
+  return encode_sync(digest); // the same shape: one u64
+}
+
+caf::expected<uint64_t> decode_digest(std::span<const uint8_t> p) {
+  if (p.size() != 8)
+    return bad("digest of " + std::to_string(p.size()) + " bytes");
   return get<uint64_t>(p.data());
 }
 

@@ -19,7 +19,7 @@
 namespace ferry::mig {
 
 // 2: the devices record carries the guest's run state.
-inline constexpr uint32_t stream_version = 2;
+inline constexpr uint32_t stream_version = 3;
 inline constexpr uint32_t page_size = 4096;
 inline constexpr size_t header_size = 16;
 // A page batch holds at most this many pages (1 MiB of data).
@@ -41,6 +41,7 @@ enum class record_type : uint32_t {
   abort = 10,            // either side gives up; payload says why
   compressed_pages = 11, // a page batch, compressed (page_compression.hpp)
   xbzrle_pages = 12,     // pages as deltas from the destination's copy
+  digest = 13,           // source: the switchover digest of what it sent (page_digest.hpp)
 };
 const char* to_string(record_type t);
 
@@ -144,6 +145,9 @@ uint64_t apply_xbzrle(const xbzrle_batch& b, std::span<uint8_t> ram,
 // u64 pass number.
 std::vector<uint8_t> encode_sync(uint64_t pass);
 caf::expected<uint64_t> decode_sync(std::span<const uint8_t> payload);
+// u64: the source's memory_digest value at switchover.
+std::vector<uint8_t> encode_digest(uint64_t digest);
+caf::expected<uint64_t> decode_digest(std::span<const uint8_t> payload);
 
 // The devices record: u32 device count (0: no emulated device holds state
 // yet), u32 flags. Bit 0: the guest ran when the migration stopped it; a

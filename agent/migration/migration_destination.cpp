@@ -6,12 +6,15 @@
 #include "agent/transport/migration_channel.hpp"
 #include "agent/transport/sockets.hpp"
 #include "common/error.hpp"
+#include "protocol/page_digest.hpp"
 
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace ferry {
@@ -65,11 +68,13 @@ struct migration_destination::impl {
   migration_channel* main = nullptr; // channels[0] once accepted
   mig::hello hello;                  // the source's, as agreed
   bool multifd = false;
-  std::vector<std::thread> receivers;     // mig-recv/N
-  std::vector<uint8_t> cpu;               // the CPU state record
-  bool devices = false;                   // the device record arrived
-  std::atomic<bool> source_running{true}; // the source guest ran at switchover
-  std::atomic<bool> whole_guest{false};   // memory and CPU state all loaded
+  std::vector<std::thread> receivers;            // mig-recv/N
+  std::vector<uint8_t> cpu;                      // the CPU state record
+  bool devices = false;                          // the device record arrived
+  std::atomic<bool> source_running{true};        // the source guest ran at switchover
+  std::atomic<bool> whole_guest{false};          // memory and CPU state all loaded
+  mig::memory_digest digest{g.memory().pages()}; // over every page applied
+  std::optional<uint64_t> source_digest;         // the source's, from its digest record
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -104,6 +109,7 @@ struct migration_destination::impl {
   }
   caf::expected<mig::hello> check_hello(migration_channel& ch, std::vector<uint8_t>& buf);
   caf::expected<void> apply(std::span<const uint8_t> payload);
+  void note_applied(uint64_t pfn, bool zero);
   caf::expected<void> apply_deltas(std::span<const uint8_t> payload); // XBZRLE
   caf::expected<void> receive_channel(migration_channel& ch);
   caf::expected<void> execute();
@@ -140,9 +146,22 @@ caf::expected<mig::hello> migration_destination::impl::check_hello(migration_cha
   return mig::decode_hello(buf);
 }
 
+// The digest takes each applied page as guest memory now holds it.
+void migration_destination::impl::note_applied(uint64_t pfn, bool zero) {
+  uint8_t* page = g.memory().bytes().data() + pfn * mig::page_size;
+  if (plan.after_apply)
+    plan.after_apply(pfn, page);
+  digest.set(pfn, zero && mig::is_zero_page(page) ? mig::zero_page_hash() : mig::page_hash(page));
+}
+
 caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> payload) {
   FERRY_TRY(b, mig::decode_pages(payload, g.memory().pages()));
   mig::apply_pages(b, g.memory().bytes(), maybe_nonzero);
+  for (uint32_t i = 0; i < b.count; ++i) {
+    uint64_t e = 0;
+    std::memcpy(&e, b.entries.data() + size_t{i} * 8, 8);
+    note_applied(e & ~mig::zero_page_bit, (e & mig::zero_page_bit) != 0);
+  }
   ctr.normal_pages.fetch_add(b.count - b.zero_pages, std::memory_order_relaxed);
   ctr.zero_pages.fetch_add(b.zero_pages, std::memory_order_relaxed);
   return {};
@@ -151,6 +170,15 @@ caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> 
 caf::expected<void> migration_destination::impl::apply_deltas(std::span<const uint8_t> payload) {
   FERRY_TRY(b, mig::decode_xbzrle(payload, g.memory().pages()));
   mig::apply_xbzrle(b, g.memory().bytes(), maybe_nonzero);
+  // Entries: u64 page, u32 length, the delta (checked by decode_xbzrle).
+  for (size_t at = 0, i = 0; i < b.count; ++i) {
+    uint64_t pfn = 0;
+    uint32_t len = 0;
+    std::memcpy(&pfn, b.body.data() + at, 8);
+    std::memcpy(&len, b.body.data() + at + 8, 4);
+    at += 12 + len;
+    note_applied(pfn, false);
+  }
   ctr.normal_pages.fetch_add(b.count, std::memory_order_relaxed);
   return {};
 }
@@ -388,6 +416,11 @@ caf::expected<bool> migration_destination::impl::main_record(const mig::record_h
       devices = true;
       return true;
     }
+    case mig::record_type::digest: {
+      FERRY_TRY(d, mig::decode_digest(buf));
+      source_digest = d;
+      return true;
+    }
     case mig::record_type::end:
       return false;
     case mig::record_type::abort: {
@@ -418,6 +451,24 @@ caf::expected<destination_event> migration_destination::impl::receive_main() {
 caf::expected<destination_event> migration_destination::impl::load_state() {
   if (cpu.empty() || !devices)
     return refuse("the stream ended without the guest's CPU and device state");
+  // The proof: this side holds exactly what the source sent, page by page.
+  if (!source_digest)
+    return refuse("the stream ended without the switchover digest");
+  if (*source_digest != digest.value()) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "switchover digest mismatch: the pages here differ from what the source sent "
+                  "(source %016llx, here %016llx)",
+                  static_cast<unsigned long long>(*source_digest),
+                  static_cast<unsigned long long>(digest.value()));
+    // The source hears why instead of a closed link, and keeps its guest;
+    // the channels stay open until it has read it (it closes them), for a
+    // second at most.
+    if (plan.from.bidirectional() &&
+        main->send(mig::record_type::ready, mig::encode(mig::status_msg{1, text})))
+      (void) main->wait_readable(1000);
+    return refuse(text);
+  }
   if (auto ok = g.load_cpu_state(cpu); !ok)
     return ok.error();
   whole_guest = true;

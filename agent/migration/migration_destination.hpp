@@ -43,6 +43,9 @@ struct incoming_migration {
   // and parameters may still change between migrate-incoming (or -incoming)
   // and then, as in QEMU. An error text refuses the migration.
   std::function<std::optional<std::string>(incoming_migration&)> refresh;
+  // Tests only: called with each page just applied, before the digest
+  // reads it (a test corrupts one to see the switchover refuse the guest).
+  std::function<void(uint64_t pfn, uint8_t* page)> after_apply;
 };
 
 class migration_destination {

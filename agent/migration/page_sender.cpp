@@ -152,10 +152,16 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
           std::memset(cached, 0, mig::page_size);
       entries_[n_entries++] = pfns[i] | mig::zero_page_bit;
       ++zeros;
+      if (opt_.digest != nullptr)
+        opt_.digest->set(pfns[i], mig::zero_page_hash());
       continue;
     }
     uint8_t* snapshot = data_.data() + with_data * mig::page_size;
     std::memcpy(snapshot, src, mig::page_size);
+    // What goes out is the snapshot (whole or as a delta; an unchanged
+    // page's content, and contribution, stay as they were).
+    if (opt_.digest != nullptr)
+      opt_.digest->set(pfns[i], mig::page_hash(snapshot));
     if (cache_ != nullptr && xbzrle_page(pfns[i], snapshot) != xbzrle_outcome::whole)
       continue;
     entries_[n_entries++] = pfns[i];

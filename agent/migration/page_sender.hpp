@@ -15,6 +15,7 @@
 #include "agent/vmm/guest_memory.hpp"
 #include "common/background_worker.hpp"
 #include "protocol/page_compression.hpp"
+#include "protocol/page_digest.hpp"
 
 #include <deque>
 #include <functional>
@@ -32,7 +33,8 @@ public:
     thread_registry* threads = nullptr;
     mig::compression compress = mig::compression::none; // multifd-compression
     int level = 1;
-    uint64_t xbzrle_cache = 0; // xbzrle-cache-size; 0 without XBZRLE
+    uint64_t xbzrle_cache = 0;            // xbzrle-cache-size; 0 without XBZRLE
+    mig::memory_digest* digest = nullptr; // takes every page sent
   };
   page_sender(const std::string& name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,

@@ -14,6 +14,7 @@
 #include "agent/migration/rate_limiter.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "common/error.hpp"
+#include "protocol/page_digest.hpp"
 #include "protocol/qmp_wire.hpp"
 
 #include <boost/json.hpp>
@@ -64,6 +65,9 @@ struct migration_source::impl {
   std::atomic<uint64_t> avail_bw{0};
   std::atomic<uint64_t> xbzrle_cache_size{0};
   migration_counters ctr;
+  // What the stream carried, page by page: sent at switchover for the
+  // destination to compare.
+  mig::memory_digest digest{g.memory().pages()};
 
   mutable std::mutex mtx; // error, channels
   std::string error;

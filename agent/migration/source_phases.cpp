@@ -56,10 +56,13 @@ caf::expected<void> migration_source::impl::handshake() {
       return ok;
   }
   auto on_error = [this](const caf::error& e) { note_failure(e); };
-  page_sender::options opt{
-    plan.detect_zero,    plan.multifd,
-    hooks.threads,       plan.multifd ? plan.compress : mig::compression::none,
-    plan.compress_level, plan.xbzrle ? plan.xbzrle_cache_size : 0};
+  page_sender::options opt{plan.detect_zero,
+                           plan.multifd,
+                           hooks.threads,
+                           plan.multifd ? plan.compress : mig::compression::none,
+                           plan.compress_level,
+                           plan.xbzrle ? plan.xbzrle_cache_size : 0,
+                           &digest};
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
@@ -272,9 +275,14 @@ caf::expected<source_event> migration_source::impl::device_state() {
   const auto devices = mig::encode(mig::device_section{guest_was_running});
   if (auto ok = main.send(mig::record_type::devices, devices); !ok)
     return ok.error();
+  // Every page is out (the senders are idle): what they carried, for the
+  // destination to prove it holds exactly that.
+  const auto proof = mig::encode_digest(digest.value());
+  if (auto ok = main.send(mig::record_type::digest, proof); !ok)
+    return ok.error();
   if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
     return ok.error();
-  ctr.add_sent(3 * mig::header_size + cpu.size() + devices.size(), false);
+  ctr.add_sent(4 * mig::header_size + cpu.size() + devices.size() + proof.size(), false);
   return source_event::state_sent;
 }
 

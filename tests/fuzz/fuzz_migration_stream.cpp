@@ -58,6 +58,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case mig::record_type::sync:
         (void) mig::decode_sync(payload);
         break;
+      case mig::record_type::digest:
+        if (auto d = mig::decode_digest(payload); d && mig::encode_digest(*d).size() != 8)
+          std::abort();
+        break;
       case mig::record_type::devices:
         if (auto d = mig::decode_devices(payload))
           if (mig::encode(*d) != std::vector<uint8_t>(payload.begin(), payload.end()))
