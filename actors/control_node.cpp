@@ -49,8 +49,7 @@ void configure_control_plane(caf::actor_system_config& cfg, const tls_identity& 
   // actors then go down (the orchestrator marks the host down and settles
   // its jobs).
   cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat_interval});
-  cfg.set("middleman.connection-timeout",
-          caf::timespan{heartbeat_interval * missed_heartbeats});
+  cfg.set("middleman.connection-timeout", caf::timespan{heartbeat_interval * missed_heartbeats});
   // With certificate, key and CA all set, CAF's openssl module verifies the
   // peer against the CA whether it accepted or opened the connection.
   cfg.openssl_certificate = id.cert_file;

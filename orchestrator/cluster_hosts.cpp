@@ -66,12 +66,14 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
     });
     if (owned)
       continue;
-    // Only a guest still waiting for its memory is an orphan: one whose
-    // migration just completed runs (its host may not have noticed yet).
+    // Only a guest whose incoming migration has not completed is an orphan
+    // (waiting, or failed and kept paused): one whose migration just
+    // completed is the guest (its host may not have noticed yet). No
+    // unfinished job owns it, so its job settled: the guest is elsewhere.
     h.sweeping.insert(g.spec.name);
     const std::string name = g.spec.name;
     self
-      ->request(h.handle, request_timeout, qmp_atom::value, name, std::string{"query-status"},
+      ->request(h.handle, request_timeout, qmp_atom::value, name, std::string{"query-migrate"},
                 std::string{})
       .then(
         [self, host, name](const std::string& reply) {
@@ -80,8 +82,9 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
           try {
             auto v = json::parse(reply);
             const auto* r = v.as_object().if_contains("return");
-            waiting = r != nullptr && r->is_object() &&
-                      r->as_object().at("status").as_string() == "inmigrate";
+            const auto* s = r != nullptr && r->is_object() ? r->as_object().if_contains("status")
+                                                           : nullptr;
+            waiting = s == nullptr || !s->is_string() || s->as_string() != "completed";
           } catch (const std::exception&) {
           }
           if (!waiting || !hs.up) {

@@ -240,12 +240,13 @@ void target_won(job_actor* self, const std::string& note) {
   st.target_created = false;
   st.ctx.job.error.clear();
   self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
-    .then([self, note](bool) { finish(self, job_state::succeeded, note + "; source copy retired"); },
-          [self, note](const caf::error& err) {
-            finish(self, job_state::succeeded,
-                   note + "; the source's stale copy (paused, never to be resumed) could not be " +
-                     "retired now: " + describe(err));
-          });
+    .then(
+      [self, note](bool) { finish(self, job_state::succeeded, note + "; source copy retired"); },
+      [self, note](const caf::error& err) {
+        finish(self, job_state::succeeded,
+               note + "; the source's stale copy (paused, never to be resumed) could not be " +
+                 "retired now: " + describe(err));
+      });
 }
 
 // The target after a fence: completed = it is the guest; anything else =
@@ -263,8 +264,8 @@ void judge_fenced_target(job_actor* self) {
       take_back(self);
     },
     [self](const std::string& why) {
-      hold(self, "the target does not say where the guest is (" + why +
-                   "): both copies stay paused");
+      hold(self,
+           "the target does not say where the guest is (" + why + "): both copies stay paused");
     });
 }
 
@@ -287,8 +288,8 @@ void fence_unanswered(job_actor* self, const std::string& qmp_error) {
                            "never ran)");
       },
       [self](const caf::error& err) {
-        hold(self, "the source handed over and the target host does not answer (" +
-                     describe(err) + "): both copies stay paused until it does");
+        hold(self, "the source handed over and the target host does not answer (" + describe(err) +
+                     "): both copies stay paused until it does");
       });
 }
 
@@ -374,8 +375,7 @@ void settle(job_actor* self) {
       if (++st1.settle_rounds < cancel_rounds)
         self->delayed_send(self, poll_interval, settle_atom::value);
       else
-        hold(self, "the source has not ended its migration (" + status +
-                     ") since migrate_cancel");
+        hold(self, "the source has not ended its migration (" + status + ") since migrate_cancel");
     },
     [self](const std::string& why) { source_unknown(self, why); });
 }

@@ -33,6 +33,12 @@ cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  # Guests outlive their agents (as QEMU outlives libvirtd): end them too.
+  for rec in "$work"/*-run/*.guest; do
+    [ -e "$rec" ] || continue
+    pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$rec")
+    [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null
+  done
   if [ -n "$netns" ]; then
     for i in 0 1 2; do ip netns delete "$tag-$i" 2>/dev/null; done
     ip link delete "$tag-br" 2>/dev/null

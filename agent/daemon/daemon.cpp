@@ -76,7 +76,7 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
   const int sig = stop.wait();
   notify_service_manager("STOPPING=1");
   metrics.reset();
-  std::printf("ferry-agent: host %s stopping (signal %d); its guests end with it\n",
+  std::printf("ferry-agent: host %s stopping (signal %d); its guests keep running\n",
               cfg->host_name.c_str(), sig);
   caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
   return 0;

@@ -2,12 +2,12 @@
 
 #include "agent/cli/qemu_opts.hpp"
 #include "agent/cli/vm_config.hpp"
+#include "agent/daemon/guest_record.hpp"
 #include "common/error.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,14 +99,14 @@ caf::expected<guest_process> guest_process::spawn(const std::string& exe, const 
   if (!log_fd)
     return make_system_error("open " + log);
   ::unlink(qmp_socket_path(run_dir, spec.name).c_str());
-  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0)
     return make_system_error("fork");
   if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(127);
+    // A session of its own: the guest outlives its agent (a restart or an
+    // upgrade of ferry-agent never touches running guests) and a signal to
+    // the agent's process group does not reach it.
+    ::setsid();
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -131,6 +131,22 @@ caf::expected<guest_process> guest_process::spawn(const std::string& exe, const 
   return guest_process{pid, std::move(pidfd)};
 }
 
+caf::expected<guest_process> guest_process::adopt(int pid, uint64_t start_time) {
+  const auto before = process_start_time(pid);
+  if (!before || *before != start_time)
+    return make_ferry_error(errc::invalid_argument,
+                            "process " + std::to_string(pid) + " is gone (or is another one now)");
+  unique_fd pidfd{open_pidfd(pid)};
+  if (!pidfd)
+    return make_system_error("pidfd_open " + std::to_string(pid));
+  // The pidfd names one process for good; the pid may have been reused
+  // between the two looks.
+  if (process_start_time(pid) != start_time)
+    return make_ferry_error(errc::invalid_argument,
+                            "process " + std::to_string(pid) + " ended while being adopted");
+  return guest_process{pid, std::move(pidfd)};
+}
+
 bool guest_process::wait_exit(std::chrono::milliseconds timeout) const {
   pollfd p{pidfd_.get(), POLLIN, 0};
   return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
@@ -141,12 +157,15 @@ void guest_process::kill() const {
 }
 
 bool guest_process::try_reap() {
+  // The pidfd says when the process ended, whether it is this agent's child
+  // or one adopted after a restart (init reaps those).
+  if (!wait_exit(std::chrono::milliseconds(0)))
+    return false;
   siginfo_t info{};
-  // P_PIDFD would need Linux 5.4 headers' constant; the pid is ours until
-  // reaped, so waiting on it is exact.
-  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG) != 0)
-    return true; // ECHILD: already gone
-  return info.si_pid == pid_;
+  // P_PIDFD would need Linux 5.4 headers' constant; a child's pid is ours
+  // until reaped, so waiting on it is exact (ECHILD: not our child).
+  (void) ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG);
+  return true;
 }
 
 } // namespace ferry

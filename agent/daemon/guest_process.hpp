@@ -2,8 +2,9 @@
 // A daemon-mode guest runs as its own `ferry-agent vm` process, as libvirt
 // runs one QEMU per guest: a guest that crashes cannot take the host agent
 // or the other guests with it, and every one-guest feature (QMP, migration,
-// TLS) is the same code. The process dies with the agent (PR_SET_PDEATHSIG):
-// the agent stands for its host.
+// TLS) is the same code. The process outlives the agent (its own session,
+// no death signal; systemd's KillMode=process), as QEMU outlives libvirtd:
+// a restarted agent adopts it again (guest_record).
 
 #include "actors/guest_spec.hpp"
 #include "common/unique_fd.hpp"
@@ -29,6 +30,10 @@ public:
   // Starts `exe vm <vm_arguments>`; stdout/stderr go to RUN_DIR/NAME.log.
   static caf::expected<guest_process> spawn(const std::string& exe, const guest_spec& spec,
                                             const std::string& run_dir);
+
+  // A guest process started by an earlier run of the agent, recognised by
+  // its pid and start time.
+  static caf::expected<guest_process> adopt(int pid, uint64_t start_time);
 
   int pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }

@@ -3,7 +3,9 @@
 #include "agent/daemon/agent_metrics.hpp"
 #include "agent/daemon/guest_process.hpp"
 #include "agent/daemon/guest_qmp_relay.hpp"
+#include "agent/daemon/guest_record.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "common/unique_fd.hpp"
 
 #include <caf/all.hpp>
@@ -165,6 +167,7 @@ void forget(host_state& st, const std::string& name) {
   if (it == st.guests.end())
     return;
   st.ports_in_use.erase(it->second.info.migration_port);
+  remove_guest_record(st.cfg.run_dir, name);
   // Ending the relay tells the guest's subscribers it is gone.
   caf::anon_send_exit(it->second.relay, caf::exit_reason::user_shutdown);
   for (auto& d : it->second.destroys)
@@ -173,6 +176,57 @@ void forget(host_state& st, const std::string& name) {
 }
 
 using host_self = host_actor_impl::stateful_pointer<host_state>;
+
+// What a restarted agent finds of itself: the record lets it adopt the
+// process again.
+void record(host_self self, const hosted_guest& g) {
+  guest_record r{g.info, process_start_time(g.info.pid).value_or(0)};
+  if (auto ok = write_guest_record(self->state.cfg.run_dir, r); !ok)
+    log::warn("guest '{}': {} (a restarted agent will not find it)", g.info.spec.name,
+              describe(ok.error()));
+}
+
+// Puts a guest process under this actor: its QMP relay, the host's own
+// subscription to its events (an incoming guest becomes an ordinary one
+// when its migration completes).
+hosted_guest& host_guest(host_self self, guest_info info, guest_process proc) {
+  auto& st = self->state;
+  const std::string name = info.spec.name;
+  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+  caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+  auto& g = st.guests[name];
+  g = hosted_guest{std::move(info), std::make_shared<guest_process>(std::move(proc)), relay, {}};
+  return g;
+}
+
+// After a restart: every guest the last run left running comes back, with
+// its relay, its reserved port and its figures; records of guests that
+// ended meanwhile go.
+void adopt_guests(host_self self) {
+  auto& st = self->state;
+  for (auto& r : read_guest_records(st.cfg.run_dir)) {
+    auto proc = guest_process::adopt(r.info.pid, r.start_time);
+    if (!proc) {
+      log::info("guest '{}' ended while the agent was away ({})", r.info.spec.name,
+                describe(proc.error()));
+      remove_guest_record(st.cfg.run_dir, r.info.spec.name);
+      continue;
+    }
+    r.info.alive = true;
+    if (r.info.migration_port != 0)
+      st.ports_in_use.insert(r.info.migration_port);
+    log::info("guest '{}' (pid {}) adopted", r.info.spec.name, r.info.pid);
+    const std::string name = r.info.spec.name;
+    const auto& g = host_guest(self, std::move(r.info), std::move(*proc));
+    // Its monitor is up already: the relay connects now.
+    self->request(g.relay, host_create_wait, caf::connect_atom_v)
+      .then([](bool) {},
+            [name](const caf::error& err) {
+              log::warn("guest '{}': its QMP monitor does not answer: {}", name,
+                        caf::to_string(err));
+            });
+  }
+}
 
 // Starts a guest process after checking its spec and the host's room; the
 // answer waits until its QMP monitor is up.
@@ -209,12 +263,9 @@ caf::result<guest_info> create_guest(host_self self, guest_spec spec) {
   info.qmp_socket = qmp_socket_path(st.cfg.run_dir, info.spec.name);
   info.alive = true;
   const std::string name = info.spec.name;
-  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
-  // The host follows its guests' events too: an incoming guest becomes
-  // an ordinary one when its migration completes.
-  caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
-  st.guests[name] =
-    hosted_guest{info, std::make_shared<guest_process>(std::move(*proc)), relay, {}};
+  const auto& hosted = host_guest(self, info, std::move(*proc));
+  record(self, hosted);
+  auto relay = hosted.relay;
   auto rp = self->make_response_promise<guest_info>();
   self->request(relay, host_create_wait, caf::connect_atom_v)
     .then([rp, info](bool) mutable { rp.deliver(info); },
@@ -276,12 +327,13 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
   self->state.exe = std::move(exe);
   if (self->state.cfg.memory == 0)
     self->state.cfg.memory = host_mem_total();
+  adopt_guests(self);
   self->send(self, tick_atom::value);
+  // The agent stopping (restart, upgrade) leaves its guests running: the
+  // next run adopts them. Only the relays end.
   self->set_exit_handler([self](const caf::exit_msg& msg) {
-    for (auto& [name, g] : self->state.guests) {
-      g.process->kill();
+    for (auto& [name, g] : self->state.guests)
       caf::anon_send_exit(g.relay, caf::exit_reason::user_shutdown);
-    }
     self->quit(msg.reason);
   });
   return {
@@ -338,6 +390,7 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       info.spec.incoming = false;
       self->state.ports_in_use.erase(info.migration_port);
       info.migration_port = 0;
+      record(self, it->second);
     },
     [self](tick_atom) { reap(self); },
   };

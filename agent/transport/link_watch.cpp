@@ -69,7 +69,9 @@ private:
       // callback is not running.
       for (auto& [id, e] : entries_) {
         uint32_t ms = 0;
-        if (e.fired || !heard_ms_ago(e.fd, ms) || ms <= e.timeout.count())
+        // One period early rather than one late: the cut comes within the
+        // timeout, never after it.
+        if (e.fired || !heard_ms_ago(e.fd, ms) || ms + period.count() <= e.timeout.count())
           continue;
         e.fired = true;
         e.on_silent();

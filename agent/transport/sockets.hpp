@@ -6,8 +6,8 @@
 
 #include <caf/expected.hpp>
 
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace ferry {

@@ -176,8 +176,7 @@ TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_move
   scripts.at("host-b")->unreachable = true;
   tick(3);
   const auto hosts = api(api_get_atom::value, std::string{"hosts"});
-  EXPECT_NE(hosts.find(R"("name":"host-b","up":true,"degraded":true)"), std::string::npos)
-    << hosts;
+  EXPECT_NE(hosts.find(R"("name":"host-b","up":true,"degraded":true)"), std::string::npos) << hosts;
   EXPECT_NE(hosts.find(R"("name":"host-c","up":true,"degraded":false)"), std::string::npos)
     << hosts;
   scripts.at("host-a")->migrate_statuses = {"active", "completed"};

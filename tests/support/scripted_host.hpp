@@ -40,7 +40,7 @@ struct host_script {
   // The source's guest after its migration completed: paused
   // (postmigrate) until cont.
   bool handed_over = false;
-  std::vector<std::string> qmp_seen;     // "guest:command"
+  std::vector<std::string> qmp_seen; // "guest:command"
   std::vector<std::string> destroyed;
   // Shared by several hosts, in the order things happened: "host:command"
   // and "host:destroy".

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,6 +63,49 @@ bool test_cluster::make_namespaces() {
   return good;
 }
 
+std::string test_cluster::restart_agent(const std::string& host, int sig) {
+  auto& agent = agents.at(host);
+  const std::string conf = dir.file(host + ".toml");
+  // The orchestrator dials the port the agent had: keep it.
+  const std::string port = read_file(run_dir(host) + "/control.port");
+  std::string text = read_file(conf);
+  const std::string any = "[control]\nlisten = \"" + address(host) + ":0\"";
+  if (const auto at = text.find(any); at != std::string::npos)
+    text.replace(at, any.size(),
+                 "[control]\nlisten = \"" + address(host) + ":" + port.substr(0, port.find('\n')) +
+                   "\"");
+  std::ofstream{conf} << text;
+  agent->signal(sig);
+  if (!agent->wait(10s))
+    return host + "'s agent did not stop";
+  std::remove((run_dir(host) + "/control.port").c_str());
+  std::remove((run_dir(host) + "/metrics.port").c_str());
+  agent = std::make_unique<process>(agent_argv_.at(host));
+  if (!wait_for_text(run_dir(host) + "/control.port", "\n", 20s))
+    return host + " did not start again: " + agent->stderr_text();
+  return {};
+}
+
+void test_cluster::kill_guests(const std::string& host) const {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator{run_dir(host), ec}) {
+    if (e.path().extension() != ".guest")
+      continue;
+    try {
+      const auto pid = json::parse(read_file(e.path().string())).at("pid").to_number<int>();
+      if (pid > 1)
+        ::kill(pid, SIGKILL);
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+void test_cluster::kill_host(const std::string& host) {
+  agents.at(host)->signal(SIGKILL);
+  kill_guests(host);
+  agents.at(host)->wait(5s);
+}
+
 bool test_cluster::set_link(const std::string& host, bool up) {
   const auto it = std::find(hosts.begin(), hosts.end(), host);
   if (net_tag_.empty() || it == hosts.end())
@@ -82,6 +126,9 @@ test_cluster::~test_cluster() {
   // The processes end before the namespaces they live in go.
   orchestrator.reset();
   agents.clear();
+  // Guests outlive their agents: end what the agents' records name.
+  for (const auto& h : hosts)
+    kill_guests(h);
   if (net_tag_.empty())
     return;
   for (size_t i = 0; i < hosts.size(); ++i)
@@ -134,9 +181,8 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
                         << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
                         << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
                         << "\"\n[migration]\naddress = \"" << migration_address(h)
-                        << "\"\nport_min = " << port
-                        << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"" << a
-                        << ":0\"\n";
+                        << "\"\nport_min = " << port << "\nport_max = " << port + 9
+                        << "\n[metrics]\nlisten = \"" << a << ":0\"\n";
     port = static_cast<uint16_t>(port + 10);
     std::vector<std::string> argv{binary("agent/ferry-agent"), "--config", conf};
     if (!net_tag_.empty()) {
@@ -144,6 +190,7 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
       // ip execs the agent: the process's pid is the agent's.
       argv.insert(argv.begin(), {ip_, "netns", "exec", net_tag_ + "-" + std::to_string(i)});
     }
+    agent_argv_[h] = argv;
     agents[h] = std::make_unique<process>(argv);
   }
   for (const auto& h : hosts)

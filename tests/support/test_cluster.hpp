@@ -4,8 +4,8 @@
 // ferryctl, all in one temporary directory. Where this process may (root,
 // iproute2; not with FERRY_TEST_NO_NETNS set), each agent runs in its own
 // network namespace with two links — control and metrics on one bridge,
-// migration streams on another — so all traffic crosses real interfaces; otherwise all share loopback. Ports and subnets
-// are picked per test process so that tests may run in parallel.
+// migration streams on another — so all traffic crosses real interfaces; otherwise all share
+// loopback. Ports and subnets are picked per test process so that tests may run in parallel.
 
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -47,6 +47,11 @@ public:
   // The address host's agent listens on (its namespace's, or 127.0.0.1).
   std::string address(const std::string& host) const;
   bool in_namespaces() const { return !net_tag_.empty(); }
+  // The host dies: its agent and every guest it runs are killed at once.
+  void kill_host(const std::string& host);
+  // Stops host's agent with `sig` and starts it again on the same control
+  // port (its guests keep running). Returns an error text, empty on success.
+  std::string restart_agent(const std::string& host, int sig);
   // Takes host's link (its veth on the bridge) down or up again: with it
   // down, everything to and from the host is silently dropped, as when a
   // switch port dies. Namespaces only; false if `ip` failed.
@@ -66,10 +71,12 @@ public:
 
 private:
   bool make_namespaces();
-  std::string net_tag_; // non-empty: namespaces NET_TAG-<i> on bridge NET_TAG-br
-  std::string subnet_;  // "10.A.B."
-  std::string ip_;      // iproute2's ip
+  void kill_guests(const std::string& host) const;
+  std::string net_tag_;          // non-empty: namespaces NET_TAG-<i> on bridge NET_TAG-br
+  std::string subnet_;           // "10.A.B."
+  std::string ip_;               // iproute2's ip
   std::string migration_subnet_; // "10.C.B.": the migration network
+  std::map<std::string, std::vector<std::string>> agent_argv_;
 };
 
 } // namespace ferry::test
