@@ -26,7 +26,7 @@
  *            D_FAILED    failed: fenced by migrate_cancel, link lost, or no
  *                        go within the link timeout; never runs
  *   Orch     the job's settle() and confirm_target()
- *            (orchestrator/migration_job.cpp): the labels below carry the
+ *            (orchestrator/job_settle.cpp): the labels below carry the
  *            same names.
  *
  * Broken variants, each of which the checker must refute (tests run them):

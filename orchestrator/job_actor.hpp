@@ -1,0 +1,84 @@
+#pragma once
+// Inside a migration job (migration_job.cpp): its state, its handle with
+// the internal timers, and the steps the job's files share — journaled
+// transitions, QMP through a host, the end of a job. Not for other
+// modules.
+
+#include "orchestrator/escalation_ladder.hpp"
+#include "orchestrator/migration_job.hpp"
+
+#include <caf/all.hpp>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace ferry::job_detail {
+
+namespace json = boost::json;
+using clock_type = std::chrono::steady_clock;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
+
+constexpr auto qmp_timeout = std::chrono::seconds(30);
+// destroy and list: the host answers these without waiting on a guest start.
+constexpr auto host_request_timeout = std::chrono::seconds(30);
+constexpr auto poll_interval = std::chrono::milliseconds(250);
+// How often a job that cannot know where its guest is asks both hosts again.
+constexpr auto hold_retry = std::chrono::seconds(2);
+// Rounds of poll_interval a source gets to end its migration after
+// migrate_cancel before the job says it waits.
+constexpr int cancel_rounds = 40;
+
+struct job_state_data {
+  job_context ctx;
+  bool target_created = false;
+  bool migrate_issued = false;
+  bool cancel_requested = false;
+  bool finishing = false;
+  std::string uri;
+  clock_type::time_point started;
+  clock_type::time_point last_progress;
+  clock_type::time_point completing_since;
+  uint64_t best_remaining = UINT64_MAX;
+  json::object progress;
+  std::optional<escalation_ladder> ladder; // set once the policy is known
+  // Ending a job that did not succeed (settle): where it ends, why, and
+  // what has been done towards it.
+  job_state settle_to = job_state::failed;
+  std::string settle_why;
+  std::string settle_extra; // what settling did on the way
+  bool source_cancel_sent = false;
+  int settle_rounds = 0;
+  std::string holding;    // why the job waits, while it does
+  bool source_ran = true; // the guest ran on the source when the job began
+};
+
+// The job's own handle adds its poll timer to what others may send it.
+using job_impl =
+  migration_job_actor::extend<caf::reacts_to<poll_atom>, caf::reacts_to<settle_atom>>;
+using job_actor = job_impl::stateful_base<job_state_data>;
+using on_return = std::function<void(const json::value&)>;
+
+// The parent hears the job's state and figures.
+void report(job_actor* self);
+// Journals the transition, then lets the caller act (false: the journal
+// refused it, and the job has ended).
+bool move(job_actor* self, job_state to, const std::string& note);
+// One QMP command on a guest through its host actor; a QMP error or a lost
+// host goes to `on_error`, or fails the job without one.
+void qmp(job_actor* self, const host_actor& host, const std::string& guest,
+         const std::string& command, const boost::json::object& args, on_return then,
+         const std::function<void(const std::string&)>& on_error = {});
+// Ends the job in `to` with `note` (journaled), once.
+void finish(job_actor* self, job_state to, const std::string& note);
+
+// Settling (job_settle.cpp): how a job that does not simply succeed ends.
+void settle(job_actor* self);
+void end_unsucceeded(job_actor* self, job_state to, const std::string& why);
+void fail(job_actor* self, const std::string& why);
+
+} // namespace ferry::job_detail
