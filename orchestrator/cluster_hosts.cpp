@@ -82,8 +82,8 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
           try {
             auto v = json::parse(reply);
             const auto* r = v.as_object().if_contains("return");
-            const auto* s = r != nullptr && r->is_object() ? r->as_object().if_contains("status")
-                                                           : nullptr;
+            const auto* s =
+              r != nullptr && r->is_object() ? r->as_object().if_contains("status") : nullptr;
             waiting = s == nullptr || !s->is_string() || s->as_string() != "completed";
           } catch (const std::exception&) {
           }

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include <thread>
@@ -318,6 +319,59 @@ TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_sourc
   auto v = dump_and_verify(src);
   EXPECT_EQ(v.status, 0) << v.output;
   EXPECT_NE(v.output.find("(0 bad)"), std::string::npos) << v.output;
+}
+
+// Downtime within the limit (issue 15): one running guest migrated back and
+// forth, each time verified page by page on arrival and still counting;
+// every migration's downtime (the source's figure, QEMU's definition: guest
+// stopped until the destination holds it) within downtime-limit, and every
+// one carried a matching switchover digest (it completed). Rounds:
+// FERRY_SOAK_ROUNDS (default 4; the opt-in `migration_soak` test runs 100,
+// cmake -DFERRY_SOAK=ON) — a miss is printed with its round.
+TEST_F(migration_fixture, downtime_stays_within_the_limit_over_repeated_migrations) {
+  const char* env = std::getenv("FERRY_SOAK_ROUNDS");
+  const int rounds = env != nullptr ? std::atoi(env) : 4;
+  constexpr uint64_t limit_ms = 300;
+  start_pair("2048");
+  int misses = 0;
+  uint64_t worst = 0;
+  for (int round = 1; round <= rounds; ++round) {
+    configure(2, {{"max-bandwidth", 1ull << 30}, {"downtime-limit", limit_ms}});
+    const std::string uri = listen("unix");
+    ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+    ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+      << "round " << round << ": " << json::serialize(src.info());
+    ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed")
+      << "round " << round << ": " << json::serialize(dst.info());
+    const auto downtime = src.info().at("downtime").to_number<uint64_t>();
+    worst = std::max(worst, downtime);
+    if (downtime > limit_ms) {
+      ++misses;
+      std::printf("round %d: downtime %llu ms over the %llu ms limit\n", round,
+                  static_cast<unsigned long long>(downtime),
+                  static_cast<unsigned long long>(limit_ms));
+    }
+    // It runs on over there, from where it was, and verifies page by page.
+    const size_t left_at = last_pass(read_file(src.serial));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (last_pass(read_file(dst.serial)) <= left_at &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    ASSERT_GT(last_pass(read_file(dst.serial)), left_at) << "round " << round;
+    auto v = dump_and_verify(dst);
+    ASSERT_NE(v.output.find("(0 bad)"), std::string::npos) << "round " << round << ": " << v.output;
+    ASSERT_TRUE(dst.exec("cont").as_object().contains("return"));
+    // Back the other way: the old source goes, a fresh destination waits
+    // where it was.
+    src.q.reset();
+    src.agent.reset();
+    std::swap(src, dst);
+    start(dst, {"-incoming", "defer"});
+  }
+  std::printf("%d migrations: worst downtime %llu ms (limit %llu ms), %d over\n", rounds,
+              static_cast<unsigned long long>(worst), static_cast<unsigned long long>(limit_ms),
+              misses);
+  EXPECT_EQ(misses, 0);
 }
 
 TEST_F(migration_fixture, destination_killed_mid_migration_fails_the_source_which_runs_on) {
