@@ -129,6 +129,7 @@ void refresh(cluster_actor* self) {
           hs.missed_refreshes = 0;
           hs.guests = gs;
           sweep_orphans(self, n);
+          retire_stale_copies(self, n);
         },
         [self, n](const caf::error& err) {
           // Slow or silent, but its link is not down (yet): shown degraded,

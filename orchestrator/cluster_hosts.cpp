@@ -101,4 +101,54 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
     it = present.count(*it) == 0 ? h.sweeping.erase(it) : std::next(it);
 }
 
+// A source copy left behind by a migration that completed while its host
+// did not answer (its job succeeded without retiring it): paused in
+// postmigrate, never to be resumed, while the guest runs on another host.
+// Once the host answers again, the stale copy goes.
+void retire_stale_copies(cluster_actor* self, const std::string& host) {
+  auto& st = self->state;
+  auto& h = st.hosts.at(host);
+  for (const auto& g : h.guests) {
+    if (g.spec.incoming || h.sweeping.count(g.spec.name) != 0)
+      continue;
+    const bool busy = std::any_of(st.jobs.begin(), st.jobs.end(), [&](const auto& kv) {
+      const auto& r = kv.second.record;
+      return r.guest == g.spec.name && !job_is_final(r.state);
+    });
+    const bool elsewhere = std::any_of(st.hosts.begin(), st.hosts.end(), [&](const auto& kv) {
+      return kv.first != host && kv.second.up &&
+             std::any_of(kv.second.guests.begin(), kv.second.guests.end(), [&](const auto& o) {
+               return o.spec.name == g.spec.name && !o.spec.incoming;
+             });
+    });
+    if (busy || !elsewhere)
+      continue;
+    h.sweeping.insert(g.spec.name);
+    const std::string name = g.spec.name;
+    self
+      ->request(h.handle, request_timeout, qmp_atom::value, name, std::string{"query-status"},
+                std::string{})
+      .then(
+        [self, host, name](const std::string& reply) {
+          auto& hs = self->state.hosts.at(host);
+          bool stale = false;
+          try {
+            const auto v = json::parse(reply);
+            const auto* r = v.as_object().if_contains("return");
+            stale = r != nullptr && r->is_object() && r->as_object().contains("status") &&
+                    r->as_object().at("status").as_string() == "postmigrate";
+          } catch (const std::exception&) {
+          }
+          if (!stale || !hs.up) {
+            hs.sweeping.erase(name);
+            return;
+          }
+          log::warn("retiring the stale source copy of '{}' on {} (it runs elsewhere)", name, host);
+          self->request(hs.handle, request_timeout, destroy_atom::value, name)
+            .then([](bool) {}, [](const caf::error&) {});
+        },
+        [self, host, name](const caf::error&) { self->state.hosts.at(host).sweeping.erase(name); });
+  }
+}
+
 } // namespace ferry::cluster_detail

@@ -123,6 +123,9 @@ caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& g
                                        bool schedule = true);
 void connect_host(cluster_actor* self, const std::string& name);
 void sweep_orphans(cluster_actor* self, const std::string& host);
+// Retires source copies a completed migration left paused on `host` (postmigrate) while the
+// guest runs on another host.
+void retire_stale_copies(cluster_actor* self, const std::string& host);
 void start_preflight(cluster_actor* self, int64_t evac_id);
 void finish_preflight(cluster_actor* self, int64_t evac_id);
 caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& host);

@@ -76,6 +76,9 @@ void qmp(job_actor* self, const host_actor& host, const std::string& guest,
 // Ends the job in `to` with `note` (journaled), once.
 void finish(job_actor* self, job_state to, const std::string& note);
 
+// Tests only (FERRY_FAULT_HOLD=STATE:MS): parks the job at `to`.
+void fault_point(const job_record& job, job_state to);
+
 // Settling (job_settle.cpp): how a job that does not simply succeed ends.
 void settle(job_actor* self);
 void end_unsucceeded(job_actor* self, job_state to, const std::string& why);

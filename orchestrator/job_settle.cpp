@@ -19,6 +19,15 @@ namespace ferry::job_detail {
 
 namespace {
 
+// The guest turned out to be on the target: the job ends succeeded, through
+// completing (the journal's state machine) if it was still running.
+void arrived(job_actor* self, const std::string& note) {
+  if (self->state.ctx.job.state != job_state::completing &&
+      !move(self, job_state::completing, "the target completed the hand-over"))
+    return;
+  finish(self, job_state::succeeded, note);
+}
+
 // The job cannot know where its guest is (a host does not answer): it
 // waits, keeping every copy as it is, says why once, and asks again.
 void hold(job_actor* self, const std::string& why) {
@@ -95,13 +104,12 @@ void target_won(job_actor* self, const std::string& note) {
   st.target_created = false;
   st.ctx.job.error.clear();
   self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
-    .then(
-      [self, note](bool) { finish(self, job_state::succeeded, note + "; source copy retired"); },
-      [self, note](const caf::error& err) {
-        finish(self, job_state::succeeded,
-               note + "; the source's stale copy (paused, never to be resumed) could not be " +
-                 "retired now: " + describe(err));
-      });
+    .then([self, note](bool) { arrived(self, note + "; source copy retired"); },
+          [self, note](const caf::error& err) {
+            arrived(self,
+                    note + "; the source's stale copy (paused, never to be resumed) could not be " +
+                      "retired now: " + describe(err));
+          });
 }
 
 // The target after a fence: completed = it is the guest; anything else =
@@ -171,9 +179,8 @@ void source_unknown(job_actor* self, const std::string& why) {
         auto& st1 = self->state;
         st1.target_created = false;
         st1.ctx.job.error.clear();
-        finish(self, job_state::succeeded,
-               "the guest is on the target; the source does not answer (" + why +
-                 "): its stale paused copy must never be resumed");
+        arrived(self, "the guest is on the target; the source does not answer (" + why +
+                        "): its stale paused copy must never be resumed");
         return;
       }
       hold(self, "the source does not answer (" + why +

@@ -3,6 +3,13 @@
 #include "orchestrator/job_actor.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <thread>
+#include <utility>
 
 namespace ferry::job_detail {
 
@@ -46,6 +53,8 @@ bool move(job_actor* self, job_state to, const std::string& note) {
   }
   job.state = to;
   report(self);
+  if (to != job_state::running) // that one waits for the migrate command
+    fault_point(job, to);
   return true;
 }
 
@@ -93,6 +102,29 @@ void finish(job_actor* self, job_state to, const std::string& note) {
     return;
   self->send(self->state.ctx.parent, job_done_atom::value, job);
   self->quit();
+}
+
+// Tests only: FERRY_FAULT_HOLD=STATE:MS parks every job for MS ms right
+// after it entered STATE (journaled), saying so on stderr, so that a test
+// can kill or cut something at exactly that point of the hand-over.
+void fault_point(const job_record& job, job_state to) {
+  static const auto hold = []() -> std::optional<std::pair<job_state, int>> {
+    const char* env = std::getenv("FERRY_FAULT_HOLD");
+    if (env == nullptr)
+      return std::nullopt;
+    const std::string text{env};
+    const auto colon = text.find(':');
+    auto state = job_state_from_string(text.substr(0, colon));
+    if (!state || colon == std::string::npos)
+      return std::nullopt;
+    return std::make_pair(*state, std::atoi(text.c_str() + colon + 1));
+  }();
+  if (!hold || hold->first != to)
+    return;
+  log::warn("fault point: job {} ({}) entered {}; holding {} ms", job.id, job.guest, to_string(to),
+            hold->second);
+  // Blocking on purpose (test-only): nothing of this job may move meanwhile.
+  std::this_thread::sleep_for(std::chrono::milliseconds(hold->second));
 }
 
 } // namespace ferry::job_detail

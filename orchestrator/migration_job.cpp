@@ -201,7 +201,11 @@ void start_migration(job_actor* self) {
   st.started = st.last_progress = clock_type::now();
   st.migrate_issued = true;
   qmp(self, st.ctx.source, st.ctx.job.guest, "migrate", {{"uri", st.uri}},
-      [self](const json::value&) { self->delayed_send(self, poll_interval, poll_atom::value); });
+      [self](const json::value&) {
+        // (Tests: a fault aimed at running lands mid-precopy.)
+        fault_point(self->state.ctx.job, job_state::running);
+        self->delayed_send(self, poll_interval, poll_atom::value);
+      });
 }
 
 // The destination needs only what shapes the stream; the source also gets

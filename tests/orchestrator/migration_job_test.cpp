@@ -479,3 +479,24 @@ TEST_F(handover_fixture, after_a_restart_a_source_running_again_keeps_the_guest)
   EXPECT_FALSE(saw(*src, "vm1:cont")) << "no second cont";
   EXPECT_TRUE(src->destroyed.empty());
 }
+
+// The source's agent went away while the job was still running, and the
+// migration completed meanwhile (guests outlive their agents): the target
+// holds the guest, and the job ends succeeded through completing (the fault
+// matrix found the job trying to jump from running to succeeded).
+TEST_F(handover_fixture, a_migration_that_completed_while_its_source_was_away_succeeds) {
+  src->migrate_statuses = {"active"};
+  dst->incoming_statuses = {"completed"};
+  start();
+  sched->trigger_timeouts();
+  sched->run();
+  src->unreachable = true;
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
+  sched->run();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(reached("running>completing"));
+  EXPECT_EQ(walk().back(), "completing>succeeded");
+  EXPECT_TRUE(dst->destroyed.empty());
+}

@@ -106,6 +106,14 @@ void test_cluster::kill_host(const std::string& host) {
   agents.at(host)->wait(5s);
 }
 
+bool test_cluster::reset_migration_connections(const std::string& host) {
+  const auto it = std::find(hosts.begin(), hosts.end(), host);
+  if (net_tag_.empty() || it == hosts.end())
+    return false;
+  const std::string ns = net_tag_ + "-" + std::to_string(it - hosts.begin());
+  return run({ip_, "netns", "exec", ns, "ss", "-K", "src", migration_address(host)}).status == 0;
+}
+
 bool test_cluster::set_link(const std::string& host, bool up) {
   const auto it = std::find(hosts.begin(), hosts.end(), host);
   if (net_tag_.empty() || it == hosts.end())
@@ -185,6 +193,10 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
                         << "\n[metrics]\nlisten = \"" << a << ":0\"\n";
     port = static_cast<uint16_t>(port + 10);
     std::vector<std::string> argv{binary("agent/ferry-agent"), "--config", conf};
+    if (!agent_env.empty()) {
+      argv.insert(argv.begin(), agent_env.begin(), agent_env.end());
+      argv.insert(argv.begin(), "/usr/bin/env");
+    }
     if (!net_tag_.empty()) {
       const auto i = static_cast<size_t>(std::find(hosts.begin(), hosts.end(), h) - hosts.begin());
       // ip execs the agent: the process's pid is the agent's.
@@ -214,8 +226,13 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
 }
 
 std::string test_cluster::start_orchestrator() {
-  orchestrator = std::make_unique<process>(std::vector<std::string>{
-    binary("orchestrator/ferry-orchestrator"), "--config", dir.file("orchestrator.toml")});
+  std::vector<std::string> argv{binary("orchestrator/ferry-orchestrator"), "--config",
+                                dir.file("orchestrator.toml")};
+  if (!orchestrator_env.empty()) {
+    argv.insert(argv.begin(), orchestrator_env.begin(), orchestrator_env.end());
+    argv.insert(argv.begin(), "/usr/bin/env");
+  }
+  orchestrator = std::make_unique<process>(argv);
   for (int i = 0; i < 200; ++i) {
     if (!orchestrator->running())
       break;

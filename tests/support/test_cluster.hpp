@@ -47,6 +47,9 @@ public:
   // The address host's agent listens on (its namespace's, or 127.0.0.1).
   std::string address(const std::string& host) const;
   bool in_namespaces() const { return !net_tag_.empty(); }
+  // Resets every TCP connection on host's migration address (ss -K: the
+  // kernel aborts them and sends the peers a reset). Namespaces only.
+  bool reset_migration_connections(const std::string& host);
   // The host dies: its agent and every guest it runs are killed at once.
   void kill_host(const std::string& host);
   // Stops host's agent with `sig` and starts it again on the same control
@@ -67,6 +70,9 @@ public:
   std::vector<std::string> hosts;
   std::map<std::string, std::unique_ptr<process>> agents;
   std::unique_ptr<process> orchestrator;
+  // Extra environment (VAR=value) for the daemons, set before start().
+  std::vector<std::string> agent_env;
+  std::vector<std::string> orchestrator_env;
   uint16_t api_port = 0;
 
 private:
