@@ -40,6 +40,7 @@ TEST(page_digest, is_independent_of_order_and_threads) {
   std::shuffle(order.begin(), order.end(), std::mt19937_64{7});
   mig::memory_digest shuffled{pages};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       for (size_t k = static_cast<size_t>(t); k < order.size(); k += 4)
