@@ -73,6 +73,9 @@ bool move(job_actor* self, job_state to, const std::string& note);
 void qmp(job_actor* self, const host_actor& host, const std::string& guest,
          const std::string& command, const boost::json::object& args, on_return then,
          const std::function<void(const std::string&)>& on_error = {});
+// The "status" member of a QMP return (query-migrate, query-status), or
+// `absent` when the reply has none.
+std::string status_of(const boost::json::value& r, const std::string& absent = {});
 // Ends the job in `to` with `note` (journaled), once.
 void finish(job_actor* self, job_state to, const std::string& note);
 
@@ -83,5 +86,8 @@ void fault_point(const job_record& job, job_state to);
 void settle(job_actor* self);
 void end_unsucceeded(job_actor* self, job_state to, const std::string& why);
 void fail(job_actor* self, const std::string& why);
+// The target holds the guest: the source copy is retired and the job ends
+// succeeded (through completing if it was still running).
+void target_won(job_actor* self, const std::string& note);
 
 } // namespace ferry::job_detail

@@ -98,20 +98,6 @@ void take_back(job_actor* self) {
     });
 }
 
-// The guest arrived on the target after all: it is the guest.
-void target_won(job_actor* self, const std::string& note) {
-  auto& st = self->state;
-  st.target_created = false;
-  st.ctx.job.error.clear();
-  self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
-    .then([self, note](bool) { arrived(self, note + "; source copy retired"); },
-          [self, note](const caf::error& err) {
-            arrived(self,
-                    note + "; the source's stale copy (paused, never to be resumed) could not be " +
-                      "retired now: " + describe(err));
-          });
-}
-
 // The target after a fence: completed = it is the guest; anything else =
 // it will never run, and the source takes the guest back.
 void judge_fenced_target(job_actor* self) {
@@ -119,8 +105,7 @@ void judge_fenced_target(job_actor* self) {
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self](const json::value& r) {
-      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-      if (s != nullptr && s->is_string() && s->as_string() == "completed") {
+      if (status_of(r) == "completed") {
         target_won(self, "the guest arrived on the target before it was fenced");
         return;
       }
@@ -174,8 +159,7 @@ void source_unknown(job_actor* self, const std::string& why) {
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self, why](const json::value& r) {
-      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-      if (s != nullptr && s->is_string() && s->as_string() == "completed") {
+      if (status_of(r) == "completed") {
         auto& st1 = self->state;
         st1.target_created = false;
         st1.ctx.job.error.clear();
@@ -194,6 +178,19 @@ void source_unknown(job_actor* self, const std::string& why) {
 
 } // namespace
 
+void target_won(job_actor* self, const std::string& note) {
+  auto& st = self->state;
+  st.target_created = false;
+  st.ctx.job.error.clear();
+  self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
+    .then([self, note](bool) { arrived(self, note + "; source copy retired"); },
+          [self, note](const caf::error& err) {
+            arrived(self,
+                    note + "; the source's stale copy (paused, never to be resumed) could not be " +
+                      "retired now: " + describe(err));
+          });
+}
+
 void settle(job_actor* self) {
   auto& st = self->state;
   if (job_is_final(st.ctx.job.state))
@@ -207,8 +204,7 @@ void settle(job_actor* self) {
     self, st.ctx.source, st.ctx.job.guest, "query-migrate", {},
     [self](const json::value& r) {
       auto& st1 = self->state;
-      const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-      const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
+      const std::string status = status_of(r);
       if (status == "completed") {
         // Running again after handing over: only this job resumes it, after
         // a fence, so the target can never run (an orchestrator restart
@@ -216,8 +212,7 @@ void settle(job_actor* self) {
         qmp(
           self, st1.ctx.source, st1.ctx.job.guest, "query-status", {},
           [self](const json::value& q) {
-            const auto* rs = q.is_object() ? q.as_object().if_contains("status") : nullptr;
-            if (rs != nullptr && rs->is_string() && rs->as_string() == "running")
+            if (status_of(q) == "running")
               remove_target(self);
             else
               fence_target(self);

@@ -104,6 +104,11 @@ void finish(job_actor* self, job_state to, const std::string& note) {
   self->quit();
 }
 
+std::string status_of(const json::value& r, const std::string& absent) {
+  const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
+  return s != nullptr && s->is_string() ? std::string{s->as_string()} : absent;
+}
+
 // Tests only: FERRY_FAULT_HOLD=STATE:MS parks every job for MS ms right
 // after it entered STATE (journaled), saying so on stderr, so that a test
 // can kill or cut something at exactly that point of the hand-over.

@@ -20,16 +20,6 @@ namespace {
 
 using namespace job_detail;
 
-void retire_source(job_actor* self) {
-  auto& st = self->state;
-  self->request(st.ctx.source, host_request_timeout, destroy_atom::value, st.ctx.job.guest)
-    .then([self](bool) { finish(self, job_state::succeeded, "source guest retired"); },
-          [self](const caf::error& err) {
-            finish(self, job_state::succeeded,
-                   "target runs; retiring the source failed: " + describe(err));
-          });
-}
-
 // Completed on the source: the target must have completed too (it got go)
 // before the source copy is removed. One that does not within the timeout
 // is settled: fenced, then judged.
@@ -39,10 +29,8 @@ void confirm_target(job_actor* self) {
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self](const json::value& r) {
       auto& st1 = self->state;
-      const auto* status = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-      if (status != nullptr && status->is_string() && status->as_string() == "completed") {
-        st1.target_created = false; // it is the guest now
-        retire_source(self);
+      if (status_of(r) == "completed") {
+        target_won(self, "the target completed the hand-over");
         return;
       }
       const auto limit = std::chrono::milliseconds(st1.ctx.policy.handover_timeout_ms);
@@ -137,8 +125,7 @@ void poll_migration(job_actor* self) {
     if (st1.finishing)
       return;
     const auto& o = r.as_object();
-    const auto* s = o.if_contains("status");
-    const std::string status = s != nullptr && s->is_string() ? std::string{s->as_string()} : "";
+    const std::string status = status_of(r);
     st1.progress = o;
     // The limit in force (the ladder raises it), for the API and for judging
     // the final downtime.
@@ -291,9 +278,7 @@ void begin(job_actor* self) {
             // after a hand-over resumes it only if it ran.
             qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-status", {},
                 [self, spec = g.spec](const json::value& r) {
-                  const auto* s = r.is_object() ? r.as_object().if_contains("status") : nullptr;
-                  self->state.source_ran =
-                    s == nullptr || !s->is_string() || s->as_string() != "paused";
+                  self->state.source_ran = status_of(r) != "paused";
                   prepare_target(self, spec);
                 });
             return;
@@ -349,9 +334,7 @@ void resume(job_actor* self) {
         qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-migrate", {},
             [self](const json::value& r) {
               auto& st2 = self->state;
-              const auto* s = r.as_object().if_contains("status");
-              const std::string status =
-                s != nullptr && s->is_string() ? std::string{s->as_string()} : "none";
+              const std::string status = status_of(r, "none");
               if (status == "none" || status == "failed" || status == "cancelled") {
                 // Never started (or already over): nothing to follow.
                 fail(self,
