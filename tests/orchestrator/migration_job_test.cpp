@@ -298,6 +298,24 @@ struct handover_fixture : job_fixture {
     return std::find(w.begin(), w.end(), edge) != w.end();
   }
 
+  // The source's host is cut off and the cluster says so.
+  void lose_source() {
+    src->unreachable = true;
+    caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
+    sched->run();
+  }
+
+  // The job running (one poll done) while the target says `incoming`,
+  // then the source is lost.
+  void lose_source_while_running(const std::string& incoming) {
+    src->migrate_statuses = {"active"};
+    dst->incoming_statuses = {incoming};
+    start();
+    sched->trigger_timeouts();
+    sched->run();
+    lose_source();
+  }
+
   size_t index_of(const std::string& what) const {
     const auto it = std::find(trail->begin(), trail->end(), what);
     return it == trail->end() ? SIZE_MAX : static_cast<size_t>(it - trail->begin());
@@ -352,10 +370,8 @@ TEST_F(handover_fixture, a_target_that_completed_before_the_fence_is_the_guest) 
 // the orchestrator confirmed it. The target is the only copy: kept.
 TEST_F(handover_fixture, a_source_lost_after_go_leaves_the_target_as_the_guest) {
   run_to_completing(false);
-  src->unreachable = true;
   dst->incoming_statuses = {"completed"};
-  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
-  sched->run();
+  lose_source();
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
@@ -368,14 +384,7 @@ TEST_F(handover_fixture, a_source_lost_after_go_leaves_the_target_as_the_guest) 
 // waits, says so, and destroys nothing; when the source answers again
 // (here: its migration failed, it runs the guest) it settles.
 TEST_F(handover_fixture, a_lost_source_mid_migration_keeps_the_target_until_the_source_answers) {
-  src->migrate_statuses = {"active"};
-  dst->incoming_statuses = {"active"};
-  start();
-  sched->trigger_timeouts();
-  sched->run();
-  src->unreachable = true;
-  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
-  sched->run();
+  lose_source_while_running("active");
   run_to_end(10);
   EXPECT_TRUE(done->empty()) << "it cannot know, so it waits";
   EXPECT_TRUE(dst->destroyed.empty());
@@ -485,14 +494,7 @@ TEST_F(handover_fixture, after_a_restart_a_source_running_again_keeps_the_guest)
 // holds the guest, and the job ends succeeded through completing (the fault
 // matrix found the job trying to jump from running to succeeded).
 TEST_F(handover_fixture, a_migration_that_completed_while_its_source_was_away_succeeds) {
-  src->migrate_statuses = {"active"};
-  dst->incoming_statuses = {"completed"};
-  start();
-  sched->trigger_timeouts();
-  sched->run();
-  src->unreachable = true;
-  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
-  sched->run();
+  lose_source_while_running("completed");
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;

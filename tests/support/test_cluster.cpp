@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -107,27 +108,33 @@ void test_cluster::kill_host(const std::string& host) {
 }
 
 bool test_cluster::reset_migration_connections(const std::string& host) {
+  const auto i = namespace_of(host);
+  return i && run({ip_, "netns", "exec", net_tag_ + "-" + std::to_string(*i), "ss", "-K", "src",
+                   migration_address(host)})
+                  .status == 0;
+}
+
+std::optional<size_t> test_cluster::namespace_of(const std::string& host) const {
   const auto it = std::find(hosts.begin(), hosts.end(), host);
   if (net_tag_.empty() || it == hosts.end())
-    return false;
-  const std::string ns = net_tag_ + "-" + std::to_string(it - hosts.begin());
-  return run({ip_, "netns", "exec", ns, "ss", "-K", "src", migration_address(host)}).status == 0;
+    return std::nullopt;
+  return static_cast<size_t>(it - hosts.begin());
+}
+
+// `side`: "v" the control bridge's veth, "m" the migration bridge's.
+bool test_cluster::set_veth(const std::string& host, const char* side, bool up) {
+  const auto i = namespace_of(host);
+  return i &&
+         run({ip_, "link", "set", net_tag_ + "-" + side + std::to_string(*i), up ? "up" : "down"})
+             .status == 0;
 }
 
 bool test_cluster::set_link(const std::string& host, bool up) {
-  const auto it = std::find(hosts.begin(), hosts.end(), host);
-  if (net_tag_.empty() || it == hosts.end())
-    return false;
-  const std::string veth = net_tag_ + "-v" + std::to_string(it - hosts.begin());
-  return run({ip_, "link", "set", veth, up ? "up" : "down"}).status == 0;
+  return set_veth(host, "v", up);
 }
 
 bool test_cluster::set_migration_link(const std::string& host, bool up) {
-  const auto it = std::find(hosts.begin(), hosts.end(), host);
-  if (net_tag_.empty() || it == hosts.end())
-    return false;
-  const std::string veth = net_tag_ + "-m" + std::to_string(it - hosts.begin());
-  return run({ip_, "link", "set", veth, up ? "up" : "down"}).status == 0;
+  return set_veth(host, "m", up);
 }
 
 test_cluster::~test_cluster() {

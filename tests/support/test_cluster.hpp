@@ -12,6 +12,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,9 @@ public:
 private:
   bool make_namespaces();
   void kill_guests(const std::string& host) const;
+  // host's namespace index (NET_TAG-<i>), without namespaces none.
+  std::optional<size_t> namespace_of(const std::string& host) const;
+  bool set_veth(const std::string& host, const char* side, bool up);
   std::string net_tag_;          // non-empty: namespaces NET_TAG-<i> on bridge NET_TAG-br
   std::string subnet_;           // "10.A.B."
   std::string ip_;               // iproute2's ip
