@@ -35,7 +35,8 @@ json::object job_json(const job_entry& j) {
 // its last query-migrate.
 void count_finished(cluster_state& st, const job_entry& j) {
   const auto& p = j.progress; // no figures when the job never ran
-  st.metrics.job_finished(j.record.state, p.total_s, p.downtime_s, p.downtime_limit_s);
+  st.metrics.job_finished(j.record.state, p.total_s, p.downtime_s, p.downtime_limit_s,
+                          j.record.error);
 }
 
 cluster_view view_of(const cluster_state& st) {

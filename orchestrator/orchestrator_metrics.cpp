@@ -1,5 +1,7 @@
 #include "orchestrator/orchestrator_metrics.hpp"
 
+#include "protocol/page_digest.hpp"
+
 #include <algorithm>
 #include <set>
 
@@ -17,14 +19,24 @@ orchestrator_metrics::orchestrator_metrics()
     finished_[r] = 0;
   for (const char* k : {"downtime-limit", "auto-converge", "dirty-limit", "cancel"})
     steps_[k] = 0;
+  for (const char* r : {"verified", "refused"})
+    proofs_[r] = 0;
 }
 
 void orchestrator_metrics::job_finished(job_state result, std::optional<double> duration_s,
                                         std::optional<double> downtime_s,
-                                        std::optional<double> downtime_limit_s) {
+                                        std::optional<double> downtime_limit_s,
+                                        std::string_view error) {
   ++finished_[std::string{to_string(result)}];
+  // A target is only confirmed once its incoming migration completed, and it
+  // completes only after its pages matched the source's switchover digest:
+  // every success is a verified hand-over. A refusal reaches the job's
+  // error through the source's error-desc.
+  if (result == job_state::failed && error.find(mig::digest_mismatch_phrase) != error.npos)
+    ++proofs_["refused"];
   if (result != job_state::succeeded)
     return;
+  ++proofs_["verified"];
   if (duration_s)
     duration_.observe(*duration_s);
   if (downtime_s) {
@@ -124,6 +136,11 @@ void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_vie
     "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, cancel).");
   for (const auto& [kind, n] : steps_)
     w.sample({{"step", kind}}, static_cast<double>(n));
+  w.family("ferry_orchestrator_switchover_proofs_total", metric_type::counter,
+           "Hand-overs judged by the destination's switchover digest: verified (its pages "
+           "matched the source's, the migration succeeded) or refused (a mismatch failed it).");
+  for (const auto& [result, n] : proofs_)
+    w.sample({{"result", result}}, static_cast<double>(n));
 }
 
 void orchestrator_metrics::render_live_migrations(prom::text_writer& w, const cluster_view& view) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ferry {
@@ -58,9 +59,11 @@ public:
 
   // A job reached a final state. Duration and downtime come from its last
   // query-migrate (absent if it never ran); limit is the downtime-limit in
-  // force at the end.
+  // force at the end; error is the job's error text (a failure the
+  // destination's switchover proof refused is counted as such).
   void job_finished(job_state result, std::optional<double> duration_s,
-                    std::optional<double> downtime_s, std::optional<double> downtime_limit_s);
+                    std::optional<double> downtime_s, std::optional<double> downtime_limit_s,
+                    std::string_view error = {});
   // `kind` is "downtime-limit", "auto-converge" or "cancel".
   void escalation_step(const std::string& kind);
 
@@ -77,6 +80,7 @@ private:
   std::map<std::string, uint64_t> finished_; // by result
   std::map<std::string, uint64_t> steps_;    // by kind
   uint64_t over_limit_ = 0;
+  std::map<std::string, uint64_t> proofs_; // switchover proofs, by result
   prom::histogram duration_;
   prom::histogram downtime_;
   std::map<int64_t, double> progress_floor_; // job id -> highest ratio shown

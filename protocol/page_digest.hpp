@@ -11,9 +11,14 @@
 #include <atomic>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace ferry::mig {
+
+// How a destination's refusal begins when the digests differ; it reaches the
+// source's error-desc, where the orchestrator counts refusals by it.
+inline constexpr std::string_view digest_mismatch_phrase = "switchover digest mismatch";
 
 // A 64-bit hash of one 4 KiB page (not cryptographic: it catches torn,
 // lost, misplaced or corrupted pages, not an adversary).

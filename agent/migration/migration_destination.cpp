@@ -457,8 +457,10 @@ caf::expected<destination_event> migration_destination::impl::load_state() {
   if (*source_digest != digest.value()) {
     char text[160];
     std::snprintf(text, sizeof text,
-                  "switchover digest mismatch: the pages here differ from what the source sent "
+                  "%.*s: the pages here differ from what the source sent "
                   "(source %016llx, here %016llx)",
+                  static_cast<int>(mig::digest_mismatch_phrase.size()),
+                  mig::digest_mismatch_phrase.data(),
                   static_cast<unsigned long long>(*source_digest),
                   static_cast<unsigned long long>(digest.value()));
     // The source hears why instead of a closed link, and keeps its guest;

@@ -59,14 +59,22 @@ TEST(orchestrator_metrics, results_histograms_and_steps) {
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_finished_total{result=\"failed\"} 0"))
     << "every result is there from the start" << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_escalation_steps_total{step=\"cancel\"} 0")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_switchover_proofs_total{result=\"refused\"} 0"));
   m.job_finished(job_state::succeeded, 3.0, 0.05, 0.3);
   m.job_finished(job_state::succeeded, 12.0, 0.4, 0.3); // over its limit
   m.job_finished(job_state::failed, std::nullopt, std::nullopt, std::nullopt);
+  m.job_finished(job_state::failed, 2.0, std::nullopt, 0.3,
+                 "the destination refused the migration: switchover digest mismatch: the pages "
+                 "here differ from what the source sent");
   m.escalation_step("downtime-limit");
   m.escalation_step("downtime-limit");
   t = m.render({});
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_finished_total{result=\"succeeded\"} 2"));
-  EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_finished_total{result=\"failed\"} 1"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_finished_total{result=\"failed\"} 2"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_switchover_proofs_total{result=\"verified\"} 2"))
+    << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_switchover_proofs_total{result=\"refused\"} 1"))
+    << "only the failure the destination's digest refused counts as refused" << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_migration_duration_seconds_count 2")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_migration_duration_seconds_sum 15")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_migration_duration_seconds_bucket{le=\"5\"} 1"));
