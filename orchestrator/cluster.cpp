@@ -29,7 +29,7 @@ void replay_journal(cluster_actor* self, orchestrator_config cfg, std::shared_pt
   init.cfg = std::move(cfg);
   init.log = std::move(log);
   for (const auto& a : init.cfg.agents)
-    init.hosts[a.name] = host_entry{a, {}, false, false, false, {}, {}, {}, {}};
+    init.hosts[a.name].address = a; // the rest as host_entry initialises it (backoff 250 ms)
   // What the journal says was unfinished when the last orchestrator stopped.
   for (const auto& e : init.log->evacuations(true)) {
     init.evacuations[e.id] = evacuation_entry{e, {}};
@@ -80,28 +80,26 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
     h.up = false;
     h.handle = nullptr;
     h.guests.clear();
+    h.down_since = std::chrono::steady_clock::now();
     self->delayed_send(self, h.backoff, connect_host_atom::value, name);
-    // Evacuation moves not yet started towards the lost host go elsewhere;
-    // running ones fail on their own (their requests to it fail).
-    // Moves not yet started that involve the lost host: from it, they are
-    // over (its guests went with it); towards it, evacuation moves are
-    // planned again elsewhere. Running ones fail on their own (their
-    // requests to it fail).
+    // Moves not yet started towards the lost host: evacuation moves are
+    // planned again elsewhere. Moves off it wait for it to come back (its
+    // guests outlive an agent restart), for source_return_s at most.
+    // Running ones settle on their own (their requests to it fail).
+    give_up_on_source(self, name);
     std::vector<job_record> replan;
     for (auto& [id, j] : st.jobs)
       if (j.actor && (j.record.source == name || j.record.target == name))
         self->send(j.actor, host_lost_atom::value, name);
     for (auto& [id, j] : st.jobs) {
-      if (j.actor || j.record.state != job_state::pending)
-        continue;
-      if (j.record.source != name && j.record.target != name)
+      if (j.actor || j.record.state != job_state::pending || j.record.target != name)
         continue;
       j.record.error = "host " + name + " went down before the move started";
       if (!st.log->move(j.record, job_state::cancelled, j.record.error))
         continue;
       j.record.state = job_state::cancelled;
       count_finished(st, j);
-      if (j.record.source != name && j.record.evacuation != 0)
+      if (j.record.evacuation != 0)
         replan.push_back(j.record);
       if (j.record.evacuation != 0)
         check_evacuation_done(self, j.record.evacuation);
@@ -253,6 +251,7 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
     [self](api_get_atom, const std::string& what) { return api_get(self, what); },
     [self](metrics_atom) { return self->state.metrics.render(view_of(self->state)); },
     [self](preflight_atom, int64_t evac_id) { finish_preflight(self, evac_id); },
+    [self](source_gone_atom, const std::string& host) { give_up_on_source(self, host); },
     [self](job_step_atom, const std::string& kind) { self->state.metrics.escalation_step(kind); },
     [self](api_migrate_atom, const std::string& guest,
            const std::string& target) -> caf::result<std::string> {

@@ -143,9 +143,6 @@ void retry_elsewhere(cluster_actor* self, const job_record& failed) {
   auto& st = self->state;
   if (static_cast<uint32_t>(failed.attempt) >= st.cfg.policy.evacuation_attempts)
     return;
-  // A lost source host took its guests with it: nothing left to move.
-  if (auto src = st.hosts.find(failed.source); src == st.hosts.end() || !src->second.up)
-    return;
   std::set<std::string> tried;
   for (const auto& [id, j] : st.jobs)
     if (j.record.evacuation == failed.evacuation && j.record.guest == failed.guest)
@@ -161,6 +158,38 @@ void retry_elsewhere(cluster_actor* self, const job_record& failed) {
   next.attempt = failed.attempt + 1;
   if (auto rec = enqueue(self, next))
     st.evacuations[failed.evacuation].jobs.insert(rec->id);
+  // Off a host that is down: it waits for the host, as pending moves do.
+  if (auto src = st.hosts.find(failed.source); src != st.hosts.end() && !src->second.up)
+    give_up_on_source(self, failed.source);
+}
+
+void give_up_on_source(cluster_actor* self, const std::string& host) {
+  auto& st = self->state;
+  auto h = st.hosts.find(host);
+  if (h == st.hosts.end() || h->second.up)
+    return; // back: its moves go ahead
+  const auto grace = std::chrono::seconds(st.cfg.policy.source_return_s);
+  const auto waited = std::chrono::steady_clock::now() - h->second.down_since;
+  if (waited < grace) {
+    self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(grace - waited),
+                       source_gone_atom::value, host);
+    return;
+  }
+  std::set<int64_t> evacuations;
+  for (auto& [id, j] : st.jobs) {
+    if (j.actor || j.record.state != job_state::pending || j.record.source != host)
+      continue;
+    j.record.error = "host " + host + " did not come back within " +
+                     std::to_string(st.cfg.policy.source_return_s) + " s";
+    if (!st.log->move(j.record, job_state::cancelled, j.record.error))
+      continue;
+    j.record.state = job_state::cancelled;
+    count_finished(st, j);
+    if (j.record.evacuation != 0)
+      evacuations.insert(j.record.evacuation);
+  }
+  for (auto e : evacuations)
+    check_evacuation_done(self, e);
 }
 
 // Journals and queues a move of `guest` from `source` to `target`; an

@@ -32,6 +32,9 @@ using connect_host_atom = caf::atom_constant<caf::atom("connhost")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 // (preflight_atom, evacuation id): read the dirty rates measured for it.
 using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
+// (source_gone_atom, host): pending moves off a down host may have waited
+// long enough for it.
+using source_gone_atom = caf::atom_constant<caf::atom("srcgone")>;
 
 inline constexpr auto refresh_interval = std::chrono::seconds(1);
 inline constexpr auto request_timeout = std::chrono::seconds(10);
@@ -57,6 +60,7 @@ struct host_entry {
   // Inventory refreshes in a row that got no answer in time: from
   // `degraded_after` on, the host is shown degraded and gets no new moves.
   uint32_t missed_refreshes = 0;
+  std::chrono::steady_clock::time_point down_since; // when its link last went down
   bool degraded() const { return up && missed_refreshes >= degraded_after; }
   static constexpr uint32_t degraded_after = 2;
 };
@@ -93,10 +97,9 @@ struct cluster_state {
 
 // The cluster's own handle: its API, its jobs' reports, and the messages
 // it sends itself.
-using cluster_impl =
-  cluster_api::extend_with<job_parent_actor>::extend<caf::reacts_to<connect_host_atom, std::string>,
-                                                     caf::reacts_to<refresh_atom>,
-                                                     caf::reacts_to<preflight_atom, int64_t>>;
+using cluster_impl = cluster_api::extend_with<job_parent_actor>::extend<
+  caf::reacts_to<connect_host_atom, std::string>, caf::reacts_to<refresh_atom>,
+  caf::reacts_to<preflight_atom, int64_t>, caf::reacts_to<source_gone_atom, std::string>>;
 using cluster_actor = cluster_impl::stateful_base<cluster_state>;
 
 // Declared here, defined in the file that owns them.
@@ -126,6 +129,9 @@ void sweep_orphans(cluster_actor* self, const std::string& host);
 // Retires source copies a completed migration left paused on `host` (postmigrate) while the
 // guest runs on another host.
 void retire_stale_copies(cluster_actor* self, const std::string& host);
+// Cancels the pending moves off `host` once it has been down for the
+// policy's source_return_s; until then, checks again when that time is up.
+void give_up_on_source(cluster_actor* self, const std::string& host);
 void start_preflight(cluster_actor* self, int64_t evac_id);
 void finish_preflight(cluster_actor* self, int64_t evac_id);
 caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& host);

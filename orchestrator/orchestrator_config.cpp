@@ -39,6 +39,7 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
         count_into(r, "policy.completion_timeout_s_per_gib", p.completion_timeout_s_per_gib),
         count_into(r, "policy.handover_timeout_ms", p.handover_timeout_ms),
         count_into(r, "policy.evacuation_attempts", p.evacuation_attempts),
+        count_into(r, "policy.source_return_s", p.source_return_s),
         count_into(r, "policy.escalate_after_passes", p.escalate_after_passes),
         count_into(r, "policy.downtime_steps", p.downtime_steps),
         count_into(r, "policy.dirty_limit_mib_s", p.dirty_limit_mib_s)})

@@ -19,6 +19,10 @@ struct migration_policy {
   // incoming migration completed before it is fenced and judged.
   uint32_t handover_timeout_ms = 10'000;
   uint32_t evacuation_attempts = 3; // hosts tried per guest
+  // Moves not yet started off a host whose link went down wait this long
+  // for it to come back (an agent restart leaves its guests running) before
+  // they are cancelled.
+  uint32_t source_return_s = 30;
   // The escalation ladder for a migration that does not converge: after
   // every `escalate_after_passes` dirty-log passes without completing, the
   // next step: `downtime_steps` times double downtime-limit, then let

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -212,6 +213,73 @@ TEST_F(cluster, a_restarted_agent_adopts_its_running_guests_and_can_migrate_them
   EXPECT_EQ(placements()["vm1"], std::vector<std::string>{"host-b"});
   verify_guest("vm1", "host-b");
   verify_guest("vm2", "host-a");
+}
+
+// Agents restarted in the middle of an evacuation (issue 15 item 5): the
+// evacuated host's agent while a move off it runs (SIGTERM, as systemd
+// restarts it), then the agent of a host receiving a move (SIGKILL, a
+// crash). Migrations run in the guests' own processes, so the restarts
+// touch no guest: the evacuation finishes with every guest off host-a,
+// exactly once, verified page by page.
+class slow_evacuation : public cluster {
+protected:
+  // 8 MiB at 2 MiB/s: ~4 s a move, long enough to restart an agent inside one.
+  std::string policy() const override { return "max_bandwidth = 2097152\n"; }
+
+  // The first job in `state` whose `side` ("source"/"target") is one of
+  // `hosts`: {guest, source, target}, all empty when none shows up in 20 s.
+  std::array<std::string, 3> wait_for_job(const std::string& state, const std::string& side,
+                                          const std::set<std::string>& hosts) {
+    for (int i = 0; i < 400; ++i) {
+      const auto jobs = json::parse(ctl({"migrations", "-o", "json"}).output);
+      for (const auto& j : jobs.as_array())
+        if (j.at("state").as_string() == state &&
+            hosts.count(std::string{j.at(side).as_string()}) != 0)
+          return {std::string{j.at("guest").as_string()}, std::string{j.at("source").as_string()},
+                  std::string{j.at("target").as_string()}};
+      std::this_thread::sleep_for(50ms);
+    }
+    return {};
+  }
+};
+
+TEST_F(slow_evacuation, agents_restarted_mid_evacuation_lose_no_guest) {
+  const std::vector<std::string> guests{"e1", "e2", "e3"};
+  std::map<std::string, int> pids;
+  for (const auto& g : guests)
+    create(g, "host-a");
+  for (const auto& g : guests) {
+    wait_ready(g, "host-a");
+    pids[g] =
+      json::parse(read_file(run_dir("host-a") + "/" + g + ".guest")).at("pid").to_number<int>();
+  }
+  auto r = ctl({"evacuate", "host-a", "-o", "json"});
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  const auto [leaving, from, to] = wait_for_job("running", "source", {"host-a"});
+  ASSERT_FALSE(leaving.empty()) << "no move off host-a started" << c.story();
+  auto err = c.restart_agent("host-a", SIGTERM);
+  ASSERT_TRUE(err.empty()) << err;
+  for (const auto& [g, pid] : pids)
+    EXPECT_EQ(::kill(pid, 0), 0) << g << " kept running through its agent's restart";
+
+  const auto [arriving, source, target] = wait_for_job("running", "target", {"host-b", "host-c"});
+  if (!arriving.empty()) { // else the evacuation finished first: nothing to restart
+    err = c.restart_agent(target, SIGKILL);
+    ASSERT_TRUE(err.empty()) << err;
+  }
+
+  auto w = ctl({"watch", "-o", "json"});
+  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << c.story();
+  auto where = placements();
+  for (const auto& g : guests) {
+    ASSERT_EQ(where[g].size(), 1U) << g << " must run exactly once" << c.story();
+    EXPECT_NE(where[g][0], "host-a") << g;
+    verify_guest(g, where[g][0]);
+  }
+  std::printf("restarted %s while %s moved to %s, then %s while %s arrived\n", from.c_str(),
+              leaving.c_str(), to.c_str(), target.empty() ? "nothing" : target.c_str(),
+              arriving.c_str());
 }
 
 // Silent partitions (issue 15), in the middle of precopy: everything to and

@@ -18,6 +18,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 
 using namespace ferry;
@@ -29,11 +30,12 @@ namespace {
 // binds a null reference for a function spawned without any (UBSan).
 
 // Answers the cluster's dial as the middleman would: the host on that port.
-caf::behavior scripted_dialer(caf::event_based_actor*,
-                              const std::map<uint16_t, host_actor>& hosts) {
+// The map is shared with the test, which replaces a host it restarts.
+using host_ports = std::map<uint16_t, host_actor>;
+caf::behavior scripted_dialer(caf::event_based_actor*, const std::shared_ptr<host_ports>& hosts) {
   return {
     [hosts](caf::connect_atom, const std::string&, uint16_t p) {
-      return std::make_tuple(caf::node_id{}, caf::actor_cast<caf::strong_actor_ptr>(hosts.at(p)),
+      return std::make_tuple(caf::node_id{}, caf::actor_cast<caf::strong_actor_ptr>(hosts->at(p)),
                              std::set<std::string>{});
     },
   };
@@ -50,7 +52,18 @@ void api_client(caf::event_based_actor* self, const cluster_api& cluster,
 
 struct cluster_fixture : coordinated_fixture {
   std::map<std::string, std::shared_ptr<host_script>> scripts;
+  std::shared_ptr<host_ports> by_port = std::make_shared<host_ports>();
+  std::map<std::string, uint16_t> ports;
   cluster_api cluster;
+
+  // The host's agent goes away (its link drops) / comes back at its port.
+  void host_down(const std::string& name) {
+    caf::anon_send_exit(by_port->at(ports.at(name)), caf::exit_reason::kill);
+    sched->run();
+  }
+  void host_back(const std::string& name) {
+    (*by_port)[ports.at(name)] = sys->spawn(scripted_host, scripts.at(name));
+  }
 
   void SetUp() override {
     coordinated_fixture::SetUp();
@@ -77,12 +90,12 @@ struct cluster_fixture : coordinated_fixture {
   // The cluster, dialing host-a/b/c (ports 1, 2, 3) through the scripted
   // dialer, up and with its first inventory.
   void start(migration_policy policy) {
-    std::map<uint16_t, host_actor> by_port;
     orchestrator_config oc;
     oc.policy = policy;
     uint16_t port = 1;
     for (const auto& [name, script] : scripts) {
-      by_port[port] = sys->spawn(scripted_host, script);
+      (*by_port)[port] = sys->spawn(scripted_host, script);
+      ports[name] = port;
       oc.agents.push_back(agent_address{name, host_port{"127.0.0.1", port}});
       ++port;
     }
@@ -192,4 +205,53 @@ TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_move
   const auto again = api(api_get_atom::value, std::string{"hosts"});
   EXPECT_NE(again.find(R"("name":"host-b","up":true,"degraded":false)"), std::string::npos)
     << again;
+}
+
+// An agent restart mid-evacuation: the move still pending off host-a waits
+// for host-a to come back, then goes ahead; with a host that stays away it is
+// cancelled after source_return_s, with the reason, and the evacuation ends.
+TEST_F(cluster_fixture, pending_moves_off_a_host_that_went_down_wait_for_it_within_a_bound) {
+  add_guest("host-a", "vm1");
+  add_guest("host-a", "vm2");
+  migration_policy p;
+  p.max_migrations = 1;
+  p.source_return_s = 1;
+  start(p);
+  ASSERT_EQ(api(api_evacuate_atom::value, std::string{"host-a"}).rfind("error", 0),
+            std::string::npos);
+  tick(5);
+  auto js = jobs();
+  ASSERT_EQ(js.size(), 2U);
+  EXPECT_EQ(js.at(2).state, job_state::pending);
+  host_down("host-a");
+  tick(3);
+  EXPECT_EQ(jobs().at(2).state, job_state::pending) << "it waits for host-a";
+  host_back("host-a");
+  scripts.at("host-a")->migrate_statuses = {"completed"};
+  tick(40);
+  js = jobs();
+  EXPECT_EQ(js.at(2).state, job_state::succeeded) << js.at(2).error;
+  // Now host-a goes away for good with a move pending (the one slot is
+  // taken by a move off host-b that does not end).
+  add_guest("host-a", "vm3");
+  add_guest("host-b", "vm4");
+  scripts.at("host-b")->migrate_statuses = {"active"};
+  tick(2); // the inventory has them
+  ASSERT_EQ(
+    api(api_migrate_atom::value, std::string{"vm4"}, std::string{"host-c"}).rfind("error", 0),
+    std::string::npos);
+  tick(2);
+  const auto r = api(api_migrate_atom::value, std::string{"vm3"}, std::string{"host-c"});
+  ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  const auto id = jobs().rbegin()->first;
+  host_down("host-a");
+  scripts.at("host-a")->unreachable = true; // its reconnects fail too
+  tick(2);
+  EXPECT_EQ(jobs().at(id).state, job_state::pending) << "within the grace";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  tick(3);
+  EXPECT_EQ(jobs().at(id).state, job_state::cancelled);
+  EXPECT_EQ(jobs().at(id).error, "host host-a did not come back within 1 s");
+  scripts.at("host-b")->migrate_statuses = {"completed"}; // lets the last job end
+  tick(20);
 }
