@@ -4,6 +4,7 @@
 #include "agent/daemon/guest_process.hpp"
 #include "agent/daemon/guest_qmp_relay.hpp"
 #include "agent/daemon/guest_record.hpp"
+#include "agent/daemon/relay_policy.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "common/unique_fd.hpp"
@@ -366,6 +367,10 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       if (it == self->state.guests.end())
         return make_ferry_error(errc::invalid_argument,
                                 "no guest '" + guest + "' on " + self->state.cfg.host_name);
+      if (auto why = relay_refusal(command, args)) {
+        log::warn("refused QMP '{}' for guest '{}': {}", command, guest, *why);
+        return relay_refusal_reply(*why);
+      }
       auto rp = self->make_response_promise<std::string>();
       self->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, command, args)
         .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
