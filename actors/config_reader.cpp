@@ -115,9 +115,31 @@ caf::expected<tls_identity> config_reader::tls() const {
     auto s = str(key);
     if (!s)
       return s.error();
+    // An empty path would leave CAF's openssl module without a CA or a
+    // certificate: it then talks to anyone, or to no one, without saying so.
+    if (s->empty())
+      return invalid("'" + name(key) + "' must name a PEM file");
     *out = std::move(*s);
   }
   return id;
+}
+
+caf::expected<std::vector<std::string>>
+config_reader::strings(std::string_view key, const std::vector<std::string>& fallback) const {
+  auto n = view_->at(key);
+  if (!n)
+    return fallback;
+  const auto* arr = n.as_array();
+  if (arr == nullptr)
+    return invalid("'" + name(key) + "' must be an array of strings");
+  std::vector<std::string> out;
+  for (const auto& e : *arr) {
+    auto v = e.value<std::string>();
+    if (!v)
+      return invalid("'" + name(key) + "' must be an array of strings");
+    out.push_back(std::move(*v));
+  }
+  return out;
 }
 
 caf::expected<std::vector<config_reader>> config_reader::tables(std::string_view key) const {

@@ -35,6 +35,8 @@ public:
   caf::expected<bool> boolean(std::string_view key, bool fallback) const;
   caf::expected<host_port> address(std::string_view key) const; // "HOST:PORT"
   caf::expected<tls_identity> tls() const;                      // [tls] ca, cert, key
+  caf::expected<std::vector<std::string>> strings(std::string_view key,
+                                                  const std::vector<std::string>& fallback) const;
 
   // The entries of an array of tables (`[[key]]`), each a reader of its own
   // whose errors name "key.member". Absent: an empty list.

@@ -27,12 +27,23 @@ struct guest_spec {
   int32_t priority = 0;
   // Created as a migration target (-incoming defer), not booted.
   bool incoming = false;
+  // Incoming only: the host the migration comes from; its certificate is the
+  // only one the guest's migration port admits (tls-authz).
+  std::string migration_peer;
 };
+
+// The QOM ids of the migration TLS objects a daemon-mode guest carries:
+// server credentials for an incoming migration, client credentials for an
+// outgoing one, and the authz object naming migration_peer.
+inline constexpr const char* migration_tls_in = "ferry-tls-in";
+inline constexpr const char* migration_tls_out = "ferry-tls-out";
+inline constexpr const char* migration_authz = "ferry-authz";
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, guest_spec& x) {
   return f(caf::meta::type_name("ferry_guest_spec"), x.name, x.uuid, x.memory, x.vcpus, x.drive,
-           x.mem_path, x.accel, x.dirty_ring_size, x.dirty_rate, x.priority, x.incoming);
+           x.mem_path, x.accel, x.dirty_ring_size, x.dirty_rate, x.priority, x.incoming,
+           x.migration_peer);
 }
 
 // A guest as its host reports it.

@@ -33,6 +33,9 @@ using qmp_event_atom = caf::atom_constant<caf::atom("qmpevent")>;
 // text (the host actor for the agent's /metrics, the cluster actor for the
 // orchestrator's).
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+// (identify_atom, challenge) -> (certificate PEM, signature hex): the host
+// proves which host it is (actors/identity_proof.hpp).
+using identify_atom = caf::atom_constant<caf::atom("identify")>;
 
 // How long creating a guest may take. Each layer waits a little longer than
 // the one it asks, so the lower layer's error, with its reason, arrives
@@ -56,7 +59,8 @@ using host_actor = caf::typed_actor<
   // as JSON text: {"return": ...} or {"error": {"class", "desc"}}.
   caf::replies_to<qmp_atom, std::string, std::string, std::string>::with<std::string>,
   // The subscriber receives the guest's QMP events (see qmp_event_atom).
-  caf::replies_to<subscribe_atom, std::string, caf::actor>::with<bool>>;
+  caf::replies_to<subscribe_atom, std::string, caf::actor>::with<bool>,
+  caf::replies_to<identify_atom, std::string>::with<std::string, std::string>>;
 
 // Registers the control plane's message types; both ends call it.
 void add_control_plane_types(caf::actor_system_config& cfg);

@@ -228,10 +228,16 @@ caf::result<std::string> api_cancel(cluster_actor* self, int64_t id) {
 }
 
 cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg,
-                                    std::shared_ptr<journal> log, caf::actor dialer) {
+                                    std::shared_ptr<journal> log, caf::actor dialer,
+                                    host_verifier verify) {
   self->state.dialer =
     dialer ? std::move(dialer)
            : caf::actor_cast<caf::actor>(self->system().openssl_manager().actor_handle());
+  self->state.verify =
+    verify ? std::move(verify)
+           : [ca = cfg.tls.ca_file](const identity::proof& p, const std::string& challenge) {
+               return identity::check(ca, p, challenge);
+             };
   replay_journal(self, std::move(cfg), std::move(log));
   for (const auto& a : self->state.cfg.agents)
     connect_host(self, a.name);
@@ -276,8 +282,8 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
 } // namespace
 
 cluster_api spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                          std::shared_ptr<journal> log, caf::actor dialer) {
-  return sys.spawn(cluster, std::move(cfg), std::move(log), std::move(dialer));
+                          std::shared_ptr<journal> log, caf::actor dialer, host_verifier verify) {
+  return sys.spawn(cluster, std::move(cfg), std::move(log), std::move(dialer), std::move(verify));
 }
 
 } // namespace ferry

@@ -1,6 +1,7 @@
 #pragma once
 // The orchestrator's cluster actor: keeps a TLS link to every configured
-// agent (reconnecting with backoff, marking hosts up and down), the inventory
+// agent (reconnecting with backoff, accepting a host only once it proved it
+// holds that host's key, marking hosts up and down), the inventory
 // of hosts and guests, and the migration queue under the policy's limits;
 // plans evacuations; spawns one migration_job per migration; resumes the
 // journal's unfinished jobs after a restart.
@@ -12,6 +13,7 @@
 //   (api_evacuate_atom, host)
 //   (api_create_atom, host, guest spec JSON)     starts a guest on a host
 
+#include "actors/identity_proof.hpp"
 #include "orchestrator/journal.hpp"
 #include "orchestrator/migration_job.hpp"
 #include "orchestrator/orchestrator_config.hpp"
@@ -21,6 +23,7 @@
 #include <caf/atom.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <functional>
 #include <memory>
 
 namespace ferry {
@@ -39,10 +42,16 @@ using cluster_api =
                    caf::replies_to<cancel_atom, int64_t>::with<std::string>,
                    caf::replies_to<metrics_atom>::with<std::string>>;
 
+// Judges the proof a dialed host gives for a challenge: who it proves to be.
+using host_verifier = std::function<caf::expected<identity::peer>(const identity::proof&,
+                                                                  const std::string& challenge)>;
+
 // `dialer` reaches the agents: (connect_atom, host, port) -> (node_id,
 // strong_actor_ptr, interface set), as CAF's middleman answers; none = the
-// TLS middleman of `sys` (tests pass their own).
+// TLS middleman of `sys`. `verify` checks each host's identity proof; none =
+// identity::check against the configured CA file. Tests pass their own.
 cluster_api spawn_cluster(caf::actor_system& sys, orchestrator_config cfg,
-                          std::shared_ptr<journal> log, caf::actor dialer = {});
+                          std::shared_ptr<journal> log, caf::actor dialer = {},
+                          host_verifier verify = {});
 
 } // namespace ferry

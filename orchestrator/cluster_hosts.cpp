@@ -14,6 +14,67 @@
 
 namespace ferry::cluster_detail {
 
+namespace {
+
+void retry_connect(cluster_actor* self, const std::string& name) {
+  auto& h = self->state.hosts.at(name);
+  h.connecting = false;
+  self->delayed_send(self, h.backoff, connect_host_atom::value, name);
+  h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
+}
+
+// The peer proved it is host `name`: it is up.
+void host_is_up(cluster_actor* self, const std::string& name, host_actor handle) {
+  auto& h = self->state.hosts.at(name);
+  h.connecting = false;
+  h.refusal.clear();
+  h.handle = std::move(handle);
+  self->monitor(h.handle);
+  h.up = true;
+  log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
+  h.backoff = std::chrono::milliseconds(250);
+  // Jobs still settling with this host get the new link.
+  for (auto& [id, j] : self->state.jobs)
+    if (j.actor && (j.record.source == name || j.record.target == name))
+      self->send(j.actor, host_up_atom::value, name, h.handle);
+  self->send(self, refresh_atom::value);
+}
+
+// A peer at host `name`'s address that did not prove it is that host gets
+// nothing: no inventory, no jobs. Said once per change of reason.
+void refuse_host(cluster_actor* self, const std::string& name, const std::string& why) {
+  auto& h = self->state.hosts.at(name);
+  if (h.refusal != why)
+    log::error("refusing the peer at {}:{} as host {}: {}", h.address.control.host,
+               h.address.control.port, name, why);
+  h.refusal = why;
+  retry_connect(self, name);
+}
+
+// TLS only said the peer's certificate comes from the hosts' CA; it must
+// also hold the key of the host we meant to reach.
+void check_identity(cluster_actor* self, const std::string& name, const host_actor& handle) {
+  const std::string challenge = identity::new_challenge();
+  self->request(handle, request_timeout, identify_atom::value, challenge)
+    .then(
+      [self, name, handle, challenge](std::string& cert, std::string& signature) {
+        auto who =
+          self->state.verify(identity::proof{std::move(cert), std::move(signature)}, challenge);
+        if (!who)
+          return refuse_host(self, name, describe(who.error()));
+        if (who->role != "host" || who->name != name)
+          return refuse_host(self, name,
+                             "its certificate names " + who->role + " '" + who->name +
+                               "', not host '" + name + "'");
+        host_is_up(self, name, handle);
+      },
+      [self, name](const caf::error& err) {
+        refuse_host(self, name, "it gave no identity proof: " + describe(err));
+      });
+}
+
+} // namespace
+
 void connect_host(cluster_actor* self, const std::string& name) {
   auto& entry = self->state.hosts.at(name);
   if (entry.up || entry.connecting)
@@ -24,29 +85,11 @@ void connect_host(cluster_actor* self, const std::string& name) {
               entry.address.control.port)
     .then(
       [self, name](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
-        auto& h = self->state.hosts.at(name);
-        h.connecting = false;
-        if (!ptr) {
-          self->delayed_send(self, h.backoff, connect_host_atom::value, name);
-          return;
-        }
-        h.handle = caf::actor_cast<host_actor>(std::move(ptr));
-        self->monitor(h.handle);
-        h.up = true;
-        log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
-        h.backoff = std::chrono::milliseconds(250);
-        // Jobs still settling with this host get the new link.
-        for (auto& [id, j] : self->state.jobs)
-          if (j.actor && (j.record.source == name || j.record.target == name))
-            self->send(j.actor, host_up_atom::value, name, h.handle);
-        self->send(self, refresh_atom::value);
+        if (!ptr)
+          return retry_connect(self, name);
+        check_identity(self, name, caf::actor_cast<host_actor>(std::move(ptr)));
       },
-      [self, name](const caf::error&) {
-        auto& h = self->state.hosts.at(name);
-        h.connecting = false;
-        self->delayed_send(self, h.backoff, connect_host_atom::value, name);
-        h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
-      });
+      [self, name](const caf::error&) { retry_connect(self, name); });
 }
 
 // A target guest that no unfinished job owns is left over from a job whose

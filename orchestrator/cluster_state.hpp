@@ -60,6 +60,8 @@ struct host_entry {
   // Inventory refreshes in a row that got no answer in time: from
   // `degraded_after` on, the host is shown degraded and gets no new moves.
   uint32_t missed_refreshes = 0;
+  // Why the peer last dialed was not accepted as this host ("" = it was).
+  std::string refusal;
   std::chrono::steady_clock::time_point down_since; // when its link last went down
   bool degraded() const { return up && missed_refreshes >= degraded_after; }
   static constexpr uint32_t degraded_after = 2;
@@ -93,6 +95,7 @@ struct cluster_state {
   // Who dials agents: (connect_atom, host, port) -> (node, actor, ifs) —
   // the TLS middleman's actor, or a test's.
   caf::actor dialer;
+  host_verifier verify; // judges each dialed host's identity proof
 };
 
 // The cluster's own handle: its API, its jobs' reports, and the messages

@@ -94,7 +94,8 @@ std::string api_get(cluster_actor* self, const std::string& what) {
                                  {"draining", h.draining},
                                  {"memory_total", h.capacity.memory_total},
                                  {"memory_used", h.capacity.memory_used},
-                                 {"guests", h.guests.size()}});
+                                 {"guests", h.guests.size()},
+                                 {"refusal", h.refusal}});
   } else if (what == "guests") {
     for (const auto& [name, h] : st.hosts)
       for (const auto& g : h.guests)

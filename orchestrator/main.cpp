@@ -3,6 +3,7 @@
 // step in SQLite, serves the HTTP/JSON API ferryctl talks to.
 
 #include "actors/control_node.hpp"
+#include "actors/identity_proof.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "orchestrator/cluster.hpp"
@@ -37,6 +38,8 @@ int main(int argc, char** argv) {
   auto cfg = load_orchestrator_config(argv[2]);
   if (!cfg)
     return fail(describe(cfg.error()));
+  if (auto me = identity::own_identity(cfg->tls, "orchestrator"); !me)
+    return fail(describe(me.error()));
   auto log = journal::open(cfg->journal_path);
   if (!log)
     return fail(describe(log.error()));

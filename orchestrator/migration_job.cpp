@@ -219,6 +219,15 @@ void configure_and_listen(job_actor* self, uint16_t port) {
     src_params["max-cpu-throttle"] = 1;
   }
   json::object dst_params;
+  if (p.migration_tls) {
+    // Each guest carries these objects (agent/daemon/guest_process); the
+    // source checks it reached the target host, the target admits only the
+    // source host's certificate.
+    src_params["tls-creds"] = migration_tls_out;
+    src_params["tls-hostname"] = st.ctx.job.target;
+    dst_params["tls-creds"] = migration_tls_in;
+    dst_params["tls-authz"] = migration_authz;
+  }
   if (p.multifd_channels > 0) {
     src_params["multifd-channels"] = p.multifd_channels;
     dst_params["multifd-channels"] = p.multifd_channels;
@@ -253,6 +262,7 @@ void prepare_target(job_actor* self, guest_spec spec) {
     return;
   spec.incoming = true;
   spec.mem_path.clear(); // the target's RAM is its own
+  spec.migration_peer = st.ctx.job.source;
   self->request(st.ctx.target, create_request_timeout, create_atom::value, spec)
     .then(
       [self](const guest_info& info) {

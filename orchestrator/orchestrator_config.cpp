@@ -45,6 +45,8 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
         count_into(r, "policy.dirty_limit_mib_s", p.dirty_limit_mib_s)})
     if (!ok)
       return ok.error();
+  FERRY_TRY(tls, r.boolean("policy.migration_tls", p.migration_tls));
+  p.migration_tls = tls;
   FERRY_TRY(converge, r.boolean("policy.auto_converge_step", p.auto_converge_step));
   p.auto_converge_step = converge;
   FERRY_TRY(limit_step, r.boolean("policy.dirty_limit_step", p.dirty_limit_step));

@@ -12,7 +12,11 @@ struct migration_policy {
   uint32_t max_inbound_per_host = 2;
   uint64_t max_bandwidth = 134217728; // bytes/s per migration (QEMU's default)
   uint64_t downtime_limit_ms = 300;
-  uint32_t multifd_channels = 2;    // 0: one stream
+  uint32_t multifd_channels = 2; // 0: one stream
+  // Every channel of a migration runs TLS 1.3 with the hosts' certificates;
+  // the target admits only the source host (docs/security.md). Off sends
+  // guest memory in clear: for a network nobody else can see.
+  bool migration_tls = true;
   uint32_t progress_timeout_s = 60; // no progress for this long: cancel
   uint32_t completion_timeout_s_per_gib = 120;
   // After the source completed: how long the target has to report its

@@ -81,9 +81,9 @@ addr_of() { if [ -n "$netns" ]; then echo "10.77.$net.1$1"; else echo 127.0.0.1;
 in_host() { if [ -n "$netns" ]; then exec ip netns exec "$tag-$1" "${@:2}"; else exec "${@:2}"; fi; }
 
 # --- PKI: the cluster CA and one identity per node ------------------------
-say "PKI: cluster CA and certificates (deploy/pki/ferry-pki.sh)"
-bash "$src/deploy/pki/ferry-pki.sh" "$work/pki" --node orchestrator \
-  --node host-a --node host-b --node host-c >/dev/null
+say "PKI: one CA per role and an identity per node (deploy/pki/ferry-pki.sh cluster)"
+bash "$src/deploy/pki/ferry-pki.sh" cluster "$work/pki" \
+  --host host-a --host host-b --host host-c >/dev/null
 ls "$work/pki"
 
 # --- Agents ---------------------------------------------------------------
@@ -96,15 +96,17 @@ host = "$h"
 [control]
 listen = "$a:0"
 [tls]
-ca = "$work/pki/ca-cert.pem"
+ca = "$work/pki/orchestrator-ca.pem"
 cert = "$work/pki/$h-cert.pem"
 key = "$work/pki/$h-key.pem"
 [paths]
 state_dir = "$work/$h-state"
 run_dir = "$work/$h-run"
+images = ["$work"]
 [metrics]
 listen = "$a:0"
 [migration]
+ca = "$work/pki/hosts-ca.pem"
 address = "$a"
 port_min = $((21000 + i * 100))
 port_max = $((21000 + i * 100 + 99))
@@ -132,7 +134,7 @@ listen = "127.0.0.1:$api_port"
 [journal]
 path = "$work/journal.db"
 [tls]
-ca = "$work/pki/ca-cert.pem"
+ca = "$work/pki/hosts-ca.pem"
 cert = "$work/pki/orchestrator-cert.pem"
 key = "$work/pki/orchestrator-key.pem"
 [policy]

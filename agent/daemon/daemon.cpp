@@ -1,9 +1,11 @@
 #include "agent/daemon/daemon.hpp"
 
 #include "actors/control_node.hpp"
+#include "actors/identity_proof.hpp"
 #include "actors/metrics_endpoint.hpp"
 #include "agent/daemon/daemon_config.hpp"
 #include "agent/daemon/host_actor.hpp"
+#include "agent/daemon/migration_credentials.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 
@@ -39,6 +41,16 @@ int run_daemon(const std::string& config_path, const std::string& exe) {
   if (!make_dir(cfg->state_dir) || !make_dir(cfg->run_dir))
     return fail("cannot create state_dir '" + cfg->state_dir + "' or run_dir '" + cfg->run_dir +
                 "'");
+  auto me = identity::own_identity(cfg->tls, "host");
+  if (!me)
+    return fail(describe(me.error()));
+  if (*me != cfg->host_name)
+    return fail("tls.cert '" + cfg->tls.cert_file + "' names host '" + *me +
+                "', but this agent is host '" + cfg->host_name + "'");
+  auto tls_dir = prepare_migration_credentials(*cfg);
+  if (!tls_dir)
+    return fail(describe(tls_dir.error()));
+  cfg->migration_tls_dir = *tls_dir;
   const stop_signals stop; // before CAF starts its threads: they inherit the mask
   caf::actor_system_config sys_cfg;
   configure_control_plane(sys_cfg, cfg->tls);

@@ -26,6 +26,14 @@ caf::expected<daemon_config> read(const config_reader& r) {
   FERRY_TRY(run, r.str("paths.run_dir"));
   c.state_dir = state;
   c.run_dir = run;
+  FERRY_TRY(images, r.strings("paths.images", {state + "/images"}));
+  FERRY_TRY(memory, r.strings("paths.memory", {state + "/memory"}));
+  for (const auto* dirs : {&images, &memory})
+    for (const auto& d : *dirs)
+      if (d.empty() || d[0] != '/')
+        return r.invalid("paths.images and paths.memory take absolute directories, not '" + d +
+                         "'");
+  c.guest_paths = {images, memory};
   FERRY_TRY(metrics, r.str("metrics.listen", ""));
   if (!metrics.empty()) {
     FERRY_TRY(at, r.address("metrics.listen"));
@@ -33,6 +41,12 @@ caf::expected<daemon_config> read(const config_reader& r) {
   }
   FERRY_TRY(maddr, r.str("migration.address", "127.0.0.1"));
   c.migration_address = maddr;
+  // Cluster migrations run TLS between hosts: no CA, no start.
+  FERRY_TRY(mca, r.str("migration.ca"));
+  if (mca.empty())
+    return r.invalid("'migration.ca' must name the PEM file of the CA that issued the hosts' "
+                     "certificates (hosts-ca.pem)");
+  c.migration_ca = mca;
   FERRY_TRY(pmin, r.integer("migration.port_min", c.migration_port_min));
   FERRY_TRY(pmax, r.integer("migration.port_max", c.migration_port_max));
   if (pmin < 1 || pmax > 65535 || pmin > pmax)

@@ -1,5 +1,6 @@
 #include "agent/daemon/guest_process.hpp"
 
+#include "actors/identity_proof.hpp"
 #include "agent/cli/qemu_opts.hpp"
 #include "agent/cli/vm_config.hpp"
 #include "agent/daemon/guest_record.hpp"
@@ -45,17 +46,24 @@ caf::expected<void> check_guest_spec(const guest_spec& spec) {
     });
   if (!name_ok)
     return invalid("guest name '" + n + "' must be 1-64 characters of [A-Za-z0-9._-]");
+  const auto& peer = spec.migration_peer;
+  if (!std::all_of(peer.begin(), peer.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+      }))
+    return invalid("guest '" + n + "': migration peer '" + peer + "' is not a host name");
   if (spec.memory == 0 || spec.memory % mib != 0)
     return invalid("guest '" + n + "': memory must be a positive multiple of 1 MiB");
   if (spec.accel != "kvm" && spec.accel != "none")
     return invalid("guest '" + n + "': accel must be 'kvm' or 'none'");
   // The one-guest parser is the authority on everything else.
-  if (auto cfg = parse_vm_args(vm_arguments(spec, "/run")); !cfg)
+  if (auto cfg = parse_vm_args(vm_arguments(spec, "/run", "/run/tls")); !cfg)
     return invalid("guest '" + n + "': " + describe(cfg.error()));
   return {};
 }
 
-std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir) {
+std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir,
+                                      const std::string& tls_dir) {
   std::vector<std::string> a{"-name", spec.name,
                              "-m",    std::to_string(spec.memory / mib) + "M",
                              "-smp",  std::to_string(spec.vcpus)};
@@ -77,17 +85,31 @@ std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string&
            {"-accel", accel, "-qmp",
             "unix:" + qemu_opt_escape(qmp_socket_path(run_dir, spec.name)) + ",server=on,wait=off",
             "-serial", "file:" + run_dir + "/" + spec.name + ".serial"});
+  if (!tls_dir.empty()) {
+    const std::string dir = qemu_opt_escape(tls_dir);
+    a.insert(a.end(), {"-object",
+                       std::string{"tls-creds-x509,id="} + migration_tls_in + ",dir=" + dir +
+                         ",endpoint=server,verify-peer=on",
+                       "-object",
+                       std::string{"tls-creds-x509,id="} + migration_tls_out + ",dir=" + dir +
+                         ",endpoint=client"});
+    if (!spec.migration_peer.empty())
+      a.insert(a.end(),
+               {"-object", std::string{"authz-simple,id="} + migration_authz + ",identity=" +
+                             qemu_opt_escape(identity::subject_dn("host", spec.migration_peer))});
+  }
   if (spec.incoming)
     a.insert(a.end(), {"-incoming", "defer"});
   return a;
 }
 
 caf::expected<guest_process> guest_process::spawn(const std::string& exe, const guest_spec& spec,
-                                                  const std::string& run_dir) {
+                                                  const std::string& run_dir,
+                                                  const std::string& tls_dir) {
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls (this process has threads).
   std::vector<std::string> args{exe, "vm"};
-  for (auto& s : vm_arguments(spec, run_dir))
+  for (auto& s : vm_arguments(spec, run_dir, tls_dir))
     args.push_back(std::move(s));
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);

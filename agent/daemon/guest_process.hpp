@@ -22,14 +22,18 @@ namespace ferry {
 caf::expected<void> check_guest_spec(const guest_spec& spec);
 
 // The one-guest command line (after `ferry-agent vm`) for `spec`, with its
-// QMP socket, serial file in `run_dir`.
-std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir);
+// QMP socket, serial file in `run_dir`; with `tls_dir` (a tls-creds-x509
+// directory), the migration TLS objects too (migration_tls_in/out, and
+// migration_authz admitting the spec's migration_peer).
+std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir,
+                                      const std::string& tls_dir = {});
 
 class guest_process {
 public:
   // Starts `exe vm <vm_arguments>`; stdout/stderr go to RUN_DIR/NAME.log.
   static caf::expected<guest_process> spawn(const std::string& exe, const guest_spec& spec,
-                                            const std::string& run_dir);
+                                            const std::string& run_dir,
+                                            const std::string& tls_dir = {});
 
   // A guest process started by an earlier run of the agent, recognised by
   // its pid and start time.

@@ -33,6 +33,7 @@ json::object to_json(const guest_record& r) {
           {"dirty_rate", s.dirty_rate},
           {"priority", s.priority},
           {"incoming", s.incoming},
+          {"migration_peer", s.migration_peer},
           {"pid", r.info.pid},
           {"qmp_socket", r.info.qmp_socket},
           {"migration_port", r.info.migration_port},
@@ -53,6 +54,8 @@ guest_record from_json(const json::object& o) {
   s.dirty_rate = o.at("dirty_rate").to_number<uint64_t>();
   s.priority = o.at("priority").to_number<int32_t>();
   s.incoming = o.at("incoming").as_bool();
+  if (const auto* peer = o.if_contains("migration_peer"); peer != nullptr && peer->is_string())
+    s.migration_peer = peer->as_string(); // absent in records of older agents
   r.info.pid = o.at("pid").to_number<int32_t>();
   r.info.qmp_socket = o.at("qmp_socket").as_string();
   r.info.migration_port = o.at("migration_port").to_number<uint16_t>();

@@ -1,5 +1,6 @@
 #include "agent/daemon/host_actor.hpp"
 
+#include "actors/identity_proof.hpp"
 #include "agent/daemon/agent_metrics.hpp"
 #include "agent/daemon/guest_process.hpp"
 #include "agent/daemon/guest_qmp_relay.hpp"
@@ -235,6 +236,12 @@ caf::result<guest_info> create_guest(host_self self, guest_spec spec) {
   auto& st = self->state;
   if (auto ok = check_guest_spec(spec); !ok)
     return ok.error();
+  auto confined = confine_guest_paths(std::move(spec), st.cfg.guest_paths);
+  if (!confined) {
+    log::warn("refused a guest: {}", describe(confined.error()));
+    return confined.error();
+  }
+  spec = std::move(*confined);
   if (st.guests.count(spec.name) != 0)
     return make_ferry_error(errc::invalid_argument,
                             "guest '" + spec.name + "' already exists on " + st.cfg.host_name);
@@ -254,7 +261,7 @@ caf::result<guest_info> create_guest(host_self self, guest_spec spec) {
                               "host " + st.cfg.host_name + ": no free migration port");
     info.migration_port = *port;
   }
-  auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir);
+  auto proc = guest_process::spawn(st.exe, spec, st.cfg.run_dir, st.cfg.migration_tls_dir);
   if (!proc) {
     st.ports_in_use.erase(info.migration_port);
     return proc.error();
@@ -398,6 +405,12 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       record(self, it->second);
     },
     [self](tick_atom) { reap(self); },
+    [self](identify_atom, const std::string& challenge) -> caf::result<std::string, std::string> {
+      auto p = identity::prove(self->state.cfg.tls, challenge);
+      if (!p)
+        return p.error();
+      return {p->cert_pem, p->signature};
+    },
   };
 }
 

@@ -264,14 +264,56 @@ caf::expected<void> migration_destination::impl::execute() {
   return result;
 }
 
+// With TLS and a pinned peer (tls-authz), the port admits only a peer that
+// completes the handshake and proves that identity: anything else (a
+// plaintext client, another host's certificate, a scanner) is dropped and the
+// port keeps waiting for the real source, the guest undisturbed. A peer with
+// a good certificate for the wrong identity hears why (as QEMU's refused
+// source does). Without a pinned peer, as QEMU, the first connection is the
+// migration and its failure fails it.
 caf::expected<destination_event> migration_destination::impl::accept_main() {
-  FERRY_TRY(main_ch, listener->accept(-1));
-  main = main_ch.get();
-  {
-    std::lock_guard lk{mtx};
-    channels.push_back(std::move(main_ch));
+  for (;;) {
+    FERRY_TRY(main_ch, listener->accept(-1));
+    migration_channel* ch = main_ch.get();
+    {
+      // Registered first, so a cancel can cut a peer stalling its handshake.
+      std::lock_guard lk{mtx};
+      channels.push_back(std::move(main_ch));
+    }
+    // The settings in force when the source connects (as QEMU: they may
+    // change after migrate-incoming).
+    if (plan.refresh)
+      if (auto bad = plan.refresh(plan))
+        return refuse(*bad);
+    if (!plan.tls) {
+      main = ch;
+      return destination_event::accepted;
+    }
+    auto tls = ch->start_tls(*plan.tls);
+    if (!tls && !plan.check_authz) {
+      main = ch;
+      return tls.error();
+    }
+    std::optional<std::string> why = tls ? authz_denied(*ch) : describe(tls.error());
+    if (!why) {
+      main = ch;
+      return destination_event::accepted;
+    }
+    if (tls && ch->wait_readable(2000)) {
+      std::vector<uint8_t> buf;
+      if (auto h = ch->receive(buf);
+          h && h->type == mig::record_type::hello &&
+          ch->send(mig::record_type::hello_ack, mig::encode(mig::status_msg{1, *why})))
+        (void) ch->wait_readable(1000); // its close: it has read why (a second at most)
+    }
+    {
+      std::lock_guard lk{mtx};
+      channels.pop_back(); // closes it
+    }
+    if (stop)
+      return refuse("the incoming migration was stopped");
+    std::fprintf(stderr, "ferry: incoming migration: refused a connection: %s\n", why->c_str());
   }
-  return destination_event::accepted;
 }
 
 // Everything the two sides must agree on, checked before any page.
@@ -304,12 +346,7 @@ std::string migration_destination::impl::disagreement() const {
 }
 
 caf::expected<destination_event> migration_destination::impl::handshake() {
-  if (plan.refresh)
-    if (auto why = plan.refresh(plan))
-      return refuse(*why);
-  if (plan.tls)
-    if (auto ok = main->start_tls(*plan.tls); !ok)
-      return ok.error();
+  // (Settings read and TLS up on the main channel: accept_main admitted it.)
   std::vector<uint8_t> buf;
   FERRY_TRY(h, check_hello(*main, buf));
   hello = h;
@@ -352,7 +389,7 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
     return destination_event::channels_up;
   std::vector<uint8_t> buf;
   std::vector<bool> seen(hello.channel_count + 1, false);
-  for (uint16_t n = 0; n < hello.channel_count; ++n) {
+  for (uint16_t n = 0; n < hello.channel_count;) {
     FERRY_TRY(ch, accept_channel());
     // Registered before anything is read from it, so a peer that connects
     // and stalls can still be cut off (cancel, failure, shutdown).
@@ -361,11 +398,22 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
       std::lock_guard lk{mtx};
       channels.push_back(std::move(ch));
     }
-    if (plan.tls)
-      if (auto ok = raw->start_tls(*plan.tls); !ok)
+    if (plan.tls) {
+      auto ok = raw->start_tls(*plan.tls);
+      const auto why = ok ? authz_denied(*raw) : describe(ok.error());
+      if (why && !plan.check_authz)
         return ok.error();
-    if (auto denied = authz_denied(*raw))
-      return refuse(*denied);
+      if (why) {
+        // With a pinned peer, an intruder connecting while the channels come
+        // up is dropped; the source's own channels still get in.
+        {
+          std::lock_guard lk{mtx};
+          channels.pop_back();
+        }
+        std::fprintf(stderr, "ferry: incoming migration: refused a channel: %s\n", why->c_str());
+        continue;
+      }
+    }
     FERRY_TRY(h, check_hello(*raw, buf));
     if (h.session != hello.session)
       return refuse("a multifd channel of another migration connected");
@@ -378,6 +426,7 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
       if (auto ok = receive_channel(*raw); !ok)
         note_failure(ok.error());
     });
+    ++n;
   }
   return destination_event::channels_up;
 }

@@ -140,7 +140,15 @@ caf::expected<tls_session_ptr> tls_context::handshake(int fd) const {
       SSL_set1_host(s->ssl, host.c_str());
     }
   }
+  // A peer that connects and then says nothing (or too little) must not hold
+  // the port: each read of the server's handshake waits 10 s at most.
+  const timeval handshake_wait{10, 0};
+  const timeval no_wait{0, 0};
+  if (impl_->server)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &handshake_wait, sizeof handshake_wait);
   const int rc = impl_->server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
+  if (rc == 1 && impl_->server)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_wait, sizeof no_wait);
   if (rc != 1 && impl_->server) {
     // With TLS 1.3 the client believes the handshake done before we judged
     // its certificate, and has written already: closing now, with its bytes
@@ -189,6 +197,10 @@ caf::expected<size_t> tls_session::read(void* p, size_t n) {
   if (SSL_get_error(impl_->ssl, rc) == SSL_ERROR_ZERO_RETURN)
     return size_t{0};
   return tls_error("TLS: " + ssl_error_text());
+}
+
+bool tls_session::pending() const {
+  return SSL_has_pending(impl_->ssl) == 1;
 }
 
 std::string tls_session::peer_dn() const {

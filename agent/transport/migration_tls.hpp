@@ -63,6 +63,8 @@ public:
   caf::expected<size_t> write(const void* p, size_t n);
   caf::expected<void> flush();
   caf::expected<size_t> read(void* p, size_t n);
+  // Bytes (or a record) already read from the socket and not yet returned.
+  bool pending() const;
   // The peer certificate's subject in RFC 4514 form ("CN=...,O=..."), or ""
   // when the peer sent none.
   std::string peer_dn() const;

@@ -23,7 +23,11 @@ public:
   caf::expected<size_t> read_some(uint8_t* p, size_t n) override;
   // The socket under the session; records already buffered are not seen
   // (callers watch channels that should be idle).
-  bool wait_readable(int timeout_ms) override { return inner_->wait_readable(timeout_ms); }
+  // Records read ahead into the session count: the socket may be quiet
+  // while the next record already waits in OpenSSL's buffer.
+  bool wait_readable(int timeout_ms) override {
+    return session_->pending() || inner_->wait_readable(timeout_ms);
+  }
   void interrupt() override;
   caf::expected<void> finish() override { return inner_->finish(); }
   int socket_fd() const override { return inner_->socket_fd(); }

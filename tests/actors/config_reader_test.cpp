@@ -52,6 +52,19 @@ TEST(config_reader, each_mistake_names_file_and_key) {
   EXPECT_EQ(message(r.tls().error()), "c.toml: missing 'tls.ca'");
 }
 
+TEST(config_reader, empty_tls_settings_and_string_lists) {
+  auto r = read("[tls]\nca = \"/ca.pem\"\ncert = \"\"\nkey = \"/k.pem\"\n"
+                "[paths]\nimages = [\"/a\", \"/b\"]\nbad = [1]\none = \"/a\"\n");
+  EXPECT_EQ(message(r.tls().error()), "c.toml: 'tls.cert' must name a PEM file")
+    << "an empty TLS setting is refused, not taken as 'none'";
+  EXPECT_EQ(*r.strings("paths.images", {}), (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_EQ(*r.strings("paths.none", {"/d"}), (std::vector<std::string>{"/d"}));
+  EXPECT_EQ(message(r.strings("paths.bad", {}).error()),
+            "c.toml: 'paths.bad' must be an array of strings");
+  EXPECT_EQ(message(r.strings("paths.one", {}).error()),
+            "c.toml: 'paths.one' must be an array of strings");
+}
+
 TEST(config_reader, syntax_errors_name_line_and_column) {
   auto r = config_reader::parse("a = 1\nb = \n", "c.toml", plain);
   ASSERT_FALSE(r);

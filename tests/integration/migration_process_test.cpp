@@ -12,7 +12,11 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -271,6 +275,69 @@ INSTANTIATE_TEST_SUITE_P(
       name += "_tls";
     return name;
   });
+
+// A destination with TLS and tls-authz admits only its source: a plaintext
+// client and a client whose certificate (from the same CA) names someone else
+// are each dropped, the port keeps waiting with the guest undisturbed, and
+// the real source then migrates and verifies.
+TEST_F(migration_fixture, a_tls_port_drops_plaintext_and_unauthorised_peers_then_takes_the_source) {
+  size = "64M";
+  bytes = 64u << 20;
+  start_pair("2048", true);
+  configure(2, {{"max-bandwidth", 1ull << 30}});
+  const std::string uri = listen("tcp");
+  const auto port = static_cast<uint16_t>(std::stoi(uri.substr(uri.rfind(':') + 1)));
+
+  // A plaintext peer: it speaks first, as a source without TLS would.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const char hello[] = "FERRY plaintext hello, not a TLS ClientHello";
+    ASSERT_GT(::write(fd, hello, sizeof hello), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+    }
+    EXPECT_EQ(n, 0) << "the destination closes the connection (not a 5 s timeout)";
+    ::close(fd);
+  }
+  // A Ferry source whose certificate the same CA issued for someone else.
+  const std::string other = dir + "/pki-other";
+  auto r = run({"/bin/bash", FERRY_SOURCE_DIR "/deploy/pki/ferry-pki.sh", other, "--ca",
+                dir + "/pki", "--client-dn", "/O=Ferry/CN=intruder"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  host bad{"bad", dir + "/bad.sock", dir + "/bad.txt", {}, {}};
+  start(bad, {"-object", "tls-creds-x509,id=tls0,dir=" + other + ",endpoint=client"});
+  json::array caps{json::object{{"capability", "multifd"}, {"state", true}}};
+  EXPECT_TRUE(
+    bad.exec("migrate-set-capabilities", {{"capabilities", caps}}).as_object().contains("return"));
+  EXPECT_TRUE(bad.exec("migrate-set-parameters", {{"tls-creds", "tls0"}, {"multifd-channels", 2}})
+                .as_object()
+                .contains("return"));
+  r.output = json::serialize(bad.exec("migrate", {{"uri", uri}}));
+  EXPECT_EQ(bad.wait_status({"completed", "failed"}, 20s), "failed") << r.output;
+  EXPECT_EQ(bad.exec("query-status").at("return").at("status"), "running")
+    << "the refused source keeps its guest";
+
+  EXPECT_EQ(dst.status(), "setup") << "the port still waits: " << json::serialize(dst.info());
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "inmigrate");
+  const std::string log = dst.agent->stderr_text();
+  EXPECT_NE(log.find("TLS x509 authz check for CN=intruder,O=Ferry is denied"), std::string::npos)
+    << log;
+
+  // The real source.
+  r.output = json::serialize(src.exec("migrate", {{"uri", uri}}));
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+    << r.output << json::serialize(src.info()) << dst.agent->stderr_text();
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
+  expect_destination_runs_on("16128");
+}
 
 TEST_F(migration_fixture, hot_guest_keeps_iterating_then_cancel_leaves_the_source_intact) {
   size = "64M";

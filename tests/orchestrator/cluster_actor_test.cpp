@@ -94,13 +94,15 @@ struct cluster_fixture : coordinated_fixture {
     oc.policy = policy;
     uint16_t port = 1;
     for (const auto& [name, script] : scripts) {
+      if (script->identity.empty())
+        script->identity = name;
       (*by_port)[port] = sys->spawn(scripted_host, script);
       ports[name] = port;
       oc.agents.push_back(agent_address{name, host_port{"127.0.0.1", port}});
       ++port;
     }
     auto dialer = sys->spawn(scripted_dialer, by_port);
-    cluster = spawn_cluster(*sys, oc, log, dialer);
+    cluster = spawn_cluster(*sys, oc, log, dialer, scripted_identity);
     sched->run();
     tick();
   }
@@ -205,6 +207,28 @@ TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_move
   const auto again = api(api_get_atom::value, std::string{"hosts"});
   EXPECT_NE(again.find(R"("name":"host-b","up":true,"degraded":false)"), std::string::npos)
     << again;
+}
+
+// The peer at host-b's address proves it is host-c: TLS let it in (same
+// CA), the identity check does not. host-b stays down with the reason and
+// gets no moves; the others are up.
+TEST_F(cluster_fixture, a_peer_that_proves_another_identity_is_refused) {
+  add_guest("host-a", "vm1");
+  scripts.at("host-b")->identity = "host-c";
+  scripts.at("host-b")->memory_total = 4ull << 30; // it would be the first choice
+  start(migration_policy{});
+  const auto hosts = api(api_get_atom::value, std::string{"hosts"});
+  EXPECT_NE(hosts.find(R"("name":"host-b","up":false)"), std::string::npos) << hosts;
+  EXPECT_NE(hosts.find(R"(its certificate names host 'host-c', not host 'host-b')"),
+            std::string::npos)
+    << hosts;
+  EXPECT_NE(hosts.find(R"("name":"host-c","up":true)"), std::string::npos) << hosts;
+  EXPECT_TRUE(scripts.at("host-b")->qmp_seen.empty()) << "a refused peer is asked nothing";
+  scripts.at("host-a")->migrate_statuses = {"active", "completed"};
+  const auto r = api(api_migrate_atom::value, std::string{"vm1"}, std::string{});
+  ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  tick(20);
+  EXPECT_EQ(jobs().at(1).target, "host-c");
 }
 
 // An agent restart mid-evacuation: the move still pending off host-a waits

@@ -4,6 +4,7 @@
 // and cluster actors under CAF's test coordinator, in milliseconds.
 
 #include "actors/host_interface.hpp"
+#include "actors/identity_proof.hpp"
 
 #include <caf/all.hpp>
 
@@ -17,6 +18,8 @@ namespace ferry::test {
 // What a scripted host answers, and what it was asked.
 struct host_script {
   std::string name;
+  // Who it proves to be when dialed (default: name; see scripted_identity).
+  std::string identity;
   uint64_t memory_total = 1ull << 30;
   std::vector<guest_info> guests;
   bool create_fails = false;
@@ -46,6 +49,12 @@ struct host_script {
   // and "host:destroy".
   std::shared_ptr<std::vector<std::string>> trail;
 };
+
+// The host verifier for scripted hosts: accepts what scripted_host answers to
+// identify_atom (its `identity`, echoing the challenge), as the real
+// identity::check accepts a host's signed proof.
+caf::expected<identity::peer> scripted_identity(const identity::proof& p,
+                                                const std::string& challenge);
 
 host_actor::behavior_type scripted_host(host_actor::pointer self,
                                         const std::shared_ptr<host_script>& s);

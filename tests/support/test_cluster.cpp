@@ -99,6 +99,19 @@ void test_cluster::kill_guests(const std::string& host) const {
     } catch (const std::exception&) {
     }
   }
+  // And any guest its agent started but had not recorded yet (an agent
+  // killed between the two): every process whose command line names the
+  // host's run directory is one of its guests.
+  const std::string mark = run_dir(host) + "/";
+  for (const auto& e : std::filesystem::directory_iterator{"/proc", ec}) {
+    const std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::string cmdline = read_file(e.path().string() + "/cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(mark) != std::string::npos && cmdline.find(" vm ") != std::string::npos)
+      ::kill(std::stoi(pid), SIGKILL);
+  }
 }
 
 void test_cluster::kill_host(const std::string& host) {
@@ -177,9 +190,9 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
                 : ("in network namespaces " + net_tag_ + "-*, " + subnet_ + "0/24").c_str());
   std::vector<std::string> pki{"/bin/bash",
                                std::string{FERRY_SOURCE_DIR} + "/deploy/pki/ferry-pki.sh",
-                               dir.file("pki"), "--node", "orchestrator"};
+                               "cluster", dir.file("pki")};
   for (const auto& h : hosts)
-    pki.insert(pki.end(), {"--node", h});
+    pki.insert(pki.end(), {"--host", h});
   if (auto r = run(pki); r.status != 0)
     return "ferry-pki.sh: " + r.output;
   // Below the kernel's ephemeral range (32768+), distinct per test process:
@@ -191,13 +204,15 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
     const std::string conf = dir.file(h + ".toml");
     const std::string a = address(h);
     std::ofstream{conf} << "host = \"" << h << "\"\n[control]\nlisten = \"" << a << ":0\"\n"
-                        << "[tls]\nca = \"" << dir.file("pki/ca-cert.pem") << "\"\ncert = \""
-                        << dir.file("pki/" + h + "-cert.pem") << "\"\nkey = \""
+                        << "[tls]\nca = \"" << dir.file("pki/orchestrator-ca.pem")
+                        << "\"\ncert = \"" << dir.file("pki/" + h + "-cert.pem") << "\"\nkey = \""
                         << dir.file("pki/" + h + "-key.pem") << "\"\n[paths]\nstate_dir = \""
                         << dir.file(h + "-state") << "\"\nrun_dir = \"" << run_dir(h)
-                        << "\"\n[migration]\naddress = \"" << migration_address(h)
-                        << "\"\nport_min = " << port << "\nport_max = " << port + 9
-                        << "\n[metrics]\nlisten = \"" << a << ":0\"\n";
+                        << "\"\nimages = [\"" << dir.path() << "\"]\n[migration]\nca = \""
+                        << dir.file("pki/hosts-ca.pem") << "\"\naddress = \""
+                        << migration_address(h) << "\"\nport_min = " << port
+                        << "\nport_max = " << port + 9 << "\n[metrics]\nlisten = \"" << a
+                        << ":0\"\n";
     port = static_cast<uint16_t>(port + 10);
     std::vector<std::string> argv{binary("agent/ferry-agent"), "--config", conf};
     if (!agent_env.empty()) {
@@ -218,7 +233,7 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
       return h + " did not start: " + agents[h]->stderr_text();
   std::ofstream conf{dir.file("orchestrator.toml")};
   conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\n[journal]\npath = \""
-       << journal_path() << "\"\n[tls]\nca = \"" << dir.file("pki/ca-cert.pem") << "\"\ncert = \""
+       << journal_path() << "\"\n[tls]\nca = \"" << dir.file("pki/hosts-ca.pem") << "\"\ncert = \""
        << dir.file("pki/orchestrator-cert.pem") << "\"\nkey = \""
        << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\n"
        << (policy.find("max_bandwidth") == std::string::npos ? "max_bandwidth = 1073741824\n" : "")
@@ -317,8 +332,15 @@ std::string test_cluster::story() const {
     out << "migrations: " << ctl({"migrations", "-o", "json"}).output << "\n"
         << "orchestrator stderr:\n"
         << orchestrator->stderr_text() << "\n";
-  for (const auto& [h, a] : agents)
+  for (const auto& [h, a] : agents) {
     out << h << " stderr:\n" << a->stderr_text() << "\n";
+    // And what its guests said (RUN_DIR/NAME.log: each guest's stderr).
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator{run_dir(h), ec})
+      if (e.path().extension() == ".log")
+        out << h << "/" << e.path().filename().string() << ":\n"
+            << read_file(e.path().string()) << "\n";
+  }
   return out.str();
 }
 

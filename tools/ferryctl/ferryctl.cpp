@@ -322,7 +322,8 @@ int run_cli(int argc, char** argv) {
   if (hosts->parsed()) {
     if (int rc = call(o, "GET", "/api/v1/hosts", {}, out); rc != 0)
       return rc;
-    return show({"name", "up", "draining", "guests", "memory_used", "memory_total"});
+    return show(
+      {"name", "up", "degraded", "draining", "guests", "memory_used", "memory_total", "refusal"});
   }
   if (guests->parsed()) {
     if (int rc = call(o, "GET", "/api/v1/guests", {}, out); rc != 0)

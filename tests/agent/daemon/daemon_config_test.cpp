@@ -10,7 +10,9 @@
 namespace ferry {
 namespace {
 
-const std::string base = R"(
+// An agent.toml; `migration` adds lines to its [migration] table.
+std::string agent_toml(const std::string& migration = {}) {
+  return R"(
 host = "host-a"
 [control]
 listen = "0.0.0.0:47200"
@@ -18,10 +20,15 @@ listen = "0.0.0.0:47200"
 ca = "ca.pem"
 cert = "a.pem"
 key = "a-key.pem"
-[paths]
+[migration]
+ca = "hosts-ca.pem"
+)" + migration +
+         R"([paths]
 state_dir = "/var/lib/ferry"
 run_dir = "/run/ferry"
 )";
+}
+const std::string base = agent_toml();
 
 TEST(daemon_config, reads_the_file_with_defaults) {
   auto c = parse_daemon_config(base, "a.toml");
@@ -31,9 +38,12 @@ TEST(daemon_config, reads_the_file_with_defaults) {
   EXPECT_EQ(c->control.port, 47200);
   EXPECT_EQ(c->migration_port_min, 49152);
   EXPECT_EQ(c->memory, 0U);
-  auto d = parse_daemon_config(base + "[capacity]\nmemory = \"16G\"\n[migration]\nport_min = 5000\n"
-                                      "port_max = 5001\naddress = \"10.0.0.1\"\n",
-                               "a.toml");
+  EXPECT_EQ(c->guest_paths.images, std::vector<std::string>{"/var/lib/ferry/images"});
+  EXPECT_EQ(c->guest_paths.memory, std::vector<std::string>{"/var/lib/ferry/memory"});
+  auto d =
+    parse_daemon_config(agent_toml("port_min = 5000\nport_max = 5001\naddress = \"10.0.0.1\"\n") +
+                          "[capacity]\nmemory = \"16G\"\n",
+                        "a.toml");
   ASSERT_TRUE(d) << describe(d.error());
   EXPECT_EQ(d->memory, uint64_t{16} << 30);
   EXPECT_EQ(d->migration_port_max, 5001);
@@ -48,9 +58,16 @@ TEST(daemon_config, mistakes_are_named) {
   };
   expect_error("host = \n", "a.toml:");
   expect_error("host = \"x\"\n", "control.listen");
-  expect_error(base + "[migration]\nport_min = 10\nport_max = 5\n", "port_min <= port_max");
+  expect_error(agent_toml("port_min = 10\nport_max = 5\n"), "port_min <= port_max");
+  auto no_ca = base;
+  no_ca.erase(no_ca.find("ca = \"hosts-ca.pem\"\n"), 20);
+  expect_error(no_ca, "'migration.ca'");
   expect_error(base + "[capacity]\nmemory = \"lots\"\n", "not a size");
   expect_error(base + "host2 = 1\n[control]\n", "a.toml:");
+  expect_error(base + "images = [\"images\"]\n", "absolute directories, not 'images'");
+  auto empty_key = base;
+  empty_key.replace(empty_key.find("\"a-key.pem\""), 11, "\"\"");
+  expect_error(empty_key, "'tls.key' must name a PEM file");
 }
 
 guest_spec spec() {
@@ -77,6 +94,32 @@ TEST(guest_process, builds_the_one_guest_command_line_the_parser_accepts) {
   ASSERT_EQ(cfg->qmp.size(), 1U);
   EXPECT_EQ(cfg->qmp[0].path, "/run/ferry/vm-1.qmp");
   EXPECT_EQ(cfg->serial_path, "/run/ferry/vm-1.serial");
+}
+
+// Daemon-mode guests carry the migration TLS objects; an incoming one also
+// the authz object that admits only its source host.
+TEST(guest_process, carries_migration_tls_and_authz_for_its_peer) {
+  auto s = spec();
+  s.incoming = true;
+  s.migration_peer = "host-a";
+  auto cfg = parse_vm_args(vm_arguments(s, "/run/ferry", "/var/lib/ferry/migration-tls"));
+  ASSERT_TRUE(cfg) << describe(cfg.error());
+  ASSERT_EQ(cfg->tls_creds.size(), 2U);
+  EXPECT_EQ(cfg->tls_creds[0].id, migration_tls_in);
+  EXPECT_TRUE(cfg->tls_creds[0].server);
+  EXPECT_TRUE(cfg->tls_creds[0].verify_peer);
+  EXPECT_EQ(cfg->tls_creds[1].id, migration_tls_out);
+  EXPECT_FALSE(cfg->tls_creds[1].server);
+  EXPECT_EQ(cfg->tls_creds[1].dir, "/var/lib/ferry/migration-tls");
+  ASSERT_EQ(cfg->authz.size(), 1U);
+  EXPECT_EQ(cfg->authz[0].id, migration_authz);
+  EXPECT_EQ(cfg->authz[0].identity, "CN=host-a,OU=host,O=Ferry");
+  s.migration_peer.clear();
+  cfg = parse_vm_args(vm_arguments(s, "/run/ferry", "/tls"));
+  ASSERT_TRUE(cfg);
+  EXPECT_TRUE(cfg->authz.empty()) << "no peer, no authz object";
+  s.migration_peer = "host-a,identity=CN=evil";
+  EXPECT_FALSE(check_guest_spec(s)) << "a peer is a host name, nothing more";
 }
 
 TEST(guest_process, refuses_names_that_are_not_path_components_and_bad_sizes) {

@@ -578,12 +578,29 @@ TEST_F(tls_fixture, hostname_mismatch_fails_with_the_reason) {
   expect_failure("tcp:127.0.0.1:0", "Certificate does not match the hostname wrong.example");
 }
 
-TEST_F(tls_fixture, authz_dn_mismatch_fails_with_the_reason) {
+// A pinned peer (tls-authz): the source with another identity is told why
+// and fails; the destination keeps waiting for the peer it admits (Ferry
+// drops intruders instead of failing the incoming migration, unlike QEMU).
+TEST_F(tls_fixture, authz_dn_mismatch_fails_the_source_with_the_reason_and_the_port_waits_on) {
   make_destination();
   use_tls(src, good, false);
   use_tls(dst, good, true, {{"identity", "CN=someone-else,O=Ferry"}});
-  expect_failure("tcp:127.0.0.1:0",
-                 "TLS x509 authz check for CN=ferry-migration-client,O=Ferry is denied");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", "tcp:127.0.0.1:0"}, {"exit-on-error", false}}),
+            json::object{});
+  const std::string target =
+    "tcp:127.0.0.1:" + std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
+  EXPECT_EQ(src.run("migrate", {{"uri", target}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+  const std::string desc{src.info().at("error-desc").as_string()};
+  EXPECT_NE(desc.find("TLS x509 authz check for CN=ferry-migration-client,O=Ferry is denied"),
+            std::string::npos)
+    << desc;
+  EXPECT_EQ(src.run("query-status").at("status"), "running");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(dst.info().at("status"), "setup") << "the port still waits for its peer";
+  EXPECT_EQ(dst.run("migrate_cancel"), json::object{}); // fences it: over
+  const auto end = dst.wait_status({"cancelled", "failed"});
+  EXPECT_TRUE(end == "cancelled" || end == "failed") << end;
 }
 
 } // namespace

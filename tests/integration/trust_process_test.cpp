@@ -1,0 +1,190 @@
+// Least privilege in the control plane, on real processes (issue 16): who may
+// open a control session to an agent, what an agent relays, which peer the
+// orchestrator accepts as a host, and where a guest's files may be.
+
+#include "actors/control_node.hpp"
+#include "actors/host_interface.hpp"
+#include "tests/support/cluster_fixture.hpp"
+#include "tests/support/process.hpp"
+#include "tools/qmp/qmp_client.hpp"
+
+#include <caf/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <fstream>
+#include <regex>
+#include <thread>
+
+namespace ferry::test {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+class trust : public cluster {
+protected:
+  tls_identity identity(const std::string& who) const {
+    return {c.dir.file(who == "orchestrator" ? "pki/hosts-ca.pem" : "pki/orchestrator-ca.pem"),
+            c.dir.file("pki/" + who + "-cert.pem"), c.dir.file("pki/" + who + "-key.pem")};
+  }
+  uint16_t control_port(const std::string& host) const {
+    return static_cast<uint16_t>(std::stoi(read_file(run_dir(host) + "/control.port")));
+  }
+};
+
+// A control session to host-a's agent, opened as `who`: the host actor, or
+// the error CAF reports.
+caf::expected<host_actor> dial(caf::actor_system& sys, const std::string& host, uint16_t port) {
+  return caf::openssl::remote_actor<host_actor>(sys, host, port);
+}
+
+TEST_F(trust, only_the_orchestrator_opens_a_session_and_the_relay_refuses_paths_and_programs) {
+  create("vm1", "host-a");
+  wait_ready("vm1", "host-a");
+  const std::string a = c.address("host-a");
+  const uint16_t port = control_port("host-a");
+  // Another host's certificate, and host-a's own: both from the hosts' CA,
+  // which host-a's agent does not trust for control sessions.
+  for (const std::string who : {"host-b", "host-a"}) {
+    caf::actor_system_config cfg;
+    configure_control_plane(cfg, identity(who));
+    caf::actor_system sys{cfg};
+    auto h = dial(sys, a, port);
+    EXPECT_FALSE(h) << who << "'s certificate opened a control session to host-a";
+  }
+  // The orchestrator's identity gets in; the relay passes what migrations
+  // need and refuses the rest, with the reason.
+  caf::actor_system_config cfg;
+  configure_control_plane(cfg, identity("orchestrator"));
+  caf::actor_system sys{cfg};
+  auto h = dial(sys, a, port);
+  ASSERT_TRUE(h) << sys.render(h.error());
+  caf::scoped_actor self{sys};
+  auto ask = [&](const std::string& command, const std::string& args) {
+    std::string out;
+    self->request(*h, 10s, qmp_atom::value, std::string{"vm1"}, command, args)
+      .receive([&](const std::string& reply) { out = reply; },
+               [&](const caf::error& e) { out = "error: " + sys.render(e); });
+    return out;
+  };
+  EXPECT_NE(ask("query-status", "").find("\"return\""), std::string::npos);
+  const std::string marker = c.dir.file("pwned");
+  for (const auto& [command, args] : std::vector<std::pair<std::string, std::string>>{
+         {"migrate", R"({"uri":"exec:touch )" + marker + R"("})"},
+         {"migrate", R"({"uri":"file:)" + marker + R"("})"},
+         {"pmemsave", R"({"val":0,"size":4096,"filename":")" + marker + R"("})"},
+         {"human-monitor-command", R"({"command-line":"info status"})"}}) {
+    const auto reply = ask(command, args);
+    EXPECT_NE(reply.find("\"GenericError\""), std::string::npos) << command << ": " << reply;
+    EXPECT_NE(reply.find("not relayed"), std::string::npos) << command << ": " << reply;
+  }
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(std::ifstream{marker}.good()) << "nothing ran, nothing was written";
+  EXPECT_NE(ask("query-status", "").find("\"running\""), std::string::npos)
+    << "the guest runs on, untouched";
+}
+
+// The orchestrator dials host-a at host-b's address: TLS succeeds (the hosts'
+// CA issued host-b's certificate) but host-b cannot prove it is host-a.
+TEST_F(trust, a_peer_with_another_hosts_certificate_is_refused) {
+  c.orchestrator->signal(SIGTERM);
+  ASSERT_TRUE(c.orchestrator->wait(10s));
+  const std::string conf_path = c.dir.file("orchestrator.toml");
+  std::string conf = read_file(conf_path);
+  const std::string b_at = c.address("host-b") + ":" + std::to_string(control_port("host-b"));
+  conf = std::regex_replace(conf, std::regex{"name = \"host-a\"\naddress = \"[^\"]*\""},
+                            "name = \"host-a\"\naddress = \"" + b_at + "\"");
+  std::ofstream{conf_path} << conf;
+  c.orchestrator = std::make_unique<process>(
+    std::vector<std::string>{binary("orchestrator/ferry-orchestrator"), "--config", conf_path});
+  std::string refusal;
+  bool b_up = false;
+  for (int i = 0; i < 100 && (refusal.empty() || !b_up); ++i) {
+    std::this_thread::sleep_for(100ms);
+    auto r = ctl({"hosts", "-o", "json"});
+    if (r.status != 0)
+      continue;
+    const auto hosts = json::parse(r.output);
+    for (const auto& h : hosts.as_array()) {
+      if (h.at("name").as_string() == "host-a") {
+        EXPECT_FALSE(h.at("up").as_bool()) << "host-b passed for host-a";
+        refusal = std::string{h.at("refusal").as_string()};
+      }
+      if (h.at("name").as_string() == "host-b")
+        b_up = h.at("up").as_bool();
+    }
+  }
+  EXPECT_NE(refusal.find("its certificate names host 'host-b', not host 'host-a'"),
+            std::string::npos)
+    << refusal << c.orchestrator->stderr_text();
+  EXPECT_TRUE(b_up) << "host-b itself is accepted as host-b";
+  EXPECT_NE(c.orchestrator->stderr_text().find("refusing the peer at " + b_at + " as host host-a"),
+            std::string::npos)
+    << c.orchestrator->stderr_text();
+}
+
+// Cluster migrations run TLS by default: the target's port took the source
+// over tls-creds with tls-authz naming the source host, the source checked
+// the target's name (tls-hostname); the guest arrives intact.
+TEST_F(trust, a_cluster_migration_runs_tls_admitting_only_the_source_host) {
+  create("vm1", "host-a");
+  wait_ready("vm1", "host-a");
+  auto m = ctl({"migrate", "vm1", "--to", "host-b", "--wait", "-o", "json"});
+  ASSERT_EQ(m.status, 0) << m.output << c.story();
+  qmp_tool::qmp_client q{run_dir("host-b") + "/vm1.qmp"};
+  q.negotiate();
+  const auto params = q.execute("query-migrate-parameters").at("return");
+  EXPECT_EQ(params.at("tls-creds").as_string(), "ferry-tls-in") << json::serialize(params);
+  EXPECT_EQ(params.at("tls-authz").as_string(), "ferry-authz") << json::serialize(params);
+  EXPECT_EQ(q.execute("query-migrate").at("return").at("status").as_string(), "completed");
+  // The record the agent keeps names the one peer the port admitted.
+  const auto record = json::parse(read_file(run_dir("host-b") + "/vm1.guest"));
+  EXPECT_EQ(record.at("migration_peer").as_string(), "host-a");
+  verify_guest("vm1", "host-b");
+}
+
+TEST_F(trust, a_guest_whose_files_are_outside_the_allowed_directories_is_refused) {
+  auto r = ctl({"create", "vm1", "--host", "host-a", "--memory", "8M", "--image", "/etc/passwd",
+                "--accel", "none"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("drive '/etc/passwd' is outside the directories this agent allows "
+                          "(paths.images: " +
+                          c.dir.path() + ")"),
+            std::string::npos)
+    << r.output;
+  // A symlink inside the allowed directory that points out is followed.
+  const std::string link = c.dir.file("sneaky.img");
+  ASSERT_EQ(::symlink("/etc/passwd", link.c_str()), 0);
+  r = ctl(
+    {"create", "vm2", "--host", "host-a", "--memory", "8M", "--image", link, "--accel", "none"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("resolves to '/etc/passwd'"), std::string::npos) << r.output;
+  EXPECT_TRUE(placements().empty());
+}
+
+// A daemon refuses to start with an identity that is not its own.
+TEST_F(trust, daemons_refuse_to_start_with_the_wrong_identity) {
+  const std::string conf = c.dir.file("host-a.toml");
+  std::string text = read_file(conf);
+  const std::string wrong = std::regex_replace(text, std::regex{"pki/host-a-"}, "pki/host-b-");
+  std::ofstream{c.dir.file("wrong.toml")} << wrong;
+  auto r = run({binary("agent/ferry-agent"), "--config", c.dir.file("wrong.toml")});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("names host 'host-b', but this agent is host 'host-a'"),
+            std::string::npos)
+    << r.output;
+  const std::string orch = std::regex_replace(read_file(c.dir.file("orchestrator.toml")),
+                                              std::regex{"pki/orchestrator-"}, "pki/host-a-");
+  std::ofstream{c.dir.file("wrong-orch.toml")} << orch;
+  r = run({binary("orchestrator/ferry-orchestrator"), "--config", c.dir.file("wrong-orch.toml")});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("is not a orchestrator certificate"), std::string::npos) << r.output;
+}
+
+} // namespace
+} // namespace ferry::test
