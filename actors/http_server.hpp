@@ -1,15 +1,21 @@
 #pragma once
-// A small blocking HTTP/1.1 server (Boost.Beast) for the daemons' endpoints:
-// the orchestrator's API and both daemons' /metrics. It runs on its own named
-// threads (one accepting, one per connection: clients are few: Prometheus,
-// ferryctl, operators), so no actor ever blocks on a socket; handlers reach
-// actors with request/receive from those threads.
+// The daemons' HTTP/1.1 server (Boost.Beast): the orchestrator's API and both
+// daemons' /metrics. Every client is untrusted, so everything is bounded:
+// connections at once, the time to send a request (slow clients are cut),
+// header and body sizes, requests waiting for a handler, event streams. One
+// named thread does all socket I/O (asynchronously, so a thousand idle or
+// slow connections cost memory, not threads); handlers run on a small named
+// pool, since they wait for actors; an event stream gets a thread of its
+// own. Nothing here ends the daemon: a resource that runs out refuses one
+// client with 503.
 
 #include "actors/host_port.hpp"
 
 #include <caf/expected.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,14 +43,27 @@ struct http_response {
   std::function<void(const http_stream_writer&, const std::atomic<bool>& stopping)> stream;
 };
 
+struct http_limits {
+  size_t max_connections = 256;                      // open at once; more are closed on accept
+  size_t workers = 8;                                // handler threads
+  size_t max_queued = 256;                           // requests waiting for a handler; more get 503
+  size_t max_streams = 8;                            // event streams at once; more get 503
+  std::chrono::milliseconds request_timeout{10'000}; // to send one request (and idle between)
+  size_t header_limit = 16 * 1024;
+  size_t body_limit = 1024 * 1024;
+};
+
 class http_server {
 public:
   using handler = std::function<http_response(const http_request&)>;
 
   // Binds `at` (port 0: any free one) and serves until destroyed. Thread
-  // names (at most 15 characters) make the threads findable in ps/top.
-  static caf::expected<std::unique_ptr<http_server>>
-  start(const host_port& at, handler h, std::string accept_thread, std::string conn_thread);
+  // names (at most 15 characters; workers get a number appended) make the
+  // threads findable in ps/top.
+  static caf::expected<std::unique_ptr<http_server>> start(const host_port& at, handler h,
+                                                           std::string io_thread,
+                                                           std::string worker_thread,
+                                                           http_limits limits = {});
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;

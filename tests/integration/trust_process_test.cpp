@@ -14,8 +14,14 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -165,6 +171,70 @@ TEST_F(trust, a_guest_whose_files_are_outside_the_allowed_directories_is_refused
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("resolves to '/etc/passwd'"), std::string::npos) << r.output;
   EXPECT_TRUE(placements().empty());
+}
+
+// The orchestrator's API under a flood (issue 16 item 4): 500 connections
+// that send half a request and stall, on top of 100 that trickle a byte a
+// second. The daemon stays up, serves ferryctl within a second while the
+// trickling ones still hang on, and cuts them all at its request deadline.
+TEST_F(trust, the_api_survives_a_connection_flood_and_slow_clients) {
+  const auto connect_api = [this] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(c.api_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  };
+  std::vector<int> slow;
+  for (int i = 0; i < 100; ++i)
+    if (const int fd = connect_api(); fd >= 0)
+      slow.push_back(fd);
+  std::atomic<bool> trickling{true};
+  std::thread trickle{[&] {
+    const std::string req = "GET /api/v1/hosts HTTP/1.1\r\nHost: x\r\n";
+    for (size_t i = 0; trickling && i < req.size(); ++i) {
+      for (int fd : slow)
+        (void) ::send(fd, &req[i], 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }};
+  std::vector<int> flood;
+  for (int i = 0; i < 500; ++i)
+    if (const int fd = connect_api(); fd >= 0) {
+      (void) ::send(fd, "POST /api/v1/evacuations HTTP/1.1\r\n", 36, MSG_NOSIGNAL);
+      flood.push_back(fd);
+    }
+  for (int fd : flood)
+    ::close(fd);
+  // "Afterwards": the flood is over; the server may still be closing its
+  // half of those connections (they count against its cap until then).
+  const auto t0 = std::chrono::steady_clock::now();
+  run_result r;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    r = ctl({"hosts", "-o", "json"});
+  } while (r.status != 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  trickling = false;
+  trickle.join();
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_LT(took, std::chrono::seconds(1)) << "served while 100 slow clients hang on";
+  EXPECT_TRUE(c.orchestrator->running());
+  // The trickling clients are cut at the request deadline (10 s).
+  size_t cut = 0;
+  for (int fd : slow) {
+    pollfd p{fd, POLLIN, 0};
+    char b[64];
+    if (::poll(&p, 1, 12'000) > 0 && ::read(fd, b, sizeof b) <= 0)
+      ++cut;
+    ::close(fd);
+  }
+  EXPECT_EQ(cut, slow.size());
 }
 
 // A daemon refuses to start with an identity that is not its own.

@@ -116,8 +116,13 @@ void test_cluster::kill_guests(const std::string& host) const {
 
 void test_cluster::kill_host(const std::string& host) {
   agents.at(host)->signal(SIGKILL);
-  kill_guests(host);
   agents.at(host)->wait(5s);
+  // A child the agent forked just before it died execs as a guest a moment
+  // later (until then it looks like the agent): look again.
+  for (int round = 0; round < 3; ++round) {
+    kill_guests(host);
+    std::this_thread::sleep_for(100ms);
+  }
 }
 
 bool test_cluster::reset_migration_connections(const std::string& host) {
