@@ -206,7 +206,7 @@ private:
   void dispatch() {
     auto req = parser_->release();
     http_request in{std::string{req.method_string()}, std::string{req.target()},
-                    std::move(req.body())};
+                    std::move(req.body()), std::string{req[http::field::authorization]}};
     const unsigned version = req.version();
     const bool keep = req.keep_alive();
     auto self = shared_from_this();
@@ -234,6 +234,8 @@ private:
     auto res = std::make_shared<http::response<http::string_body>>(
       static_cast<http::status>(out.status), version);
     res->set(http::field::content_type, out.content_type);
+    if (out.status == 401)
+      res->set(http::field::www_authenticate, "Bearer");
     res->keep_alive(keep);
     res->body() = std::move(out.body);
     res->prepare_payload();

@@ -28,6 +28,7 @@ struct http_request {
   std::string method; // "GET", "POST", ...
   std::string target; // path and query as sent
   std::string body;
+  std::string authorization{}; // the Authorization header, as sent
 };
 
 // Writes one piece of a streamed body; false once the client has gone.

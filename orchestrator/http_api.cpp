@@ -157,11 +157,14 @@ http_response handle(caf::actor_system& sys, const cluster_api& cluster, const h
 
 } // namespace
 
-caf::expected<std::unique_ptr<http_server>>
-start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at) {
+caf::expected<std::unique_ptr<http_server>> start_http_api(caf::actor_system& sys,
+                                                           cluster_api cluster, const host_port& at,
+                                                           api_tokens tokens) {
   return http_server::start(
     at,
-    [&sys, cluster = std::move(cluster)](const http_request& req) {
+    [&sys, cluster = std::move(cluster), tokens = std::move(tokens)](const http_request& req) {
+      if (auto no = authorize(tokens.caller(req.authorization), req.method))
+        return http_response{no->status, "application/json", std::move(no->body), {}};
       return handle(sys, cluster, req);
     },
     "http-api", "http-conn");

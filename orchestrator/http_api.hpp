@@ -11,10 +11,13 @@
 //   POST /api/v1/evacuations           {"host": HOST}
 //   GET  /api/v1/events                server-sent events: "migrations" snapshots
 //   GET  /metrics                      Prometheus text format (docs/metrics.md)
-// Errors: 400 bad request, 404 unknown resource, 409 conflict, 503 host down,
-// each with {"error": description}.
+// Every request needs `Authorization: Bearer TOKEN` (api_auth.hpp): 401
+// without a known token, 403 for a viewer's POST.
+// Errors: 400 bad request, 401/403, 404 unknown resource, 409 conflict, 503
+// host down or busy, each with {"error": description}.
 
 #include "actors/http_server.hpp"
+#include "orchestrator/api_auth.hpp"
 #include "orchestrator/cluster.hpp"
 
 #include <caf/actor.hpp>
@@ -25,8 +28,9 @@
 
 namespace ferry {
 
-// Serves the API (and GET /metrics) for `cluster` at `at` (port 0: any).
+// Serves the API (and GET /metrics) for `cluster` at `at` (port 0: any) to
+// the callers `tokens` knows (viewers read, operators also change).
 caf::expected<std::unique_ptr<http_server>>
-start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at);
+start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at, api_tokens tokens);
 
 } // namespace ferry

@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
     return fail(describe(cfg.error()));
   if (auto me = identity::own_identity(cfg->tls, "orchestrator"); !me)
     return fail(describe(me.error()));
+  auto tokens = api_tokens::load(cfg->http_tokens);
+  if (!tokens)
+    return fail(describe(tokens.error()));
   auto log = journal::open(cfg->journal_path);
   if (!log)
     return fail(describe(log.error()));
@@ -50,7 +53,7 @@ int main(int argc, char** argv) {
   caf::actor_system sys{sys_cfg};
 
   auto cluster = spawn_cluster(sys, *cfg, std::shared_ptr<journal>{std::move(*log)});
-  auto api = start_http_api(sys, cluster, cfg->http);
+  auto api = start_http_api(sys, cluster, cfg->http, std::move(*tokens));
   if (!api) {
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
     return fail(describe(api.error()));

@@ -64,6 +64,11 @@ caf::expected<orchestrator_config> read(const config_reader& r) {
   orchestrator_config c;
   FERRY_TRY(http, r.address("http.listen"));
   c.http = http;
+  // The API changes the cluster: nobody uses it without a token.
+  FERRY_TRY(tokens, r.str("http.tokens"));
+  if (tokens.empty())
+    return r.invalid("'http.tokens' must name the API tokens file (ROLE NAME TOKEN per line)");
+  c.http_tokens = tokens;
   FERRY_TRY(journal, r.str("journal.path"));
   c.journal_path = journal;
   FERRY_TRY(tls, r.tls());

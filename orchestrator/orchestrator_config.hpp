@@ -20,6 +20,7 @@ struct agent_address {
 
 struct orchestrator_config {
   host_port http;           // the HTTP/JSON API (ferryctl)
+  std::string http_tokens;  // who may use it (api_auth.hpp): [http] tokens
   std::string journal_path; // SQLite file
   tls_identity tls;         // cluster CA, and this orchestrator's identity
   std::vector<agent_address> agents;

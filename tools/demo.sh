@@ -52,7 +52,7 @@ for tool in ferry-agent ferry-orchestrator; do
   [ -x "$build/agent/$tool" ] || [ -x "$build/orchestrator/$tool" ] ||
     { echo "demo: build first (cmake --build $build)" >&2; exit 1; }
 done
-ctl() { "$build/tools/ferryctl" --server "127.0.0.1:$api_port" "$@"; }
+ctl() { "$build/tools/ferryctl" --server "127.0.0.1:$api_port" --token-file "$work/operator.token" "$@"; }
 
 # --- Network: a namespace per host on a bridge, or loopback ---------------
 # Each namespace gets 10.77.<n>.<1x>/24 behind a bridge whose address the
@@ -126,11 +126,19 @@ for i in 0 1 2; do
 done
 
 # --- Orchestrator ---------------------------------------------------------
+say "API tokens: an operator's for ferryctl, a viewer's for Prometheus ($work/api-tokens)"
+token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+op_token=$(token)
+view_token=$(token)
+(umask 077 && printf 'operator demo %s\nviewer prometheus %s\n' "$op_token" "$view_token" \
+  >"$work/api-tokens" && echo "$op_token" >"$work/operator.token" &&
+  echo "$view_token" >"$work/viewer.token")
 say "Starting the orchestrator (API and /metrics on 127.0.0.1:$api_port)"
 {
   cat <<EOF
 [http]
 listen = "127.0.0.1:$api_port"
+tokens = "$work/api-tokens"
 [journal]
 path = "$work/journal.db"
 [tls]
@@ -162,6 +170,7 @@ if command -v prometheus >/dev/null; then
     printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n'
     printf 'rule_files:\n  - %s/deploy/prometheus/ferry-alerts.yml\n' "$src"
     printf 'scrape_configs:\n  - job_name: ferry-orchestrator\n'
+    printf '    authorization:\n      credentials_file: %s\n' "$work/viewer.token"
     printf '    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' "$api_port"
     printf '  - job_name: ferry-agent\n    static_configs:\n      - targets:\n'
     for i in 0 1 2; do
@@ -232,8 +241,9 @@ fi
 
 say "Where to look"
 cat <<EOF
-  ferryctl:        $build/tools/ferryctl --server 127.0.0.1:$api_port hosts | guests | migrations | watch
+  ferryctl:        $build/tools/ferryctl --server 127.0.0.1:$api_port --token-file $work/operator.token hosts | guests | migrations | watch
   orchestrator:    http://127.0.0.1:$api_port/api/v1/migrations   http://127.0.0.1:$api_port/metrics
+                   (curl -H "Authorization: Bearer \$(cat $work/viewer.token)" ...)
   agents:          $(for i in 0 1 2; do printf 'http://%s:%s/metrics  ' "$(addr_of "$i")" "$(cat "$work/${hosts[$i]}-run/metrics.port")"; done)
   prometheus:      http://127.0.0.1:$prom_port/graph   (alerts: http://127.0.0.1:$prom_port/alerts)
   grafana:         import $src/deploy/grafana/dashboards/*.json with a Prometheus data source

@@ -77,7 +77,8 @@ protected:
     return get(host_port{"127.0.0.1", port}, target);
   }
   http_result get(const host_port& at, const std::string& target) {
-    return ctl::http_request(at, "GET", target);
+    // A viewer's token: the orchestrator's endpoints need one; agents' ignore it.
+    return ctl::http_request(at, "GET", target, {}, "Bearer " + c.viewer_token);
   }
   // Where host `h`'s agent serves /metrics.
   host_port metrics_of(const std::string& h) { return {c.address(h), c.metrics_port(h)}; }
@@ -108,7 +109,9 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
     std::ofstream cfg{c.dir.file("prometheus.yml")};
     cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         << "rule_files:\n  - " << FERRY_SOURCE_DIR << "/deploy/prometheus/ferry-alerts.yml\n"
-        << "scrape_configs:\n  - job_name: ferry-orchestrator\n    static_configs:\n"
+        << "scrape_configs:\n  - job_name: ferry-orchestrator\n"
+        << "    authorization:\n      credentials_file: " << c.viewer_token_file() << "\n"
+        << "    static_configs:\n"
         << "      - targets: ['127.0.0.1:" << c.api_port << "']\n"
         << "  - job_name: ferry-agent\n    static_configs:\n      - targets:\n";
     for (const auto& h : host_names)

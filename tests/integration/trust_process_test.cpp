@@ -173,6 +173,57 @@ TEST_F(trust, a_guest_whose_files_are_outside_the_allowed_directories_is_refused
   EXPECT_TRUE(placements().empty());
 }
 
+// The API needs a token: none (or a wrong one) is 401 with a JSON error, a
+// viewer reads but its POST is 403, an operator changes the cluster.
+TEST_F(trust, the_api_admits_viewers_to_read_and_operators_to_change) {
+  const auto raw = [this](const std::string& method, const std::string& path,
+                          const std::string& token) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(c.api_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    if (!token.empty())
+      req += "Authorization: Bearer " + token + "\r\n";
+    const std::string body = R"({"host":"host-c"})";
+    req += method == "POST" ? "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body
+                            : std::string{"\r\n"};
+    (void) ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string out;
+    char b[4096];
+    for (ssize_t n; (n = ::read(fd, b, sizeof b)) > 0;)
+      out.append(b, static_cast<size_t>(n));
+    ::close(fd);
+    return out;
+  };
+  auto r = raw("GET", "/api/v1/hosts", "");
+  EXPECT_EQ(r.rfind("HTTP/1.1 401", 0), 0U) << r;
+  EXPECT_NE(r.find("WWW-Authenticate: Bearer"), std::string::npos) << r;
+  EXPECT_NE(r.find(R"({"error":"authentication required)"), std::string::npos) << r;
+  r = raw("GET", "/metrics", "not-a-token-not-a-token-not-a-token");
+  EXPECT_EQ(r.rfind("HTTP/1.1 401", 0), 0U) << r;
+  r = raw("GET", "/api/v1/hosts", c.viewer_token);
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0U) << r;
+  EXPECT_NE(r.find("host-a"), std::string::npos) << r;
+  r = raw("POST", "/api/v1/evacuations", c.viewer_token);
+  EXPECT_EQ(r.rfind("HTTP/1.1 403", 0), 0U) << r;
+  EXPECT_NE(r.find("test-viewer is a viewer"), std::string::npos) << r;
+  r = raw("POST", "/api/v1/evacuations", c.operator_token);
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0U) << r;
+  const auto hosts = json::parse(ctl({"hosts", "-o", "json"}).output);
+  for (const auto& h : hosts.as_array())
+    if (h.at("name").as_string() == "host-c") {
+      EXPECT_TRUE(h.at("draining").as_bool()) << "the operator's evacuation took effect";
+    }
+  // ferryctl without a token says what is missing.
+  auto no_token =
+    run({binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(c.api_port), "hosts"});
+  EXPECT_NE(no_token.status, 0);
+  EXPECT_NE(no_token.output.find("authentication required"), std::string::npos) << no_token.output;
+}
+
 // The orchestrator's API under a flood (issue 16 item 4): 500 connections
 // that send half a request and stall, on top of 100 that trickle a byte a
 // second. The daemon stays up, serves ferryctl within a second while the

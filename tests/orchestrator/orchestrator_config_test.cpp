@@ -11,6 +11,7 @@ namespace {
 const std::string base = R"(
 [http]
 listen = "127.0.0.1:47300"
+tokens = "/etc/ferry/api-tokens"
 [journal]
 path = "/var/lib/ferry/journal.db"
 [tls]
@@ -63,7 +64,8 @@ TEST(orchestrator_config, mistakes_are_named) {
   expect_error(base + "[policy]\nmax_bandwidth = \"fast\"\n", "policy.max_bandwidth");
   expect_error(base + "[[agents]]\nname = \"host-a\"\naddress = \"x:1\"\n", "listed twice");
   expect_error(base + "[[agents]]\nname = \"host-c\"\naddress = \"nocolon\"\n", "HOST:PORT");
-  expect_error("[http]\nlisten = \"127.0.0.1:1\"\n", "journal.path");
+  expect_error("[http]\nlisten = \"127.0.0.1:1\"\n", "http.tokens");
+  expect_error("[http]\nlisten = \"127.0.0.1:1\"\ntokens = \"t\"\n", "journal.path");
 }
 
 } // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -236,11 +237,29 @@ std::string test_cluster::start(const std::vector<std::string>& host_names,
     if (!wait_for_text(run_dir(h) + "/control.port", "\n", 20s) ||
         !wait_for_text(run_dir(h) + "/metrics.port", "\n", 20s))
       return h + " did not start: " + agents[h]->stderr_text();
+  // API tokens: random, one per role.
+  const auto random_token = [] {
+    std::ifstream urandom{"/dev/urandom", std::ios::binary};
+    std::string t;
+    for (int i = 0; i < 24; ++i)
+      t += "0123456789abcdef"[static_cast<unsigned char>(urandom.get()) % 16];
+    return t;
+  };
+  operator_token = "op-" + random_token() + random_token();
+  viewer_token = "view-" + random_token() + random_token();
+  {
+    std::ofstream tokens{dir.file("api-tokens")};
+    tokens << "operator test-operator " << operator_token << "\nviewer test-viewer " << viewer_token
+           << "\n";
+  }
+  ::chmod(dir.file("api-tokens").c_str(), 0600);
+  std::ofstream{operator_token_file()} << operator_token << "\n";
+  std::ofstream{viewer_token_file()} << viewer_token << "\n";
   std::ofstream conf{dir.file("orchestrator.toml")};
-  conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\n[journal]\npath = \""
-       << journal_path() << "\"\n[tls]\nca = \"" << dir.file("pki/hosts-ca.pem") << "\"\ncert = \""
-       << dir.file("pki/orchestrator-cert.pem") << "\"\nkey = \""
-       << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\n"
+  conf << "[http]\nlisten = \"127.0.0.1:" << api_port << "\"\ntokens = \"" << dir.file("api-tokens")
+       << "\"\n[journal]\npath = \"" << journal_path() << "\"\n[tls]\nca = \""
+       << dir.file("pki/hosts-ca.pem") << "\"\ncert = \"" << dir.file("pki/orchestrator-cert.pem")
+       << "\"\nkey = \"" << dir.file("pki/orchestrator-key.pem") << "\"\n[policy]\n"
        << (policy.find("max_bandwidth") == std::string::npos ? "max_bandwidth = 1073741824\n" : "")
        << policy << "\n";
   for (const auto& h : hosts) {
@@ -283,7 +302,8 @@ uint16_t test_cluster::metrics_port(const std::string& host) const {
 
 run_result test_cluster::ctl(std::vector<std::string> args) const {
   args.insert(args.begin(),
-              {binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(api_port)});
+              {binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(api_port),
+               "--token-file", operator_token_file()});
   return run(args);
 }
 

@@ -75,6 +75,11 @@ public:
   std::vector<std::string> agent_env;
   std::vector<std::string> orchestrator_env;
   uint16_t api_port = 0;
+  // API tokens (the orchestrator's tokens file has both); ctl() uses the
+  // operator's. The files hold just the token, as ferryctl --token-file reads.
+  std::string operator_token, viewer_token;
+  std::string operator_token_file() const { return dir.file("operator.token"); }
+  std::string viewer_token_file() const { return dir.file("viewer.token"); }
 
 private:
   bool make_namespaces();

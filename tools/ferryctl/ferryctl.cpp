@@ -1,7 +1,7 @@
 // ferryctl: the operator's CLI for a Ferry cluster (talks to
 // ferry-orchestrator's HTTP/JSON API).
 //
-//   ferryctl [--server HOST:PORT] [--output table|json] COMMAND
+//   ferryctl [--server HOST:PORT] [--token-file PATH] [--output table|json] COMMAND
 //     hosts | guests | migrations
 //     create NAME --host HOST --memory SIZE [--image IMG] [--accel kvm|none] [--priority N]
 //            [--smp N] [--dirty-rate PAGES_PER_S] [--dirty-ring-size ENTRIES]
@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -32,8 +33,28 @@ using ferry::ctl::http_request;
 
 struct options {
   std::string server = "127.0.0.1:47300";
+  std::string token_file; // the API token (its first line)
   std::string output = "table";
 };
+
+// The token in `path` (its first non-empty line, trimmed), or why not.
+bool read_token(const std::string& path, std::string& token, std::string& why) {
+  std::ifstream in{path};
+  if (!in) {
+    why = "cannot read the token file '" + path + "'";
+    return false;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos)
+      continue;
+    token = line.substr(b, line.find_last_not_of(" \t\r") - b + 1);
+    return true;
+  }
+  why = "the token file '" + path + "' is empty";
+  return false;
+}
 
 int fail(const std::string& msg) {
   std::fprintf(stderr, "ferryctl: %s\n", msg.c_str());
@@ -46,7 +67,14 @@ int call(const options& o, const std::string& method, const std::string& target,
   auto hp = ferry::parse_host_port(o.server);
   if (!hp)
     return fail("--server '" + o.server + "' is not HOST:PORT");
-  auto r = http_request(*hp, method, target, body);
+  std::string auth;
+  if (!o.token_file.empty()) {
+    std::string token, why;
+    if (!read_token(o.token_file, token, why))
+      return fail(why);
+    auth = "Bearer " + token;
+  }
+  auto r = http_request(*hp, method, target, body, auth);
   if (r.status == 0)
     return fail(r.body);
   try {
@@ -273,6 +301,10 @@ int run_cli(int argc, char** argv) {
   if (const char* env = std::getenv("FERRY_ORCHESTRATOR"))
     o.server = env;
   app.add_option("--server", o.server, "orchestrator API HOST:PORT ($FERRY_ORCHESTRATOR)");
+  if (const char* env = std::getenv("FERRY_TOKEN_FILE"))
+    o.token_file = env;
+  app.add_option("--token-file", o.token_file,
+                 "file holding the API token ($FERRY_TOKEN_FILE; docs/security.md)");
   app.add_option("--output,-o", o.output, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.require_subcommand(1);
   // Global options may follow the subcommand ("ferryctl hosts -o json").

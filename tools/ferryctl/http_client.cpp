@@ -12,7 +12,8 @@ namespace http = beast::http;
 using tcp = boost::asio::ip::tcp;
 
 http_result http_request(const host_port& server, const std::string& method,
-                         const std::string& target, const std::string& body) {
+                         const std::string& target, const std::string& body,
+                         const std::string& authorization) {
   boost::asio::io_context io;
   tcp::resolver resolver{io};
   beast::tcp_stream stream{io};
@@ -26,6 +27,8 @@ http_result http_request(const host_port& server, const std::string& method,
   http::request<http::string_body> req{http::string_to_verb(method), target, 11};
   req.set(http::field::host, server.host);
   req.set(http::field::content_type, "application/json");
+  if (!authorization.empty())
+    req.set(http::field::authorization, authorization);
   req.body() = body;
   req.prepare_payload();
   http::write(stream, req, ec);

@@ -12,7 +12,9 @@ struct http_result {
   std::string body;
 };
 
+// `authorization`: the Authorization header's value ("" = none).
 http_result http_request(const host_port& server, const std::string& method,
-                         const std::string& target, const std::string& body = {});
+                         const std::string& target, const std::string& body = {},
+                         const std::string& authorization = {});
 
 } // namespace ferry::ctl
