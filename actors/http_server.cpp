@@ -313,7 +313,7 @@ http_server::http_server(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
 
 caf::expected<std::unique_ptr<http_server>> http_server::start(const host_port& at, handler h,
                                                                std::string io_thread,
-                                                               std::string worker_thread,
+                                                               const std::string& worker_thread,
                                                                http_limits limits) {
   auto p = std::make_shared<impl>(limits.max_queued);
   p->handle = std::move(h);
@@ -354,16 +354,21 @@ uint16_t http_server::port() const {
 }
 
 http_server::~http_server() {
-  impl_->stopping = true;
-  asio::post(impl_->io, [p = impl_.get()] {
-    beast::error_code ec;
-    p->acceptor.close(ec);
-    p->accept_pause.cancel();
-  });
-  impl_->pool.stop();
-  impl_->io.stop();
-  if (impl_->io_thread.joinable())
-    impl_->io_thread.join();
+  try {
+    impl_->stopping = true;
+    asio::post(impl_->io, [p = impl_.get()] {
+      beast::error_code ec;
+      p->acceptor.close(ec);
+      p->accept_pause.cancel();
+    });
+    impl_->pool.stop();
+    impl_->io.stop();
+    if (impl_->io_thread.joinable())
+      impl_->io_thread.join();
+  } catch (...) {
+    // Nobody to tell while the daemon takes this server down; io.stop() has
+    // ended the I/O or the process is exiting.
+  }
 }
 
 } // namespace ferry

@@ -63,7 +63,7 @@ public:
   // threads findable in ps/top.
   static caf::expected<std::unique_ptr<http_server>> start(const host_port& at, handler h,
                                                            std::string io_thread,
-                                                           std::string worker_thread,
+                                                           const std::string& worker_thread,
                                                            http_limits limits = {});
   ~http_server();
   http_server(const http_server&) = delete;

@@ -4,6 +4,7 @@
 
 #include "actors/control_node.hpp"
 #include "actors/identity_proof.hpp"
+#include "actors/metrics_endpoint.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "orchestrator/cluster.hpp"
@@ -60,11 +61,27 @@ int main(int argc, char** argv) {
   }
   std::printf("ferry-orchestrator: API on http://%s:%u/api/v1/, %zu agents\n",
               cfg->http.host.c_str(), static_cast<unsigned>((*api)->port()), cfg->agents.size());
+  // Read-only figures for Prometheus, apart from the API and its tokens.
+  std::unique_ptr<http_server> metrics;
+  if (cfg->metrics) {
+    auto srv = http_server::start(
+      *cfg->metrics, metrics_only_handler(sys, caf::actor_cast<metrics_source>(cluster)),
+      "metrics-http", "metrics-conn");
+    if (!srv) {
+      api->reset();
+      caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+      return fail("cannot serve metrics: " + describe(srv.error()));
+    }
+    metrics = std::move(*srv);
+    std::printf("ferry-orchestrator: metrics on http://%s:%u/metrics\n", cfg->metrics->host.c_str(),
+                static_cast<unsigned>(metrics->port()));
+  }
   std::fflush(stdout);
   notify_service_manager("READY=1\nSTATUS=serving " + std::to_string(cfg->agents.size()) +
                          " agents");
   (void) stop.wait();
   notify_service_manager("STOPPING=1");
+  metrics.reset();
   api->reset();
   caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
   return 0;

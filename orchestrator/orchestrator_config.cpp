@@ -69,6 +69,11 @@ caf::expected<orchestrator_config> read(const config_reader& r) {
   if (tokens.empty())
     return r.invalid("'http.tokens' must name the API tokens file (ROLE NAME TOKEN per line)");
   c.http_tokens = tokens;
+  FERRY_TRY(metrics, r.str("metrics.listen", ""));
+  if (!metrics.empty()) {
+    FERRY_TRY(at, r.address("metrics.listen"));
+    c.metrics = at;
+  }
   FERRY_TRY(journal, r.str("journal.path"));
   c.journal_path = journal;
   FERRY_TRY(tls, r.tls());

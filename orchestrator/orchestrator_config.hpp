@@ -8,6 +8,7 @@
 
 #include <caf/expected.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,8 +20,10 @@ struct agent_address {
 };
 
 struct orchestrator_config {
-  host_port http;           // the HTTP/JSON API (ferryctl)
-  std::string http_tokens;  // who may use it (api_auth.hpp): [http] tokens
+  host_port http;          // the HTTP/JSON API (ferryctl)
+  std::string http_tokens; // who may use it (api_auth.hpp): [http] tokens
+  // GET /metrics alone, without credentials (read-only): [metrics] listen.
+  std::optional<host_port> metrics;
   std::string journal_path; // SQLite file
   tls_identity tls;         // cluster CA, and this orchestrator's identity
   std::vector<agent_address> agents;

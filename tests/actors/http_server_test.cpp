@@ -4,6 +4,7 @@
 // connections the server still answers at once.
 
 #include "actors/http_server.hpp"
+#include "tests/support/process.hpp"
 
 #include <gtest/gtest.h>
 
@@ -25,19 +26,7 @@ namespace ferry {
 namespace {
 
 using namespace std::chrono_literals;
-
-int connect_to(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
+using test::connect_loopback;
 
 void send_text(int fd, const std::string& s) {
   ASSERT_EQ(::send(fd, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
@@ -62,7 +51,7 @@ std::string read_all(int fd, std::chrono::milliseconds limit = 3000ms) {
 }
 
 std::string request(uint16_t port, const std::string& text) {
-  const int fd = connect_to(port);
+  const int fd = connect_loopback(port);
   if (fd < 0)
     return "<refused>";
   send_text(fd, text);
@@ -93,7 +82,7 @@ struct server_fixture : ::testing::Test {
 
 TEST_F(server_fixture, serves_requests_and_keeps_the_connection_alive) {
   start();
-  const int fd = connect_to(port());
+  const int fd = connect_loopback(port());
   send_text(fd, "GET /a HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\n"
                 "Content-Length: 2\r\nConnection: close\r\n\r\nhi");
   const auto out = read_all(fd);
@@ -129,7 +118,7 @@ TEST_F(server_fixture, a_flood_of_slow_and_idle_connections_is_cut_and_service_g
   start();
   std::vector<int> flood;
   for (int i = 0; i < 500; ++i) {
-    const int fd = connect_to(port());
+    const int fd = connect_loopback(port());
     if (fd >= 0) {
       (void) ::send(fd, "GET / HTTP/1.1\r\nHost:", 21, MSG_NOSIGNAL);
       flood.push_back(fd);
@@ -165,7 +154,7 @@ TEST_F(server_fixture, a_full_handler_queue_answers_503_and_no_request_waits_for
   });
   std::vector<int> fds;
   for (int i = 0; i < 3; ++i) {
-    fds.push_back(connect_to(port()));
+    fds.push_back(connect_loopback(port()));
     send_text(fds.back(), get_close);
     std::this_thread::sleep_for(100ms); // one running, one queued, then the third
   }
@@ -194,7 +183,7 @@ TEST_F(server_fixture, event_streams_are_limited_and_end_with_the_server) {
     };
     return r;
   });
-  const int first = connect_to(port());
+  const int first = connect_loopback(port());
   send_text(first, get_close);
   std::this_thread::sleep_for(200ms);
   const auto second = request(port(), get_close);

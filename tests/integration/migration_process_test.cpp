@@ -290,12 +290,8 @@ TEST_F(migration_fixture, a_tls_port_drops_plaintext_and_unauthorised_peers_then
 
   // A plaintext peer: it speaks first, as a source without TLS would.
   {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const int fd = connect_loopback(port);
+    ASSERT_GE(fd, 0);
     const char hello[] = "FERRY plaintext hello, not a TLS ClientHello";
     ASSERT_GT(::write(fd, hello, sizeof hello), 0);
     timeval tv{5, 0};
@@ -309,8 +305,9 @@ TEST_F(migration_fixture, a_tls_port_drops_plaintext_and_unauthorised_peers_then
   }
   // A Ferry source whose certificate the same CA issued for someone else.
   const std::string other = dir + "/pki-other";
-  auto r = run({"/bin/bash", FERRY_SOURCE_DIR "/deploy/pki/ferry-pki.sh", other, "--ca",
-                dir + "/pki", "--client-dn", "/O=Ferry/CN=intruder"});
+  const std::string pki_script = FERRY_SOURCE_DIR "/deploy/pki/ferry-pki.sh";
+  auto r = run(
+    {"/bin/bash", pki_script, other, "--ca", dir + "/pki", "--client-dn", "/O=Ferry/CN=intruder"});
   ASSERT_EQ(r.status, 0) << r.output;
   host bad{"bad", dir + "/bad.sock", dir + "/bad.txt", {}, {}};
   start(bad, {"-object", "tls-creds-x509,id=tls0,dir=" + other + ",endpoint=client"});

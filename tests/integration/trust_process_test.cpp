@@ -23,7 +23,6 @@
 
 #include <atomic>
 #include <fstream>
-#include <regex>
 #include <thread>
 
 namespace ferry::test {
@@ -47,6 +46,32 @@ protected:
 // the error CAF reports.
 caf::expected<host_actor> dial(caf::actor_system& sys, const std::string& host, uint16_t port) {
   return caf::openssl::remote_actor<host_actor>(sys, host, port);
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (auto at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
+  return s;
+}
+
+// One HTTP/1.1 request by hand (so the status line and headers can be
+// checked): everything the server answered until it closed.
+std::string raw_http(uint16_t port, const std::string& method, const std::string& path,
+                     const std::string& token = {}, const std::string& body = {}) {
+  const int fd = connect_loopback(port);
+  if (fd < 0)
+    return "<refused>";
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  if (!token.empty())
+    req += "Authorization: Bearer " + token + "\r\n";
+  req += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  (void) ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string out;
+  char b[4096];
+  for (ssize_t n; (n = ::read(fd, b, sizeof b)) > 0;)
+    out.append(b, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
 }
 
 TEST_F(trust, only_the_orchestrator_opens_a_session_and_the_relay_refuses_paths_and_programs) {
@@ -103,8 +128,11 @@ TEST_F(trust, a_peer_with_another_hosts_certificate_is_refused) {
   const std::string conf_path = c.dir.file("orchestrator.toml");
   std::string conf = read_file(conf_path);
   const std::string b_at = c.address("host-b") + ":" + std::to_string(control_port("host-b"));
-  conf = std::regex_replace(conf, std::regex{"name = \"host-a\"\naddress = \"[^\"]*\""},
-                            "name = \"host-a\"\naddress = \"" + b_at + "\"");
+  const std::string a_entry = "name = \"host-a\"\naddress = \"";
+  const auto at = conf.find(a_entry);
+  ASSERT_NE(at, std::string::npos) << conf;
+  const auto from = at + a_entry.size();
+  conf.replace(from, conf.find('"', from) - from, b_at);
   std::ofstream{conf_path} << conf;
   c.orchestrator = std::make_unique<process>(
     std::vector<std::string>{binary("orchestrator/ferry-orchestrator"), "--config", conf_path});
@@ -176,27 +204,10 @@ TEST_F(trust, a_guest_whose_files_are_outside_the_allowed_directories_is_refused
 // The API needs a token: none (or a wrong one) is 401 with a JSON error, a
 // viewer reads but its POST is 403, an operator changes the cluster.
 TEST_F(trust, the_api_admits_viewers_to_read_and_operators_to_change) {
-  const auto raw = [this](const std::string& method, const std::string& path,
-                          const std::string& token) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(c.api_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
-    if (!token.empty())
-      req += "Authorization: Bearer " + token + "\r\n";
-    const std::string body = R"({"host":"host-c"})";
-    req += method == "POST" ? "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body
-                            : std::string{"\r\n"};
-    (void) ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    std::string out;
-    char b[4096];
-    for (ssize_t n; (n = ::read(fd, b, sizeof b)) > 0;)
-      out.append(b, static_cast<size_t>(n));
-    ::close(fd);
-    return out;
+  const std::string evacuate_c = R"({"host":"host-c"})";
+  const auto raw = [this, &evacuate_c](const std::string& method, const std::string& path,
+                                       const std::string& token) {
+    return raw_http(c.api_port, method, path, token, method == "POST" ? evacuate_c : "");
   };
   auto r = raw("GET", "/api/v1/hosts", "");
   EXPECT_EQ(r.rfind("HTTP/1.1 401", 0), 0U) << r;
@@ -224,23 +235,41 @@ TEST_F(trust, the_api_admits_viewers_to_read_and_operators_to_change) {
   EXPECT_NE(no_token.output.find("authentication required"), std::string::npos) << no_token.output;
 }
 
+// [metrics] listen: GET /metrics alone, without a token; nothing else there.
+TEST_F(trust, metrics_have_a_read_only_listener_of_their_own) {
+  // A free port, taken back from a socket bound to port 0.
+  uint16_t port = 0;
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    ::close(fd);
+  }
+  c.orchestrator->signal(SIGTERM);
+  ASSERT_TRUE(c.orchestrator->wait(10s));
+  std::ofstream{c.dir.file("orchestrator.toml"), std::ios::app}
+    << "[metrics]\nlisten = \"127.0.0.1:" << port << "\"\n";
+  ASSERT_EQ(c.start_orchestrator(), "");
+  auto r = raw_http(port, "GET", "/metrics");
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0U) << r;
+  EXPECT_NE(r.find("ferry_orchestrator_host_up{host=\"host-a\"} 1"), std::string::npos) << r;
+  r = raw_http(port, "POST", "/api/v1/evacuations");
+  EXPECT_EQ(r.rfind("HTTP/1.1 404", 0), 0U) << "no API on the metrics listener: " << r;
+  r = raw_http(c.api_port, "GET", "/metrics");
+  EXPECT_EQ(r.rfind("HTTP/1.1 401", 0), 0U) << "the API's own /metrics still needs a token";
+}
+
 // The orchestrator's API under a flood (issue 16 item 4): 500 connections
 // that send half a request and stall, on top of 100 that trickle a byte a
 // second. The daemon stays up, serves ferryctl within a second while the
 // trickling ones still hang on, and cuts them all at its request deadline.
 TEST_F(trust, the_api_survives_a_connection_flood_and_slow_clients) {
-  const auto connect_api = [this] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(c.api_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd);
-      return -1;
-    }
-    return fd;
-  };
+  const auto connect_api = [this] { return connect_loopback(c.api_port); };
   std::vector<int> slow;
   for (int i = 0; i < 100; ++i)
     if (const int fd = connect_api(); fd >= 0)
@@ -292,15 +321,15 @@ TEST_F(trust, the_api_survives_a_connection_flood_and_slow_clients) {
 TEST_F(trust, daemons_refuse_to_start_with_the_wrong_identity) {
   const std::string conf = c.dir.file("host-a.toml");
   std::string text = read_file(conf);
-  const std::string wrong = std::regex_replace(text, std::regex{"pki/host-a-"}, "pki/host-b-");
+  const std::string wrong = replace_all(text, "pki/host-a-", "pki/host-b-");
   std::ofstream{c.dir.file("wrong.toml")} << wrong;
   auto r = run({binary("agent/ferry-agent"), "--config", c.dir.file("wrong.toml")});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("names host 'host-b', but this agent is host 'host-a'"),
             std::string::npos)
     << r.output;
-  const std::string orch = std::regex_replace(read_file(c.dir.file("orchestrator.toml")),
-                                              std::regex{"pki/orchestrator-"}, "pki/host-a-");
+  const std::string orch =
+    replace_all(read_file(c.dir.file("orchestrator.toml")), "pki/orchestrator-", "pki/host-a-");
   std::ofstream{c.dir.file("wrong-orch.toml")} << orch;
   r = run({binary("orchestrator/ferry-orchestrator"), "--config", c.dir.file("wrong-orch.toml")});
   EXPECT_NE(r.status, 0);

@@ -44,6 +44,8 @@ run_result run(const std::vector<std::string>& argv);
 // Path of a built binary (FERRY_BUILD_DIR is set by CTest).
 std::string binary(const std::string& relative);
 std::string read_file(const std::string& path);
+// A TCP connection to 127.0.0.1:port (close it yourself); -1 when refused.
+int connect_loopback(uint16_t port);
 // Waits until `path` contains `needle` (true) or the timeout passes.
 bool wait_for_text(const std::string& path, const std::string& needle,
                    std::chrono::milliseconds timeout);
