@@ -108,7 +108,12 @@ void test_cluster::kill_guests(const std::string& host) const {
     const std::string pid = e.path().filename().string();
     if (pid.find_first_not_of("0123456789") != std::string::npos)
       continue;
-    std::string cmdline = read_file(e.path().string() + "/cmdline");
+    std::string cmdline;
+    try {
+      cmdline = read_file(e.path().string() + "/cmdline");
+    } catch (const std::exception&) {
+      continue; // it ended while we looked
+    }
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
     if (cmdline.find(mark) != std::string::npos && cmdline.find(" vm ") != std::string::npos)
       ::kill(std::stoi(pid), SIGKILL);

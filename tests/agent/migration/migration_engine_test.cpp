@@ -216,6 +216,8 @@ TEST_F(engine_fixture, compression_must_match_on_both_sides) {
   EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}, {"exit-on-error", false}}), json::object{});
   EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
   EXPECT_EQ(src.wait_status({"completed", "failed"}), "failed");
+  // The source may hear the refusal before the destination has recorded it.
+  EXPECT_EQ(dst.wait_status({"failed"}), "failed");
   EXPECT_EQ(std::string{dst.info().at("error-desc").as_string()},
             "multifd-compression differs: source zlib, destination zstd");
 }
