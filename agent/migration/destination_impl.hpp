@@ -1,0 +1,142 @@
+#pragma once
+// Inside the receiving engine (agent/migration/migration_destination): its
+// state, shared by the file that runs the phases and receives pages
+// (migration_destination.cpp) and the one that admits the source's
+// connections and checks what both sides agree on (destination_channels.cpp).
+// Internal to agent/migration/.
+
+#include "agent/migration/engine_phase.hpp"
+#include "agent/migration/migration_counters.hpp"
+#include "agent/migration/migration_destination.hpp"
+#include "agent/transport/migration_channel.hpp"
+#include "agent/transport/sockets.hpp"
+#include "common/error.hpp"
+#include "protocol/page_digest.hpp"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ferry {
+
+using clock_type = std::chrono::steady_clock;
+
+namespace destination_detail {
+
+inline constexpr int channel_accept_timeout_ms = 30'000;
+// How often the wait for a multifd channel looks at the main channel.
+inline constexpr int accept_slice_ms = 100;
+
+inline caf::error refuse(std::string why) {
+  return make_ferry_error(errc::invalid_argument, std::move(why));
+}
+
+inline std::string hex16(const std::array<uint8_t, 16>& u) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < u.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      s += '-';
+    s += digits[u[i] >> 4];
+    s += digits[u[i] & 15];
+  }
+  return s;
+}
+
+} // namespace destination_detail
+
+using destination_detail::refuse;
+
+struct migration_destination::impl {
+  guest& g;
+  incoming_migration plan;
+  migration_hooks hooks;
+  std::unique_ptr<channel_acceptor> listener;
+
+  std::atomic<bool> stop{false};
+  migration_counters ctr;
+  mig::compression compress = mig::compression::none; // as agreed in the hello
+  // One bit per page that may hold data: pages never written are known to
+  // be zero, so zero pages in the stream need not touch them.
+  std::vector<std::atomic<uint64_t>> maybe_nonzero;
+
+  mutable std::mutex mtx; // error, channels
+  std::string error;
+  std::vector<std::unique_ptr<migration_channel>> channels;
+  std::atomic<uint64_t> total_ms{0};
+  std::atomic<uint64_t> received_closed{0}; // bytes of channels already closed
+  clock_type::time_point start = clock_type::now();
+  migration_channel* main = nullptr; // channels[0] once accepted
+  mig::hello hello;                  // the source's, as agreed
+  bool multifd = false;
+  std::vector<std::thread> receivers;            // mig-recv/N
+  std::vector<uint8_t> cpu;                      // the CPU state record
+  bool devices = false;                          // the device record arrived
+  std::atomic<bool> source_running{true};        // the source guest ran at switchover
+  std::atomic<bool> whole_guest{false};          // memory and CPU state all loaded
+  mig::memory_digest digest{g.memory().pages()}; // over every page applied
+  std::optional<uint64_t> source_digest;         // the source's, from its digest record
+  // Where the engine is; stepped by its own thread only (read by tests).
+  std::atomic<destination_phase> phase{destination_phase::listen};
+  std::thread thread;
+
+  impl(guest& gu, incoming_migration p, migration_hooks h)
+    : g(gu), plan(std::move(p)), hooks(std::move(h)),
+      maybe_nonzero((g.memory().pages() + 63) / 64) {}
+
+  void note_failure(const caf::error& e) {
+    {
+      std::lock_guard lk{mtx};
+      if (error.empty())
+        error = describe(e);
+    }
+    stop = true;
+    listener->interrupt();
+    std::lock_guard lk{mtx};
+    for (auto& c : channels)
+      c->interrupt();
+  }
+
+  void mark_present_data();
+  // tls-authz: why the TLS peer on `ch` is not let in, if it is not.
+  std::optional<std::string> authz_denied(const migration_channel& ch) const {
+    if (!plan.tls || !plan.check_authz)
+      return std::nullopt;
+    const std::string dn = ch.peer_dn();
+    if (plan.authz_identity && dn == *plan.authz_identity)
+      return std::nullopt;
+    return "TLS x509 authz check for " + (dn.empty() ? std::string{"(no certificate)"} : dn) +
+           " is denied";
+  }
+  caf::expected<mig::hello> check_hello(migration_channel& ch, std::vector<uint8_t>& buf);
+  caf::expected<void> apply(std::span<const uint8_t> payload);
+  void note_applied(uint64_t pfn, bool zero);
+  caf::expected<void> apply_deltas(std::span<const uint8_t> payload); // XBZRLE
+  caf::expected<void> receive_channel(migration_channel& ch);
+  caf::expected<void> execute();
+  caf::expected<destination_event> run_phase(destination_phase p);
+  caf::expected<destination_event> accept_main();
+  caf::expected<destination_event> handshake();
+  caf::expected<destination_event> open_channels();
+  caf::expected<std::unique_ptr<migration_channel>> accept_channel();
+  caf::expected<destination_event> receive_main();
+  caf::expected<destination_event> load_state();
+  caf::expected<destination_event> await_go();
+  std::string disagreement() const;
+  caf::expected<bool> main_record(const mig::record_header& h, const std::vector<uint8_t>& buf);
+  void join_receivers() {
+    for (auto& t : receivers)
+      t.join();
+    receivers.clear();
+  }
+  void run();
+};
+
+} // namespace ferry
