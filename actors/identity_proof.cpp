@@ -84,6 +84,19 @@ std::string subject_field(X509* cert, int nid) {
                      static_cast<size_t>(ASN1_STRING_length(data)));
 }
 
+// A file's whole text ("" when unreadable: nothing parses from it).
+std::string file_text(const std::string& path) {
+  std::ifstream in{path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return in ? ss.str() : std::string{};
+}
+
+pkey_ptr load_key(const std::string& path) {
+  bio_ptr kb{BIO_new_file(path.c_str(), "r")};
+  return pkey_ptr{kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr};
+}
+
 } // namespace
 
 std::string new_challenge() {
@@ -96,13 +109,10 @@ std::string new_challenge() {
 caf::expected<proof> prove(const tls_identity& id, const std::string& challenge) {
   if (challenge.size() != 64)
     return failed("a challenge is 32 bytes in hex");
-  std::ifstream in{id.cert_file};
-  std::stringstream cert;
-  cert << in.rdbuf();
-  if (!in)
+  const std::string cert = file_text(id.cert_file);
+  if (cert.empty())
     return failed("cannot read certificate '" + id.cert_file + "'");
-  bio_ptr kb{BIO_new_file(id.key_file.c_str(), "r")};
-  pkey_ptr key{kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr};
+  const auto key = load_key(id.key_file);
   if (!key)
     return failed("cannot read private key '" + id.key_file + "'");
   md_ctx_ptr ctx{EVP_MD_CTX_new()};
@@ -116,7 +126,7 @@ caf::expected<proof> prove(const tls_identity& id, const std::string& challenge)
   if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
                      reinterpret_cast<const unsigned char*>(text.data()), text.size()) != 1)
     return failed("cannot sign with '" + id.key_file + "'");
-  return proof{cert.str(), hex(reinterpret_cast<const unsigned char*>(sig.data()), len)};
+  return proof{cert, hex(reinterpret_cast<const unsigned char*>(sig.data()), len)};
 }
 
 std::string subject_dn(const std::string& role, const std::string& name) {
@@ -142,20 +152,17 @@ caf::expected<std::string> own_identity(const tls_identity& id, const std::strin
   store_ptr store{X509_STORE_new()};
   if (!store || X509_STORE_load_file(store.get(), id.ca_file.c_str()) != 1)
     return fail_start("tls.ca '" + id.ca_file + "' is not a readable PEM CA file");
-  std::ifstream in{id.cert_file};
-  std::stringstream pem;
-  pem << in.rdbuf();
-  auto cert = parse_cert(pem.str());
+  const std::string pem = file_text(id.cert_file);
+  auto cert = parse_cert(pem);
   if (!cert)
     return fail_start("tls.cert '" + id.cert_file + "' is not a readable PEM certificate");
-  bio_ptr kb{BIO_new_file(id.key_file.c_str(), "r")};
-  pkey_ptr key{kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr};
+  const auto key = load_key(id.key_file);
   if (!key)
     return fail_start("tls.key '" + id.key_file + "' is not a readable PEM private key");
   if (X509_check_private_key(cert.get(), key.get()) != 1)
     return fail_start("tls.key '" + id.key_file + "' is not the key of tls.cert '" + id.cert_file +
                       "'");
-  auto who = subject_of(pem.str());
+  auto who = subject_of(pem);
   if (!who || who->role != role)
     return fail_start("tls.cert '" + id.cert_file + "' is not a " + role +
                       " certificate (its subject needs OU=" + role +
