@@ -99,10 +99,10 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
         continue;
       j.record.state = job_state::cancelled;
       count_finished(st, j);
-      if (j.record.evacuation != 0)
+      if (j.record.evacuation != 0) {
         replan.push_back(j.record);
-      if (j.record.evacuation != 0)
         check_evacuation_done(self, j.record.evacuation);
+      }
     }
     for (auto& r : replan) {
       r.attempt = 0; // a re-plan, not a failed attempt

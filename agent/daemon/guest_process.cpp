@@ -31,6 +31,15 @@ caf::error invalid(const std::string& msg) {
   return make_ferry_error(errc::invalid_argument, msg);
 }
 
+// Guest and host names become path components and option values: only
+// [A-Za-z0-9._-].
+bool plain_name(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
 } // namespace
 
 std::string qmp_socket_path(const std::string& run_dir, const std::string& name) {
@@ -39,19 +48,12 @@ std::string qmp_socket_path(const std::string& run_dir, const std::string& name)
 
 caf::expected<void> check_guest_spec(const guest_spec& spec) {
   const auto& n = spec.name;
-  const bool name_ok =
-    !n.empty() && n.size() <= 64 && n.front() != '.' && std::all_of(n.begin(), n.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '.' || c == '_' || c == '-';
-    });
+  const bool name_ok = !n.empty() && n.size() <= 64 && n.front() != '.' && plain_name(n);
   if (!name_ok)
     return invalid("guest name '" + n + "' must be 1-64 characters of [A-Za-z0-9._-]");
-  const auto& peer = spec.migration_peer;
-  if (!std::all_of(peer.begin(), peer.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '.' || c == '_' || c == '-';
-      }))
-    return invalid("guest '" + n + "': migration peer '" + peer + "' is not a host name");
+  if (!plain_name(spec.migration_peer))
+    return invalid("guest '" + n + "': migration peer '" + spec.migration_peer +
+                   "' is not a host name");
   if (spec.memory == 0 || spec.memory % mib != 0)
     return invalid("guest '" + n + "': memory must be a positive multiple of 1 MiB");
   if (spec.accel != "kvm" && spec.accel != "none")
