@@ -14,7 +14,8 @@
 #   where namespaces / KVM are available
 #
 # Ports (loopback): orchestrator API and metrics 127.0.0.1:47300, Prometheus
-# 127.0.0.1:19090; override with FERRY_DEMO_API_PORT / FERRY_DEMO_PROM_PORT.
+# 127.0.0.1:19090; override with FERRY_DEMO_API_PORT / FERRY_DEMO_PROM_PORT
+# (FERRY_DEMO_API_PORT=0: any free port, read back from the orchestrator).
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
@@ -133,7 +134,7 @@ view_token=$(token)
 (umask 077 && printf 'operator demo %s\nviewer prometheus %s\n' "$op_token" "$view_token" \
   >"$work/api-tokens" && echo "$op_token" >"$work/operator.token" &&
   echo "$view_token" >"$work/viewer.token")
-say "Starting the orchestrator (API and /metrics on 127.0.0.1:$api_port)"
+say "Starting the orchestrator"
 {
   cat <<EOF
 [http]
@@ -155,7 +156,22 @@ EOF
 } >"$work/orchestrator.toml"
 "$build/orchestrator/ferry-orchestrator" --config "$work/orchestrator.toml" \
   >"$work/orchestrator.log" 2>&1 &
-pids+=($!)
+orch=$!
+pids+=("$orch")
+# Its start line names the port it bound (port 0 asks the kernel for one).
+for _ in $(seq 1 200); do
+  grep -q '^ferry-orchestrator: API on ' "$work/orchestrator.log" && break
+  kill -0 "$orch" 2>/dev/null || break
+  sleep 0.1
+done
+bound=$(sed -n 's|^ferry-orchestrator: API on http://[^:]*:\([0-9]*\)/.*|\1|p' "$work/orchestrator.log")
+if [ -z "$bound" ]; then
+  echo "demo: the orchestrator did not start; its log:" >&2
+  cat "$work/orchestrator.log" >&2
+  exit 1
+fi
+api_port=$bound
+echo "API and /metrics on http://127.0.0.1:$api_port"
 for _ in $(seq 1 100); do
   [ "$(ctl hosts -o json 2>/dev/null | grep -o '"up":true' | wc -l)" -eq 3 ] && break
   sleep 0.2
