@@ -1,20 +1,27 @@
 #include "actors/http_server.hpp"
 
+#include "actors/http_request_reader.hpp"
+
 #include "common/error.hpp"
-#include "common/unique_fd.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
-#include <poll.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <pthread.h>
-#include <sys/socket.h>
 
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -108,28 +115,50 @@ private:
   bool stopping_ = false;
 };
 
-// Writes all of `data` to a non-blocking socket, waiting at most `timeout`
-// for room each time: a client that stops reading cannot hold the writer.
-bool send_all(int fd, std::string_view data, std::chrono::milliseconds timeout) {
-  while (!data.empty()) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
-      return false;
-    const auto n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-      continue;
-    if (n <= 0)
-      return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
+// The client's certificate as PEM, if it sent one that verified.
+std::string verified_peer_pem(SSL* ssl) {
+  X509* cert = ::SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || ::SSL_get_verify_result(ssl) != X509_V_OK)
+    return {};
+  std::unique_ptr<BIO, decltype(&::BIO_free)> bio{::BIO_new(::BIO_s_mem()), &::BIO_free};
+  if (!bio || ::PEM_write_bio_X509(bio.get(), cert) != 1)
+    return {};
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return n > 0 ? std::string(data, static_cast<size_t>(n)) : std::string{};
 }
 
-std::string error_body(const std::string& why) {
-  std::string out = "{\"error\":\"";
-  for (char c : why)
-    out += c == '"' || c == '\\' ? std::string{'\\', c} : std::string{c};
-  return out + "\"}";
+// An HTTPS context: TLS 1.2 or later, this server's identity, and client
+// certificates verified against `client_ca` when one is named.
+caf::expected<void> set_up_tls(asio::ssl::context& ctx, const http_tls& tls) {
+  beast::error_code ec;
+  ::SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.use_certificate_chain_file(tls.cert, ec);
+  if (ec)
+    return make_ferry_error(errc::invalid_argument,
+                            "HTTPS certificate '" + tls.cert + "': " + ec.message());
+  ctx.use_private_key_file(tls.key, asio::ssl::context::pem, ec);
+  if (!ec && ::SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    ec = beast::error_code{EINVAL, beast::generic_category()};
+  if (ec)
+    return make_ferry_error(errc::invalid_argument,
+                            "HTTPS key '" + tls.key +
+                              "' (or it does not match the certificate): " + ec.message());
+  if (tls.client_ca.empty())
+    return {};
+  ctx.load_verify_file(tls.client_ca, ec);
+  STACK_OF(X509_NAME)* names = ::SSL_load_client_CA_file(tls.client_ca.c_str());
+  if (ec || names == nullptr)
+    return make_ferry_error(errc::invalid_argument, "HTTPS client CA '" + tls.client_ca +
+                                                      "' does not load" +
+                                                      (ec ? ": " + ec.message() : std::string{}));
+  ::SSL_CTX_set_client_CA_list(ctx.native_handle(), names);
+  // Asked for, not required: a client may authenticate with a token instead.
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  static const unsigned char session_context[] = "ferry-http";
+  ::SSL_CTX_set_session_id_context(ctx.native_handle(), session_context,
+                                   sizeof(session_context) - 1);
+  return {};
 }
 
 } // namespace
@@ -145,6 +174,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::atomic<size_t> connections{0};
   std::atomic<size_t> streams{0};
   handler_pool pool;
+  std::optional<asio::ssl::context> tls; // set: HTTPS only
   asio::io_context io;
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_pause{io};
@@ -158,73 +188,88 @@ namespace {
 
 using server_impl = http_server::impl;
 
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
 // One client connection, alive while an operation on it is pending.
-class session : public std::enable_shared_from_this<session> {
+template <class Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
+  static constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
 public:
-  session(server_impl& server, tcp::socket s) : server_(server), stream_(std::move(s)) {
+  template <class... Args>
+  explicit session(server_impl& server, Args&&... stream_args)
+    : server_(server), stream_(std::forward<Args>(stream_args)...) {
     ++server_.connections;
   }
   ~session() { --server_.connections; }
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
+  void start() {
+    if constexpr (is_tls) {
+      // The handshake counts against the request deadline: a client that
+      // stalls in it is cut like a slow request.
+      lowest().expires_after(server_.limits.request_timeout);
+      stream_.async_handshake(
+        asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+          if (ec)
+            return; // not TLS, or a certificate the CA did not issue
+          self->client_cert_ = verified_peer_pem(self->stream_.native_handle());
+          self->read();
+        });
+    } else {
+      read();
+    }
+  }
+
+private:
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
   void read() {
     if (server_.stopping)
       return;
     parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(server_.limits.header_limit));
-    parser_->body_limit(server_.limits.body_limit);
+    http_reading::apply_limits(*parser_, server_.limits);
     // The whole request (and the pause before it) within the deadline: a
     // client trickling bytes is cut like a silent one.
-    stream_.expires_after(server_.limits.request_timeout);
+    lowest().expires_after(server_.limits.request_timeout);
     http::async_read(
       stream_, buf_, *parser_,
-      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
-private:
   void on_read(beast::error_code ec) {
-    if (ec == http::error::body_limit)
-      return respond({413,
-                      "application/json",
-                      error_body("request body larger than " +
-                                 std::to_string(server_.limits.body_limit) + " bytes"),
-                      {}},
-                     11, false);
-    if (ec == http::error::header_limit)
-      return respond({431, "application/json", error_body("request header too large"), {}}, 11,
-                     false);
-    if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
-        ec != http::error::end_of_stream && ec != http::error::partial_message)
-      return respond(
-        {400, "application/json", error_body("malformed request: " + ec.message()), {}}, 11, false);
+    if (auto no = http_reading::refusal(ec, server_.limits))
+      return respond(std::move(*no), 11, false);
     if (ec)
       return; // gone, or too slow: the connection closes with this session
     dispatch();
   }
 
   void dispatch() {
-    auto req = parser_->release();
-    http_request in{std::string{req.method_string()}, std::string{req.target()},
-                    std::move(req.body()), std::string{req[http::field::authorization]}};
-    const unsigned version = req.version();
-    const bool keep = req.keep_alive();
-    auto self = shared_from_this();
+    const unsigned version = parser_->get().version();
+    const bool keep = parser_->get().keep_alive();
+    http_request in = http_reading::request_of(*parser_, client_cert_);
+    auto self = this->shared_from_this();
     const bool queued = server_.pool.post([self, in = std::move(in), version, keep]() mutable {
       http_response out;
       try {
         out = self->server_.handle(in);
       } catch (const std::exception& e) {
         // A handler bug must not end the daemon through this thread.
-        out = http_response{500, "application/json", error_body(e.what()), {}};
+        out = http_response{500, "application/json", http_reading::error_body(e.what()), {}};
       }
-      auto ex = self->stream_.get_executor();
-      asio::post(ex, [self, out = std::move(out), version, keep]() mutable {
-        self->respond(std::move(out), version, keep);
-      });
+      asio::post(self->lowest().get_executor(),
+                 [self, out = std::move(out), version, keep]() mutable {
+                   self->respond(std::move(out), version, keep);
+                 });
     });
     if (!queued)
-      respond({503, "application/json", error_body("the server is busy: try again shortly"), {}},
+      respond({503,
+               "application/json",
+               http_reading::error_body("the server is busy: try again shortly"),
+               {}},
               version, false);
   }
 
@@ -239,52 +284,82 @@ private:
     res->keep_alive(keep);
     res->body() = std::move(out.body);
     res->prepare_payload();
-    stream_.expires_after(server_.limits.request_timeout);
+    lowest().expires_after(server_.limits.request_timeout);
     http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-                        if (ec || !res->keep_alive()) {
-                          beast::error_code ignored;
-                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-                          return;
-                        }
+                      [self = this->shared_from_this(), res](beast::error_code ec, std::size_t) {
+                        if (ec || !res->keep_alive())
+                          return self->close();
                         self->read();
                       });
   }
 
-  // An event stream gets the socket and a thread of its own: it writes for
-  // as long as the client listens.
+  // Ends the connection after the last response: TLS says so first (within
+  // a second), then the socket stops sending.
+  void close() {
+    if constexpr (is_tls) {
+      lowest().expires_after(std::chrono::seconds(1));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        self->lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      });
+    } else {
+      beast::error_code ignored;
+      lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+  }
+
+  // An event stream gets a thread of its own, which writes for as long as the
+  // client listens; its writes still go through the I/O thread (the stream
+  // may be TLS), each within the request deadline.
   void start_stream(http_response out) {
     if (server_.streams.load() >= server_.limits.max_streams)
-      return respond({503, "application/json", error_body("too many event streams open"), {}}, 11,
-                     false);
-    beast::error_code ec;
-    unique_fd fd{stream_.release_socket().release(ec)};
-    if (ec || !fd)
-      return;
+      return respond(
+        {503, "application/json", http_reading::error_body("too many event streams open"), {}}, 11,
+        false);
     ++server_.streams;
     try {
-      std::thread{[server = server_.shared_from_this(), fd = std::move(fd),
+      std::thread{[self = this->shared_from_this(), server = server_.shared_from_this(),
                    out = std::move(out)]() mutable {
         name_this_thread(server->io_name + "-sse");
         const std::string head = "HTTP/1.1 " + std::to_string(out.status) +
                                  " OK\r\nContent-Type: " + out.content_type +
                                  "\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
-        const auto wait = server->limits.request_timeout;
-        if (send_all(fd.get(), head, wait))
-          out.stream(
-            [&fd, wait](std::string_view piece) { return send_all(fd.get(), piece, wait); },
-            server->stopping);
+        const http_stream_writer write = [&self](std::string_view piece) {
+          return self->write_from_stream_thread(std::string{piece});
+        };
+        if (write(head))
+          out.stream(write, server->stopping);
         --server->streams;
+        asio::post(self->lowest().get_executor(), [self] { self->close(); });
+        self.reset(); // before `server`: the session refers to it
       }}.detach();
     } catch (const std::system_error&) {
       --server_.streams; // no thread to spare: this client goes without
     }
   }
 
+  // Called on the event stream's thread: false once the client has gone, is
+  // too slow, or the server stops.
+  bool write_from_stream_thread(std::string piece) {
+    auto done = std::make_shared<std::promise<bool>>();
+    auto written = done->get_future();
+    auto data = std::make_shared<std::string>(std::move(piece));
+    asio::post(lowest().get_executor(), [self = this->shared_from_this(), data, done] {
+      self->lowest().expires_after(self->server_.limits.request_timeout);
+      asio::async_write(self->stream_, asio::buffer(*data),
+                        [data, done](beast::error_code ec, std::size_t) { done->set_value(!ec); });
+    });
+    while (written.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+      if (server_.stopping)
+        return false;
+    return written.get();
+  }
+
   server_impl& server_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::string client_cert_;
 };
 
 } // namespace
@@ -302,8 +377,12 @@ void http_server::impl::accept() {
       });
       return;
     }
-    if (connections.load() < limits.max_connections)
-      std::make_shared<session>(*this, std::move(s))->read();
+    if (connections.load() < limits.max_connections) {
+      if (tls)
+        std::make_shared<session<tls_stream>>(*this, std::move(s), *tls)->start();
+      else
+        std::make_shared<session<plain_stream>>(*this, std::move(s))->start();
+    }
     // (Over the cap the socket closes here: the client may retry.)
     accept();
   });
@@ -314,11 +393,16 @@ http_server::http_server(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
 caf::expected<std::unique_ptr<http_server>> http_server::start(const host_port& at, handler h,
                                                                std::string io_thread,
                                                                const std::string& worker_thread,
-                                                               http_limits limits) {
+                                                               http_limits limits,
+                                                               const std::optional<http_tls>& tls) {
   auto p = std::make_shared<impl>(limits.max_queued);
   p->handle = std::move(h);
   p->limits = limits;
   p->io_name = std::move(io_thread);
+  if (tls) {
+    if (auto ok = set_up_tls(p->tls.emplace(asio::ssl::context::tls_server), *tls); !ok)
+      return ok.error();
+  }
   beast::error_code ec;
   auto addr = asio::ip::make_address(at.host, ec);
   if (!ec) {

@@ -8,6 +8,12 @@
 // pool, since they wait for actors; an event stream gets a thread of its
 // own. Nothing here ends the daemon: a resource that runs out refuses one
 // client with 503.
+//
+// With `http_tls` the listener speaks only HTTPS (TLS 1.2 or later). A client
+// certificate is asked for when a client CA is named: one that does not chain
+// to it fails the handshake; a verified one reaches the handler, which
+// decides what its subject may do (no certificate is also allowed: the
+// handler may take a bearer token instead).
 
 #include "actors/host_port.hpp"
 
@@ -19,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +36,13 @@ struct http_request {
   std::string target; // path and query as sent
   std::string body;
   std::string authorization{}; // the Authorization header, as sent
+  std::string client_cert{};   // PEM of the client's verified certificate ("": none)
+};
+
+struct http_tls {
+  std::string cert;      // the server's certificate chain (PEM file)
+  std::string key;       // its private key (PEM file)
+  std::string client_ca; // CA file for client certificates ("": none are asked for)
 };
 
 // Writes one piece of a streamed body; false once the client has gone.
@@ -60,11 +74,10 @@ public:
 
   // Binds `at` (port 0: any free one) and serves until destroyed. Thread
   // names (at most 15 characters; workers get a number appended) make the
-  // threads findable in ps/top.
-  static caf::expected<std::unique_ptr<http_server>> start(const host_port& at, handler h,
-                                                           std::string io_thread,
-                                                           const std::string& worker_thread,
-                                                           http_limits limits = {});
+  // threads findable in ps/top. Unreadable TLS files: an error, no server.
+  static caf::expected<std::unique_ptr<http_server>>
+  start(const host_port& at, handler h, std::string io_thread, const std::string& worker_thread,
+        http_limits limits = {}, const std::optional<http_tls>& tls = {});
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;

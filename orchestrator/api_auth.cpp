@@ -1,5 +1,6 @@
 #include "orchestrator/api_auth.hpp"
 
+#include "actors/identity_proof.hpp"
 #include "common/error.hpp"
 
 #include <boost/json.hpp>
@@ -82,16 +83,37 @@ std::optional<api_caller> api_tokens::caller(const std::string& authorization) c
   return found;
 }
 
+std::optional<api_caller> certificate_caller(const std::string& cert_pem) {
+  if (cert_pem.empty())
+    return std::nullopt;
+  auto subject = identity::subject_of(cert_pem);
+  if (!subject || subject->name.empty())
+    return std::nullopt;
+  if (subject->role == "operator")
+    return api_caller{api_role::operator_, subject->name};
+  if (subject->role == "viewer")
+    return api_caller{api_role::viewer, subject->name};
+  return std::nullopt;
+}
+
+std::optional<api_caller> request_caller(const api_tokens& tokens, const std::string& authorization,
+                                         const std::string& client_cert) {
+  if (!authorization.empty())
+    return tokens.caller(authorization);
+  return certificate_caller(client_cert);
+}
+
 std::optional<api_refusal> authorize(const std::optional<api_caller>& who,
                                      const std::string& method) {
   if (!who)
     return api_refusal{401, boost::json::serialize(boost::json::object{
-                              {"error", "authentication required: send Authorization: Bearer "
-                                        "TOKEN (ferryctl --token-file)"}})};
+                              {"error", "authentication required: an operator's or viewer's client "
+                                        "certificate (ferryctl --cert/--key) or Authorization: "
+                                        "Bearer TOKEN (ferryctl --token-file)"}})};
   if (method != "GET" && who->role != api_role::operator_)
     return api_refusal{403, boost::json::serialize(boost::json::object{
                               {"error", who->name + " is a viewer: changing the cluster needs an "
-                                                    "operator token"}})};
+                                                    "operator's token or certificate"}})};
   return std::nullopt;
 }
 

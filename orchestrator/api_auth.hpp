@@ -1,14 +1,17 @@
 #pragma once
-// Who may use the orchestrator's API. Callers present a bearer token
-// (`Authorization: Bearer TOKEN`, ferryctl --token-file); the tokens file the
+// Who may use the orchestrator's API. Callers present a client certificate
+// over HTTPS (issued by the clients' CA, [http] client_ca: OU = operator or
+// viewer, CN = the name; ferryctl --cert/--key) or a bearer token
+// (`Authorization: Bearer TOKEN`, ferryctl --token-file). The tokens file the
 // configuration names ([http] tokens) maps each token to a role and a name:
 //
 //   # ROLE      NAME    TOKEN (at least 32 characters)
 //   operator    alice   6f1c...
 //   viewer      grafana 9a2e...
 //
-// A viewer may read (GET), an operator may also change things (POST). No or
-// an unknown token: 401; a viewer's POST: 403 — each with {"error": ...}.
+// A viewer may read (GET), an operator may also change things (POST). No
+// credentials or an unknown token: 401; a viewer's POST: 403 — each with
+// {"error": ...}. A request that sends a token is judged by the token alone.
 
 #include <caf/expected.hpp>
 
@@ -36,9 +39,20 @@ public:
   // comparison of the token).
   std::optional<api_caller> caller(const std::string& authorization) const;
 
+  bool empty() const { return by_token_.empty(); }
+
 private:
   std::map<std::string, api_caller> by_token_;
 };
+
+// The caller a verified client certificate names (OU operator or viewer; a
+// certificate of any other role names nobody).
+std::optional<api_caller> certificate_caller(const std::string& cert_pem);
+
+// The caller of one request: its token if it sends an Authorization header,
+// else its client certificate (PEM, "" for none).
+std::optional<api_caller> request_caller(const api_tokens& tokens, const std::string& authorization,
+                                         const std::string& client_cert);
 
 // The HTTP status and JSON error for `method` by `who` (nothing: allowed).
 struct api_refusal {

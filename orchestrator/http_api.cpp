@@ -2,6 +2,7 @@
 
 #include "actors/metrics_endpoint.hpp"
 #include "common/error.hpp"
+#include "orchestrator/api_request.hpp"
 #include "orchestrator/cluster.hpp"
 #include "orchestrator/migration_job.hpp"
 #include "orchestrator/orchestrator_error.hpp"
@@ -12,8 +13,9 @@
 #include <boost/json.hpp>
 
 #include <atomic>
-#include <charconv>
 #include <thread>
+#include <type_traits>
+#include <variant>
 
 namespace ferry {
 
@@ -60,67 +62,26 @@ reply ask(caf::actor_system& sys, const cluster_api& cluster, Ts&&... xs) {
   return out;
 }
 
-std::optional<json::object> body_object(const std::string& body) {
-  try {
-    auto v = json::parse(body);
-    if (v.is_object())
-      return v.as_object();
-  } catch (const std::exception&) {
-  }
-  return std::nullopt;
-}
-
-std::string member(const json::object& o, const char* key) {
-  const auto* v = o.if_contains(key);
-  return v != nullptr && v->is_string() ? std::string{v->as_string()} : std::string{};
-}
-
+// Carries the request's command to the cluster and its answer back.
 reply route(caf::actor_system& sys, const cluster_api& cluster, const http_request& req) {
-  const std::string& target = req.target;
-  const std::string prefix = "/api/v1/";
-  if (target.rfind(prefix, 0) != 0)
-    return error_reply(http::status::not_found, "no such resource: " + target);
-  const std::string path = target.substr(prefix.size());
-  if (req.method == "GET") {
-    if (path == "hosts" || path == "guests" || path == "migrations" || path == "evacuations")
-      return ask(sys, cluster, api_get_atom::value, path);
-    return error_reply(http::status::not_found, "no such resource: " + target);
-  }
-  if (req.method != "POST")
-    return error_reply(http::status::method_not_allowed, "use GET or POST");
-  if (path == "migrations") {
-    auto o = body_object(req.body);
-    if (!o || member(*o, "guest").empty())
-      return error_reply(http::status::bad_request,
-                         "expected a JSON object {\"guest\": NAME, \"to\": HOST}");
-    return ask(sys, cluster, api_migrate_atom::value, member(*o, "guest"), member(*o, "to"));
-  }
-  if (path == "guests") {
-    auto o = body_object(req.body);
-    if (!o || member(*o, "host").empty() || !o->contains("spec"))
-      return error_reply(http::status::bad_request,
-                         "expected a JSON object {\"host\": HOST, \"spec\": {...}}");
-    return ask(sys, cluster, api_create_atom::value, member(*o, "host"),
-               json::serialize(o->at("spec")));
-  }
-  if (path == "evacuations") {
-    auto o = body_object(req.body);
-    if (!o || member(*o, "host").empty())
-      return error_reply(http::status::bad_request, "expected a JSON object {\"host\": HOST}");
-    return ask(sys, cluster, api_evacuate_atom::value, member(*o, "host"));
-  }
-  const std::string mig = "migrations/";
-  const std::string suffix = "/cancel";
-  if (path.rfind(mig, 0) == 0 && path.size() > mig.size() + suffix.size() &&
-      path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    const std::string id_text = path.substr(mig.size(), path.size() - mig.size() - suffix.size());
-    int64_t id = 0;
-    auto [end, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
-    if (ec != std::errc{} || end != id_text.data() + id_text.size())
-      return error_reply(http::status::bad_request, "'" + id_text + "' is not a migration id");
-    return ask(sys, cluster, cancel_atom::value, id);
-  }
-  return error_reply(http::status::not_found, "no such resource: " + target);
+  auto cmd = api::parse_request(req.method, req.target, req.body);
+  return std::visit(
+    [&](auto& c) -> reply {
+      using T = std::decay_t<decltype(c)>;
+      if constexpr (std::is_same_v<T, api::list>)
+        return ask(sys, cluster, api_get_atom::value, c.what);
+      else if constexpr (std::is_same_v<T, api::migrate>)
+        return ask(sys, cluster, api_migrate_atom::value, c.guest, c.to);
+      else if constexpr (std::is_same_v<T, api::create>)
+        return ask(sys, cluster, api_create_atom::value, c.host, c.spec_json);
+      else if constexpr (std::is_same_v<T, api::evacuate>)
+        return ask(sys, cluster, api_evacuate_atom::value, c.host);
+      else if constexpr (std::is_same_v<T, api::cancel>)
+        return ask(sys, cluster, cancel_atom::value, c.id);
+      else
+        return reply{static_cast<http::status>(c.status), std::move(c.body)};
+    },
+    cmd);
 }
 
 // Server-sent events: a "migrations" snapshot whenever it changes, until the
@@ -159,15 +120,17 @@ http_response handle(caf::actor_system& sys, const cluster_api& cluster, const h
 
 caf::expected<std::unique_ptr<http_server>> start_http_api(caf::actor_system& sys,
                                                            cluster_api cluster, const host_port& at,
+                                                           const std::optional<http_tls>& tls,
                                                            api_tokens tokens) {
   return http_server::start(
     at,
     [&sys, cluster = std::move(cluster), tokens = std::move(tokens)](const http_request& req) {
-      if (auto no = authorize(tokens.caller(req.authorization), req.method))
+      const auto who = request_caller(tokens, req.authorization, req.client_cert);
+      if (auto no = authorize(who, req.method))
         return http_response{no->status, "application/json", std::move(no->body), {}};
       return handle(sys, cluster, req);
     },
-    "http-api", "http-conn");
+    "http-api", "http-conn", http_limits{}, tls);
 }
 
 } // namespace ferry

@@ -11,8 +11,9 @@
 //   POST /api/v1/evacuations           {"host": HOST}
 //   GET  /api/v1/events                server-sent events: "migrations" snapshots
 //   GET  /metrics                      Prometheus text format (docs/metrics.md)
-// Every request needs `Authorization: Bearer TOKEN` (api_auth.hpp): 401
-// without a known token, 403 for a viewer's POST.
+// Every request needs credentials (api_auth.hpp): an operator's or viewer's
+// client certificate (HTTPS) or `Authorization: Bearer TOKEN`; 401 without,
+// 403 for a viewer's POST.
 // Errors: 400 bad request, 401/403, 404 unknown resource, 409 conflict, 503
 // host down or busy, each with {"error": description}.
 
@@ -28,9 +29,12 @@
 
 namespace ferry {
 
-// Serves the API (and GET /metrics) for `cluster` at `at` (port 0: any) to
-// the callers `tokens` knows (viewers read, operators also change).
-caf::expected<std::unique_ptr<http_server>>
-start_http_api(caf::actor_system& sys, cluster_api cluster, const host_port& at, api_tokens tokens);
+// Serves the API (and GET /metrics) for `cluster` at `at` (port 0: any),
+// over HTTPS with `tls`, to the callers `tokens` or the clients' CA know
+// (viewers read, operators also change).
+caf::expected<std::unique_ptr<http_server>> start_http_api(caf::actor_system& sys,
+                                                           cluster_api cluster, const host_port& at,
+                                                           const std::optional<http_tls>& tls,
+                                                           api_tokens tokens);
 
 } // namespace ferry

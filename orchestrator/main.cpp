@@ -41,7 +41,9 @@ int main(int argc, char** argv) {
     return fail(describe(cfg.error()));
   if (auto me = identity::own_identity(cfg->tls, "orchestrator"); !me)
     return fail(describe(me.error()));
-  auto tokens = api_tokens::load(cfg->http_tokens);
+  caf::expected<api_tokens> tokens = api_tokens{};
+  if (!cfg->http_tokens.empty())
+    tokens = api_tokens::load(cfg->http_tokens);
   if (!tokens)
     return fail(describe(tokens.error()));
   auto log = journal::open(cfg->journal_path);
@@ -54,13 +56,14 @@ int main(int argc, char** argv) {
   caf::actor_system sys{sys_cfg};
 
   auto cluster = spawn_cluster(sys, *cfg, std::shared_ptr<journal>{std::move(*log)});
-  auto api = start_http_api(sys, cluster, cfg->http, std::move(*tokens));
+  auto api = start_http_api(sys, cluster, cfg->http, cfg->https, std::move(*tokens));
   if (!api) {
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
     return fail(describe(api.error()));
   }
-  std::printf("ferry-orchestrator: API on http://%s:%u/api/v1/, %zu agents\n",
-              cfg->http.host.c_str(), static_cast<unsigned>((*api)->port()), cfg->agents.size());
+  std::printf("ferry-orchestrator: API on %s://%s:%u/api/v1/, %zu agents\n",
+              cfg->https ? "https" : "http", cfg->http.host.c_str(),
+              static_cast<unsigned>((*api)->port()), cfg->agents.size());
   // Read-only figures for Prometheus, apart from the API and its tokens.
   std::unique_ptr<http_server> metrics;
   if (cfg->metrics) {

@@ -4,6 +4,8 @@
 #include "common/error.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
+#include <boost/asio/ip/address.hpp>
+
 #include <limits>
 #include <set>
 
@@ -60,15 +62,51 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
   return p;
 }
 
+bool is_loopback(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  boost::system::error_code ec;
+  const auto addr = boost::asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
+// [http] cert/key (HTTPS) and client_ca (client certificates). An API that
+// can be reached from other machines carries tokens and guest specs: it is
+// served in clear only on loopback.
+caf::expected<std::optional<http_tls>> read_api_tls(const config_reader& r, const host_port& at) {
+  http_tls t;
+  FERRY_TRY(cert, r.str("http.cert", ""));
+  FERRY_TRY(key, r.str("http.key", ""));
+  FERRY_TRY(client_ca, r.str("http.client_ca", ""));
+  t.cert = cert;
+  t.key = key;
+  t.client_ca = client_ca;
+  if (t.cert.empty() != t.key.empty())
+    return r.invalid("HTTPS needs both 'http.cert' and 'http.key'");
+  if (t.cert.empty() && !t.client_ca.empty())
+    return r.invalid("'http.client_ca' needs HTTPS: set 'http.cert' and 'http.key' too");
+  if (t.cert.empty() && !is_loopback(at.host))
+    return r.invalid("the API listens on " + at.host +
+                     ", which other machines can reach: serve HTTPS ('http.cert' and "
+                     "'http.key', e.g. orchestrator-cert.pem from ferry-pki.sh) or listen on "
+                     "loopback");
+  if (t.cert.empty())
+    return std::optional<http_tls>{};
+  return std::optional<http_tls>{t};
+}
+
 caf::expected<orchestrator_config> read(const config_reader& r) {
   orchestrator_config c;
   FERRY_TRY(http, r.address("http.listen"));
   c.http = http;
-  // The API changes the cluster: nobody uses it without a token.
-  FERRY_TRY(tokens, r.str("http.tokens"));
-  if (tokens.empty())
-    return r.invalid("'http.tokens' must name the API tokens file (ROLE NAME TOKEN per line)");
+  FERRY_TRY(api_tls, read_api_tls(r, http));
+  c.https = api_tls;
+  // The API changes the cluster: nobody uses it without credentials.
+  FERRY_TRY(tokens, r.str("http.tokens", ""));
   c.http_tokens = tokens;
+  if (tokens.empty() && (!c.https || c.https->client_ca.empty()))
+    return r.invalid("name who may use the API: 'http.tokens' (ROLE NAME TOKEN per line) "
+                     "and/or 'http.client_ca' (operator and viewer certificates, over HTTPS)");
   FERRY_TRY(metrics, r.str("metrics.listen", ""));
   if (!metrics.empty()) {
     FERRY_TRY(at, r.address("metrics.listen"));

@@ -3,6 +3,7 @@
 // docs/orchestrator.md).
 
 #include "actors/host_port.hpp"
+#include "actors/http_server.hpp"
 #include "actors/tls_identity.hpp"
 #include "orchestrator/policy.hpp"
 
@@ -21,7 +22,10 @@ struct agent_address {
 
 struct orchestrator_config {
   host_port http;          // the HTTP/JSON API (ferryctl)
-  std::string http_tokens; // who may use it (api_auth.hpp): [http] tokens
+  std::string http_tokens; // who may use it (api_auth.hpp): [http] tokens ("": none)
+  // HTTPS for the API ([http] cert, key, client_ca); required on any address
+  // but loopback.
+  std::optional<http_tls> https;
   // GET /metrics alone, without credentials (read-only): [metrics] listen.
   std::optional<host_port> metrics;
   std::string journal_path; // SQLite file

@@ -53,7 +53,10 @@ for tool in ferry-agent ferry-orchestrator; do
   [ -x "$build/agent/$tool" ] || [ -x "$build/orchestrator/$tool" ] ||
     { echo "demo: build first (cmake --build $build)" >&2; exit 1; }
 done
-ctl() { "$build/tools/ferryctl" --server "127.0.0.1:$api_port" --token-file "$work/operator.token" "$@"; }
+ctl() {
+  "$build/tools/ferryctl" --server "127.0.0.1:$api_port" --ca "$work/pki/orchestrator-ca.pem" \
+    --cert "$work/pki/operator-demo-cert.pem" --key "$work/pki/operator-demo-key.pem" "$@"
+}
 
 # --- Network: a namespace per host on a bridge, or loopback ---------------
 # Each namespace gets 10.77.<n>.<1x>/24 behind a bridge whose address the
@@ -84,7 +87,7 @@ in_host() { if [ -n "$netns" ]; then exec ip netns exec "$tag-$1" "${@:2}"; else
 # --- PKI: the cluster CA and one identity per node ------------------------
 say "PKI: one CA per role and an identity per node (deploy/pki/ferry-pki.sh cluster)"
 bash "$src/deploy/pki/ferry-pki.sh" cluster "$work/pki" \
-  --host host-a --host host-b --host host-c >/dev/null
+  --host host-a --host host-b --host host-c --operator demo --viewer prometheus >/dev/null
 ls "$work/pki"
 
 # --- Agents ---------------------------------------------------------------
@@ -127,19 +130,14 @@ for i in 0 1 2; do
 done
 
 # --- Orchestrator ---------------------------------------------------------
-say "API tokens: an operator's for ferryctl, a viewer's for Prometheus ($work/api-tokens)"
-token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-op_token=$(token)
-view_token=$(token)
-(umask 077 && printf 'operator demo %s\nviewer prometheus %s\n' "$op_token" "$view_token" \
-  >"$work/api-tokens" && echo "$op_token" >"$work/operator.token" &&
-  echo "$view_token" >"$work/viewer.token")
 say "Starting the orchestrator"
 {
   cat <<EOF
 [http]
 listen = "127.0.0.1:$api_port"
-tokens = "$work/api-tokens"
+cert = "$work/pki/orchestrator-cert.pem"
+key = "$work/pki/orchestrator-key.pem"
+client_ca = "$work/pki/clients-ca.pem"   # operators and viewers by certificate
 [journal]
 path = "$work/journal.db"
 [tls]
@@ -164,14 +162,15 @@ for _ in $(seq 1 200); do
   kill -0 "$orch" 2>/dev/null || break
   sleep 0.1
 done
-bound=$(sed -n 's|^ferry-orchestrator: API on http://[^:]*:\([0-9]*\)/.*|\1|p' "$work/orchestrator.log")
+bound=$(sed -n 's|^ferry-orchestrator: API on https://[^:]*:\([0-9]*\)/.*|\1|p' "$work/orchestrator.log")
 if [ -z "$bound" ]; then
   echo "demo: the orchestrator did not start; its log:" >&2
   cat "$work/orchestrator.log" >&2
   exit 1
 fi
 api_port=$bound
-echo "API and /metrics on http://127.0.0.1:$api_port"
+echo "API and /metrics on https://127.0.0.1:$api_port: ferryctl with an operator's certificate," \
+  "Prometheus with a viewer's"
 for _ in $(seq 1 100); do
   [ "$(ctl hosts -o json 2>/dev/null | grep -o '"up":true' | wc -l)" -eq 3 ] && break
   sleep 0.2
@@ -186,7 +185,10 @@ if command -v prometheus >/dev/null; then
     printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n'
     printf 'rule_files:\n  - %s/deploy/prometheus/ferry-alerts.yml\n' "$src"
     printf 'scrape_configs:\n  - job_name: ferry-orchestrator\n'
-    printf '    authorization:\n      credentials_file: %s\n' "$work/viewer.token"
+    printf '    scheme: https\n    tls_config:\n      ca_file: %s\n      server_name: orchestrator\n' \
+      "$work/pki/orchestrator-ca.pem"
+    printf '      cert_file: %s\n      key_file: %s\n' "$work/pki/viewer-prometheus-cert.pem" \
+      "$work/pki/viewer-prometheus-key.pem"
     printf '    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' "$api_port"
     printf '  - job_name: ferry-agent\n    static_configs:\n      - targets:\n'
     for i in 0 1 2; do
@@ -257,9 +259,12 @@ fi
 
 say "Where to look"
 cat <<EOF
-  ferryctl:        $build/tools/ferryctl --server 127.0.0.1:$api_port --token-file $work/operator.token hosts | guests | migrations | watch
-  orchestrator:    http://127.0.0.1:$api_port/api/v1/migrations   http://127.0.0.1:$api_port/metrics
-                   (curl -H "Authorization: Bearer \$(cat $work/viewer.token)" ...)
+  ferryctl:        $build/tools/ferryctl --server 127.0.0.1:$api_port --ca $work/pki/orchestrator-ca.pem \\
+                     --cert $work/pki/operator-demo-cert.pem --key $work/pki/operator-demo-key.pem \\
+                     hosts | guests | migrations | watch
+  orchestrator:    https://orchestrator:$api_port/api/v1/migrations   https://orchestrator:$api_port/metrics
+                   (curl --cacert $work/pki/orchestrator-ca.pem --resolve orchestrator:$api_port:127.0.0.1 \\
+                     --cert $work/pki/viewer-prometheus-cert.pem --key $work/pki/viewer-prometheus-key.pem URL)
   agents:          $(for i in 0 1 2; do printf 'http://%s:%s/metrics  ' "$(addr_of "$i")" "$(cat "$work/${hosts[$i]}-run/metrics.port")"; done)
   prometheus:      http://127.0.0.1:$prom_port/graph   (alerts: http://127.0.0.1:$prom_port/alerts)
   grafana:         import $src/deploy/grafana/dashboards/*.json with a Prometheus data source

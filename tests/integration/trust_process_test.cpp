@@ -235,6 +235,60 @@ TEST_F(trust, the_api_admits_viewers_to_read_and_operators_to_change) {
   EXPECT_NE(no_token.output.find("authentication required"), std::string::npos) << no_token.output;
 }
 
+// HTTPS with the cluster PKI: the orchestrator serves its own certificate,
+// operators and viewers log in with certificates the clients' CA issued (the
+// role is the certificate's), tokens still work over HTTPS, and neither
+// plaintext nor a host's certificate gets an answer.
+TEST_F(trust, the_api_over_https_takes_client_certificates_by_role) {
+  const std::string pki = c.dir.file("pki");
+  auto issued = run({"/bin/bash", std::string{FERRY_SOURCE_DIR} + "/deploy/pki/ferry-pki.sh",
+                     "cluster", pki, "--operator", "alice", "--viewer", "bob"});
+  ASSERT_EQ(issued.status, 0) << issued.output;
+  c.orchestrator->signal(SIGTERM);
+  ASSERT_TRUE(c.orchestrator->wait(10s));
+  std::string conf = read_file(c.dir.file("orchestrator.toml"));
+  conf.replace(conf.find("[http]\n"), 7,
+               "[http]\ncert = \"" + pki + "/orchestrator-cert.pem\"\nkey = \"" + pki +
+                 "/orchestrator-key.pem\"\nclient_ca = \"" + pki + "/clients-ca.pem\"\n");
+  std::ofstream{c.dir.file("orchestrator.toml")} << conf;
+  c.ctl_options = {"--ca", pki + "/orchestrator-ca.pem"};
+  ASSERT_EQ(c.start_orchestrator(), "") << "an operator's token over HTTPS";
+  const auto as = [&](const std::string& who, std::vector<std::string> args) {
+    std::vector<std::string> argv{binary("tools/ferryctl"), "--server",
+                                  "127.0.0.1:" + std::to_string(c.api_port), "--ca",
+                                  pki + "/orchestrator-ca.pem"};
+    if (!who.empty())
+      argv.insert(argv.end(),
+                  {"--cert", pki + "/" + who + "-cert.pem", "--key", pki + "/" + who + "-key.pem"});
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+  };
+  auto r = as("", {"hosts"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("authentication required"), std::string::npos) << r.output;
+  r = as("viewer-bob", {"hosts", "-o", "json"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("host-a"), std::string::npos) << r.output;
+  r = as("viewer-bob", {"evacuate", "host-c"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("bob is a viewer"), std::string::npos) << r.output;
+  r = as("operator-alice", {"evacuate", "host-c"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = as("host-a", {"hosts"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("unknown ca"), std::string::npos) << r.output;
+  r = run({binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(c.api_port), "--ca",
+           pki + "/hosts-ca.pem", "--token-file", c.operator_token_file(), "hosts"});
+  EXPECT_NE(r.status, 0) << "a server the client's CA did not issue is refused: " << r.output;
+  const auto plain = raw_http(c.api_port, "GET", "/api/v1/hosts", c.operator_token);
+  EXPECT_EQ(plain.find("HTTP/1.1"), std::string::npos) << plain;
+  const auto hosts = json::parse(c.ctl({"hosts", "-o", "json"}).output);
+  for (const auto& h : hosts.as_array())
+    if (h.at("name").as_string() == "host-c") {
+      EXPECT_TRUE(h.at("draining").as_bool()) << "the operator's evacuation took effect";
+    }
+}
+
 // [metrics] listen: GET /metrics alone, without a token; nothing else there.
 TEST_F(trust, metrics_have_a_read_only_listener_of_their_own) {
   // A free port, taken back from a socket bound to port 0.

@@ -4,6 +4,7 @@
 #include "orchestrator/api_auth.hpp"
 
 #include "common/error.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <gtest/gtest.h>
@@ -48,6 +49,39 @@ TEST(api_auth, roles_decide_what_a_caller_may_do) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 401U);
   }
+}
+
+// Client certificates name their role in OU: operators and viewers are
+// callers; a host's certificate (or garbage) names nobody. A request that
+// sends a token is judged by the token, whatever certificate it comes with.
+TEST(api_auth, client_certificates_name_operators_and_viewers_only) {
+  test::temp_dir dir;
+  auto r =
+    test::run({"/bin/bash", std::string{FERRY_SOURCE_DIR} + "/deploy/pki/ferry-pki.sh", "cluster",
+               dir.file("pki"), "--host", "host-a", "--operator", "alice", "--viewer", "bob"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto op_cert = test::read_file(dir.file("pki/operator-alice-cert.pem"));
+  const auto op = certificate_caller(op_cert);
+  ASSERT_TRUE(op);
+  EXPECT_EQ(op->role, api_role::operator_);
+  EXPECT_EQ(op->name, "alice");
+  EXPECT_FALSE(authorize(op, "POST"));
+  const auto viewer = certificate_caller(test::read_file(dir.file("pki/viewer-bob-cert.pem")));
+  ASSERT_TRUE(viewer);
+  EXPECT_EQ(viewer->role, api_role::viewer);
+  const auto no = authorize(viewer, "POST");
+  ASSERT_TRUE(no);
+  EXPECT_EQ(no->status, 403U);
+  EXPECT_NE(no->body.find("bob is a viewer"), std::string::npos) << no->body;
+  EXPECT_FALSE(certificate_caller(test::read_file(dir.file("pki/host-a-cert.pem"))));
+  EXPECT_FALSE(certificate_caller(test::read_file(dir.file("pki/orchestrator-cert.pem"))));
+  EXPECT_FALSE(certificate_caller("-----BEGIN CERTIFICATE-----\ngarbage\n"));
+  EXPECT_FALSE(certificate_caller(""));
+  const auto t = tokens();
+  EXPECT_EQ(request_caller(t, "", op_cert)->name, "alice");
+  EXPECT_EQ(request_caller(t, "Bearer " + view_token, op_cert)->role, api_role::viewer);
+  EXPECT_FALSE(request_caller(t, "Bearer wrong", op_cert)) << "a bad token is not rescued";
+  EXPECT_FALSE(request_caller(api_tokens{}, "Bearer " + op_token, ""));
 }
 
 TEST(api_auth, the_tokens_file_refuses_mistakes) {

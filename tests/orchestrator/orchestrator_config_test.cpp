@@ -64,8 +64,46 @@ TEST(orchestrator_config, mistakes_are_named) {
   expect_error(base + "[policy]\nmax_bandwidth = \"fast\"\n", "policy.max_bandwidth");
   expect_error(base + "[[agents]]\nname = \"host-a\"\naddress = \"x:1\"\n", "listed twice");
   expect_error(base + "[[agents]]\nname = \"host-c\"\naddress = \"nocolon\"\n", "HOST:PORT");
-  expect_error("[http]\nlisten = \"127.0.0.1:1\"\n", "http.tokens");
+  expect_error("[http]\nlisten = \"127.0.0.1:1\"\n", "'http.tokens'");
   expect_error("[http]\nlisten = \"127.0.0.1:1\"\ntokens = \"t\"\n", "journal.path");
+}
+
+// HTTPS for the API: cert and key together, client certificates only over
+// HTTPS, plain HTTP only on loopback, and someone must be able to log in.
+TEST(orchestrator_config, the_api_is_served_in_clear_only_on_loopback) {
+  auto with_http = [](const std::string& http) {
+    std::string text = base;
+    const auto at = text.find("[journal]");
+    return text.replace(text.find("[http]"), at - text.find("[http]"), "[http]\n" + http);
+  };
+  auto expect_error = [&](const std::string& http, const std::string& needle) {
+    auto c = parse_orchestrator_config(with_http(http), "o.toml");
+    ASSERT_FALSE(c) << http;
+    EXPECT_NE(describe(c.error()).find(needle), std::string::npos) << describe(c.error());
+  };
+  expect_error("listen = \"0.0.0.0:47300\"\ntokens = \"t\"\n", "serve HTTPS");
+  expect_error("listen = \"10.0.0.5:47300\"\ntokens = \"t\"\n", "which other machines can reach");
+  expect_error("listen = \"127.0.0.1:1\"\ntokens = \"t\"\ncert = \"c.pem\"\n",
+               "both 'http.cert' and 'http.key'");
+  expect_error("listen = \"127.0.0.1:1\"\nclient_ca = \"ca.pem\"\n", "needs HTTPS");
+  expect_error("listen = \"10.0.0.5:1\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+               "name who may use the API");
+  for (const char* loopback : {"127.0.0.1:1", "[::1]:1", "localhost:1"}) {
+    auto c = parse_orchestrator_config(
+      with_http("listen = \"" + std::string{loopback} + "\"\ntokens = \"t\"\n"), "o.toml");
+    ASSERT_TRUE(c) << loopback << ": " << describe(c.error());
+    EXPECT_FALSE(c->https);
+  }
+  auto c = parse_orchestrator_config(
+    with_http("listen = \"0.0.0.0:47300\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
+              "client_ca = \"clients-ca.pem\"\n"),
+    "o.toml");
+  ASSERT_TRUE(c) << describe(c.error());
+  ASSERT_TRUE(c->https);
+  EXPECT_EQ(c->https->cert, "c.pem");
+  EXPECT_EQ(c->https->key, "k.pem");
+  EXPECT_EQ(c->https->client_ca, "clients-ca.pem");
+  EXPECT_EQ(c->http_tokens, "") << "certificates alone are enough";
 }
 
 } // namespace

@@ -309,6 +309,7 @@ run_result test_cluster::ctl(std::vector<std::string> args) const {
   args.insert(args.begin(),
               {binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(api_port),
                "--token-file", operator_token_file()});
+  args.insert(args.begin() + 5, ctl_options.begin(), ctl_options.end());
   return run(args);
 }
 

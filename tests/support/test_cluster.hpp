@@ -80,6 +80,8 @@ public:
   std::string operator_token, viewer_token;
   std::string operator_token_file() const { return dir.file("operator.token"); }
   std::string viewer_token_file() const { return dir.file("viewer.token"); }
+  // More ferryctl options for ctl() (e.g. --ca once the API speaks HTTPS).
+  std::vector<std::string> ctl_options;
 
 private:
   bool make_namespaces();

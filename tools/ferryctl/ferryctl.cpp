@@ -1,7 +1,8 @@
 // ferryctl: the operator's CLI for a Ferry cluster (talks to
 // ferry-orchestrator's HTTP/JSON API).
 //
-//   ferryctl [--server HOST:PORT] [--token-file PATH] [--output table|json] COMMAND
+//   ferryctl [--server HOST:PORT] [--token-file PATH] [--ca FILE [--cert FILE --key FILE]]
+//            [--server-name NAME] [--output table|json] COMMAND
 //     hosts | guests | migrations
 //     create NAME --host HOST --memory SIZE [--image IMG] [--accel kvm|none] [--priority N]
 //            [--smp N] [--dirty-rate PAGES_PER_S] [--dirty-ring-size ENTRIES]
@@ -23,8 +24,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 namespace {
 
@@ -34,6 +37,9 @@ using ferry::ctl::http_request;
 struct options {
   std::string server = "127.0.0.1:47300";
   std::string token_file; // the API token (its first line)
+  // HTTPS (docs/security.md): the orchestrator's CA, and a client certificate
+  // (operator or viewer) unless a token is used.
+  ferry::ctl::client_tls tls;
   std::string output = "table";
 };
 
@@ -74,7 +80,12 @@ int call(const options& o, const std::string& method, const std::string& target,
       return fail(why);
     auth = "Bearer " + token;
   }
-  auto r = http_request(*hp, method, target, body, auth);
+  std::optional<ferry::ctl::client_tls> tls;
+  if (!o.tls.ca.empty())
+    tls = o.tls;
+  else if (!o.tls.cert.empty() || !o.tls.key.empty())
+    return fail("--cert/--key need --ca (the CA that issued the orchestrator's certificate)");
+  auto r = http_request(*hp, method, target, body, auth, tls);
   if (r.status == 0)
     return fail(r.body);
   try {
@@ -293,11 +304,9 @@ int do_create(const options& o, const create_args& c) {
   return 0;
 }
 
-} // namespace
-
-int run_cli(int argc, char** argv) {
-  CLI::App app{"ferryctl: operate a Ferry cluster through ferry-orchestrator"};
-  options o;
+// Where the orchestrator is and how to prove who we are: flags, each with an
+// environment variable as its default.
+void add_connection_options(CLI::App& app, options& o) {
   if (const char* env = std::getenv("FERRY_ORCHESTRATOR"))
     o.server = env;
   app.add_option("--server", o.server, "orchestrator API HOST:PORT ($FERRY_ORCHESTRATOR)");
@@ -305,6 +314,26 @@ int run_cli(int argc, char** argv) {
     o.token_file = env;
   app.add_option("--token-file", o.token_file,
                  "file holding the API token ($FERRY_TOKEN_FILE; docs/security.md)");
+  for (auto [flag, env, field, help] :
+       {std::tuple{"--ca", "FERRY_CA", &o.tls.ca,
+                   "HTTPS: the CA of the orchestrator's certificate ($FERRY_CA)"},
+        std::tuple{"--cert", "FERRY_CERT", &o.tls.cert,
+                   "HTTPS: this client's certificate, operator or viewer ($FERRY_CERT)"},
+        std::tuple{"--key", "FERRY_KEY", &o.tls.key, "HTTPS: its private key ($FERRY_KEY)"}}) {
+    if (const char* value = std::getenv(env))
+      *field = value;
+    app.add_option(flag, *field, help);
+  }
+  app.add_option("--server-name", o.tls.server_name,
+                 "HTTPS: the name the orchestrator's certificate carries (default orchestrator)");
+}
+
+} // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"ferryctl: operate a Ferry cluster through ferry-orchestrator"};
+  options o;
+  add_connection_options(app, o);
   app.add_option("--output,-o", o.output, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.require_subcommand(1);
   // Global options may follow the subcommand ("ferryctl hosts -o json").
