@@ -85,12 +85,15 @@ tls_objects() { # client|server
   return 0
 }
 
-# A paused guest runs no instructions: without a usable /dev/kvm both agents
-# take -accel none and the migration is the same (ACCEL= overrides).
+# A paused guest runs no instructions: without a usable KVM (one that
+# answers, not just a /dev/kvm that opens) both agents take -accel none and
+# the migration is the same (ACCEL= overrides).
+kvm_usable=
+"$build/tools/ferry-testguest" kvm >/dev/null 2>&1 && kvm_usable=1
 accel=${ACCEL:-}
 if [ -z "$accel" ]; then
   accel=none
-  [ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+  [ -n "$kvm_usable" ] && accel=kvm
 fi
 
 ferry_run() {
@@ -183,7 +186,7 @@ echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
   awk -v d="${ferry_data[2 + zstd]}" -v w="${ferry_wire[2 + zstd]}" -v t="${ferry_ms[2 + zstd]}" \
   'BEGIN {printf "Ferry zstd on the test pattern: %.0f MB of pages in %.0f MB on the wire (ratio %.3f), %.0f MB/s\n", d / 1e6, w / 1e6, d / w, d / 1e6 / (t / 1000)}'
 
-if [ -r /dev/kvm ] && [ -z "${ROWS:-}" ]; then
+if [ -n "$kvm_usable" ] && [ -z "${ROWS:-}" ]; then
   echo
   echo "live KVM guest dirtying an 8 MiB working set, multifd 2:"
   out=$(ferry_run 2 live)

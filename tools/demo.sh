@@ -205,7 +205,7 @@ fi
 
 # --- Guests ---------------------------------------------------------------
 kvm=1
-if [ -n "${FERRY_DEMO_NO_KVM:-}" ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+if [ -n "${FERRY_DEMO_NO_KVM:-}" ] || ! "$build/tools/ferry-testguest" kvm >/dev/null 2>&1; then
   kvm=
   say "/dev/kvm is not usable here: guests run with -accel none (a host thread plays the test guest)"
 fi

@@ -20,7 +20,7 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 accel=()
-if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+if ! "$build/tools/ferry-testguest" kvm >/dev/null 2>&1; then
   say "/dev/kvm is not usable here: running the guest with -accel none (a host thread dirties its memory)"
   accel=(-accel none,dirty-rate=200000)
 fi
