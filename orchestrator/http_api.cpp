@@ -1,5 +1,6 @@
 #include "orchestrator/http_api.hpp"
 
+#include "actors/host_interface.hpp"
 #include "actors/metrics_endpoint.hpp"
 #include "common/error.hpp"
 #include "orchestrator/api_request.hpp"
@@ -24,7 +25,9 @@ namespace {
 namespace http = boost::beast::http;
 namespace json = boost::json;
 
-constexpr auto api_timeout = std::chrono::seconds(15);
+// Longer than the slowest answer the cluster waits for (a guest's start), so
+// that its reason, not a bare timeout, reaches the caller.
+constexpr auto api_timeout = create_request_timeout + std::chrono::seconds(2);
 
 http::status status_for(const caf::error& err) {
   if (err.category() == caf::atom("ferry_orch")) {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -169,6 +170,23 @@ caf::expected<guest_process> guest_process::adopt(int pid, uint64_t start_time) 
     return make_ferry_error(errc::invalid_argument,
                             "process " + std::to_string(pid) + " ended while being adopted");
   return guest_process{pid, std::move(pidfd)};
+}
+
+std::string guest_log_tail(const std::string& run_dir, const std::string& name, size_t max_bytes) {
+  unique_fd fd{::open((run_dir + "/" + name + ".log").c_str(), O_RDONLY | O_CLOEXEC)};
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0)
+    return {};
+  const auto size = static_cast<size_t>(st.st_size);
+  const size_t from = size > max_bytes ? size - max_bytes : 0;
+  std::string text(size - from, '\0');
+  const auto n = ::pread(fd.get(), text.data(), text.size(), static_cast<off_t>(from));
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  if (from > 0) // a cut first line says less than none
+    text.erase(0, std::min(text.size(), text.find('\n') + 1));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+    text.pop_back();
+  return text;
 }
 
 bool guest_process::wait_exit(std::chrono::milliseconds timeout) const {

@@ -28,6 +28,12 @@ caf::expected<void> check_guest_spec(const guest_spec& spec);
 std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string& run_dir,
                                       const std::string& tls_dir = {});
 
+// The end of a guest's log (RUN_DIR/NAME.log, its stdout and stderr): at most
+// its last `max_bytes`, trimmed to whole lines — what to tell a caller whose
+// guest did not start.
+std::string guest_log_tail(const std::string& run_dir, const std::string& name,
+                           size_t max_bytes = 1024);
+
 class guest_process {
 public:
   // Starts `exe vm <vm_arguments>`; stdout/stderr go to RUN_DIR/NAME.log.

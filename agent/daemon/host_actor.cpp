@@ -15,6 +15,7 @@
 #include <boost/json.hpp>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -194,7 +195,9 @@ void record(host_self self, const hosted_guest& g) {
 hosted_guest& host_guest(host_self self, guest_info info, guest_process proc) {
   auto& st = self->state;
   const std::string name = info.spec.name;
-  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket);
+  auto exited = std::make_shared<unique_fd>(::fcntl(proc.pidfd(), F_DUPFD_CLOEXEC, 0));
+  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket,
+                                     std::move(exited));
   caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   auto& g = st.guests[name];
   g = hosted_guest{std::move(info), std::make_shared<guest_process>(std::move(proc)), relay, {}};
@@ -278,10 +281,16 @@ caf::result<guest_info> create_guest(host_self self, guest_spec spec) {
   self->request(relay, host_create_wait, caf::connect_atom_v)
     .then([rp, info](bool) mutable { rp.deliver(info); },
           [self, rp, name](caf::error& err) mutable {
-            // A guest whose monitor never answered is no use: end it.
+            // A guest whose monitor never answered is no use: end it, and
+            // say what it printed (why it did not start, as libvirt does).
             if (auto it = self->state.guests.find(name); it != self->state.guests.end())
               it->second.process->kill();
-            rp.deliver(std::move(err));
+            const auto said = guest_log_tail(self->state.cfg.run_dir, name);
+            if (said.empty())
+              rp.deliver(std::move(err));
+            else
+              rp.deliver(make_ferry_error(errc::system_error,
+                                          "guest '" + name + "' did not start: " + said));
           });
   return rp;
 }

@@ -27,7 +27,8 @@ caf::error closed_error() {
 } // namespace
 
 caf::expected<qmp_connection> qmp_connection::connect(const std::string& path,
-                                                      std::chrono::milliseconds timeout) {
+                                                      std::chrono::milliseconds timeout,
+                                                      const std::function<bool()>& gone) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path)
@@ -48,6 +49,9 @@ caf::expected<qmp_connection> qmp_connection::connect(const std::string& path,
       c.greeting_ = std::move(**g);
       return c;
     }
+    if (gone && gone())
+      return make_ferry_error(errc::system_error,
+                              "the process ended before its QMP monitor at " + path + " answered");
     if (std::chrono::steady_clock::now() > deadline)
       return make_ferry_error(errc::system_error, "cannot connect to QMP socket " + path);
     std::this_thread::sleep_for(20ms);

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -24,9 +25,11 @@ public:
   // answer is a few KiB; the schema's query-qmp-schema is the largest).
   static constexpr size_t max_line = 16u << 20;
 
-  // Connects, retrying until `timeout`, and reads the greeting.
+  // Connects, retrying until `timeout`, and reads the greeting. Gives up at
+  // once when `gone` says the monitor's process has ended.
   static caf::expected<qmp_connection> connect(const std::string& socket_path,
-                                               std::chrono::milliseconds timeout);
+                                               std::chrono::milliseconds timeout,
+                                               const std::function<bool()>& gone = {});
 
   const boost::json::value& greeting() const { return greeting_; }
   // Sends raw text and returns the next reply (a non-event message).

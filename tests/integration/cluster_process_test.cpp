@@ -74,6 +74,22 @@ TEST_F(cluster, ferryctl_migrate_moves_a_running_guest) {
   EXPECT_NE(bad.output.find("unknown host 'host-z'"), std::string::npos) << bad.output;
 }
 
+// A guest that cannot start says why, at once: the agent stops waiting for
+// the monitor when the process ends and hands back the end of its log (as
+// libvirt reports QEMU's stderr), and nothing of it stays behind.
+TEST_F(cluster, a_guest_that_cannot_start_says_why_at_once) {
+  const std::string stub = c.dir.file("stub.img");
+  std::ofstream{stub} << "not a boot sector";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.ctl(
+    {"create", "broken", "--host", "host-a", "--memory", "8M", "--image", stub, "--accel", "none"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "not the monitor's 25 s wait";
+  EXPECT_NE(r.output.find("guest 'broken' did not start"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("shorter than one 512-byte sector"), std::string::npos) << r.output;
+  EXPECT_TRUE(c.placements().empty());
+}
+
 TEST_F(cluster, evacuation_survives_an_orchestrator_killed_mid_way) {
   const std::vector<std::string> guests{"g1", "g2", "g3", "g4", "g5"};
   for (size_t i = 0; i < guests.size(); ++i)

@@ -20,8 +20,9 @@ using tcp = boost::asio::ip::tcp;
 
 namespace {
 
-// A server that accepts and then says nothing must not hang the CLI.
-constexpr auto request_deadline = std::chrono::seconds(30);
+// A server that accepts and then says nothing must not hang the CLI; the
+// orchestrator answers within about 35 s (a guest start it waits for).
+constexpr auto request_deadline = std::chrono::seconds(60);
 
 // Runs the operations queued on `io` to their end; the stream's timer
 // bounds them.
