@@ -2,8 +2,8 @@
 
 #include "actors/identity_proof.hpp"
 #include "common/error.hpp"
+#include "orchestrator/api_request.hpp"
 
-#include <boost/json.hpp>
 #include <openssl/crypto.h>
 
 #include <sys/stat.h>
@@ -106,14 +106,12 @@ std::optional<api_caller> request_caller(const api_tokens& tokens, const std::st
 std::optional<api_refusal> authorize(const std::optional<api_caller>& who,
                                      const std::string& method) {
   if (!who)
-    return api_refusal{401, boost::json::serialize(boost::json::object{
-                              {"error", "authentication required: an operator's or viewer's client "
-                                        "certificate (ferryctl --cert/--key) or Authorization: "
-                                        "Bearer TOKEN (ferryctl --token-file)"}})};
+    return api_refusal{401, api::error_body("authentication required: an operator's or viewer's "
+                                            "client certificate (ferryctl --cert/--key) or "
+                                            "Authorization: Bearer TOKEN (ferryctl --token-file)")};
   if (method != "GET" && who->role != api_role::operator_)
-    return api_refusal{403, boost::json::serialize(boost::json::object{
-                              {"error", who->name + " is a viewer: changing the cluster needs an "
-                                                    "operator's token or certificate"}})};
+    return api_refusal{403, api::error_body(who->name + " is a viewer: changing the cluster needs "
+                                                        "an operator's token or certificate")};
   return std::nullopt;
 }
 

@@ -13,7 +13,7 @@ namespace {
 namespace json = boost::json;
 
 error error_of(unsigned status, const std::string& desc) {
-  return {status, json::serialize(json::object{{"error", desc}})};
+  return {status, error_body(desc)};
 }
 
 // A piece of the request quoted in an error: bytes outside printable ASCII
@@ -81,6 +81,10 @@ command parse_post(const std::string& path, const std::string& target, const std
 }
 
 } // namespace
+
+std::string error_body(const std::string& desc) {
+  return json::serialize(json::object{{"error", desc}});
+}
 
 command parse_request(const std::string& method, const std::string& target,
                       const std::string& body) {

@@ -34,6 +34,9 @@ struct error {
 
 using command = std::variant<list, migrate, create, evacuate, cancel, error>;
 
+// The API's error body, {"error": desc}: every refusal and failure has it.
+std::string error_body(const std::string& desc);
+
 // `target` is the path as sent (/api/v1/...); events and /metrics are not
 // commands and are answered before this.
 command parse_request(const std::string& method, const std::string& target,

@@ -11,7 +11,6 @@
 #include <caf/all.hpp>
 
 #include <boost/beast/http/status.hpp>
-#include <boost/json.hpp>
 
 #include <atomic>
 #include <thread>
@@ -23,7 +22,6 @@ namespace ferry {
 namespace {
 
 namespace http = boost::beast::http;
-namespace json = boost::json;
 
 // Longer than the slowest answer the cluster waits for (a guest's start), so
 // that its reason, not a bare timeout, reaches the caller.
@@ -51,7 +49,7 @@ struct reply {
 };
 
 reply error_reply(http::status s, const std::string& desc) {
-  return {s, json::serialize(json::object{{"error", desc}})};
+  return {s, api::error_body(desc)};
 }
 
 // Sends one message to the cluster and waits for its JSON answer.
