@@ -3,8 +3,11 @@
 # pre-filled with the test pattern (about three quarters non-zero) migrated
 # over loopback TCP between two ferry-agent processes with 1 stream and with
 # 2 and 4 multifd channels; when qemu-system-x86_64 is installed, QEMU
-# migrates the very same memory image in the same run and the ratio is
-# printed. Then a live run: the KVM counter guest dirtying its working set.
+# migrates the very same memory image in the same run, alternating with
+# Ferry, and the ratio of the medians and of each pair are printed. For both
+# VMMs and both sides: minor page faults (per GiB of page data) and CPU
+# seconds spent during the migration (/proc/PID/stat). Then a live run: the
+# KVM counter guest dirtying its working set.
 #
 #   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= ACCEL= (environment)
 #   SOCK_WAIT=N: wait N x 50 ms for the agents' QMP sockets (default 100; more under valgrind)
@@ -55,6 +58,10 @@ migrate_once() {
       migrate-set-parameters "$params" >/dev/null
   done
   qmp "$dst_sock" migrate-incoming '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
+  # What each side costs during the migration alone (its start-up is apart).
+  local src_before dst_before
+  src_before=$(proc_usage "${pids[0]}")
+  dst_before=$(proc_usage "${pids[1]}")
   qmp "$src_sock" migrate '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
   local info status
   for _ in $(seq 1 1200); do
@@ -64,10 +71,32 @@ migrate_once() {
     sleep 0.05
   done
   [ "$status" = completed ] || { echo "migration $status: $info" >&2; return 1; }
+  # The destination may still be loading the last pages: its figures once
+  # it reports completed too.
+  for _ in $(seq 1 200); do
+    qmp "$dst_sock" query-migrate | grep -q '"completed"' && break
+    sleep 0.05
+  done
+  local usage
+  usage="$(usage_since "${pids[0]}" "$src_before") $(usage_since "${pids[1]}" "$dst_before")"
   echo "$info" | python3 -c 'import json, sys
 r = json.loads(sys.stdin.readline())["return"]
-print(r["total-time"], r.get("downtime", 0), r["ram"]["normal-bytes"], r["ram"]["transferred"])
-if len(sys.argv) > 1: print(json.dumps(r), file=sys.stderr)' ${BENCH_VERBOSE:+-v}
+print(r["total-time"], r.get("downtime", 0), r["ram"]["normal-bytes"], r["ram"]["transferred"],
+      sys.argv[1])
+if len(sys.argv) > 2: print(json.dumps(r), file=sys.stderr)' "$usage" ${BENCH_VERBOSE:+-v}
+}
+
+# Minor page faults and CPU clock ticks (user + system) of a process so far,
+# from /proc/PID/stat (fields 10, 14, 15; the name in field 2 has no spaces
+# for either VMM).
+proc_usage() { awk '{print $10, $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo "0 0"; }
+ticks=$(getconf CLK_TCK)
+# "FAULTS CPU_SECONDS" of a process since `before` (proc_usage's output).
+usage_since() {
+  local now
+  now=$(proc_usage "$1")
+  awk -v a="$2" -v b="$now" -v hz="$ticks" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); printf "%d %.2f", y[1] - x[1], (y[2] - x[2]) / hz }'
 }
 
 stop_all() {
@@ -135,6 +164,18 @@ qemu_run() {
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# "SRC_FLT/GiB DST_FLT/GiB SRC_CPU DST_CPU" (medians over the runs) from the
+# runs' "SRC_FLT SRC_CPU DST_FLT DST_CPU" and the bytes of page data moved.
+cost_line() {
+  local bytes=$1
+  shift
+  local col
+  for col in 1 3 2 4; do
+    printf '%s\n' "$@" | awk -v c="$col" '{print $c}' | median
+  done | paste -sd' ' | awk -v b="$bytes" '{
+    g = b / 1073741824; if (g <= 0) g = 1
+    printf "faults/GiB src %7.0f dst %7.0f  cpu s src %5.2f dst %5.2f", $1 / g, $2 / g, $3, $4 }'
+}
 
 have_qemu=
 [ -z "${NO_QEMU:-}" ] && command -v qemu-system-x86_64 >/dev/null && have_qemu=1
@@ -145,24 +186,31 @@ rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
   "2 + zstd|2|,\"multifd-compression\":\"zstd\"|"
   "2 + TLS|2|,\"tls-creds\":\"tls0\"|tls"
   "2+TLS+zstd|2|,\"tls-creds\":\"tls0\",\"multifd-compression\":\"zstd\"|tls")
-declare -A ferry_ms ferry_wire ferry_data
+declare -A ferry_ms ferry_wire ferry_data costs pairs
+measured=()
 for row in "${rows[@]}"; do
   IFS='|' read -r label ch extra_params tls <<<"$row"
   # ROWS='multifd 2|2 + TLS' measures just those setups.
   if [ -n "${ROWS:-}" ] && ! grep -qxF "$label" <<<"${ROWS//|/$'\n'}"; then continue; fi
-  ft=() ; qt=()
+  ft=() ; qt=() ; fu=() ; qu=() ; pr=()
   bytes=0
   for _ in $(seq 1 "$runs"); do
-    # $(...) waits for the run to finish (and its agents to exit).
+    # $(...) waits for the run to finish (and its agents to exit). The two
+    # VMMs alternate, so that a drift of the machine hits both alike.
     out=$(ferry_run "$ch")
-    read -r t _ b w <<<"$out"
-    ft+=("$t"); bytes=$b; wire=$w
+    read -r t _ b w u <<<"$out"
+    ft+=("$t"); bytes=$b; wire=$w; fu+=("$u")
     if [ -n "$have_qemu" ]; then
       out=$(qemu_run "$ch")
-      read -r t _ _ _ <<<"$out"
-      qt+=("$t")
+      read -r q _ _ _ u <<<"$out"
+      qt+=("$q"); qu+=("$u")
+      pr+=("$(awk -v f="$t" -v q="$q" 'BEGIN {printf "%.2f", q / f}')")
     fi
   done
+  costs[$label]="$(cost_line "$bytes" "${fu[@]}")"
+  [ -n "$have_qemu" ] && costs[$label]+="   qemu $(cost_line "$bytes" "${qu[@]}")"
+  pairs[$label]="${pr[*]}"
+  measured+=("$label")
   f=$(printf '%s\n' "${ft[@]}" | median)
   fr=$(awk -v b="$bytes" -v t="$f" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
   if [ -n "$have_qemu" ]; then
@@ -179,6 +227,12 @@ for row in "${rows[@]}"; do
 done
 extra_params= tls=
 echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
+if [ -n "$have_qemu" ]; then
+  echo "per-pair ratios (each Ferry run against the QEMU run right after it):"
+  for label in "${measured[@]}"; do printf '  %-10s %s\n' "$label" "${pairs[$label]}"; done
+fi
+echo "during the migration (medians; faults per GiB of page data moved):"
+for label in "${measured[@]}"; do printf '  %-10s ferry %s\n' "$label" "${costs[$label]}"; done
 [ -n "${ferry_ms[multifd 2]:-}" ] && [ -n "${ferry_ms[2 + TLS]:-}" ] &&
   awk -v p="${ferry_ms[multifd 2]}" -v t="${ferry_ms[2 + TLS]}" \
   'BEGIN {printf "Ferry TLS throughput on 2 channels: %.0f%% of plain\n", 100 * p / t}'
