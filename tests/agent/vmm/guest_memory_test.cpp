@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -93,6 +94,42 @@ TEST(guest_memory, sparse_file_reads_holes_as_zero) {
   ASSERT_TRUE(mem) << describe(mem.error());
   EXPECT_EQ(mem->data()[1 << 20], 'x');
   EXPECT_EQ(mem->data()[(1 << 20) - 1], 0);
+}
+
+// A big share=off file loads in slices on several threads: every page lands
+// where it belongs, holes (one across the slices' boundary) and the RAM
+// beyond the file's end read as zero.
+TEST(guest_memory, a_large_file_loads_in_slices_page_for_page) {
+  constexpr size_t page = 4096;
+  constexpr size_t file_pages = size_t{40} * 256; // 40 MiB: more than one slice
+  temp_file f{{}};
+  {
+    std::ofstream out{f.path, std::ios::binary};
+    for (size_t p = 0; p < file_pages; ++p) {
+      const bool hole = (p >= 4000 && p < 6000) || p % 97 == 5;
+      if (hole)
+        continue;
+      std::vector<char> data(page, static_cast<char>(p * 31 + 7));
+      std::memcpy(data.data(), &p, sizeof p);
+      out.seekp(static_cast<std::streamoff>(p * page));
+      out.write(data.data(), page);
+    }
+  }
+  const uint64_t ram = uint64_t{48} << 20;
+  auto mem = guest_memory::create({memory_backend::kind::file, ram, f.path, false});
+  ASSERT_TRUE(mem) << describe(mem.error());
+  for (size_t p = 0; p < ram / page; ++p) {
+    const uint8_t* at = mem->data() + p * page;
+    const bool data = p < file_pages && !((p >= 4000 && p < 6000) || p % 97 == 5);
+    if (!data) {
+      ASSERT_TRUE(std::all_of(at, at + page, [](uint8_t b) { return b == 0; })) << p;
+      continue;
+    }
+    size_t tag = 0;
+    std::memcpy(&tag, at, sizeof tag);
+    ASSERT_EQ(tag, p);
+    ASSERT_EQ(at[page - 1], static_cast<uint8_t>(p * 31 + 7)) << p;
+  }
 }
 
 TEST(guest_memory, bad_requests_are_errors) {
