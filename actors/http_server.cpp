@@ -147,8 +147,8 @@ caf::expected<void> set_up_tls(asio::ssl::context& ctx, const http_tls& tls) {
   if (tls.client_ca.empty())
     return {};
   ctx.load_verify_file(tls.client_ca, ec);
-  STACK_OF(X509_NAME)* names = ::SSL_load_client_CA_file(tls.client_ca.c_str());
-  if (ec || names == nullptr)
+  STACK_OF(X509_NAME)* names = ec ? nullptr : ::SSL_load_client_CA_file(tls.client_ca.c_str());
+  if (names == nullptr)
     return make_ferry_error(errc::invalid_argument, "HTTPS client CA '" + tls.client_ca +
                                                       "' does not load" +
                                                       (ec ? ": " + ec.message() : std::string{}));

@@ -108,6 +108,23 @@ TEST_F(https_fixture, other_certificates_and_plaintext_are_refused_and_service_g
   EXPECT_EQ(r.status, 200) << r.body;
 }
 
+// TLS files that do not load, or a key that is not the certificate's: no
+// server, and the error names the file.
+TEST_F(https_fixture, tls_files_that_do_not_load_are_an_error_naming_them) {
+  const auto refused = [&](const http_tls& tls, const std::string& needle) {
+    auto s = http_server::start(
+      {"127.0.0.1", 0}, [](const http_request&) { return http_response{}; }, "test-https", "test-w",
+      limits, tls);
+    ASSERT_FALSE(s) << needle;
+    EXPECT_NE(describe(s.error()).find(needle), std::string::npos) << describe(s.error());
+  };
+  const std::string cert = pki("orchestrator-cert.pem");
+  const std::string key = pki("orchestrator-key.pem");
+  refused({dir.file("missing.pem"), key, {}}, "missing.pem");
+  refused({cert, pki("host-a-key.pem"), {}}, "does not match the certificate");
+  refused({cert, key, dir.file("no-ca.pem")}, "client CA '" + dir.file("no-ca.pem"));
+}
+
 TEST_F(https_fixture, a_client_that_stalls_in_the_handshake_is_cut_at_the_deadline) {
   limits.request_timeout = 1000ms;
   start();
