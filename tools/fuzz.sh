@@ -44,8 +44,9 @@ for t in $targets; do
     fi
     for f in "$work"/found/*; do
       [ -e "$f" ] || continue
-      cp "$f" "$corpus/crash-$(sha1sum "$f" | cut -c1-16)"
-      echo "fuzz_$t: kept $(basename "$f") as $corpus/crash-$(sha1sum "$f" | cut -c1-16)"
+      kept=$corpus/crash-$(sha1sum "$f" | cut -c1-16)
+      cp "$f" "$kept"
+      echo "fuzz_$t: kept $(basename "$f") as $kept"
     done
   fi
   if [ -n "$long" ]; then

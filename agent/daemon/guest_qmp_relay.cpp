@@ -8,10 +8,10 @@
 
 #include <boost/json.hpp>
 
-#include <poll.h>
 #include <pthread.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -34,7 +34,7 @@ struct relay_state {
   std::string host;
   std::string guest;
   std::string socket;
-  std::shared_ptr<unique_fd> exited; // readable once the guest's process ended
+  std::function<bool()> exited; // whether the guest's process has ended
   std::optional<qmp_connection> commands;
   // Shared with the exit hook, which runs after the state is gone.
   std::shared_ptr<std::vector<caf::actor>> subscribers =
@@ -72,7 +72,7 @@ void pump_events(const caf::actor& relay, const std::string& socket, const std::
 }
 
 caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, std::string guest,
-                    std::string socket, std::shared_ptr<unique_fd> exited) {
+                    std::string socket, std::function<bool()> exited) {
   name_thread("qmp/", guest);
   self->state.host = std::move(host);
   self->state.guest = std::move(guest);
@@ -86,11 +86,7 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
   return {
     [self](connect_atom) -> caf::result<bool> {
       auto& st = self->state;
-      const auto gone = [exited = st.exited] {
-        pollfd p{exited && *exited ? exited->get() : -1, POLLIN, 0};
-        return p.fd >= 0 && ::poll(&p, 1, 0) > 0;
-      };
-      auto c = qmp_connection::connect(st.socket, guest_monitor_wait, gone);
+      auto c = qmp_connection::connect(st.socket, guest_monitor_wait, st.exited);
       if (c) {
         if (auto ok = c->negotiate(); !ok)
           c = ok.error();
@@ -144,7 +140,7 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
 } // namespace
 
 caf::actor spawn_guest_qmp_relay(caf::actor_system& sys, std::string host, std::string guest,
-                                 std::string qmp_socket, std::shared_ptr<unique_fd> exited) {
+                                 std::string qmp_socket, std::function<bool()> exited) {
   return sys.spawn<caf::detached>(relay, std::move(host), std::move(guest), std::move(qmp_socket),
                                   std::move(exited));
 }

@@ -11,19 +11,17 @@
 // Subscribers receive (qmp_event_atom, host, guest, event JSON), and
 // (qmp_event_atom, host, guest, "") when the relay ends.
 
-#include "common/unique_fd.hpp"
-
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
-#include <memory>
+#include <functional>
 #include <string>
 
 namespace ferry {
 
-// `exited`: a pidfd of the guest's process (or null), so that connecting
-// stops waiting for a monitor whose process has already ended.
+// `exited`: whether the guest's process has ended, so that connecting stops
+// waiting for a monitor that will never answer.
 caf::actor spawn_guest_qmp_relay(caf::actor_system& sys, std::string host, std::string guest,
-                                 std::string qmp_socket, std::shared_ptr<unique_fd> exited);
+                                 std::string qmp_socket, std::function<bool()> exited);
 
 } // namespace ferry

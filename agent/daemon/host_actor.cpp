@@ -15,7 +15,6 @@
 #include <boost/json.hpp>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -195,12 +194,13 @@ void record(host_self self, const hosted_guest& g) {
 hosted_guest& host_guest(host_self self, guest_info info, guest_process proc) {
   auto& st = self->state;
   const std::string name = info.spec.name;
-  auto exited = std::make_shared<unique_fd>(::fcntl(proc.pidfd(), F_DUPFD_CLOEXEC, 0));
-  auto relay = spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket,
-                                     std::move(exited));
+  auto process = std::make_shared<guest_process>(std::move(proc));
+  auto relay =
+    spawn_guest_qmp_relay(self->system(), st.cfg.host_name, name, info.qmp_socket,
+                          [process] { return process->wait_exit(std::chrono::milliseconds(0)); });
   caf::anon_send(relay, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   auto& g = st.guests[name];
-  g = hosted_guest{std::move(info), std::make_shared<guest_process>(std::move(proc)), relay, {}};
+  g = hosted_guest{std::move(info), std::move(process), relay, {}};
   return g;
 }
 

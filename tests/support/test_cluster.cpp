@@ -306,11 +306,12 @@ uint16_t test_cluster::metrics_port(const std::string& host) const {
 }
 
 run_result test_cluster::ctl(std::vector<std::string> args) const {
-  args.insert(args.begin(),
-              {binary("tools/ferryctl"), "--server", "127.0.0.1:" + std::to_string(api_port),
-               "--token-file", operator_token_file()});
-  args.insert(args.begin() + 5, ctl_options.begin(), ctl_options.end());
-  return run(args);
+  std::vector<std::string> argv{binary("tools/ferryctl"), "--server",
+                                "127.0.0.1:" + std::to_string(api_port), "--token-file",
+                                operator_token_file()};
+  argv.insert(argv.end(), ctl_options.begin(), ctl_options.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
 }
 
 std::map<std::string, std::vector<std::string>> test_cluster::placements() const {
