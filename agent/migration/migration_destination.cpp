@@ -18,6 +18,9 @@ namespace ferry {
 namespace json = boost::json;
 
 void migration_destination::impl::mark_present_data() {
+  // Fresh RAM being prefilled reads as data to the scan, yet is all zero.
+  if (g.memory().take_known_zero())
+    return;
   g.memory().for_each_data_run([&](uint64_t first, uint64_t end) {
     for (uint64_t p = first; p < end; ++p)
       maybe_nonzero[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);

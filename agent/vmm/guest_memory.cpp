@@ -1,6 +1,7 @@
 #include "agent/vmm/guest_memory.hpp"
 
 #include "agent/vmm/memory_layout.hpp"
+#include "agent/vmm/ram_prefill.hpp"
 #include "common/error.hpp"
 
 #include <fcntl.h>
@@ -113,8 +114,15 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
       return base.error();
     return guest_memory{std::move(*fd), *base, b.size};
   };
-  if (b.type == memory_backend::kind::ram)
-    return memfd_ram();
+  if (b.type == memory_backend::kind::ram) {
+    auto mem = memfd_ram();
+    if (mem && b.prefill) {
+      mem->known_zero_ = true;
+      mem->prefill_ = std::make_unique<ram_prefill>(
+        mem->base_, mem->size_, mem->fd(), std::clamp(std::thread::hardware_concurrency(), 1U, 4U));
+    }
+    return mem;
+  }
 
   const int flags = (b.share ? O_RDWR : O_RDONLY) | O_CLOEXEC;
   unique_fd file{::open(b.mem_path.c_str(), flags)};
@@ -147,22 +155,31 @@ guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size)
 
 guest_memory::guest_memory(guest_memory&& other) noexcept
   : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
-    size_(std::exchange(other.size_, 0)) {}
+    size_(std::exchange(other.size_, 0)), known_zero_(std::exchange(other.known_zero_, false)),
+    prefill_(std::move(other.prefill_)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
   if (this != &other) {
+    prefill_.reset();
     if (base_)
       ::munmap(base_, size_);
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    known_zero_ = std::exchange(other.known_zero_, false);
+    prefill_ = std::move(other.prefill_);
   }
   return *this;
 }
 
 guest_memory::~guest_memory() {
+  prefill_.reset();
   if (base_)
     ::munmap(base_, size_);
+}
+
+uint64_t guest_memory::prefilled_bytes() const {
+  return prefill_ ? prefill_->done_bytes() : 0;
 }
 
 uint64_t guest_memory::pages() const {
@@ -174,6 +191,7 @@ caf::expected<void> guest_memory::load_boot_sector(std::span<const uint8_t> sect
     return make_ferry_error(errc::invalid_argument, "boot sector larger than 512 bytes");
   if (sector.empty())
     return {};
+  known_zero_ = false;
   auto dst = range(boot_sector_address, sector.size());
   if (dst.empty())
     return make_ferry_error(errc::invalid_argument,

@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
 namespace ferry {
 
@@ -21,7 +23,12 @@ struct memory_backend {
   uint64_t size = 0;    // bytes, multiple of the page size
   std::string mem_path; // kind::file only
   bool share = false;   // kind::file: on = map the file itself
+  // kind::ram: an incoming migration is about to fill this RAM, so it is
+  // populated in the background from creation (ram_prefill).
+  bool prefill = false;
 };
+
+class ram_prefill;
 
 class guest_memory {
 public:
@@ -50,6 +57,12 @@ public:
   // touched (reading them would allocate and clear them first).
   template <class F>
   void for_each_data_run(F&& fn) const;
+  // True once, for the first caller, if the RAM was created for an incoming
+  // migration and nothing has been written into it since (every page reads
+  // zero, though prefilled pages show as data to for_each_data_run).
+  bool take_known_zero() { return std::exchange(known_zero_, false); }
+  // Bytes the background prefill has populated (0 without one).
+  uint64_t prefilled_bytes() const;
   // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
   caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
 
@@ -61,6 +74,8 @@ private:
   unique_fd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  bool known_zero_ = false;
+  std::unique_ptr<ram_prefill> prefill_; // stopped before the unmap
 };
 
 template <class F>

@@ -171,3 +171,51 @@ TEST(guest_memory, boot_sector_goes_to_0x7c00_and_is_bounded) {
   EXPECT_EQ(describe(none.error()), "guest RAM too small for a boot sector at 0x7c00");
   EXPECT_TRUE(tiny->load_boot_sector({})) << "no drive, nothing to load";
 }
+
+// An incoming guest's RAM is populated in the background while pages land
+// in it: what was written stays written, the rest reads zero, and the
+// destination is told once that nothing needs scanning.
+TEST(guest_memory, prefill_populates_behind_writes_without_changing_them) {
+  memory_backend b;
+  b.size = uint64_t{256} << 20;
+  b.prefill = true;
+  auto mem = guest_memory::create(b);
+  ASSERT_TRUE(mem) << describe(mem.error());
+  // Writes racing the workers: every 7th page, from the far end inwards.
+  const uint64_t pages = mem->pages();
+  for (uint64_t p = pages; p-- > 0;)
+    if (p % 7 == 0)
+      std::memset(mem->data() + p * 4096, static_cast<int>(p % 251) + 1, 4096);
+  for (int i = 0; i < 1000 && mem->prefilled_bytes() < b.size; ++i)
+    ::usleep(10'000);
+  EXPECT_EQ(mem->prefilled_bytes(), b.size);
+  for (uint64_t p = 0; p < pages; ++p) {
+    const uint8_t want = p % 7 == 0 ? static_cast<uint8_t>(p % 251 + 1) : 0;
+    const uint8_t* page = mem->data() + p * 4096;
+    ASSERT_TRUE(std::all_of(page, page + 4096, [&](uint8_t c) { return c == want; }))
+      << "page " << p;
+  }
+  EXPECT_TRUE(mem->take_known_zero());
+  EXPECT_FALSE(mem->take_known_zero()) << "only the first incoming may skip the scan";
+  // Populated pages are data to the scan (which stays correct, if slower).
+  uint64_t runs_pages = 0;
+  mem->for_each_data_run([&](uint64_t first, uint64_t end) { runs_pages += end - first; });
+  EXPECT_EQ(runs_pages, pages);
+}
+
+TEST(guest_memory, a_host_write_ends_the_known_zero_state) {
+  memory_backend b;
+  b.size = uint64_t{1} << 20;
+  b.prefill = true;
+  auto mem = guest_memory::create(b);
+  ASSERT_TRUE(mem);
+  const std::vector<uint8_t> sector(512, 0xaa);
+  ASSERT_TRUE(mem->load_boot_sector(sector));
+  EXPECT_FALSE(mem->take_known_zero());
+  memory_backend plain;
+  plain.size = uint64_t{1} << 20;
+  auto other = guest_memory::create(plain);
+  ASSERT_TRUE(other);
+  EXPECT_FALSE(other->take_known_zero()) << "RAM not made for an incoming migration";
+  EXPECT_EQ(other->prefilled_bytes(), 0U);
+}
