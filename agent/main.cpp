@@ -157,6 +157,10 @@ int run_vm(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGHUP);
+  // QMP quit wakes the main thread with it at once (a migrated source is
+  // retired while its migration's caller waits).
+  constexpr int wake_signal = SIGUSR2; // SIGUSR1 kicks vCPUs (vcpu_thread)
+  sigaddset(&stop_signals, wake_signal);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   // A migration peer or exec: command that goes away must fail a write, not
   // kill the agent.
@@ -181,11 +185,15 @@ int run_vm(const std::vector<std::string>& args) {
   qmp_monitor monitor{**g,
                       {cfg->name, cfg->uuid},
                       [&](std::string line) { (*server)->broadcast(std::move(line)); },
-                      [&] { quit = true; }};
+                      [&] {
+                        quit = true;
+                        ::kill(::getpid(), wake_signal);
+                      }};
   monitor.set_objects(cfg->tls_creds, cfg->authz);
   monitor.set_exit_handler([&](int status) {
     exit_status = status;
     quit = true;
+    ::kill(::getpid(), wake_signal);
   });
   if (cfg->incoming) {
     // The guest waits for its memory and CPUs to arrive.
@@ -202,7 +210,8 @@ int run_vm(const std::vector<std::string>& args) {
   const char* reason = "host-qmp-quit";
   timespec tick{0, 100'000'000};
   while (!quit) {
-    if (::sigtimedwait(&stop_signals, nullptr, &tick) > 0) {
+    const int sig = ::sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig > 0 && sig != wake_signal) {
       reason = "host-signal";
       break;
     }

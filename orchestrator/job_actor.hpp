@@ -55,11 +55,19 @@ struct job_state_data {
   int settle_rounds = 0;
   std::string holding;    // why the job waits, while it does
   bool source_ran = true; // the guest ran on the source when the job began
+  // Each poll round carries the token it was started with; an event that
+  // asks for a round now takes a new token, so an older round (its timer or
+  // its answer in flight) ends quietly instead of polling in parallel.
+  uint64_t poll_token = 0;
+  // Getting both sides ready (side_ready): how many are, the first error.
+  int sides_ready = 0;
+  std::string prepare_error;
 };
 
 // The job's own handle adds its poll timer to what others may send it.
-using job_impl =
-  migration_job_actor::extend<caf::reacts_to<poll_atom>, caf::reacts_to<settle_atom>>;
+using job_impl = migration_job_actor::extend<
+  caf::reacts_to<poll_atom, uint64_t>, caf::reacts_to<settle_atom>,
+  caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>>;
 using job_actor = job_impl::stateful_base<job_state_data>;
 using on_return = std::function<void(const json::value&)>;
 

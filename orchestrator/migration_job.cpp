@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <vector>
 
 namespace ferry {
 
@@ -27,8 +29,10 @@ void confirm_target(job_actor* self) {
   auto& st = self->state;
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
-    [self](const json::value& r) {
+    [self, token = st.poll_token](const json::value& r) {
       auto& st1 = self->state;
+      if (token != st1.poll_token || st1.finishing)
+        return; // a newer round took over
       if (status_of(r) == "completed") {
         target_won(self, "the target completed the hand-over");
         return;
@@ -39,7 +43,7 @@ void confirm_target(job_actor* self) {
                      std::to_string(limit.count()) + " ms");
         return;
       }
-      self->delayed_send(self, poll_interval, poll_atom::value);
+      self->delayed_send(self, poll_interval, poll_atom::value, token);
     },
     [self](const std::string& why) { fail(self, "confirming the target: " + why); });
 }
@@ -114,71 +118,83 @@ bool escalate(job_actor* self, const json::object& info) {
   return false;
 }
 
+bool is_migration_event(const std::string& text) {
+  boost::system::error_code ec;
+  const auto v = json::parse(text, ec);
+  if (ec || !v.is_object())
+    return false;
+  const auto* name = v.as_object().if_contains("event");
+  return name != nullptr && name->is_string() && name->as_string() == "MIGRATION";
+}
+
 void poll_migration(job_actor* self) {
   auto& st = self->state;
   if (st.ctx.job.state == job_state::completing) {
     confirm_target(self);
     return;
   }
-  qmp(self, st.ctx.source, st.ctx.job.guest, "query-migrate", {}, [self](const json::value& r) {
-    auto& st1 = self->state;
-    if (st1.finishing)
-      return;
-    const auto& o = r.as_object();
-    const std::string status = status_of(r);
-    st1.progress = o;
-    // The limit in force (the ladder raises it), for the API and for judging
-    // the final downtime.
-    st1.progress["downtime-limit"] = st1.ladder->downtime_ms();
-    if (status == "completed") {
-      report(self); // the final figures: total-time, downtime
-      st1.completing_since = clock_type::now();
-      if (move(self, job_state::completing, "source reports completed"))
-        confirm_target(self);
-      return;
-    }
-    if (status == "failed") {
-      const auto* d = o.if_contains("error-desc");
-      st1.migrate_issued = false;
-      fail(self, d != nullptr && d->is_string() ? std::string{d->as_string()}
-                                                : std::string{"migration failed"});
-      return;
-    }
-    if (status == "cancelled") {
-      st1.migrate_issued = false;
-      if (st1.cancel_requested)
-        end_unsucceeded(self, job_state::cancelled, "cancelled by request");
-      else
-        fail(self, "migration was cancelled on the source");
-      return;
-    }
-    report(self);
-    const auto now = clock_type::now();
-    if (const auto* ram = o.if_contains("ram"); ram != nullptr && ram->is_object()) {
-      if (const auto* rem = ram->as_object().if_contains("remaining"); rem && rem->is_number()) {
-        const auto remaining = rem->to_number<uint64_t>();
-        if (remaining < st1.best_remaining) {
-          st1.best_remaining = remaining;
-          st1.last_progress = now;
+  const uint64_t token = st.poll_token;
+  qmp(self, st.ctx.source, st.ctx.job.guest, "query-migrate", {},
+      [self, token](const json::value& r) {
+        auto& st1 = self->state;
+        if (st1.finishing || token != st1.poll_token)
+          return;
+        const auto& o = r.as_object();
+        const std::string status = status_of(r);
+        st1.progress = o;
+        // The limit in force (the ladder raises it), for the API and for judging
+        // the final downtime.
+        st1.progress["downtime-limit"] = st1.ladder->downtime_ms();
+        if (status == "completed") {
+          report(self); // the final figures: total-time, downtime
+          st1.completing_since = clock_type::now();
+          if (move(self, job_state::completing, "source reports completed"))
+            confirm_target(self);
+          return;
         }
-      }
-    }
-    if (escalate(self, o))
-      return;
-    const auto& p = st1.ctx.policy;
-    const double gib = static_cast<double>(st1.ctx.job.memory) / double(1 << 30);
-    const auto limit =
-      std::chrono::duration<double>(std::max(1.0, gib) * p.completion_timeout_s_per_gib);
-    if (now - st1.last_progress > std::chrono::seconds(p.progress_timeout_s)) {
-      fail(self, "no progress for " + std::to_string(p.progress_timeout_s) + " s");
-      return;
-    }
-    if (now - st1.started > limit) {
-      fail(self, "not complete within the completion timeout");
-      return;
-    }
-    self->delayed_send(self, poll_interval, poll_atom::value);
-  });
+        if (status == "failed") {
+          const auto* d = o.if_contains("error-desc");
+          st1.migrate_issued = false;
+          fail(self, d != nullptr && d->is_string() ? std::string{d->as_string()}
+                                                    : std::string{"migration failed"});
+          return;
+        }
+        if (status == "cancelled") {
+          st1.migrate_issued = false;
+          if (st1.cancel_requested)
+            end_unsucceeded(self, job_state::cancelled, "cancelled by request");
+          else
+            fail(self, "migration was cancelled on the source");
+          return;
+        }
+        report(self);
+        const auto now = clock_type::now();
+        if (const auto* ram = o.if_contains("ram"); ram != nullptr && ram->is_object()) {
+          if (const auto* rem = ram->as_object().if_contains("remaining");
+              rem && rem->is_number()) {
+            const auto remaining = rem->to_number<uint64_t>();
+            if (remaining < st1.best_remaining) {
+              st1.best_remaining = remaining;
+              st1.last_progress = now;
+            }
+          }
+        }
+        if (escalate(self, o))
+          return;
+        const auto& p = st1.ctx.policy;
+        const double gib = static_cast<double>(st1.ctx.job.memory) / double(1 << 30);
+        const auto limit =
+          std::chrono::duration<double>(std::max(1.0, gib) * p.completion_timeout_s_per_gib);
+        if (now - st1.last_progress > std::chrono::seconds(p.progress_timeout_s)) {
+          fail(self, "no progress for " + std::to_string(p.progress_timeout_s) + " s");
+          return;
+        }
+        if (now - st1.started > limit) {
+          fail(self, "not complete within the completion timeout");
+          return;
+        }
+        self->delayed_send(self, poll_interval, poll_atom::value, token);
+      });
 }
 
 void start_migration(job_actor* self) {
@@ -191,7 +207,7 @@ void start_migration(job_actor* self) {
       [self](const json::value&) {
         // (Tests: a fault aimed at running lands mid-precopy.)
         fault_point(self->state.ctx.job, job_state::running);
-        self->delayed_send(self, poll_interval, poll_atom::value);
+        self->delayed_send(self, poll_interval, poll_atom::value, self->state.poll_token);
       });
 }
 
@@ -208,50 +224,123 @@ json::object capabilities(const migration_policy& p, bool source) {
   return {{"capabilities", std::move(caps)}};
 }
 
-void configure_and_listen(job_actor* self, uint16_t port) {
+// Both sides get ready at once: the source is asked and configured while the
+// target guest is created and configured; `migrate` goes when both are. An
+// error on either side is judged only then, so the job never settles while
+// a target may still be coming into being.
+void side_ready(job_actor* self, const std::string& error) {
   auto& st = self->state;
-  const auto& p = st.ctx.policy;
-  st.uri = "tcp:" + st.ctx.target_address + ":" + std::to_string(port);
-  json::object src_params{{"max-bandwidth", p.max_bandwidth},
-                          {"downtime-limit", p.downtime_limit_ms}};
-  if (p.auto_converge_step) {
-    src_params["cpu-throttle-initial"] = 1;
-    src_params["max-cpu-throttle"] = 1;
+  if (!error.empty() && st.prepare_error.empty())
+    st.prepare_error = error;
+  if (++st.sides_ready < 2 || st.finishing)
+    return;
+  if (!st.prepare_error.empty()) {
+    fail(self, st.prepare_error);
+    return;
   }
-  json::object dst_params;
+  if (st.cancel_requested) {
+    end_unsucceeded(self, job_state::cancelled, "cancelled by request");
+    return;
+  }
+  start_migration(self);
+}
+
+json::object source_parameters(const job_state_data& st) {
+  const auto& p = st.ctx.policy;
+  json::object params{{"max-bandwidth", p.max_bandwidth}, {"downtime-limit", p.downtime_limit_ms}};
+  if (p.auto_converge_step) {
+    params["cpu-throttle-initial"] = 1;
+    params["max-cpu-throttle"] = 1;
+  }
   if (p.migration_tls) {
     // Each guest carries these objects (agent/daemon/guest_process); the
     // source checks it reached the target host, the target admits only the
     // source host's certificate.
-    src_params["tls-creds"] = migration_tls_out;
-    src_params["tls-hostname"] = st.ctx.job.target;
-    dst_params["tls-creds"] = migration_tls_in;
-    dst_params["tls-authz"] = migration_authz;
+    params["tls-creds"] = migration_tls_out;
+    params["tls-hostname"] = st.ctx.job.target;
   }
-  if (p.multifd_channels > 0) {
-    src_params["multifd-channels"] = p.multifd_channels;
-    dst_params["multifd-channels"] = p.multifd_channels;
+  if (p.multifd_channels > 0)
+    params["multifd-channels"] = p.multifd_channels;
+  return params;
+}
+
+json::object target_parameters(const migration_policy& p) {
+  json::object params;
+  if (p.migration_tls) {
+    params["tls-creds"] = migration_tls_in;
+    params["tls-authz"] = migration_authz;
   }
+  if (p.multifd_channels > 0)
+    params["multifd-channels"] = p.multifd_channels;
+  return params;
+}
+
+struct qmp_step {
+  std::string command;
+  json::object args;
+  on_return then = [](const json::value&) {};
+};
+
+// Sends every step to the guest at once, without waiting between them: the
+// host relays one guest's commands in the order they were sent, and its
+// monitor runs them in turn, so each still sees the ones before it. `done`
+// gets the first error ("" for none) once every step has answered.
+void qmp_in_order(job_actor* self, const host_actor& host, const std::string& guest,
+                  std::vector<qmp_step> steps, std::function<void(const std::string&)> done) {
+  struct pending {
+    size_t left;
+    std::string error;
+    std::function<void(const std::string&)> done;
+  };
+  auto p = std::make_shared<pending>(pending{steps.size(), {}, std::move(done)});
+  const auto answered = [p](const std::string& why) {
+    if (!why.empty() && p->error.empty())
+      p->error = why;
+    if (--p->left == 0)
+      p->done(p->error);
+  };
+  for (auto& step : steps)
+    qmp(
+      self, host, guest, step.command, step.args,
+      [answered, then = std::move(step.then)](const json::value& r) {
+        then(r);
+        answered({});
+      },
+      answered);
+}
+
+// Whether the guest runs (a source that takes the guest back after a
+// hand-over resumes it only if it ran), and what shapes its stream.
+void configure_source(job_actor* self) {
+  auto& st = self->state;
+  std::vector<qmp_step> steps;
+  steps.push_back({"query-status", {}, [self](const json::value& r) {
+                     self->state.source_ran = status_of(r) != "paused";
+                   }});
+  steps.push_back({"migrate-set-capabilities", capabilities(st.ctx.policy, true)});
+  steps.push_back({"migrate-set-parameters", source_parameters(st)});
+  qmp_in_order(
+    self, st.ctx.source, st.ctx.job.guest, std::move(steps),
+    [self](const std::string& why) { side_ready(self, why.empty() ? why : "the source: " + why); });
+}
+
+// The created target: its events come to the job (as the source's do),
+// then it is configured and listens.
+void configure_target(job_actor* self, uint16_t port) {
+  auto& st = self->state;
   const auto& guest = st.ctx.job.guest;
-  qmp(self, st.ctx.target, guest, "migrate-set-capabilities", capabilities(p, false),
-      [self, dst_params, src_params, guest](const json::value&) {
-        auto& st1 = self->state;
-        qmp(self, st1.ctx.target, guest, "migrate-set-parameters", dst_params,
-            [self, src_params, guest](const json::value&) {
-              auto& st2 = self->state;
-              qmp(self, st2.ctx.source, guest, "migrate-set-capabilities",
-                  capabilities(st2.ctx.policy, true),
-                  [self, src_params, guest](const json::value&) {
-                    auto& st3 = self->state;
-                    qmp(self, st3.ctx.source, guest, "migrate-set-parameters", src_params,
-                        [self, guest](const json::value&) {
-                          auto& st4 = self->state;
-                          qmp(self, st4.ctx.target, guest, "migrate-incoming", {{"uri", st4.uri}},
-                              [self](const json::value&) { start_migration(self); });
-                        });
-                  });
-            });
-      });
+  st.uri = "tcp:" + st.ctx.target_address + ":" + std::to_string(port);
+  const auto me = caf::actor_cast<caf::actor>(self);
+  for (const auto* host : {&st.ctx.source, &st.ctx.target})
+    self->request(*host, host_request_timeout, subscribe_atom::value, guest, me)
+      .then([](bool) {}, [](const caf::error&) {}); // without events, the rounds still run
+  std::vector<qmp_step> steps;
+  steps.push_back({"migrate-set-capabilities", capabilities(st.ctx.policy, false)});
+  steps.push_back({"migrate-set-parameters", target_parameters(st.ctx.policy)});
+  steps.push_back({"migrate-incoming", {{"uri", st.uri}}});
+  qmp_in_order(self, st.ctx.target, guest, std::move(steps), [self](const std::string& why) {
+    side_ready(self, why.empty() ? why : "the target: " + why);
+  });
 }
 
 void prepare_target(job_actor* self, guest_spec spec) {
@@ -263,17 +352,30 @@ void prepare_target(job_actor* self, guest_spec spec) {
   spec.incoming = true;
   spec.mem_path.clear(); // the target's RAM is its own
   spec.migration_peer = st.ctx.job.source;
+  configure_source(self);
   self->request(st.ctx.target, create_request_timeout, create_atom::value, spec)
     .then(
       [self](const guest_info& info) {
-        self->state.target_created = true;
-        if (self->state.cancel_requested) {
-          end_unsucceeded(self, job_state::cancelled, "cancelled by request");
+        auto& st1 = self->state;
+        st1.target_created = true;
+        if (st1.finishing) {
+          // Settled while it was being created (a host went down): the copy
+          // never ran and never will.
+          st1.target_created = false;
+          self
+            ->request(st1.ctx.target, host_request_timeout, destroy_atom::value, st1.ctx.job.guest)
+            .then([](bool) {}, [](const caf::error&) {});
           return;
         }
-        configure_and_listen(self, info.migration_port);
+        if (st1.cancel_requested || !st1.prepare_error.empty()) {
+          side_ready(self, {}); // no use configuring it: judged with the source
+          return;
+        }
+        configure_target(self, info.migration_port);
       },
-      [self](const caf::error& err) { fail(self, "creating the target guest: " + describe(err)); });
+      [self](const caf::error& err) {
+        side_ready(self, "creating the target guest: " + describe(err));
+      });
 }
 
 void begin(job_actor* self) {
@@ -284,13 +386,7 @@ void begin(job_actor* self) {
         auto& st1 = self->state;
         for (const auto& g : guests)
           if (g.spec.name == st1.ctx.job.guest) {
-            // Whether it runs: a source that has to take the guest back
-            // after a hand-over resumes it only if it ran.
-            qmp(self, st1.ctx.source, st1.ctx.job.guest, "query-status", {},
-                [self, spec = g.spec](const json::value& r) {
-                  self->state.source_ran = status_of(r) != "paused";
-                  prepare_target(self, spec);
-                });
+            prepare_target(self, g.spec);
             return;
           }
         fail(self, "guest '" + st1.ctx.job.guest + "' is not on " + st1.ctx.job.source);
@@ -385,9 +481,22 @@ job_impl::behavior_type job(job_actor* self, job_context ctx) {
   else
     begin(self);
   return {
-    [self](poll_atom) {
-      if (!self->state.finishing) // settling has taken over
+    [self](poll_atom, uint64_t token) {
+      // Not when settling has taken over, nor for a round an event replaced.
+      if (!self->state.finishing && token == self->state.poll_token)
         poll_migration(self);
+    },
+    [self](qmp_event_atom, const std::string&, const std::string&, const std::string& event) {
+      // A MIGRATION event on either side (or a side's guest gone: "") is
+      // news the next round would only find later: take it now.
+      auto& st = self->state;
+      if (st.finishing || !st.migrate_issued ||
+          (st.ctx.job.state != job_state::running && st.ctx.job.state != job_state::completing))
+        return;
+      if (!event.empty() && !is_migration_event(event))
+        return;
+      ++st.poll_token;
+      poll_migration(self);
     },
     [self](settle_atom) { settle(self); },
     [self](host_lost_atom, const std::string& host) {

@@ -30,10 +30,11 @@ namespace ferry {
 namespace {
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using reap_atom = caf::atom_constant<caf::atom("reap")>;
 
-// The published interface plus the actor's own timer and its guests' events.
+// The published interface plus the actor's own timers and its guests' events.
 using host_actor_impl =
-  host_actor::extend<caf::reacts_to<tick_atom>,
+  host_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<reap_atom, std::string, int>,
                      caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>,
                      caf::replies_to<metrics_atom>::with<std::string>>;
 
@@ -41,6 +42,10 @@ using host_actor_impl =
 constexpr auto metrics_query_timeout = std::chrono::seconds(2);
 
 constexpr auto reap_interval = std::chrono::milliseconds(100);
+// A guest that acknowledged quit is looked for at 1, 2, 4 .. 64 ms after:
+// its caller (a migration retiring its source) should not wait for the
+// next round of the reaper.
+constexpr int quick_reaps = 7;
 // How long a guest gets to act on QMP quit before it is killed.
 constexpr auto quit_grace = std::chrono::seconds(3);
 
@@ -366,7 +371,11 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       self
         ->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, std::string{"quit"},
                   std::string{})
-        .then([](const std::string&) {}, [](const caf::error&) {});
+        .then(
+          [self, name](const std::string&) {
+            self->delayed_send(self, std::chrono::milliseconds(1), reap_atom::value, name, 0);
+          },
+          [](const caf::error&) {});
       return rp;
     },
     [self](list_atom) {
@@ -414,6 +423,16 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       record(self, it->second);
     },
     [self](tick_atom) { reap(self); },
+    [self](reap_atom, const std::string& name, int round) {
+      auto it = self->state.guests.find(name);
+      if (it == self->state.guests.end())
+        return;
+      if (it->second.process->try_reap())
+        forget(self->state, name);
+      else if (round + 1 < quick_reaps)
+        self->delayed_send(self, std::chrono::milliseconds(2 << round), reap_atom::value, name,
+                           round + 1);
+    },
     [self](identify_atom, const std::string& challenge) -> caf::result<std::string, std::string> {
       auto p = identity::prove(self->state.cfg.tls, challenge);
       if (!p)

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -35,6 +37,9 @@ caf::expected<qmp_connection> qmp_connection::connect(const std::string& path,
     return make_ferry_error(errc::invalid_argument, "QMP socket path too long: " + path);
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size());
+  // A guest just started opens its socket within a few milliseconds: look
+  // again soon at first, then every 20 ms.
+  auto pause = 1ms;
   for (;;) {
     unique_fd fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
     if (!fd)
@@ -54,7 +59,8 @@ caf::expected<qmp_connection> qmp_connection::connect(const std::string& path,
                               "the process ended before its QMP monitor at " + path + " answered");
     if (std::chrono::steady_clock::now() > deadline)
       return make_ferry_error(errc::system_error, "cannot connect to QMP socket " + path);
-    std::this_thread::sleep_for(20ms);
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds{20});
   }
 }
 
