@@ -31,7 +31,9 @@ void confirm_target(job_actor* self) {
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self, token = st.poll_token](const json::value& r) {
       auto& st1 = self->state;
-      if (token != st1.poll_token || st1.finishing)
+      // A confirmed target wins even over settling begun meanwhile (its
+      // source's host went down): the guest runs there.
+      if (token != st1.poll_token)
         return; // a newer round took over
       if (status_of(r) == "completed") {
         target_won(self, "the target completed the hand-over");
