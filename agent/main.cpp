@@ -166,13 +166,11 @@ int run_vm(const std::vector<std::string>& args) {
   // kill the agent.
   ::signal(SIGPIPE, SIG_IGN);
 
-  if (cfg->incoming) {
-    // Every page comes from the source, the boot sector's too: leave the RAM
-    // zero and start populating it now, ahead of the pages.
-    sector.clear();
-    if (cfg->backend.type == memory_backend::kind::ram)
-      cfg->backend.prefill = true;
-  }
+  // An incoming guest's RAM is about to be overwritten: start populating it
+  // now, ahead of the pages. (Its boot sector is still loaded: an -accel none
+  // guest reads its test parameters from it.)
+  if (cfg->incoming && cfg->backend.type == memory_backend::kind::ram)
+    cfg->backend.prefill = true;
   auto g = make_guest(*cfg, std::move(sector));
   if (!g)
     return fail(describe(g.error()));

@@ -18,13 +18,14 @@ namespace ferry {
 namespace json = boost::json;
 
 void migration_destination::impl::mark_present_data() {
-  // Fresh RAM being prefilled reads as data to the scan, yet is all zero.
-  if (g.memory().take_known_zero())
-    return;
-  g.memory().for_each_data_run([&](uint64_t first, uint64_t end) {
+  const auto mark = [&](uint64_t first, uint64_t end) {
     for (uint64_t p = first; p < end; ++p)
       maybe_nonzero[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
-  });
+  };
+  // Fresh RAM being prefilled reads as data to the scan, yet is zero but
+  // for what the agent wrote into it.
+  if (!g.memory().take_fresh_runs(mark))
+    g.memory().for_each_data_run(mark);
 }
 
 caf::expected<mig::hello> migration_destination::impl::check_hello(migration_channel& ch,

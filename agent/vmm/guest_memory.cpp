@@ -117,7 +117,7 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   if (b.type == memory_backend::kind::ram) {
     auto mem = memfd_ram();
     if (mem && b.prefill) {
-      mem->known_zero_ = true;
+      mem->fresh_ = true;
       mem->prefill_ = std::make_unique<ram_prefill>(
         mem->base_, mem->size_, mem->fd(), std::clamp(std::thread::hardware_concurrency(), 1U, 4U));
     }
@@ -155,8 +155,8 @@ guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size)
 
 guest_memory::guest_memory(guest_memory&& other) noexcept
   : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
-    size_(std::exchange(other.size_, 0)), known_zero_(std::exchange(other.known_zero_, false)),
-    prefill_(std::move(other.prefill_)) {}
+    size_(std::exchange(other.size_, 0)), fresh_(std::exchange(other.fresh_, false)),
+    written_runs_(std::move(other.written_runs_)), prefill_(std::move(other.prefill_)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
   if (this != &other) {
@@ -166,7 +166,8 @@ guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
-    known_zero_ = std::exchange(other.known_zero_, false);
+    fresh_ = std::exchange(other.fresh_, false);
+    written_runs_ = std::move(other.written_runs_);
     prefill_ = std::move(other.prefill_);
   }
   return *this;
@@ -191,11 +192,13 @@ caf::expected<void> guest_memory::load_boot_sector(std::span<const uint8_t> sect
     return make_ferry_error(errc::invalid_argument, "boot sector larger than 512 bytes");
   if (sector.empty())
     return {};
-  known_zero_ = false;
   auto dst = range(boot_sector_address, sector.size());
   if (dst.empty())
     return make_ferry_error(errc::invalid_argument,
                             "guest RAM too small for a boot sector at 0x7c00");
+  if (fresh_)
+    written_runs_.emplace_back(boot_sector_address / page_size,
+                               (boot_sector_address + sector.size() + page_size - 1) / page_size);
   std::memcpy(dst.data(), sector.data(), sector.size());
   return {};
 }

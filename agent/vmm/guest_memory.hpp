@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace ferry {
 
@@ -57,10 +58,12 @@ public:
   // touched (reading them would allocate and clear them first).
   template <class F>
   void for_each_data_run(F&& fn) const;
-  // True once, for the first caller, if the RAM was created for an incoming
-  // migration and nothing has been written into it since (every page reads
-  // zero, though prefilled pages show as data to for_each_data_run).
-  bool take_known_zero() { return std::exchange(known_zero_, false); }
+  // Once, for the first caller, if the RAM was created for an incoming
+  // migration: calls fn(first_page, end_page) for each run the agent wrote
+  // since (the boot sector), every other page reading zero — prefilled pages
+  // show as data to for_each_data_run — and returns true. False otherwise.
+  template <class F>
+  bool take_fresh_runs(F&& fn);
   // Bytes the background prefill has populated (0 without one).
   uint64_t prefilled_bytes() const;
   // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
@@ -74,9 +77,20 @@ private:
   unique_fd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
-  bool known_zero_ = false;
-  std::unique_ptr<ram_prefill> prefill_; // stopped before the unmap
+  bool fresh_ = false; // made for an incoming migration, not yet taken
+  std::vector<std::pair<uint64_t, uint64_t>> written_runs_; // pages, while fresh_
+  std::unique_ptr<ram_prefill> prefill_;                    // stopped before the unmap
 };
+
+template <class F>
+bool guest_memory::take_fresh_runs(F&& fn) {
+  if (!std::exchange(fresh_, false))
+    return false;
+  for (const auto& [first, end] : written_runs_)
+    fn(first, end);
+  written_runs_.clear();
+  return true;
+}
 
 template <class F>
 void guest_memory::for_each_data_run(F&& fn) const {

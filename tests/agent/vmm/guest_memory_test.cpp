@@ -195,15 +195,18 @@ TEST(guest_memory, prefill_populates_behind_writes_without_changing_them) {
     ASSERT_TRUE(std::all_of(page, page + 4096, [&](uint8_t c) { return c == want; }))
       << "page " << p;
   }
-  EXPECT_TRUE(mem->take_known_zero());
-  EXPECT_FALSE(mem->take_known_zero()) << "only the first incoming may skip the scan";
+  uint64_t fresh_runs = 0;
+  EXPECT_TRUE(mem->take_fresh_runs([&](uint64_t, uint64_t) { ++fresh_runs; }));
+  EXPECT_EQ(fresh_runs, 0U) << "the agent wrote nothing into it";
+  EXPECT_FALSE(mem->take_fresh_runs([](uint64_t, uint64_t) {}))
+    << "only the first incoming may skip the scan";
   // Populated pages are data to the scan (which stays correct, if slower).
   uint64_t runs_pages = 0;
   mem->for_each_data_run([&](uint64_t first, uint64_t end) { runs_pages += end - first; });
   EXPECT_EQ(runs_pages, pages);
 }
 
-TEST(guest_memory, a_host_write_ends_the_known_zero_state) {
+TEST(guest_memory, fresh_runs_name_what_the_agent_wrote) {
   memory_backend b;
   b.size = uint64_t{1} << 20;
   b.prefill = true;
@@ -211,11 +214,15 @@ TEST(guest_memory, a_host_write_ends_the_known_zero_state) {
   ASSERT_TRUE(mem);
   const std::vector<uint8_t> sector(512, 0xaa);
   ASSERT_TRUE(mem->load_boot_sector(sector));
-  EXPECT_FALSE(mem->take_known_zero());
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  EXPECT_TRUE(mem->take_fresh_runs([&](uint64_t f, uint64_t e) { runs.emplace_back(f, e); }));
+  ASSERT_EQ(runs.size(), 1U);
+  EXPECT_EQ(runs[0], std::make_pair(uint64_t{7}, uint64_t{8})) << "the page at 0x7c00";
   memory_backend plain;
   plain.size = uint64_t{1} << 20;
   auto other = guest_memory::create(plain);
   ASSERT_TRUE(other);
-  EXPECT_FALSE(other->take_known_zero()) << "RAM not made for an incoming migration";
+  EXPECT_FALSE(other->take_fresh_runs([](uint64_t, uint64_t) {}))
+    << "RAM not made for an incoming migration";
   EXPECT_EQ(other->prefilled_bytes(), 0U);
 }
