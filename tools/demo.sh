@@ -33,7 +33,17 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  # Each daemon gets 15 s to stop; one that does not is named and killed, so
+  # the demo (and its test) never waits on it for ever.
+  local deadline=$((SECONDS + 15))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "demo: process $pid ($(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-80)) ignored SIGTERM for 15 s: killed" >&2
+      kill -9 "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
   # Guests outlive their agents (as QEMU outlives libvirtd): end them too.
   for rec in "$work"/*-run/*.guest; do
     [ -e "$rec" ] || continue
