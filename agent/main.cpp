@@ -180,18 +180,18 @@ int run_vm(const std::vector<std::string>& args) {
 
   std::atomic<bool> quit{false};
   std::atomic<int> exit_status{0};
+  const auto end_main_loop = [&] {
+    quit = true;
+    ::kill(::getpid(), wake_signal);
+  };
   qmp_monitor monitor{**g,
                       {cfg->name, cfg->uuid},
                       [&](std::string line) { (*server)->broadcast(std::move(line)); },
-                      [&] {
-                        quit = true;
-                        ::kill(::getpid(), wake_signal);
-                      }};
+                      end_main_loop};
   monitor.set_objects(cfg->tls_creds, cfg->authz);
   monitor.set_exit_handler([&](int status) {
     exit_status = status;
-    quit = true;
-    ::kill(::getpid(), wake_signal);
+    end_main_loop();
   });
   if (cfg->incoming) {
     // The guest waits for its memory and CPUs to arrive.

@@ -57,15 +57,19 @@ caf::expected<void> copy_data_extents(int src, uint8_t* dst, uint64_t begin, uin
   return {};
 }
 
+// Threads that fill guest RAM (loading a file, prefilling): the cost is the
+// kernel's first touch of fresh pages, which scales with cores up to a few.
+unsigned ram_threads() {
+  return std::clamp(std::thread::hardware_concurrency(), 1U, 4U);
+}
+
 // Loads the file's first `limit` bytes in page-aligned slices on named
 // threads ("ram-load/N"): the time goes into first touches of fresh guest
 // pages, which the kernel handles in parallel (1 GiB: 0.74 s on one thread).
 caf::expected<void> load_file(int src, uint64_t src_size, uint8_t* dst, uint64_t limit) {
   const uint64_t end = std::min(src_size, limit);
   constexpr uint64_t min_slice = uint64_t{16} << 20;
-  const uint64_t slices =
-    std::clamp<uint64_t>(std::min<uint64_t>(std::thread::hardware_concurrency(), 4), 1,
-                         std::max<uint64_t>(1, end / min_slice));
+  const uint64_t slices = std::min<uint64_t>(ram_threads(), std::max<uint64_t>(1, end / min_slice));
   const uint64_t step = (end / slices + page_size - 1) / page_size * page_size;
   std::vector<caf::expected<void>> done(slices, caf::expected<void>{});
   std::vector<std::thread> workers;
@@ -118,8 +122,8 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
     auto mem = memfd_ram();
     if (mem && b.prefill) {
       mem->fresh_ = true;
-      mem->prefill_ = std::make_unique<ram_prefill>(
-        mem->base_, mem->size_, mem->fd(), std::clamp(std::thread::hardware_concurrency(), 1U, 4U));
+      mem->prefill_ =
+        std::make_unique<ram_prefill>(mem->base_, mem->size_, mem->fd(), ram_threads());
     }
     return mem;
   }
