@@ -42,7 +42,9 @@ public:
   // With the mutex held.
   bool stopping() const { return quit_; }
   // With `lk` holding the mutex: sleeps until woken, stopped or (for the
-  // timed ones) the time comes. False once stopping.
+  // timed ones) the time comes. False once stopping. The timed ones without
+  // a predicate sleep out their time even when woken (only stopping ends
+  // them early): a period, not a wait for news — pass `ready` for that.
   bool wait(std::unique_lock<std::mutex>& lk) {
     if (!quit_)
       cv_.wait(lk);

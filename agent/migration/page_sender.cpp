@@ -31,9 +31,11 @@ page_sender::~page_sender() {
 
 void page_sender::push(job j) {
   std::unique_lock lk{mtx_};
-  // stop_ is set by another thread without our lock: poll it.
+  // Woken when the worker takes a batch; stop_ is set by another thread
+  // without our lock, so it is polled as well.
   while (queue_.size() >= queue_limit && !stop_)
-    worker_.wait_for(lk, std::chrono::milliseconds(20));
+    worker_.wait_for(lk, std::chrono::milliseconds(20),
+                     [&] { return queue_.size() < queue_limit || stop_; });
   if (stop_)
     return;
   queue_.push_back(std::move(j));
@@ -54,9 +56,10 @@ void page_sender::push_end() {
 
 void page_sender::wait_idle() {
   std::unique_lock lk{mtx_};
-  // stop_ is set by another thread without our lock: poll it.
-  while (!(queue_.empty() && !busy_) && !stop_)
-    worker_.wait_for(lk, std::chrono::milliseconds(20));
+  // Woken when the worker finishes a batch; stop_ is polled (see push).
+  const auto idle = [&] { return (queue_.empty() && !busy_) || stop_; };
+  while (!idle())
+    worker_.wait_for(lk, std::chrono::milliseconds(20), idle);
 }
 
 void page_sender::run() {
