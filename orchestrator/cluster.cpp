@@ -89,8 +89,11 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
     give_up_on_source(self, name);
     std::vector<job_record> replan;
     for (auto& [id, j] : st.jobs)
-      if (j.actor && (j.record.source == name || j.record.target == name))
-        self->send(j.actor, host_lost_atom::value, name);
+      if (j.record.source == name || j.record.target == name) {
+        if (j.actor)
+          self->send(j.actor, host_lost_atom::value, name);
+        drop_stage(self, j);
+      }
     for (auto& [id, j] : st.jobs) {
       if (j.actor || j.record.state != job_state::pending || j.record.target != name)
         continue;
@@ -180,6 +183,23 @@ void on_job_done(cluster_actor* self, const job_record& rec) {
   try_schedule(self);
 }
 
+// A staged job gave up getting ready (or was told to). Its move waits on,
+// to start the plain way; one granted meanwhile lost its go with the
+// stager: it starts now.
+void on_stage_dropped(cluster_actor* self, int64_t id) {
+  auto it = self->state.jobs.find(id);
+  if (it == self->state.jobs.end())
+    return;
+  auto& j = it->second;
+  if (j.stager) {
+    j.stager = nullptr;
+  } else if (j.actor && j.record.state == job_state::scheduling) {
+    j.actor = spawn_job(self, j, false);
+    return;
+  }
+  try_schedule(self);
+}
+
 caf::result<std::string> api_create(cluster_actor* self, const std::string& host,
                                     const std::string& spec_json) {
   auto h = self->state.hosts.find(host);
@@ -219,6 +239,7 @@ caf::result<std::string> api_cancel(cluster_actor* self, int64_t id) {
   } else if (j.record.state == job_state::pending) {
     if (auto ok = st.log->move(j.record, job_state::cancelled, "cancelled by request"); !ok)
       return ok.error();
+    drop_stage(self, j);
     j.record.state = job_state::cancelled;
     count_finished(st, j);
     if (j.record.evacuation != 0)
@@ -254,6 +275,7 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
       it->second.progress = progress;
     },
     [self](job_done_atom, const job_record& rec) { on_job_done(self, rec); },
+    [self](stage_dropped_atom, int64_t id) { on_stage_dropped(self, id); },
     [self](api_get_atom, const std::string& what) { return api_get(self, what); },
     [self](metrics_atom) { return self->state.metrics.render(view_of(self->state)); },
     [self](preflight_atom, int64_t evac_id) { finish_preflight(self, evac_id); },

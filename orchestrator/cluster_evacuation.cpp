@@ -116,6 +116,7 @@ caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& 
   for (auto& [id, j] : st.jobs)
     if (!j.actor && j.record.state == job_state::pending && j.record.target == host) {
       j.record.error = "host " + host + " is being evacuated";
+      drop_stage(self, j);
       if (st.log->move(j.record, job_state::cancelled, j.record.error)) {
         j.record.state = job_state::cancelled;
         count_finished(st, j);

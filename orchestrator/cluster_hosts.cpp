@@ -103,9 +103,12 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
     present.insert(g.spec.name);
     if (!g.spec.incoming || h.sweeping.count(g.spec.name) != 0)
       continue;
+    // A pending move owns a target only while it is being prepared ahead.
     const bool owned = std::any_of(st.jobs.begin(), st.jobs.end(), [&](const auto& kv) {
-      const auto& r = kv.second.record;
-      return r.guest == g.spec.name && r.target == host && !job_is_final(r.state);
+      const auto& j = kv.second;
+      const auto& r = j.record;
+      return r.guest == g.spec.name && r.target == host && !job_is_final(r.state) &&
+             (r.state != job_state::pending || j.actor || j.stager);
     });
     if (owned)
       continue;

@@ -51,17 +51,10 @@ caf::expected<job_record> enqueue(cluster_actor* self, job_record job) {
   return *rec;
 }
 
-void start_job(cluster_actor* self, job_entry& j) {
+migration_job_actor spawn_job(cluster_actor* self, const job_entry& j, bool staged) {
   auto& st = self->state;
   auto& src = st.hosts.at(j.record.source);
   auto& dst = st.hosts.at(j.record.target);
-  if (!j.resume) {
-    if (auto ok = st.log->move(j.record, job_state::scheduling, "slot granted"); !ok) {
-      j.record.error = describe(ok.error());
-      return;
-    }
-    j.record.state = job_state::scheduling;
-  }
   job_context ctx{j.record,
                   src.handle,
                   dst.handle,
@@ -69,10 +62,74 @@ void start_job(cluster_actor* self, job_entry& j) {
                   st.cfg.policy,
                   st.log,
                   job_parent_actor{self},
-                  j.resume};
-  j.actor = spawn_migration_job(self->system(), std::move(ctx));
-  self->monitor(j.actor);
+                  j.resume,
+                  staged};
+  auto actor = spawn_migration_job(self->system(), std::move(ctx));
+  self->monitor(actor);
+  return actor;
+}
+
+void start_job(cluster_actor* self, job_entry& j) {
+  auto& st = self->state;
+  if (!j.resume) {
+    if (auto ok = st.log->move(j.record, job_state::scheduling, "slot granted"); !ok) {
+      j.record.error = describe(ok.error());
+      return;
+    }
+    j.record.state = job_state::scheduling;
+  }
+  if (j.stager) {
+    j.actor = std::move(j.stager);
+    j.stager = nullptr;
+    self->send(j.actor, go_atom::value);
+  } else {
+    j.actor = spawn_job(self, j, false);
+  }
   j.resume = false;
+}
+
+void drop_stage(cluster_actor* self, job_entry& j) {
+  if (!j.stager)
+    return;
+  self->send(j.stager, cancel_atom::value);
+  j.stager = nullptr;
+}
+
+// The moves next in line, in queue order, get ready while they wait: at
+// most as many as may run at once, cluster-wide and per host.
+void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
+  auto& st = self->state;
+  const auto& p = st.cfg.policy;
+  if (!p.prepare_ahead)
+    return;
+  std::map<std::string, uint32_t> out, in;
+  uint32_t staged = 0;
+  for (const auto& [id, j] : st.jobs)
+    if (j.stager) {
+      ++staged;
+      ++out[j.record.source];
+      ++in[j.record.target];
+    }
+  for (auto* j : waiting) {
+    if (staged >= p.max_migrations)
+      return;
+    if (j->actor || j->stager || j->stage_tried || j->resume ||
+        j->record.state != job_state::pending)
+      continue;
+    auto s = st.hosts.find(j->record.source);
+    auto t = st.hosts.find(j->record.target);
+    if (s == st.hosts.end() || t == st.hosts.end() || !s->second.up || !t->second.up ||
+        s->second.degraded() || t->second.degraded())
+      continue;
+    if (out[j->record.source] >= p.max_outbound_per_host ||
+        in[j->record.target] >= p.max_inbound_per_host)
+      continue;
+    j->stager = spawn_job(self, *j, true);
+    j->stage_tried = true;
+    ++staged;
+    ++out[j->record.source];
+    ++in[j->record.target];
+  }
 }
 
 void try_schedule(cluster_actor* self) {
@@ -103,16 +160,21 @@ void try_schedule(cluster_actor* self) {
   std::sort(ready.begin(), ready.end(), [&key](const job_entry* a, const job_entry* b) {
     return starts_before(key(a), key(b));
   });
+  std::vector<job_entry*> waiting;
   for (auto* j : ready) {
-    if (running >= p.max_migrations)
-      break;
+    if (running >= p.max_migrations) {
+      waiting.push_back(j);
+      continue;
+    }
     auto s = st.hosts.find(j->record.source);
     auto t = st.hosts.find(j->record.target);
     if (s == st.hosts.end() || t == st.hosts.end() || !s->second.up || !t->second.up)
       continue;
     if (out[j->record.source] >= p.max_outbound_per_host ||
-        in[j->record.target] >= p.max_inbound_per_host)
+        in[j->record.target] >= p.max_inbound_per_host) {
+      waiting.push_back(j);
       continue;
+    }
     start_job(self, *j);
     if (!j->actor)
       continue;
@@ -120,6 +182,7 @@ void try_schedule(cluster_actor* self) {
     ++out[j->record.source];
     ++in[j->record.target];
   }
+  stage_next(self, waiting);
 }
 
 void check_evacuation_done(cluster_actor* self, int64_t evac_id) {
@@ -181,6 +244,7 @@ void give_up_on_source(cluster_actor* self, const std::string& host) {
       continue;
     j.record.error = "host " + host + " did not come back within " +
                      std::to_string(st.cfg.policy.source_return_s) + " s";
+    drop_stage(self, j);
     if (!st.log->move(j.record, job_state::cancelled, j.record.error))
       continue;
     j.record.state = job_state::cancelled;

@@ -70,6 +70,11 @@ struct host_entry {
 struct job_entry {
   job_record record;
   migration_job_actor actor;
+  // A job readying both sides while the move waits for its slot (policy
+  // prepare_ahead); it becomes `actor` when the slot is granted. Tried
+  // once per move: one that could not get ready starts the plain way.
+  migration_job_actor stager;
+  bool stage_tried = false;
   migration_progress progress; // the job's last query-migrate, parsed once
   bool resume = false;         // found unfinished in the journal at start
   // Evacuation order: the estimated duration, refined by a calc-dirty-rate
@@ -115,7 +120,12 @@ std::optional<std::string> pick_target(const cluster_state& st, const std::strin
                                        uint64_t memory, const std::set<std::string>& exclude);
 caf::expected<job_record> enqueue(cluster_actor* self, job_record job);
 void start_job(cluster_actor* self, job_entry& j);
+// A job actor for `j`'s move; `staged`: it readies both sides and waits for go.
+migration_job_actor spawn_job(cluster_actor* self, const job_entry& j, bool staged);
 void try_schedule(cluster_actor* self);
+// A pending move that stops waiting (cancelled, re-planned): its staging,
+// if any, is ended (the stager removes what it made).
+void drop_stage(cluster_actor* self, job_entry& j);
 void check_evacuation_done(cluster_actor* self, int64_t evac_id);
 void retry_elsewhere(cluster_actor* self, const job_record& failed);
 caf::expected<job_record> queue_move(cluster_actor* self, const std::string& guest,

@@ -62,7 +62,16 @@ struct job_state_data {
   // Getting both sides ready (side_ready): how many are, the first error.
   int sides_ready = 0;
   std::string prepare_error;
+  bool target_completed = false; // the target's MIGRATION event said so
+  bool granted = false;  // a staged job got its slot (go)
+  bool preparing = false; // prepare_target ran: the sides are on their way
 };
+
+// A staged job still waiting for its slot: it journals nothing, and what
+// would fail a job only ends the staging (drop_stage).
+inline bool staging(const job_state_data& st) {
+  return st.ctx.staged && !st.granted;
+}
 
 // The job's own handle adds its poll timer to what others may send it.
 using job_impl = migration_job_actor::extend<
@@ -94,6 +103,10 @@ void fault_point(const job_record& job, job_state to);
 void settle(job_actor* self);
 void end_unsucceeded(job_actor* self, job_state to, const std::string& why);
 void fail(job_actor* self, const std::string& why);
+// Ends a staging: the target it created (if any) is removed — no migrate
+// was ever sent, so it holds nothing — and the job ends; its move stays
+// pending for the cluster to start the plain way.
+void drop_stage(job_actor* self, const std::string& why);
 // The target holds the guest: the source copy is retired and the job ends
 // succeeded (through completing if it was still running).
 void target_won(job_actor* self, const std::string& note);

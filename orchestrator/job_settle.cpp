@@ -242,6 +242,10 @@ void settle(job_actor* self) {
 // Ends the job in `to` (failed or cancelled) by settling.
 void end_unsucceeded(job_actor* self, job_state to, const std::string& why) {
   auto& st = self->state;
+  if (staging(st)) {
+    drop_stage(self, why);
+    return;
+  }
   st.finishing = true;
   st.settle_to = to;
   st.settle_why = why;
@@ -252,8 +256,27 @@ void fail(job_actor* self, const std::string& why) {
   auto& st = self->state;
   if (st.finishing)
     return;
+  if (staging(st)) {
+    drop_stage(self, why);
+    return;
+  }
   st.ctx.job.error = why;
   end_unsucceeded(self, job_state::failed, why);
+}
+
+void drop_stage(job_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.finishing)
+    return;
+  st.finishing = true;
+  log::info("job {} ({}): not prepared ahead ({}); it starts when its slot comes", st.ctx.job.id,
+            st.ctx.job.guest, why);
+  // A create still on its way leaves a target no running job owns: the
+  // cluster's orphan sweeper removes it.
+  if (st.target_created)
+    caf::anon_send(st.ctx.target, destroy_atom::value, st.ctx.job.guest);
+  self->send(st.ctx.parent, stage_dropped_atom::value, st.ctx.job.id);
+  self->quit();
 }
 
 } // namespace ferry::job_detail

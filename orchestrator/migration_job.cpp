@@ -27,6 +27,10 @@ using namespace job_detail;
 // is settled: fenced, then judged.
 void confirm_target(job_actor* self) {
   auto& st = self->state;
+  if (st.target_completed) {
+    target_won(self, "the target completed the hand-over");
+    return;
+  }
   qmp(
     self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},
     [self, token = st.poll_token](const json::value& r) {
@@ -120,13 +124,18 @@ bool escalate(job_actor* self, const json::object& info) {
   return false;
 }
 
-bool is_migration_event(const std::string& text) {
+// The status a MIGRATION event carries ("" for one without), or nothing
+// for any other event.
+std::optional<std::string> migration_event_status(const std::string& text) {
   boost::system::error_code ec;
   const auto v = json::parse(text, ec);
   if (ec || !v.is_object())
-    return false;
+    return std::nullopt;
   const auto* name = v.as_object().if_contains("event");
-  return name != nullptr && name->is_string() && name->as_string() == "MIGRATION";
+  if (name == nullptr || !name->is_string() || name->as_string() != "MIGRATION")
+    return std::nullopt;
+  const auto* data = v.as_object().if_contains("data");
+  return data != nullptr ? status_of(*data) : std::string{};
 }
 
 void poll_migration(job_actor* self) {
@@ -205,6 +214,9 @@ void start_migration(job_actor* self) {
     return;
   st.started = st.last_progress = clock_type::now();
   st.migrate_issued = true;
+  if (st.ctx.staged) // the guest may have been paused or resumed while the job waited
+    qmp(self, st.ctx.source, st.ctx.job.guest, "query-status", {},
+        [self](const json::value& r) { self->state.source_ran = status_of(r) != "paused"; });
   qmp(self, st.ctx.source, st.ctx.job.guest, "migrate", {{"uri", st.uri}},
       [self](const json::value&) {
         // (Tests: a fault aimed at running lands mid-precopy.)
@@ -226,16 +238,9 @@ json::object capabilities(const migration_policy& p, bool source) {
   return {{"capabilities", std::move(caps)}};
 }
 
-// Both sides get ready at once: the source is asked and configured while the
-// target guest is created and configured; `migrate` goes when both are. An
-// error on either side is judged only then, so the job never settles while
-// a target may still be coming into being.
-void side_ready(job_actor* self, const std::string& error) {
+// Both sides ready (or one failed): the migration starts, or the job ends.
+void judge_sides(job_actor* self) {
   auto& st = self->state;
-  if (!error.empty() && st.prepare_error.empty())
-    st.prepare_error = error;
-  if (++st.sides_ready < 2 || st.finishing)
-    return;
   if (!st.prepare_error.empty()) {
     fail(self, st.prepare_error);
     return;
@@ -245,6 +250,22 @@ void side_ready(job_actor* self, const std::string& error) {
     return;
   }
   start_migration(self);
+}
+
+// Both sides get ready at once: the source is asked and configured while the
+// target guest is created and configured; `migrate` goes when both are. An
+// error on either side is judged only then, so the job never settles while
+// a target may still be coming into being. A staged job waits for go.
+void side_ready(job_actor* self, const std::string& error) {
+  auto& st = self->state;
+  if (!error.empty() && st.prepare_error.empty())
+    st.prepare_error = error;
+  if (++st.sides_ready < 2 || st.finishing)
+    return;
+  if (!staging(st))
+    judge_sides(self);
+  else if (!st.prepare_error.empty())
+    drop_stage(self, st.prepare_error);
 }
 
 json::object source_parameters(const job_state_data& st) {
@@ -348,9 +369,10 @@ void configure_target(job_actor* self, uint16_t port) {
 void prepare_target(job_actor* self, guest_spec spec) {
   auto& st = self->state;
   st.ctx.job.memory = spec.memory;
-  if (!move(self, job_state::preparing_target,
-            "create '" + spec.name + "' on " + st.ctx.job.target))
+  if (!staging(st) && !move(self, job_state::preparing_target,
+                            "create '" + spec.name + "' on " + st.ctx.job.target))
     return;
+  st.preparing = true;
   spec.incoming = true;
   spec.mem_path.clear(); // the target's RAM is its own
   spec.migration_peer = st.ctx.job.source;
@@ -488,15 +510,22 @@ job_impl::behavior_type job(job_actor* self, job_context ctx) {
       if (!self->state.finishing && token == self->state.poll_token)
         poll_migration(self);
     },
-    [self](qmp_event_atom, const std::string&, const std::string&, const std::string& event) {
+    [self](qmp_event_atom, const std::string& host, const std::string&,
+           const std::string& event) {
       // A MIGRATION event on either side (or a side's guest gone: "") is
       // news the next round would only find later: take it now.
       auto& st = self->state;
       if (st.finishing || !st.migrate_issued ||
           (st.ctx.job.state != job_state::running && st.ctx.job.state != job_state::completing))
         return;
-      if (!event.empty() && !is_migration_event(event))
-        return;
+      if (!event.empty()) {
+        const auto status = migration_event_status(event);
+        if (!status)
+          return;
+        // What confirm_target would ask the target, told by the target.
+        if (*status == "completed" && host == st.ctx.job.target)
+          st.target_completed = true;
+      }
       ++st.poll_token;
       poll_migration(self);
     },
@@ -514,8 +543,29 @@ job_impl::behavior_type job(job_actor* self, job_context ctx) {
       if (host == st.ctx.job.target)
         st.ctx.target = handle;
     },
+    [self](go_atom) {
+      // The slot, journaled by the cluster (scheduling). Sides not asked for
+      // yet are prepared the plain way; sides ready (or on their way) are
+      // journaled as prepared and the migration starts once both are.
+      auto& st = self->state;
+      if (!staging(st) || st.finishing)
+        return;
+      st.granted = true;
+      st.ctx.job.state = job_state::scheduling;
+      if (!st.preparing)
+        return;
+      if (!move(self, job_state::preparing_target,
+                "'" + st.ctx.job.guest + "' prepared on " + st.ctx.job.target + " while waiting"))
+        return;
+      if (st.sides_ready == 2)
+        judge_sides(self);
+    },
     [self](cancel_atom) {
       auto& st = self->state;
+      if (staging(st)) {
+        drop_stage(self, "cancelled by request");
+        return;
+      }
       if (st.cancel_requested || st.finishing)
         return;
       st.cancel_requested = true;

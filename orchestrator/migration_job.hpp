@@ -12,8 +12,12 @@
 //   (job_update_atom, job_record, migration_progress)   while it runs
 //   (job_done_atom, job_record)                    once, in a final state
 //   (job_step_atom, kind)                          per escalation step
+//   (stage_dropped_atom, job id)                   a staged job gave up
 // and takes (cancel_atom), (host_lost_atom, host) and (host_up_atom, host,
-// handle) at any time.
+// handle) at any time. A job spawned `staged` readies both sides while its
+// move waits for a slot and journals nothing until (go_atom) grants it one;
+// a staged job that cannot get ready (or is cancelled) removes what it made
+// and ends without a word: the move stays pending.
 
 #include "actors/host_interface.hpp"
 #include "orchestrator/journal.hpp"
@@ -41,17 +45,21 @@ using host_lost_atom = caf::atom_constant<caf::atom("hostlost")>;
 // (host_up_atom, host, handle): the cluster reached `host` again; its new
 // handle replaces the lost one.
 using host_up_atom = caf::atom_constant<caf::atom("hostup")>;
+// (go_atom): a staged job's move got its slot (journaled scheduling).
+using go_atom = caf::atom_constant<caf::atom("go")>;
+using stage_dropped_atom = caf::atom_constant<caf::atom("stagedrop")>;
 
 // Where a job reports (the cluster; a test's recorder).
 using job_parent_actor =
   caf::typed_actor<caf::reacts_to<job_update_atom, job_record, migration_progress>,
                    caf::reacts_to<job_done_atom, job_record>,
-                   caf::reacts_to<job_step_atom, std::string>>;
+                   caf::reacts_to<job_step_atom, std::string>,
+                   caf::reacts_to<stage_dropped_atom, int64_t>>;
 
 // What a job takes from outside.
 using migration_job_actor =
   caf::typed_actor<caf::reacts_to<cancel_atom>, caf::reacts_to<host_lost_atom, std::string>,
-                   caf::reacts_to<host_up_atom, std::string, host_actor>>;
+                   caf::reacts_to<host_up_atom, std::string, host_actor>, caf::reacts_to<go_atom>>;
 
 struct job_context {
   job_record job; // in scheduling (fresh) or whatever the journal last said (resume)
@@ -63,6 +71,8 @@ struct job_context {
   job_parent_actor parent;
   // After an orchestrator restart: find out where the job really is first.
   bool resume = false;
+  // Waiting for its slot (job still pending): get ready, then wait for go.
+  bool staged = false;
 };
 
 migration_job_actor spawn_migration_job(caf::actor_system& sys, job_context ctx);

@@ -53,6 +53,8 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
   p.auto_converge_step = converge;
   FERRY_TRY(limit_step, r.boolean("policy.dirty_limit_step", p.dirty_limit_step));
   p.dirty_limit_step = limit_step;
+  FERRY_TRY(ahead, r.boolean("policy.prepare_ahead", p.prepare_ahead));
+  p.prepare_ahead = ahead;
   if (p.dirty_limit_mib_s == 0)
     return r.invalid("policy.dirty_limit_mib_s must be at least 1");
   if (p.escalate_after_passes == 0)

@@ -38,6 +38,11 @@ struct migration_policy {
   bool auto_converge_step = true;
   bool dirty_limit_step = true;
   uint64_t dirty_limit_mib_s = 1; // QEMU's vcpu-dirty-limit default
+  // A move waiting for its slot, next in line, gets both sides ready ahead
+  // (target guest created and listening, source configured), so it starts
+  // migrating the moment the slot is free. Costs a listening target guest
+  // (its RAM) per waiting move, at most as many as may run at once.
+  bool prepare_ahead = true;
 };
 
 } // namespace ferry

@@ -30,12 +30,15 @@ namespace {
 // The job's parent, keeping its final reports. (Spawned with its input as an
 // argument: CAF 0.17 binds a null reference for a function spawned without
 // any, which UBSan reports.)
+// A staged job that gives up says so with its id (kept in `dropped`).
 job_parent_actor::behavior_type job_parent(job_parent_actor::pointer,
-                                           const std::shared_ptr<std::vector<job_record>>& done) {
+                                           std::shared_ptr<std::vector<job_record>> done,
+                                           std::shared_ptr<std::vector<int64_t>> dropped) {
   return {
     [done](job_done_atom, const job_record& r) { done->push_back(r); },
     [](job_update_atom, const job_record&, const migration_progress&) {},
     [](job_step_atom, const std::string&) {},
+    [dropped](stage_dropped_atom, int64_t id) { dropped->push_back(id); },
   };
 }
 
@@ -43,6 +46,7 @@ struct job_fixture : coordinated_fixture {
   std::shared_ptr<host_script> src = std::make_shared<host_script>();
   std::shared_ptr<host_script> dst = std::make_shared<host_script>();
   std::shared_ptr<std::vector<job_record>> done = std::make_shared<std::vector<job_record>>();
+  std::shared_ptr<std::vector<int64_t>> dropped = std::make_shared<std::vector<int64_t>>();
   migration_job_actor job;
   host_actor dst_actor;
   migration_policy policy;
@@ -64,9 +68,12 @@ struct job_fixture : coordinated_fixture {
     sched->run();
   }
 
+  job_record pending_job;
+
   // Spawns the job for vm1 host-a -> host-b, in scheduling as the cluster
-  // hands it over.
-  void start() {
+  // hands it over; `staged`: still pending, as the cluster stages a move
+  // that waits for its slot (grant() is its go).
+  void start(bool staged = false) {
     job_record rec;
     rec.guest = "vm1";
     rec.source = "host-a";
@@ -74,13 +81,24 @@ struct job_fixture : coordinated_fixture {
     rec.memory = 64u << 20;
     auto added = log->add_job(rec);
     ASSERT_TRUE(added);
-    ASSERT_TRUE(log->move(*added, job_state::scheduling, "slot granted"));
-    added->state = job_state::scheduling;
-    auto parent = sys->spawn(job_parent, done);
+    pending_job = *added;
+    if (!staged) {
+      ASSERT_TRUE(log->move(*added, job_state::scheduling, "slot granted"));
+      added->state = job_state::scheduling;
+    }
+    auto parent = sys->spawn(job_parent, done, dropped);
     dst_actor = sys->spawn(scripted_host, dst);
-    job_context ctx{
-      *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, false};
+    job_context ctx{*added,    sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log,
+                    parent,    false,
+                    staged};
     job = spawn_migration_job(*sys, std::move(ctx));
+    sched->run();
+  }
+
+  // The cluster grants a staged job its slot: journals scheduling, says go.
+  void grant() {
+    ASSERT_TRUE(log->move(pending_job, job_state::scheduling, "slot granted"));
+    caf::anon_send(job, go_atom::value);
     sched->run();
   }
 
@@ -474,7 +492,7 @@ TEST_F(handover_fixture, after_a_restart_a_source_running_again_keeps_the_guest)
     ASSERT_TRUE(log->move(*added, to, "before the restart"));
     added->state = to;
   }
-  auto parent = sys->spawn(job_parent, done);
+  auto parent = sys->spawn(job_parent, done, dropped);
   dst_actor = sys->spawn(scripted_host, dst);
   job_context ctx{
     *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
@@ -501,4 +519,74 @@ TEST_F(handover_fixture, a_migration_that_completed_while_its_source_was_away_su
   EXPECT_TRUE(reached("running>completing"));
   EXPECT_EQ(walk().back(), "completing>succeeded");
   EXPECT_TRUE(dst->destroyed.empty());
+}
+
+TEST_F(job_fixture, a_staged_job_readies_both_sides_journals_nothing_and_migrates_on_go) {
+  src->migrate_statuses = {"active", "completed"};
+  start(true);
+  run_to_end(5);
+  // Ready and waiting: the target listens, the source is configured, and
+  // nothing is journaled or migrated before the slot.
+  EXPECT_TRUE(saw(*dst, "vm1:migrate-incoming"));
+  EXPECT_TRUE(saw(*src, "vm1:migrate-set-parameters"));
+  EXPECT_FALSE(saw(*src, "vm1:migrate"));
+  EXPECT_TRUE(walk().empty());
+  EXPECT_TRUE(done->empty());
+  grant();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_EQ(walk(), (std::vector<std::string>{"pending>scheduling", "scheduling>preparing-target",
+                                              "preparing-target>running", "running>completing",
+                                              "completing>succeeded"}));
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"});
+  EXPECT_TRUE(dropped->empty());
+}
+
+TEST_F(job_fixture, go_before_the_staged_target_is_ready_starts_once_it_is) {
+  src->migrate_statuses = {"completed"};
+  dst->hold_create = true;
+  start(true);
+  grant(); // the create is still out
+  EXPECT_FALSE(saw(*src, "vm1:migrate"));
+  caf::anon_send(dst_actor, capacity_atom::value); // releases the held create
+  sched->run();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_EQ(walk().at(1), "scheduling>preparing-target");
+}
+
+TEST_F(job_fixture, a_staged_job_that_cannot_get_ready_says_so_and_journals_nothing) {
+  dst->create_fails = true;
+  start(true);
+  run_to_end(5);
+  EXPECT_EQ(*dropped, std::vector<int64_t>{pending_job.id});
+  EXPECT_TRUE(done->empty()) << "the move stays pending: the cluster starts it the plain way";
+  EXPECT_TRUE(walk().empty());
+  EXPECT_FALSE(saw(*src, "vm1:migrate"));
+  EXPECT_TRUE(src->destroyed.empty());
+}
+
+TEST_F(job_fixture, a_cancelled_staged_job_removes_its_target_and_not_the_source) {
+  start(true);
+  run_to_end(5);
+  ASSERT_TRUE(saw(*dst, "vm1:migrate-incoming"));
+  caf::anon_send(job, cancel_atom::value);
+  sched->run();
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
+  EXPECT_TRUE(src->destroyed.empty());
+  EXPECT_EQ(*dropped, std::vector<int64_t>{pending_job.id});
+  EXPECT_TRUE(walk().empty());
+}
+
+TEST_F(job_fixture, a_staged_job_whose_host_is_lost_drops_the_stage_not_the_move) {
+  start(true);
+  run_to_end(5);
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-a"});
+  sched->run();
+  EXPECT_EQ(*dropped, std::vector<int64_t>{pending_job.id});
+  EXPECT_TRUE(done->empty());
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
+  EXPECT_TRUE(walk().empty());
 }

@@ -38,17 +38,20 @@ TEST(orchestrator_config, reads_agents_and_defaults_the_policy_as_the_issue_says
   EXPECT_EQ(c->policy.downtime_limit_ms, 300U);
   EXPECT_TRUE(c->policy.dirty_limit_step);
   EXPECT_EQ(c->policy.dirty_limit_mib_s, 1U);
+  EXPECT_TRUE(c->policy.prepare_ahead);
 }
 
 TEST(orchestrator_config, policy_overrides_apply) {
   auto c = parse_orchestrator_config(base + "[policy]\nmax_migrations = 9\nmultifd_channels = 0\n"
-                                            "dirty_limit_step = false\ndirty_limit_mib_s = 8\n",
+                                            "dirty_limit_step = false\ndirty_limit_mib_s = 8\n"
+                                            "prepare_ahead = false\n",
                                      "o.toml");
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->policy.max_migrations, 9U);
   EXPECT_EQ(c->policy.multifd_channels, 0U);
   EXPECT_FALSE(c->policy.dirty_limit_step);
   EXPECT_EQ(c->policy.dirty_limit_mib_s, 8U);
+  EXPECT_FALSE(c->policy.prepare_ahead);
 }
 
 TEST(orchestrator_config, mistakes_are_named) {
