@@ -119,6 +119,7 @@ caf::expected<void> migration_channel::start_tls(const tls_context& ctx) {
   FERRY_TRY(session, tls_stream::handshake(*stream_, ctx));
   std::lock_guard lk{swap_mtx_};
   stream_ = tls_stream::over(std::move(stream_), std::move(session));
+  sealed_ = true;
   if (interrupted_)
     stream_->interrupt();
   return {};
@@ -142,7 +143,8 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
   uint32_t crc = 0;
   size_t len = 0;
   for (const auto& part : parts) {
-    crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
+    if (!sealed_)
+      crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
     len += part.iov_len;
   }
   auto hdr = mig::encode_header(type, static_cast<uint32_t>(len), crc);
@@ -174,8 +176,9 @@ caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t
   payload.resize(h.length);
   if (auto ok = read_exact(payload.data(), payload.size()); !ok)
     return ok.error();
-  if (auto ok = mig::check_payload(h, payload); !ok)
-    return ok.error();
+  if (!sealed_)
+    if (auto ok = mig::check_payload(h, payload); !ok)
+      return ok.error();
   return h;
 }
 

@@ -71,6 +71,10 @@ private:
   std::mutex swap_mtx_; // interrupt() against start_tls() replacing stream_
   std::atomic<bool> interrupted_{false};
   std::atomic<bool> silent_{false}; // the link watch cut it
+  // Under TLS each record's payload is already authenticated by the cipher
+  // (AEAD): its CRC is neither computed nor checked (it was a quarter of a
+  // TLS channel's CPU). Both ends of a channel agree: TLS is all or nothing.
+  bool sealed_ = false;
   uint64_t watch_ = 0;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> received_{0};

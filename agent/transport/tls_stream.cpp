@@ -2,6 +2,8 @@
 
 #include "common/error.hpp"
 
+#include <algorithm>
+
 namespace ferry {
 
 caf::expected<tls_session_ptr> tls_stream::handshake(byte_stream& inner, const tls_context& ctx) {
@@ -21,23 +23,68 @@ void tls_stream::interrupt() {
   inner_->interrupt();
 }
 
+namespace {
+// TLS 1.3's largest record payload.
+constexpr size_t record_payload = 16 * 1024;
+
+caf::error write_failed(const caf::error& why) {
+  return make_ferry_error(errc::system_error,
+                          "Unable to write to migration channel: " + describe(why));
+}
+} // namespace
+
+caf::expected<void> tls_stream::seal(const uint8_t* p, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    if (interrupted_)
+      return stream_interrupted();
+    auto w = session_->write(p + done, n - done);
+    if (!w)
+      return write_failed(w.error());
+    done += *w;
+  }
+  return {};
+}
+
+caf::expected<void> tls_stream::seal_gathered() {
+  auto ok = seal(gather_.data(), gather_.size());
+  gather_.clear();
+  return ok;
+}
+
+// Pieces go into whole records: adjacent pieces (pages next to each other in
+// guest memory) are one span; spans are gathered up to a record's payload,
+// and a span that fills records of its own is sealed in place, uncopied.
 caf::expected<void> tls_stream::write_all(std::span<iovec> iov) {
-  for (const auto& part : iov) {
-    size_t done = 0;
-    while (done < part.iov_len) {
-      if (interrupted_)
-        return stream_interrupted();
-      auto n =
-        session_->write(static_cast<const uint8_t*>(part.iov_base) + done, part.iov_len - done);
-      if (!n)
-        return make_ferry_error(errc::system_error,
-                                "Unable to write to migration channel: " + describe(n.error()));
-      done += *n;
+  gather_.reserve(record_payload);
+  for (size_t i = 0; i < iov.size();) {
+    const auto* base = static_cast<const uint8_t*>(iov[i].iov_base);
+    size_t len = iov[i].iov_len;
+    for (++i; i < iov.size() && iov[i].iov_base == base + len; ++i)
+      len += iov[i].iov_len;
+    while (len > 0) {
+      if (gather_.empty() && len >= record_payload) {
+        const size_t whole = len - len % record_payload;
+        if (auto ok = seal(base, whole); !ok)
+          return ok;
+        base += whole;
+        len -= whole;
+        continue;
+      }
+      const size_t take = std::min(len, record_payload - gather_.size());
+      gather_.insert(gather_.end(), base, base + take);
+      base += take;
+      len -= take;
+      if (gather_.size() == record_payload)
+        if (auto ok = seal_gathered(); !ok)
+          return ok;
     }
   }
+  if (!gather_.empty())
+    if (auto ok = seal_gathered(); !ok)
+      return ok;
   if (auto ok = session_->flush(); !ok)
-    return make_ferry_error(errc::system_error,
-                            "Unable to write to migration channel: " + describe(ok.error()));
+    return write_failed(ok.error());
   return {};
 }
 

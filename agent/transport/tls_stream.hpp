@@ -1,12 +1,16 @@
 #pragma once
 // TLS 1.3 as a layer over another byte stream: the handshake runs on the
 // inner stream's socket; records are written buffered and flushed once per
-// write_all (a page batch leaves in a few large writes).
+// write_all (a page batch leaves in a few large writes). Each record is as
+// full as TLS allows (16 KiB): a write's pieces (a header, a page list,
+// 4 KiB pages) are gathered first, so the cipher and the reader handle a
+// quarter of the records they would for one record per page.
 
 #include "agent/transport/byte_stream.hpp"
 #include "agent/transport/migration_tls.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace ferry {
 
@@ -37,8 +41,12 @@ private:
   tls_stream(std::unique_ptr<byte_stream> inner, tls_session_ptr session)
     : inner_(std::move(inner)), session_(std::move(session)) {}
 
+  caf::expected<void> seal(const uint8_t* p, size_t n);
+  caf::expected<void> seal_gathered();
+
   std::unique_ptr<byte_stream> inner_;
   tls_session_ptr session_;
+  std::vector<uint8_t> gather_; // pieces of the next record
 };
 
 } // namespace ferry

@@ -88,9 +88,9 @@ struct job_fixture : coordinated_fixture {
     }
     auto parent = sys->spawn(job_parent, done, dropped);
     dst_actor = sys->spawn(scripted_host, dst);
-    job_context ctx{*added,    sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log,
-                    parent,    false,
-                    staged};
+    job_context ctx{
+      *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, false,
+      staged};
     job = spawn_migration_job(*sys, std::move(ctx));
     sched->run();
   }
