@@ -279,3 +279,53 @@ TEST_F(cluster_fixture, pending_moves_off_a_host_that_went_down_wait_for_it_with
   scripts.at("host-b")->migrate_statuses = {"completed"}; // lets the last job end
   tick(20);
 }
+
+TEST_F(cluster_fixture, the_next_move_is_prepared_while_it_waits_and_migrates_on_its_slot) {
+  add_guest("host-a", "vm1");
+  add_guest("host-a", "vm2");
+  migration_policy p;
+  p.max_migrations = 1;
+  start(p);
+  api(api_migrate_atom::value, std::string{"vm1"}, std::string{"host-b"});
+  api(api_migrate_atom::value, std::string{"vm2"}, std::string{"host-c"});
+  tick(5);
+  const auto& c = *scripts.at("host-c");
+  EXPECT_EQ(jobs().at(2).state, job_state::pending);
+  EXPECT_NE(std::find(c.qmp_seen.begin(), c.qmp_seen.end(), "vm2:migrate-incoming"),
+            c.qmp_seen.end())
+    << "the waiting move's target listens already";
+  const auto& a = *scripts.at("host-a");
+  EXPECT_EQ(std::find(a.qmp_seen.begin(), a.qmp_seen.end(), "vm2:migrate"), a.qmp_seen.end());
+  scripts.at("host-a")->migrate_statuses = {"completed"};
+  tick(20);
+  const auto js = jobs();
+  EXPECT_EQ(js.at(2).state, job_state::succeeded) << js.at(2).error;
+  bool ahead = false;
+  for (const auto& t : log->transitions())
+    if (t.job == 2 && t.to == job_state::preparing_target)
+      ahead = t.note.find("while waiting") != std::string::npos;
+  EXPECT_TRUE(ahead);
+}
+
+TEST_F(cluster_fixture, cancelling_a_move_prepared_ahead_removes_its_target_only) {
+  add_guest("host-a", "vm1");
+  add_guest("host-a", "vm2");
+  migration_policy p;
+  p.max_migrations = 1;
+  start(p);
+  api(api_migrate_atom::value, std::string{"vm1"}, std::string{"host-b"});
+  api(api_migrate_atom::value, std::string{"vm2"}, std::string{"host-c"});
+  tick(5);
+  ASSERT_EQ(scripts.at("host-c")->guests.size(), 1U) << "the staged target";
+  const auto r = api(cancel_atom::value, int64_t{2});
+  ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  tick(2);
+  EXPECT_EQ(jobs().at(2).state, job_state::cancelled);
+  EXPECT_EQ(scripts.at("host-c")->destroyed, std::vector<std::string>{"vm2"});
+  EXPECT_TRUE(scripts.at("host-a")->destroyed.empty()) << "the source keeps both guests";
+  EXPECT_EQ(jobs().at(1).state, job_state::running);
+  scripts.at("host-a")->migrate_statuses = {"completed"}; // (jobs outlive the cluster)
+  tick(20);
+  EXPECT_EQ(jobs().at(1).state, job_state::succeeded);
+  EXPECT_EQ(jobs().at(2).state, job_state::cancelled) << "a cancelled move stays cancelled";
+}
