@@ -63,8 +63,8 @@ struct job_state_data {
   int sides_ready = 0;
   std::string prepare_error;
   bool target_completed = false; // the target's MIGRATION event said so
-  bool granted = false;  // a staged job got its slot (go)
-  bool preparing = false; // prepare_target ran: the sides are on their way
+  bool granted = false;          // a staged job got its slot (go)
+  bool preparing = false;        // prepare_target ran: the sides are on their way
 };
 
 // A staged job still waiting for its slot: it journals nothing, and what

@@ -510,8 +510,7 @@ job_impl::behavior_type job(job_actor* self, job_context ctx) {
       if (!self->state.finishing && token == self->state.poll_token)
         poll_migration(self);
     },
-    [self](qmp_event_atom, const std::string& host, const std::string&,
-           const std::string& event) {
+    [self](qmp_event_atom, const std::string& host, const std::string&, const std::string& event) {
       // A MIGRATION event on either side (or a side's guest gone: "") is
       // news the next round would only find later: take it now.
       auto& st = self->state;

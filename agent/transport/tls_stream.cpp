@@ -25,7 +25,7 @@ void tls_stream::interrupt() {
 
 namespace {
 // TLS 1.3's largest record payload.
-constexpr size_t record_payload = 16 * 1024;
+constexpr size_t record_payload = size_t{16} * 1024;
 
 caf::error write_failed(const caf::error& why) {
   return make_ferry_error(errc::system_error,
