@@ -18,8 +18,9 @@
 
 namespace ferry::mig {
 
-// 2: the devices record carries the guest's run state.
-inline constexpr uint32_t stream_version = 3;
+// 2: the devices record carries the guest's run state. 3: the switchover
+// digest. 4: live-pages records (zero-copy-send).
+inline constexpr uint32_t stream_version = 4;
 inline constexpr uint32_t page_size = 4096;
 inline constexpr size_t header_size = 16;
 // A page batch holds at most this many pages (1 MiB of data).
@@ -42,6 +43,10 @@ enum class record_type : uint32_t {
   compressed_pages = 11, // a page batch, compressed (page_compression.hpp)
   xbzrle_pages = 12,     // pages as deltas from the destination's copy
   digest = 13,           // source: the switchover digest of what it sent (page_digest.hpp)
+  // A page batch sent straight from live guest memory (zero-copy-send): the
+  // kernel reads the pages while they go out, so no checksum can cover them
+  // and the payload's CRC is 0 and not checked. Laid out as `pages`.
+  live_pages = 14,
 };
 const char* to_string(record_type t);
 

@@ -23,7 +23,7 @@ boost::json::object migration_stats_json(const migration_counters& c, const migr
     {"precopy-bytes", c.precopy_bytes.load()},
     {"downtime-bytes", c.downtime_bytes.load()},
     {"postcopy-bytes", 0},
-    {"dirty-sync-missed-zero-copy", 0},
+    {"dirty-sync-missed-zero-copy", c.missed_zero_copy.load()},
   };
 }
 

@@ -24,6 +24,9 @@ struct migration_counters {
   std::atomic<uint64_t> xbzrle_cache_miss{0}; // pages not in the cache
   std::atomic<uint64_t> xbzrle_overflow{0};   // deltas too large: sent whole
   std::atomic<uint64_t> xbzrle_checked{0};    // pages looked up in the cache
+  // zero-copy-send: flushes (per channel, at each sync) that found the
+  // kernel had copied pages after all.
+  std::atomic<uint64_t> missed_zero_copy{0};
 
   void add_sent(uint64_t bytes, bool multifd) {
     (guest_stopped.load(std::memory_order_relaxed) ? downtime_bytes : precopy_bytes)

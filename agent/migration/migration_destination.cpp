@@ -80,6 +80,7 @@ caf::expected<void> migration_destination::impl::receive_channel(migration_chann
     FERRY_TRY(h, ch.receive(buf));
     switch (h.type) {
       case mig::record_type::pages:
+      case mig::record_type::live_pages:
         if (compress != mig::compression::none)
           return refuse("plain page record on a compressed multifd channel");
         if (auto ok = apply(buf); !ok)

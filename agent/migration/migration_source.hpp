@@ -33,6 +33,7 @@ struct outgoing_migration {
   bool multifd = false;
   uint32_t channels = 2; // multifd-channels
   bool detect_zero = true;
+  bool zero_copy = false; // zero-copy-send: multifd pages leave straight from guest RAM
   mig::compression compress = mig::compression::none; // with multifd only
   int compress_level = 1;
   std::shared_ptr<tls_context> tls; // every channel runs TLS when set

@@ -81,12 +81,16 @@ void page_sender::run() {
     caf::expected<void> ok{};
     if (!stop_) {
       if (j.what == job::kind::pages) {
-        ok = send_pages(j.pfns);
+        ok = opt_.zero_copy ? send_live(j.pfns) : send_pages(j.pfns);
       } else if (j.what == job::kind::sync) {
         const auto p = mig::encode_sync(j.pass);
-        ok = ch_.send(mig::record_type::sync, p);
+        ok = flush_live();
+        if (ok)
+          ok = ch_.send(mig::record_type::sync, p);
       } else {
-        ok = ch_.send(mig::record_type::end, std::span<const uint8_t>{});
+        ok = flush_live();
+        if (ok)
+          ok = ch_.send(mig::record_type::end, std::span<const uint8_t>{});
       }
     }
     if (!ok)
@@ -203,6 +207,63 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
   counters_.zero_pages.fetch_add(zeros, std::memory_order_relaxed);
   counters_.add_sent(bytes, opt_.multifd);
+  return {};
+}
+
+// QEMU's zero-copy-send: no snapshot and no checksum (the guest may write a
+// page while the kernel reads it; such a page is dirty again and goes in a
+// later pass, replacing its digest entry on both sides).
+caf::expected<void> page_sender::send_live(const std::vector<uint64_t>& pfns) {
+  const uint8_t* ram = mem_.data();
+  entries_.resize(pfns.size());
+  live_.clear();
+  uint32_t zeros = 0;
+  size_t with_data = 0;
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    const uint8_t* src = ram + pfns[i] * mig::page_size;
+    const bool zero = (known_zero_ != nullptr && known_zero_->test(pfns[i])) ||
+                      (opt_.detect_zero && mig::is_zero_page(src));
+    if (zero) {
+      entries_[i] = pfns[i] | mig::zero_page_bit;
+      ++zeros;
+      if (opt_.digest != nullptr)
+        opt_.digest->set(pfns[i], mig::zero_page_hash());
+      continue;
+    }
+    entries_[i] = pfns[i];
+    ++with_data;
+    if (opt_.digest != nullptr)
+      opt_.digest->set(pfns[i], mig::page_hash(src));
+    // Neighbouring pages leave as one piece.
+    auto* base = const_cast<uint8_t*>(src);
+    if (!live_.empty() &&
+        static_cast<uint8_t*>(live_.back().iov_base) + live_.back().iov_len == base)
+      live_.back().iov_len += mig::page_size;
+    else
+      live_.push_back({base, mig::page_size});
+  }
+  if (pfns.empty())
+    return {};
+  mig::page_batch_parts batch;
+  mig::encode_pages(batch, {entries_.data(), pfns.size()}, {});
+  const uint64_t bytes = mig::header_size + batch.size() + with_data * mig::page_size;
+  limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
+  if (auto ok = ch_.send_live({batch.parts.data(), 2}, live_); !ok)
+    return ok;
+  live_pending_ = true;
+  counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
+  counters_.zero_pages.fetch_add(zeros, std::memory_order_relaxed);
+  counters_.add_sent(bytes, opt_.multifd);
+  return {};
+}
+
+caf::expected<void> page_sender::flush_live() {
+  if (!live_pending_)
+    return {};
+  live_pending_ = false;
+  FERRY_TRY(copied, ch_.flush_zero_copy());
+  if (copied)
+    counters_.missed_zero_copy.fetch_add(1, std::memory_order_relaxed);
   return {};
 }
 

@@ -35,6 +35,10 @@ public:
     int level = 1;
     uint64_t xbzrle_cache = 0;            // xbzrle-cache-size; 0 without XBZRLE
     mig::memory_digest* digest = nullptr; // takes every page sent
+    // zero-copy-send (multifd, plain, uncompressed): pages go straight from
+    // guest RAM as live-pages records, no snapshot, the kernel reading them
+    // while they leave; each sync first waits for the kernel to be done.
+    bool zero_copy = false;
   };
   page_sender(const std::string& name, migration_channel& ch, const guest_memory& mem, options opt,
               rate_limiter& limiter, migration_counters& counters, std::atomic<bool>& stop,
@@ -67,6 +71,9 @@ private:
   void push(job j);
   void run();
   caf::expected<void> send_pages(const std::vector<uint64_t>& pfns);
+  caf::expected<void> send_live(const std::vector<uint64_t>& pfns);
+  // Before a sync or the end: the kernel is done with every live page.
+  caf::expected<void> flush_live();
   // How page `pfn` (its snapshot at `page`) goes with XBZRLE on.
   enum class xbzrle_outcome { whole, delta, unchanged };
   xbzrle_outcome xbzrle_page(uint64_t pfn, const uint8_t* page);
@@ -84,6 +91,8 @@ private:
   bool busy_ = false;
   std::vector<uint8_t> data_;
   std::vector<uint64_t> entries_;
+  std::vector<iovec> live_;    // a live batch's pages, in guest RAM
+  bool live_pending_ = false;  // live pages sent since the last flush
   std::vector<uint8_t> plain_; // a batch in one piece, for the compressor
   std::vector<uint8_t> compressed_;
   const dirty_bitmap* known_zero_ = nullptr;

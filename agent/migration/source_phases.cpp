@@ -51,6 +51,9 @@ caf::expected<void> migration_source::impl::handshake() {
     if (plan.tls)
       if (auto ok = ch->start_tls(*plan.tls); !ok)
         return ok;
+    if (plan.zero_copy)
+      if (auto ok = ch->enable_zero_copy(); !ok)
+        return ok;
     h.channel_index = i;
     if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
       return ok;
@@ -62,7 +65,8 @@ caf::expected<void> migration_source::impl::handshake() {
                            plan.multifd ? plan.compress : mig::compression::none,
                            plan.compress_level,
                            plan.xbzrle ? plan.xbzrle_cache_size : 0,
-                           &digest};
+                           &digest,
+                           plan.multifd && plan.zero_copy};
   if (plan.multifd) {
     for (size_t i = 1; i < channels.size(); ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),

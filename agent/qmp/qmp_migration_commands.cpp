@@ -36,10 +36,9 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all",     "postcopy-ram",    "x-colo",
-                                      "release-ram",      "x-ignore-shared", "zero-copy-send",
-                                      "postcopy-preempt", "switchover-ack",  "background-snapshot",
-                                      "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all",   "postcopy-ram",        "x-colo",
+                                      "release-ram",    "x-ignore-shared",     "postcopy-preempt",
+                                      "switchover-ack", "background-snapshot", "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -149,6 +148,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
   const auto& zpd = settings_.parameter("zero-page-detection");
   plan.detect_zero = !(zpd.is_string() && zpd.as_string() == "none");
+  plan.zero_copy = settings_.capability("zero-copy-send");
   plan.validate_uuid = settings_.capability("validate-uuid");
   plan.compress = compression_setting(settings_);
   plan.compress_level = static_cast<int>(

@@ -39,6 +39,14 @@ public:
   // The TLS peer's certificate subject, "" without one.
   virtual std::string peer_dn() const { return {}; }
 
+  // Zero-copy sending (MSG_ZEROCOPY; plain TCP sockets only): after
+  // enable_zero_copy(), write_zero_copy() leaves `iov`'s bytes to the kernel,
+  // which reads them while they go out, until flush_zero_copy() returns;
+  // that says whether the kernel had to copy any of them after all.
+  virtual caf::expected<void> enable_zero_copy();
+  virtual caf::expected<void> write_zero_copy(std::span<iovec> iov) { return write_all(iov); }
+  virtual caf::expected<bool> flush_zero_copy() { return false; }
+
 protected:
   std::atomic<bool> interrupted_{false};
 };

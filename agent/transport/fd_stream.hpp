@@ -23,11 +23,22 @@ public:
   void interrupt() override;
   caf::expected<void> finish() override;
   int socket_fd() const override { return kind_ == kind::socket ? fd_.get() : -1; }
+  caf::expected<void> enable_zero_copy() override;
+  caf::expected<void> write_zero_copy(std::span<iovec> iov) override;
+  caf::expected<bool> flush_zero_copy() override;
 
 private:
+  caf::expected<void> send_iov(std::span<iovec> iov, int flags);
+  // Reads the completions queued so far; false when there were none.
+  bool reap_completions();
+
   unique_fd fd_;
   kind kind_;
   std::atomic<pid_t> child_;
+  bool zero_copy_ = false;
+  uint32_t zc_sent_ = 0; // MSG_ZEROCOPY sends, each completed by one notification id
+  uint32_t zc_done_ = 0; // ids notified
+  bool zc_copied_ = false;
 };
 
 } // namespace ferry

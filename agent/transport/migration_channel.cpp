@@ -162,6 +162,38 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
   return {};
 }
 
+caf::expected<void> migration_channel::send_live(std::span<const iovec> head,
+                                                 std::span<const iovec> pages) {
+  size_t len = 0;
+  for (const auto& part : head)
+    len += part.iov_len;
+  for (const auto& part : pages)
+    len += part.iov_len;
+  auto hdr = mig::encode_header(mig::record_type::live_pages, static_cast<uint32_t>(len), 0);
+  std::vector<iovec> iov;
+  iov.reserve(head.size() + 1);
+  iov.push_back({hdr.data(), hdr.size()});
+  for (const auto& part : head)
+    if (part.iov_len != 0)
+      iov.push_back(part);
+  std::vector<iovec> live(pages.begin(), pages.end());
+  if (interrupted_)
+    return cut_error();
+  if (auto ok = stream_->write_all(iov); !ok)
+    return interrupted_ ? cut_error() : ok.error();
+  if (auto ok = stream_->write_zero_copy(live); !ok)
+    return interrupted_ ? cut_error() : ok.error();
+  sent_.fetch_add(hdr.size() + len, std::memory_order_relaxed);
+  return {};
+}
+
+caf::expected<bool> migration_channel::flush_zero_copy() {
+  auto r = stream_->flush_zero_copy();
+  if (!r && interrupted_)
+    return cut_error();
+  return r;
+}
+
 caf::expected<void> migration_channel::send(mig::record_type type,
                                             std::span<const uint8_t> payload) {
   const iovec part{const_cast<uint8_t*>(payload.data()), payload.size()};

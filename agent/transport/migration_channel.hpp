@@ -41,6 +41,13 @@ public:
   // One record whose payload is the concatenation of `parts`.
   caf::expected<void> send(mig::record_type type, std::span<const iovec> parts);
   caf::expected<void> send(mig::record_type type, std::span<const uint8_t> payload);
+  // A live-pages record: `head` (the batch's prefix and entries) is copied
+  // out, `pages` (in guest memory) goes zero-copy once enabled.
+  caf::expected<void> send_live(std::span<const iovec> head, std::span<const iovec> pages);
+  caf::expected<void> enable_zero_copy() { return stream_->enable_zero_copy(); }
+  // Waits until the kernel is done with every page sent zero-copy; true if
+  // it copied some after all (dirty-sync-missed-zero-copy).
+  caf::expected<bool> flush_zero_copy();
   // The next record; its checked payload lands in `payload`.
   caf::expected<mig::record_header> receive(std::vector<uint8_t>& payload);
 
