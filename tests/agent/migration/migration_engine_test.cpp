@@ -207,6 +207,20 @@ TEST_F(engine_fixture, zero_copy_send_sends_live_pages_and_counts_the_kernels_co
   EXPECT_LE(missed, ram.at("dirty-sync-count").as_uint64() * 2);
 }
 
+TEST_F(engine_fixture, zero_page_detection_none_sends_every_page_with_its_data) {
+  make_destination({{"multifd", 2}});
+  EXPECT_EQ(src.run("migrate-set-parameters", {{"zero-page-detection", "none"}}), json::object{});
+  const std::string uri = "unix:" + tmp.file("mig.sock");
+  EXPECT_EQ(dst.run("migrate-incoming", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.run("migrate", {{"uri", uri}}), json::object{});
+  EXPECT_EQ(src.wait_status({"completed", "failed"}), "completed") << json::serialize(src.info());
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}), "completed");
+  const auto ram = src.info().at("ram").as_object();
+  EXPECT_EQ(ram.at("duplicate").as_uint64(), 0U) << "no page was taken for zero";
+  EXPECT_GE(ram.at("normal").as_uint64(), ram_size / 4096);
+  expect_identical();
+}
+
 TEST_F(engine_fixture, zero_copy_send_needs_a_tcp_socket) {
   make_destination({{"multifd", 2}});
   enable_on_source("zero-copy-send");
