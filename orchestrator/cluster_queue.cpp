@@ -95,24 +95,31 @@ void drop_stage(cluster_actor* self, job_entry& j) {
   j.stager = nullptr;
 }
 
-// The moves next in line, in queue order, get ready while they wait: at
-// most as many as may run at once, cluster-wide and per host.
+// The moves next in line get ready while they wait: those the scheduler
+// would start if every running move ended now (queue order, the same
+// limits), so that whichever slot frees, the move it goes to is likely
+// ready. Staged jobs that fell out of that set meanwhile wait on; never more
+// than twice max_migrations are staged.
 void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
   auto& st = self->state;
   const auto& p = st.cfg.policy;
   if (!p.prepare_ahead)
     return;
-  std::map<std::string, uint32_t> out, in;
   uint32_t staged = 0;
   for (const auto& [id, j] : st.jobs)
-    if (j.stager) {
+    if (j.stager)
       ++staged;
-      ++out[j.record.source];
-      ++in[j.record.target];
-    }
+  std::map<std::string, uint32_t> out, in;
+  uint32_t next = 0;
   for (auto* j : waiting) {
-    if (staged >= p.max_migrations)
+    if (next >= p.max_migrations || staged >= 2 * p.max_migrations)
       return;
+    if (out[j->record.source] >= p.max_outbound_per_host ||
+        in[j->record.target] >= p.max_inbound_per_host)
+      continue;
+    ++next;
+    ++out[j->record.source];
+    ++in[j->record.target];
     if (j->actor || j->stager || j->stage_tried || j->resume ||
         j->record.state != job_state::pending)
       continue;
@@ -121,14 +128,9 @@ void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
     if (s == st.hosts.end() || t == st.hosts.end() || !s->second.up || !t->second.up ||
         s->second.degraded() || t->second.degraded())
       continue;
-    if (out[j->record.source] >= p.max_outbound_per_host ||
-        in[j->record.target] >= p.max_inbound_per_host)
-      continue;
     j->stager = spawn_job(self, *j, true);
     j->stage_tried = true;
     ++staged;
-    ++out[j->record.source];
-    ++in[j->record.target];
   }
 }
 
@@ -155,7 +157,8 @@ void try_schedule(cluster_actor* self) {
       ready.push_back(&j);
   }
   auto key = [](const job_entry* j) {
-    return queued_move{j->record.id, j->resume, j->record.priority, j->estimate_s};
+    return queued_move{j->record.id, j->resume, j->record.priority, static_cast<bool>(j->stager),
+                       j->estimate_s};
   };
   std::sort(ready.begin(), ready.end(), [&key](const job_entry* a, const job_entry* b) {
     return starts_before(key(a), key(b));

@@ -63,8 +63,13 @@ struct job_state_data {
   int sides_ready = 0;
   std::string prepare_error;
   bool target_completed = false; // the target's MIGRATION event said so
-  bool granted = false;          // a staged job got its slot (go)
-  bool preparing = false;        // prepare_target ran: the sides are on their way
+  // The source's completion came as an event: its final figures are asked
+  // for alongside the target's confirmation, and the job ends once both are
+  // in (`arrival` holds the ending's note meanwhile).
+  bool figures_pending = false;
+  std::optional<std::string> arrival;
+  bool granted = false;   // a staged job got its slot (go)
+  bool preparing = false; // prepare_target ran: the sides are on their way
 };
 
 // A staged job still waiting for its slot: it journals nothing, and what
@@ -103,6 +108,9 @@ void fault_point(const job_record& job, job_state to);
 void settle(job_actor* self);
 void end_unsucceeded(job_actor* self, job_state to, const std::string& why);
 void fail(job_actor* self, const std::string& why);
+// The source's final figures arrived (or cannot): a hand-over confirmed
+// meanwhile ends the job now.
+void figures_in(job_actor* self);
 // Ends a staging: the target it created (if any) is removed — no migrate
 // was ever sent, so it holds nothing — and the job ends; its move stays
 // pending for the cluster to start the plain way.

@@ -22,6 +22,10 @@ namespace {
 // The guest turned out to be on the target: the job ends succeeded, through
 // completing (the journal's state machine) if it was still running.
 void arrived(job_actor* self, const std::string& note) {
+  if (self->state.figures_pending) {
+    self->state.arrival = note;
+    return;
+  }
   if (self->state.ctx.job.state != job_state::completing &&
       !move(self, job_state::completing, "the target completed the hand-over"))
     return;
@@ -262,6 +266,16 @@ void fail(job_actor* self, const std::string& why) {
   }
   st.ctx.job.error = why;
   end_unsucceeded(self, job_state::failed, why);
+}
+
+void figures_in(job_actor* self) {
+  auto& st = self->state;
+  st.figures_pending = false;
+  if (st.arrival) {
+    const auto note = *st.arrival;
+    st.arrival.reset();
+    arrived(self, note);
+  }
 }
 
 void drop_stage(job_actor* self, const std::string& why) {

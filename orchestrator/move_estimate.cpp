@@ -32,6 +32,8 @@ bool starts_before(const queued_move& a, const queued_move& b) {
     return a.resume;
   if (a.priority != b.priority)
     return a.priority > b.priority;
+  if (a.ready != b.ready)
+    return a.ready;
   if (a.estimate_s != b.estimate_s)
     return a.estimate_s < b.estimate_s;
   return a.id < b.id;

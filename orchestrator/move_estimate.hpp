@@ -26,6 +26,7 @@ struct queued_move {
   int64_t id = 0;
   bool resume = false;   // unfinished at the orchestrator's start: first
   int32_t priority = 0;  // higher first
+  bool ready = false;    // then one prepared ahead (prepare_ahead): it starts at once
   double estimate_s = 0; // then shorter first
 };
 

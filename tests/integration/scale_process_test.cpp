@@ -28,7 +28,8 @@ namespace {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-// FERRY_SCALE_HOSTS / FERRY_SCALE_GUESTS shrink the run while debugging.
+// FERRY_SCALE_HOSTS / FERRY_SCALE_GUESTS shrink the run while debugging;
+// FERRY_SCALE_STORY=1 prints every process's log at the end.
 int env_or(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? std::atoi(v) : fallback;
@@ -161,6 +162,8 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
             << " moves were prepared while they waited for a slot\n";
   // Waiting moves are readied ahead (policy prepare_ahead): most must be.
   EXPECT_GE(ahead * 2, overheads.size());
+  if (std::getenv("FERRY_SCALE_STORY") != nullptr) // every process's log, while debugging
+    std::cout << c.story();
   RecordProperty("orchestration_overhead_median_ms", std::to_string(median(overheads)));
 }
 

@@ -590,3 +590,23 @@ TEST_F(job_fixture, a_staged_job_whose_host_is_lost_drops_the_stage_not_the_move
   EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"});
   EXPECT_TRUE(walk().empty());
 }
+
+TEST_F(job_fixture, completion_events_end_the_job_without_waiting_for_a_poll) {
+  // No poll timer fires here: the events alone carry the job to the end.
+  src->migrate_statuses = {"completed"};
+  start();
+  ASSERT_EQ(walk().back(), "preparing-target>running");
+  const std::string completed = R"({"event":"MIGRATION","data":{"status":"completed"}})";
+  // (Events come from the hosts the job subscribed to, outside its public interface.)
+  const auto as_subscriber = caf::actor_cast<caf::actor>(job);
+  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-b"}, std::string{"vm1"},
+                 completed);
+  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-a"}, std::string{"vm1"},
+                 completed);
+  sched->run();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_EQ(walk().back(), "completing>succeeded");
+  EXPECT_FALSE(saw(*dst, "vm1:query-migrate")) << "the target's own event confirmed it";
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"});
+}

@@ -30,15 +30,19 @@ TEST(move_estimate, planning_bandwidth_prefers_what_was_measured) {
   EXPECT_DOUBLE_EQ(update_measured_bandwidth(40, 0), 40) << "no figure, no change";
 }
 
-TEST(move_estimate, order_is_resumed_then_priority_then_quickest) {
-  std::vector<queued_move> q{{1, false, 0, 30}, {2, false, 5, 90}, {3, false, 0, 10},
-                             {4, true, 0, 99},  {5, false, 0, 10}, {6, false, 5, 20}};
+TEST(move_estimate, order_is_resumed_then_priority_then_prepared_then_quickest) {
+  std::vector<queued_move> q{{1, false, 0, false, 30}, {2, false, 5, false, 90},
+                             {3, false, 0, false, 10}, {4, true, 0, false, 99},
+                             {5, false, 0, false, 10}, {6, false, 5, false, 20},
+                             {7, false, 0, true, 50},  {8, false, 5, true, 95}};
   std::sort(q.begin(), q.end(), starts_before);
   std::vector<int64_t> ids;
   ids.reserve(q.size());
   for (const auto& m : q)
     ids.push_back(m.id);
-  EXPECT_EQ(ids, (std::vector<int64_t>{4, 6, 2, 3, 5, 1}));
+  // A move prepared ahead goes before quicker ones of its priority, never
+  // before a higher priority.
+  EXPECT_EQ(ids, (std::vector<int64_t>{4, 8, 6, 2, 7, 3, 5, 1}));
 }
 
 } // namespace
