@@ -115,6 +115,13 @@ void figures_in(job_actor* self);
 // was ever sent, so it holds nothing — and the job ends; its move stays
 // pending for the cluster to start the plain way.
 void drop_stage(job_actor* self, const std::string& why);
+// Preparing (job_prepare.cpp): the target created from the source's spec
+// and both sides configured at once; judge_sides starts the migration once
+// both are ready, or ends the job on the first error.
+void prepare_target(job_actor* self, guest_spec spec);
+void judge_sides(job_actor* self);
+// `migrate` on the source (migration_job.cpp).
+void start_migration(job_actor* self);
 // The target holds the guest: the source copy is retired and the job ends
 // succeeded (through completing if it was still running).
 void target_won(job_actor* self, const std::string& note);

@@ -19,6 +19,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace ferry;
@@ -35,10 +36,10 @@ job_parent_actor::behavior_type job_parent(job_parent_actor::pointer,
                                            std::shared_ptr<std::vector<job_record>> done,
                                            std::shared_ptr<std::vector<int64_t>> dropped) {
   return {
-    [done](job_done_atom, const job_record& r) { done->push_back(r); },
+    [done = std::move(done)](job_done_atom, const job_record& r) { done->push_back(r); },
     [](job_update_atom, const job_record&, const migration_progress&) {},
     [](job_step_atom, const std::string&) {},
-    [dropped](stage_dropped_atom, int64_t id) { dropped->push_back(id); },
+    [dropped = std::move(dropped)](stage_dropped_atom, int64_t id) { dropped->push_back(id); },
   };
 }
 

@@ -50,7 +50,7 @@ TEST(migration_channel_tls, records_of_every_shape_arrive_byte_for_byte) {
   auto p = connect_over_tls(pki);
 
   // "Guest memory": 64 pages with distinct bytes.
-  std::vector<uint8_t> mem(64 * 4096);
+  std::vector<uint8_t> mem(size_t{64} * 4096);
   std::iota(mem.begin(), mem.end(), uint8_t{7});
   uint8_t header[16];
   std::iota(std::begin(header), std::end(header), uint8_t{200});
