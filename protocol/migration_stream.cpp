@@ -104,12 +104,18 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
   return h;
 }
 
+caf::expected<void> check_crc(const record_header& h, uint32_t crc) {
+  if (h.type != record_type::live_pages && crc != h.crc)
+    return bad(std::string{to_string(h.type)} + " record checksum mismatch");
+  return {};
+}
+
 caf::expected<void> check_payload(const record_header& h, std::span<const uint8_t> payload) {
   if (payload.size() != h.length)
     return bad("payload length mismatch");
-  if (h.type != record_type::live_pages && crc32c(0, payload) != h.crc)
-    return bad(std::string{to_string(h.type)} + " record checksum mismatch");
-  return {};
+  if (h.type == record_type::live_pages)
+    return {};
+  return check_crc(h, crc32c(0, payload));
 }
 
 std::vector<uint8_t> encode(const hello& h) {
@@ -189,19 +195,28 @@ void page_batch_parts::flatten(std::vector<uint8_t>& out) const {
   }
 }
 
-caf::expected<page_batch> decode_pages(std::span<const uint8_t> p, uint64_t ram_pages) {
-  if (p.size() < batch_prefix)
+caf::expected<size_t> page_batch_head_size(std::span<const uint8_t> prefix) {
+  if (prefix.size() < batch_prefix)
     return bad("page batch too short");
-  page_batch b;
-  b.count = get<uint32_t>(p.data());
-  if (b.count == 0 || b.count > max_batch_pages)
-    return bad("page batch of " + std::to_string(b.count) + " pages");
-  if (get<uint32_t>(p.data() + 4) != 0)
+  const auto count = get<uint32_t>(prefix.data());
+  if (count == 0 || count > max_batch_pages)
+    return bad("page batch of " + std::to_string(count) + " pages");
+  if (get<uint32_t>(prefix.data() + 4) != 0)
     return bad("page batch reserved field set");
-  const size_t entries_len = size_t{b.count} * 8;
-  if (p.size() < batch_prefix + entries_len)
+  return batch_prefix + size_t{count} * 8;
+}
+
+caf::expected<page_batch> decode_page_head(std::span<const uint8_t> head, size_t payload_size,
+                                           uint64_t ram_pages) {
+  const auto sized = page_batch_head_size(head);
+  if (!sized)
+    return sized.error();
+  const size_t head_size = *sized;
+  if (head.size() < head_size || payload_size < head_size)
     return bad("page batch entries truncated");
-  b.entries = p.subspan(batch_prefix, entries_len);
+  page_batch b;
+  b.count = get<uint32_t>(head.data());
+  b.entries = head.subspan(batch_prefix, head_size - batch_prefix);
   for (uint32_t i = 0; i < b.count; ++i) {
     const auto e = get<uint64_t>(b.entries.data() + size_t{i} * 8);
     const uint64_t pfn = e & ~zero_page_bit;
@@ -211,9 +226,20 @@ caf::expected<page_batch> decode_pages(std::span<const uint8_t> p, uint64_t ram_
     if ((e & zero_page_bit) != 0)
       ++b.zero_pages;
   }
-  b.data = p.subspan(batch_prefix + entries_len);
-  if (b.data.size() != size_t{b.count - b.zero_pages} * page_size)
+  if (payload_size - head_size != size_t{b.count - b.zero_pages} * page_size)
     return bad("page batch data length does not match its entries");
+  return b;
+}
+
+caf::expected<page_batch> decode_pages(std::span<const uint8_t> p, uint64_t ram_pages) {
+  const auto head_size = page_batch_head_size(p);
+  if (!head_size)
+    return head_size.error();
+  if (p.size() < *head_size)
+    return bad("page batch entries truncated");
+  auto b = decode_page_head(p.first(*head_size), p.size(), ram_pages);
+  if (b)
+    b->data = p.subspan(*head_size);
   return b;
 }
 
@@ -231,7 +257,7 @@ bool is_zero_page(const uint8_t* page) {
 }
 
 uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
-                     std::span<std::atomic<uint64_t>> maybe_nonzero) {
+                     std::span<std::atomic<uint64_t>> maybe_nonzero, bool placed) {
   const uint8_t* src = b.data.data();
   uint64_t applied = 0;
   for (uint32_t i = 0; i < b.count; ++i) {
@@ -244,8 +270,10 @@ uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
       if ((word.load(std::memory_order_relaxed) & bit) != 0 && !is_zero_page(dst))
         std::memset(dst, 0, page_size);
     } else {
-      std::memcpy(dst, src, page_size);
-      src += page_size;
+      if (!placed) {
+        std::memcpy(dst, src, page_size);
+        src += page_size;
+      }
       applied += page_size;
       if ((word.load(std::memory_order_relaxed) & bit) == 0)
         word.fetch_or(bit, std::memory_order_relaxed);

@@ -61,6 +61,8 @@ std::array<uint8_t, header_size> encode_header(record_type type, uint32_t length
 caf::expected<record_header> decode_header(std::span<const uint8_t> bytes);
 // The payload's CRC against its header.
 caf::expected<void> check_payload(const record_header& h, std::span<const uint8_t> payload);
+// The CRC of a payload read in pieces against its header (live-pages carry none).
+caf::expected<void> check_crc(const record_header& h, uint32_t crc);
 
 // Capabilities both sides must agree on.
 inline constexpr uint32_t flag_multifd = 1u << 0;
@@ -121,13 +123,22 @@ void encode_pages(page_batch_parts& out, std::span<const uint64_t> entries,
 // Checks every entry against `ram_pages` and the data length against the
 // non-zero entries.
 caf::expected<page_batch> decode_pages(std::span<const uint8_t> payload, uint64_t ram_pages);
+// The same in two steps, for a reader that puts the page data straight
+// where it belongs: from the batch's prefix (batch_prefix bytes), how long
+// prefix and entries are; then those (`head`) checked against a payload of
+// `payload_size` bytes. The batch's `data` stays empty.
+caf::expected<size_t> page_batch_head_size(std::span<const uint8_t> prefix);
+caf::expected<page_batch> decode_page_head(std::span<const uint8_t> head, size_t payload_size,
+                                           uint64_t ram_pages);
 // Writes a decoded batch into `ram` (ram_pages * page_size bytes).
 // `maybe_nonzero` has a bit per page that may hold data: a zero page whose
 // bit is clear is skipped without touching it (a first touch costs a page
 // fault and an allocation), every page written gets its bit set. Returns
 // the bytes of page data applied.
+// `placed`: the pages' data is in `ram` already (decode_page_head's reader
+// put it there); only zero pages and the bits are seen to.
 uint64_t apply_pages(const page_batch& b, std::span<uint8_t> ram,
-                     std::span<std::atomic<uint64_t>> maybe_nonzero);
+                     std::span<std::atomic<uint64_t>> maybe_nonzero, bool placed = false);
 
 // An XBZRLE batch: u32 count, u32 reserved, then per page u64 page index,
 // u32 delta length (1 .. page_size) and the delta (xbzrle.hpp), which the

@@ -117,6 +117,11 @@ struct migration_destination::impl {
   }
   caf::expected<mig::hello> check_hello(migration_channel& ch, std::vector<uint8_t>& buf);
   caf::expected<void> apply(std::span<const uint8_t> payload);
+  // A page record whose pages are read straight into guest RAM (no copy
+  // through a buffer); `head` keeps its prefix and entries.
+  caf::expected<void> receive_pages(migration_channel& ch, const mig::record_header& h,
+                                    std::vector<uint8_t>& head);
+  void applied(const mig::page_batch& b);
   void note_applied(uint64_t pfn, bool zero);
   caf::expected<void> apply_deltas(std::span<const uint8_t> payload); // XBZRLE
   caf::expected<void> receive_channel(migration_channel& ch);

@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -47,6 +48,59 @@ void migration_destination::impl::note_applied(uint64_t pfn, bool zero) {
 caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> payload) {
   FERRY_TRY(b, mig::decode_pages(payload, g.memory().pages()));
   mig::apply_pages(b, g.memory().bytes(), maybe_nonzero);
+  applied(b);
+  return {};
+}
+
+caf::expected<void> migration_destination::impl::receive_pages(migration_channel& ch,
+                                                               const mig::record_header& h,
+                                                               std::vector<uint8_t>& head) {
+  // Prefix and entries first, checked, then each run of neighbouring pages
+  // in one read at its place in guest RAM. A record that turns out corrupt
+  // (its CRC) has written into RAM the guest never runs from: the incoming
+  // migration fails.
+  head.resize(std::min<size_t>(h.length, mig::batch_prefix));
+  if (auto ok = ch.read_payload(head.data(), head.size()); !ok)
+    return ok;
+  FERRY_TRY(head_size, mig::page_batch_head_size(head));
+  if (h.length < head_size)
+    return mig::decode_page_head(head, h.length, g.memory().pages()).error();
+  head.resize(head_size);
+  if (auto ok = ch.read_payload(head.data() + mig::batch_prefix, head_size - mig::batch_prefix);
+      !ok)
+    return ok;
+  FERRY_TRY(b, mig::decode_page_head(head, h.length, g.memory().pages()));
+  uint8_t* ram = g.memory().bytes().data();
+  uint8_t* run = nullptr;
+  size_t run_len = 0;
+  for (uint32_t i = 0; i < b.count; ++i) {
+    uint64_t e = 0;
+    std::memcpy(&e, b.entries.data() + size_t{i} * 8, 8);
+    if ((e & mig::zero_page_bit) != 0)
+      continue;
+    uint8_t* dst = ram + e * mig::page_size;
+    if (run != nullptr && run + run_len == dst) {
+      run_len += mig::page_size;
+      continue;
+    }
+    if (run != nullptr)
+      if (auto ok = ch.read_payload(run, run_len); !ok)
+        return ok;
+    run = dst;
+    run_len = mig::page_size;
+  }
+  if (run != nullptr)
+    if (auto ok = ch.read_payload(run, run_len); !ok)
+      return ok;
+  if (auto ok = ch.end_payload(h); !ok)
+    return ok;
+  mig::apply_pages(b, g.memory().bytes(), maybe_nonzero, true);
+  applied(b);
+  return {};
+}
+
+// The digest and the counters take a batch now in guest RAM.
+void migration_destination::impl::applied(const mig::page_batch& b) {
   for (uint32_t i = 0; i < b.count; ++i) {
     uint64_t e = 0;
     std::memcpy(&e, b.entries.data() + size_t{i} * 8, 8);
@@ -54,7 +108,6 @@ caf::expected<void> migration_destination::impl::apply(std::span<const uint8_t> 
   }
   ctr.normal_pages.fetch_add(b.count - b.zero_pages, std::memory_order_relaxed);
   ctr.zero_pages.fetch_add(b.zero_pages, std::memory_order_relaxed);
-  return {};
 }
 
 caf::expected<void> migration_destination::impl::apply_deltas(std::span<const uint8_t> payload) {
@@ -77,15 +130,21 @@ caf::expected<void> migration_destination::impl::receive_channel(migration_chann
   std::vector<uint8_t> buf;
   std::vector<uint8_t> plain;
   for (;;) {
-    FERRY_TRY(h, ch.receive(buf));
+    FERRY_TRY(h, ch.receive_header());
+    const bool pages = h.type == mig::record_type::pages || h.type == mig::record_type::live_pages;
+    if (pages && compress != mig::compression::none)
+      return refuse("plain page record on a compressed multifd channel");
+    if (pages) {
+      if (auto ok = receive_pages(ch, h, buf); !ok)
+        return ok;
+      continue;
+    }
+    buf.resize(h.length);
+    if (auto ok = ch.read_payload(buf.data(), buf.size()); !ok)
+      return ok;
+    if (auto ok = ch.end_payload(h); !ok)
+      return ok;
     switch (h.type) {
-      case mig::record_type::pages:
-      case mig::record_type::live_pages:
-        if (compress != mig::compression::none)
-          return refuse("plain page record on a compressed multifd channel");
-        if (auto ok = apply(buf); !ok)
-          return ok;
-        break;
       case mig::record_type::compressed_pages:
         if (auto ok = mig::decompress_pages(compress, buf, plain); !ok)
           return ok;
@@ -209,7 +268,17 @@ caf::expected<bool> migration_destination::impl::main_record(const mig::record_h
 caf::expected<destination_event> migration_destination::impl::receive_main() {
   std::vector<uint8_t> buf;
   for (bool more = true; more;) {
-    FERRY_TRY(h, main->receive(buf));
+    FERRY_TRY(h, main->receive_header());
+    if (h.type == mig::record_type::pages && !multifd) {
+      if (auto ok = receive_pages(*main, h, buf); !ok)
+        return ok.error();
+      continue;
+    }
+    buf.resize(h.length);
+    if (auto ok = main->read_payload(buf.data(), buf.size()); !ok)
+      return ok.error();
+    if (auto ok = main->end_payload(h); !ok)
+      return ok.error();
     FERRY_TRY(again, main_record(h, buf));
     more = again;
   }

@@ -200,17 +200,37 @@ caf::expected<void> migration_channel::send(mig::record_type type,
   return send(type, std::span<const iovec>{&part, 1});
 }
 
-caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t>& payload) {
+caf::expected<mig::record_header> migration_channel::receive_header() {
   std::array<uint8_t, mig::header_size> raw{};
   if (auto ok = read_exact(raw.data(), raw.size()); !ok)
     return ok.error();
   FERRY_TRY(h, mig::decode_header(raw));
+  payload_crc_ = 0;
+  payload_checked_ = !sealed_ && h.type != mig::record_type::live_pages;
+  return h;
+}
+
+caf::expected<void> migration_channel::read_payload(uint8_t* p, size_t n) {
+  if (auto ok = read_exact(p, n); !ok)
+    return ok;
+  if (payload_checked_)
+    payload_crc_ = crc32c(payload_crc_, {p, n});
+  return {};
+}
+
+caf::expected<void> migration_channel::end_payload(const mig::record_header& h) {
+  if (!payload_checked_)
+    return {};
+  return mig::check_crc(h, payload_crc_);
+}
+
+caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t>& payload) {
+  FERRY_TRY(h, receive_header());
   payload.resize(h.length);
-  if (auto ok = read_exact(payload.data(), payload.size()); !ok)
+  if (auto ok = read_payload(payload.data(), payload.size()); !ok)
     return ok.error();
-  if (!sealed_)
-    if (auto ok = mig::check_payload(h, payload); !ok)
-      return ok.error();
+  if (auto ok = end_payload(h); !ok)
+    return ok.error();
   return h;
 }
 

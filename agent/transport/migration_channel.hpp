@@ -48,6 +48,12 @@ public:
   // Waits until the kernel is done with every page sent zero-copy; true if
   // it copied some after all (dirty-sync-missed-zero-copy).
   caf::expected<bool> flush_zero_copy();
+  // A record in pieces, for a reader that places its payload itself: the
+  // header, then the payload's bytes in order (h.length in all), then
+  // end_payload() checks the CRC over what was read.
+  caf::expected<mig::record_header> receive_header();
+  caf::expected<void> read_payload(uint8_t* p, size_t n);
+  caf::expected<void> end_payload(const mig::record_header& h);
   // The next record; its checked payload lands in `payload`.
   caf::expected<mig::record_header> receive(std::vector<uint8_t>& payload);
 
@@ -82,6 +88,8 @@ private:
   // (AEAD): its CRC is neither computed nor checked (it was a quarter of a
   // TLS channel's CPU). Both ends of a channel agree: TLS is all or nothing.
   bool sealed_ = false;
+  uint32_t payload_crc_ = 0;     // of the payload read so far
+  bool payload_checked_ = false; // this record's payload has a CRC to check
   uint64_t watch_ = 0;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> received_{0};
