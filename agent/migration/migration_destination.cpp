@@ -84,13 +84,13 @@ caf::expected<void> migration_destination::impl::receive_pages(migration_channel
       continue;
     }
     if (run != nullptr)
-      if (auto ok = ch.read_payload(run, run_len); !ok)
+      if (auto ok = ch.read_payload(run, run_len, true); !ok)
         return ok;
     run = dst;
     run_len = mig::page_size;
   }
   if (run != nullptr)
-    if (auto ok = ch.read_payload(run, run_len); !ok)
+    if (auto ok = ch.read_payload(run, run_len, true); !ok)
       return ok;
   if (auto ok = ch.end_payload(h); !ok)
     return ok;

@@ -201,7 +201,7 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
       return ok;
   } else {
     limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
-    if (auto ok = ch_.send(mig::record_type::pages, batch.parts); !ok)
+    if (auto ok = ch_.send(mig::record_type::pages, batch.parts, 2 /* the pages */); !ok)
       return ok;
   }
   counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);

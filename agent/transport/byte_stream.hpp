@@ -25,6 +25,18 @@ public:
   virtual caf::expected<void> write_all(std::span<iovec> iov) = 0;
   // Up to `n` bytes (> 0), 0 at end of stream, or an error.
   virtual caf::expected<size_t> read_some(uint8_t* p, size_t n) = 0;
+  // write_all, where the pieces from `placed_from` on are data the reader
+  // takes with read_placed (pages bound for guest RAM). Only a TLS stream
+  // treats them apart (sealed_records: bulk records).
+  virtual caf::expected<void> write_placed(std::span<iovec> iov, size_t placed_from) {
+    (void) placed_from;
+    return write_all(iov);
+  }
+  // read_some into memory that does not act on what it holds before the
+  // stream's end is judged (an incoming guest's RAM): a TLS stream may hand
+  // over a bulk record's bytes before its tag is checked, and fails the
+  // read that completes the record if the check fails.
+  virtual caf::expected<size_t> read_placed(uint8_t* p, size_t n) { return read_some(p, n); }
   // True once a read would not block (data, end of stream or an error)
   // within `timeout_ms`; lets a side watch an idle channel for its peer's end.
   virtual bool wait_readable(int timeout_ms) = 0;

@@ -118,16 +118,19 @@ caf::expected<void> migration_channel::start_tls(const tls_context& ctx) {
   // can still cut it; only the swap itself is guarded.
   FERRY_TRY(session, tls_stream::handshake(*stream_, ctx));
   std::lock_guard lk{swap_mtx_};
-  stream_ = tls_stream::over(std::move(stream_), std::move(session));
+  auto sealed = tls_stream::over(std::move(stream_), std::move(session));
+  if (!sealed)
+    return sealed.error(); // the plain stream went with it: the channel is unusable
+  stream_ = std::move(*sealed);
   sealed_ = true;
   if (interrupted_)
     stream_->interrupt();
   return {};
 }
 
-caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
+caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n, bool placed) {
   while (n > 0) {
-    auto r = stream_->read_some(p, n);
+    auto r = placed ? stream_->read_placed(p, n) : stream_->read_some(p, n);
     if (!r)
       return interrupted_ ? cut_error() : r.error();
     if (*r == 0)
@@ -139,7 +142,8 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n) {
   return {};
 }
 
-caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts) {
+caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts,
+                                            size_t placed_from) {
   uint32_t crc = 0;
   size_t len = 0;
   for (const auto& part : parts) {
@@ -151,12 +155,16 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
   std::vector<iovec> iov;
   iov.reserve(parts.size() + 1);
   iov.push_back({hdr.data(), hdr.size()});
-  for (const auto& part : parts)
-    if (part.iov_len != 0)
-      iov.push_back(part);
+  size_t placed_at = SIZE_MAX;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i == placed_from)
+      placed_at = iov.size();
+    if (parts[i].iov_len != 0)
+      iov.push_back(parts[i]);
+  }
   if (interrupted_)
     return cut_error();
-  if (auto ok = stream_->write_all(iov); !ok)
+  if (auto ok = stream_->write_placed(iov, placed_at); !ok)
     return interrupted_ ? cut_error() : ok.error();
   sent_.fetch_add(hdr.size() + len, std::memory_order_relaxed);
   return {};
@@ -210,8 +218,8 @@ caf::expected<mig::record_header> migration_channel::receive_header() {
   return h;
 }
 
-caf::expected<void> migration_channel::read_payload(uint8_t* p, size_t n) {
-  if (auto ok = read_exact(p, n); !ok)
+caf::expected<void> migration_channel::read_payload(uint8_t* p, size_t n, bool placed) {
+  if (auto ok = read_exact(p, n, placed); !ok)
     return ok;
   if (payload_checked_)
     payload_crc_ = crc32c(payload_crc_, {p, n});

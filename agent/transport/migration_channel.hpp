@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -38,8 +39,11 @@ public:
   migration_channel(const migration_channel&) = delete;
   migration_channel& operator=(const migration_channel&) = delete;
 
-  // One record whose payload is the concatenation of `parts`.
-  caf::expected<void> send(mig::record_type type, std::span<const iovec> parts);
+  // One record whose payload is the concatenation of `parts`; those from
+  // `placed_from` on are page data the reader places in guest RAM
+  // (read_payload with placed).
+  caf::expected<void> send(mig::record_type type, std::span<const iovec> parts,
+                           size_t placed_from = SIZE_MAX);
   caf::expected<void> send(mig::record_type type, std::span<const uint8_t> payload);
   // A live-pages record: `head` (the batch's prefix and entries) is copied
   // out, `pages` (in guest memory) goes zero-copy once enabled.
@@ -52,7 +56,9 @@ public:
   // header, then the payload's bytes in order (h.length in all), then
   // end_payload() checks the CRC over what was read.
   caf::expected<mig::record_header> receive_header();
-  caf::expected<void> read_payload(uint8_t* p, size_t n);
+  // `placed`: `p` is incoming guest RAM, which may hold page data before a
+  // TLS record's tag is checked (byte_stream::read_placed).
+  caf::expected<void> read_payload(uint8_t* p, size_t n, bool placed = false);
   caf::expected<void> end_payload(const mig::record_header& h);
   // The next record; its checked payload lands in `payload`.
   caf::expected<mig::record_header> receive(std::vector<uint8_t>& payload);
@@ -76,7 +82,7 @@ public:
   uint64_t bytes_received() const { return received_.load(std::memory_order_relaxed); }
 
 private:
-  caf::expected<void> read_exact(uint8_t* p, size_t n);
+  caf::expected<void> read_exact(uint8_t* p, size_t n, bool placed = false);
   // Why an interrupted read or write failed.
   caf::error cut_error() const;
 

@@ -5,7 +5,10 @@
 // checked against the hostname (SAN, or CN) on the client side, client
 // certificates required when verify-peer is on. Authorization of the peer's
 // distinguished name (tls-authz) is the destination's business, after the
-// handshake, through peer_dn().
+// handshake, through peer_dn(). After the handshake the channel's bytes are
+// not TLS records but sealed_records keyed from the session.
+
+#include "agent/transport/sealed_records.hpp"
 
 #include <caf/expected.hpp>
 
@@ -55,16 +58,13 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+// A finished handshake: who the peer is, and the keys the channel's
+// records use from then on (sealed_records).
 class tls_session {
 public:
-  // Bytes moved (> 0), 0 at a clean end of stream, or an error. Written
-  // records are buffered until flush(): a page batch goes out in a few
-  // large socket writes instead of one per 16 KiB record.
-  caf::expected<size_t> write(const void* p, size_t n);
-  caf::expected<void> flush();
-  caf::expected<size_t> read(void* p, size_t n);
-  // Bytes (or a record) already read from the socket and not yet returned.
-  bool pending() const;
+  // This side's keys for sealing what it sends (true) or opening what it
+  // receives (false), exported from the session for the negotiated cipher.
+  caf::expected<sealed::direction_keys> keys(bool sending) const;
   // The peer certificate's subject in RFC 4514 form ("CN=...,O=..."), or ""
   // when the peer sent none.
   std::string peer_dn() const;
