@@ -44,6 +44,15 @@ bool readable(const std::string& path) {
   return ::access(path.c_str(), R_OK) == 0;
 }
 
+// A peer that connects and then says nothing (or too little) must not hold
+// a channel: each read of a handshake waits this long at most.
+constexpr timeval handshake_wait{10, 0};
+constexpr timeval no_wait{0, 0};
+
+void receive_timeout(int fd, const timeval& t) {
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+}
+
 // With TLS 1.3 a client believes the handshake done before the server has
 // judged its certificate. The server's one-byte TLS record says it has; a
 // refusal reaches the client as the alert in its place, with its reason.
@@ -55,11 +64,9 @@ caf::expected<void> confirm(SSL* ssl, bool server, int fd) {
       return tls_error("TLS handshake with the source failed: " + ssl_error_text());
     return {};
   }
-  const timeval wait{10, 0};
-  const timeval no_wait{0, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  receive_timeout(fd, handshake_wait);
   const int rc = SSL_read_ex(ssl, &byte, 1, &n);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_wait, sizeof no_wait);
+  receive_timeout(fd, no_wait);
   if (rc != 1 || byte != 1)
     return tls_error("TLS handshake with the destination failed: " + ssl_error_text());
   return {};
@@ -153,22 +160,18 @@ caf::expected<tls_session_ptr> tls_context::handshake(int fd) const {
       SSL_set1_host(s->ssl, host.c_str());
     }
   }
-  // A peer that connects and then says nothing (or too little) must not hold
-  // the port: each read of the server's handshake waits 10 s at most.
-  const timeval handshake_wait{10, 0};
-  const timeval no_wait{0, 0};
+  // A silent client must not hold the port (handshake_wait).
   if (impl_->server)
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &handshake_wait, sizeof handshake_wait);
+    receive_timeout(fd, handshake_wait);
   const int rc = impl_->server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
   if (rc == 1 && impl_->server)
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_wait, sizeof no_wait);
+    receive_timeout(fd, no_wait);
   if (rc != 1 && impl_->server) {
     // With TLS 1.3 the client believes the handshake done before we judged
     // its certificate, and has written already: closing now, with its bytes
     // unread, would reset the connection and lose our alert on the way.
     // Close our side and drain briefly so the client reads why.
-    const timeval brief{0, 200'000};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
+    receive_timeout(fd, timeval{0, 200'000});
     ::shutdown(fd, SHUT_WR);
     char sink[4096];
     while (::read(fd, sink, sizeof sink) > 0) {
