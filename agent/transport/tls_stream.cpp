@@ -3,6 +3,7 @@
 #include "common/error.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <optional>
 
@@ -174,12 +175,13 @@ caf::expected<std::optional<sealed::header>> tls_stream::next_header() {
       return stream_closed_by_peer();
     return std::optional<sealed::header>{};
   }
-  std::memcpy(raw_header_.data(), in_.data() + in_pos_, sealed::header_size);
+  std::array<uint8_t, sealed::header_size> raw{};
+  std::memcpy(raw.data(), in_.data() + in_pos_, sealed::header_size);
   in_pos_ += sealed::header_size;
-  auto h = sealed::decode_header(raw_header_);
+  auto h = sealed::decode_header(raw);
   if (!h)
     return malformed(describe(h.error()));
-  if (auto ok = opener_.begin(raw_header_); !ok)
+  if (auto ok = opener_.begin(raw); !ok)
     return ok.error();
   return std::optional<sealed::header>{*h};
 }

@@ -11,7 +11,6 @@
 #include "agent/transport/migration_tls.hpp"
 #include "agent/transport/sealed_records.hpp"
 
-#include <array>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -76,10 +75,9 @@ private:
   std::vector<uint8_t> in_; // bytes read from the socket
   size_t in_pos_ = 0;       // first unread byte
   size_t in_len_ = 0;       // end of what was read
-  std::array<uint8_t, sealed::header_size> raw_header_{};
-  size_t plain_at_ = 0;   // an opened record's bytes not yet handed over,
-  size_t plain_left_ = 0; // in in_
-  size_t bulk_left_ = 0;  // bytes of a bulk record still to come
+  size_t plain_at_ = 0;     // an opened record's bytes not yet handed over,
+  size_t plain_left_ = 0;   // in in_
+  size_t bulk_left_ = 0;    // bytes of a bulk record still to come
 };
 
 } // namespace ferry
