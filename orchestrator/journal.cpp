@@ -28,7 +28,7 @@ double now_seconds() {
 // A prepared statement that finalizes itself.
 class statement {
 public:
-  statement(sqlite3* db, const char* sql) : db_(db) {
+  statement(sqlite3* db, const char* sql) {
     if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK)
       st_ = nullptr;
   }
@@ -58,7 +58,6 @@ public:
   double real(int col) const { return sqlite3_column_double(st_, col); }
 
 private:
-  sqlite3* db_;
   sqlite3_stmt* st_ = nullptr;
 };
 

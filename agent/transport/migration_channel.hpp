@@ -136,7 +136,6 @@ public:
 private:
   migration_address addr_;
   unique_fd fd_;
-  pid_t child_ = -1;
   bool used_ = false;
   std::atomic<bool> interrupted_{false};
 };
