@@ -96,10 +96,12 @@ void drop_stage(cluster_actor* self, job_entry& j) {
 }
 
 // The moves next in line get ready while they wait: those the scheduler
-// would start if every running move ended now (queue order, the same
-// limits), so that whichever slot frees, the move it goes to is likely
-// ready. Staged jobs that fell out of that set meanwhile wait on; never more
-// than twice max_migrations are staged.
+// would start in the next two rounds if every running move ended now (queue
+// order, twice the limits), so that whichever slot frees, the move it goes
+// to is ready — a target takes about as long to create as a small move
+// takes to run, so one round ahead is not enough. Staged jobs that fell out
+// of that set meanwhile wait on; never more than twice max_migrations are
+// staged.
 void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
   auto& st = self->state;
   const auto& p = st.cfg.policy;
@@ -112,10 +114,10 @@ void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
   std::map<std::string, uint32_t> out, in;
   uint32_t next = 0;
   for (auto* j : waiting) {
-    if (next >= p.max_migrations || staged >= 2 * p.max_migrations)
+    if (next >= 2 * p.max_migrations || staged >= 2 * p.max_migrations)
       return;
-    if (out[j->record.source] >= p.max_outbound_per_host ||
-        in[j->record.target] >= p.max_inbound_per_host)
+    if (out[j->record.source] >= 2 * p.max_outbound_per_host ||
+        in[j->record.target] >= 2 * p.max_inbound_per_host)
       continue;
     ++next;
     ++out[j->record.source];

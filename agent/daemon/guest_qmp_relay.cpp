@@ -13,6 +13,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -30,15 +31,28 @@ void name_thread(const std::string& prefix, const std::string& guest) {
   ::pthread_setname_np(::pthread_self(), (prefix + guest).substr(0, 15).c_str());
 }
 
+// Who gets the guest's events. Shared by the relay, its event thread (which
+// sends to them itself: one thread hop less between the guest and a
+// migration job waiting for its MIGRATION event) and the exit hook, which
+// runs after the relay's state is gone.
+struct subscriber_list {
+  std::mutex mtx;
+  std::vector<caf::actor> actors;
+
+  void send_all(const std::string& host, const std::string& guest, const std::string& event) {
+    std::lock_guard lk{mtx};
+    for (auto& s : actors)
+      caf::anon_send(s, qmp_event_atom::value, host, guest, event);
+  }
+};
+
 struct relay_state {
   std::string host;
   std::string guest;
   std::string socket;
   std::function<bool()> exited; // whether the guest's process has ended
   std::optional<qmp_connection> commands;
-  // Shared with the exit hook, which runs after the state is gone.
-  std::shared_ptr<std::vector<caf::actor>> subscribers =
-    std::make_shared<std::vector<caf::actor>>();
+  std::shared_ptr<subscriber_list> subscribers = std::make_shared<subscriber_list>();
   std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
   std::thread events;
 
@@ -57,8 +71,9 @@ caf::error relay_error(const std::string& msg) {
 }
 
 // Reads the guest's events on its own connection until told to stop or the
-// guest goes away; each event goes to the relay actor.
-void pump_events(const caf::actor& relay, const std::string& socket, const std::string& guest,
+// guest goes away; each event goes to every subscriber.
+void pump_events(const std::string& host, const std::string& socket, const std::string& guest,
+                 const std::shared_ptr<subscriber_list>& subscribers,
                  const std::shared_ptr<std::atomic<bool>>& stop) {
   name_thread("qmpev/", guest);
   auto c = qmp_connection::connect(socket, std::chrono::seconds(5));
@@ -67,7 +82,7 @@ void pump_events(const caf::actor& relay, const std::string& socket, const std::
   while (!stop->load() && !c->closed()) {
     auto e = c->next_event(std::chrono::milliseconds(200));
     if (e)
-      caf::anon_send(relay, qmp_event_atom::value, json::serialize(*e));
+      subscribers->send_all(host, guest, json::serialize(*e));
   }
 }
 
@@ -78,11 +93,8 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
   self->state.guest = std::move(guest);
   self->state.socket = std::move(socket);
   self->state.exited = std::move(exited);
-  self->attach_functor(
-    [subs = self->state.subscribers, host = self->state.host, guest = self->state.guest] {
-      for (auto& s : *subs)
-        caf::anon_send(s, qmp_event_atom::value, host, guest, std::string{});
-    });
+  self->attach_functor([subs = self->state.subscribers, host = self->state.host,
+                        guest = self->state.guest] { subs->send_all(host, guest, std::string{}); });
   return {
     [self](connect_atom) -> caf::result<bool> {
       auto& st = self->state;
@@ -95,7 +107,7 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
         return relay_error("guest '" + st.guest +
                            "': QMP monitor not reachable: " + describe(c.error()));
       st.commands.emplace(std::move(*c));
-      st.events = std::thread{pump_events, caf::actor{self}, st.socket, st.guest, st.stop};
+      st.events = std::thread{pump_events, st.host, st.socket, st.guest, st.subscribers, st.stop};
       return true;
     },
     [self](qmp_atom, const std::string& command,
@@ -120,19 +132,20 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
       return json::serialize(*reply);
     },
     [self](subscribe_atom, const caf::actor& who) {
-      self->state.subscribers->push_back(who);
+      {
+        std::lock_guard lk{self->state.subscribers->mtx};
+        self->state.subscribers->actors.push_back(who);
+      }
       self->monitor(who);
       return true;
     },
-    [self](qmp_event_atom, const std::string& event) {
-      for (auto& s : *self->state.subscribers)
-        self->send(s, qmp_event_atom::value, self->state.host, self->state.guest, event);
-    },
     [self](const caf::down_msg& dm) {
       auto& subs = *self->state.subscribers;
-      subs.erase(std::remove_if(subs.begin(), subs.end(),
-                                [&](const caf::actor& a) { return a.address() == dm.source; }),
-                 subs.end());
+      std::lock_guard lk{subs.mtx};
+      subs.actors.erase(
+        std::remove_if(subs.actors.begin(), subs.actors.end(),
+                       [&](const caf::actor& a) { return a.address() == dm.source; }),
+        subs.actors.end());
     },
   };
 }

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 namespace ferry {
 
@@ -34,7 +36,7 @@ using reap_atom = caf::atom_constant<caf::atom("reap")>;
 
 // The published interface plus the actor's own timers and its guests' events.
 using host_actor_impl =
-  host_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<reap_atom, std::string, int>,
+  host_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<reap_atom, std::string>,
                      caf::reacts_to<qmp_event_atom, std::string, std::string, std::string>,
                      caf::replies_to<metrics_atom>::with<std::string>>;
 
@@ -42,10 +44,6 @@ using host_actor_impl =
 constexpr auto metrics_query_timeout = std::chrono::seconds(2);
 
 constexpr auto reap_interval = std::chrono::milliseconds(100);
-// A guest that acknowledged quit is looked for at 1, 2, 4 .. 64 ms after:
-// its caller (a migration retiring its source) should not wait for the
-// next round of the reaper.
-constexpr int quick_reaps = 7;
 // How long a guest gets to act on QMP quit before it is killed.
 constexpr auto quit_grace = std::chrono::seconds(3);
 
@@ -343,6 +341,19 @@ void reap(host_self self) {
   self->delayed_send(self, reap_interval, tick_atom::value);
 }
 
+// A guest that acknowledged quit is reaped the moment its process ends: its
+// caller (a migration retiring its source) should not wait for the
+// reaper's next round. A thread waits on the process's pidfd (actors do not
+// block); past the grace, the reaper's kill ends the wait.
+void watch_exit(host_self self, const std::string& name,
+                const std::shared_ptr<guest_process>& process) {
+  std::thread{[me = caf::actor_cast<caf::actor>(self), name, process] {
+    ::pthread_setname_np(::pthread_self(), ("exit/" + name).substr(0, 15).c_str());
+    if (process->wait_exit(quit_grace + reap_interval * 2))
+      caf::anon_send(me, reap_atom::value, name);
+  }}.detach();
+}
+
 host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state> self,
                                     daemon_config cfg, std::string exe) {
   self->state.cfg = std::move(cfg);
@@ -371,11 +382,9 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       self
         ->request(it->second.relay, std::chrono::seconds(60), qmp_atom::value, std::string{"quit"},
                   std::string{})
-        .then(
-          [self, name](const std::string&) {
-            self->delayed_send(self, std::chrono::milliseconds(1), reap_atom::value, name, 0);
-          },
-          [](const caf::error&) {});
+        .then([self, name, process = it->second.process](
+                const std::string&) { watch_exit(self, name, process); },
+              [](const caf::error&) {});
       return rp;
     },
     [self](list_atom) {
@@ -423,15 +432,10 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       record(self, it->second);
     },
     [self](tick_atom) { reap(self); },
-    [self](reap_atom, const std::string& name, int round) {
+    [self](reap_atom, const std::string& name) {
       auto it = self->state.guests.find(name);
-      if (it == self->state.guests.end())
-        return;
-      if (it->second.process->try_reap())
+      if (it != self->state.guests.end() && it->second.process->try_reap())
         forget(self->state, name);
-      else if (round + 1 < quick_reaps)
-        self->delayed_send(self, std::chrono::milliseconds(2 << round), reap_atom::value, name,
-                           round + 1);
     },
     [self](identify_atom, const std::string& challenge) -> caf::result<std::string, std::string> {
       auto p = identity::prove(self->state.cfg.tls, challenge);

@@ -4,7 +4,7 @@
 // outbound 2 and inbound 2 per host) were never exceeded, that every guest
 // runs exactly once and none is left on the drained hosts; reports the
 // orchestration overhead per migration (job wall time minus the migration's
-// own total-time).
+// own total-time) and holds its median to a regression bound.
 
 #include "orchestrator/journal.hpp"
 #include "tests/support/process.hpp"
@@ -131,6 +131,7 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
   const auto final_view = json::parse(c.ctl({"migrations", "-o", "json"}).output);
   std::vector<double> overheads;
   std::vector<double> migrating;
+  std::map<int64_t, double> total_of;
   for (const auto& m : final_view.as_array()) {
     const auto& o = m.as_object();
     if (o.at("state").as_string() != "succeeded")
@@ -139,18 +140,24 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
     const double total_ms = o.at("progress").at("total-time").to_number<double>();
     overheads.push_back((ended[id] - started[id]) * 1000 - total_ms);
     migrating.push_back(total_ms);
+    total_of[id] = total_ms;
   }
   // At least one move per guest of the drained hosts (a guest that reached
   // the second host before it began draining moves twice).
   ASSERT_GE(overheads.size(), static_cast<size_t>(2 * guests_per_host)) << c.story();
   std::map<job_state, std::vector<double>> in_state;
   std::map<int64_t, std::pair<job_state, double>> entered;
-  size_t ahead = 0; // moves whose sides were readied while they waited for a slot
+  std::vector<double> running_beyond; // running, less the source's own total-time
+  size_t ahead = 0;                   // moves whose sides were readied while they waited for a slot
   for (const auto& t : (*log)->transitions()) {
     if (t.to == job_state::preparing_target && t.note.find("while waiting") != std::string::npos)
       ++ahead;
-    if (auto it = entered.find(t.job); it != entered.end() && !job_is_final(it->second.first))
-      in_state[it->second.first].push_back((t.at - it->second.second) * 1000);
+    if (auto it = entered.find(t.job); it != entered.end() && !job_is_final(it->second.first)) {
+      const double ms = (t.at - it->second.second) * 1000;
+      in_state[it->second.first].push_back(ms);
+      if (it->second.first == job_state::running && total_of.count(t.job) != 0)
+        running_beyond.push_back(ms - total_of[t.job]);
+    }
     entered[t.job] = {t.to, t.at};
   }
   std::cout << "scale: " << overheads.size() << " migrations in " << wall << " s, peak " << peak
@@ -158,10 +165,19 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
             << median(overheads) << " ms orchestration\n  time in each state (median ms):";
   for (auto& [state, ms] : in_state)
     std::cout << " " << to_string(state) << " " << median(ms);
+  std::cout << "; running beyond the migration's total-time " << median(running_beyond);
   std::cout << "\n  " << ahead << " of " << overheads.size()
             << " moves were prepared while they waited for a slot\n";
   // Waiting moves are readied ahead (policy prepare_ahead): most must be.
   EXPECT_GE(ahead * 2, overheads.size());
+  // What the orchestrator adds to a move. The aim is a median under 50 ms;
+  // on 2 loaded cores a run lands between about 30 and 60 ms
+  // (docs/performance.md), so the test fails only where it doubles — a
+  // step back to polling or to creating targets only once a slot frees.
+  // Sanitized builds run several times slower and only report it.
+  if (FERRY_SANITIZED == 0) {
+    EXPECT_LT(median(overheads), 100.0) << "orchestration overhead per move (median ms)";
+  }
   if (std::getenv("FERRY_SCALE_STORY") != nullptr) // every process's log, while debugging
     std::cout << c.story();
   RecordProperty("orchestration_overhead_median_ms", std::to_string(median(overheads)));
