@@ -344,12 +344,16 @@ void reap(host_self self) {
 // A guest that acknowledged quit is reaped the moment its process ends: its
 // caller (a migration retiring its source) should not wait for the
 // reaper's next round. A thread waits on the process's pidfd (actors do not
-// block); past the grace, the reaper's kill ends the wait.
+// block); past the grace, the reaper's kill ends the wait. It holds the
+// actor weakly: an agent stopping meanwhile is not kept alive, nor written
+// to once gone.
 void watch_exit(host_self self, const std::string& name,
                 const std::shared_ptr<guest_process>& process) {
-  std::thread{[me = caf::actor_cast<caf::actor>(self), name, process] {
+  std::thread{[host = self->address(), name, process] {
     ::pthread_setname_np(::pthread_self(), ("exit/" + name).substr(0, 15).c_str());
-    if (process->wait_exit(quit_grace + reap_interval * 2))
+    if (!process->wait_exit(quit_grace + reap_interval * 2))
+      return;
+    if (auto me = caf::actor_cast<caf::actor>(host))
       caf::anon_send(me, reap_atom::value, name);
   }}.detach();
 }
