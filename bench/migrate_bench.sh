@@ -12,6 +12,9 @@
 #
 #   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= ACCEL= (environment)
 #   SOCK_WAIT=N: wait N x 50 ms for the agents' QMP sockets (default 100; more under valgrind)
+#   PORT=N: the destination's port (default 17110: below the kernel's ephemeral
+#   range, where a client connection of some other program, lingering in
+#   TIME-WAIT, could hold it)
 #
 # max-bandwidth is set to 100 GiB/s on both systems (QEMU's default of
 # 128 MiB/s would measure the limiter, not the migration).
@@ -37,6 +40,7 @@ bw=107374182400
 "$build/tools/ferry-testguest" pattern "$work/ram.bin" --size "$size" --image "$work/guest.img" \
   >/dev/null
 
+port=${PORT:-17110}
 wait_sock() { for _ in $(seq 1 ${SOCK_WAIT:-100}); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 
 # Starts source and destination (commands in $1/$2 arrays' names), migrates
@@ -57,12 +61,19 @@ migrate_once() {
     qmp "$s" migrate-set-capabilities "{\"capabilities\":$caps}" \
       migrate-set-parameters "$params" >/dev/null
   done
-  qmp "$dst_sock" migrate-incoming '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
+  local reply
+  reply=$(qmp "$dst_sock" migrate-incoming "{\"uri\":\"tcp:127.0.0.1:$port\"}")
+  case $reply in
+    *'"error"'*)
+      echo "migrate-incoming failed: $reply" >&2
+      return 1
+      ;;
+  esac
   # What each side costs during the migration alone (its start-up is apart).
   local src_before dst_before
   src_before=$(proc_usage "${pids[0]}")
   dst_before=$(proc_usage "${pids[1]}")
-  qmp "$src_sock" migrate '{"uri":"tcp:127.0.0.1:47110"}' >/dev/null
+  qmp "$src_sock" migrate "{\"uri\":\"tcp:127.0.0.1:$port\"}" >/dev/null
   # The poll starts no interpreter: on 2 cores a Python start-up per round
   # took a quarter of the CPU the migration had.
   local info status=
