@@ -3,6 +3,7 @@
 #include "actors/http_request_reader.hpp"
 
 #include "common/error.hpp"
+#include "common/thread_name.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -16,8 +17,6 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-
-#include <pthread.h>
 
 #include <condition_variable>
 #include <deque>
@@ -36,10 +35,6 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 namespace {
-
-void name_this_thread(const std::string& name) {
-  ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
-}
 
 // The handler threads and the requests waiting for one, bounded: a burst of
 // requests waits in line up to max_queued, beyond that it is refused.

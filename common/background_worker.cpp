@@ -1,6 +1,6 @@
 #include "common/background_worker.hpp"
 
-#include <pthread.h>
+#include "common/thread_name.hpp"
 
 namespace ferry {
 
@@ -12,7 +12,7 @@ void background_worker::start(std::string name, std::function<void()> loop) {
     quit_ = false;
   }
   thread_ = std::thread{[name = std::move(name), loop = std::move(loop)] {
-    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    name_this_thread(name);
     loop();
   }};
 }

@@ -103,6 +103,7 @@ void drop_stage(cluster_actor* self, job_entry& j) {
 // of that set meanwhile wait on; never more than twice max_migrations are
 // staged.
 void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
+  constexpr uint32_t rounds = 2;
   auto& st = self->state;
   const auto& p = st.cfg.policy;
   if (!p.prepare_ahead)
@@ -114,10 +115,10 @@ void stage_next(cluster_actor* self, const std::vector<job_entry*>& waiting) {
   std::map<std::string, uint32_t> out, in;
   uint32_t next = 0;
   for (auto* j : waiting) {
-    if (next >= 2 * p.max_migrations || staged >= 2 * p.max_migrations)
+    if (next >= rounds * p.max_migrations || staged >= rounds * p.max_migrations)
       return;
-    if (out[j->record.source] >= 2 * p.max_outbound_per_host ||
-        in[j->record.target] >= 2 * p.max_inbound_per_host)
+    if (out[j->record.source] >= rounds * p.max_outbound_per_host ||
+        in[j->record.target] >= rounds * p.max_inbound_per_host)
       continue;
     ++next;
     ++out[j->record.source];

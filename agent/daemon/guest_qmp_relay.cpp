@@ -3,12 +3,11 @@
 #include "actors/host_interface.hpp"
 #include "agent/qmp/qmp_connection.hpp"
 #include "common/error.hpp"
+#include "common/thread_name.hpp"
 
 #include <caf/all.hpp>
 
 #include <boost/json.hpp>
-
-#include <pthread.h>
 
 #include <atomic>
 #include <functional>
@@ -25,11 +24,6 @@ namespace {
 namespace json = boost::json;
 
 using connect_atom = caf::connect_atom;
-
-void name_thread(const std::string& prefix, const std::string& guest) {
-  // Linux thread names hold 15 characters.
-  ::pthread_setname_np(::pthread_self(), (prefix + guest).substr(0, 15).c_str());
-}
 
 // Who gets the guest's events. Shared by the relay, its event thread (which
 // sends to them itself: one thread hop less between the guest and a
@@ -75,7 +69,7 @@ caf::error relay_error(const std::string& msg) {
 void pump_events(const std::string& host, const std::string& socket, const std::string& guest,
                  const std::shared_ptr<subscriber_list>& subscribers,
                  const std::shared_ptr<std::atomic<bool>>& stop) {
-  name_thread("qmpev/", guest);
+  name_this_thread("qmpev/" + guest);
   auto c = qmp_connection::connect(socket, std::chrono::seconds(5));
   if (!c || !c->negotiate())
     return; // the guest is gone; the host actor notices through its process
@@ -88,7 +82,7 @@ void pump_events(const std::string& host, const std::string& socket, const std::
 
 caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, std::string guest,
                     std::string socket, std::function<bool()> exited) {
-  name_thread("qmp/", guest);
+  name_this_thread("qmp/" + guest);
   self->state.host = std::move(host);
   self->state.guest = std::move(guest);
   self->state.socket = std::move(socket);

@@ -8,6 +8,7 @@
 #include "agent/daemon/relay_policy.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "common/thread_name.hpp"
 #include "common/unique_fd.hpp"
 
 #include <caf/all.hpp>
@@ -16,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -350,7 +350,7 @@ void reap(host_self self) {
 void watch_exit(host_self self, const std::string& name,
                 const std::shared_ptr<guest_process>& process) {
   std::thread{[host = self->address(), name, process] {
-    ::pthread_setname_np(::pthread_self(), ("exit/" + name).substr(0, 15).c_str());
+    name_this_thread("exit/" + name);
     if (!process->wait_exit(quit_grace + reap_interval * 2))
       return;
     if (auto me = caf::actor_cast<caf::actor>(host))

@@ -3,7 +3,8 @@
 // query-migrationthreads. A thread registers itself for as long as a token
 // lives, so the list never names a thread that has ended.
 
-#include <pthread.h>
+#include "common/thread_name.hpp"
+
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -61,7 +62,7 @@ private:
 // Names the calling thread (as ps/top show it) and registers it, if there
 // is a registry.
 inline thread_registry::token name_migration_thread(thread_registry* r, const std::string& name) {
-  ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+  name_this_thread(name);
   return r != nullptr ? r->enter(name) : thread_registry::token{};
 }
 

@@ -1,0 +1,11 @@
+#include "common/thread_name.hpp"
+
+#include <pthread.h>
+
+namespace ferry {
+
+void name_this_thread(const std::string& name) {
+  ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+}
+
+} // namespace ferry
