@@ -172,7 +172,7 @@ TEST(scale, two_hundred_guests_ten_agents_two_hosts_evacuated_within_the_limits)
   EXPECT_GE(ahead * 2, overheads.size());
   // What the orchestrator adds to a move. The aim is a median under 50 ms;
   // on 2 loaded cores a run lands between about 30 and 60 ms
-  // (docs/performance.md), so the test fails only where it doubles — a
+  // (docs/orchestrator.md, "Measured"), so the test fails only where it doubles — a
   // step back to polling or to creating targets only once a slot frees.
   // Sanitized builds run several times slower and only report it.
   if (FERRY_SANITIZED == 0) {
