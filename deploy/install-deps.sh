@@ -11,7 +11,7 @@ packages=(
   libcaf-dev
   libboost1.81-dev libboost-json1.81-dev
   libssl-dev libzstd-dev zlib1g-dev libsqlite3-dev
-  libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev
+  libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev libxxhash-dev
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # observability: Prometheus and promtool (tests, demo), systemd-analyze

@@ -105,7 +105,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
 }
 
 caf::expected<void> check_crc(const record_header& h, uint32_t crc) {
-  if (h.type != record_type::live_pages && crc != h.crc)
+  if (crc != h.crc)
     return bad(std::string{to_string(h.type)} + " record checksum mismatch");
   return {};
 }

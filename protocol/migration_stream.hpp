@@ -19,8 +19,9 @@
 namespace ferry::mig {
 
 // 2: the devices record carries the guest's run state. 3: the switchover
-// digest. 4: live-pages records (zero-copy-send).
-inline constexpr uint32_t stream_version = 4;
+// digest. 4: live-pages records (zero-copy-send). 5: page data outside the
+// records' CRC, XXH3 as the digest's page hash.
+inline constexpr uint32_t stream_version = 5;
 inline constexpr uint32_t page_size = 4096;
 inline constexpr size_t header_size = 16;
 // A page batch holds at most this many pages (1 MiB of data).
@@ -32,7 +33,7 @@ inline constexpr uint32_t max_payload = 4u << 20;
 enum class record_type : uint32_t {
   hello = 1,             // first record of every channel (source -> destination)
   hello_ack = 2,         // the destination accepts or refuses the main channel
-  pages = 3,             // a batch of RAM pages
+  pages = 3,             // a batch of RAM pages (its CRC leaves out the page data)
   sync = 4,              // end of a pass over the dirty log on this channel
   cpu_state = 5,         // the paused guest's vCPUs (guest::save_cpu_state)
   devices = 6,           // emulated device state
@@ -44,8 +45,8 @@ enum class record_type : uint32_t {
   xbzrle_pages = 12,     // pages as deltas from the destination's copy
   digest = 13,           // source: the switchover digest of what it sent (page_digest.hpp)
   // A page batch sent straight from live guest memory (zero-copy-send): the
-  // kernel reads the pages while they go out, so no checksum can cover them
-  // and the payload's CRC is 0 and not checked. Laid out as `pages`.
+  // kernel reads the pages while they go out. Laid out, and checked, as
+  // `pages`.
   live_pages = 14,
 };
 const char* to_string(record_type t);
@@ -53,15 +54,19 @@ const char* to_string(record_type t);
 struct record_header {
   record_type type = record_type::end;
   uint32_t length = 0;
-  uint32_t crc = 0; // of the payload
+  // Of the payload; for pages and live-pages of the batch's prefix and
+  // entries only: page data is proven by the switchover digest (the
+  // destination compares before the guest may run), so a source can send
+  // it from a running guest's memory without copying it first.
+  uint32_t crc = 0;
 };
 
 std::array<uint8_t, header_size> encode_header(record_type type, uint32_t length, uint32_t crc);
 // Refuses unknown types, oversize payloads and a corrupt header.
 caf::expected<record_header> decode_header(std::span<const uint8_t> bytes);
-// The payload's CRC against its header.
+// The payload's CRC against its header (a record without page data).
 caf::expected<void> check_payload(const record_header& h, std::span<const uint8_t> payload);
-// The CRC of a payload read in pieces against its header (live-pages carry none).
+// The CRC of a payload read in pieces against its header.
 caf::expected<void> check_crc(const record_header& h, uint32_t crc);
 
 // Capabilities both sides must agree on.

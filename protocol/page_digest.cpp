@@ -1,6 +1,8 @@
 #include "protocol/page_digest.hpp"
+#include "protocol/page_hash_variants.hpp"
 
-#include <cstring>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 namespace ferry::mig {
 
@@ -9,10 +11,6 @@ namespace {
 constexpr uint64_t k1 = 0x9e3779b185ebca87ULL;
 constexpr uint64_t k2 = 0xc2b2ae3d27d4eb4fULL;
 constexpr uint64_t k3 = 0x165667b19e3779f9ULL;
-
-constexpr uint64_t rotl(uint64_t x, int r) {
-  return (x << r) | (x >> (64 - r));
-}
 
 // Finalizer: every input bit reaches every output bit.
 constexpr uint64_t avalanche(uint64_t x) {
@@ -26,17 +24,22 @@ constexpr uint64_t avalanche(uint64_t x) {
 
 } // namespace
 
+namespace detail {
+uint64_t page_hash_baseline(const uint8_t* page) {
+  return XXH3_64bits(page, hashed_page_bytes);
+}
+} // namespace detail
+
 uint64_t page_hash(const uint8_t* page) {
-  // Four independent lanes over 32-byte stripes keep the multipliers busy.
-  uint64_t lane[4] = {k1 + k2, k2, 0, 0 - k1};
-  for (size_t at = 0; at < 4096; at += 32)
-    for (int j = 0; j < 4; ++j) {
-      uint64_t w = 0;
-      std::memcpy(&w, page + at + 8 * static_cast<size_t>(j), 8);
-      lane[j] = rotl(lane[j] + w * k2, 31) * k1;
-    }
-  uint64_t h = rotl(lane[0], 1) + rotl(lane[1], 7) + rotl(lane[2], 12) + rotl(lane[3], 18);
-  return avalanche(h + 4096);
+#if defined(__x86_64__)
+  // Same function, wider vectors: both give XXH3's value, so a source and a
+  // destination on different CPUs agree.
+  static const auto hash =
+    __builtin_cpu_supports("avx2") ? detail::page_hash_avx2 : detail::page_hash_baseline;
+  return hash(page);
+#else
+  return detail::page_hash_baseline(page);
+#endif
 }
 
 uint64_t zero_page_hash() {

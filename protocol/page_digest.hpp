@@ -20,7 +20,7 @@ namespace ferry::mig {
 // source's error-desc, where the orchestrator counts refusals by it.
 inline constexpr std::string_view digest_mismatch_phrase = "switchover digest mismatch";
 
-// A 64-bit hash of one 4 KiB page (not cryptographic: it catches torn,
+// A 64-bit hash of one 4 KiB page, XXH3 (not cryptographic: it catches torn,
 // lost, misplaced or corrupted pages, not an adversary).
 uint64_t page_hash(const uint8_t* page);
 // The hash of an all-zero page (computed once).

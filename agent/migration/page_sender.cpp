@@ -9,6 +9,15 @@ namespace ferry {
 
 namespace {
 constexpr size_t queue_limit = 8;
+
+// Neighbouring pages of guest RAM leave as one piece.
+void add_span(std::vector<iovec>& spans, const uint8_t* page) {
+  auto* base = const_cast<uint8_t*>(page);
+  if (!spans.empty() && static_cast<uint8_t*>(spans.back().iov_base) + spans.back().iov_len == base)
+    spans.back().iov_len += mig::page_size;
+  else
+    spans.push_back({base, mig::page_size});
+}
 } // namespace
 
 page_sender::page_sender(const std::string& name, migration_channel& ch, const guest_memory& mem,
@@ -138,8 +147,18 @@ page_sender::xbzrle_outcome page_sender::xbzrle_page(uint64_t pfn, const uint8_t
 
 caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   const uint8_t* ram = mem_.data();
+  // The page data leaves straight from guest RAM: nothing on the wire needs
+  // it to hold still (a plain record's CRC leaves page data to the
+  // switchover digest, a compressed record's covers the compressed copy, a
+  // TLS record's tag whatever was sealed). A page the guest writes while it
+  // leaves is dirty again and goes in a later pass, replacing its digest
+  // entry on both sides. Only XBZRLE snapshots: its cache must hold exactly
+  // what went out.
+  const bool in_place = cache_ == nullptr;
   entries_.resize(pfns.size());
-  data_.resize(pfns.size() * mig::page_size);
+  if (!in_place)
+    data_.resize(pfns.size() * mig::page_size);
+  spans_.clear();
   size_t with_data = 0;
   uint32_t zeros = 0;
   size_t n_entries = 0;
@@ -161,6 +180,14 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
       ++zeros;
       if (opt_.digest != nullptr)
         opt_.digest->set(pfns[i], mig::zero_page_hash());
+      continue;
+    }
+    if (in_place) {
+      if (opt_.digest != nullptr)
+        opt_.digest->set(pfns[i], mig::page_hash(src));
+      add_span(spans_, src);
+      entries_[n_entries++] = pfns[i];
+      ++with_data;
       continue;
     }
     uint8_t* snapshot = data_.data() + with_data * mig::page_size;
@@ -187,12 +214,19 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   }
   if (n_entries == 0)
     return {};
+  if (!in_place && with_data != 0)
+    spans_.push_back({data_.data(), with_data * mig::page_size});
   mig::page_batch_parts batch;
-  mig::encode_pages(batch, {entries_.data(), n_entries},
-                    {data_.data(), with_data * mig::page_size});
-  uint64_t bytes = mig::header_size + batch.size();
+  mig::encode_pages(batch, {entries_.data(), n_entries}, {});
+  parts_.assign(batch.parts.begin(), batch.parts.begin() + 2); // prefix, entries
+  parts_.insert(parts_.end(), spans_.begin(), spans_.end());
+  uint64_t bytes = mig::header_size + batch.size() + with_data * mig::page_size;
   if (opt_.compress != mig::compression::none) {
-    batch.flatten(plain_);
+    plain_.clear();
+    for (const auto& part : parts_) {
+      const auto* p = static_cast<const uint8_t*>(part.iov_base);
+      plain_.insert(plain_.end(), p, p + part.iov_len);
+    }
     if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
       return ok;
     bytes = mig::header_size + compressed_.size();
@@ -201,7 +235,7 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
       return ok;
   } else {
     limiter_.acquire(bytes, stop_, &ch_.interrupted_flag());
-    if (auto ok = ch_.send(mig::record_type::pages, batch.parts, 2 /* the pages */); !ok)
+    if (auto ok = ch_.send(mig::record_type::pages, parts_, 2 /* the pages */); !ok)
       return ok;
   }
   counters_.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
@@ -234,13 +268,7 @@ caf::expected<void> page_sender::send_live(const std::vector<uint64_t>& pfns) {
     ++with_data;
     if (opt_.digest != nullptr)
       opt_.digest->set(pfns[i], mig::page_hash(src));
-    // Neighbouring pages leave as one piece.
-    auto* base = const_cast<uint8_t*>(src);
-    if (!live_.empty() &&
-        static_cast<uint8_t*>(live_.back().iov_base) + live_.back().iov_len == base)
-      live_.back().iov_len += mig::page_size;
-    else
-      live_.push_back({base, mig::page_size});
+    add_span(live_, src);
   }
   if (pfns.empty())
     return {};

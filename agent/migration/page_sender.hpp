@@ -1,9 +1,8 @@
 #pragma once
 // One sending thread of an outgoing migration ("mig-send/N"): takes batches
-// of page indices, snapshots the pages out of guest RAM (a running guest may
-// change them while they are on the wire, and the record's checksum must
-// match what is sent), marks zero pages, and writes page records on its
-// channel. Pages are assigned to senders by address, so one page always
+// of page indices, marks zero pages, and writes page records on its channel,
+// the data straight from guest RAM (with XBZRLE, from a snapshot the cache
+// keeps). Pages are assigned to senders by address, so one page always
 // travels on the same channel and a newer copy can never overtake an older.
 
 #include "agent/migration/migration_counters.hpp"
@@ -91,6 +90,8 @@ private:
   bool busy_ = false;
   std::vector<uint8_t> data_;
   std::vector<uint64_t> entries_;
+  std::vector<iovec> spans_;   // a batch's page data: guest RAM, or data_
+  std::vector<iovec> parts_;   // a record's pieces: prefix, entries, spans_
   std::vector<iovec> live_;    // a live batch's pages, in guest RAM
   bool live_pending_ = false;  // live pages sent since the last flush
   std::vector<uint8_t> plain_; // a batch in one piece, for the compressor

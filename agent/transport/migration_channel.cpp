@@ -146,10 +146,10 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
                                             size_t placed_from) {
   uint32_t crc = 0;
   size_t len = 0;
-  for (const auto& part : parts) {
-    if (!sealed_)
-      crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
-    len += part.iov_len;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!sealed_ && i < placed_from)
+      crc = crc32c(crc, {static_cast<const uint8_t*>(parts[i].iov_base), parts[i].iov_len});
+    len += parts[i].iov_len;
   }
   auto hdr = mig::encode_header(type, static_cast<uint32_t>(len), crc);
   std::vector<iovec> iov;
@@ -172,12 +172,16 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
 
 caf::expected<void> migration_channel::send_live(std::span<const iovec> head,
                                                  std::span<const iovec> pages) {
+  uint32_t crc = 0;
   size_t len = 0;
-  for (const auto& part : head)
+  for (const auto& part : head) {
+    if (!sealed_)
+      crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
     len += part.iov_len;
+  }
   for (const auto& part : pages)
     len += part.iov_len;
-  auto hdr = mig::encode_header(mig::record_type::live_pages, static_cast<uint32_t>(len), 0);
+  auto hdr = mig::encode_header(mig::record_type::live_pages, static_cast<uint32_t>(len), crc);
   std::vector<iovec> iov;
   iov.reserve(head.size() + 1);
   iov.push_back({hdr.data(), hdr.size()});
@@ -214,14 +218,14 @@ caf::expected<mig::record_header> migration_channel::receive_header() {
     return ok.error();
   FERRY_TRY(h, mig::decode_header(raw));
   payload_crc_ = 0;
-  payload_checked_ = !sealed_ && h.type != mig::record_type::live_pages;
+  payload_checked_ = !sealed_;
   return h;
 }
 
 caf::expected<void> migration_channel::read_payload(uint8_t* p, size_t n, bool placed) {
   if (auto ok = read_exact(p, n, placed); !ok)
     return ok;
-  if (payload_checked_)
+  if (payload_checked_ && !placed)
     payload_crc_ = crc32c(payload_crc_, {p, n});
   return {};
 }

@@ -41,12 +41,15 @@ public:
 
   // One record whose payload is the concatenation of `parts`; those from
   // `placed_from` on are page data the reader places in guest RAM
-  // (read_payload with placed).
+  // (read_payload with placed). The record's CRC covers the payload but
+  // the placed data: page data is proven by the switchover digest, so the
+  // sender need not copy it out of a running guest to keep it still.
   caf::expected<void> send(mig::record_type type, std::span<const iovec> parts,
                            size_t placed_from = SIZE_MAX);
   caf::expected<void> send(mig::record_type type, std::span<const uint8_t> payload);
-  // A live-pages record: `head` (the batch's prefix and entries) is copied
-  // out, `pages` (in guest memory) goes zero-copy once enabled.
+  // A live-pages record: `head` (the batch's prefix and entries, under the
+  // CRC) is copied out, `pages` (in guest memory, placed data) goes
+  // zero-copy once enabled.
   caf::expected<void> send_live(std::span<const iovec> head, std::span<const iovec> pages);
   caf::expected<void> enable_zero_copy() { return stream_->enable_zero_copy(); }
   // Waits until the kernel is done with every page sent zero-copy; true if
@@ -54,10 +57,11 @@ public:
   caf::expected<bool> flush_zero_copy();
   // A record in pieces, for a reader that places its payload itself: the
   // header, then the payload's bytes in order (h.length in all), then
-  // end_payload() checks the CRC over what was read.
+  // end_payload() checks the CRC over what was read but placed data.
   caf::expected<mig::record_header> receive_header();
   // `placed`: `p` is incoming guest RAM, which may hold page data before a
-  // TLS record's tag is checked (byte_stream::read_placed).
+  // TLS record's tag is checked (byte_stream::read_placed); not under the
+  // CRC (see send).
   caf::expected<void> read_payload(uint8_t* p, size_t n, bool placed = false);
   caf::expected<void> end_payload(const mig::record_header& h);
   // The next record; its checked payload lands in `payload`.
@@ -65,6 +69,8 @@ public:
 
   // Runs TLS over this (socket) channel from now on.
   caf::expected<void> start_tls(const tls_context& ctx);
+  // TLS runs over this channel (set by start_tls, before any page is sent).
+  bool sealed() const { return sealed_; }
   // The TLS peer's certificate subject ("" without TLS or certificate).
   std::string peer_dn() const { return stream_->peer_dn(); }
 

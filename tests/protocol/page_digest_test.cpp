@@ -5,6 +5,7 @@
 
 #include "protocol/migration_stream.hpp"
 #include "protocol/page_digest.hpp"
+#include "protocol/page_hash_variants.hpp"
 
 #include <gtest/gtest.h>
 
@@ -87,6 +88,28 @@ TEST(page_digest, a_flipped_bit_a_moved_page_or_a_missing_page_changes_it) {
   EXPECT_NE(good.value(), missing.value());
   std::array<uint8_t, 4096> zeros{};
   EXPECT_EQ(mig::page_hash(zeros.data()), mig::zero_page_hash());
+}
+
+// The hash is part of the stream's contract (version 5): agents of one
+// version on different CPUs must agree, so every build gives XXH3-64 of the
+// page, pinned here by value.
+TEST(page_digest, every_build_of_the_page_hash_gives_the_same_pinned_value) {
+  std::array<uint8_t, 4096> counting{};
+  for (size_t i = 0; i < counting.size(); ++i)
+    counting[i] = static_cast<uint8_t>(i * 7 + 3);
+  const std::array<uint8_t, 4096> zeros{};
+  EXPECT_EQ(mig::page_hash(zeros.data()), 0x93d76fe148c689baULL);
+  EXPECT_EQ(mig::page_hash(counting.data()), 0xd7428746842be37eULL);
+  EXPECT_EQ(mig::detail::page_hash_baseline(counting.data()), 0xd7428746842be37eULL);
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2"))
+    GTEST_SKIP() << "this CPU has no AVX2: the AVX2 build of the page hash cannot run here";
+  const auto content = random_pages();
+  for (const auto& page : content)
+    ASSERT_EQ(mig::detail::page_hash_avx2(page.data()),
+              mig::detail::page_hash_baseline(page.data()));
+  EXPECT_EQ(mig::detail::page_hash_avx2(counting.data()), 0xd7428746842be37eULL);
+#endif
 }
 
 TEST(page_digest, the_digest_record_round_trips_and_refuses_a_wrong_length) {
