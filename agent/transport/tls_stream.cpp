@@ -16,6 +16,9 @@ constexpr size_t record_overhead = sealed::header_size + sealed::tag_size;
 constexpr size_t out_flush_at = sealed::max_record;
 // Room for the largest record plus a read ahead of the next one's start.
 constexpr size_t in_capacity = sealed::max_record + record_overhead + size_t{64} * 1024;
+// How far a read may go past what is needed: enough for a record header and
+// a batch's page list in one read, little of the page data after them.
+constexpr size_t read_ahead = 4096;
 
 caf::error write_failed(const caf::error& why) {
   return make_ferry_error(errc::system_error,
@@ -65,8 +68,8 @@ void tls_stream::interrupt() {
 
 caf::expected<void> tls_stream::seal_record(sealed::kind k, const std::vector<piece>& pieces,
                                             size_t len) {
-  const size_t at = out_.size();
-  out_.resize(at + len + record_overhead);
+  const size_t at = out_len_;
+  out_len_ += len + record_overhead;
   const auto hdr = sealed::encode_header({k, static_cast<uint32_t>(len)});
   std::memcpy(out_.data() + at, hdr.data(), hdr.size());
   if (auto ok = sealer_.begin(hdr); !ok)
@@ -79,19 +82,19 @@ caf::expected<void> tls_stream::seal_record(sealed::kind k, const std::vector<pi
   }
   if (auto ok = sealer_.finish(dst); !ok)
     return ok;
-  if (out_.size() >= out_flush_at)
+  if (out_len_ >= out_flush_at)
     return flush_out();
   return {};
 }
 
 caf::expected<void> tls_stream::flush_out() {
-  if (out_.empty())
+  if (out_len_ == 0)
     return {};
   if (interrupted_)
     return stream_interrupted();
-  iovec v{out_.data(), out_.size()};
+  iovec v{out_.data(), out_len_};
   auto ok = inner_->write_all(std::span<iovec>{&v, 1});
-  out_.clear();
+  out_len_ = 0;
   if (!ok)
     return interrupted_ ? stream_interrupted() : write_failed(ok.error());
   return {};
@@ -104,7 +107,10 @@ caf::expected<void> tls_stream::write_all(std::span<iovec> iov) {
 // Pieces of one kind are sealed together into records of up to max_record
 // bytes; page data from `placed_from` on goes in bulk records of its own.
 caf::expected<void> tls_stream::write_placed(std::span<iovec> iov, size_t placed_from) {
-  out_.reserve(out_flush_at + sealed::max_record + record_overhead);
+  // Records are sealed while less than out_flush_at waits, each up to
+  // max_record: room for both.
+  if (out_.empty())
+    out_.resize(out_flush_at + sealed::max_record + record_overhead);
   std::vector<piece> pieces;
   size_t len = 0;
   auto kind_now = sealed::kind::control;
@@ -158,7 +164,8 @@ caf::expected<bool> tls_stream::fill(size_t k) {
       in_len_ -= in_pos_;
       in_pos_ = 0;
     }
-    auto r = inner_->read_some(in_.data() + in_len_, in_.size() - in_len_);
+    const size_t want = std::max(k - (in_len_ - in_pos_), read_ahead);
+    auto r = inner_->read_some(in_.data() + in_len_, std::min(want, in_.size() - in_len_));
     if (!r)
       return read_error(r.error());
     if (*r == 0)

@@ -56,7 +56,9 @@ private:
   };
   caf::expected<void> seal_record(sealed::kind k, const std::vector<piece>& pieces, size_t len);
   caf::expected<void> flush_out();
-  // At least `k` unread bytes in in_ (0: the peer ended the stream first).
+  // At least `k` unread bytes in in_ (0: the peer ended the stream first),
+  // reading little beyond them: what follows may be a bulk record, whose
+  // bytes belong in the reader's memory, not copied out of in_.
   caf::expected<bool> fill(size_t k);
   // The next record's header; nullopt at a clean end of stream.
   caf::expected<std::optional<sealed::header>> next_header();
@@ -70,7 +72,10 @@ private:
   tls_session_ptr session_;
   sealed::record_cipher sealer_;
   sealed::record_cipher opener_;
-  std::vector<uint8_t> out_; // sealed records not yet written
+  // Sealed records not yet written: the first out_len_ bytes. Sized once,
+  // so sealing never pays for zeroing what it overwrites.
+  std::vector<uint8_t> out_;
+  size_t out_len_ = 0;
 
   std::vector<uint8_t> in_; // bytes read from the socket
   size_t in_pos_ = 0;       // first unread byte
