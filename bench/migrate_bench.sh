@@ -43,8 +43,10 @@ bw=107374182400
 port=${PORT:-17110}
 wait_sock() { for _ in $(seq 1 ${SOCK_WAIT:-100}); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 
-# Starts source and destination (commands in $1/$2 arrays' names), migrates
-# with $3 multifd channels (0 = one stream), prints total-time and downtime.
+# Migrates between the running source and destination with $1 multifd
+# channels (0 = one stream) and prints the one result line (total-time,
+# downtime, bytes, usage): the VMMs' own stdout goes to stderr, so a line
+# either prints cannot be read as the result.
 migrate_once() {
   local channels=$1 src_sock=$work/src.sock dst_sock=$work/dst.sock caps params
   if ! wait_sock "$src_sock" || ! wait_sock "$dst_sock"; then
@@ -148,11 +150,11 @@ ferry_run() {
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
     -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
     -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
-    -accel "$accel" -serial "file:$work/src.txt" "${start[@]}" $(tls_objects client) &
+    -accel "$accel" -serial "file:$work/src.txt" "${start[@]}" $(tls_objects client) >&2 &
   pids+=($!)
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
     -qmp "unix:$work/dst.sock,server=on,wait=off" -accel "$accel" -incoming defer -S \
-    $(tls_objects server) &
+    $(tls_objects server) >&2 &
   pids+=($!)
   if [ -n "$live" ]; then
     for _ in $(seq 1 300); do grep -q "pass 00000028" "$work/src.txt" 2>/dev/null && break; sleep 0.1; done
@@ -169,14 +171,16 @@ qemu_run() {
   qemu-system-x86_64 "${common[@]}" -S \
     -object "memory-backend-file,id=ram0,size=$size,mem-path=$work/ram.bin,share=off" \
     -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
-    $(tls_objects client) &
+    $(tls_objects client) >&2 &
   pids+=($!)
   qemu-system-x86_64 "${common[@]}" -incoming defer $(tls_objects server) \
     -object "memory-backend-ram,id=ram0,size=$size" -machine memory-backend=ram0 \
-    -qmp "unix:$work/dst.sock,server=on,wait=off" &
+    -qmp "unix:$work/dst.sock,server=on,wait=off" >&2 &
   pids+=($!)
-  migrate_once "$channels"
+  local rc=0
+  migrate_once "$channels" || rc=$?
   stop_all
+  return $rc
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -202,7 +206,7 @@ rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
   "2 + zstd|2|,\"multifd-compression\":\"zstd\"|"
   "2 + TLS|2|,\"tls-creds\":\"tls0\"|tls"
   "2+TLS+zstd|2|,\"tls-creds\":\"tls0\",\"multifd-compression\":\"zstd\"|tls")
-declare -A ferry_ms ferry_wire ferry_data costs pairs
+declare -A ferry_ms ferry_wire ferry_data costs pairs qemu_failed
 measured=()
 for row in "${rows[@]}"; do
   IFS='|' read -r label ch extra_params tls <<<"$row"
@@ -217,19 +221,29 @@ for row in "${rows[@]}"; do
     read -r t _ b w u <<<"$out"
     ft+=("$t"); bytes=$b; wire=$w; fu+=("$u")
     if [ -n "$have_qemu" ]; then
-      out=$(qemu_run "$ch")
-      read -r q _ _ _ u <<<"$out"
-      qt+=("$q"); qu+=("$u")
-      pr+=("$(awk -v f="$t" -v q="$q" 'BEGIN {printf "%.2f", q / f}')")
+      # A QEMU run that fails or gives no result (runs have failed to
+      # greet, and given a 0) is retried once; one that fails twice is left
+      # out of the medians and counted, never taken as 0 ms.
+      q=
+      if out=$(qemu_run "$ch") || out=$(qemu_run "$ch"); then
+        read -r q _ _ _ u <<<"$out"
+      fi
+      if [[ $q =~ ^[0-9]+$ ]] && [ "$q" -gt 0 ]; then
+        qt+=("$q"); qu+=("$u")
+        pr+=("$(awk -v f="$t" -v q="$q" 'BEGIN {printf "%.2f", q / f}')")
+      else
+        qemu_failed[$label]=$((${qemu_failed[$label]:-0} + 1))
+        pr+=("-")
+      fi
     fi
   done
   costs[$label]="$(cost_line "$bytes" "${fu[@]}")"
-  [ -n "$have_qemu" ] && costs[$label]+="   qemu $(cost_line "$bytes" "${qu[@]}")"
+  [ -n "$have_qemu" ] && [ ${#qt[@]} -gt 0 ] && costs[$label]+="   qemu $(cost_line "$bytes" "${qu[@]}")"
   pairs[$label]="${pr[*]}"
   measured+=("$label")
   f=$(printf '%s\n' "${ft[@]}" | median)
   fr=$(awk -v b="$bytes" -v t="$f" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
-  if [ -n "$have_qemu" ]; then
+  if [ -n "$have_qemu" ] && [ ${#qt[@]} -gt 0 ]; then
     q=$(printf '%s\n' "${qt[@]}" | median)
     qr=$(awk -v b="$bytes" -v t="$q" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
     ratio=$(awk -v f="$f" -v q="$q" 'BEGIN {printf "%.2fx", q / f}')
@@ -245,7 +259,12 @@ extra_params= tls=
 echo "ratio = QEMU total-time / Ferry total-time (higher is better for Ferry)"
 if [ -n "$have_qemu" ]; then
   echo "per-pair ratios (each Ferry run against the QEMU run right after it):"
-  for label in "${measured[@]}"; do printf '  %-10s %s\n' "$label" "${pairs[$label]}"; done
+  for label in "${measured[@]}"; do
+    printf '  %-10s %s' "$label" "${pairs[$label]}"
+    [ -n "${qemu_failed[$label]:-}" ] &&
+      printf '   (%s QEMU run(s) failed twice: left out, "-")' "${qemu_failed[$label]}"
+    echo
+  done
 fi
 echo "during the migration (medians; faults per GiB of page data moved):"
 for label in "${measured[@]}"; do printf '  %-10s ferry %s\n' "$label" "${costs[$label]}"; done
