@@ -31,7 +31,10 @@ caf::expected<endpoint> parse_endpoint(const std::string& text) {
     wait = false;
   if (!server || wait)
     return invalid("'" + text + "': only server=on,wait=off endpoints are supported");
-  const std::string addr = *opts.get("addr");
+  const auto given = opts.get("addr");
+  if (!given || given->empty())
+    return invalid("'" + text + "': no address (unix:PATH or tcp:HOST:PORT)");
+  const std::string addr = *given;
   endpoint ep;
   if (addr.rfind("unix:", 0) == 0) {
     ep.type = endpoint::kind::unix_socket;

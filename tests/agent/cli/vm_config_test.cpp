@@ -98,6 +98,7 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-drive", "format=raw"}, "file= is required"},
     {{"-qmp", "unix:/x"}, "server=on,wait=off"},
     {{"-qmp", "udp:1.2.3.4:5,server=on,wait=off"}, "expected unix:PATH or tcp:HOST:PORT"},
+    {{"-qmp", "server=on,wait=off"}, "no address"},
     {{"-qmp", "tcp:localhost:99999,server=on,wait=off"}, "port out of range"},
     {{"-serial", "pty"}, "expected file:PATH"},
     {{"-smp", "0"}, "between 1 and 64"},
