@@ -199,7 +199,8 @@ caf::expected<sealed::direction_keys> tls_session::keys(bool sending) const {
   constexpr const char label[] = "EXPORTER-ferry-migration-records";
   const SSL_CIPHER* c = SSL_get_current_cipher(impl_->ssl);
   const int nid = c != nullptr ? SSL_CIPHER_get_cipher_nid(c) : NID_undef;
-  const EVP_CIPHER* cipher = EVP_get_cipherbynid(nid);
+  const int records = sealed::record_cipher_for(nid);
+  const EVP_CIPHER* cipher = EVP_get_cipherbynid(records);
   if (cipher == nullptr)
     return tls_error("TLS: the negotiated cipher has no record keys");
   const auto key_len = static_cast<size_t>(EVP_CIPHER_get_key_length(cipher));
@@ -211,7 +212,7 @@ caf::expected<sealed::direction_keys> tls_session::keys(bool sending) const {
   const bool client_writes = sending != impl_->server;
   const uint8_t* at = material.data() + (client_writes ? 0 : half);
   sealed::direction_keys k;
-  k.cipher_nid = nid;
+  k.cipher_nid = records;
   k.key.assign(at, at + key_len);
   std::copy(at + key_len, at + half, k.iv.begin());
   OPENSSL_cleanse(material.data(), material.size());

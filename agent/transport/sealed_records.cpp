@@ -4,6 +4,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/obj_mac.h>
 
 #include <string>
 
@@ -76,6 +77,8 @@ caf::expected<void> record_cipher::begin(std::span<const uint8_t, header_size> r
   for (size_t i = 0; i < 8; ++i)
     nonce[iv_size - 1 - i] ^= static_cast<uint8_t>(sequence_ >> (8 * i));
   ++sequence_;
+  lag_ = 0;
+  lag_at_ = nullptr;
   int out = 0;
   if (EVP_CipherInit_ex(ctx_.get(), nullptr, nullptr, nullptr, nonce.data(), -1) != 1 ||
       EVP_CipherUpdate(ctx_.get(), nullptr, &out, raw_header.data(),
@@ -85,18 +88,34 @@ caf::expected<void> record_cipher::begin(std::span<const uint8_t, header_size> r
 }
 
 caf::expected<void> record_cipher::update(const uint8_t* in, size_t n, uint8_t* out) {
+  if (n == 0)
+    return {};
+  // A block cipher mode (OCB) holds back a partial block and writes it with
+  // the next bytes: those go where the held-back ones belong, which must be
+  // right before `out`.
+  uint8_t* write_at = out;
+  if (lag_ > 0) {
+    if (out != lag_at_ + lag_)
+      return make_ferry_error(errc::invalid_argument,
+                              "TLS record: data split off a cipher block boundary");
+    write_at = lag_at_;
+  }
   // Records are at most max_record bytes, well within int.
   int done = 0;
-  if (n != 0 && EVP_CipherUpdate(ctx_.get(), out, &done, in, static_cast<int>(n)) != 1)
+  if (EVP_CipherUpdate(ctx_.get(), write_at, &done, in, static_cast<int>(n)) != 1)
     return cipher_error(seal_ ? "sealing failed" : "opening failed");
+  lag_ = lag_ + n - static_cast<size_t>(done);
+  lag_at_ = write_at + done;
   return {};
 }
 
 caf::expected<void> record_cipher::finish(uint8_t* tag) {
-  uint8_t rest[EVP_MAX_BLOCK_LENGTH];
+  // Whatever was held back is written where it belongs.
+  uint8_t none[EVP_MAX_BLOCK_LENGTH];
+  uint8_t* rest = lag_ > 0 ? lag_at_ : none;
   int out = 0;
   if (seal_) {
-    if (EVP_CipherFinal_ex(ctx_.get(), rest, &out) != 1 ||
+    if (EVP_CipherFinal_ex(ctx_.get(), rest, &out) != 1 || static_cast<size_t>(out) != lag_ ||
         EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_AEAD_GET_TAG, static_cast<int>(tag_size), tag) !=
           1)
       return cipher_error("sealing failed");
@@ -104,12 +123,23 @@ caf::expected<void> record_cipher::finish(uint8_t* tag) {
   }
   if (EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag_size), tag) !=
         1 ||
-      EVP_CipherFinal_ex(ctx_.get(), rest, &out) != 1) {
+      EVP_CipherFinal_ex(ctx_.get(), rest, &out) != 1 || static_cast<size_t>(out) != lag_) {
     ERR_clear_error();
     return make_ferry_error(errc::system_error,
                             "TLS record failed authentication (altered, reordered or forged)");
   }
   return {};
+}
+
+int record_cipher_for(int negotiated) {
+  switch (negotiated) {
+    case NID_aes_128_gcm:
+      return NID_aes_128_ocb;
+    case NID_aes_256_gcm:
+      return NID_aes_256_ocb;
+    default:
+      return negotiated;
+  }
 }
 
 } // namespace ferry::sealed

@@ -46,8 +46,14 @@ std::array<uint8_t, header_size> encode_header(const header& h);
 // max_record, or reserved bytes set are refused.
 caf::expected<header> decode_header(std::span<const uint8_t, header_size> raw);
 
-// One direction's cipher (an OpenSSL NID: AES-128/256-GCM or
-// ChaCha20-Poly1305, as the handshake negotiated), key and IV.
+// The records' AEAD for the cipher the handshake negotiated: AES-OCB
+// (RFC 7253) of the same key size for AES-GCM — twice GCM's throughput with
+// AES-NI and OpenSSL 3.0, the cipher being most of a TLS channel's CPU —
+// and ChaCha20-Poly1305 as it is (hosts without AES instructions).
+int record_cipher_for(int negotiated_nid);
+
+// One direction's cipher (an OpenSSL NID, record_cipher_for's choice), key
+// and IV.
 struct direction_keys {
   int cipher_nid = 0;
   std::vector<uint8_t> key;
@@ -67,6 +73,9 @@ public:
   // Starts the next record (its header is the associated data).
   caf::expected<void> begin(std::span<const uint8_t, header_size> raw_header);
   // Seals or opens `n` bytes of it from `in` to `out` (which may be `in`).
+  // With OCB the last partial block's output is written by the next call,
+  // whose `out` must then follow this one's (a gap is an error), or by
+  // finish: a record's output is whole only once it is finished.
   caf::expected<void> update(const uint8_t* in, size_t n, uint8_t* out);
   // Sealing: writes the tag. Opening: checks it (an error if it fails).
   caf::expected<void> finish(uint8_t* tag);
@@ -77,6 +86,8 @@ private:
   std::array<uint8_t, iv_size> iv_{};
   uint64_t sequence_ = 0;
   bool seal_ = true;
+  size_t lag_ = 0;            // bytes taken whose output is not written yet
+  uint8_t* lag_at_ = nullptr; // where that output goes
 };
 
 } // namespace ferry::sealed

@@ -25,7 +25,7 @@ using namespace ferry;
 
 sealed::direction_keys fuzz_keys(uint8_t seed) {
   sealed::direction_keys k;
-  k.cipher_nid = NID_aes_128_gcm;
+  k.cipher_nid = sealed::record_cipher_for(NID_aes_128_gcm); // what AES suites use
   k.key.resize(16);
   std::iota(k.key.begin(), k.key.end(), seed);
   std::iota(k.iv.begin(), k.iv.end(), static_cast<uint8_t>(seed + 100));
@@ -50,14 +50,22 @@ std::unique_ptr<byte_stream> reader_over(const std::vector<uint8_t>& wire) {
 void read_hostile(uint8_t mode, const uint8_t* data, size_t size) {
   auto reader = reader_over({data, data + size});
   const size_t chunk = size_t{1} + (mode >> 2) * 97u;
-  std::vector<uint8_t> buf(chunk);
+  // Placed reads go one after another, as into a run of guest RAM (a block
+  // cipher holds a partial block back for the next read's place); the wire
+  // cannot hand over more than it holds.
+  std::vector<uint8_t> ram(size + chunk);
+  size_t at = 0;
   // Each read takes at least one wire byte or ends the stream.
   for (size_t i = 0; i <= size + 1; ++i) {
-    auto r = (mode & 2) != 0 ? reader->read_placed(buf.data(), chunk)
-                             : reader->read_some(buf.data(), chunk);
+    auto r = (mode & 2) != 0 ? reader->read_placed(ram.data() + at, chunk)
+                             : reader->read_some(ram.data(), chunk);
     if (!r || *r == 0)
       return;
     if (*r > chunk)
+      std::abort();
+    if ((mode & 2) != 0)
+      at += *r;
+    if (at > size)
       std::abort();
   }
   std::abort(); // more reads than wire bytes: the reader did not move

@@ -30,8 +30,9 @@ sealed::direction_keys keys_for(int nid, size_t key_len, uint8_t seed) {
   return k;
 }
 
-const sealed::direction_keys a_to_b = keys_for(NID_aes_128_gcm, 16, 1);
-const sealed::direction_keys b_to_a = keys_for(NID_aes_128_gcm, 16, 50);
+// What a channel whose handshake chose TLS_AES_128_GCM_SHA256 uses.
+const sealed::direction_keys a_to_b = keys_for(sealed::record_cipher_for(NID_aes_128_gcm), 16, 1);
+const sealed::direction_keys b_to_a = keys_for(sealed::record_cipher_for(NID_aes_128_gcm), 16, 50);
 
 bool says(const caf::error& e, const std::string& what) {
   return describe(e).find(what) != std::string::npos;
@@ -61,11 +62,21 @@ TEST(sealed_records, headers_round_trip_and_malformed_ones_are_refused) {
   EXPECT_TRUE(sealed::decode_header(sealed::encode_header({kind::control, sealed::max_record})));
 }
 
-// Three records through every cipher TLS 1.3 may negotiate: in order they
+TEST(sealed_records, records_use_ocb_for_aes_suites_and_chacha_as_negotiated) {
+  EXPECT_EQ(sealed::record_cipher_for(NID_aes_128_gcm), NID_aes_128_ocb);
+  EXPECT_EQ(sealed::record_cipher_for(NID_aes_256_gcm), NID_aes_256_ocb);
+  EXPECT_EQ(sealed::record_cipher_for(NID_chacha20_poly1305), NID_chacha20_poly1305);
+}
+
+// Three records through every cipher the records may use (the pieces of
+// 600 and 400 bytes leave OCB a partial block to hold back): in order they
 // open; altered body, altered header, or one skipped, they do not.
 TEST(sealed_records, every_cipher_opens_only_what_was_sealed_in_order) {
-  for (const auto& [nid, key_len] :
-       {std::pair{NID_aes_128_gcm, 16}, {NID_aes_256_gcm, 32}, {NID_chacha20_poly1305, 32}}) {
+  for (const auto& [nid, key_len] : {std::pair{NID_aes_128_ocb, 16},
+                                     {NID_aes_256_ocb, 32},
+                                     {NID_aes_128_gcm, 16},
+                                     {NID_aes_256_gcm, 32},
+                                     {NID_chacha20_poly1305, 32}}) {
     const auto keys = keys_for(nid, static_cast<size_t>(key_len), 9);
     auto sealer = sealed::record_cipher::create(keys, true);
     ASSERT_TRUE(sealer) << nid;
@@ -194,6 +205,33 @@ TEST(sealed_stream, placed_pages_and_control_bytes_arrive_byte_for_byte) {
       EXPECT_EQ(*end, 0u) << "a clean end after the last record";
     }
   }
+}
+
+// Page data read into runs apart in guest memory, in reads of 1000 bytes:
+// OCB holds a partial block back between reads, never across a page (runs
+// are whole pages). A run ending inside a cipher block, which only a hostile
+// source's records can cause, is an error, not a write elsewhere.
+TEST(sealed_stream, placed_runs_apart_in_memory_open_whole_and_a_run_off_a_block_is_refused) {
+  const auto w = sealed_wire(size_t{4} * 4096);
+  auto r = reader_of(w.bytes, 1000);
+  std::vector<uint8_t> control(20);
+  ASSERT_TRUE(read_fully(*r, control.data(), control.size(), false));
+  std::vector<std::vector<uint8_t>> pages(4, std::vector<uint8_t>(4096));
+  for (size_t i : {2, 0, 3, 1}) // any order of places; the bytes come in order
+    ASSERT_TRUE(read_fully(*r, pages[i].data(), 4096, true)) << i;
+  const std::vector<size_t> order{2, 0, 3, 1};
+  for (size_t k = 0; k < 4; ++k)
+    EXPECT_TRUE(std::equal(pages[order[k]].begin(), pages[order[k]].end(),
+                           w.pages.begin() + static_cast<std::ptrdiff_t>(k * 4096)))
+      << "page " << k;
+
+  auto odd = reader_of(w.bytes);
+  ASSERT_TRUE(read_fully(*odd, control.data(), control.size(), false));
+  std::vector<uint8_t> a(4001), b(4096 * 4 - 4001);
+  ASSERT_TRUE(read_fully(*odd, a.data(), a.size(), true));
+  auto refused = read_fully(*odd, b.data(), b.size(), true);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(says(refused.error(), "cipher block boundary")) << describe(refused.error());
 }
 
 TEST(sealed_stream, an_altered_control_record_hands_over_nothing) {
