@@ -89,6 +89,17 @@ migrate_once() {
     sleep 0.05
   done
   [ "$status" = completed ] || { echo "migration ${status:-unfinished}: $info" >&2; return 1; }
+  # QEMU 7.2 reports completed a moment before it has worked out the
+  # total-time (0 until then): a fast run caught in that moment would be
+  # lost, so ask again.
+  for _ in $(seq 1 40); do
+    case $info in
+      *'"total-time": 0,'* | *'"total-time":0,'*) ;;
+      *) break ;;
+    esac
+    sleep 0.05
+    info=$(qmp "$src_sock" query-migrate)
+  done
   # The destination may still be loading the last pages: its figures once
   # it reports completed too.
   for _ in $(seq 1 200); do
@@ -232,6 +243,7 @@ for row in "${rows[@]}"; do
         qt+=("$q"); qu+=("$u")
         pr+=("$(awk -v f="$t" -v q="$q" 'BEGIN {printf "%.2f", q / f}')")
       else
+        echo "QEMU run left out (${label}): result '${out:-}'" >&2
         qemu_failed[$label]=$((${qemu_failed[$label]:-0} + 1))
         pr+=("-")
       fi
