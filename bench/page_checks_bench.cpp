@@ -28,9 +28,11 @@ std::vector<uint8_t> random_ram() {
 void per_page(benchmark::State& state, uint64_t (*check)(const uint8_t*)) {
   const auto ram = random_ram();
   uint64_t sink = 0;
-  for (auto _ : state)
+  for (auto _ : state) {
+    (void) _;
     for (size_t i = 0; i < pages; ++i)
       sink ^= check(ram.data() + i * page);
+  }
   benchmark::DoNotOptimize(sink);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * ram.size()));
 }
@@ -47,9 +49,11 @@ void zero_test(benchmark::State& state) {
   for (size_t i = 0; i < pages; ++i)
     ram[i * page + page - 1] = 1;
   uint64_t sink = 0;
-  for (auto _ : state)
+  for (auto _ : state) {
+    (void) _;
     for (size_t i = 0; i < pages; ++i)
       sink += ferry::mig::is_zero_page(ram.data() + i * page) ? 1 : 0;
+  }
   benchmark::DoNotOptimize(sink);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * ram.size()));
 }
@@ -57,9 +61,11 @@ void crc32c_per_span(benchmark::State& state) {
   // A record of 16 KiB spans, as the channels write them.
   const auto ram = random_ram();
   uint32_t sink = 0;
-  for (auto _ : state)
+  for (auto _ : state) {
+    (void) _;
     for (size_t at = 0; at < ram.size(); at += 4 * page)
       sink ^= ferry::crc32c(sink, {ram.data() + at, 4 * page});
+  }
   benchmark::DoNotOptimize(sink);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * ram.size()));
 }

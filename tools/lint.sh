@@ -65,7 +65,7 @@ done < <(git ls-files '*.cpp' '*.hpp')
 echo "clang-format: clean"
 
 log=$(mktemp)
-if ! run-clang-tidy -p "$build" -quiet -j"$(nproc)" -extra-arg=-Wno-unknown-warning-option "$(pwd)/(actors|agent|orchestrator|protocol|tools|tests)/.*\.cpp$" >"$log" 2>&1 \
+if ! run-clang-tidy -p "$build" -quiet -j"$(nproc)" -extra-arg=-Wno-unknown-warning-option "$(pwd)/(actors|agent|bench|orchestrator|protocol|tools|tests)/.*\.cpp$" >"$log" 2>&1 \
    || grep -qE "(error|warning):" "$log"; then
   grep -E "(error|warning):" "$log" | head -40
   echo "clang-tidy: findings above"

@@ -34,7 +34,7 @@ caf::expected<endpoint> parse_endpoint(const std::string& text) {
   const auto given = opts.get("addr");
   if (!given || given->empty())
     return invalid("'" + text + "': no address (unix:PATH or tcp:HOST:PORT)");
-  const std::string addr = *given;
+  const std::string& addr = *given;
   endpoint ep;
   if (addr.rfind("unix:", 0) == 0) {
     ep.type = endpoint::kind::unix_socket;

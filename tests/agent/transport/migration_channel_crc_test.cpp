@@ -72,7 +72,7 @@ caf::expected<void> read_back(const std::vector<uint8_t>& wire, size_t head) {
 TEST(migration_channel_crc, covers_a_page_records_head_but_not_its_placed_data) {
   std::vector<uint8_t> head(24);
   std::iota(head.begin(), head.end(), uint8_t{1});
-  std::vector<uint8_t> pages(2 * 4096);
+  std::vector<uint8_t> pages(size_t{2} * 4096);
   std::iota(pages.begin(), pages.end(), uint8_t{9});
   const iovec parts[] = {{head.data(), head.size()}, {pages.data(), pages.size()}};
   const auto wire = wire_of(mig::record_type::pages, parts, 1);
