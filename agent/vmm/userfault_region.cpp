@@ -1,0 +1,132 @@
+#include "agent/vmm/userfault_region.hpp"
+
+#include "common/error.hpp"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+namespace ferry {
+
+namespace {
+
+// The syscall, or (where a sysctl keeps it from unprivileged users but the
+// device is open to this one) /dev/userfaultfd.
+int open_userfaultfd() {
+  const int flags = O_CLOEXEC | O_NONBLOCK;
+  int fd = static_cast<int>(::syscall(SYS_userfaultfd, flags));
+  if (fd >= 0 || errno != EPERM)
+    return fd;
+  const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+  if (dev < 0) {
+    errno = EPERM;
+    return -1;
+  }
+  fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+  ::close(dev);
+  return fd;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<userfault_region>> userfault_region::create(uint8_t* base,
+                                                                          uint64_t pages) {
+  if (pages == 0 || reinterpret_cast<uintptr_t>(base) % page_bytes != 0)
+    return make_ferry_error(errc::invalid_argument,
+                            "userfault region: an empty or unaligned range");
+  const int fd = open_userfaultfd();
+  if (fd < 0)
+    return make_system_error(errno == EPERM ? "userfaultfd is not allowed here (needs root, "
+                                              "vm.unprivileged_userfaultfd=1 or /dev/userfaultfd)"
+                                            : "userfaultfd");
+  std::unique_ptr<userfault_region> r{new userfault_region(fd, base, pages)};
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_MISSING_SHMEM;
+  if (::ioctl(fd, UFFDIO_API, &api) != 0)
+    return make_system_error("userfaultfd: API handshake (shared-memory missing faults)");
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<uintptr_t>(base);
+  reg.range.len = pages * page_bytes;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+  if (::ioctl(fd, UFFDIO_REGISTER, &reg) != 0)
+    return make_system_error("userfaultfd: registering guest RAM");
+  if ((reg.ioctls & (uint64_t{1} << _UFFDIO_COPY)) == 0)
+    return make_ferry_error(errc::system_error,
+                            "userfaultfd: this memory cannot take pages by UFFDIO_COPY");
+  return r;
+}
+
+userfault_region::userfault_region(int fd, uint8_t* base, uint64_t pages)
+  : fd_(fd), base_(base), pages_(pages), placed_((pages + 63) / 64) {}
+
+// Unregistering wakes every thread still waiting: it faults again and finds
+// an ordinary (absent, so zero-filled) page.
+userfault_region::~userfault_region() {
+  uffdio_range range{reinterpret_cast<uintptr_t>(base_), pages_ * page_bytes};
+  (void) ::ioctl(fd_, UFFDIO_UNREGISTER, &range);
+  ::close(fd_);
+}
+
+caf::expected<bool> userfault_region::place(uint64_t pfn, const uint8_t* data) {
+  if (pfn >= pages_)
+    return make_ferry_error(errc::invalid_argument, "userfault region: page " +
+                                                      std::to_string(pfn) + " is outside RAM (" +
+                                                      std::to_string(pages_) + " pages)");
+  uffdio_copy copy{};
+  copy.dst = reinterpret_cast<uintptr_t>(base_ + pfn * page_bytes);
+  copy.src = reinterpret_cast<uintptr_t>(data);
+  copy.len = page_bytes;
+  while (::ioctl(fd_, UFFDIO_COPY, &copy) != 0) {
+    if (errno == EEXIST)
+      return false;
+    // EAGAIN: the address space changed under the copy; nothing was placed.
+    if (errno != EAGAIN || copy.copy != 0)
+      return make_system_error("userfaultfd: placing page " + std::to_string(pfn));
+    copy.copy = 0;
+  }
+  const uint64_t bit = uint64_t{1} << (pfn % 64);
+  if ((placed_[pfn / 64].fetch_or(bit, std::memory_order_relaxed) & bit) == 0)
+    placed_count_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+caf::expected<std::optional<uint64_t>>
+userfault_region::next_fault(std::chrono::milliseconds timeout) {
+  pollfd p{fd_, POLLIN, 0};
+  const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  if (n < 0 && errno != EINTR)
+    return make_system_error("userfaultfd: waiting for a fault");
+  if (n <= 0)
+    return std::optional<uint64_t>{};
+  uffd_msg msg{};
+  const ssize_t got = ::read(fd_, &msg, sizeof msg);
+  if (got < 0 && errno == EAGAIN) // another reader, or the fault resolved itself
+    return std::optional<uint64_t>{};
+  if (got != static_cast<ssize_t>(sizeof msg))
+    return make_system_error("userfaultfd: reading a fault");
+  if (msg.event != UFFD_EVENT_PAGEFAULT)
+    return std::optional<uint64_t>{};
+  const uint64_t addr = msg.arg.pagefault.address;
+  const auto start = reinterpret_cast<uintptr_t>(base_);
+  if (addr < start || addr >= start + pages_ * page_bytes)
+    return make_ferry_error(errc::system_error, "userfaultfd: a fault outside the region");
+  return std::optional<uint64_t>{(addr - start) / page_bytes};
+}
+
+bool userfault_region::placed(uint64_t pfn) const {
+  return pfn < pages_ &&
+         ((placed_[pfn / 64].load(std::memory_order_relaxed) >> (pfn % 64)) & 1U) != 0;
+}
+
+uint64_t userfault_region::placed_count() const {
+  return placed_count_.load(std::memory_order_relaxed);
+}
+
+} // namespace ferry
