@@ -185,14 +185,21 @@ void encode_pages(page_batch_parts& out, std::span<const uint64_t> entries,
   out.parts[2] = {const_cast<uint8_t*>(data.data()), data.size()};
 }
 
-void page_batch_parts::flatten(std::vector<uint8_t>& out) const {
-  out.resize(size());
+void flatten(std::span<const iovec> parts, std::vector<uint8_t>& out) {
+  size_t len = 0;
+  for (const auto& part : parts)
+    len += part.iov_len;
+  out.resize(len);
   size_t at = 0;
   for (const auto& part : parts) {
     if (part.iov_len != 0)
       std::memcpy(out.data() + at, part.iov_base, part.iov_len);
     at += part.iov_len;
   }
+}
+
+void page_batch_parts::flatten(std::vector<uint8_t>& out) const {
+  mig::flatten(parts, out);
 }
 
 caf::expected<size_t> page_batch_head_size(std::span<const uint8_t> prefix) {

@@ -121,6 +121,8 @@ struct page_batch_parts {
   // The payload in one piece (for a compressor).
   void flatten(std::vector<uint8_t>& out) const;
 };
+// Pieces of a payload, wherever they lie, in one buffer (for a compressor).
+void flatten(std::span<const iovec> parts, std::vector<uint8_t>& out);
 // `entries` are page indexes, zero pages with zero_page_bit; `data` holds
 // the non-zero pages' bytes in entry order. What decode_pages() reads back.
 void encode_pages(page_batch_parts& out, std::span<const uint64_t> entries,

@@ -222,11 +222,7 @@ caf::expected<void> page_sender::send_pages(const std::vector<uint64_t>& pfns) {
   parts_.insert(parts_.end(), spans_.begin(), spans_.end());
   uint64_t bytes = mig::header_size + batch.size() + with_data * mig::page_size;
   if (opt_.compress != mig::compression::none) {
-    plain_.clear();
-    for (const auto& part : parts_) {
-      const auto* p = static_cast<const uint8_t*>(part.iov_base);
-      plain_.insert(plain_.end(), p, p + part.iov_len);
-    }
+    mig::flatten(parts_, plain_);
     if (auto ok = mig::compress_pages(opt_.compress, opt_.level, plain_, compressed_); !ok)
       return ok;
     bytes = mig::header_size + compressed_.size();

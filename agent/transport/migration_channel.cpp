@@ -142,8 +142,8 @@ caf::expected<void> migration_channel::read_exact(uint8_t* p, size_t n, bool pla
   return {};
 }
 
-caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts,
-                                            size_t placed_from) {
+std::pair<uint32_t, size_t> migration_channel::crc_and_length(std::span<const iovec> parts,
+                                                              size_t placed_from) const {
   uint32_t crc = 0;
   size_t len = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -151,6 +151,12 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
       crc = crc32c(crc, {static_cast<const uint8_t*>(parts[i].iov_base), parts[i].iov_len});
     len += parts[i].iov_len;
   }
+  return {crc, len};
+}
+
+caf::expected<void> migration_channel::send(mig::record_type type, std::span<const iovec> parts,
+                                            size_t placed_from) {
+  const auto [crc, len] = crc_and_length(parts, placed_from);
   auto hdr = mig::encode_header(type, static_cast<uint32_t>(len), crc);
   std::vector<iovec> iov;
   iov.reserve(parts.size() + 1);
@@ -172,13 +178,7 @@ caf::expected<void> migration_channel::send(mig::record_type type, std::span<con
 
 caf::expected<void> migration_channel::send_live(std::span<const iovec> head,
                                                  std::span<const iovec> pages) {
-  uint32_t crc = 0;
-  size_t len = 0;
-  for (const auto& part : head) {
-    if (!sealed_)
-      crc = crc32c(crc, {static_cast<const uint8_t*>(part.iov_base), part.iov_len});
-    len += part.iov_len;
-  }
+  auto [crc, len] = crc_and_length(head, head.size());
   for (const auto& part : pages)
     len += part.iov_len;
   auto hdr = mig::encode_header(mig::record_type::live_pages, static_cast<uint32_t>(len), crc);

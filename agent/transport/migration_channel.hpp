@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace ferry {
@@ -69,8 +70,6 @@ public:
 
   // Runs TLS over this (socket) channel from now on.
   caf::expected<void> start_tls(const tls_context& ctx);
-  // TLS runs over this channel (set by start_tls, before any page is sent).
-  bool sealed() const { return sealed_; }
   // The TLS peer's certificate subject ("" without TLS or certificate).
   std::string peer_dn() const { return stream_->peer_dn(); }
 
@@ -89,6 +88,10 @@ public:
 
 private:
   caf::expected<void> read_exact(uint8_t* p, size_t n, bool placed = false);
+  // A record's payload CRC (over the parts before `placed_from`; 0 under
+  // TLS) and its length (all parts).
+  std::pair<uint32_t, size_t> crc_and_length(std::span<const iovec> parts,
+                                             size_t placed_from) const;
   // Why an interrupted read or write failed.
   caf::error cut_error() const;
 
