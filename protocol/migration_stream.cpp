@@ -2,6 +2,7 @@
 
 #include "protocol/crc32c.hpp"
 #include "protocol/protocol_error.hpp"
+#include "protocol/wire_bytes.hpp"
 #include "protocol/xbzrle.hpp"
 
 #include <bit>
@@ -13,26 +14,9 @@ namespace {
 
 constexpr std::array<uint8_t, 8> magic = {'F', 'E', 'R', 'R', 'Y', 'M', 'I', 'G'};
 
-template <class T>
-void put(std::vector<uint8_t>& out, T v) {
-  const size_t at = out.size();
-  out.resize(at + sizeof(T));
-  std::memcpy(out.data() + at, &v, sizeof(T));
-}
-
-void put_bytes(std::vector<uint8_t>& out, const uint8_t* p, size_t n) {
-  const size_t at = out.size();
-  out.resize(at + n);
-  if (n != 0)
-    std::memcpy(out.data() + at, p, n);
-}
-
-template <class T>
-T get(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
+using wire::get;
+using wire::put;
+using wire::put_bytes;
 
 caf::error bad(std::string what) {
   return make_protocol_error(protocol_errc::malformed, "migration stream: " + std::move(what));
@@ -70,6 +54,14 @@ const char* to_string(record_type t) {
       return "digest";
     case record_type::live_pages:
       return "live-pages";
+    case record_type::discard:
+      return "discard";
+    case record_type::postcopy_run:
+      return "postcopy-run";
+    case record_type::postcopy_pages:
+      return "postcopy-pages";
+    case record_type::page_request:
+      return "page-request";
   }
   return "unknown";
 }
@@ -92,7 +84,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::live_pages))
+      t > static_cast<uint32_t>(record_type::page_request))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

@@ -48,6 +48,13 @@ enum class record_type : uint32_t {
   // kernel reads the pages while they go out. Laid out, and checked, as
   // `pages`.
   live_pages = 14,
+  // Postcopy (postcopy_records.hpp): the pages the destination must wait
+  // for, the switch, pages placed while the guest runs there, and the
+  // destination's requests for the pages its guest is waiting on.
+  discard = 15,
+  postcopy_run = 16,
+  postcopy_pages = 17,
+  page_request = 18,
 };
 const char* to_string(record_type t);
 
@@ -75,6 +82,9 @@ inline constexpr uint32_t flag_validate_uuid = 1u << 1;
 // Bits 2-3: multifd-compression (mig::compression).
 inline constexpr uint32_t compression_shift = 2;
 inline constexpr uint32_t compression_mask = 3u << compression_shift;
+// postcopy-ram: the source may switch to postcopy; the destination must be
+// able to take pages while its guest runs (userfaultfd).
+inline constexpr uint32_t flag_postcopy = 1u << 4;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd
