@@ -38,6 +38,13 @@ public:
     const uint64_t old = per_page_[pfn].exchange(c, std::memory_order_relaxed);
     sum_.fetch_add(c - old, std::memory_order_relaxed);
   }
+  // Page `pfn` no longer counts (postcopy: both sides leave out the pages
+  // still to come, whose copies in flight may have been torn by the
+  // running guest; each of those is checked on its own when it arrives).
+  void forget(uint64_t pfn) {
+    const uint64_t old = per_page_[pfn].exchange(0, std::memory_order_relaxed);
+    sum_.fetch_sub(old, std::memory_order_relaxed);
+  }
   uint64_t value() const { return sum_.load(std::memory_order_relaxed); }
 
 private:

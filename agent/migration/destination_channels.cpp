@@ -85,6 +85,19 @@ std::string migration_destination::impl::disagreement() const {
   if (src_multifd && src_compress != plan.compress)
     return std::string{"multifd-compression differs: source "} + mig::to_string(src_compress) +
            ", destination " + mig::to_string(plan.compress);
+  const bool src_postcopy = (hello.flags & mig::flag_postcopy) != 0;
+  if (src_postcopy != plan.postcopy)
+    return std::string{"capability postcopy-ram is "} + (src_postcopy ? "on" : "off") +
+           " on the source but " + (plan.postcopy ? "on" : "off") + " on the destination";
+  if (src_postcopy && !plan.from.bidirectional())
+    return "postcopy needs a socket transport (tcp: or unix:): pages are asked for on it";
+  if (src_postcopy) {
+    // Whether this guest's RAM can take pages while it runs: registered
+    // for a moment (before any page arrives) and let go.
+    auto probe = userfault_region::create(g.memory().data(), 1);
+    if (!probe)
+      return "postcopy is not possible on this destination: " + describe(probe.error());
+  }
   if ((hello.flags & mig::flag_validate_uuid) != 0 && hello.uuid != plan.uuid)
     return "UUID received is " + hex16(hello.uuid) + " and local is " + hex16(plan.uuid);
   if (auto denied = authz_denied(*main))
@@ -106,6 +119,7 @@ caf::expected<destination_event> migration_destination::impl::handshake() {
   if (!refusal.empty())
     return refuse(refusal);
   multifd = (hello.flags & mig::flag_multifd) != 0;
+  postcopy = (hello.flags & mig::flag_postcopy) != 0;
   compress = multifd ? plan.compress : mig::compression::none;
   if (!hooks.step(migration_event::setup_done))
     return refuse("the incoming migration was stopped");

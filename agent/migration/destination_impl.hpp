@@ -10,8 +10,11 @@
 #include "agent/migration/migration_destination.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "agent/transport/sockets.hpp"
+#include "agent/vmm/dirty_bitmap.hpp"
+#include "agent/vmm/userfault_region.hpp"
 #include "common/error.hpp"
 #include "protocol/page_digest.hpp"
+#include "protocol/postcopy_records.hpp"
 
 #include <array>
 #include <atomic>
@@ -22,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace ferry {
@@ -83,6 +87,22 @@ struct migration_destination::impl {
   std::atomic<bool> whole_guest{false};          // memory and CPU state all loaded
   mig::memory_digest digest{g.memory().pages()}; // over every page applied
   std::optional<uint64_t> source_digest;         // the source's, from its digest record
+  // Postcopy (postcopy-ram agreed in the hello): the pages the source
+  // discarded, to come after the switch; the RAM that waits for them; the
+  // `mig-fault` thread that asks for the ones the guest touches.
+  bool postcopy = false;
+  bool postcopy_run_seen = false;
+  uint64_t awaited_count = 0; // as the source counted them
+  dirty_bitmap awaited{0};
+  std::unique_ptr<userfault_region> region;
+  std::atomic<bool> guest_runs_here{false}; // go arrived: the only running copy is here
+  std::atomic<uint64_t> awaited_placed{0};
+  std::thread fault_thread;
+  std::atomic<bool> fault_stop{false};
+  std::mutex wait_mtx;                                          // waiting
+  std::unordered_map<uint64_t, clock_type::time_point> waiting; // requested, not placed
+  std::atomic<uint64_t> blocktime_us{0}; // summed over requested pages: request to placement
+  std::atomic<uint64_t> placed_requested{0};
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -134,6 +154,19 @@ struct migration_destination::impl {
   caf::expected<destination_event> receive_main();
   caf::expected<destination_event> load_state();
   caf::expected<destination_event> await_go();
+  caf::expected<void> check_digest();
+  // Postcopy.
+  caf::expected<void> note_discard(std::span<const uint8_t> payload);
+  caf::expected<destination_event> postcopy_load();
+  caf::expected<destination_event> receive_postcopy();
+  caf::expected<void> place_batch(const mig::record_header& h, std::vector<uint8_t>& head,
+                                  std::vector<uint8_t>& staging);
+  void watch_faults();
+  void stop_fault_thread() {
+    fault_stop = true;
+    if (fault_thread.joinable())
+      fault_thread.join();
+  }
   std::string disagreement() const;
   caf::expected<bool> main_record(const mig::record_header& h, const std::vector<uint8_t>& buf);
   void join_receivers() {

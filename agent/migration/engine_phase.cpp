@@ -15,15 +15,27 @@ using dp = destination_phase;
 using de = destination_event;
 
 constexpr std::array<std::string_view, source_phase_count> source_phase_names = {
-  "connect",  "setup", "iterate", "switchover", "device-state",
-  "handover", "done",  "failed",  "cancelled"};
+  "connect",         "setup",    "iterate", "switchover", "device-state", "handover",
+  "postcopy-switch", "postcopy", "done",    "failed",     "cancelled"};
 constexpr std::array<std::string_view, source_event_count> source_event_names = {
-  "connected",  "setup-done",        "pass-again", "pass-converged", "dirty-sent",
-  "state-sent", "destination-ready", "error",      "cancel"};
+  "connected",
+  "setup-done",
+  "pass-again",
+  "pass-converged",
+  "dirty-sent",
+  "state-sent",
+  "destination-ready",
+  "postcopy-requested",
+  "destination-running",
+  "postcopy-done",
+  "error",
+  "cancel"};
 constexpr std::array<std::string_view, destination_phase_count> destination_phase_names = {
-  "listen", "handshake", "channels", "receive", "load-state", "handover", "done", "failed"};
+  "listen",   "handshake",     "channels", "receive", "load-state",
+  "handover", "postcopy-load", "postcopy", "done",    "failed"};
 constexpr std::array<std::string_view, destination_event_count> destination_event_names = {
-  "accepted", "agreed", "channels-up", "stream-ended", "state-loaded", "go", "error", "cancel"};
+  "accepted", "agreed",          "channels-up",   "stream-ended", "state-loaded",
+  "go",       "postcopy-switch", "postcopy-done", "error",        "cancel"};
 
 template <class Phase, class Event>
 caf::error refused(Phase from, Event on) {
@@ -77,6 +89,8 @@ caf::expected<source_phase> step(source_phase from, source_event on) {
         return sp::iterate; // iterate --pass-again--> iterate
       if (on == se::pass_converged)
         return sp::switchover; // iterate --pass-converged--> switchover
+      if (on == se::postcopy_requested)
+        return sp::postcopy_switch; // iterate --postcopy-requested--> postcopy-switch
       break;
     case sp::switchover:
       if (on == se::dirty_sent)
@@ -89,6 +103,14 @@ caf::expected<source_phase> step(source_phase from, source_event on) {
     case sp::handover:
       if (on == se::destination_ready)
         return sp::done; // handover --destination-ready--> done
+      break;
+    case sp::postcopy_switch:
+      if (on == se::destination_running)
+        return sp::postcopy; // postcopy-switch --destination-running--> postcopy
+      break;
+    case sp::postcopy:
+      if (on == se::postcopy_done)
+        return sp::done; // postcopy --postcopy-done--> done
       break;
     default:
       break;
@@ -119,6 +141,8 @@ caf::expected<destination_phase> step(destination_phase from, destination_event 
     case dp::receive:
       if (on == de::stream_ended)
         return dp::load_state; // receive --stream-ended--> load-state
+      if (on == de::postcopy_switch)
+        return dp::postcopy_load; // receive --postcopy-switch--> postcopy-load
       break;
     case dp::load_state:
       if (on == de::state_loaded)
@@ -127,6 +151,14 @@ caf::expected<destination_phase> step(destination_phase from, destination_event 
     case dp::handover:
       if (on == de::go)
         return dp::done; // handover --go--> done
+      break;
+    case dp::postcopy_load:
+      if (on == de::go)
+        return dp::postcopy; // postcopy-load --go--> postcopy
+      break;
+    case dp::postcopy:
+      if (on == de::postcopy_done)
+        return dp::done; // postcopy --postcopy-done--> done
       break;
     default:
       break;

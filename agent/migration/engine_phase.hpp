@@ -3,7 +3,7 @@
 // transition table (QEMU's phases: setup, iterate, switchover, device state,
 // completion; with the failure and cancel edges). The engine's own thread is
 // the only one that steps its phase; the owner's MigrationStatus machine
-// (migration_state) is what QMP shows. Postcopy and COLO add phases here.
+// (migration_state) is what QMP shows. COLO adds phases here.
 
 #include <caf/expected.hpp>
 
@@ -19,24 +19,32 @@ enum class source_phase : uint8_t {
   switchover,   // guest stopped, last dirty pages, channels drained
   device_state, // CPU and device state, end of stream
   handover,     // the destination loaded everything; go
+  // postcopy-ram, after migrate-start-postcopy: the guest stops, what the
+  // destination lacks is named (discard), CPU and device state go, and the
+  // destination runs the guest once it answers ready and hears go.
+  postcopy_switch,
+  postcopy, // the rest of the pages, requested ones first
   done,
   failed,
   cancelled,
 };
-inline constexpr size_t source_phase_count = 9;
+inline constexpr size_t source_phase_count = 11;
 
 enum class source_event : uint8_t {
-  connected,         // the destination agreed to the handshake
-  setup_done,        // tracking on; the first pass may begin
-  pass_again,        // a pass ended with more dirty than the downtime allows
-  pass_converged,    // a pass ended with the rest within downtime-limit
-  dirty_sent,        // the last dirty pages are on the wire, senders drained
-  state_sent,        // CPU and device state and the end record went
-  destination_ready, // the destination answered ready, the owner took over
-  error,             // a failure: the source keeps its guest
-  cancel,            // migrate_cancel
+  connected,           // the destination agreed to the handshake
+  setup_done,          // tracking on; the first pass may begin
+  pass_again,          // a pass ended with more dirty than the downtime allows
+  pass_converged,      // a pass ended with the rest within downtime-limit
+  dirty_sent,          // the last dirty pages are on the wire, senders drained
+  state_sent,          // CPU and device state and the end record went
+  destination_ready,   // the destination answered ready, the owner took over
+  postcopy_requested,  // a pass ended after migrate-start-postcopy
+  destination_running, // postcopy: the destination took the guest (go sent)
+  postcopy_done,       // postcopy: every page is placed on the destination
+  error,               // a failure: the source keeps its guest (in postcopy: stays stopped)
+  cancel,              // migrate_cancel
 };
-inline constexpr size_t source_event_count = 9;
+inline constexpr size_t source_event_count = 12;
 
 enum class destination_phase : uint8_t {
   listen,     // waiting for the source's main channel
@@ -45,22 +53,29 @@ enum class destination_phase : uint8_t {
   receive,    // pages until the end record
   load_state, // CPU and device state applied
   handover,   // ready sent; waiting for go
+  // postcopy: state loaded and the digest of what arrived so far checked,
+  // the pages still to come made absent and watched (userfaultfd); ready
+  // sent, waiting for go.
+  postcopy_load,
+  postcopy, // the guest runs here; its missing pages are asked for and placed
   done,
   failed,
 };
-inline constexpr size_t destination_phase_count = 8;
+inline constexpr size_t destination_phase_count = 10;
 
 enum class destination_event : uint8_t {
-  accepted,     // the main channel connected
-  agreed,       // the hello matched this guest
-  channels_up,  // every multifd channel is receiving (or there are none)
-  stream_ended, // the end record arrived, every channel drained
-  state_loaded, // the CPU state went into the guest
-  go,           // the source let the guest run here
-  error,        // malformed stream, refused handshake, lost channel
-  cancel,       // the owner stopped the incoming migration
+  accepted,        // the main channel connected
+  agreed,          // the hello matched this guest
+  channels_up,     // every multifd channel is receiving (or there are none)
+  stream_ended,    // the end record arrived, every channel drained
+  state_loaded,    // the CPU state went into the guest
+  go,              // the source let the guest run here
+  postcopy_switch, // postcopy-run arrived after the state: switch to postcopy
+  postcopy_done,   // every page the source still owed is placed
+  error,           // malformed stream, refused handshake, lost channel
+  cancel,          // the owner stopped the incoming migration
 };
-inline constexpr size_t destination_event_count = 8;
+inline constexpr size_t destination_event_count = 10;
 
 std::string_view to_string(source_phase p);
 std::string_view to_string(source_event e);

@@ -53,8 +53,12 @@ caf::expected<migration_status> migration_controller::step_locked(migration_side
     emit_(qmp::event("MIGRATION", json::object{{"status", to_string(cur)}}));
   // The source's run state travels (QEMU): a guest that was paused there
   // stays paused here whatever -S said; a running one starts unless -S.
-  if (side == migration_side::destination && cur == migration_status::completed && autostart_ &&
-      (!in_ || in_->source_was_running())) {
+  // Postcopy starts it at the switch: its pages follow while it runs.
+  const bool arrived =
+    cur == migration_status::completed ||
+    (cur == migration_status::postcopy_active && ev == migration_event::start_postcopy);
+  if (side == migration_side::destination && arrived && autostart_ &&
+      guest_.state() == run_state::prelaunch && (!in_ || in_->source_was_running())) {
     if (guest_.start())
       emit_(qmp::event("RESUME"));
   }
@@ -127,6 +131,10 @@ migration_hooks migration_controller::hooks_for(migration_side side) {
   h.step = [this, side](migration_event ev) { return static_cast<bool>(step(side, ev)); };
   h.emit = emit_;
   h.threads = &threads_;
+  h.keep_stopped = [this](guest::pause_guard& g) {
+    std::lock_guard lk{mtx_};
+    postmigrate_ = std::move(g);
+  };
   h.complete = [this, side](guest::pause_guard& g) {
     std::lock_guard lk{mtx_};
     if (!step_locked(side, migration_event::complete))
@@ -217,6 +225,13 @@ std::optional<std::string> migration_controller::cancel() {
   }
   if (!migration_running(out_status_) || out_status_ == migration_status::cancelling)
     return std::nullopt;
+  // As libvirt: once the guest runs on the destination, a cancel would
+  // lose it (this side's copy is stale).
+  if (out_status_ == migration_status::postcopy_active ||
+      out_status_ == migration_status::postcopy_paused ||
+      out_status_ == migration_status::postcopy_recover)
+    return "Postcopy migration cannot be cancelled: the guest runs on the destination "
+           "(migrate-pause pauses it)";
   if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
     return describe(ok.error());
   if (out_)
@@ -250,8 +265,17 @@ std::optional<std::string> migration_controller::start_postcopy() {
   std::lock_guard lk{mtx_};
   if (out_status_ == migration_status::none)
     return "Postcopy must be started after migration has been started";
-  if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
-    return describe(ok.error());
+  if (!out_) { // no engine behind the state (tests stepping by hand)
+    if (auto ok = step_locked(migration_side::source, migration_event::start_postcopy); !ok)
+      return describe(ok.error());
+    return std::nullopt;
+  }
+  if (out_status_ != migration_status::active)
+    return "Postcopy can only start while the migration is active (it is " +
+           std::string{to_string(out_status_)} + ")";
+  // The engine switches at the end of the pass under way; the status
+  // follows then.
+  out_->start_postcopy();
   return std::nullopt;
 }
 

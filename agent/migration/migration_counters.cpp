@@ -16,13 +16,13 @@ boost::json::object migration_stats_json(const migration_counters& c, const migr
     {"dirty-pages-rate", f.dirty_pages_rate},
     {"mbps", static_cast<double>(f.bandwidth) * 8.0 / 1e6},
     {"dirty-sync-count", c.sync_count.load()},
-    {"postcopy-requests", 0},
+    {"postcopy-requests", c.postcopy_requests.load()},
     {"page-size", mig::page_size},
     {"multifd-bytes", c.multifd_bytes.load()},
     {"pages-per-second", f.pages_per_second},
     {"precopy-bytes", c.precopy_bytes.load()},
     {"downtime-bytes", c.downtime_bytes.load()},
-    {"postcopy-bytes", 0},
+    {"postcopy-bytes", c.postcopy_bytes.load()},
     {"dirty-sync-missed-zero-copy", c.missed_zero_copy.load()},
   };
 }

@@ -27,6 +27,10 @@ struct migration_counters {
   // zero-copy-send: flushes (per channel, at each sync) that found the
   // kernel had copied pages after all.
   std::atomic<uint64_t> missed_zero_copy{0};
+  // Postcopy: page requests (sent by the destination, served by the source)
+  // and the bytes of pages sent after the switch.
+  std::atomic<uint64_t> postcopy_requests{0};
+  std::atomic<uint64_t> postcopy_bytes{0};
 
   void add_sent(uint64_t bytes, bool multifd) {
     (guest_stopped.load(std::memory_order_relaxed) ? downtime_bytes : precopy_bytes)

@@ -185,6 +185,10 @@ caf::expected<destination_event> migration_destination::impl::run_phase(destinat
       return load_state();
     case destination_phase::handover:
       return await_go();
+    case destination_phase::postcopy_load:
+      return postcopy_load();
+    case destination_phase::postcopy:
+      return receive_postcopy();
     default:
       return refuse("no work in phase " + std::string{to_string(p)});
   }
@@ -255,6 +259,20 @@ caf::expected<bool> migration_destination::impl::main_record(const mig::record_h
     }
     case mig::record_type::end:
       return false;
+    case mig::record_type::discard:
+      if (!postcopy)
+        return refuse("discard record without postcopy-ram");
+      if (auto ok = note_discard(buf); !ok)
+        return ok.error();
+      return true;
+    case mig::record_type::postcopy_run: {
+      if (!postcopy)
+        return refuse("postcopy-run record without postcopy-ram");
+      FERRY_TRY(n, mig::decode_postcopy_run(buf));
+      awaited_count = n;
+      postcopy_run_seen = true;
+      return false; // postcopy-pages follow, read in the postcopy phase
+    }
     case mig::record_type::abort: {
       auto st = mig::decode_status(buf);
       return refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
@@ -287,36 +305,40 @@ caf::expected<destination_event> migration_destination::impl::receive_main() {
     std::lock_guard lk{mtx};
     return refuse(error);
   }
-  return destination_event::stream_ended;
+  return postcopy_run_seen ? destination_event::postcopy_switch : destination_event::stream_ended;
 }
 
 caf::expected<destination_event> migration_destination::impl::load_state() {
   if (cpu.empty() || !devices)
     return refuse("the stream ended without the guest's CPU and device state");
-  // The proof: this side holds exactly what the source sent, page by page.
-  if (!source_digest)
-    return refuse("the stream ended without the switchover digest");
-  if (*source_digest != digest.value()) {
-    char text[160];
-    std::snprintf(text, sizeof text,
-                  "%.*s: the pages here differ from what the source sent "
-                  "(source %016llx, here %016llx)",
-                  static_cast<int>(mig::digest_mismatch_phrase.size()),
-                  mig::digest_mismatch_phrase.data(),
-                  static_cast<unsigned long long>(*source_digest),
-                  static_cast<unsigned long long>(digest.value()));
-    // The source hears why instead of a closed link, and keeps its guest;
-    // the channels stay open until it has read it (it closes them), for a
-    // second at most.
-    if (plan.from.bidirectional() &&
-        main->send(mig::record_type::ready, mig::encode(mig::status_msg{1, text})))
-      (void) main->wait_readable(1000);
-    return refuse(text);
-  }
+  if (auto ok = check_digest(); !ok)
+    return ok.error();
   if (auto ok = g.load_cpu_state(cpu); !ok)
     return ok.error();
   whole_guest = true;
   return destination_event::state_loaded;
+}
+
+// The proof: this side holds exactly what the source sent, page by page.
+caf::expected<void> migration_destination::impl::check_digest() {
+  if (!source_digest)
+    return refuse("the stream ended without the switchover digest");
+  if (*source_digest == digest.value())
+    return {};
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "%.*s: the pages here differ from what the source sent "
+                "(source %016llx, here %016llx)",
+                static_cast<int>(mig::digest_mismatch_phrase.size()),
+                mig::digest_mismatch_phrase.data(), static_cast<unsigned long long>(*source_digest),
+                static_cast<unsigned long long>(digest.value()));
+  // The source hears why instead of a closed link, and keeps its guest;
+  // the channels stay open until it has read it (it closes them), for a
+  // second at most.
+  if (plan.from.bidirectional() &&
+      main->send(mig::record_type::ready, mig::encode(mig::status_msg{1, text})))
+    (void) main->wait_readable(1000);
+  return refuse(text);
 }
 
 caf::expected<destination_event> migration_destination::impl::await_go() {
@@ -359,6 +381,14 @@ void migration_destination::impl::run() {
       std::lock_guard lk{mtx};
       if (error.empty())
         error = describe(ok.error());
+    }
+    stop_fault_thread();
+    // The guest runs here and waits for pages the source still holds: its
+    // RAM stays watched (a thread touching a missing page waits), and the
+    // migration pauses instead of failing (QEMU's postcopy-paused).
+    if (guest_runs_here) {
+      hooks.step(migration_event::postcopy_broken);
+      return;
     }
     hooks.step(migration_event::fail);
     return;

@@ -31,6 +31,7 @@ struct incoming_migration {
   bool multifd = false;
   uint32_t channels = 2;
   bool validate_uuid = false;
+  bool postcopy = false; // postcopy-ram: the source may switch to postcopy
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

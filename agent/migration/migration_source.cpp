@@ -15,6 +15,7 @@ void migration_source::impl::run() {
     note_failure(ok.error());
     senders.clear();
   }
+  stop_return_path();
   if (tracking)
     g.dirty_log().stop();
   throttle.reset(); // full speed again (or stopped, after completion)
@@ -28,7 +29,8 @@ void migration_source::impl::run() {
   }
   total_ms = ms_since(start);
   // The source keeps its guest: running again if the migration stopped it.
-  if (paused) {
+  // Not after postcopy's go: the destination may be running it.
+  if (paused && !postcopy_committed) {
     paused = {};
     if (g.state() == run_state::running)
       hooks.emit(qmp::event("RESUME"));
@@ -38,6 +40,15 @@ void migration_source::impl::run() {
     channels.clear();
   }
   finished = true;
+  if (postcopy_committed) {
+    // The guest runs on the destination, waiting there for the pages this
+    // side still owes: the migration pauses (QEMU's postcopy-paused) and
+    // this stopped copy stays with the owner.
+    if (hooks.keep_stopped)
+      hooks.keep_stopped(paused);
+    hooks.step(migration_event::postcopy_broken);
+    return;
+  }
   if (cancelled || !hooks.step(migration_event::fail))
     hooks.step(migration_event::cancel_done);
 }
@@ -65,6 +76,10 @@ void migration_source::cancel() {
 
 void migration_source::resume_switchover() {
   impl_->resume = true;
+}
+
+void migration_source::start_postcopy() {
+  impl_->postcopy_requested = true;
 }
 
 void migration_source::set_parameters(const live_parameters& p) {
@@ -99,7 +114,7 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
     info["dirty-limit-throttle-time-per-round"] = p.plan.dirty_limit->throttle_time_per_round_us();
     info["dirty-limit-ring-full-time"] = p.plan.dirty_limit->ring_full_time_us();
   }
-  const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes;
+  const uint64_t transferred = p.ctr.precopy_bytes + p.ctr.downtime_bytes + p.ctr.postcopy_bytes;
   migration_figures f;
   f.transferred = transferred;
   f.remaining = p.remaining_bytes;

@@ -52,6 +52,10 @@ struct outgoing_migration {
   uint64_t dirty_limit_quota = 1;
   uint64_t dirty_limit_period_ms = 1000;
   bool validate_uuid = false;
+  // postcopy-ram: migrate-start-postcopy may switch the migration to
+  // postcopy (needs a socket transport: the destination asks for pages).
+  bool postcopy = false;
+  uint64_t max_postcopy_bandwidth = 0; // bytes/s, 0 = unlimited
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};
@@ -66,6 +70,10 @@ struct migration_hooks {
   // Steps the owner's state machine; false when the step was refused.
   std::function<bool(migration_event)> step;
   std::function<void(std::string)> emit; // a QMP event line
+  // Postcopy's source: its guest now belongs to the destination, so its
+  // stopped copy must never run again on its own; the owner keeps the
+  // guard (as after completion) whatever becomes of the migration.
+  std::function<void(guest::pause_guard&)> keep_stopped;
   // Steps to completed and, in the same breath, takes the stopped guest's
   // guard: it stays stopped until the owner lets it run again (`cont`), and
   // nobody sees "completed" with the guest not yet in postmigrate. False
@@ -87,6 +95,9 @@ public:
   source_phase phase() const;
   // migrate-continue from pre-switchover.
   void resume_switchover();
+  // migrate-start-postcopy: the pass under way is the last one; then the
+  // guest moves and its remaining pages follow.
+  void start_postcopy();
   // Parameters QEMU lets change during a migration; a new cache size takes
   // effect from the next pass.
   struct live_parameters {

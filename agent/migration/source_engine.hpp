@@ -15,6 +15,7 @@
 #include "agent/transport/migration_channel.hpp"
 #include "common/error.hpp"
 #include "protocol/page_digest.hpp"
+#include "protocol/postcopy_records.hpp"
 #include "protocol/qmp_wire.hpp"
 
 #include <boost/json.hpp>
@@ -22,6 +23,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -60,6 +63,10 @@ struct migration_source::impl {
   std::atomic<bool> cancelled{false};
   std::atomic<bool> resume{false};
   std::atomic<bool> in_switchover{false};
+  std::atomic<bool> postcopy_requested{false}; // migrate-start-postcopy
+  // Postcopy's go went out: the guest is the destination's from here on,
+  // and this (stale) copy never runs again.
+  bool postcopy_committed = false;
   rate_limiter limiter;
   std::atomic<uint64_t> downtime_limit_ms{300};
   std::atomic<uint64_t> avail_bw{0};
@@ -114,6 +121,15 @@ struct migration_source::impl {
   dirty_bitmap todo{0}; // the pages the current pass sends
   uint64_t passes = 0;
   clock_type::time_point downtime_start;
+  // Postcopy: the pages the destination still lacks (it discarded them at
+  // the switch) and its requests for some of them, read from the return
+  // path by the `mig-return` thread.
+  dirty_bitmap owed{0};
+  std::mutex return_mtx;
+  std::condition_variable return_cv;
+  std::deque<mig::page_request> requests;
+  bool destination_done = false; // it placed every page (ready)
+  std::thread return_path;
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -217,13 +233,29 @@ struct migration_source::impl {
   caf::expected<source_event> switchover();
   caf::expected<source_event> device_state();
   caf::expected<source_event> handover();
+  caf::expected<source_event> postcopy_switch();
+  caf::expected<source_event> postcopy();
+  void stop_guest();
+  caf::expected<void> drain_senders();
+  caf::expected<void> send_state();
+  caf::expected<void> await_ready();
+  // Postcopy's steps.
+  caf::expected<void> send_discards();
+  caf::expected<void> send_postcopy_batch(std::span<const uint64_t> pfns);
+  void next_requested(std::vector<uint64_t>& pfns);
+  void read_return_path();
+  void stop_return_path();
   caf::error check_stop_error() const {
     auto ok = check_stop();
     return ok ? make_ferry_error(errc::system_error, "the migration was stopped") : ok.error();
   }
   void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
   caf::expected<void> handshake();
-  caf::expected<void> send_bitmap(const dirty_bitmap& pages, uint64_t pass);
+  // Sends `pages` over the senders, then a sync. With `stop_early` (a
+  // postcopy switch was asked for) it stops handing out stripes once that
+  // is set; the word it stopped at (word_count() when it sent all).
+  caf::expected<size_t> send_bitmap(const dirty_bitmap& pages, uint64_t pass,
+                                    const std::atomic<bool>* stop_early = nullptr);
 };
 
 } // namespace ferry

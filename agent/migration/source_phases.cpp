@@ -22,6 +22,7 @@ caf::expected<void> migration_source::impl::handshake() {
   h.session = random_session();
   h.flags = (plan.multifd ? mig::flag_multifd : 0) |
             (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
+            (plan.postcopy ? mig::flag_postcopy : 0) |
             (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
@@ -79,11 +80,17 @@ caf::expected<void> migration_source::impl::handshake() {
   return {};
 }
 
-caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& pages, uint64_t pass) {
+caf::expected<size_t> migration_source::impl::send_bitmap(const dirty_bitmap& pages, uint64_t pass,
+                                                          const std::atomic<bool>* stop_early) {
   std::vector<uint64_t> pfns;
+  size_t stopped_at = pages.word_count();
   for (size_t w0 = 0; w0 < pages.word_count(); w0 += stripe_words) {
     if (stop)
-      return check_stop();
+      return check_stop().error();
+    if (stop_early != nullptr && *stop_early) {
+      stopped_at = w0;
+      break;
+    }
     pfns.clear();
     for (size_t w = w0; w < std::min(w0 + stripe_words, pages.word_count()); ++w) {
       uint64_t bits = pages.word(w);
@@ -99,7 +106,9 @@ caf::expected<void> migration_source::impl::send_bitmap(const dirty_bitmap& page
     s->push_sync(pass);
   for (auto& s : senders)
     s->wait_idle();
-  return check_stop();
+  if (auto ok = check_stop(); !ok)
+    return ok.error();
+  return stopped_at;
 }
 
 caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
@@ -116,6 +125,10 @@ caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
       return device_state();
     case source_phase::handover:
       return handover();
+    case source_phase::postcopy_switch:
+      return postcopy_switch();
+    case source_phase::postcopy:
+      return postcopy();
     default:
       return make_ferry_error(errc::bad_run_state, "no work in phase " + std::string{to_string(p)});
   }
@@ -192,10 +205,18 @@ caf::expected<source_event> migration_source::impl::iterate() {
   pass_done_before = pages_done();
   pass_start_ns = pass_start.time_since_epoch().count();
   in_pass = true;
-  auto sent = send_bitmap(todo, pass);
+  auto sent = send_bitmap(todo, pass, plan.postcopy ? &postcopy_requested : nullptr);
   in_pass = false;
   if (!sent)
     return sent.error();
+  // A pass cut short for postcopy: its unsent pages are still owed.
+  dirty_bitmap unsent{0};
+  if (*sent < todo.word_count()) {
+    unsent = dirty_bitmap{todo.pages()};
+    for (size_t w = *sent; w < todo.word_count(); ++w)
+      for (uint64_t bits = todo.word(w); bits != 0; bits &= bits - 1)
+        unsent.set(w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+  }
   xbzrle_rates(xbz_before);
   for (auto& s : senders)
     s->set_known_zero(nullptr);
@@ -207,6 +228,8 @@ caf::expected<source_event> migration_source::impl::iterate() {
   todo.clear();
   if (auto ok = g.dirty_log().sync(todo); !ok)
     return ok.error();
+  if (unsent.pages() != 0)
+    todo.merge(unsent);
   const uint64_t syncs = ++ctr.sync_count;
   emit("MIGRATION_PASS", json::object{{"pass", syncs}});
   const uint64_t dirty = todo.count();
@@ -218,17 +241,22 @@ caf::expected<source_event> migration_source::impl::iterate() {
     since_start > 0 ? static_cast<uint64_t>(static_cast<double>(dirty) / since_start) : 0;
   const uint64_t expected = expected_downtime(dirty, pass);
   expected_downtime_ms = expected;
-  if (expected <= downtime_limit_ms)
+  if (expected <= downtime_limit_ms && unsent.pages() == 0)
     return source_event::pass_converged;
   if (stop)
     return check_stop_error();
+  // QEMU's order too: a pass that leaves little enough completes as
+  // precopy even when postcopy was asked for.
+  if (postcopy_requested)
+    return source_event::postcopy_requested;
   return source_event::pass_again;
 }
 
-// Stop-and-copy: the guest stops, the last dirty pages go at full speed.
-caf::expected<source_event> migration_source::impl::switchover() {
+// The guest stops for good (stop-and-copy, or the postcopy switch): what
+// it dirtied meanwhile goes at full speed.
+void migration_source::impl::stop_guest() {
   // auto-converge's brief pauses are not the guest's run state: end the
-  // throttle first (the guest stops for good just below).
+  // throttle first.
   throttle.reset();
   const bool was_running = g.state() == run_state::running;
   guest_was_running = was_running;
@@ -239,6 +267,26 @@ caf::expected<source_event> migration_source::impl::switchover() {
   downtime_start = clock_type::now();
   if (was_running)
     hooks.emit(qmp::event("STOP"));
+}
+
+// Every sender has written all it was given; multifd channels end (their
+// receivers finish), and the main channel is this thread's alone.
+caf::expected<void> migration_source::impl::drain_senders() {
+  if (plan.multifd) {
+    for (auto& s : senders)
+      s->push_end();
+    for (auto& s : senders)
+      s->wait_idle();
+    if (stop)
+      return check_stop_error();
+  }
+  senders.clear();
+  return {};
+}
+
+// Stop-and-copy: the guest stops, the last dirty pages go at full speed.
+caf::expected<source_event> migration_source::impl::switchover() {
+  stop_guest();
   dirty_tracker& log = g.dirty_log();
   if (auto ok = log.sync(todo); !ok)
     return ok.error();
@@ -257,19 +305,22 @@ caf::expected<source_event> migration_source::impl::switchover() {
     if (stop)
       return check_stop_error();
   }
-  if (plan.multifd) {
-    for (auto& s : senders)
-      s->push_end();
-    for (auto& s : senders)
-      s->wait_idle();
-    if (stop)
-      return check_stop_error();
-  }
-  senders.clear();
+  if (auto ok = drain_senders(); !ok)
+    return ok.error();
   return source_event::dirty_sent;
 }
 
 caf::expected<source_event> migration_source::impl::device_state() {
+  if (auto ok = send_state(); !ok)
+    return ok.error();
+  if (auto ok = channels[0]->send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
+    return ok.error();
+  ctr.add_sent(mig::header_size, false);
+  return source_event::state_sent;
+}
+
+// CPU and device state, then the digest of every page sent.
+caf::expected<void> migration_source::impl::send_state() {
   auto& main = *channels[0];
   FERRY_TRY(cpu, g.save_cpu_state());
   if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
@@ -284,10 +335,19 @@ caf::expected<source_event> migration_source::impl::device_state() {
   const auto proof = mig::encode_digest(digest.value());
   if (auto ok = main.send(mig::record_type::digest, proof); !ok)
     return ok.error();
-  if (auto ok = main.send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
-    return ok.error();
-  ctr.add_sent(4 * mig::header_size + cpu.size() + devices.size() + proof.size(), false);
-  return source_event::state_sent;
+  ctr.add_sent(3 * mig::header_size + cpu.size() + devices.size() + proof.size(), false);
+  return {};
+}
+
+// The destination's answer to the state: ready, or why it failed to load.
+caf::expected<void> migration_source::impl::await_ready() {
+  std::vector<uint8_t> buf;
+  FERRY_TRY(rh, channels[0]->receive(buf));
+  FERRY_TRY(st, mig::decode_status(buf));
+  if (rh.type != mig::record_type::ready || st.code != 0)
+    return make_ferry_error(errc::system_error,
+                            "the destination failed to load the guest: " + st.text);
+  return {};
 }
 
 // The destination has everything: it says ready, the owner takes the stopped
@@ -297,13 +357,8 @@ caf::expected<source_event> migration_source::impl::handover() {
   if (!plan.target.bidirectional()) {
     if (auto ok = main.finish(); !ok)
       return ok.error();
-  } else {
-    std::vector<uint8_t> buf;
-    FERRY_TRY(rh, main.receive(buf));
-    FERRY_TRY(st, mig::decode_status(buf));
-    if (rh.type != mig::record_type::ready || st.code != 0)
-      return make_ferry_error(errc::system_error,
-                              "the destination failed to load the guest: " + st.text);
+  } else if (auto ok = await_ready(); !ok) {
+    return ok.error();
   }
   downtime_ms = ms_since(downtime_start);
   total_ms = ms_since(start);

@@ -36,9 +36,9 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all",   "postcopy-ram",        "x-colo",
-                                      "release-ram",    "x-ignore-shared",     "postcopy-preempt",
-                                      "switchover-ack", "background-snapshot", "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all",        "x-colo",           "release-ram",
+                                      "x-ignore-shared",     "postcopy-preempt", "switchover-ack",
+                                      "background-snapshot", "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -140,6 +140,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     if (settings_.capability("multifd") && !addr.bidirectional())
       return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                      " carries a single stream");
+    if (settings_.capability("postcopy-ram") && !addr.bidirectional())
+      return generic("postcopy needs a socket transport (tcp: or unix:): the destination asks "
+                     "for pages on it; " +
+                     addr.describe() + " carries one way only");
   }
 
   outgoing_migration plan;
@@ -155,6 +159,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  plan.postcopy = settings_.capability("postcopy-ram");
+  plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");
   plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
   plan.auto_converge = settings_.capability("auto-converge");
@@ -222,6 +228,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.multifd = settings_.capability("multifd");
     p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
     p.validate_uuid = settings_.capability("validate-uuid");
+    p.postcopy = settings_.capability("postcopy-ram");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

@@ -187,6 +187,22 @@ uint64_t guest_memory::prefilled_bytes() const {
   return prefill_ ? prefill_->done_bytes() : 0;
 }
 
+void guest_memory::stop_prefill() {
+  prefill_.reset();
+}
+
+caf::expected<void> guest_memory::discard(uint64_t first_page, uint64_t pages) {
+  if (first_page > size_ / page_size || pages > size_ / page_size - first_page)
+    return make_ferry_error(errc::invalid_argument, "discard of pages outside guest RAM");
+  // Dropping the pages from the file (memfd, shmem) also unmaps them from
+  // every mapping, KVM's included.
+  if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(first_page * page_size),
+                  static_cast<off_t>(pages * page_size)) != 0)
+    return make_system_error("cannot drop pages of guest RAM (fallocate punch-hole)");
+  return {};
+}
+
 uint64_t guest_memory::pages() const {
   return size_ / page_size;
 }

@@ -66,6 +66,12 @@ public:
   bool take_fresh_runs(F&& fn);
   // Bytes the background prefill has populated (0 without one).
   uint64_t prefilled_bytes() const;
+  // Postcopy's destination: the background prefill ends (it would make
+  // present again pages that must stay absent until they arrive), then
+  // pages are made absent: their contents dropped from the RAM file, so
+  // the next access to one faults (userfault_region).
+  void stop_prefill();
+  caf::expected<void> discard(uint64_t first_page, uint64_t pages);
   // Copies a boot sector (at most 512 bytes) to 0x7c00, as a PC BIOS does.
   caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
 

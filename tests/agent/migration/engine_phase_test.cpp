@@ -20,19 +20,24 @@ namespace {
 const std::map<std::string, std::string> source_oracle = {
   {"connect", "connected>setup error>failed cancel>cancelled"},
   {"setup", "setup-done>iterate error>failed cancel>cancelled"},
-  {"iterate", "pass-again>iterate pass-converged>switchover error>failed cancel>cancelled"},
+  {"iterate", "pass-again>iterate pass-converged>switchover postcopy-requested>postcopy-switch "
+              "error>failed cancel>cancelled"},
   {"switchover", "dirty-sent>device-state error>failed cancel>cancelled"},
   {"device-state", "state-sent>handover error>failed cancel>cancelled"},
   {"handover", "destination-ready>done error>failed cancel>cancelled"},
+  {"postcopy-switch", "destination-running>postcopy error>failed cancel>cancelled"},
+  {"postcopy", "postcopy-done>done error>failed cancel>cancelled"},
 };
 
 const std::map<std::string, std::string> destination_oracle = {
   {"listen", "accepted>handshake error>failed cancel>failed"},
   {"handshake", "agreed>channels error>failed cancel>failed"},
   {"channels", "channels-up>receive error>failed cancel>failed"},
-  {"receive", "stream-ended>load-state error>failed cancel>failed"},
+  {"receive", "stream-ended>load-state postcopy-switch>postcopy-load error>failed cancel>failed"},
   {"load-state", "state-loaded>handover error>failed cancel>failed"},
   {"handover", "go>done error>failed cancel>failed"},
+  {"postcopy-load", "go>postcopy error>failed cancel>failed"},
+  {"postcopy", "postcopy-done>done error>failed cancel>failed"},
 };
 
 template <class Phase, class Event>

@@ -1,0 +1,211 @@
+// The receiving engine's postcopy: the discarded pages noted, the switch —
+// digest checked over what arrived, those pages made absent and RAM watched
+// by userfaultfd, CPU state loaded, ready, go — and then the guest runs here
+// while its missing pages arrive: the `mig-fault` thread asks for the ones a
+// thread of the guest is waiting on, this thread checks each arriving page
+// against its hash and places it whole.
+#include "agent/migration/destination_impl.hpp"
+
+#include <cstring>
+
+namespace ferry {
+
+namespace {
+
+// How often the fault thread looks up from userfaultfd to see if it should
+// stop.
+constexpr auto fault_poll = std::chrono::milliseconds(100);
+
+} // namespace
+
+caf::expected<void> migration_destination::impl::note_discard(std::span<const uint8_t> payload) {
+  const uint64_t pages = g.memory().pages();
+  FERRY_TRY(d, mig::decode_discard(payload, pages));
+  if (awaited.pages() == 0)
+    awaited = dirty_bitmap{pages};
+  std::vector<uint64_t> words(d.word_count);
+  for (size_t i = 0; i < words.size(); ++i)
+    words[i] = d.word(i);
+  awaited.or_words(d.first_pfn, words.data(),
+                   std::min<uint64_t>(uint64_t{d.word_count} * 64, pages - d.first_pfn));
+  return {};
+}
+
+caf::expected<destination_event> migration_destination::impl::postcopy_load() {
+  if (cpu.empty() || !devices)
+    return refuse("postcopy began without the guest's CPU and device state");
+  const uint64_t pages = g.memory().pages();
+  if (awaited.pages() == 0)
+    awaited = dirty_bitmap{pages};
+  if (awaited.count() != awaited_count)
+    return refuse("the source switched to postcopy owing " + std::to_string(awaited_count) +
+                  " pages but discarded " + std::to_string(awaited.count()));
+  // Everything that arrived before the switch is proven; what is still to
+  // come is proven page by page as it arrives.
+  awaited.for_each([&](uint64_t p) { digest.forget(p); });
+  if (auto ok = check_digest(); !ok)
+    return ok.error();
+  g.memory().stop_prefill();
+  uint64_t run_start = 0;
+  uint64_t run_len = 0;
+  caf::expected<void> dropped{};
+  const auto flush = [&] {
+    if (run_len != 0 && dropped)
+      dropped = g.memory().discard(run_start, run_len);
+    run_len = 0;
+  };
+  awaited.for_each([&](uint64_t p) {
+    if (run_len != 0 && run_start + run_len == p) {
+      ++run_len;
+      return;
+    }
+    flush();
+    run_start = p;
+    run_len = 1;
+  });
+  flush();
+  if (!dropped)
+    return dropped.error();
+  FERRY_TRY(r, userfault_region::create(g.memory().data(), pages));
+  region = std::move(r);
+  if (auto ok = g.load_cpu_state(cpu); !ok)
+    return ok.error();
+  // From here this copy is kept whatever happens (it never exits on an
+  // error): if go was sent, the source's copy is stale.
+  whole_guest = true;
+  return await_go();
+}
+
+caf::expected<destination_event> migration_destination::impl::receive_postcopy() {
+  guest_runs_here = true;
+  if (!hooks.step(migration_event::start_postcopy))
+    return refuse("the incoming migration was stopped");
+  fault_thread = std::thread{[this] { watch_faults(); }};
+  std::vector<uint8_t> head;
+  std::vector<uint8_t> staging;
+  std::vector<uint8_t> buf;
+  for (;;) {
+    FERRY_TRY(h, main->receive_header());
+    if (h.type == mig::record_type::postcopy_pages) {
+      if (auto ok = place_batch(h, head, staging); !ok)
+        return ok.error();
+      continue;
+    }
+    buf.resize(h.length);
+    if (auto ok = main->read_payload(buf.data(), buf.size()); !ok)
+      return ok.error();
+    if (auto ok = main->end_payload(h); !ok)
+      return ok.error();
+    if (h.type == mig::record_type::end)
+      break;
+    if (h.type == mig::record_type::abort) {
+      auto st = mig::decode_status(buf);
+      return refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
+    }
+    return refuse(std::string{"unexpected "} + mig::to_string(h.type) + " record in postcopy");
+  }
+  if (awaited_placed != awaited_count)
+    return refuse("the source ended postcopy having sent " + std::to_string(awaited_placed) +
+                  " of the " + std::to_string(awaited_count) + " pages it owed");
+  stop_fault_thread();
+  // Every page is here: RAM is ordinary memory again.
+  region.reset();
+  if (auto ok = main->send(mig::record_type::ready, mig::encode(mig::status_msg{})); !ok)
+    return ok.error();
+  return destination_event::postcopy_done;
+}
+
+// One postcopy-pages record: head checked, data read into `staging`, each
+// page checked against its hash and placed whole.
+caf::expected<void> migration_destination::impl::place_batch(const mig::record_header& h,
+                                                             std::vector<uint8_t>& head,
+                                                             std::vector<uint8_t>& staging) {
+  head.resize(std::min<size_t>(h.length, mig::batch_prefix));
+  if (auto ok = main->read_payload(head.data(), head.size()); !ok)
+    return ok;
+  FERRY_TRY(head_size, mig::postcopy_head_size(head));
+  if (h.length < head_size)
+    return refuse("postcopy-pages record shorter than its entries");
+  head.resize(head_size);
+  if (auto ok = main->read_payload(head.data() + mig::batch_prefix, head_size - mig::batch_prefix);
+      !ok)
+    return ok;
+  FERRY_TRY(b, mig::decode_postcopy_head(head, h.length, g.memory().pages()));
+  staging.resize(size_t{b.data_pages} * mig::page_size);
+  if (!staging.empty())
+    if (auto ok = main->read_payload(staging.data(), staging.size(), true); !ok)
+      return ok;
+  if (auto ok = main->end_payload(h); !ok)
+    return ok;
+  static const std::vector<uint8_t> zeros(mig::page_size, 0);
+  const uint8_t* data = staging.data();
+  for (uint32_t i = 0; i < b.count; ++i) {
+    const mig::postcopy_page& pg = b.pages[i];
+    if (!awaited.test(pg.pfn))
+      return refuse("the source sent page " + std::to_string(pg.pfn) +
+                    " in postcopy, which it had not discarded");
+    const uint8_t* page = zeros.data();
+    if (!pg.zero) {
+      page = data;
+      data += mig::page_size;
+      if (mig::page_hash(page) != pg.hash)
+        return refuse("page " + std::to_string(pg.pfn) + " arrived corrupted (its hash differs)");
+    }
+    FERRY_TRY(placed, region->place(pg.pfn, page));
+    if (!placed)
+      return refuse("page " + std::to_string(pg.pfn) + " arrived twice in postcopy");
+    ++awaited_placed;
+    (pg.zero ? ctr.zero_pages : ctr.normal_pages).fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lk{wait_mtx};
+    if (auto it = waiting.find(pg.pfn); it != waiting.end()) {
+      blocktime_us += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - it->second)
+          .count());
+      ++placed_requested;
+      waiting.erase(it);
+    }
+  }
+  ctr.postcopy_bytes.fetch_add(mig::header_size + h.length, std::memory_order_relaxed);
+  return {};
+}
+
+// The `mig-fault` thread: each access to a missing page becomes a request
+// for it on the return path (once); a missing page the source never owed was
+// never written here — a zero page — and is placed at once.
+void migration_destination::impl::watch_faults() {
+  const auto registered = name_migration_thread(hooks.threads, "mig-fault");
+  static const std::vector<uint8_t> zeros(mig::page_size, 0);
+  while (!fault_stop) {
+    auto f = region->next_fault(fault_poll);
+    if (!f) {
+      note_failure(f.error());
+      return;
+    }
+    if (!*f)
+      continue;
+    const uint64_t pfn = **f;
+    if (!awaited.test(pfn)) {
+      if (auto ok = region->place(pfn, zeros.data()); !ok) {
+        note_failure(ok.error());
+        return;
+      }
+      continue;
+    }
+    if (region->placed(pfn))
+      continue; // it arrived meanwhile
+    {
+      std::lock_guard lk{wait_mtx};
+      if (!waiting.emplace(pfn, clock_type::now()).second)
+        continue; // asked for already
+    }
+    if (auto ok =
+          main->send(mig::record_type::page_request, mig::encode(mig::page_request{pfn, 1}));
+        !ok) {
+      note_failure(ok.error());
+      return;
+    }
+    ctr.postcopy_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+} // namespace ferry

@@ -1,0 +1,243 @@
+// The outgoing engine's postcopy (after migrate-start-postcopy): the switch
+// — guest stopped, the pages the destination lacks named, CPU and device
+// state sent, the destination's ready answered with go — and then the owed
+// pages, the ones its guest is waiting on first, read from the return path
+// by the `mig-return` thread.
+#include "agent/migration/source_engine.hpp"
+
+
+#include <algorithm>
+
+namespace ferry {
+
+namespace {
+
+// How long the source waits for the destination's word that every page is
+// placed, once it has sent them all.
+constexpr auto placed_wait = std::chrono::seconds(30);
+
+} // namespace
+
+caf::expected<source_event> migration_source::impl::postcopy_switch() {
+  stop_guest();
+  dirty_tracker& log = g.dirty_log();
+  // `todo` holds what the last pass left unsent and what was dirtied since;
+  // the last sync adds what was dirtied until the guest stopped.
+  if (auto ok = log.sync(todo); !ok)
+    return ok.error();
+  ++ctr.sync_count;
+  log.stop();
+  tracking = false;
+  if (auto ok = drain_senders(); !ok)
+    return ok.error();
+  owed = todo;
+  todo.clear();
+  remaining_bytes = owed.count() * mig::page_size;
+  if (auto ok = send_discards(); !ok)
+    return ok.error();
+  owed.for_each([&](uint64_t p) { digest.forget(p); });
+  if (auto ok = send_state(); !ok)
+    return ok.error();
+  const auto run = mig::encode_postcopy_run(owed.count());
+  if (auto ok = channels[0]->send(mig::record_type::postcopy_run, run); !ok)
+    return ok.error();
+  // Until the destination says ready, nothing has run there: any failure
+  // up to here leaves this guest to run on.
+  if (auto ok = await_ready(); !ok)
+    return ok.error();
+  if (!hooks.step(migration_event::start_postcopy)) {
+    (void) channels[0]->send(mig::record_type::abort, mig::encode(mig::status_msg{1, "cancelled"}));
+    cancelled = true;
+    return cancelled_error();
+  }
+  // From the first byte of go on, the destination may be running the guest:
+  // this copy is stale and stays stopped, whatever happens next.
+  postcopy_committed = true;
+  if (auto ok = channels[0]->send(mig::record_type::go, mig::encode(mig::status_msg{})); !ok)
+    return ok.error();
+  downtime_ms = ms_since(downtime_start);
+  limiter.set_limit(plan.max_postcopy_bandwidth);
+  return source_event::destination_running;
+}
+
+// The owed pages as discard records, a word range at a time (empty ranges
+// skipped).
+caf::expected<void> migration_source::impl::send_discards() {
+  std::vector<uint64_t> words;
+  for (size_t w0 = 0; w0 < owed.word_count(); w0 += mig::max_discard_words) {
+    const size_t end = std::min<size_t>(owed.word_count(), w0 + mig::max_discard_words);
+    words.clear();
+    bool any = false;
+    for (size_t w = w0; w < end; ++w) {
+      words.push_back(owed.word(w));
+      any = any || words.back() != 0;
+    }
+    if (!any)
+      continue;
+    const auto rec = mig::encode_discard(w0 * 64, words);
+    if (auto ok = channels[0]->send(mig::record_type::discard, rec); !ok)
+      return ok;
+    ctr.add_sent(mig::header_size + rec.size(), false);
+  }
+  return {};
+}
+
+// Pages the destination asked for and still owed, up to a batch (a request
+// for a page already sent is dropped: it is on its way).
+void migration_source::impl::next_requested(std::vector<uint64_t>& pfns) {
+  std::lock_guard lk{return_mtx};
+  while (!requests.empty() && pfns.size() < mig::max_postcopy_pages) {
+    mig::page_request& r = requests.front();
+    while (r.count > 0 && pfns.size() < mig::max_postcopy_pages) {
+      if (owed.test(r.pfn)) {
+        owed.clear_page(r.pfn);
+        pfns.push_back(r.pfn);
+      }
+      ++r.pfn;
+      --r.count;
+    }
+    if (r.count == 0)
+      requests.pop_front();
+  }
+}
+
+caf::expected<void> migration_source::impl::send_postcopy_batch(std::span<const uint64_t> pfns) {
+  std::array<mig::postcopy_page, mig::max_postcopy_pages> pages{};
+  std::array<iovec, mig::max_postcopy_pages + 1> parts{};
+  size_t n_parts = 1;
+  size_t data_bytes = 0;
+  const uint8_t* ram = g.memory().data();
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    const uint8_t* page = ram + pfns[i] * mig::page_size;
+    mig::postcopy_page& pg = pages[i];
+    pg.pfn = pfns[i];
+    pg.zero = plan.detect_zero && mig::is_zero_page(page);
+    if (pg.zero) {
+      ctr.zero_pages.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    pg.hash = mig::page_hash(page);
+    // The guest is stopped here for good: its pages hold still.
+    parts[n_parts++] = {const_cast<uint8_t*>(page), mig::page_size};
+    data_bytes += mig::page_size;
+    ctr.normal_pages.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::vector<uint8_t> head;
+  mig::encode_postcopy_head(head, {pages.data(), pfns.size()});
+  parts[0] = {head.data(), head.size()};
+  const uint64_t bytes = mig::header_size + head.size() + data_bytes;
+  limiter.acquire(bytes, stop, &channels[0]->interrupted_flag());
+  if (auto ok = channels[0]->send(mig::record_type::postcopy_pages, {parts.data(), n_parts}, 1);
+      !ok)
+    return ok;
+  ctr.postcopy_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  return {};
+}
+
+// The owed pages: requested ones as soon as they are asked for, the rest in
+// address order between them; then the end, and the destination's word
+// that it placed them all.
+caf::expected<source_event> migration_source::impl::postcopy() {
+  return_path = std::thread{[this] { read_return_path(); }};
+  std::vector<uint64_t> pfns;
+  size_t cursor = 0; // the next word of `owed` the background walk looks at
+  for (;;) {
+    if (stop)
+      return check_stop_error();
+    pfns.clear();
+    next_requested(pfns);
+    // `owed` is this thread's alone (next_requested runs here too).
+    while (pfns.size() < mig::max_postcopy_pages && cursor < owed.word_count()) {
+      const uint64_t bits = owed.word(cursor);
+      if (bits == 0) {
+        ++cursor;
+        continue;
+      }
+      const uint64_t p = cursor * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+      owed.clear_page(p);
+      pfns.push_back(p);
+    }
+    if (pfns.empty())
+      break;
+    if (auto ok = send_postcopy_batch(pfns); !ok)
+      return ok.error();
+    remaining_bytes = remaining_bytes > pfns.size() * mig::page_size
+                        ? remaining_bytes - pfns.size() * mig::page_size
+                        : 0;
+  }
+  if (auto ok = channels[0]->send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
+    return ok.error();
+  remaining_bytes = 0;
+  {
+    std::unique_lock lk{return_mtx};
+    if (!return_cv.wait_for(lk, placed_wait, [&] { return destination_done || stop; }))
+      return make_ferry_error(errc::system_error,
+                              "the destination did not confirm the postcopy pages within 30 s");
+  }
+  if (stop)
+    return check_stop_error();
+  stop_return_path();
+  total_ms = ms_since(start);
+  if (!hooks.complete(paused))
+    return check_stop_error();
+  return source_event::postcopy_done;
+}
+
+// The `mig-return` thread: the destination's page requests, then its ready.
+// A request outside RAM, or anything else, fails the migration.
+void migration_source::impl::read_return_path() {
+  const auto registered = name_migration_thread(hooks.threads, "mig-return");
+  std::vector<uint8_t> buf;
+  const uint64_t ram_pages = g.memory().pages();
+  for (;;) {
+    auto h = channels[0]->receive(buf);
+    if (!h) {
+      note_failure(h.error());
+      break;
+    }
+    if (h->type == mig::record_type::page_request) {
+      auto r = mig::decode_page_request(buf, ram_pages);
+      if (!r) {
+        note_failure(r.error());
+        break;
+      }
+      std::lock_guard lk{return_mtx};
+      // Bounded: a destination asks for at most what its guest waits on,
+      // one request per waiting thread and page.
+      if (requests.size() >= 4096) {
+        note_failure(make_ferry_error(errc::system_error,
+                                      "the destination sent more than 4096 page requests "
+                                      "without waiting for them"));
+        break;
+      }
+      requests.push_back(*r);
+      ctr.postcopy_requests.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto st = mig::decode_status(buf);
+    if (h->type == mig::record_type::ready && st && st->code == 0) {
+      std::lock_guard lk{return_mtx};
+      destination_done = true;
+      return_cv.notify_all();
+      return;
+    }
+    note_failure(make_ferry_error(
+      errc::system_error,
+      std::string{"the destination "} +
+        (h->type == mig::record_type::ready || h->type == mig::record_type::abort
+           ? "failed in postcopy: " + (st ? st->text : std::string{})
+           : std::string{"sent "} + mig::to_string(h->type) + " on the return path")));
+    break;
+  }
+  std::lock_guard lk{return_mtx};
+  return_cv.notify_all();
+}
+
+// The reader ends by itself after ready, or when a failure interrupted the
+// channel.
+void migration_source::impl::stop_return_path() {
+  if (return_path.joinable())
+    return_path.join();
+}
+
+} // namespace ferry
