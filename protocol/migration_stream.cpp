@@ -62,6 +62,8 @@ const char* to_string(record_type t) {
       return "postcopy-pages";
     case record_type::page_request:
       return "page-request";
+    case record_type::postcopy_received:
+      return "postcopy-received";
   }
   return "unknown";
 }
@@ -84,7 +86,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::page_request))
+      t > static_cast<uint32_t>(record_type::postcopy_received))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

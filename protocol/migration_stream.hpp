@@ -55,6 +55,9 @@ enum class record_type : uint32_t {
   postcopy_run = 16,
   postcopy_pages = 17,
   page_request = 18,
+  // A recovering postcopy: the pages the destination placed of those it was
+  // owed (laid out as discard).
+  postcopy_received = 19,
 };
 const char* to_string(record_type t);
 
@@ -85,6 +88,9 @@ inline constexpr uint32_t compression_mask = 3u << compression_shift;
 // postcopy-ram: the source may switch to postcopy; the destination must be
 // able to take pages while its guest runs (userfaultfd).
 inline constexpr uint32_t flag_postcopy = 1u << 4;
+// The source resumes a paused postcopy (migrate resume=true): the hello
+// carries the session it began with.
+inline constexpr uint32_t flag_resume = 1u << 5;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

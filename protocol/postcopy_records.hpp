@@ -12,6 +12,9 @@
 //                     each with its hash (the digest has been checked by then)
 //   destination -> source, the return path (the main channel's other way):
 //     page-request    pages a thread of the running guest is waiting on
+//   after a broken link, on the new main channel of a resumed postcopy:
+//     postcopy-received  (destination) the owed pages it placed, laid out as
+//                     discard; the source owes the rest
 
 #include <caf/expected.hpp>
 

@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,7 @@ struct migration_destination::impl {
   std::unique_ptr<channel_acceptor> listener;
 
   std::atomic<bool> stop{false};
+  std::atomic<bool> closing{false}; // the owner ends it (shutdown, cancel): no pause
   migration_counters ctr;
   mig::compression compress = mig::compression::none; // as agreed in the hello
   // One bit per page that may hold data: pages never written are known to
@@ -103,6 +105,10 @@ struct migration_destination::impl {
   std::unordered_map<uint64_t, clock_type::time_point> waiting; // requested, not placed
   std::atomic<uint64_t> blocktime_us{0}; // summed over requested pages: request to placement
   std::atomic<uint64_t> placed_requested{0};
+  // Recovery: the acceptor migrate-recover opened, for the paused engine
+  // (under mtx; the engine waits on recover_cv).
+  std::unique_ptr<channel_acceptor> recover_acceptor;
+  std::condition_variable recover_cv;
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -118,8 +124,9 @@ struct migration_destination::impl {
         error = describe(e);
     }
     stop = true;
-    listener->interrupt();
     std::lock_guard lk{mtx};
+    if (listener)
+      listener->interrupt();
     for (auto& c : channels)
       c->interrupt();
   }
@@ -162,6 +169,11 @@ struct migration_destination::impl {
   caf::expected<void> place_batch(const mig::record_header& h, std::vector<uint8_t>& head,
                                   std::vector<uint8_t>& staging);
   void watch_faults();
+  caf::expected<void> ask_again();
+  void after_link_lost(const caf::error& why);
+  caf::expected<destination_event> postcopy_paused();
+  caf::expected<destination_event> postcopy_recover();
+  caf::expected<void> send_received();
   void stop_fault_thread() {
     fault_stop = true;
     if (fault_thread.joinable())

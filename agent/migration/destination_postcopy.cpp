@@ -6,6 +6,7 @@
 // against its hash and places it whole.
 #include "agent/migration/destination_impl.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 namespace ferry {
@@ -77,9 +78,13 @@ caf::expected<destination_event> migration_destination::impl::postcopy_load() {
 }
 
 caf::expected<destination_event> migration_destination::impl::receive_postcopy() {
-  guest_runs_here = true;
-  if (!hooks.step(migration_event::start_postcopy))
+  if (!guest_runs_here.exchange(true) && !hooks.step(migration_event::start_postcopy))
     return refuse("the incoming migration was stopped");
+  // After a recovery: what the guest was already waiting on is asked for
+  // again (those faults were read before the link broke).
+  if (auto ok = ask_again(); !ok)
+    return ok.error();
+  fault_stop = false;
   fault_thread = std::thread{[this] { watch_faults(); }};
   std::vector<uint8_t> head;
   std::vector<uint8_t> staging;
@@ -166,6 +171,111 @@ caf::expected<void> migration_destination::impl::place_batch(const mig::record_h
     }
   }
   ctr.postcopy_bytes.fetch_add(mig::header_size + h.length, std::memory_order_relaxed);
+  return {};
+}
+
+caf::expected<void> migration_destination::impl::ask_again() {
+  std::vector<uint64_t> again;
+  {
+    std::lock_guard lk{wait_mtx};
+    for (const auto& [pfn, since] : waiting)
+      if (!region->placed(pfn))
+        again.push_back(pfn);
+  }
+  for (uint64_t pfn : again) {
+    if (auto ok =
+          main->send(mig::record_type::page_request, mig::encode(mig::page_request{pfn, 1}));
+        !ok)
+      return ok;
+    ctr.postcopy_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  return {};
+}
+
+void migration_destination::impl::after_link_lost(const caf::error& why) {
+  stop_fault_thread();
+  std::fprintf(stderr, "ferry: incoming postcopy paused: %s\n", describe(why).c_str());
+  std::lock_guard lk{mtx};
+  // A failed recovery's port is given back (the next migrate-recover may
+  // want it).
+  if (listener)
+    listener->stop_listening();
+  for (const auto& ch : channels)
+    received_closed += ch->bytes_received();
+  channels.clear();
+  main = nullptr;
+  error.clear();
+  stop = false;
+}
+
+// The guest runs on; a thread touching a missing page waits. Waits for
+// migrate-recover (or the end of the agent).
+caf::expected<destination_event> migration_destination::impl::postcopy_paused() {
+  if (!hooks.step(migration_event::postcopy_broken))
+    hooks.step(migration_event::recover_failed);
+  std::unique_lock lk{mtx};
+  recover_cv.wait(lk, [&] { return recover_acceptor != nullptr || closing.load(); });
+  if (closing)
+    return refuse("the incoming migration was stopped");
+  listener = std::move(recover_acceptor);
+  return destination_event::recover;
+}
+
+// The source comes back in the same session: told which owed pages are
+// here, it answers go and sends the rest.
+caf::expected<destination_event> migration_destination::impl::postcopy_recover() {
+  FERRY_TRY(accepted, accept_main());
+  (void) accepted;
+  std::vector<uint8_t> buf;
+  FERRY_TRY(h, check_hello(*main, buf));
+  std::string refusal;
+  if ((h.flags & mig::flag_resume) == 0)
+    refusal = "a new migration cannot start while postcopy is paused: resume it";
+  else if (h.session != hello.session)
+    refusal = "the source resumes another migration (its session differs)";
+  else if (h.ram_size != hello.ram_size)
+    refusal = "the resuming source's RAM size differs";
+  if (auto ok = main->send(mig::record_type::hello_ack,
+                           mig::encode(mig::status_msg{refusal.empty() ? 0u : 1u, refusal}));
+      !ok)
+    return ok.error();
+  if (!refusal.empty())
+    return refuse(refusal);
+  if (auto ok = send_received(); !ok)
+    return ok.error();
+  FERRY_TRY(go, await_go());
+  (void) go;
+  {
+    std::lock_guard lk{mtx};
+    listener->stop_listening();
+  }
+  if (!hooks.step(migration_event::recovered))
+    return refuse("the incoming migration was stopped");
+  return destination_event::recovered;
+}
+
+// The owed pages placed so far, then ready (await_go sends it).
+caf::expected<void> migration_destination::impl::send_received() {
+  std::vector<uint64_t> words;
+  for (size_t w0 = 0; w0 < awaited.word_count(); w0 += mig::max_discard_words) {
+    const size_t end = std::min<size_t>(awaited.word_count(), w0 + mig::max_discard_words);
+    words.assign(end - w0, 0);
+    bool any = false;
+    for (size_t w = w0; w < end; ++w)
+      for (uint64_t bits = awaited.word(w); bits != 0; bits &= bits - 1) {
+        const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+        if (region->placed(p)) {
+          words[w - w0] |= uint64_t{1} << (p % 64);
+          any = true;
+        }
+      }
+    if (!any)
+      continue;
+    if (auto ok =
+          main->send(mig::record_type::postcopy_received, mig::encode_discard(w0 * 64, words));
+        !ok)
+      return ok;
+  }
   return {};
 }
 

@@ -15,8 +15,9 @@ using dp = destination_phase;
 using de = destination_event;
 
 constexpr std::array<std::string_view, source_phase_count> source_phase_names = {
-  "connect",         "setup",    "iterate", "switchover", "device-state", "handover",
-  "postcopy-switch", "postcopy", "done",    "failed",     "cancelled"};
+  "connect",  "setup",           "iterate",  "switchover",      "device-state",
+  "handover", "postcopy-switch", "postcopy", "postcopy-paused", "postcopy-recover",
+  "done",     "failed",          "cancelled"};
 constexpr std::array<std::string_view, source_event_count> source_event_names = {
   "connected",
   "setup-done",
@@ -28,14 +29,18 @@ constexpr std::array<std::string_view, source_event_count> source_event_names = 
   "postcopy-requested",
   "destination-running",
   "postcopy-done",
+  "link-lost",
+  "resume",
+  "recovered",
   "error",
   "cancel"};
 constexpr std::array<std::string_view, destination_phase_count> destination_phase_names = {
-  "listen",   "handshake",     "channels", "receive", "load-state",
-  "handover", "postcopy-load", "postcopy", "done",    "failed"};
+  "listen",        "handshake", "channels",        "receive",          "load-state", "handover",
+  "postcopy-load", "postcopy",  "postcopy-paused", "postcopy-recover", "done",       "failed"};
 constexpr std::array<std::string_view, destination_event_count> destination_event_names = {
-  "accepted", "agreed",          "channels-up",   "stream-ended", "state-loaded",
-  "go",       "postcopy-switch", "postcopy-done", "error",        "cancel"};
+  "accepted",  "agreed",          "channels-up",   "stream-ended", "state-loaded",
+  "go",        "postcopy-switch", "postcopy-done", "link-lost",    "recover",
+  "recovered", "error",           "cancel"};
 
 template <class Phase, class Event>
 caf::error refused(Phase from, Event on) {
@@ -107,10 +112,24 @@ caf::expected<source_phase> step(source_phase from, source_event on) {
     case sp::postcopy_switch:
       if (on == se::destination_running)
         return sp::postcopy; // postcopy-switch --destination-running--> postcopy
+      if (on == se::link_lost)
+        return sp::postcopy_paused; // (go went out, then the link failed)
       break;
     case sp::postcopy:
       if (on == se::postcopy_done)
         return sp::done; // postcopy --postcopy-done--> done
+      if (on == se::link_lost)
+        return sp::postcopy_paused; // postcopy --link-lost--> postcopy-paused
+      break;
+    case sp::postcopy_paused:
+      if (on == se::resume)
+        return sp::postcopy_recover; // postcopy-paused --resume--> postcopy-recover
+      break;
+    case sp::postcopy_recover:
+      if (on == se::recovered)
+        return sp::postcopy; // postcopy-recover --recovered--> postcopy
+      if (on == se::link_lost)
+        return sp::postcopy_paused; // postcopy-recover --link-lost--> postcopy-paused
       break;
     default:
       break;
@@ -159,6 +178,18 @@ caf::expected<destination_phase> step(destination_phase from, destination_event 
     case dp::postcopy:
       if (on == de::postcopy_done)
         return dp::done; // postcopy --postcopy-done--> done
+      if (on == de::link_lost)
+        return dp::postcopy_paused; // postcopy --link-lost--> postcopy-paused
+      break;
+    case dp::postcopy_paused:
+      if (on == de::recover)
+        return dp::postcopy_recover; // postcopy-paused --recover--> postcopy-recover
+      break;
+    case dp::postcopy_recover:
+      if (on == de::recovered)
+        return dp::postcopy; // postcopy-recover --recovered--> postcopy
+      if (on == de::link_lost)
+        return dp::postcopy_paused; // postcopy-recover --link-lost--> postcopy-paused
       break;
     default:
       break;

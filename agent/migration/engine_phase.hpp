@@ -24,11 +24,16 @@ enum class source_phase : uint8_t {
   // destination runs the guest once it answers ready and hears go.
   postcopy_switch,
   postcopy, // the rest of the pages, requested ones first
+  // The link failed (or migrate-pause cut it) after go: the guest runs on
+  // the destination, this side keeps the pages it still owes and waits for
+  // `migrate resume=true`.
+  postcopy_paused,
+  postcopy_recover, // new channel, same session: what arrived is reconciled
   done,
   failed,
   cancelled,
 };
-inline constexpr size_t source_phase_count = 11;
+inline constexpr size_t source_phase_count = 13;
 
 enum class source_event : uint8_t {
   connected,           // the destination agreed to the handshake
@@ -41,10 +46,13 @@ enum class source_event : uint8_t {
   postcopy_requested,  // a pass ended after migrate-start-postcopy
   destination_running, // postcopy: the destination took the guest (go sent)
   postcopy_done,       // postcopy: every page is placed on the destination
+  link_lost,           // postcopy: the channel failed after go (or migrate-pause)
+  resume,              // postcopy: migrate resume=true named where to reconnect
+  recovered,           // postcopy: the destination took the resume; pages flow again
   error,               // a failure: the source keeps its guest (in postcopy: stays stopped)
   cancel,              // migrate_cancel
 };
-inline constexpr size_t source_event_count = 12;
+inline constexpr size_t source_event_count = 15;
 
 enum class destination_phase : uint8_t {
   listen,     // waiting for the source's main channel
@@ -58,10 +66,14 @@ enum class destination_phase : uint8_t {
   // sent, waiting for go.
   postcopy_load,
   postcopy, // the guest runs here; its missing pages are asked for and placed
+  // The link failed after go: the guest runs on, a thread touching a
+  // missing page waits; migrate-recover names where the source may return.
+  postcopy_paused,
+  postcopy_recover, // the source's resume checked, what arrived told to it
   done,
   failed,
 };
-inline constexpr size_t destination_phase_count = 10;
+inline constexpr size_t destination_phase_count = 12;
 
 enum class destination_event : uint8_t {
   accepted,        // the main channel connected
@@ -72,10 +84,13 @@ enum class destination_event : uint8_t {
   go,              // the source let the guest run here
   postcopy_switch, // postcopy-run arrived after the state: switch to postcopy
   postcopy_done,   // every page the source still owed is placed
+  link_lost,       // postcopy: the channel failed after go (or migrate-pause)
+  recover,         // postcopy: migrate-recover gave a new address
+  recovered,       // postcopy: the source resumed; pages flow again
   error,           // malformed stream, refused handshake, lost channel
   cancel,          // the owner stopped the incoming migration
 };
-inline constexpr size_t destination_event_count = 10;
+inline constexpr size_t destination_event_count = 13;
 
 std::string_view to_string(source_phase p);
 std::string_view to_string(source_event e);

@@ -108,8 +108,13 @@ std::optional<std::string> migration_controller::run_state_name(run_state s) con
     return "inmigrate";
   if (s == run_state::paused && postmigrate_)
     return "postmigrate";
+  // QEMU's name for the source from stop-and-copy (or the postcopy switch)
+  // until the migration ends.
   if (s == run_state::paused &&
-      (out_status_ == migration_status::pre_switchover || out_status_ == migration_status::device))
+      (out_status_ == migration_status::pre_switchover || out_status_ == migration_status::device ||
+       out_status_ == migration_status::postcopy_active ||
+       out_status_ == migration_status::postcopy_paused ||
+       out_status_ == migration_status::postcopy_recover))
     return "finish-migrate";
   return std::nullopt;
 }
@@ -213,6 +218,13 @@ std::optional<std::string> migration_controller::cancel() {
   // Cancelling when nothing runs does nothing, and says nothing (QEMU): a
   // completed migration stays completed, a failed one failed.
   std::lock_guard lk{mtx_};
+  const auto in_postcopy = [](migration_status st) {
+    return st == migration_status::postcopy_active || st == migration_status::postcopy_paused ||
+           st == migration_status::postcopy_recover;
+  };
+  if (in_postcopy(in_status_))
+    return "Postcopy migration cannot be cancelled: the guest runs here and waits for pages "
+           "only the source holds";
   if (!migration_running(out_status_) && migration_running(in_status_)) {
     // On the destination it fences: decided under this lock, so either
     // the source's go already completed the migration (the guest is here)
@@ -227,9 +239,7 @@ std::optional<std::string> migration_controller::cancel() {
     return std::nullopt;
   // As libvirt: once the guest runs on the destination, a cancel would
   // lose it (this side's copy is stale).
-  if (out_status_ == migration_status::postcopy_active ||
-      out_status_ == migration_status::postcopy_paused ||
-      out_status_ == migration_status::postcopy_recover)
+  if (in_postcopy(out_status_))
     return "Postcopy migration cannot be cancelled: the guest runs on the destination "
            "(migrate-pause pauses it)";
   if (auto ok = step_locked(migration_side::source, migration_event::cancel); !ok)
@@ -254,10 +264,48 @@ std::optional<std::string> migration_controller::resume_switchover(const std::st
 
 std::optional<std::string> migration_controller::pause_postcopy() {
   std::lock_guard lk{mtx_};
-  if (out_status_ != migration_status::postcopy_active)
-    return "migrate-pause is currently only supported during postcopy-active state";
-  if (auto ok = step_locked(migration_side::source, migration_event::postcopy_broken); !ok)
+  // The engine cuts its link as a failure would and steps to
+  // postcopy-paused itself (without one, tests stepping by hand).
+  if (out_status_ == migration_status::postcopy_active) {
+    if (!out_)
+      return step_locked(migration_side::source, migration_event::postcopy_broken)
+               ? std::nullopt
+               : std::optional<std::string>{"refused"};
+    out_->pause_postcopy();
+    return std::nullopt;
+  }
+  if (in_status_ == migration_status::postcopy_active && in_) {
+    in_->pause_postcopy();
+    return std::nullopt;
+  }
+  return "migrate-pause is currently only supported during postcopy-active state";
+}
+
+std::optional<std::string> migration_controller::recover_incoming(const migration_address& at) {
+  std::lock_guard lk{mtx_};
+  if (in_status_ != migration_status::postcopy_paused || !in_)
+    return "Migrate recover can only be run when postcopy is paused.";
+  if (!at.bidirectional())
+    return "postcopy recovery needs a socket transport (tcp: or unix:), not " + at.describe();
+  auto l = migration_listener::create(at);
+  if (!l)
+    return describe(l.error());
+  if (auto ok = step_locked(migration_side::destination, migration_event::recover); !ok)
     return describe(ok.error());
+  in_->recover(std::move(*l));
+  return std::nullopt;
+}
+
+std::optional<std::string> migration_controller::resume_outgoing(const migration_address& to,
+                                                                 std::shared_ptr<tls_context> tls) {
+  std::lock_guard lk{mtx_};
+  if (out_status_ != migration_status::postcopy_paused || !out_)
+    return "Cannot resume if there is no paused migration";
+  if (!to.bidirectional())
+    return "postcopy recovery needs a socket transport (tcp: or unix:), not " + to.describe();
+  if (auto ok = step_locked(migration_side::source, migration_event::recover); !ok)
+    return describe(ok.error());
+  out_->resume_postcopy(to, std::move(tls));
   return std::nullopt;
 }
 

@@ -77,6 +77,11 @@ public:
   std::optional<std::string> resume_switchover(const std::string& expected_state);
   std::optional<std::string> pause_postcopy();
   std::optional<std::string> start_postcopy();
+  // migrate-recover (destination) and migrate resume=true (source): a
+  // paused postcopy goes on over a new connection.
+  std::optional<std::string> recover_incoming(const migration_address& at);
+  std::optional<std::string> resume_outgoing(const migration_address& to,
+                                             std::shared_ptr<tls_context> tls);
   // A running source takes new limits at once.
   void tune(const migration_source::live_parameters& p);
 

@@ -189,6 +189,10 @@ caf::expected<destination_event> migration_destination::impl::run_phase(destinat
       return postcopy_load();
     case destination_phase::postcopy:
       return receive_postcopy();
+    case destination_phase::postcopy_paused:
+      return postcopy_paused();
+    case destination_phase::postcopy_recover:
+      return postcopy_recover();
     default:
       return refuse("no work in phase " + std::string{to_string(p)});
   }
@@ -201,13 +205,22 @@ caf::expected<void> migration_destination::impl::execute() {
   caf::expected<void> result{};
   while (!terminal(p)) {
     auto ev = run_phase(p);
-    auto next = step(p, ev ? *ev : destination_event::error);
+    // Once the guest runs here, a failure (but the owner's ending it)
+    // pauses the postcopy instead: the guest waits for its pages.
+    destination_event e = ev ? *ev : destination_event::error;
+    if (!ev && guest_runs_here && !closing)
+      e = destination_event::link_lost;
+    auto next = step(p, e);
     if (!next) {
       result = next.error();
       break;
     }
     p = *next;
     phase = p;
+    if (e == destination_event::link_lost) {
+      after_link_lost(ev.error());
+      continue;
+    }
     if (!ev) {
       note_failure(ev.error());
       result = ev.error();
@@ -418,12 +431,25 @@ migration_destination::start(guest& g, incoming_migration plan, migration_hooks 
 migration_destination::migration_destination(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 migration_destination::~migration_destination() {
-  impl_->note_failure(make_ferry_error(errc::bad_run_state, "agent shutting down"));
+  cancel("agent shutting down");
   impl_->thread.join();
 }
 
 void migration_destination::cancel(const std::string& why) {
+  impl_->closing = true;
   impl_->note_failure(make_ferry_error(errc::bad_run_state, why));
+  std::lock_guard lk{impl_->mtx}; // a paused postcopy waits on this
+  impl_->recover_cv.notify_all();
+}
+
+void migration_destination::pause_postcopy() {
+  impl_->note_failure(make_ferry_error(errc::bad_run_state, "paused by migrate-pause"));
+}
+
+void migration_destination::recover(std::unique_ptr<channel_acceptor> acceptor) {
+  std::lock_guard lk{impl_->mtx};
+  impl_->recover_acceptor = std::move(acceptor);
+  impl_->recover_cv.notify_all();
 }
 
 bool migration_destination::holds_whole_guest() const {

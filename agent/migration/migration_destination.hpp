@@ -74,6 +74,10 @@ public:
   // Fails the migration with `why` (the guest will not start from it),
   // unless it already completed.
   void cancel(const std::string& why);
+  // migrate-pause: the postcopy link is cut as if it had failed.
+  void pause_postcopy();
+  // migrate-recover: a paused postcopy waits for its source on `acceptor`.
+  void recover(std::unique_ptr<channel_acceptor> acceptor);
   // Memory and CPU state have all arrived: from here on this copy may be
   // the only whole one, even if the hand-over then fails.
   bool holds_whole_guest() const;

@@ -72,6 +72,8 @@ void migration_source::cancel() {
     return;
   impl_->cancelled = true;
   impl_->halt();
+  std::lock_guard lk{impl_->return_mtx}; // a paused postcopy waits on this
+  impl_->return_cv.notify_all();
 }
 
 void migration_source::resume_switchover() {
@@ -80,6 +82,17 @@ void migration_source::resume_switchover() {
 
 void migration_source::start_postcopy() {
   impl_->postcopy_requested = true;
+}
+
+void migration_source::pause_postcopy() {
+  impl_->note_failure(make_ferry_error(errc::bad_run_state, "paused by migrate-pause"));
+}
+
+void migration_source::resume_postcopy(migration_address target, std::shared_ptr<tls_context> tls) {
+  std::lock_guard lk{impl_->return_mtx};
+  impl_->resume_target = std::move(target);
+  impl_->resume_tls = std::move(tls);
+  impl_->return_cv.notify_all();
 }
 
 void migration_source::set_parameters(const live_parameters& p) {

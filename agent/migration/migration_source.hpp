@@ -98,6 +98,10 @@ public:
   // migrate-start-postcopy: the pass under way is the last one; then the
   // guest moves and its remaining pages follow.
   void start_postcopy();
+  // migrate-pause: the postcopy link is cut as if it had failed.
+  void pause_postcopy();
+  // migrate resume=true: a paused postcopy reconnects to `target`.
+  void resume_postcopy(migration_address target, std::shared_ptr<tls_context> tls);
   // Parameters QEMU lets change during a migration; a new cache size takes
   // effect from the next pass.
   struct live_parameters {

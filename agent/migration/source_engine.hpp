@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -130,6 +131,14 @@ struct migration_source::impl {
   std::deque<mig::page_request> requests;
   bool destination_done = false; // it placed every page (ready)
   std::thread return_path;
+  // Recovery: what the destination was owed at the switch (a resumed
+  // postcopy owes what it has not placed of these), the session it began
+  // with, and where `migrate resume=true` says to reconnect (under
+  // return_mtx).
+  dirty_bitmap switch_owed{0};
+  std::array<uint8_t, 16> session{};
+  std::optional<migration_address> resume_target;
+  std::shared_ptr<tls_context> resume_tls;
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -235,6 +244,11 @@ struct migration_source::impl {
   caf::expected<source_event> handover();
   caf::expected<source_event> postcopy_switch();
   caf::expected<source_event> postcopy();
+  caf::expected<source_event> postcopy_paused();
+  caf::expected<source_event> postcopy_recover();
+  // After a broken postcopy link: the reader joined, the channels closed,
+  // ready to wait for a resume.
+  void after_link_lost(const caf::error& why);
   void stop_guest();
   caf::expected<void> drain_senders();
   caf::expected<void> send_state();

@@ -19,7 +19,8 @@ caf::expected<void> migration_source::impl::handshake() {
       return ok;
   mig::hello h;
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
-  h.session = random_session();
+  session = random_session();
+  h.session = session;
   h.flags = (plan.multifd ? mig::flag_multifd : 0) |
             (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
             (plan.postcopy ? mig::flag_postcopy : 0) |
@@ -129,6 +130,10 @@ caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
       return postcopy_switch();
     case source_phase::postcopy:
       return postcopy();
+    case source_phase::postcopy_paused:
+      return postcopy_paused();
+    case source_phase::postcopy_recover:
+      return postcopy_recover();
     default:
       return make_ferry_error(errc::bad_run_state, "no work in phase " + std::string{to_string(p)});
   }
@@ -136,16 +141,24 @@ caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
 
 // The engine walks its phases: each phase's work yields the event that moves
 // it on; a failure becomes `error` (or `cancel` when it was cancelled).
+// After postcopy's go a failure is a broken link instead: the engine pauses
+// and waits to be resumed.
 caf::expected<void> migration_source::impl::execute() {
   source_phase p = source_phase::connect;
   while (!terminal(p)) {
     auto ev = run_phase(p);
-    const source_event e = ev ? *ev : cancelled ? source_event::cancel : source_event::error;
+    source_event e = ev ? *ev : cancelled ? source_event::cancel : source_event::error;
+    if (e == source_event::error && postcopy_committed)
+      e = source_event::link_lost;
     auto next = step(p, e);
     if (!next)
       return next.error(); // a phase produced an event its table forbids
     p = *next;
     phase = p;
+    if (e == source_event::link_lost) {
+      after_link_lost(ev.error());
+      continue;
+    }
     if (!ev)
       return ev.error();
   }

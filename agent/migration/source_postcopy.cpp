@@ -5,8 +5,8 @@
 // by the `mig-return` thread.
 #include "agent/migration/source_engine.hpp"
 
-
 #include <algorithm>
+#include <cstdio>
 
 namespace ferry {
 
@@ -31,6 +31,7 @@ caf::expected<source_event> migration_source::impl::postcopy_switch() {
   if (auto ok = drain_senders(); !ok)
     return ok.error();
   owed = todo;
+  switch_owed = todo;
   todo.clear();
   remaining_bytes = owed.count() * mig::page_size;
   if (auto ok = send_discards(); !ok)
@@ -138,6 +139,13 @@ caf::expected<void> migration_source::impl::send_postcopy_batch(std::span<const 
 // address order between them; then the end, and the destination's word
 // that it placed them all.
 caf::expected<source_event> migration_source::impl::postcopy() {
+  {
+    // A resumed postcopy starts afresh: the destination asks again for
+    // what its guest still waits on.
+    std::lock_guard lk{return_mtx};
+    requests.clear();
+    destination_done = false;
+  }
   return_path = std::thread{[this] { read_return_path(); }};
   std::vector<uint64_t> pfns;
   size_t cursor = 0; // the next word of `owed` the background walk looks at
@@ -231,6 +239,93 @@ void migration_source::impl::read_return_path() {
   }
   std::lock_guard lk{return_mtx};
   return_cv.notify_all();
+}
+
+void migration_source::impl::after_link_lost(const caf::error& why) {
+  stop_return_path();
+  std::fprintf(stderr, "ferry: postcopy paused: %s\n", describe(why).c_str());
+  std::lock_guard lk{mtx};
+  channels.clear();
+  error.clear();
+  stop = false;
+}
+
+// Waits for `migrate resume=true` (or the end of the agent). A guard kept
+// by the owner holds this stale copy stopped meanwhile.
+caf::expected<source_event> migration_source::impl::postcopy_paused() {
+  // From postcopy-active, or back from a recovery that failed.
+  if (!hooks.step(migration_event::postcopy_broken))
+    hooks.step(migration_event::recover_failed);
+  std::unique_lock lk{return_mtx};
+  return_cv.wait(lk, [&] { return resume_target.has_value() || cancelled.load(); });
+  if (cancelled)
+    return cancelled_error();
+  return source_event::resume;
+}
+
+// A new main channel in the same session; the destination says which of
+// the owed pages it placed, the source owes the rest, and go lets the pages
+// flow again.
+caf::expected<source_event> migration_source::impl::postcopy_recover() {
+  {
+    std::lock_guard lk{return_mtx};
+    plan.target = *resume_target;
+    plan.tls = resume_tls;
+    resume_target.reset();
+  }
+  FERRY_TRY(main, plan.open ? plan.open() : open_outgoing(plan.target));
+  {
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(main));
+  }
+  migration_channel& ch = *channels[0];
+  if (plan.tls)
+    if (auto ok = ch.start_tls(*plan.tls); !ok)
+      return ok.error();
+  mig::hello h;
+  h.session = session;
+  h.flags = mig::flag_postcopy | mig::flag_resume;
+  h.ram_size = g.memory().size();
+  h.uuid = plan.uuid;
+  if (auto ok = ch.send(mig::record_type::hello, mig::encode(h)); !ok)
+    return ok.error();
+  std::vector<uint8_t> buf;
+  FERRY_TRY(ack, ch.receive(buf));
+  FERRY_TRY(st, mig::decode_status(buf));
+  if (ack.type != mig::record_type::hello_ack || st.code != 0)
+    return make_ferry_error(errc::invalid_argument,
+                            "the destination refused to resume the postcopy: " + st.text);
+  const uint64_t pages = g.memory().pages();
+  dirty_bitmap received{pages};
+  for (;;) {
+    FERRY_TRY(rh, ch.receive(buf));
+    if (rh.type == mig::record_type::ready)
+      break;
+    if (rh.type != mig::record_type::postcopy_received)
+      return make_ferry_error(errc::system_error, std::string{"the destination sent "} +
+                                                    mig::to_string(rh.type) +
+                                                    " instead of the pages it received");
+    FERRY_TRY(d, mig::decode_discard(buf, pages));
+    for (size_t i = 0; i < d.word_count; ++i)
+      for (uint64_t bits = d.word(i); bits != 0; bits &= bits - 1)
+        received.set(d.first_pfn + i * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+  }
+  dirty_bitmap left{pages};
+  bool stray = false;
+  switch_owed.for_each([&](uint64_t p) {
+    if (!received.test(p))
+      left.set(p);
+  });
+  received.for_each([&](uint64_t p) { stray = stray || !switch_owed.test(p); });
+  if (stray)
+    return make_ferry_error(errc::system_error, "the destination claims pages it was never owed");
+  owed = std::move(left);
+  remaining_bytes = owed.count() * mig::page_size;
+  if (auto ok = ch.send(mig::record_type::go, mig::encode(mig::status_msg{})); !ok)
+    return ok.error();
+  if (!hooks.step(migration_event::recovered))
+    return check_stop_error();
+  return source_event::recovered;
 }
 
 // The reader ends by itself after ready, or when a failure interrupted the

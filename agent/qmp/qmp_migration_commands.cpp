@@ -122,12 +122,23 @@ qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
 }
 
 qmp_result qmp_monitor::migrate(const json::object& args) {
-  if (const auto* r = args.if_contains("resume"); r != nullptr && r->as_bool())
-    return generic("Cannot resume if there is no paused migration");
   auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
   if (auto* why = std::get_if<std::string>(&target))
     return generic(std::move(*why));
   auto& addr = std::get<migration_address>(target);
+  if (const auto* r = args.if_contains("resume"); r != nullptr && r->as_bool()) {
+    std::shared_ptr<tls_context> tls;
+    {
+      std::lock_guard lk{mtx_};
+      auto t = tls_for(migration_side::source, addr);
+      if (auto* why = std::get_if<std::string>(&t))
+        return generic(std::move(*why));
+      tls = std::get<std::shared_ptr<tls_context>>(t);
+    }
+    if (auto why = migration_.resume_outgoing(addr, std::move(tls)))
+      return generic(std::move(*why));
+    return empty();
+  }
   {
     std::lock_guard lk{mtx_};
     if (auto why = migration_.outgoing_refusal())
@@ -266,10 +277,13 @@ qmp_result qmp_monitor::migrate_pause(const json::object&) {
   return empty();
 }
 
-qmp_result qmp_monitor::migrate_recover(const json::object&) {
-  // Recovery is the destination's command; this agent has no incoming
-  // migration yet, so it is never paused in postcopy.
-  return generic("Migrate recover can only be run when postcopy is paused.");
+qmp_result qmp_monitor::migrate_recover(const json::object& args) {
+  auto target = parse_migration_target(args.if_contains("uri"), nullptr);
+  if (auto* why = std::get_if<std::string>(&target))
+    return generic(std::move(*why));
+  if (auto why = migration_.recover_incoming(std::get<migration_address>(target)))
+    return generic(std::move(*why));
+  return empty();
 }
 
 qmp_result qmp_monitor::migrate_start_postcopy(const json::object&) {

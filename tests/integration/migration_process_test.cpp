@@ -467,46 +467,66 @@ struct postcopy_case {
   bool tls;
 };
 
-class postcopy_migration : public migration_fixture,
+class postcopy_fixture : public migration_fixture {
+protected:
+  // A hot guest migrating with postcopy-ram on both sides, switched to
+  // postcopy once precopy is seen iterating; the owed pages then stream at
+  // `postcopy_bw` bytes/s. The uri the source used.
+  std::string begin_postcopy(uint32_t channels, bool tls, uint64_t postcopy_bw,
+                             const std::string& transport = "unix") {
+    size = "64M";
+    bytes = 64u << 20;
+    start_pair("2048", tls);
+    configure(channels, {{"max-bandwidth", 32u << 20},
+                         {"downtime-limit", 1},
+                         {"max-postcopy-bandwidth", postcopy_bw}});
+    for (host* h : {&src, &dst})
+      EXPECT_TRUE(h->exec("migrate-set-capabilities",
+                          {{"capabilities", json::array{json::object{{"capability", "postcopy-ram"},
+                                                                     {"state", true}}}}})
+                    .as_object()
+                    .contains("return"));
+    const std::string uri = listen(tls ? "tcp" : transport);
+    EXPECT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+    // It iterates (a second pass begins: precopy alone would go on).
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    uint64_t syncs = 0;
+    while (syncs < 2 && std::chrono::steady_clock::now() < deadline) {
+      const auto i = src.info();
+      if (i.contains("ram"))
+        syncs = i.at("ram").at("dirty-sync-count").to_number<uint64_t>();
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_GE(syncs, 2U) << json::serialize(src.info());
+    EXPECT_EQ(src.info().at("status"), "active");
+    auto r = src.exec("migrate-start-postcopy");
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    return uri;
+  }
+
+  // Both sides completed; the guest runs on at the destination and its
+  // memory verifies; the source's stale copy stays stopped.
+  void expect_completed() {
+    ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+      << json::serialize(src.info()) << src.agent->stderr_text();
+    ASSERT_EQ(dst.wait_status({"completed", "failed"}, 30s), "completed")
+      << json::serialize(dst.info()) << dst.agent->stderr_text();
+    EXPECT_EQ(src.exec("query-status").at("return").at("status"), "postmigrate");
+    expect_destination_runs_on("16128");
+  }
+};
+
+class postcopy_migration : public postcopy_fixture,
                            public ::testing::WithParamInterface<postcopy_case> {};
 
 TEST_P(postcopy_migration, hot_guest_completes_after_migrate_start_postcopy) {
-  size = "64M";
-  bytes = 64u << 20;
-  start_pair("2048", GetParam().tls);
   // After the switch the owed pages stream at 8 MiB/s: the guest reaches
   // many of them first and has to ask.
-  configure(
-    GetParam().channels,
-    {{"max-bandwidth", 32u << 20}, {"downtime-limit", 1}, {"max-postcopy-bandwidth", 8u << 20}});
-  for (host* h : {&src, &dst})
-    ASSERT_TRUE(h->exec("migrate-set-capabilities",
-                        {{"capabilities", json::array{json::object{{"capability", "postcopy-ram"},
-                                                                   {"state", true}}}}})
-                  .as_object()
-                  .contains("return"));
-  const std::string uri = listen(GetParam().tls ? "tcp" : "unix");
-  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
-  // It iterates (a second pass begins: precopy alone would go on).
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  uint64_t syncs = 0;
-  while (syncs < 2 && std::chrono::steady_clock::now() < deadline) {
-    const auto i = src.info();
-    if (i.contains("ram"))
-      syncs = i.at("ram").at("dirty-sync-count").to_number<uint64_t>();
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_GE(syncs, 2U) << json::serialize(src.info());
-  ASSERT_EQ(src.info().at("status"), "active");
-  auto r = src.exec("migrate-start-postcopy");
-  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  begin_postcopy(GetParam().channels, GetParam().tls, 8u << 20);
   // Both sides pass through postcopy-active (or are already done).
   EXPECT_NE(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "failed")
     << json::serialize(dst.info()) << dst.agent->stderr_text();
-  ASSERT_EQ(src.wait_status({"completed", "failed", "postcopy-paused"}, 60s), "completed")
-    << json::serialize(src.info()) << src.agent->stderr_text();
-  ASSERT_EQ(dst.wait_status({"completed", "failed", "postcopy-paused"}, 30s), "completed")
-    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  expect_completed();
   const auto info = src.info();
   std::printf("postcopy: %s\n", json::serialize(info).c_str());
   EXPECT_GT(info.at("ram").at("postcopy-bytes").to_number<uint64_t>(), 0U)
@@ -515,9 +535,6 @@ TEST_P(postcopy_migration, hot_guest_completes_after_migrate_start_postcopy) {
   EXPECT_GT(requests, 0U) << "the guest asked for pages it touched";
   EXPECT_EQ(dst.info().at("ram").at("postcopy-requests").to_number<uint64_t>(), requests)
     << "every request the destination sent was served";
-  // The source's copy is stale: it stays stopped.
-  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "postmigrate");
-  expect_destination_runs_on("16128");
 }
 
 INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,
@@ -526,6 +543,66 @@ INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,
                          [](const auto& p) {
                            return std::string{p.param.channels == 0 ? "one_channel" : "multifd"} +
                                   (p.param.tls ? "_tls" : "");
+                         });
+
+// Recovery: the postcopy link breaks — migrate-pause cuts it, or the
+// connection is reset under both agents (ss -K, root only) — and both sides
+// pause: the guest keeps running on the destination (a thread touching a
+// missing page waits), the source's copy stays stopped. migrate-recover on
+// the destination and migrate resume=true on the source reconnect in the
+// same session, the pages placed meanwhile are reconciled, the rest
+// follows, and the guest verifies page by page.
+enum class link_break { migrate_pause, connection_reset };
+
+class postcopy_recovery : public postcopy_fixture,
+                          public ::testing::WithParamInterface<link_break> {};
+
+TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
+  if (GetParam() == link_break::connection_reset && ::geteuid() != 0)
+    GTEST_SKIP() << "resetting the migration's connection (ss -K) needs root";
+  // 2 MiB/s: the owed 8 MiB take seconds, the break lands in postcopy.
+  const std::string uri = begin_postcopy(0, false, 2u << 20, "tcp");
+  ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  ASSERT_EQ(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  std::this_thread::sleep_for(300ms);
+  if (GetParam() == link_break::migrate_pause) {
+    auto r = src.exec("migrate-pause");
+    ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  } else {
+    const std::string port = uri.substr(uri.rfind(':') + 1);
+    auto r = run({"/bin/sh", "-c", "ss -K dport = :" + port});
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  ASSERT_EQ(src.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
+    << json::serialize(src.info()) << src.agent->stderr_text();
+  ASSERT_EQ(dst.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
+    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  // Paused, nothing lost: the guest is still the destination's, the
+  // source's copy stopped; neither side can be cancelled into losing it.
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "finish-migrate");
+  EXPECT_TRUE(src.exec("migrate_cancel").as_object().contains("error"));
+  EXPECT_TRUE(dst.exec("migrate_cancel").as_object().contains("error"));
+  // Resuming before the destination listens again is refused by the
+  // destination's state, not taken as a new migration.
+  EXPECT_TRUE(dst.exec("migrate-incoming", {{"uri", "unix:" + dir + "/other.sock"}})
+                .as_object()
+                .contains("error"));
+  const std::string again = "unix:" + dir + "/recover.sock";
+  auto r = dst.exec("migrate-recover", {{"uri", again}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  EXPECT_EQ(dst.status(), "postcopy-recover");
+  r = src.exec("migrate", {{"uri", again}, {"resume", true}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  expect_completed();
+}
+
+INSTANTIATE_TEST_SUITE_P(breaks, postcopy_recovery,
+                         ::testing::Values(link_break::migrate_pause, link_break::connection_reset),
+                         [](const auto& p) {
+                           return std::string{p.param == link_break::migrate_pause
+                                                ? "migrate_pause"
+                                                : "connection_reset"};
                          });
 
 TEST_F(migration_fixture, auto_converge_brings_a_hot_guest_over) {

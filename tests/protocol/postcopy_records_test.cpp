@@ -107,14 +107,15 @@ TEST(postcopy_records, postcopy_run_carries_the_awaited_count) {
 }
 
 TEST(postcopy_records, new_record_types_have_names_and_pass_the_header_check) {
-  for (auto t : {mig::record_type::discard, mig::record_type::postcopy_run,
-                 mig::record_type::postcopy_pages, mig::record_type::page_request}) {
+  for (auto t :
+       {mig::record_type::discard, mig::record_type::postcopy_run, mig::record_type::postcopy_pages,
+        mig::record_type::page_request, mig::record_type::postcopy_received}) {
     const auto h = mig::encode_header(t, 16, 0);
     auto d = mig::decode_header(h);
     ASSERT_TRUE(d) << mig::to_string(t);
     EXPECT_EQ(d->type, t);
     EXPECT_STRNE(mig::to_string(t), "unknown");
   }
-  const auto beyond = mig::encode_header(static_cast<mig::record_type>(19), 0, 0);
+  const auto beyond = mig::encode_header(static_cast<mig::record_type>(20), 0, 0);
   EXPECT_FALSE(mig::decode_header(beyond));
 }

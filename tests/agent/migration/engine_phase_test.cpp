@@ -25,8 +25,12 @@ const std::map<std::string, std::string> source_oracle = {
   {"switchover", "dirty-sent>device-state error>failed cancel>cancelled"},
   {"device-state", "state-sent>handover error>failed cancel>cancelled"},
   {"handover", "destination-ready>done error>failed cancel>cancelled"},
-  {"postcopy-switch", "destination-running>postcopy error>failed cancel>cancelled"},
-  {"postcopy", "postcopy-done>done error>failed cancel>cancelled"},
+  {"postcopy-switch",
+   "destination-running>postcopy link-lost>postcopy-paused error>failed cancel>cancelled"},
+  {"postcopy", "postcopy-done>done link-lost>postcopy-paused error>failed cancel>cancelled"},
+  {"postcopy-paused", "resume>postcopy-recover error>failed cancel>cancelled"},
+  {"postcopy-recover", "recovered>postcopy link-lost>postcopy-paused error>failed "
+                       "cancel>cancelled"},
 };
 
 const std::map<std::string, std::string> destination_oracle = {
@@ -37,7 +41,9 @@ const std::map<std::string, std::string> destination_oracle = {
   {"load-state", "state-loaded>handover error>failed cancel>failed"},
   {"handover", "go>done error>failed cancel>failed"},
   {"postcopy-load", "go>postcopy error>failed cancel>failed"},
-  {"postcopy", "postcopy-done>done error>failed cancel>failed"},
+  {"postcopy", "postcopy-done>done link-lost>postcopy-paused error>failed cancel>failed"},
+  {"postcopy-paused", "recover>postcopy-recover error>failed cancel>failed"},
+  {"postcopy-recover", "recovered>postcopy link-lost>postcopy-paused error>failed cancel>failed"},
 };
 
 template <class Phase, class Event>
