@@ -144,7 +144,9 @@ caf::expected<hello> decode_hello(std::span<const uint8_t> p) {
   h.flags = get<uint32_t>(p.data() + 36);
   h.ram_size = get<uint64_t>(p.data() + 40);
   std::memcpy(h.uuid.data(), p.data() + 48, 16);
-  if (h.channel_index > h.channel_count)
+  const bool preempt_channel =
+    h.channel_index == preempt_channel_index && (h.flags & flag_preempt) != 0;
+  if (h.channel_index > h.channel_count && !preempt_channel)
     return bad("channel " + std::to_string(h.channel_index) + " of " +
                std::to_string(h.channel_count));
   return h;

@@ -91,6 +91,11 @@ inline constexpr uint32_t flag_postcopy = 1u << 4;
 // The source resumes a paused postcopy (migrate resume=true): the hello
 // carries the session it began with.
 inline constexpr uint32_t flag_resume = 1u << 5;
+// postcopy-preempt: one more channel, opened with the others, carries the
+// pages the destination asks for in postcopy (so they need not wait behind
+// the background stream). Its hello has this channel index.
+inline constexpr uint32_t flag_preempt = 1u << 6;
+inline constexpr uint16_t preempt_channel_index = 0xffff;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

@@ -89,6 +89,11 @@ std::string migration_destination::impl::disagreement() const {
   if (src_postcopy != plan.postcopy)
     return std::string{"capability postcopy-ram is "} + (src_postcopy ? "on" : "off") +
            " on the source but " + (plan.postcopy ? "on" : "off") + " on the destination";
+  const bool src_preempt = (hello.flags & mig::flag_preempt) != 0;
+  if (src_preempt != (plan.postcopy && plan.preempt))
+    return std::string{"capability postcopy-preempt is "} + (src_preempt ? "on" : "off") +
+           " on the source but " + (plan.postcopy && plan.preempt ? "on" : "off") +
+           " on the destination";
   if (src_postcopy && !plan.from.bidirectional())
     return "postcopy needs a socket transport (tcp: or unix:): pages are asked for on it";
   if (src_postcopy) {
@@ -144,37 +149,61 @@ caf::expected<std::unique_ptr<migration_channel>> migration_destination::impl::a
   }
 }
 
-// multifd channels, each checked and then read by its receiving thread.
+// The next channel of this migration, TLS up and its peer let in: a
+// stranger while the channels come up is dropped when a peer is pinned
+// (nullptr: go on waiting).
+caf::expected<migration_channel*> migration_destination::impl::admit_channel() {
+  FERRY_TRY(ch, accept_channel());
+  // Registered before anything is read from it, so a peer that connects
+  // and stalls can still be cut off (cancel, failure, shutdown).
+  migration_channel* raw = ch.get();
+  {
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(ch));
+  }
+  if (plan.tls) {
+    auto ok = raw->start_tls(*plan.tls);
+    const auto why = ok ? authz_denied(*raw) : describe(ok.error());
+    if (why && !plan.check_authz)
+      return ok.error();
+    if (why) {
+      {
+        std::lock_guard lk{mtx};
+        channels.pop_back();
+      }
+      std::fprintf(stderr, "ferry: incoming migration: refused a channel: %s\n", why->c_str());
+      return nullptr;
+    }
+  }
+  return raw;
+}
+
+// postcopy-preempt's channel (again on a resume): its hello names it.
+caf::expected<migration_channel*> migration_destination::impl::accept_preempt(bool resume) {
+  std::vector<uint8_t> buf;
+  for (;;) {
+    FERRY_TRY(raw, admit_channel());
+    if (raw == nullptr)
+      continue;
+    FERRY_TRY(h, check_hello(*raw, buf));
+    if (h.session != hello.session || h.channel_index != mig::preempt_channel_index ||
+        ((h.flags & mig::flag_resume) != 0) != resume)
+      return refuse("a channel that is not this migration's preempt channel connected");
+    return raw;
+  }
+}
+
+// multifd channels, each checked and then read by its receiving thread; then
+// the preempt channel (the source opens them in that order).
 caf::expected<destination_event> migration_destination::impl::open_channels() {
-  if (!multifd)
-    return destination_event::channels_up;
   std::vector<uint8_t> buf;
   std::vector<bool> seen(hello.channel_count + 1, false);
-  for (uint16_t n = 0; n < hello.channel_count;) {
-    FERRY_TRY(ch, accept_channel());
-    // Registered before anything is read from it, so a peer that connects
-    // and stalls can still be cut off (cancel, failure, shutdown).
-    migration_channel* raw = ch.get();
-    {
-      std::lock_guard lk{mtx};
-      channels.push_back(std::move(ch));
-    }
-    if (plan.tls) {
-      auto ok = raw->start_tls(*plan.tls);
-      const auto why = ok ? authz_denied(*raw) : describe(ok.error());
-      if (why && !plan.check_authz)
-        return ok.error();
-      if (why) {
-        // With a pinned peer, an intruder connecting while the channels come
-        // up is dropped; the source's own channels still get in.
-        {
-          std::lock_guard lk{mtx};
-          channels.pop_back();
-        }
-        std::fprintf(stderr, "ferry: incoming migration: refused a channel: %s\n", why->c_str());
-        continue;
-      }
-    }
+  for (uint16_t n = 0; multifd && n < hello.channel_count;) {
+    // With a pinned peer, an intruder connecting while the channels come up
+    // is dropped; the source's own channels still get in.
+    FERRY_TRY(raw, admit_channel());
+    if (raw == nullptr)
+      continue;
     FERRY_TRY(h, check_hello(*raw, buf));
     if (h.session != hello.session)
       return refuse("a multifd channel of another migration connected");
@@ -188,6 +217,10 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
         note_failure(ok.error());
     });
     ++n;
+  }
+  if (postcopy && plan.preempt) {
+    FERRY_TRY(p, accept_preempt(false));
+    preempt = p;
   }
   return destination_event::channels_up;
 }

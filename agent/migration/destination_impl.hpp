@@ -93,6 +93,10 @@ struct migration_destination::impl {
   // discarded, to come after the switch; the RAM that waits for them; the
   // `mig-fault` thread that asks for the ones the guest touches.
   bool postcopy = false;
+  // postcopy-preempt: the channel requested pages arrive on, read by the
+  // `mig-preempt` thread in postcopy.
+  migration_channel* preempt = nullptr;
+  std::thread preempt_thread;
   bool postcopy_run_seen = false;
   uint64_t awaited_count = 0; // as the source counted them
   dirty_bitmap awaited{0};
@@ -166,8 +170,15 @@ struct migration_destination::impl {
   caf::expected<void> note_discard(std::span<const uint8_t> payload);
   caf::expected<destination_event> postcopy_load();
   caf::expected<destination_event> receive_postcopy();
-  caf::expected<void> place_batch(const mig::record_header& h, std::vector<uint8_t>& head,
-                                  std::vector<uint8_t>& staging);
+  caf::expected<void> place_batch(migration_channel& ch, const mig::record_header& h,
+                                  std::vector<uint8_t>& head, std::vector<uint8_t>& staging);
+  caf::expected<void> receive_preempt();
+  caf::expected<migration_channel*> admit_channel();
+  caf::expected<migration_channel*> accept_preempt(bool resume);
+  void join_preempt() {
+    if (preempt_thread.joinable())
+      preempt_thread.join();
+  }
   void watch_faults();
   caf::expected<void> ask_again();
   void after_link_lost(const caf::error& why);

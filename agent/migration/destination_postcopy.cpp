@@ -86,13 +86,19 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
     return ok.error();
   fault_stop = false;
   fault_thread = std::thread{[this] { watch_faults(); }};
+  if (preempt != nullptr)
+    preempt_thread = std::thread{[this] {
+      const auto registered = name_migration_thread(hooks.threads, "mig-preempt");
+      if (auto ok = receive_preempt(); !ok)
+        note_failure(ok.error());
+    }};
   std::vector<uint8_t> head;
   std::vector<uint8_t> staging;
   std::vector<uint8_t> buf;
   for (;;) {
     FERRY_TRY(h, main->receive_header());
     if (h.type == mig::record_type::postcopy_pages) {
-      if (auto ok = place_batch(h, head, staging); !ok)
+      if (auto ok = place_batch(*main, h, head, staging); !ok)
         return ok.error();
       continue;
     }
@@ -109,6 +115,13 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
     }
     return refuse(std::string{"unexpected "} + mig::to_string(h.type) + " record in postcopy");
   }
+  // The preempt channel ended before the main one (or failed, and stop
+  // says so).
+  join_preempt();
+  if (stop) {
+    std::lock_guard lk{mtx};
+    return refuse(error);
+  }
   if (awaited_placed != awaited_count)
     return refuse("the source ended postcopy having sent " + std::to_string(awaited_placed) +
                   " of the " + std::to_string(awaited_count) + " pages it owed");
@@ -120,27 +133,46 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
   return destination_event::postcopy_done;
 }
 
+// postcopy-preempt: the requested pages on their own channel, until its end.
+caf::expected<void> migration_destination::impl::receive_preempt() {
+  std::vector<uint8_t> head;
+  std::vector<uint8_t> staging;
+  for (;;) {
+    FERRY_TRY(h, preempt->receive_header());
+    if (h.type == mig::record_type::postcopy_pages) {
+      if (auto ok = place_batch(*preempt, h, head, staging); !ok)
+        return ok;
+      continue;
+    }
+    if (h.type != mig::record_type::end || h.length != 0)
+      return refuse(std::string{"unexpected "} + mig::to_string(h.type) +
+                    " record on the preempt channel");
+    return preempt->end_payload(h);
+  }
+}
+
 // One postcopy-pages record: head checked, data read into `staging`, each
 // page checked against its hash and placed whole.
-caf::expected<void> migration_destination::impl::place_batch(const mig::record_header& h,
+caf::expected<void> migration_destination::impl::place_batch(migration_channel& ch,
+                                                             const mig::record_header& h,
                                                              std::vector<uint8_t>& head,
                                                              std::vector<uint8_t>& staging) {
   head.resize(std::min<size_t>(h.length, mig::batch_prefix));
-  if (auto ok = main->read_payload(head.data(), head.size()); !ok)
+  if (auto ok = ch.read_payload(head.data(), head.size()); !ok)
     return ok;
   FERRY_TRY(head_size, mig::postcopy_head_size(head));
   if (h.length < head_size)
     return refuse("postcopy-pages record shorter than its entries");
   head.resize(head_size);
-  if (auto ok = main->read_payload(head.data() + mig::batch_prefix, head_size - mig::batch_prefix);
+  if (auto ok = ch.read_payload(head.data() + mig::batch_prefix, head_size - mig::batch_prefix);
       !ok)
     return ok;
   FERRY_TRY(b, mig::decode_postcopy_head(head, h.length, g.memory().pages()));
   staging.resize(size_t{b.data_pages} * mig::page_size);
   if (!staging.empty())
-    if (auto ok = main->read_payload(staging.data(), staging.size(), true); !ok)
+    if (auto ok = ch.read_payload(staging.data(), staging.size(), true); !ok)
       return ok;
-  if (auto ok = main->end_payload(h); !ok)
+  if (auto ok = ch.end_payload(h); !ok)
     return ok;
   static const std::vector<uint8_t> zeros(mig::page_size, 0);
   const uint8_t* data = staging.data();
@@ -194,6 +226,7 @@ caf::expected<void> migration_destination::impl::ask_again() {
 
 void migration_destination::impl::after_link_lost(const caf::error& why) {
   stop_fault_thread();
+  join_preempt();
   std::fprintf(stderr, "ferry: incoming postcopy paused: %s\n", describe(why).c_str());
   std::lock_guard lk{mtx};
   // A failed recovery's port is given back (the next migrate-recover may
@@ -204,6 +237,7 @@ void migration_destination::impl::after_link_lost(const caf::error& why) {
     received_closed += ch->bytes_received();
   channels.clear();
   main = nullptr;
+  preempt = nullptr;
   error.clear();
   stop = false;
 }
@@ -241,6 +275,10 @@ caf::expected<destination_event> migration_destination::impl::postcopy_recover()
     return ok.error();
   if (!refusal.empty())
     return refuse(refusal);
+  if (plan.preempt) {
+    FERRY_TRY(p, accept_preempt(true));
+    preempt = p;
+  }
   if (auto ok = send_received(); !ok)
     return ok.error();
   FERRY_TRY(go, await_go());

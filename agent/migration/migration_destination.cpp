@@ -228,6 +228,7 @@ caf::expected<void> migration_destination::impl::execute() {
     }
   }
   join_receivers();
+  join_preempt();
   return result;
 }
 

@@ -32,6 +32,7 @@ struct incoming_migration {
   uint32_t channels = 2;
   bool validate_uuid = false;
   bool postcopy = false; // postcopy-ram: the source may switch to postcopy
+  bool preempt = false;  // postcopy-preempt
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

@@ -55,6 +55,7 @@ struct outgoing_migration {
   // postcopy-ram: migrate-start-postcopy may switch the migration to
   // postcopy (needs a socket transport: the destination asks for pages).
   bool postcopy = false;
+  bool preempt = false; // postcopy-preempt: requested pages on a channel of their own
   uint64_t max_postcopy_bandwidth = 0; // bytes/s, 0 = unlimited
   bool pause_before_switchover = false;
   bool events = false;

@@ -129,6 +129,11 @@ struct migration_source::impl {
   std::mutex return_mtx;
   std::condition_variable return_cv;
   std::deque<mig::page_request> requests;
+  // postcopy-preempt: the channel requested pages go on (the last of
+  // `channels`), written by the return-path thread, which serves requests
+  // itself; `serving` while it sends, so the end waits for it.
+  migration_channel* preempt = nullptr;
+  bool serving = false;
   bool destination_done = false; // it placed every page (ready)
   std::thread return_path;
   // Recovery: what the destination was owed at the switch (a resumed
@@ -255,8 +260,12 @@ struct migration_source::impl {
   caf::expected<void> await_ready();
   // Postcopy's steps.
   caf::expected<void> send_discards();
-  caf::expected<void> send_postcopy_batch(std::span<const uint64_t> pfns);
+  caf::expected<void> send_postcopy_batch(migration_channel& ch, std::span<const uint64_t> pfns);
   void next_requested(std::vector<uint64_t>& pfns);
+  // Background pages of `owed` from `cursor` on, up to a batch.
+  void next_background(std::vector<uint64_t>& pfns, size_t& cursor);
+  caf::expected<void> serve_preempted(const mig::page_request& r);
+  caf::expected<void> open_preempt(const mig::hello& main_hello);
   void read_return_path();
   void stop_return_path();
   caf::error check_stop_error() const {

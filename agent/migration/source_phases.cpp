@@ -24,6 +24,7 @@ caf::expected<void> migration_source::impl::handshake() {
   h.flags = (plan.multifd ? mig::flag_multifd : 0) |
             (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
             (plan.postcopy ? mig::flag_postcopy : 0) |
+            (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
             (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
@@ -60,6 +61,9 @@ caf::expected<void> migration_source::impl::handshake() {
     if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
       return ok;
   }
+  if (plan.postcopy && plan.preempt)
+    if (auto ok = open_preempt(h); !ok)
+      return ok;
   auto on_error = [this](const caf::error& e) { note_failure(e); };
   page_sender::options opt{plan.detect_zero,
                            plan.multifd,
@@ -70,7 +74,7 @@ caf::expected<void> migration_source::impl::handshake() {
                            &digest,
                            plan.multifd && plan.zero_copy};
   if (plan.multifd) {
-    for (size_t i = 1; i < channels.size(); ++i)
+    for (size_t i = 1; i <= h.channel_count; ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
                                                       *channels[i], g.memory(), opt, limiter, ctr,
                                                       stop, on_error));

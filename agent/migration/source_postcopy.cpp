@@ -18,6 +18,27 @@ constexpr auto placed_wait = std::chrono::seconds(30);
 
 } // namespace
 
+// postcopy-preempt's channel: opened with the others (and again on a
+// resume), named by its hello's index.
+caf::expected<void> migration_source::impl::open_preempt(const mig::hello& main_hello) {
+  FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
+  migration_channel* ch = opened.get();
+  {
+    std::lock_guard lk{mtx};
+    channels.push_back(std::move(opened));
+  }
+  if (plan.tls)
+    if (auto ok = ch->start_tls(*plan.tls); !ok)
+      return ok;
+  mig::hello h = main_hello;
+  h.channel_index = mig::preempt_channel_index;
+  if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
+    return ok;
+  std::lock_guard lk{return_mtx};
+  preempt = ch;
+  return {};
+}
+
 caf::expected<source_event> migration_source::impl::postcopy_switch() {
   stop_guest();
   dirty_tracker& log = g.dirty_log();
@@ -83,6 +104,42 @@ caf::expected<void> migration_source::impl::send_discards() {
   return {};
 }
 
+void migration_source::impl::next_background(std::vector<uint64_t>& pfns, size_t& cursor) {
+  std::lock_guard lk{return_mtx};
+  while (pfns.size() < mig::max_postcopy_pages && cursor < owed.word_count()) {
+    const uint64_t bits = owed.word(cursor);
+    if (bits == 0) {
+      ++cursor;
+      continue;
+    }
+    const uint64_t p = cursor * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+    owed.clear_page(p);
+    pfns.push_back(p);
+  }
+}
+
+// postcopy-preempt, on the return-path thread: the request's pages still
+// owed go at once on the preempt channel.
+caf::expected<void> migration_source::impl::serve_preempted(const mig::page_request& r) {
+  std::vector<uint64_t> pfns;
+  {
+    std::lock_guard lk{return_mtx};
+    for (uint64_t p = r.pfn; p < r.pfn + r.count; ++p)
+      if (owed.test(p)) {
+        owed.clear_page(p);
+        pfns.push_back(p);
+      }
+    if (pfns.empty())
+      return {};
+    serving = true;
+  }
+  auto ok = send_postcopy_batch(*preempt, pfns);
+  std::lock_guard lk{return_mtx};
+  serving = false;
+  return_cv.notify_all();
+  return ok;
+}
+
 // Pages the destination asked for and still owed, up to a batch (a request
 // for a page already sent is dropped: it is on its way).
 void migration_source::impl::next_requested(std::vector<uint64_t>& pfns) {
@@ -102,7 +159,8 @@ void migration_source::impl::next_requested(std::vector<uint64_t>& pfns) {
   }
 }
 
-caf::expected<void> migration_source::impl::send_postcopy_batch(std::span<const uint64_t> pfns) {
+caf::expected<void> migration_source::impl::send_postcopy_batch(migration_channel& ch,
+                                                                std::span<const uint64_t> pfns) {
   std::array<mig::postcopy_page, mig::max_postcopy_pages> pages{};
   std::array<iovec, mig::max_postcopy_pages + 1> parts{};
   size_t n_parts = 1;
@@ -127,9 +185,8 @@ caf::expected<void> migration_source::impl::send_postcopy_batch(std::span<const 
   mig::encode_postcopy_head(head, {pages.data(), pfns.size()});
   parts[0] = {head.data(), head.size()};
   const uint64_t bytes = mig::header_size + head.size() + data_bytes;
-  limiter.acquire(bytes, stop, &channels[0]->interrupted_flag());
-  if (auto ok = channels[0]->send(mig::record_type::postcopy_pages, {parts.data(), n_parts}, 1);
-      !ok)
+  limiter.acquire(bytes, stop, &ch.interrupted_flag());
+  if (auto ok = ch.send(mig::record_type::postcopy_pages, {parts.data(), n_parts}, 1); !ok)
     return ok;
   ctr.postcopy_bytes.fetch_add(bytes, std::memory_order_relaxed);
   return {};
@@ -153,25 +210,27 @@ caf::expected<source_event> migration_source::impl::postcopy() {
     if (stop)
       return check_stop_error();
     pfns.clear();
-    next_requested(pfns);
-    // `owed` is this thread's alone (next_requested runs here too).
-    while (pfns.size() < mig::max_postcopy_pages && cursor < owed.word_count()) {
-      const uint64_t bits = owed.word(cursor);
-      if (bits == 0) {
-        ++cursor;
-        continue;
-      }
-      const uint64_t p = cursor * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
-      owed.clear_page(p);
-      pfns.push_back(p);
-    }
+    if (preempt == nullptr)
+      next_requested(pfns);
+    if (pfns.empty())
+      next_background(pfns, cursor);
     if (pfns.empty())
       break;
-    if (auto ok = send_postcopy_batch(pfns); !ok)
+    if (auto ok = send_postcopy_batch(*channels[0], pfns); !ok)
       return ok.error();
     remaining_bytes = remaining_bytes > pfns.size() * mig::page_size
                         ? remaining_bytes - pfns.size() * mig::page_size
                         : 0;
+  }
+  if (preempt != nullptr) {
+    // Every page is out or on its way: once the return path is done with
+    // the one it may be sending, the preempt channel ends first.
+    std::unique_lock lk{return_mtx};
+    return_cv.wait(lk, [&] { return !serving || stop; });
+    if (stop)
+      return check_stop_error();
+    if (auto ok = preempt->send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
+      return ok.error();
   }
   if (auto ok = channels[0]->send(mig::record_type::end, std::span<const uint8_t>{}); !ok)
     return ok.error();
@@ -209,6 +268,14 @@ void migration_source::impl::read_return_path() {
         note_failure(r.error());
         break;
       }
+      ctr.postcopy_requests.fetch_add(1, std::memory_order_relaxed);
+      if (preempt != nullptr) {
+        if (auto ok = serve_preempted(*r); !ok) {
+          note_failure(ok.error());
+          break;
+        }
+        continue;
+      }
       std::lock_guard lk{return_mtx};
       // Bounded: a destination asks for at most what its guest waits on,
       // one request per waiting thread and page.
@@ -219,7 +286,6 @@ void migration_source::impl::read_return_path() {
         break;
       }
       requests.push_back(*r);
-      ctr.postcopy_requests.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     auto st = mig::decode_status(buf);
@@ -243,6 +309,11 @@ void migration_source::impl::read_return_path() {
 
 void migration_source::impl::after_link_lost(const caf::error& why) {
   stop_return_path();
+  {
+    std::lock_guard lk{return_mtx};
+    preempt = nullptr;
+    serving = false;
+  }
   std::fprintf(stderr, "ferry: postcopy paused: %s\n", describe(why).c_str());
   std::lock_guard lk{mtx};
   channels.clear();
@@ -284,7 +355,7 @@ caf::expected<source_event> migration_source::impl::postcopy_recover() {
       return ok.error();
   mig::hello h;
   h.session = session;
-  h.flags = mig::flag_postcopy | mig::flag_resume;
+  h.flags = mig::flag_postcopy | mig::flag_resume | (plan.preempt ? mig::flag_preempt : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
   if (auto ok = ch.send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -295,6 +366,9 @@ caf::expected<source_event> migration_source::impl::postcopy_recover() {
   if (ack.type != mig::record_type::hello_ack || st.code != 0)
     return make_ferry_error(errc::invalid_argument,
                             "the destination refused to resume the postcopy: " + st.text);
+  if (plan.preempt)
+    if (auto ok = open_preempt(h); !ok)
+      return ok.error();
   const uint64_t pages = g.memory().pages();
   dirty_bitmap received{pages};
   for (;;) {

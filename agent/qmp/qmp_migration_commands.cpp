@@ -36,9 +36,9 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all",        "x-colo",           "release-ram",
-                                      "x-ignore-shared",     "postcopy-preempt", "switchover-ack",
-                                      "background-snapshot", "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all",    "x-colo",         "release-ram",
+                                      "x-ignore-shared", "switchover-ack", "background-snapshot",
+                                      "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -171,6 +171,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
   plan.postcopy = settings_.capability("postcopy-ram");
+  plan.preempt = settings_.capability("postcopy-preempt");
   plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");
   plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
@@ -240,6 +241,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.channels = static_cast<uint32_t>(param_u64(settings_, "multifd-channels"));
     p.validate_uuid = settings_.capability("validate-uuid");
     p.postcopy = settings_.capability("postcopy-ram");
+    p.preempt = settings_.capability("postcopy-preempt");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

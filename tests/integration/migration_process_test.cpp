@@ -465,6 +465,7 @@ TEST_F(migration_fixture, destination_killed_mid_migration_fails_the_source_whic
 struct postcopy_case {
   uint32_t channels;
   bool tls;
+  bool preempt = false; // postcopy-preempt: requested pages on their own channel
 };
 
 class postcopy_fixture : public migration_fixture {
@@ -473,17 +474,18 @@ protected:
   // postcopy once precopy is seen iterating; the owed pages then stream at
   // `postcopy_bw` bytes/s. The uri the source used.
   std::string begin_postcopy(uint32_t channels, bool tls, uint64_t postcopy_bw,
-                             const std::string& transport = "unix") {
+                             const std::string& transport = "unix", bool preempt = false) {
     size = "64M";
     bytes = 64u << 20;
     start_pair("2048", tls);
     configure(channels, {{"max-bandwidth", 32u << 20},
                          {"downtime-limit", 1},
                          {"max-postcopy-bandwidth", postcopy_bw}});
+    json::array caps{json::object{{"capability", "postcopy-ram"}, {"state", true}}};
+    if (preempt)
+      caps.push_back(json::object{{"capability", "postcopy-preempt"}, {"state", true}});
     for (host* h : {&src, &dst})
-      EXPECT_TRUE(h->exec("migrate-set-capabilities",
-                          {{"capabilities", json::array{json::object{{"capability", "postcopy-ram"},
-                                                                     {"state", true}}}}})
+      EXPECT_TRUE(h->exec("migrate-set-capabilities", {{"capabilities", caps}})
                     .as_object()
                     .contains("return"));
     const std::string uri = listen(tls ? "tcp" : transport);
@@ -522,7 +524,7 @@ class postcopy_migration : public postcopy_fixture,
 TEST_P(postcopy_migration, hot_guest_completes_after_migrate_start_postcopy) {
   // After the switch the owed pages stream at 8 MiB/s: the guest reaches
   // many of them first and has to ask.
-  begin_postcopy(GetParam().channels, GetParam().tls, 8u << 20);
+  begin_postcopy(GetParam().channels, GetParam().tls, 8u << 20, "unix", GetParam().preempt);
   // Both sides pass through postcopy-active (or are already done).
   EXPECT_NE(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "failed")
     << json::serialize(dst.info()) << dst.agent->stderr_text();
@@ -539,10 +541,11 @@ TEST_P(postcopy_migration, hot_guest_completes_after_migrate_start_postcopy) {
 
 INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,
                          ::testing::Values(postcopy_case{0, false}, postcopy_case{2, false},
-                                           postcopy_case{2, true}),
+                                           postcopy_case{2, true}, postcopy_case{0, false, true},
+                                           postcopy_case{2, true, true}),
                          [](const auto& p) {
                            return std::string{p.param.channels == 0 ? "one_channel" : "multifd"} +
-                                  (p.param.tls ? "_tls" : "");
+                                  (p.param.tls ? "_tls" : "") + (p.param.preempt ? "_preempt" : "");
                          });
 
 // Recovery: the postcopy link breaks — migrate-pause cuts it, or the
@@ -552,7 +555,18 @@ INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,
 // the destination and migrate resume=true on the source reconnect in the
 // same session, the pages placed meanwhile are reconciled, the rest
 // follows, and the guest verifies page by page.
-enum class link_break { migrate_pause, connection_reset };
+enum class link_break { migrate_pause, connection_reset, migrate_pause_preempt };
+
+std::string break_name(link_break b) {
+  switch (b) {
+    case link_break::migrate_pause:
+      return "migrate_pause";
+    case link_break::connection_reset:
+      return "connection_reset";
+    default:
+      return "destination_migrate_pause_preempt";
+  }
+}
 
 class postcopy_recovery : public postcopy_fixture,
                           public ::testing::WithParamInterface<link_break> {};
@@ -561,12 +575,14 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
   if (GetParam() == link_break::connection_reset && ::geteuid() != 0)
     GTEST_SKIP() << "resetting the migration's connection (ss -K) needs root";
   // 2 MiB/s: the owed 8 MiB take seconds, the break lands in postcopy.
-  const std::string uri = begin_postcopy(0, false, 2u << 20, "tcp");
+  const bool preempt = GetParam() == link_break::migrate_pause_preempt;
+  const std::string uri = begin_postcopy(0, false, 2u << 20, "tcp", preempt);
   ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
   ASSERT_EQ(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
   std::this_thread::sleep_for(300ms);
-  if (GetParam() == link_break::migrate_pause) {
-    auto r = src.exec("migrate-pause");
+  if (GetParam() != link_break::connection_reset) {
+    // On the source; the destination's migrate-pause does the same.
+    auto r = (preempt ? dst : src).exec("migrate-pause");
     ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
   } else {
     const std::string port = uri.substr(uri.rfind(':') + 1);
@@ -598,12 +614,9 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
 }
 
 INSTANTIATE_TEST_SUITE_P(breaks, postcopy_recovery,
-                         ::testing::Values(link_break::migrate_pause, link_break::connection_reset),
-                         [](const auto& p) {
-                           return std::string{p.param == link_break::migrate_pause
-                                                ? "migrate_pause"
-                                                : "connection_reset"};
-                         });
+                         ::testing::Values(link_break::migrate_pause, link_break::connection_reset,
+                                           link_break::migrate_pause_preempt),
+                         [](const auto& p) { return break_name(p.param); });
 
 TEST_F(migration_fixture, auto_converge_brings_a_hot_guest_over) {
   size = "64M";
