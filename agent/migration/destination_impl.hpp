@@ -8,6 +8,7 @@
 #include "agent/migration/engine_phase.hpp"
 #include "agent/migration/migration_counters.hpp"
 #include "agent/migration/migration_destination.hpp"
+#include "agent/migration/postcopy_blocktime.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "agent/transport/sockets.hpp"
 #include "agent/vmm/dirty_bitmap.hpp"
@@ -101,7 +102,8 @@ struct migration_destination::impl {
   uint64_t awaited_count = 0; // as the source counted them
   dirty_bitmap awaited{0};
   std::unique_ptr<userfault_region> region;
-  std::atomic<bool> guest_runs_here{false}; // go arrived: the only running copy is here
+  std::unique_ptr<postcopy_blocktime> blocktime; // with the postcopy-blocktime capability
+  std::atomic<bool> guest_runs_here{false};      // go arrived: the only running copy is here
   std::atomic<uint64_t> awaited_placed{0};
   std::thread fault_thread;
   std::atomic<bool> fault_stop{false};

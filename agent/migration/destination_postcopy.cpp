@@ -69,6 +69,8 @@ caf::expected<destination_event> migration_destination::impl::postcopy_load() {
     return dropped.error();
   FERRY_TRY(r, userfault_region::create(g.memory().data(), pages));
   region = std::move(r);
+  if (plan.blocktime)
+    blocktime = std::make_unique<postcopy_blocktime>([this] { return g.vcpu_thread_ids(); });
   if (auto ok = g.load_cpu_state(cpu); !ok)
     return ok.error();
   // From here this copy is kept whatever happens (it never exits on an
@@ -192,6 +194,8 @@ caf::expected<void> migration_destination::impl::place_batch(migration_channel& 
     if (!placed)
       return refuse("page " + std::to_string(pg.pfn) + " arrived twice in postcopy");
     ++awaited_placed;
+    if (blocktime)
+      blocktime->placed(pg.pfn, clock_type::now());
     (pg.zero ? ctr.zero_pages : ctr.normal_pages).fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lk{wait_mtx};
     if (auto it = waiting.find(pg.pfn); it != waiting.end()) {
@@ -331,7 +335,7 @@ void migration_destination::impl::watch_faults() {
     }
     if (!*f)
       continue;
-    const uint64_t pfn = **f;
+    const uint64_t pfn = (*f)->pfn;
     if (!awaited.test(pfn)) {
       if (auto ok = region->place(pfn, zeros.data()); !ok) {
         note_failure(ok.error());
@@ -339,8 +343,13 @@ void migration_destination::impl::watch_faults() {
       }
       continue;
     }
-    if (region->placed(pfn))
-      continue; // it arrived meanwhile
+    if (blocktime)
+      blocktime->faulted((*f)->tid, pfn, clock_type::now());
+    if (region->placed(pfn)) {
+      if (blocktime) // it arrived meanwhile: the wait is over
+        blocktime->placed(pfn, clock_type::now());
+      continue;
+    }
     {
       std::lock_guard lk{wait_mtx};
       if (!waiting.emplace(pfn, clock_type::now()).second)

@@ -488,6 +488,13 @@ void migration_destination::fill_info(migration_status s, json::object& info) co
   f.transferred = received;
   f.total = p.g.memory().size();
   info["ram"] = migration_stats_json(p.ctr, f);
+  if (p.blocktime) {
+    info["postcopy-blocktime"] = p.blocktime->all_blocked_ms();
+    json::array per_vcpu;
+    for (uint32_t ms : p.blocktime->per_vcpu_ms())
+      per_vcpu.push_back(ms);
+    info["postcopy-vcpu-blocktime"] = std::move(per_vcpu);
+  }
   if (s == migration_status::failed) {
     std::lock_guard lk{p.mtx};
     info["error-desc"] = p.error;

@@ -31,8 +31,9 @@ struct incoming_migration {
   bool multifd = false;
   uint32_t channels = 2;
   bool validate_uuid = false;
-  bool postcopy = false; // postcopy-ram: the source may switch to postcopy
-  bool preempt = false;  // postcopy-preempt
+  bool postcopy = false;  // postcopy-ram: the source may switch to postcopy
+  bool preempt = false;   // postcopy-preempt
+  bool blocktime = false; // postcopy-blocktime: measure how long the vCPUs wait
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

@@ -134,7 +134,8 @@ struct migration_source::impl {
   // itself; `serving` while it sends, so the end waits for it.
   migration_channel* preempt = nullptr;
   bool serving = false;
-  bool destination_done = false; // it placed every page (ready)
+  std::optional<uint64_t> jump_to; // where the background walk goes on (a request's end)
+  bool destination_done = false;   // it placed every page (ready)
   std::thread return_path;
   // Recovery: what the destination was owed at the switch (a resumed
   // postcopy owes what it has not placed of these), the session it began
@@ -262,6 +263,7 @@ struct migration_source::impl {
   caf::expected<void> send_discards();
   caf::expected<void> send_postcopy_batch(migration_channel& ch, std::span<const uint64_t> pfns);
   void next_requested(std::vector<uint64_t>& pfns);
+  void take_requested(const mig::page_request& r, std::vector<uint64_t>& pfns);
   // Background pages of `owed` from `cursor` on, up to a batch.
   void next_background(std::vector<uint64_t>& pfns, size_t& cursor);
   caf::expected<void> serve_preempted(const mig::page_request& r);

@@ -15,6 +15,14 @@ namespace {
 // How long the source waits for the destination's word that every page is
 // placed, once it has sent them all.
 constexpr auto placed_wait = std::chrono::seconds(30);
+// Owed pages sent along after a requested one (64 KiB with it).
+constexpr uint64_t postcopy_readahead = 15;
+// What one background batch may take of max-postcopy-bandwidth (pages a
+// vCPU waits on are not held to it: the limit paces the background stream,
+// not the guest).
+constexpr uint64_t background_batch_bytes =
+  mig::header_size + mig::batch_prefix +
+  mig::max_postcopy_pages * (mig::postcopy_entry_size + mig::page_size);
 
 } // namespace
 
@@ -104,12 +112,24 @@ caf::expected<void> migration_source::impl::send_discards() {
   return {};
 }
 
+// The background walk goes on where the guest last asked (QEMU's too): the
+// pages just ahead of a vCPU are the ones it needs next, and a walk left
+// behind it would only feed it pages it no longer waits for. It wraps round
+// for what it skipped.
 void migration_source::impl::next_background(std::vector<uint64_t>& pfns, size_t& cursor) {
   std::lock_guard lk{return_mtx};
-  while (pfns.size() < mig::max_postcopy_pages && cursor < owed.word_count()) {
+  if (jump_to) {
+    cursor = static_cast<size_t>(*jump_to / 64);
+    jump_to.reset();
+  }
+  size_t scanned = 0;
+  while (pfns.size() < mig::max_postcopy_pages && scanned <= owed.word_count()) {
+    if (cursor >= owed.word_count())
+      cursor = 0;
     const uint64_t bits = owed.word(cursor);
     if (bits == 0) {
       ++cursor;
+      ++scanned;
       continue;
     }
     const uint64_t p = cursor * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
@@ -124,11 +144,7 @@ caf::expected<void> migration_source::impl::serve_preempted(const mig::page_requ
   std::vector<uint64_t> pfns;
   {
     std::lock_guard lk{return_mtx};
-    for (uint64_t p = r.pfn; p < r.pfn + r.count; ++p)
-      if (owed.test(p)) {
-        owed.clear_page(p);
-        pfns.push_back(p);
-      }
+    take_requested(r, pfns);
     if (pfns.empty())
       return {};
     serving = true;
@@ -140,22 +156,27 @@ caf::expected<void> migration_source::impl::serve_preempted(const mig::page_requ
   return ok;
 }
 
-// Pages the destination asked for and still owed, up to a batch (a request
-// for a page already sent is dropped: it is on its way).
+// With return_mtx held: the request's pages still owed (one already sent is
+// on its way), then the owed pages just after them — a guest that touched
+// page p is likely to touch p + 1 next, and each page it reaches first
+// costs it a round trip.
+void migration_source::impl::take_requested(const mig::page_request& r,
+                                            std::vector<uint64_t>& pfns) {
+  const uint64_t end = std::min(r.pfn + r.count + postcopy_readahead, owed.pages());
+  for (uint64_t p = r.pfn; p < end && pfns.size() < mig::max_postcopy_pages; ++p)
+    if (owed.test(p)) {
+      owed.clear_page(p);
+      pfns.push_back(p);
+    }
+  jump_to = end;
+}
+
+// The queued requests' pages, up to a batch.
 void migration_source::impl::next_requested(std::vector<uint64_t>& pfns) {
   std::lock_guard lk{return_mtx};
   while (!requests.empty() && pfns.size() < mig::max_postcopy_pages) {
-    mig::page_request& r = requests.front();
-    while (r.count > 0 && pfns.size() < mig::max_postcopy_pages) {
-      if (owed.test(r.pfn)) {
-        owed.clear_page(r.pfn);
-        pfns.push_back(r.pfn);
-      }
-      ++r.pfn;
-      --r.count;
-    }
-    if (r.count == 0)
-      requests.pop_front();
+    take_requested(requests.front(), pfns);
+    requests.pop_front();
   }
 }
 
@@ -185,7 +206,6 @@ caf::expected<void> migration_source::impl::send_postcopy_batch(migration_channe
   mig::encode_postcopy_head(head, {pages.data(), pfns.size()});
   parts[0] = {head.data(), head.size()};
   const uint64_t bytes = mig::header_size + head.size() + data_bytes;
-  limiter.acquire(bytes, stop, &ch.interrupted_flag());
   if (auto ok = ch.send(mig::record_type::postcopy_pages, {parts.data(), n_parts}, 1); !ok)
     return ok;
   ctr.postcopy_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -212,8 +232,13 @@ caf::expected<source_event> migration_source::impl::postcopy() {
     pfns.clear();
     if (preempt == nullptr)
       next_requested(pfns);
-    if (pfns.empty())
+    const bool requested = !pfns.empty();
+    if (!requested) {
+      // The budget first, then the pages: a page taken and then held back
+      // by max-postcopy-bandwidth could no longer be asked for.
+      limiter.acquire(background_batch_bytes, stop, &channels[0]->interrupted_flag());
       next_background(pfns, cursor);
+    }
     if (pfns.empty())
       break;
     if (auto ok = send_postcopy_batch(*channels[0], pfns); !ok)

@@ -242,6 +242,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.validate_uuid = settings_.capability("validate-uuid");
     p.postcopy = settings_.capability("postcopy-ram");
     p.preempt = settings_.capability("postcopy-preempt");
+    p.blocktime = settings_.capability("postcopy-blocktime");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

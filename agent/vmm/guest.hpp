@@ -64,6 +64,9 @@ public:
   virtual kvm_dirty_ring* dirty_ring() { return nullptr; }
   // vCPUs, and holding one out of execution (the dirty limit's brake).
   virtual uint32_t vcpu_count() const { return 0; }
+  // The kernel's thread id of each thread that runs guest instructions (a
+  // vCPU; the -accel none dirtier), in vCPU order; 0 for one not started.
+  virtual std::vector<int> vcpu_thread_ids() const { return {}; }
   virtual void hold_vcpu(uint32_t /*index*/, bool /*hold*/) {}
   virtual std::string accelerator() const = 0;
 

@@ -4,6 +4,8 @@
 #include "agent/vmm/memory_layout.hpp"
 #include "common/error.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +59,7 @@ caf::expected<void> synthetic_guest::do_start(bool paused) {
 }
 
 void synthetic_guest::loop() {
+  dirtier_tid_ = static_cast<int>(::gettid());
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
   uint64_t done = 0; // pages bumped since t0, for pacing

@@ -48,6 +48,8 @@ public:
   caf::expected<void> load_cpu_state(std::span<const uint8_t> blob) override;
 
   uint64_t passes() const { return passes_.load(); }
+  // The dirtier plays the one vCPU.
+  std::vector<int> vcpu_thread_ids() const override { return {dirtier_tid_.load()}; }
 
 protected:
   caf::expected<void> do_start(bool paused) override;
@@ -70,6 +72,7 @@ private:
   uint64_t next_ = 0; // index into the working set of the next page to bump
   bool booted_ = false;
   std::atomic<uint64_t> passes_{0};
+  std::atomic<int> dirtier_tid_{0};
   serial_port serial_;
   // Last: stopped (and joined) before anything its loop uses goes away.
   background_worker worker_{mtx_};

@@ -48,7 +48,8 @@ caf::expected<std::unique_ptr<userfault_region>> userfault_region::create(uint8_
   std::unique_ptr<userfault_region> r{new userfault_region(fd, base, pages)};
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_MISSING_SHMEM;
+  // The faulting thread's id tells postcopy's blocktime which vCPU waits.
+  api.features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_THREAD_ID;
   if (::ioctl(fd, UFFDIO_API, &api) != 0)
     return make_system_error("userfaultfd: API handshake (shared-memory missing faults)");
   uffdio_register reg{};
@@ -97,27 +98,28 @@ caf::expected<bool> userfault_region::place(uint64_t pfn, const uint8_t* data) {
   return true;
 }
 
-caf::expected<std::optional<uint64_t>>
+caf::expected<std::optional<userfault_region::fault>>
 userfault_region::next_fault(std::chrono::milliseconds timeout) {
   pollfd p{fd_, POLLIN, 0};
   const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
   if (n < 0 && errno != EINTR)
     return make_system_error("userfaultfd: waiting for a fault");
   if (n <= 0)
-    return std::optional<uint64_t>{};
+    return std::optional<fault>{};
   uffd_msg msg{};
   const ssize_t got = ::read(fd_, &msg, sizeof msg);
   if (got < 0 && errno == EAGAIN) // another reader, or the fault resolved itself
-    return std::optional<uint64_t>{};
+    return std::optional<fault>{};
   if (got != static_cast<ssize_t>(sizeof msg))
     return make_system_error("userfaultfd: reading a fault");
   if (msg.event != UFFD_EVENT_PAGEFAULT)
-    return std::optional<uint64_t>{};
+    return std::optional<fault>{};
   const uint64_t addr = msg.arg.pagefault.address;
   const auto start = reinterpret_cast<uintptr_t>(base_);
   if (addr < start || addr >= start + pages_ * page_bytes)
     return make_ferry_error(errc::system_error, "userfaultfd: a fault outside the region");
-  return std::optional<uint64_t>{(addr - start) / page_bytes};
+  return std::optional<fault>{
+    fault{(addr - start) / page_bytes, static_cast<int>(msg.arg.pagefault.feat.ptid)}};
 }
 
 bool userfault_region::placed(uint64_t pfn) const {

@@ -38,9 +38,15 @@ public:
   // duplicate); an error for a page outside the region. Threads may place
   // distinct pages at once.
   caf::expected<bool> place(uint64_t pfn, const uint8_t* data);
-  // The page the next waiting access is for, waiting up to `timeout`
-  // (nullopt when none came). One thread reads faults.
-  caf::expected<std::optional<uint64_t>> next_fault(std::chrono::milliseconds timeout);
+  // The next waiting access: its page and the thread that waits (the
+  // kernel's id; 0 where it does not say).
+  struct fault {
+    uint64_t pfn = 0;
+    int tid = 0;
+  };
+  // The next waiting access, waiting up to `timeout` (nullopt when none
+  // came). One thread reads faults.
+  caf::expected<std::optional<fault>> next_fault(std::chrono::milliseconds timeout);
   bool placed(uint64_t pfn) const;
   uint64_t placed_count() const;
 

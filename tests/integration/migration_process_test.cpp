@@ -488,6 +488,14 @@ protected:
       EXPECT_TRUE(h->exec("migrate-set-capabilities", {{"capabilities", caps}})
                     .as_object()
                     .contains("return"));
+    // The destination measures how long its vCPUs wait for pages.
+    EXPECT_TRUE(
+      dst
+        .exec("migrate-set-capabilities",
+              {{"capabilities",
+                json::array{json::object{{"capability", "postcopy-blocktime"}, {"state", true}}}}})
+        .as_object()
+        .contains("return"));
     const std::string uri = listen(tls ? "tcp" : transport);
     EXPECT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
     // It iterates (a second pass begins: precopy alone would go on).
@@ -537,6 +545,18 @@ TEST_P(postcopy_migration, hot_guest_completes_after_migrate_start_postcopy) {
   EXPECT_GT(requests, 0U) << "the guest asked for pages it touched";
   EXPECT_EQ(dst.info().at("ram").at("postcopy-requests").to_number<uint64_t>(), requests)
     << "every request the destination sent was served";
+  // postcopy-blocktime: one entry per vCPU (the -accel none dirtier plays
+  // one); the vCPUs waited for the pages they asked for.
+  const auto in = dst.info();
+  std::printf("destination: %s\n", json::serialize(in).c_str());
+  ASSERT_TRUE(in.contains("postcopy-vcpu-blocktime")) << json::serialize(in);
+  const auto& per_vcpu = in.at("postcopy-vcpu-blocktime").as_array();
+  EXPECT_EQ(per_vcpu.size(), 1U);
+  uint64_t waited = 0;
+  for (const auto& ms : per_vcpu)
+    waited += ms.to_number<uint64_t>();
+  EXPECT_GT(waited, 0U);
+  EXPECT_LE(in.at("postcopy-blocktime").to_number<uint64_t>(), waited);
 }
 
 INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,

@@ -197,4 +197,11 @@ caf::expected<void> kvm_guest::load_cpu_state(std::span<const uint8_t> blob) {
   return {};
 }
 
+std::vector<int> kvm_guest::vcpu_thread_ids() const {
+  std::vector<int> ids;
+  for (const auto& t : threads_)
+    ids.push_back(t->thread_id());
+  return ids;
+}
+
 } // namespace ferry

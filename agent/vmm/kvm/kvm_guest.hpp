@@ -36,6 +36,7 @@ public:
   dirty_tracker& dirty_log() override { return *union_; }
   kvm_dirty_ring* dirty_ring() override { return ring_.get(); }
   uint32_t vcpu_count() const override { return static_cast<uint32_t>(threads_.size()); }
+  std::vector<int> vcpu_thread_ids() const override;
   void hold_vcpu(uint32_t index, bool hold) override;
   std::string accelerator() const override { return "kvm"; }
   caf::expected<std::vector<uint8_t>> save_cpu_state() override;

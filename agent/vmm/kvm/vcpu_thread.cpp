@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <string>
@@ -55,6 +56,7 @@ void vcpu_thread::start(bool paused) {
 void vcpu_thread::loop() {
   std::unique_lock lk{mtx_};
   self_ = ::pthread_self();
+  tid_ = static_cast<int>(::gettid());
   // After a port-I/O or MMIO exit the instruction is only complete once KVM_RUN
   // is entered again; a pause then re-enters once with immediate_exit set so
   // the saved state never holds a half-done IN.

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 
@@ -37,6 +38,8 @@ public:
   activity current() const;
   bool parked() const;
   vcpu& cpu() { return cpu_; }
+  // The thread's kernel id once it runs (0 before).
+  int thread_id() const { return tid_.load(); }
 
 private:
   void loop();
@@ -48,6 +51,7 @@ private:
   mutable std::mutex mtx_;
   bool started_ = false;
   pthread_t self_{}; // the vCPU thread, set before it first leaves parked_
+  std::atomic<int> tid_{0};
   bool pause_req_ = false;
   bool hold_ = false;
   bool parked_ = true;

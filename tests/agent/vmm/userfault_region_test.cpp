@@ -72,7 +72,9 @@ TEST(userfault_region, a_read_waits_for_its_page_and_sees_all_of_it) {
   // Until the page is placed a thread waits in the kernel: nothing fatal
   // (no early return) between its start and its join.
   auto fault = region->next_fault(5s);
-  EXPECT_TRUE(fault && *fault && **fault == 5U) << "the fault on page 5 is reported";
+  EXPECT_TRUE(fault && *fault && (*fault)->pfn == 5U) << "the fault on page 5 is reported";
+  EXPECT_TRUE(fault && *fault && (*fault)->tid > 0 && (*fault)->tid != ::gettid())
+    << "with the id of the thread that waits";
   std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(done) << "the read went on before its page was there";
   const auto content = pattern(7);
@@ -91,7 +93,7 @@ TEST(userfault_region, a_write_waits_and_lands_on_the_placed_page) {
   REGION_OR_SKIP(region, ram);
   std::thread writer{[&] { *static_cast<volatile uint8_t*>(ram.base + 7 * page) = 0xab; }};
   auto fault = region->next_fault(5s);
-  EXPECT_TRUE(fault && *fault && **fault == 7U);
+  EXPECT_TRUE(fault && *fault && (*fault)->pfn == 7U);
   auto content = pattern(1);
   EXPECT_TRUE(region->place(7, content.data()));
   writer.join();
@@ -132,7 +134,7 @@ TEST(userfault_region, two_threads_on_one_page_both_go_on_after_one_placement) {
   std::thread a{touch};
   std::thread b{touch};
   auto fault = region->next_fault(5s);
-  EXPECT_TRUE(fault && *fault && **fault == 11U);
+  EXPECT_TRUE(fault && *fault && (*fault)->pfn == 11U);
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(through, 0);
   const auto content = pattern(9);
