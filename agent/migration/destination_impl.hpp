@@ -109,8 +109,7 @@ struct migration_destination::impl {
   std::atomic<bool> fault_stop{false};
   std::mutex wait_mtx;                                          // waiting
   std::unordered_map<uint64_t, clock_type::time_point> waiting; // requested, not placed
-  std::atomic<uint64_t> blocktime_us{0}; // summed over requested pages: request to placement
-  std::atomic<uint64_t> placed_requested{0};
+  std::vector<uint32_t> request_latency_us; // under wait_mtx, the first 1 Mi requests
   // Recovery: the acceptor migrate-recover opened, for the paused engine
   // (under mtx; the engine waits on recover_cv).
   std::unique_ptr<channel_acceptor> recover_acceptor;
@@ -175,6 +174,7 @@ struct migration_destination::impl {
   caf::expected<void> place_batch(migration_channel& ch, const mig::record_header& h,
                                   std::vector<uint8_t>& head, std::vector<uint8_t>& staging);
   caf::expected<void> receive_preempt();
+  void placed_one(const mig::postcopy_page& pg, clock_type::time_point now);
   caf::expected<migration_channel*> admit_channel();
   caf::expected<migration_channel*> accept_preempt(bool resume);
   void join_preempt() {
@@ -183,6 +183,7 @@ struct migration_destination::impl {
   }
   void watch_faults();
   caf::expected<void> ask_again();
+  void report_requests();
   void after_link_lost(const caf::error& why);
   caf::expected<destination_event> postcopy_paused();
   caf::expected<destination_event> postcopy_recover();

@@ -75,27 +75,41 @@ userfault_region::~userfault_region() {
   ::close(fd_);
 }
 
-caf::expected<bool> userfault_region::place(uint64_t pfn, const uint8_t* data) {
-  if (pfn >= pages_)
-    return make_ferry_error(errc::invalid_argument, "userfault region: page " +
-                                                      std::to_string(pfn) + " is outside RAM (" +
-                                                      std::to_string(pages_) + " pages)");
-  uffdio_copy copy{};
-  copy.dst = reinterpret_cast<uintptr_t>(base_ + pfn * page_bytes);
-  copy.src = reinterpret_cast<uintptr_t>(data);
-  copy.len = page_bytes;
-  while (::ioctl(fd_, UFFDIO_COPY, &copy) != 0) {
-    if (errno == EEXIST)
-      return false;
-    // EAGAIN: the address space changed under the copy; nothing was placed.
-    if (errno != EAGAIN || copy.copy != 0)
-      return make_system_error("userfaultfd: placing page " + std::to_string(pfn));
-    copy.copy = 0;
+caf::expected<bool> userfault_region::place_run(uint64_t pfn, const uint8_t* data, uint64_t count) {
+  if (count == 0 || pfn >= pages_ || count > pages_ - pfn)
+    return make_ferry_error(errc::invalid_argument,
+                            "userfault region: pages " + std::to_string(pfn) + ".." +
+                              std::to_string(pfn + count) + " are outside RAM (" +
+                              std::to_string(pages_) + " pages)");
+  uint64_t done = 0; // pages placed
+  bool duplicate = false;
+  while (done < count) {
+    uffdio_copy copy{};
+    copy.dst = reinterpret_cast<uintptr_t>(base_ + (pfn + done) * page_bytes);
+    copy.src = reinterpret_cast<uintptr_t>(data + done * page_bytes);
+    copy.len = (count - done) * page_bytes;
+    if (::ioctl(fd_, UFFDIO_COPY, &copy) == 0) {
+      done = count;
+      break;
+    }
+    const int err = errno;
+    // A partial copy reports how far it got; EAGAIN (the address space
+    // changed under it) is tried again from there.
+    if (copy.copy > 0)
+      done += static_cast<uint64_t>(copy.copy) / page_bytes;
+    if (err == EEXIST) {
+      duplicate = true;
+      break;
+    }
+    if (err != EAGAIN)
+      return make_system_error("userfaultfd: placing page " + std::to_string(pfn + done));
   }
-  const uint64_t bit = uint64_t{1} << (pfn % 64);
-  if ((placed_[pfn / 64].fetch_or(bit, std::memory_order_relaxed) & bit) == 0)
-    placed_count_.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  for (uint64_t p = pfn; p < pfn + done; ++p) {
+    const uint64_t bit = uint64_t{1} << (p % 64);
+    if ((placed_[p / 64].fetch_or(bit, std::memory_order_relaxed) & bit) == 0)
+      placed_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return !duplicate;
 }
 
 caf::expected<std::optional<userfault_region::fault>>

@@ -37,7 +37,11 @@ public:
   // on it. False, and the page left as it is, when it was placed before (a
   // duplicate); an error for a page outside the region. Threads may place
   // distinct pages at once.
-  caf::expected<bool> place(uint64_t pfn, const uint8_t* data);
+  caf::expected<bool> place(uint64_t pfn, const uint8_t* data) { return place_run(pfn, data, 1); }
+  // `count` neighbouring pages from `data` in one copy, from page `pfn` on.
+  // False when one of them was placed before: those before it are placed,
+  // it and those after are left as they are.
+  caf::expected<bool> place_run(uint64_t pfn, const uint8_t* data, uint64_t count);
   // The next waiting access: its page and the thread that waits (the
   // kernel's id; 0 where it does not say).
   struct fault {

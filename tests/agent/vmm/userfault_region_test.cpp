@@ -123,6 +123,27 @@ TEST(userfault_region, a_page_placed_twice_keeps_its_first_content_and_outside_r
   EXPECT_FALSE(*none);
 }
 
+TEST(userfault_region, a_run_of_pages_lands_in_one_copy_and_stops_at_one_placed_before) {
+  shared_ram ram;
+  REGION_OR_SKIP(region, ram);
+  std::vector<uint8_t> run(4 * page);
+  for (size_t i = 0; i < 4; ++i)
+    std::memcpy(run.data() + i * page, pattern(static_cast<uint8_t>(10 + i)).data(), page);
+  auto a = region->place_run(30, run.data(), 4);
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ(std::memcmp(ram.base + 30 * page, run.data(), run.size()), 0);
+  EXPECT_EQ(region->placed_count(), 4U);
+  // Pages 28..31: 28 and 29 are new, 30 was placed: the run stops there.
+  auto b = region->place_run(28, run.data(), 4);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(*b) << "a page placed before is reported";
+  EXPECT_TRUE(region->placed(28));
+  EXPECT_TRUE(region->placed(29));
+  EXPECT_EQ(std::memcmp(ram.base + 30 * page, run.data(), page), 0) << "page 30 kept";
+  EXPECT_EQ(region->placed_count(), 6U);
+  EXPECT_FALSE(region->place_run(pages - 2, run.data(), 4)) << "a run leaving RAM is refused";
+}
+
 TEST(userfault_region, two_threads_on_one_page_both_go_on_after_one_placement) {
   shared_ram ram;
   REGION_OR_SKIP(region, ram);
