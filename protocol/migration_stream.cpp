@@ -64,6 +64,8 @@ const char* to_string(record_type t) {
       return "page-request";
     case record_type::postcopy_received:
       return "postcopy-received";
+    case record_type::switchover_ack:
+      return "switchover-ack";
   }
   return "unknown";
 }
@@ -86,7 +88,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::postcopy_received))
+      t > static_cast<uint32_t>(record_type::switchover_ack))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

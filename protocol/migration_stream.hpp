@@ -58,6 +58,9 @@ enum class record_type : uint32_t {
   // A recovering postcopy: the pages the destination placed of those it was
   // owed (laid out as discard).
   postcopy_received = 19,
+  // switchover-ack: the destination lets the source switch over (it has no
+  // device that needs time first, so it says so once the channels are up).
+  switchover_ack = 20,
 };
 const char* to_string(record_type t);
 
@@ -96,6 +99,9 @@ inline constexpr uint32_t flag_resume = 1u << 5;
 // the background stream). Its hello has this channel index.
 inline constexpr uint32_t flag_preempt = 1u << 6;
 inline constexpr uint16_t preempt_channel_index = 0xffff;
+// switchover-ack: the source waits for the destination's switchover-ack
+// record before it stops the guest.
+inline constexpr uint32_t flag_switchover_ack = 1u << 7;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

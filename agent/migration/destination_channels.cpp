@@ -94,6 +94,12 @@ std::string migration_destination::impl::disagreement() const {
     return std::string{"capability postcopy-preempt is "} + (src_preempt ? "on" : "off") +
            " on the source but " + (plan.postcopy && plan.preempt ? "on" : "off") +
            " on the destination";
+  const bool src_ack = (hello.flags & mig::flag_switchover_ack) != 0;
+  if (src_ack != plan.switchover_ack)
+    return std::string{"capability switchover-ack is "} + (src_ack ? "on" : "off") +
+           " on the source but " + (plan.switchover_ack ? "on" : "off") + " on the destination";
+  if (src_ack && !plan.from.bidirectional())
+    return "switchover-ack needs a socket transport (tcp: or unix:)";
   if (src_postcopy && !plan.from.bidirectional())
     return "postcopy needs a socket transport (tcp: or unix:): pages are asked for on it";
   if (src_postcopy) {
@@ -222,6 +228,10 @@ caf::expected<destination_event> migration_destination::impl::open_channels() {
     FERRY_TRY(p, accept_preempt(false));
     preempt = p;
   }
+  // No device here needs time before the switch-over: the ack goes at once.
+  if (plan.switchover_ack)
+    if (auto ok = main->send(mig::record_type::switchover_ack, std::span<const uint8_t>{}); !ok)
+      return ok.error();
   return destination_event::channels_up;
 }
 

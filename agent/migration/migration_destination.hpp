@@ -34,6 +34,7 @@ struct incoming_migration {
   bool postcopy = false;  // postcopy-ram: the source may switch to postcopy
   bool preempt = false;   // postcopy-preempt
   bool blocktime = false; // postcopy-blocktime: measure how long the vCPUs wait
+  bool switchover_ack = false;
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

@@ -57,6 +57,7 @@ struct outgoing_migration {
   bool postcopy = false;
   bool preempt = false; // postcopy-preempt: requested pages on a channel of their own
   uint64_t max_postcopy_bandwidth = 0; // bytes/s, 0 = unlimited
+  bool switchover_ack = false;         // wait for the destination's word to switch over
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};

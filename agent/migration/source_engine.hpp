@@ -259,6 +259,8 @@ struct migration_source::impl {
   caf::expected<void> drain_senders();
   caf::expected<void> send_state();
   caf::expected<void> await_ready();
+  caf::expected<void> await_switchover_ack();
+  bool switchover_acked = false;
   // Postcopy's steps.
   caf::expected<void> send_discards();
   caf::expected<void> send_postcopy_batch(migration_channel& ch, std::span<const uint64_t> pfns);

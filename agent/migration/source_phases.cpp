@@ -25,6 +25,7 @@ caf::expected<void> migration_source::impl::handshake() {
             (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
             (plan.postcopy ? mig::flag_postcopy : 0) |
             (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
+            (plan.switchover_ack ? mig::flag_switchover_ack : 0) |
             (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
@@ -301,8 +302,25 @@ caf::expected<void> migration_source::impl::drain_senders() {
   return {};
 }
 
+// switchover-ack: the destination's word that the guest may stop now (sent
+// once its channels are up; read here, where the source first needs it).
+caf::expected<void> migration_source::impl::await_switchover_ack() {
+  if (!plan.switchover_ack || switchover_acked)
+    return {};
+  std::vector<uint8_t> buf;
+  FERRY_TRY(h, channels[0]->receive(buf));
+  if (h.type != mig::record_type::switchover_ack)
+    return make_ferry_error(errc::system_error, std::string{"the destination sent "} +
+                                                  mig::to_string(h.type) +
+                                                  " instead of its switchover-ack");
+  switchover_acked = true;
+  return {};
+}
+
 // Stop-and-copy: the guest stops, the last dirty pages go at full speed.
 caf::expected<source_event> migration_source::impl::switchover() {
+  if (auto ok = await_switchover_ack(); !ok)
+    return ok.error();
   stop_guest();
   dirty_tracker& log = g.dirty_log();
   if (auto ok = log.sync(todo); !ok)

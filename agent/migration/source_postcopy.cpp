@@ -48,6 +48,8 @@ caf::expected<void> migration_source::impl::open_preempt(const mig::hello& main_
 }
 
 caf::expected<source_event> migration_source::impl::postcopy_switch() {
+  if (auto ok = await_switchover_ack(); !ok)
+    return ok.error();
   stop_guest();
   dirty_tracker& log = g.dirty_log();
   // `todo` holds what the last pass left unsent and what was dirtied since;

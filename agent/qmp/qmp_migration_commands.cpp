@@ -36,9 +36,9 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all",    "x-colo",         "release-ram",
-                                      "x-ignore-shared", "switchover-ack", "background-snapshot",
-                                      "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all",        "x-colo",
+                                      "release-ram",         "x-ignore-shared",
+                                      "background-snapshot", "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -172,6 +172,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
   plan.postcopy = settings_.capability("postcopy-ram");
   plan.preempt = settings_.capability("postcopy-preempt");
+  plan.switchover_ack = settings_.capability("switchover-ack");
   plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");
   plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
@@ -243,6 +244,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.postcopy = settings_.capability("postcopy-ram");
     p.preempt = settings_.capability("postcopy-preempt");
     p.blocktime = settings_.capability("postcopy-blocktime");
+    p.switchover_ack = settings_.capability("switchover-ack");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

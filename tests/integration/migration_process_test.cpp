@@ -675,6 +675,40 @@ TEST_F(migration_fixture, auto_converge_brings_a_hot_guest_over) {
   EXPECT_NE(v.output.find("(0 bad)"), std::string::npos) << v.output;
 }
 
+// switchover-ack (with return-path): the source stops its guest only after
+// the destination's ack; a capability on one side only is refused by the
+// destination with the reason, and the source runs on.
+TEST_F(migration_fixture, switchover_ack_on_both_sides_completes_and_on_one_side_is_refused) {
+  size = "64M";
+  bytes = 64u << 20;
+  start_pair("2048");
+  configure(2, {{"max-bandwidth", 1ull << 30}});
+  const json::array caps{json::object{{"capability", "return-path"}, {"state", true}},
+                         json::object{{"capability", "switchover-ack"}, {"state", true}}};
+  ASSERT_TRUE(
+    src.exec("migrate-set-capabilities", {{"capabilities", caps}}).as_object().contains("return"));
+  std::string uri = listen("unix");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 30s), "failed");
+  EXPECT_NE(std::string{src.info().at("error-desc").as_string()}.find(
+              "capability switchover-ack is on on the source but off on the destination"),
+            std::string::npos)
+    << json::serialize(src.info());
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "running");
+  // Both sides on: it completes and verifies.
+  dst.agent->wait(10s); // exit-on-error ended the refused destination
+  start(dst, {"-incoming", "defer"});
+  configure(2, {{"max-bandwidth", 1ull << 30}});
+  ASSERT_TRUE(
+    dst.exec("migrate-set-capabilities", {{"capabilities", caps}}).as_object().contains("return"));
+  uri = listen("unix");
+  ASSERT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
+  ASSERT_EQ(src.wait_status({"completed", "failed"}, 60s), "completed")
+    << json::serialize(src.info());
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
+  expect_destination_runs_on("16128");
+}
+
 TEST_F(migration_fixture, xbzrle_carries_a_running_guest_as_deltas) {
   size = "64M";
   bytes = 64u << 20;
