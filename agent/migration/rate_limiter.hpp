@@ -19,8 +19,12 @@ public:
   // caller's channel, which may fail between writes) is set.
   void acquire(uint64_t bytes, const std::atomic<bool>& stop,
                const std::atomic<bool>* cut = nullptr);
+  // The same without waiting: true when `bytes` fit now (and are counted).
+  bool try_acquire(uint64_t bytes);
 
 private:
+  // Counts `bytes` if they fit now; else when the budget frees up.
+  bool take(uint64_t bytes, std::chrono::steady_clock::time_point& wait_until);
   std::atomic<uint64_t> limit_{0};
   std::mutex mtx_;
   std::chrono::steady_clock::time_point window_start_{};

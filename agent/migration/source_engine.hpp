@@ -265,6 +265,7 @@ struct migration_source::impl {
   caf::expected<void> send_discards();
   caf::expected<void> send_postcopy_batch(migration_channel& ch, std::span<const uint64_t> pfns);
   void next_requested(std::vector<uint64_t>& pfns);
+  bool await_budget();
   void take_requested(const mig::page_request& r, std::vector<uint64_t>& pfns);
   // Background pages of `owed` from `cursor` on, up to a batch.
   void next_background(std::vector<uint64_t>& pfns, size_t& cursor);

@@ -214,6 +214,20 @@ caf::expected<void> migration_source::impl::send_postcopy_batch(migration_channe
   return {};
 }
 
+// Waits for max-postcopy-bandwidth's budget for one background batch;
+// false when a request (without preempt: this thread serves it) or the end
+// came first.
+bool migration_source::impl::await_budget() {
+  std::unique_lock lk{return_mtx};
+  for (;;) {
+    if (stop || (preempt == nullptr && !requests.empty()))
+      return false;
+    if (limiter.try_acquire(background_batch_bytes))
+      return true;
+    return_cv.wait_for(lk, std::chrono::milliseconds(1));
+  }
+}
+
 // The owed pages: requested ones as soon as they are asked for, the rest in
 // address order between them; then the end, and the destination's word
 // that it placed them all.
@@ -234,11 +248,12 @@ caf::expected<source_event> migration_source::impl::postcopy() {
     pfns.clear();
     if (preempt == nullptr)
       next_requested(pfns);
-    const bool requested = !pfns.empty();
-    if (!requested) {
+    if (pfns.empty()) {
       // The budget first, then the pages: a page taken and then held back
-      // by max-postcopy-bandwidth could no longer be asked for.
-      limiter.acquire(background_batch_bytes, stop, &channels[0]->interrupted_flag());
+      // by max-postcopy-bandwidth could no longer be asked for. A request
+      // coming in while it waits goes first.
+      if (!await_budget())
+        continue;
       next_background(pfns, cursor);
     }
     if (pfns.empty())
@@ -313,6 +328,7 @@ void migration_source::impl::read_return_path() {
         break;
       }
       requests.push_back(*r);
+      return_cv.notify_all();
       continue;
     }
     auto st = mig::decode_status(buf);

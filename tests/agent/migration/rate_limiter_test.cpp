@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 namespace ferry {
 namespace {
@@ -38,6 +39,19 @@ TEST(rate_limiter, records_larger_than_a_window_are_paid_for_afterwards) {
 
 TEST(rate_limiter, unlimited_never_waits) {
   EXPECT_LT(seconds_to_send(0, 1u << 30, 100), 0.05);
+}
+
+TEST(rate_limiter, try_acquire_takes_what_fits_now_and_never_waits) {
+  rate_limiter l;
+  EXPECT_TRUE(l.try_acquire(1u << 30)) << "no limit: anything fits";
+  l.set_limit(10u << 20); // 1 MiB per 100 ms window
+  EXPECT_TRUE(l.try_acquire(512u << 10));
+  EXPECT_TRUE(l.try_acquire(512u << 10));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(l.try_acquire(4096)) << "the window's budget is spent";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(110));
+  EXPECT_TRUE(l.try_acquire(4096)) << "the next window pays it off";
 }
 
 } // namespace
