@@ -496,7 +496,7 @@ protected:
                 json::array{json::object{{"capability", "postcopy-blocktime"}, {"state", true}}}}})
         .as_object()
         .contains("return"));
-    const std::string uri = listen(tls ? "tcp" : transport);
+    std::string uri = listen(tls ? "tcp" : transport);
     EXPECT_TRUE(src.exec("migrate", {{"uri", uri}}).as_object().contains("return"));
     // It iterates (a second pass begins: precopy alone would go on).
     const auto deadline = std::chrono::steady_clock::now() + 60s;
