@@ -105,10 +105,7 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
         return ok.error();
       continue;
     }
-    buf.resize(h.length);
-    if (auto ok = main->read_payload(buf.data(), buf.size()); !ok)
-      return ok.error();
-    if (auto ok = main->end_payload(h); !ok)
+    if (auto ok = main->receive_payload(h, buf); !ok)
       return ok.error();
     if (h.type == mig::record_type::end)
       break;

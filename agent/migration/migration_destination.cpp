@@ -139,10 +139,7 @@ caf::expected<void> migration_destination::impl::receive_channel(migration_chann
         return ok;
       continue;
     }
-    buf.resize(h.length);
-    if (auto ok = ch.read_payload(buf.data(), buf.size()); !ok)
-      return ok;
-    if (auto ok = ch.end_payload(h); !ok)
+    if (auto ok = ch.receive_payload(h, buf); !ok)
       return ok;
     switch (h.type) {
       case mig::record_type::compressed_pages:
@@ -306,10 +303,7 @@ caf::expected<destination_event> migration_destination::impl::receive_main() {
         return ok.error();
       continue;
     }
-    buf.resize(h.length);
-    if (auto ok = main->read_payload(buf.data(), buf.size()); !ok)
-      return ok.error();
-    if (auto ok = main->end_payload(h); !ok)
+    if (auto ok = main->receive_payload(h, buf); !ok)
       return ok.error();
     FERRY_TRY(again, main_record(h, buf));
     more = again;

@@ -256,6 +256,7 @@ struct migration_source::impl {
   // ready to wait for a resume.
   void after_link_lost(const caf::error& why);
   void stop_guest();
+  caf::expected<void> stop_and_sync();
   caf::expected<void> drain_senders();
   caf::expected<void> send_state();
   caf::expected<void> await_ready();

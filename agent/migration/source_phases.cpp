@@ -317,15 +317,23 @@ caf::expected<void> migration_source::impl::await_switchover_ack() {
   return {};
 }
 
+// Both switches begin alike: the destination's ack (switchover-ack), the
+// guest stopped, the dirty log's last sync into `todo`.
+caf::expected<void> migration_source::impl::stop_and_sync() {
+  if (auto ok = await_switchover_ack(); !ok)
+    return ok;
+  stop_guest();
+  if (auto ok = g.dirty_log().sync(todo); !ok)
+    return ok;
+  ++ctr.sync_count;
+  return {};
+}
+
 // Stop-and-copy: the guest stops, the last dirty pages go at full speed.
 caf::expected<source_event> migration_source::impl::switchover() {
-  if (auto ok = await_switchover_ack(); !ok)
+  if (auto ok = stop_and_sync(); !ok)
     return ok.error();
-  stop_guest();
   dirty_tracker& log = g.dirty_log();
-  if (auto ok = log.sync(todo); !ok)
-    return ok.error();
-  ++ctr.sync_count;
   if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
     return ok.error();
   remaining_bytes = 0;

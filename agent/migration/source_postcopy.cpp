@@ -48,16 +48,11 @@ caf::expected<void> migration_source::impl::open_preempt(const mig::hello& main_
 }
 
 caf::expected<source_event> migration_source::impl::postcopy_switch() {
-  if (auto ok = await_switchover_ack(); !ok)
-    return ok.error();
-  stop_guest();
-  dirty_tracker& log = g.dirty_log();
   // `todo` holds what the last pass left unsent and what was dirtied since;
   // the last sync adds what was dirtied until the guest stopped.
-  if (auto ok = log.sync(todo); !ok)
+  if (auto ok = stop_and_sync(); !ok)
     return ok.error();
-  ++ctr.sync_count;
-  log.stop();
+  g.dirty_log().stop();
   tracking = false;
   if (auto ok = drain_senders(); !ok)
     return ok.error();

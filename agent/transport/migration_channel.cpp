@@ -236,12 +236,17 @@ caf::expected<void> migration_channel::end_payload(const mig::record_header& h) 
   return mig::check_crc(h, payload_crc_);
 }
 
-caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t>& payload) {
-  FERRY_TRY(h, receive_header());
+caf::expected<void> migration_channel::receive_payload(const mig::record_header& h,
+                                                       std::vector<uint8_t>& payload) {
   payload.resize(h.length);
   if (auto ok = read_payload(payload.data(), payload.size()); !ok)
-    return ok.error();
-  if (auto ok = end_payload(h); !ok)
+    return ok;
+  return end_payload(h);
+}
+
+caf::expected<mig::record_header> migration_channel::receive(std::vector<uint8_t>& payload) {
+  FERRY_TRY(h, receive_header());
+  if (auto ok = receive_payload(h, payload); !ok)
     return ok.error();
   return h;
 }

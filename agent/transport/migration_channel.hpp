@@ -65,6 +65,9 @@ public:
   // CRC (see send).
   caf::expected<void> read_payload(uint8_t* p, size_t n, bool placed = false);
   caf::expected<void> end_payload(const mig::record_header& h);
+  // The payload of the record whose header was just taken, whole, checked,
+  // in `payload`.
+  caf::expected<void> receive_payload(const mig::record_header& h, std::vector<uint8_t>& payload);
   // The next record; its checked payload lands in `payload`.
   caf::expected<mig::record_header> receive(std::vector<uint8_t>& payload);
 
