@@ -39,6 +39,8 @@ struct host {
   std::string serial;
   std::unique_ptr<process> agent;
   std::unique_ptr<qmp_client> q;
+  // Run the agent through this (a network namespace's `ip netns exec NS`).
+  std::vector<std::string> wrap{};
 
   json::value exec(const std::string& cmd, const json::object& args = {}) {
     return q->execute(cmd, args);
@@ -91,6 +93,7 @@ struct migration_fixture : ::testing::Test {
       argv.insert(argv.end(), accel.begin(), accel.end());
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.begin(), h.wrap.begin(), h.wrap.end());
     h.agent = std::make_unique<process>(argv);
     h.q = std::make_unique<qmp_client>(h.qmp);
     h.q->negotiate();
@@ -148,14 +151,16 @@ struct migration_fixture : ::testing::Test {
   }
 
   // migrate-incoming on the destination; the uri the source must use.
+  // `transport`: "unix", "tcp" (loopback) or "tcp:ADDRESS".
   std::string listen(const std::string& transport, bool exit_on_error = true) {
-    std::string uri =
-      transport == "tcp" ? std::string{"tcp:127.0.0.1:0"} : "unix:" + dir + "/mig.sock";
+    const bool tcp = transport.rfind("tcp", 0) == 0;
+    const std::string host = transport.size() > 4 ? transport.substr(4) : "127.0.0.1";
+    std::string uri = tcp ? "tcp:" + host + ":0" : "unix:" + dir + "/mig.sock";
     auto r = dst.exec("migrate-incoming", {{"uri", uri}, {"exit-on-error", exit_on_error}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    if (transport != "tcp")
+    if (!tcp)
       return uri;
-    return "tcp:127.0.0.1:" +
+    return "tcp:" + host + ":" +
            std::string{dst.info().at("socket-address").at(0).at("port").as_string()};
   }
 
@@ -678,6 +683,80 @@ TEST_F(migration_fixture, auto_converge_brings_a_hot_guest_over) {
 // switchover-ack (with return-path): the source stops its guest only after
 // the destination's ack; a capability on one side only is refused by the
 // destination with the reason, and the source runs on.
+// A silently dropped link (the network namespace): the destination
+// agent runs in a namespace of its own, reached over a veth pair; with the
+// host's end taken down mid-postcopy nothing arrives either way, and each
+// side gives the link up after the migration link timeout (2 s here) and
+// pauses. With the link back, migrate-recover and resume finish it.
+class netns_destination {
+public:
+  netns_destination() {
+    if (::geteuid() != 0 || ip_.empty())
+      return;
+    const auto n = static_cast<unsigned>(::getpid()) % 250 + 1;
+    name_ = "fpc" + std::to_string(::getpid());
+    veth_ = name_ + "h";
+    host_ = "10.231." + std::to_string(n) + ".1";
+    inside_ = "10.231." + std::to_string(n) + ".2";
+    ok_ = ip({"netns", "add", name_}) &&
+          ip({"link", "add", veth_, "type", "veth", "peer", "name", "eth0", "netns", name_}) &&
+          ip({"addr", "add", host_ + "/30", "dev", veth_}) && ip({"link", "set", veth_, "up"}) &&
+          ip({"-n", name_, "addr", "add", inside_ + "/30", "dev", "eth0"}) &&
+          ip({"-n", name_, "link", "set", "eth0", "up"}) &&
+          ip({"-n", name_, "link", "set", "lo", "up"});
+  }
+  ~netns_destination() {
+    if (name_.empty())
+      return;
+    (void) ip({"link", "delete", veth_});
+    (void) ip({"netns", "delete", name_});
+  }
+  netns_destination(const netns_destination&) = delete;
+  netns_destination& operator=(const netns_destination&) = delete;
+
+  bool ok() const { return ok_; }
+  std::vector<std::string> wrap() const { return {ip_, "netns", "exec", name_}; }
+  const std::string& address() const { return inside_; }
+  bool set_link(bool up) { return ip({"link", "set", veth_, up ? "up" : "down"}); }
+
+private:
+  bool ip(std::vector<std::string> args) const {
+    args.insert(args.begin(), ip_);
+    return run(args).status == 0;
+  }
+  std::string ip_ = ::access("/usr/sbin/ip", X_OK) == 0 ? "/usr/sbin/ip"
+                    : ::access("/sbin/ip", X_OK) == 0   ? "/sbin/ip"
+                                                        : "";
+  std::string name_, veth_, host_, inside_;
+  bool ok_ = false;
+};
+
+TEST_F(postcopy_fixture, a_silently_dropped_link_pauses_both_sides_and_recovers) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "a network namespace for the destination needs root";
+  netns_destination ns;
+  ASSERT_TRUE(ns.ok()) << "could not set up the destination's network namespace";
+  ::setenv("FERRY_MIGRATION_LINK_TIMEOUT_MS", "2000", 1);
+  dst.wrap = ns.wrap();
+  begin_postcopy(0, false, 2u << 20, "tcp:" + ns.address());
+  ::unsetenv("FERRY_MIGRATION_LINK_TIMEOUT_MS");
+  ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  ASSERT_EQ(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  ASSERT_TRUE(ns.set_link(false));
+  EXPECT_EQ(src.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
+    << json::serialize(src.info()) << src.agent->stderr_text();
+  EXPECT_EQ(dst.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
+    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
+  ASSERT_TRUE(ns.set_link(true));
+  const std::string again = "unix:" + dir + "/recover.sock"; // the namespace shares the files
+  auto r = dst.exec("migrate-recover", {{"uri", again}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  r = src.exec("migrate", {{"uri", again}, {"resume", true}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  expect_completed();
+}
+
 TEST_F(migration_fixture, switchover_ack_on_both_sides_completes_and_on_one_side_is_refused) {
   size = "64M";
   bytes = 64u << 20;
