@@ -279,6 +279,7 @@ struct migration_source::impl {
     return ok ? make_ferry_error(errc::system_error, "the migration was stopped") : ok.error();
   }
   void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
+  caf::expected<migration_channel*> open_channel();
   caf::expected<void> handshake();
   // Sends `pages` over the senders, then a sync. With `stop_early` (a
   // postcopy switch was asked for) it stops handing out stripes once that

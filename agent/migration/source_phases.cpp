@@ -6,17 +6,24 @@ namespace ferry {
 
 namespace json = boost::json;
 
-caf::expected<void> migration_source::impl::handshake() {
-  // Each channel is registered before its first exchange, so cancel can cut
-  // a stalled handshake.
-  FERRY_TRY(main, plan.open ? plan.open() : open_outgoing(plan.target));
+// A new channel to the target, registered before its first exchange (so
+// cancel can cut a stalled handshake), under TLS when the plan says so.
+caf::expected<migration_channel*> migration_source::impl::open_channel() {
+  FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
+  migration_channel* ch = opened.get();
   {
     std::lock_guard lk{mtx};
-    channels.push_back(std::move(main));
+    channels.push_back(std::move(opened));
   }
   if (plan.tls)
-    if (auto ok = channels[0]->start_tls(*plan.tls); !ok)
-      return ok;
+    if (auto ok = ch->start_tls(*plan.tls); !ok)
+      return ok.error();
+  return ch;
+}
+
+caf::expected<void> migration_source::impl::handshake() {
+  if (auto main = open_channel(); !main)
+    return main.error();
   mig::hello h;
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
   session = random_session();
@@ -46,15 +53,7 @@ caf::expected<void> migration_source::impl::handshake() {
   for (uint16_t i = 1; i <= h.channel_count; ++i) {
     if (stop)
       return check_stop();
-    FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
-    migration_channel* ch = opened.get();
-    {
-      std::lock_guard lk{mtx};
-      channels.push_back(std::move(opened));
-    }
-    if (plan.tls)
-      if (auto ok = ch->start_tls(*plan.tls); !ok)
-        return ok;
+    FERRY_TRY(ch, open_channel());
     if (plan.zero_copy)
       if (auto ok = ch->enable_zero_copy(); !ok)
         return ok;

@@ -29,15 +29,7 @@ constexpr uint64_t background_batch_bytes =
 // postcopy-preempt's channel: opened with the others (and again on a
 // resume), named by its hello's index.
 caf::expected<void> migration_source::impl::open_preempt(const mig::hello& main_hello) {
-  FERRY_TRY(opened, plan.open ? plan.open() : open_outgoing(plan.target));
-  migration_channel* ch = opened.get();
-  {
-    std::lock_guard lk{mtx};
-    channels.push_back(std::move(opened));
-  }
-  if (plan.tls)
-    if (auto ok = ch->start_tls(*plan.tls); !ok)
-      return ok;
+  FERRY_TRY(ch, open_channel());
   mig::hello h = main_hello;
   h.channel_index = mig::preempt_channel_index;
   if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -382,15 +374,8 @@ caf::expected<source_event> migration_source::impl::postcopy_recover() {
     plan.tls = resume_tls;
     resume_target.reset();
   }
-  FERRY_TRY(main, plan.open ? plan.open() : open_outgoing(plan.target));
-  {
-    std::lock_guard lk{mtx};
-    channels.push_back(std::move(main));
-  }
-  migration_channel& ch = *channels[0];
-  if (plan.tls)
-    if (auto ok = ch.start_tls(*plan.tls); !ok)
-      return ok.error();
+  FERRY_TRY(main, open_channel());
+  migration_channel& ch = *main;
   mig::hello h;
   h.session = session;
   h.flags = mig::flag_postcopy | mig::flag_resume | (plan.preempt ? mig::flag_preempt : 0);
