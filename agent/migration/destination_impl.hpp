@@ -173,7 +173,7 @@ struct migration_destination::impl {
   caf::expected<destination_event> receive_postcopy();
   caf::expected<void> place_batch(migration_channel& ch, const mig::record_header& h,
                                   std::vector<uint8_t>& head, std::vector<uint8_t>& staging);
-  caf::expected<void> receive_preempt();
+  caf::expected<void> place_until_end(migration_channel& ch);
   void placed_one(const mig::postcopy_page& pg, clock_type::time_point now);
   caf::expected<migration_channel*> admit_channel();
   caf::expected<migration_channel*> accept_preempt(bool resume);

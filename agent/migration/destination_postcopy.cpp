@@ -92,29 +92,11 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
   if (preempt != nullptr)
     preempt_thread = std::thread{[this] {
       const auto registered = name_migration_thread(hooks.threads, "mig-preempt");
-      if (auto ok = receive_preempt(); !ok)
+      if (auto ok = place_until_end(*preempt); !ok)
         note_failure(ok.error());
     }};
-  std::vector<uint8_t> head;
-  std::vector<uint8_t> staging;
-  std::vector<uint8_t> buf;
-  for (;;) {
-    FERRY_TRY(h, main->receive_header());
-    if (h.type == mig::record_type::postcopy_pages) {
-      if (auto ok = place_batch(*main, h, head, staging); !ok)
-        return ok.error();
-      continue;
-    }
-    if (auto ok = main->receive_payload(h, buf); !ok)
-      return ok.error();
-    if (h.type == mig::record_type::end)
-      break;
-    if (h.type == mig::record_type::abort) {
-      auto st = mig::decode_status(buf);
-      return refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
-    }
-    return refuse(std::string{"unexpected "} + mig::to_string(h.type) + " record in postcopy");
-  }
+  if (auto ok = place_until_end(*main); !ok)
+    return ok.error();
   // The preempt channel ended before the main one (or failed, and stop
   // says so).
   join_preempt();
@@ -134,21 +116,28 @@ caf::expected<destination_event> migration_destination::impl::receive_postcopy()
   return destination_event::postcopy_done;
 }
 
-// postcopy-preempt: the requested pages on their own channel, until its end.
-caf::expected<void> migration_destination::impl::receive_preempt() {
+// postcopy-pages records on `ch` (the main channel, or postcopy-preempt's),
+// each placed, until its (empty) end; an abort or anything else fails it.
+caf::expected<void> migration_destination::impl::place_until_end(migration_channel& ch) {
   std::vector<uint8_t> head;
   std::vector<uint8_t> staging;
+  std::vector<uint8_t> buf;
   for (;;) {
-    FERRY_TRY(h, preempt->receive_header());
+    FERRY_TRY(h, ch.receive_header());
     if (h.type == mig::record_type::postcopy_pages) {
-      if (auto ok = place_batch(*preempt, h, head, staging); !ok)
+      if (auto ok = place_batch(ch, h, head, staging); !ok)
         return ok;
       continue;
     }
-    if (h.type != mig::record_type::end || h.length != 0)
-      return refuse(std::string{"unexpected "} + mig::to_string(h.type) +
-                    " record on the preempt channel");
-    return preempt->end_payload(h);
+    if (auto ok = ch.receive_payload(h, buf); !ok)
+      return ok;
+    if (h.type == mig::record_type::end && h.length == 0)
+      return {};
+    if (h.type == mig::record_type::abort) {
+      auto st = mig::decode_status(buf);
+      return refuse("the source aborted the migration" + (st ? ": " + st->text : std::string{}));
+    }
+    return refuse(std::string{"unexpected "} + mig::to_string(h.type) + " record in postcopy");
   }
 }
 
