@@ -239,6 +239,12 @@ std::optional<std::string> migration_controller::cancel() {
     return std::nullopt;
   // As libvirt: once the guest runs on the destination, a cancel would
   // lose it (this side's copy is stale).
+  // Paused, the destination may be gone for good (killed): cancel abandons
+  // the postcopy, the migration fails and this stale copy stays stopped.
+  if (out_status_ == migration_status::postcopy_paused && out_) {
+    out_->cancel();
+    return std::nullopt;
+  }
   if (in_postcopy(out_status_))
     return "Postcopy migration cannot be cancelled: the guest runs on the destination "
            "(migrate-pause pauses it)";

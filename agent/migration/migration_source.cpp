@@ -46,7 +46,12 @@ void migration_source::impl::run() {
     // this stopped copy stays with the owner.
     if (hooks.keep_stopped)
       hooks.keep_stopped(paused);
-    hooks.step(migration_event::postcopy_broken);
+    // Abandoned while paused (the destination is gone): failed, and this
+    // stale copy never resumes on its own.
+    if (cancelled)
+      hooks.step(migration_event::fail);
+    else
+      hooks.step(migration_event::postcopy_broken);
     return;
   }
   if (cancelled || !hooks.step(migration_event::fail))
@@ -70,6 +75,11 @@ source_phase migration_source::phase() const {
 void migration_source::cancel() {
   if (impl_->finished)
     return;
+  if (impl_->postcopy_committed) {
+    std::lock_guard lk{impl_->mtx};
+    impl_->error = "postcopy abandoned by migrate_cancel while paused: the pages the destination "
+                   "still lacked are lost, and this copy (stale since the switch) stays stopped";
+  }
   impl_->cancelled = true;
   impl_->halt();
   std::lock_guard lk{impl_->return_mtx}; // a paused postcopy waits on this

@@ -71,6 +71,9 @@ constexpr edge table[] = {
   {side::source, st::pre_switchover, ev::fail, st::failed},
   {side::source, st::device, ev::fail, st::failed},
   {side::source, st::postcopy_active, ev::fail, st::failed},
+  // migrate_cancel while paused abandons the postcopy (the destination is
+  // gone): failed, never cancelled — the guest ran elsewhere since the switch.
+  {side::source, st::postcopy_paused, ev::fail, st::failed},
   {side::source, st::postcopy_recover, ev::fail, st::failed},
   {side::source, st::colo, ev::fail, st::failed},
 

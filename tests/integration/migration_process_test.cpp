@@ -619,10 +619,10 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
   ASSERT_EQ(dst.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
     << json::serialize(dst.info()) << dst.agent->stderr_text();
   // Paused, nothing lost: the guest is still the destination's, the
-  // source's copy stopped; neither side can be cancelled into losing it.
+  // source's copy stopped; the destination cannot be cancelled into losing
+  // it (the source's cancel abandons a dead destination: the test below).
   EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
   EXPECT_EQ(src.exec("query-status").at("return").at("status"), "finish-migrate");
-  EXPECT_TRUE(src.exec("migrate_cancel").as_object().contains("error"));
   EXPECT_TRUE(dst.exec("migrate_cancel").as_object().contains("error"));
   // Resuming before the destination listens again is refused by the
   // destination's state, not taken as a new migration.
@@ -636,6 +636,36 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
   r = src.exec("migrate", {{"uri", again}, {"resume", true}});
   ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
   expect_completed();
+}
+
+// The destination killed in postcopy: the source cannot tell a dead peer
+// from a cut link (nor can QEMU), so it pauses, its stale copy stopped.
+// Whoever knows the destination is gone (the operator; in a cluster the
+// orchestrator, when the target host reports the guest gone) abandons it
+// with migrate_cancel: the source reports failed and its copy stays
+// stopped — it never resumes on its own.
+TEST_F(postcopy_fixture, destination_killed_source_pauses_and_cancel_fails_it_stopped) {
+  begin_postcopy(0, false, 2u << 20);
+  ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  std::this_thread::sleep_for(300ms);
+  dst.agent->signal(SIGKILL);
+  ASSERT_EQ(src.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused")
+    << json::serialize(src.info()) << src.agent->stderr_text();
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "finish-migrate");
+  auto r = src.exec("migrate_cancel");
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  ASSERT_EQ(src.wait_status({"failed", "cancelled", "completed"}, 10s), "failed");
+  const auto info = src.info();
+  EXPECT_NE(std::string{info.at("error-desc").as_string()}.find("abandoned"), std::string::npos)
+    << json::serialize(info);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(src.exec("query-status").at("return").at("status"), "postmigrate");
+  // Abandoned once is the end: another cancel does nothing, resume is refused.
+  EXPECT_TRUE(src.exec("migrate_cancel").as_object().contains("return"));
+  EXPECT_TRUE(src.exec("migrate", {{"uri", "unix:" + dir + "/none.sock"}, {"resume", true}})
+                .as_object()
+                .contains("error"));
+  EXPECT_EQ(src.status(), "failed");
 }
 
 INSTANTIATE_TEST_SUITE_P(breaks, postcopy_recovery,

@@ -36,7 +36,7 @@ const std::map<std::string, std::string> source_oracle = {
              "cancel>cancelling fail>failed"},
   {"postcopy-active", "complete>completed postcopy-broken>postcopy-paused cancel>cancelling "
                       "fail>failed"},
-  {"postcopy-paused", "recover>postcopy-recover cancel>cancelling"},
+  {"postcopy-paused", "recover>postcopy-recover cancel>cancelling fail>failed"},
   {"postcopy-recover", "recovered>postcopy-active recover-failed>postcopy-paused "
                        "cancel>cancelling fail>failed"},
   {"colo", "colo-failover>completed fail>failed"},
