@@ -56,6 +56,9 @@ cluster_view view_of(const cluster_state& st) {
     m.remaining = j.progress.remaining;
     m.passes = j.progress.passes;
     m.rate = j.progress.rate;
+    m.status = j.progress.status;
+    m.postcopy_paused_s = j.progress.postcopy_paused_s;
+    m.postcopy_blocktime_s = j.progress.postcopy_blocktime_s;
     v.migrations.push_back(std::move(m));
   }
   for (const auto& [id, e] : st.evacuations) {

@@ -42,6 +42,10 @@ migration_progress migration_progress::from(json::object o) {
   p.downtime_limit_s = seconds_at(p.raw, "downtime-limit");
   if (p.downtime_limit_s && *p.downtime_limit_s <= 0)
     p.downtime_limit_s.reset();
+  if (const auto* st = p.raw.if_contains("status"); st != nullptr && st->is_string())
+    p.status = std::string{st->as_string()};
+  p.postcopy_paused_s = seconds_at(p.raw, "postcopy-paused-time");
+  p.postcopy_blocktime_s = seconds_at(p.raw, "postcopy-blocktime");
   if (const auto* ram = p.raw.if_contains("ram"); ram != nullptr && ram->is_object()) {
     const auto& r = ram->as_object();
     p.transferred = count_at(r, "transferred");

@@ -22,6 +22,11 @@ struct migration_progress {
   // The downtime-limit the job had in force (the ladder raises it); none
   // when unknown (a job resumed after a restart reports 0).
   std::optional<double> downtime_limit_s;
+  std::string status; // the source's migration status ("" when unknown)
+  // Postcopy, as the job adds them: time paused so far (all pauses), the
+  // target's vCPU blocktime.
+  std::optional<double> postcopy_paused_s;
+  std::optional<double> postcopy_blocktime_s;
   boost::json::object raw;
 
   // The figures of a query-migrate answer (as the job keeps it).

@@ -17,8 +17,10 @@ orchestrator_metrics::orchestrator_metrics()
     downtime_({0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5}) {
   for (const char* r : {"succeeded", "failed", "cancelled"})
     finished_[r] = 0;
-  for (const char* k : {"downtime-limit", "auto-converge", "dirty-limit", "cancel"})
+  for (const char* k : {"downtime-limit", "auto-converge", "dirty-limit", "postcopy", "cancel"})
     steps_[k] = 0;
+  for (const char* r : {"attempted", "recovered"})
+    recoveries_[r] = 0;
   for (const char* r : {"verified", "refused"})
     proofs_[r] = 0;
 }
@@ -47,7 +49,12 @@ void orchestrator_metrics::job_finished(job_state result, std::optional<double> 
 }
 
 void orchestrator_metrics::escalation_step(const std::string& kind) {
-  ++steps_[kind];
+  if (kind == "postcopy-recover")
+    ++recoveries_["attempted"];
+  else if (kind == "postcopy-recovered")
+    ++recoveries_["recovered"];
+  else
+    ++steps_[kind];
 }
 
 namespace {
@@ -131,9 +138,9 @@ void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_vie
   w.family("ferry_orchestrator_migrations_over_downtime_limit_total", metric_type::counter,
            "Succeeded migrations whose downtime exceeded the downtime-limit in force.");
   w.sample({}, static_cast<double>(over_limit_));
-  w.family(
-    "ferry_orchestrator_escalation_steps_total", metric_type::counter,
-    "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, cancel).");
+  w.family("ferry_orchestrator_escalation_steps_total", metric_type::counter,
+           "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, "
+           "postcopy, cancel).");
   for (const auto& [kind, n] : steps_)
     w.sample({{"step", kind}}, static_cast<double>(n));
   w.family("ferry_orchestrator_switchover_proofs_total", metric_type::counter,
@@ -141,6 +148,20 @@ void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_vie
            "matched the source's, the migration succeeded) or refused (a mismatch failed it).");
   for (const auto& [result, n] : proofs_)
     w.sample({{"result", result}}, static_cast<double>(n));
+  w.family("ferry_orchestrator_postcopy_recoveries_total", metric_type::counter,
+           "Postcopy links recovered by the orchestrator: attempts (migrate-recover and "
+           "resume sent) and recoveries (back in postcopy-active).");
+  for (const auto& [result, n] : recoveries_)
+    w.sample({{"result", result}}, static_cast<double>(n));
+  w.family("ferry_orchestrator_migrations_postcopy", metric_type::gauge,
+           "Unfinished migrations in postcopy, by the source's status (postcopy-active, "
+           "postcopy-paused, postcopy-recover).");
+  for (const char* phase : {"postcopy-active", "postcopy-paused", "postcopy-recover"}) {
+    const auto n = std::count_if(
+      view.migrations.begin(), view.migrations.end(),
+      [phase](const migration_view& m) { return !job_is_final(m.state) && m.status == phase; });
+    w.sample({{"phase", phase}}, static_cast<double>(n));
+  }
 }
 
 void orchestrator_metrics::render_live_migrations(prom::text_writer& w, const cluster_view& view) {
@@ -174,6 +195,18 @@ void orchestrator_metrics::render_live_migrations(prom::text_writer& w, const cl
   for (const auto& m : view.migrations)
     if (!job_is_final(m.state) && m.remaining && m.rate && *m.rate > 0)
       w.sample(labels_of(m), static_cast<double>(*m.remaining) / *m.rate);
+  w.family("ferry_orchestrator_migration_postcopy_paused_seconds", metric_type::gauge,
+           "Time the migration's postcopy has spent paused (link broken) so far; 0 before "
+           "postcopy.");
+  for (const auto& m : view.migrations)
+    if (!job_is_final(m.state))
+      w.sample(labels_of(m), m.postcopy_paused_s.value_or(0));
+  w.family("ferry_orchestrator_migration_postcopy_blocktime_seconds", metric_type::gauge,
+           "Time the target's vCPUs have waited for pages in postcopy (postcopy-blocktime); 0 "
+           "before postcopy.");
+  for (const auto& m : view.migrations)
+    if (!job_is_final(m.state))
+      w.sample(labels_of(m), m.postcopy_blocktime_s.value_or(0));
   w.family("ferry_orchestrator_migration_passes", metric_type::gauge,
            "Dirty-log passes of the migration so far (dirty-sync-count).");
   for (const auto& m : view.migrations)

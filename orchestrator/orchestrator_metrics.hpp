@@ -35,6 +35,8 @@ struct migration_view {
   std::optional<uint64_t> transferred, remaining;
   std::optional<double> rate; // bytes per second
   std::optional<uint64_t> passes;
+  std::string status; // the source's migration status
+  std::optional<double> postcopy_paused_s, postcopy_blocktime_s;
 };
 
 struct evacuation_view {
@@ -64,7 +66,9 @@ public:
   void job_finished(job_state result, std::optional<double> duration_s,
                     std::optional<double> downtime_s, std::optional<double> downtime_limit_s,
                     std::string_view error = {});
-  // `kind` is "downtime-limit", "auto-converge" or "cancel".
+  // `kind` is a ladder rung ("downtime-limit", "auto-converge",
+  // "dirty-limit", "postcopy", "cancel") or a postcopy recovery's news
+  // ("postcopy-recover": an attempt; "postcopy-recovered"), counted apart.
   void escalation_step(const std::string& kind);
 
   // Renders everything; per-migration progress never goes backwards between
@@ -80,7 +84,8 @@ private:
   std::map<std::string, uint64_t> finished_; // by result
   std::map<std::string, uint64_t> steps_;    // by kind
   uint64_t over_limit_ = 0;
-  std::map<std::string, uint64_t> proofs_; // switchover proofs, by result
+  std::map<std::string, uint64_t> proofs_;     // switchover proofs, by result
+  std::map<std::string, uint64_t> recoveries_; // postcopy recoveries: attempted, recovered
   prom::histogram duration_;
   prom::histogram downtime_;
   std::map<int64_t, double> progress_floor_; // job id -> highest ratio shown

@@ -83,6 +83,40 @@ TEST(orchestrator_metrics, results_histograms_and_steps) {
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_escalation_steps_total{step=\"downtime-limit\"} 2"));
 }
 
+// Postcopy: migrations by the source's postcopy status, time paused and
+// blocktime per migration (0 before postcopy), recoveries apart from the
+// ladder's steps.
+TEST(orchestrator_metrics, postcopy_phases_pauses_blocktime_and_recoveries) {
+  orchestrator_metrics m;
+  cluster_view v;
+  auto paused = running(600, 400);
+  paused.status = "postcopy-paused";
+  paused.postcopy_paused_s = 12.5;
+  paused.postcopy_blocktime_s = 0.25;
+  auto precopy = running(10, 990);
+  precopy.id = 8;
+  precopy.status = "active";
+  v.migrations = {paused, precopy};
+  m.escalation_step("postcopy");
+  m.escalation_step("postcopy-recover");
+  m.escalation_step("postcopy-recover");
+  m.escalation_step("postcopy-recovered");
+  const auto t = m.render(v);
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_postcopy{phase=\"postcopy-paused\"} 1"))
+    << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_migrations_postcopy{phase=\"postcopy-active\"} 0"));
+  EXPECT_TRUE(
+    has_line(t, "ferry_orchestrator_migration_postcopy_paused_seconds" + labels + " 12.5"));
+  EXPECT_TRUE(
+    has_line(t, "ferry_orchestrator_migration_postcopy_blocktime_seconds" + labels + " 0.25"));
+  const std::string other = "{id=\"8\",vm=\"db\",source=\"a\",target=\"b\"}";
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_migration_postcopy_paused_seconds" + other + " 0"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_escalation_steps_total{step=\"postcopy\"} 1"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_postcopy_recoveries_total{result=\"attempted\"} 2"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_postcopy_recoveries_total{result=\"recovered\"} 1"));
+  EXPECT_EQ(t.find("step=\"postcopy-recover"), std::string::npos) << "not a ladder step";
+}
+
 TEST(orchestrator_metrics, hosts_and_evacuations) {
   orchestrator_metrics m;
   cluster_view v;
