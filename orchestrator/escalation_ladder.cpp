@@ -22,6 +22,8 @@ void escalation_ladder::restore(const std::vector<std::string>& steps, clock_typ
       downtime_ms_ = std::strtoull(s.c_str() + 15, nullptr, 10);
     } else if (starts_with(s, "auto-converge")) {
       throttle_released_ = true;
+    } else if (starts_with(s, "postcopy:")) {
+      postcopy_ = true;
     } else if (starts_with(s, "dirty-limit")) {
       dirty_limit_tried_ = dirty_limited_ = true;
       dirty_limit_since_ = now;
@@ -31,6 +33,8 @@ void escalation_ladder::restore(const std::vector<std::string>& steps, clock_typ
 }
 
 escalation_ladder::step escalation_ladder::next(uint64_t passes, clock_type::time_point now) {
+  if (postcopy_)
+    return {};
   if (window_unknown_) {
     window_unknown_ = false;
     passes_at_last_step_ = passes;
@@ -57,6 +61,10 @@ escalation_ladder::step escalation_ladder::next(uint64_t passes, clock_type::tim
     return {rung::dirty_limit, "dirty-limit",
             "dirty-limit " + std::to_string(policy_.dirty_limit_mib_s) + " MiB/s per vCPU" + after};
   }
+  if (policy_.postcopy_step) {
+    postcopy_ = true;
+    return {rung::postcopy, "postcopy", "postcopy: the guest moves now, its pages follow" + after};
+  }
   return cancel(passes, "");
 }
 
@@ -64,6 +72,11 @@ escalation_ladder::step escalation_ladder::dirty_limit_refused(uint64_t passes,
                                                                const std::string& why) {
   dirty_limited_ = false;
   dirty_limit_refusal_ = "refused: " + why;
+  if (policy_.postcopy_step) {
+    // Postcopy is still to come: the ladder goes on at the next window.
+    passes_at_last_step_ = passes;
+    return {};
+  }
   return cancel(passes, dirty_limit_refusal_);
 }
 
@@ -82,6 +95,8 @@ std::string escalation_ladder::tried() const {
     if (!dirty_limit_refusal_.empty())
       out += " " + dirty_limit_refusal_;
   }
+  if (postcopy_)
+    out += ", postcopy";
   return out;
 }
 

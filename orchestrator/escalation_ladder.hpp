@@ -17,7 +17,7 @@ class escalation_ladder {
 public:
   using clock_type = std::chrono::steady_clock;
 
-  enum class rung { none, downtime_limit, auto_converge, dirty_limit, cancel };
+  enum class rung { none, downtime_limit, auto_converge, dirty_limit, postcopy, cancel };
 
   struct step {
     rung what = rung::none;
@@ -41,6 +41,9 @@ public:
   // The job lifted the limit it set (the guest stays on its source).
   void dirty_limit_lifted() { dirty_limited_ = false; }
 
+  // After the postcopy rung the ladder is over: the guest runs on the
+  // target, nothing more is tried and nothing cancels.
+  bool in_postcopy() const { return postcopy_; }
   uint64_t downtime_ms() const { return downtime_ms_; }
   bool dirty_limited() const { return dirty_limited_; }
   // What was tried, for the failure message: "downtime-limit 40 ms, ...".
@@ -61,6 +64,7 @@ private:
   bool throttle_released_ = false;
   bool dirty_limit_tried_ = false;
   bool dirty_limited_ = false;
+  bool postcopy_ = false;
   std::string dirty_limit_refusal_;
   clock_type::time_point dirty_limit_since_;
   // After a restart the pass count at the last rung is not known: the first

@@ -70,6 +70,16 @@ struct job_state_data {
   std::optional<std::string> arrival;
   bool granted = false;   // a staged job got its slot (go)
   bool preparing = false; // prepare_target ran: the sides are on their way
+  // Postcopy (job_postcopy.cpp): from the rung on, the job follows the
+  // migration to its end and never cancels or takes the guest back.
+  bool in_postcopy = false;
+  bool recovering = false; // a recovery's commands are on their way
+  uint32_t recover_attempts = 0;
+  std::chrono::seconds recover_backoff{0};
+  clock_type::time_point next_recover;
+  std::optional<clock_type::time_point> paused_since;
+  clock_type::duration paused_before{}; // earlier pauses, summed
+  std::optional<uint64_t> target_blocktime_ms;
 };
 
 // A staged job still waiting for its slot: it journals nothing, and what
@@ -122,6 +132,14 @@ void prepare_target(job_actor* self, guest_spec spec);
 void judge_sides(job_actor* self);
 // `migrate` on the source (migration_job.cpp).
 void start_migration(job_actor* self);
+// Postcopy (job_postcopy.cpp). The rung: migrate-start-postcopy.
+void start_postcopy(job_actor* self);
+// A poll round's answer once postcopy was asked for (or the source is in
+// it): follows it, recovers a paused one, ends a lost one.
+void follow_postcopy(job_actor* self, const std::string& status, uint64_t token);
+// What would fail a job in postcopy only delays it (true then): the guest
+// runs on the target, and nothing may be cancelled or taken back.
+bool postcopy_trouble(job_actor* self, const std::string& why);
 // The target holds the guest: the source copy is retired and the job ends
 // succeeded (through completing if it was still running).
 void target_won(job_actor* self, const std::string& note);

@@ -25,6 +25,15 @@ json::object capabilities(const migration_policy& p, bool source) {
     caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
   if (source && p.auto_converge_step)
     caps.push_back(json::object{{"capability", "auto-converge"}, {"state", true}});
+  if (p.postcopy_step) {
+    // The rung may come: both sides must have postcopy from the start; the
+    // target also measures how long its vCPUs wait for pages.
+    caps.push_back(json::object{{"capability", "postcopy-ram"}, {"state", true}});
+    if (p.postcopy_preempt)
+      caps.push_back(json::object{{"capability", "postcopy-preempt"}, {"state", true}});
+    if (!source)
+      caps.push_back(json::object{{"capability", "postcopy-blocktime"}, {"state", true}});
+  }
   return {{"capabilities", std::move(caps)}};
 }
 
@@ -44,6 +53,8 @@ json::object source_parameters(const job_state_data& st) {
   }
   if (p.multifd_channels > 0)
     params["multifd-channels"] = p.multifd_channels;
+  if (p.postcopy_step)
+    params["max-postcopy-bandwidth"] = p.max_postcopy_bandwidth;
   return params;
 }
 

@@ -224,6 +224,13 @@ void settle(job_actor* self) {
           [self](const std::string& why) { source_unknown(self, why); });
         return;
       }
+      if (status.rfind("postcopy-", 0) == 0) {
+        // It switched meanwhile: the guest runs on the target; follow it.
+        st1.finishing = false;
+        st1.in_postcopy = true;
+        follow_postcopy(self, status, ++st1.poll_token);
+        return;
+      }
       if (status == "none" || status == "failed" || status == "cancelled" || status.empty()) {
         remove_target(self); // the source runs the guest
         return;
@@ -258,7 +265,7 @@ void end_unsucceeded(job_actor* self, job_state to, const std::string& why) {
 
 void fail(job_actor* self, const std::string& why) {
   auto& st = self->state;
-  if (st.finishing)
+  if (st.finishing || postcopy_trouble(self, why))
     return;
   if (staging(st)) {
     drop_stage(self, why);

@@ -113,9 +113,14 @@ bool escalate(job_actor* self, const json::object& info) {
         [self, passes](const std::string& why) {
           auto& st1 = self->state;
           const auto last = st1.ladder->dirty_limit_refused(passes, why);
-          if (!st1.finishing)
+          if (!st1.finishing && last.what == escalation_ladder::rung::cancel)
             give_up(self, last, passes);
         });
+      return false;
+    case escalation_ladder::rung::postcopy:
+      if (!record_step(self, step))
+        return true;
+      start_postcopy(self);
       return false;
     case escalation_ladder::rung::cancel:
       give_up(self, step, passes);
@@ -185,6 +190,10 @@ void poll_migration(job_actor* self) {
           st1.completing_since = clock_type::now();
           if (move(self, job_state::completing, "source reports completed"))
             confirm_target(self);
+          return;
+        }
+        if (st1.in_postcopy || status.rfind("postcopy-", 0) == 0) {
+          follow_postcopy(self, status, token);
           return;
         }
         if (status == "failed") {
@@ -283,6 +292,12 @@ void resume(job_actor* self) {
     if (s.job == job.id)
       taken.push_back(s.step);
   st.ladder->restore(taken, clock_type::now());
+  // Recovery attempts of the pause under way (if any) count on.
+  for (const auto& s : taken)
+    if (s.rfind("postcopy-recover attempt", 0) == 0)
+      ++st.recover_attempts;
+    else if (s.rfind("postcopy recovered", 0) == 0)
+      st.recover_attempts = 0;
   if (job.state == job_state::scheduling) {
     begin(self);
     return;
@@ -320,7 +335,11 @@ void resume(job_actor* self) {
             [self](const json::value& r) {
               auto& st2 = self->state;
               const std::string status = status_of(r, "none");
-              if (status == "none" || status == "failed" || status == "cancelled") {
+              // Postcopy was asked for: the guest may run on the target,
+              // and whatever the source says, the job follows it there.
+              st2.in_postcopy = st2.ladder->in_postcopy();
+              if (!st2.in_postcopy &&
+                  (status == "none" || status == "failed" || status == "cancelled")) {
                 // Never started (or already over): nothing to follow.
                 fail(self,
                      "orchestrator restarted before the migration ran (source: " + status + ")");
@@ -388,6 +407,11 @@ void on_cancel(job_actor* self) {
   }
   if (st.cancel_requested || st.finishing)
     return;
+  if (st.in_postcopy) {
+    log::warn("job {} ({}): not cancelled: in postcopy the guest runs on the target", st.ctx.job.id,
+              st.ctx.job.guest);
+    return;
+  }
   st.cancel_requested = true;
   if (st.migrate_issued) {
     qmp(self, st.ctx.source, st.ctx.job.guest, "migrate_cancel", {}, [](const json::value&) {});

@@ -44,7 +44,9 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
         count_into(r, "policy.source_return_s", p.source_return_s),
         count_into(r, "policy.escalate_after_passes", p.escalate_after_passes),
         count_into(r, "policy.downtime_steps", p.downtime_steps),
-        count_into(r, "policy.dirty_limit_mib_s", p.dirty_limit_mib_s)})
+        count_into(r, "policy.dirty_limit_mib_s", p.dirty_limit_mib_s),
+        count_into(r, "policy.max_postcopy_bandwidth", p.max_postcopy_bandwidth),
+        count_into(r, "policy.postcopy_recover_backoff_max_s", p.postcopy_recover_backoff_max_s)})
     if (!ok)
       return ok.error();
   FERRY_TRY(tls, r.boolean("policy.migration_tls", p.migration_tls));
@@ -53,10 +55,16 @@ caf::expected<migration_policy> read_policy(const config_reader& r) {
   p.auto_converge_step = converge;
   FERRY_TRY(limit_step, r.boolean("policy.dirty_limit_step", p.dirty_limit_step));
   p.dirty_limit_step = limit_step;
+  FERRY_TRY(postcopy, r.boolean("policy.postcopy_step", p.postcopy_step));
+  p.postcopy_step = postcopy;
+  FERRY_TRY(preempt, r.boolean("policy.postcopy_preempt", p.postcopy_preempt));
+  p.postcopy_preempt = preempt;
   FERRY_TRY(ahead, r.boolean("policy.prepare_ahead", p.prepare_ahead));
   p.prepare_ahead = ahead;
   if (p.dirty_limit_mib_s == 0)
     return r.invalid("policy.dirty_limit_mib_s must be at least 1");
+  if (p.postcopy_recover_backoff_max_s == 0)
+    return r.invalid("policy.postcopy_recover_backoff_max_s must be at least 1");
   if (p.escalate_after_passes == 0)
     return r.invalid("policy.escalate_after_passes must be at least 1");
   if (p.max_migrations == 0 || p.max_outbound_per_host == 0 || p.max_inbound_per_host == 0)

@@ -38,6 +38,18 @@ struct migration_policy {
   bool auto_converge_step = true;
   bool dirty_limit_step = true;
   uint64_t dirty_limit_mib_s = 1; // QEMU's vcpu-dirty-limit default
+  // The last rung before cancel (off by default): migrate-start-postcopy.
+  // The guest then runs on the target while its remaining pages follow, so
+  // it always arrives — but from the switch until the end a failure of the
+  // target host loses it (QEMU's postcopy; docs/orchestrator.md). Allowing
+  // it sets postcopy-ram (with postcopy-preempt if `postcopy_preempt`) on
+  // both sides from the start, as capabilities cannot change mid-migration.
+  bool postcopy_step = false;
+  bool postcopy_preempt = true;
+  uint64_t max_postcopy_bandwidth = 0; // bytes/s once in postcopy; 0: unlimited (QEMU)
+  // A broken postcopy link pauses both sides; the job recovers it
+  // (migrate-recover, resume) after 1 s, then backs off doubling up to this.
+  uint32_t postcopy_recover_backoff_max_s = 30;
   // A move waiting for its slot, next in line, gets both sides ready ahead
   // (target guest created and listening, source configured), so it starts
   // migrating the moment the slot is free. Costs a listening target guest

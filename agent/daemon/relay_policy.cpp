@@ -15,15 +15,19 @@ namespace json = boost::json;
 
 // The orchestrator's whole vocabulary: inventory and progress queries, the
 // migration itself on both sides, its parameters, the escalation ladder's
-// dirty-rate tools, and resuming a source that takes its guest back.
+// dirty-rate tools and postcopy switch, postcopy recovery, and resuming a
+// source that takes its guest back.
 constexpr std::string_view allowed[] = {
   "calc-dirty-rate",
   "cancel-vcpu-dirty-limit",
   "cont",
   "migrate",
   "migrate-incoming",
+  "migrate-pause",
+  "migrate-recover",
   "migrate-set-capabilities",
   "migrate-set-parameters",
+  "migrate-start-postcopy",
   "migrate_cancel",
   "query-dirty-rate",
   "query-migrate",
@@ -53,7 +57,7 @@ std::optional<std::string> relay_refusal(std::string_view command, const std::st
   if (std::find(std::begin(allowed), std::end(allowed), command) == std::end(allowed))
     return "'" + std::string{command} +
            "' is not relayed: the host agent forwards only the commands migrations need";
-  if (command != "migrate" && command != "migrate-incoming")
+  if (command != "migrate" && command != "migrate-incoming" && command != "migrate-recover")
     return std::nullopt;
   boost::system::error_code ec;
   const auto v = json::parse(args, ec);

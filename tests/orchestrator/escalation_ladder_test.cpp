@@ -77,6 +77,46 @@ TEST(escalation_ladder, a_refused_dirty_limit_ends_the_ladder) {
   EXPECT_EQ(l.tried(), "downtime-limit 100 ms, dirty-limit 4 MiB/s refused: no dirty ring");
 }
 
+// Postcopy, where policy allows it: the last rung before cancel; after it
+// nothing more is tried and nothing cancels (the guest runs on the target).
+TEST(escalation_ladder, postcopy_comes_last_and_ends_the_ladder_without_a_cancel) {
+  auto p = policy();
+  p.downtime_steps = 1;
+  p.auto_converge_step = false;
+  p.postcopy_step = true;
+  escalation_ladder l{p};
+  const auto t0 = escalation_ladder::clock_type::now();
+  ASSERT_EQ(l.next(3, t0).what, rung::downtime_limit);
+  ASSERT_EQ(l.next(6, t0).what, rung::dirty_limit);
+  EXPECT_FALSE(l.in_postcopy());
+  auto s = l.next(9, t0 + escalation_ladder::dirty_limit_settle);
+  EXPECT_EQ(s.what, rung::postcopy);
+  EXPECT_EQ(s.kind, "postcopy");
+  EXPECT_EQ(s.note, "postcopy: the guest moves now, its pages follow after 9 passes");
+  EXPECT_TRUE(l.in_postcopy());
+  for (uint64_t passes : {12, 100, 1000})
+    EXPECT_EQ(l.next(passes, t0 + 1h).what, rung::none) << passes;
+  EXPECT_EQ(l.tried(), "downtime-limit 200 ms, dirty-limit 4 MiB/s, postcopy");
+
+  // A refused dirty limit does not cancel: postcopy is still to come, at the
+  // next window.
+  p.downtime_steps = 0;
+  escalation_ladder refused{p};
+  ASSERT_EQ(refused.next(3, t0).what, rung::dirty_limit);
+  EXPECT_EQ(refused.dirty_limit_refused(4, "no dirty ring").what, rung::none);
+  EXPECT_EQ(refused.next(6, t0).what, rung::none);
+  EXPECT_EQ(refused.next(7, t0).what, rung::postcopy);
+
+  // Restored after a restart: still in postcopy.
+  escalation_ladder restored{p};
+  restored.restore({"dirty-limit 4 MiB/s per vCPU after 3 passes",
+                    "postcopy: the guest moves now, its pages follow after 6 passes",
+                    "postcopy-recover attempt 1 on tcp:10.0.0.2:4444"},
+                   t0);
+  EXPECT_TRUE(restored.in_postcopy());
+  EXPECT_EQ(restored.next(100, t0 + 1h).what, rung::none);
+}
+
 TEST(escalation_ladder, restored_from_journaled_steps_it_carries_on_where_it_was) {
   escalation_ladder l{policy()};
   const auto t0 = escalation_ladder::clock_type::now();

@@ -3,7 +3,8 @@
 // process tests drive): every path through the job state machine in
 // milliseconds — succeeded, a failing create, a failing migration, a cancel
 // mid-migration, a lost host — each checked against the journal's
-// transitions and the QMP commands each host saw.
+// transitions and the QMP commands each host saw; and a job in postcopy,
+// which recovers a pause on its own and never cancels.
 
 #include "orchestrator/migration_job.hpp"
 #include "tests/support/coordinated_fixture.hpp"
@@ -610,4 +611,82 @@ TEST_F(job_fixture, completion_events_end_the_job_without_waiting_for_a_poll) {
   EXPECT_EQ(walk().back(), "completing>succeeded");
   EXPECT_FALSE(saw(*dst, "vm1:query-migrate")) << "the target's own event confirmed it";
   EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"});
+}
+
+// Postcopy, where policy allows it: the ladder's last rung switches the
+// source; a pause is recovered by the job on its own (migrate-recover on the
+// target, resume on the source), journaled; the move then completes.
+struct postcopy_job : job_fixture {
+  void SetUp() override {
+    job_fixture::SetUp();
+    policy.escalate_after_passes = 2;
+    policy.downtime_steps = 0;
+    policy.auto_converge_step = false;
+    policy.dirty_limit_step = false;
+    policy.postcopy_step = true;
+    src->passes_per_poll = 1;
+  }
+  std::vector<std::string> steps() const {
+    std::vector<std::string> out;
+    for (const auto& s : log->steps())
+      out.push_back(s.step);
+    return out;
+  }
+  void rounds(int n) {
+    for (int i = 0; i < n; ++i) {
+      sched->trigger_timeouts();
+      sched->run();
+    }
+  }
+};
+
+TEST_F(postcopy_job, the_rung_switches_and_a_pause_is_recovered_on_its_own) {
+  src->migrate_statuses = {"active",          "active",          "active",
+                           "postcopy-active", "postcopy-paused", "postcopy-recover",
+                           "postcopy-active", "completed"};
+  dst->incoming_statuses = {"postcopy-active", "postcopy-paused", "postcopy-active", "completed"};
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(saw(*src, "vm1:migrate-start-postcopy"));
+  EXPECT_TRUE(saw(*dst, "vm1:migrate-recover"));
+  EXPECT_EQ(std::count(src->qmp_seen.begin(), src->qmp_seen.end(), "vm1:migrate"), 2)
+    << "the migration, then its resume";
+  EXPECT_FALSE(saw(*src, "vm1:migrate_cancel"));
+  const auto s = steps();
+  ASSERT_EQ(s.size(), 3U);
+  EXPECT_EQ(s[0].rfind("postcopy: the guest moves now", 0), 0U) << s[0];
+  EXPECT_EQ(s[1].rfind("postcopy-recover attempt 1 on tcp:127.0.0.1:", 0), 0U) << s[1];
+  EXPECT_EQ(s[2], "postcopy recovered after 1 attempt(s)");
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"}) << "the stale source copy goes";
+  EXPECT_TRUE(dst->destroyed.empty());
+}
+
+// In postcopy the guest runs on the target: a cancel and a lost host change
+// nothing. A target whose incoming migration failed has lost the guest: the
+// job ends failed saying so, the source's stale copy is abandoned (its
+// migration fails, it stays paused), and nothing is destroyed.
+TEST_F(postcopy_job, nothing_cancels_it_and_a_target_that_lost_the_guest_is_surfaced) {
+  src->migrate_statuses = {"active", "active", "active", "postcopy-active"};
+  dst->incoming_statuses = {"postcopy-active"};
+  start();
+  rounds(6);
+  ASSERT_TRUE(saw(*src, "vm1:migrate-start-postcopy"));
+  caf::anon_send(job, cancel_atom::value);
+  caf::anon_send(job, host_lost_atom::value, std::string{"host-b"});
+  rounds(6);
+  EXPECT_TRUE(done->empty()) << done->at(0).error;
+  EXPECT_FALSE(saw(*src, "vm1:migrate_cancel"));
+  src->migrate_statuses = {"postcopy-paused"};
+  dst->incoming_statuses = {"failed"};
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("the guest was lost in postcopy"), std::string::npos)
+    << done->at(0).error;
+  EXPECT_TRUE(saw(*src, "vm1:migrate_cancel")) << "the source's postcopy abandoned";
+  EXPECT_FALSE(saw(*src, "vm1:cont")) << "its stale copy never resumes";
+  EXPECT_TRUE(src->destroyed.empty());
+  EXPECT_TRUE(dst->destroyed.empty());
 }

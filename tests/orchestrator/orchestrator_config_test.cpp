@@ -39,12 +39,18 @@ TEST(orchestrator_config, reads_agents_and_defaults_the_policy_as_the_issue_says
   EXPECT_TRUE(c->policy.dirty_limit_step);
   EXPECT_EQ(c->policy.dirty_limit_mib_s, 1U);
   EXPECT_TRUE(c->policy.prepare_ahead);
+  EXPECT_FALSE(c->policy.postcopy_step) << "postcopy can lose a guest: only where allowed";
+  EXPECT_TRUE(c->policy.postcopy_preempt);
+  EXPECT_EQ(c->policy.max_postcopy_bandwidth, 0U);
+  EXPECT_EQ(c->policy.postcopy_recover_backoff_max_s, 30U);
 }
 
 TEST(orchestrator_config, policy_overrides_apply) {
   auto c = parse_orchestrator_config(base + "[policy]\nmax_migrations = 9\nmultifd_channels = 0\n"
                                             "dirty_limit_step = false\ndirty_limit_mib_s = 8\n"
-                                            "prepare_ahead = false\n",
+                                            "prepare_ahead = false\npostcopy_step = true\n"
+                                            "max_postcopy_bandwidth = 1048576\n"
+                                            "postcopy_recover_backoff_max_s = 5\n",
                                      "o.toml");
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->policy.max_migrations, 9U);
@@ -52,6 +58,9 @@ TEST(orchestrator_config, policy_overrides_apply) {
   EXPECT_FALSE(c->policy.dirty_limit_step);
   EXPECT_EQ(c->policy.dirty_limit_mib_s, 8U);
   EXPECT_FALSE(c->policy.prepare_ahead);
+  EXPECT_TRUE(c->policy.postcopy_step);
+  EXPECT_EQ(c->policy.max_postcopy_bandwidth, 1048576U);
+  EXPECT_EQ(c->policy.postcopy_recover_backoff_max_s, 5U);
 }
 
 TEST(orchestrator_config, mistakes_are_named) {
@@ -64,6 +73,8 @@ TEST(orchestrator_config, mistakes_are_named) {
   expect_error(base + "[policy]\nmax_migrations = 0\n", "at least 1");
   expect_error(base + "[policy]\ndirty_limit_mib_s = 0\n", "dirty_limit_mib_s must be at least 1");
   expect_error(base + "[policy]\ndirty_limit_step = 1\n", "policy.dirty_limit_step");
+  expect_error(base + "[policy]\npostcopy_recover_backoff_max_s = 0\n", "at least 1");
+  expect_error(base + "[policy]\npostcopy_step = \"yes\"\n", "policy.postcopy_step");
   expect_error(base + "[policy]\nmax_bandwidth = \"fast\"\n", "policy.max_bandwidth");
   expect_error(base + "[[agents]]\nname = \"host-a\"\naddress = \"x:1\"\n", "listed twice");
   expect_error(base + "[[agents]]\nname = \"host-c\"\naddress = \"nocolon\"\n", "HOST:PORT");
@@ -126,6 +137,10 @@ TEST(example_configs, load_with_the_documented_settings) {
   EXPECT_EQ(o->policy.auto_converge_step, defaults.auto_converge_step);
   EXPECT_EQ(o->policy.dirty_limit_step, defaults.dirty_limit_step);
   EXPECT_EQ(o->policy.dirty_limit_mib_s, defaults.dirty_limit_mib_s);
+  EXPECT_EQ(o->policy.postcopy_step, defaults.postcopy_step);
+  EXPECT_EQ(o->policy.postcopy_preempt, defaults.postcopy_preempt);
+  EXPECT_EQ(o->policy.max_postcopy_bandwidth, defaults.max_postcopy_bandwidth);
+  EXPECT_EQ(o->policy.postcopy_recover_backoff_max_s, defaults.postcopy_recover_backoff_max_s);
   EXPECT_EQ(o->policy.max_migrations, defaults.max_migrations);
   auto a = load_daemon_config(FERRY_SOURCE_DIR "/deploy/examples/agent.toml");
   ASSERT_TRUE(a) << describe(a.error());
