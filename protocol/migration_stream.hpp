@@ -102,6 +102,11 @@ inline constexpr uint16_t preempt_channel_index = 0xffff;
 // switchover-ack: the source waits for the destination's switchover-ack
 // record before it stops the guest.
 inline constexpr uint32_t flag_switchover_ack = 1u << 7;
+// release-ram (the source's alone): in postcopy the destination tells, every
+// quarter second, which owed pages it has placed since it last said
+// (postcopy-received records on the return path), and the source frees
+// them — only pages the destination holds, so a recovery never needs one.
+inline constexpr uint32_t flag_release_ram = 1u << 8;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

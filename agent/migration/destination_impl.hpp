@@ -105,6 +105,9 @@ struct migration_destination::impl {
   std::unique_ptr<postcopy_blocktime> blocktime; // with the postcopy-blocktime capability
   std::atomic<bool> guest_runs_here{false};      // go arrived: the only running copy is here
   std::atomic<uint64_t> awaited_placed{0};
+  // release-ram (the source's): owed pages already reported placed, by the
+  // `mig-fault` thread every quarter second.
+  dirty_bitmap reported{0};
   std::thread fault_thread;
   std::atomic<bool> fault_stop{false};
   std::mutex wait_mtx;                                          // waiting
@@ -187,7 +190,9 @@ struct migration_destination::impl {
   void after_link_lost(const caf::error& why);
   caf::expected<destination_event> postcopy_paused();
   caf::expected<destination_event> postcopy_recover();
-  caf::expected<void> send_received();
+  // postcopy-received records: the owed pages placed (not yet in `skip`,
+  // which gains them, when given).
+  caf::expected<void> send_received(dirty_bitmap* skip = nullptr);
   void stop_fault_thread() {
     fault_stop = true;
     if (fault_thread.joinable())

@@ -17,6 +17,8 @@ namespace {
 // How often the fault thread looks up from userfaultfd to see if it should
 // stop.
 constexpr auto fault_poll = std::chrono::milliseconds(100);
+// release-ram: how often the source hears which owed pages are here.
+constexpr auto release_report_interval = std::chrono::milliseconds(250);
 
 } // namespace
 
@@ -311,15 +313,17 @@ caf::expected<destination_event> migration_destination::impl::postcopy_recover()
   return destination_event::recovered;
 }
 
-// The owed pages placed so far, then ready (await_go sends it).
-caf::expected<void> migration_destination::impl::send_received() {
+// The owed pages placed so far: on a recovery (then ready: await_go sends
+// it), and with release-ram every quarter second those placed since.
+caf::expected<void> migration_destination::impl::send_received(dirty_bitmap* skip) {
   std::vector<uint64_t> words;
   for (size_t w0 = 0; w0 < awaited.word_count(); w0 += mig::max_discard_words) {
     const size_t end = std::min<size_t>(awaited.word_count(), w0 + mig::max_discard_words);
     words.assign(end - w0, 0);
     bool any = false;
     for (size_t w = w0; w < end; ++w)
-      for (uint64_t bits = awaited.word(w); bits != 0; bits &= bits - 1) {
+      for (uint64_t bits = awaited.word(w) & ~(skip != nullptr ? skip->word(w) : 0); bits != 0;
+           bits &= bits - 1) {
         const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
         if (region->placed(p)) {
           words[w - w0] |= uint64_t{1} << (p % 64);
@@ -328,6 +332,9 @@ caf::expected<void> migration_destination::impl::send_received() {
       }
     if (!any)
       continue;
+    if (skip != nullptr)
+      skip->or_words(w0 * 64, words.data(), std::min<uint64_t>(awaited.pages() - w0 * 64,
+                                                                (end - w0) * 64));
     if (auto ok =
           main->send(mig::record_type::postcopy_received, mig::encode_discard(w0 * 64, words));
         !ok)
@@ -359,7 +366,18 @@ void migration_destination::impl::placed_one(const mig::postcopy_page& pg,
 void migration_destination::impl::watch_faults() {
   const auto registered = name_migration_thread(hooks.threads, "mig-fault");
   static const std::vector<uint8_t> zeros(mig::page_size, 0);
+  const bool release = (hello.flags & mig::flag_release_ram) != 0;
+  if (release && reported.pages() != awaited.pages())
+    reported = dirty_bitmap{awaited.pages()};
+  auto last_report = clock_type::now();
   while (!fault_stop) {
+    if (release && clock_type::now() - last_report >= release_report_interval) {
+      last_report = clock_type::now();
+      if (auto ok = send_received(&reported); !ok) {
+        note_failure(ok.error());
+        return;
+      }
+    }
     auto f = region->next_fault(fault_poll);
     if (!f) {
       note_failure(f.error());

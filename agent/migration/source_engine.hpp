@@ -142,6 +142,11 @@ struct migration_source::impl {
   // with, and where `migrate resume=true` says to reconnect (under
   // return_mtx).
   dirty_bitmap switch_owed{0};
+  // release-ram: this side's pages the destination holds are freed (precopy's
+  // once postcopy runs, owed ones as the destination says it placed them).
+  bool precopy_released = false;
+  std::atomic<uint64_t> released_pages{0};
+  std::atomic<bool> release_failed{false};
   std::array<uint8_t, 16> session{};
   std::optional<migration_address> resume_target;
   std::shared_ptr<tls_context> resume_tls;
@@ -273,6 +278,9 @@ struct migration_source::impl {
   caf::expected<void> serve_preempted(const mig::page_request& r);
   caf::expected<void> open_preempt(const mig::hello& main_hello);
   void read_return_path();
+  void release_run(uint64_t first, uint64_t pages);
+  void release_precopy_pages();
+  void release_placed(const mig::discard_words& placed);
   void stop_return_path();
   caf::error check_stop_error() const {
     auto ok = check_stop();

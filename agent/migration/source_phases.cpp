@@ -32,6 +32,7 @@ caf::expected<void> migration_source::impl::handshake() {
             (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
             (plan.postcopy ? mig::flag_postcopy : 0) |
             (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
+            (plan.postcopy && plan.release_ram ? mig::flag_release_ram : 0) |
             (plan.switchover_ack ? mig::flag_switchover_ack : 0) |
             (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();

@@ -215,6 +215,59 @@ bool migration_source::impl::await_budget() {
   }
 }
 
+// release-ram: frees a run of this side's pages (read as zeros from now on).
+// A failure frees nothing more and is said once; the migration goes on.
+void migration_source::impl::release_run(uint64_t first, uint64_t pages) {
+  if (pages == 0 || release_failed)
+    return;
+  if (auto ok = g.memory().discard(first, pages); !ok) {
+    if (!release_failed.exchange(true))
+      std::fprintf(stderr, "ferry: release-ram stops: %s\n", describe(ok.error()).c_str());
+    return;
+  }
+  released_pages.fetch_add(pages, std::memory_order_relaxed);
+}
+
+// The pages precopy sent and postcopy does not owe: the destination proved
+// it holds them (the switchover digest) before its guest ran.
+void migration_source::impl::release_precopy_pages() {
+  uint64_t first = 0;
+  uint64_t n = 0;
+  for (uint64_t p = 0; p < switch_owed.pages(); ++p) {
+    if (!switch_owed.test(p)) {
+      if (n == 0)
+        first = p;
+      ++n;
+      continue;
+    }
+    release_run(first, n);
+    n = 0;
+  }
+  release_run(first, n);
+}
+
+// Owed pages the destination says it placed: never needed here again (a
+// recovery owes only what it has not placed). Pages it was never owed are
+// not its to name.
+void migration_source::impl::release_placed(const mig::discard_words& placed) {
+  uint64_t first = 0;
+  uint64_t n = 0;
+  for (size_t i = 0; i < placed.word_count; ++i)
+    for (uint64_t bits = placed.word(i); bits != 0; bits &= bits - 1) {
+      const uint64_t p = placed.first_pfn + i * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+      if (!switch_owed.test(p))
+        continue;
+      if (n != 0 && p == first + n) {
+        ++n;
+        continue;
+      }
+      release_run(first, n);
+      first = p;
+      n = 1;
+    }
+  release_run(first, n);
+}
+
 // The owed pages: requested ones as soon as they are asked for, the rest in
 // address order between them; then the end, and the destination's word
 // that it placed them all.
@@ -225,6 +278,10 @@ caf::expected<source_event> migration_source::impl::postcopy() {
     std::lock_guard lk{return_mtx};
     requests.clear();
     destination_done = false;
+  }
+  if (plan.release_ram && !precopy_released) {
+    precopy_released = true;
+    release_precopy_pages();
   }
   return_path = std::thread{[this] { read_return_path(); }};
   std::vector<uint64_t> pfns;
@@ -274,6 +331,9 @@ caf::expected<source_event> migration_source::impl::postcopy() {
     return check_stop_error();
   stop_return_path();
   total_ms = ms_since(start);
+  if (plan.release_ram)
+    std::fprintf(stderr, "ferry: release-ram: %llu MiB freed on the source\n",
+                 static_cast<unsigned long long>(released_pages.load() * mig::page_size >> 20));
   if (!hooks.complete(paused))
     return check_stop_error();
   return source_event::postcopy_done;
@@ -316,6 +376,15 @@ void migration_source::impl::read_return_path() {
       }
       requests.push_back(*r);
       return_cv.notify_all();
+      continue;
+    }
+    if (h->type == mig::record_type::postcopy_received && plan.release_ram) {
+      auto placed = mig::decode_discard(buf, ram_pages);
+      if (!placed) {
+        note_failure(placed.error());
+        break;
+      }
+      release_placed(*placed);
       continue;
     }
     auto st = mig::decode_status(buf);
@@ -378,7 +447,8 @@ caf::expected<source_event> migration_source::impl::postcopy_recover() {
   migration_channel& ch = *main;
   mig::hello h;
   h.session = session;
-  h.flags = mig::flag_postcopy | mig::flag_resume | (plan.preempt ? mig::flag_preempt : 0);
+  h.flags = mig::flag_postcopy | mig::flag_resume | (plan.preempt ? mig::flag_preempt : 0) |
+            (plan.release_ram ? mig::flag_release_ram : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
   if (auto ok = ch.send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -403,6 +473,8 @@ caf::expected<source_event> migration_source::impl::postcopy_recover() {
                                                     mig::to_string(rh.type) +
                                                     " instead of the pages it received");
     FERRY_TRY(d, mig::decode_discard(buf, pages));
+    if (plan.release_ram)
+      release_placed(d);
     for (size_t i = 0; i < d.word_count; ++i)
       for (uint64_t bits = d.word(i); bits != 0; bits &= bits - 1)
         received.set(d.first_pfn + i * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));

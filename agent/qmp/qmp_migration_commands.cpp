@@ -36,8 +36,7 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all",        "x-colo",
-                                      "release-ram",         "x-ignore-shared",
+  static const char* const later[] = {"rdma-pin-all", "x-colo", "x-ignore-shared",
                                       "background-snapshot", "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
@@ -172,6 +171,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
   plan.postcopy = settings_.capability("postcopy-ram");
   plan.preempt = settings_.capability("postcopy-preempt");
+  plan.release_ram = settings_.capability("release-ram");
   plan.switchover_ack = settings_.capability("switchover-ack");
   plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");

@@ -479,7 +479,8 @@ protected:
   // postcopy once precopy is seen iterating; the owed pages then stream at
   // `postcopy_bw` bytes/s. The uri the source used.
   std::string begin_postcopy(uint32_t channels, bool tls, uint64_t postcopy_bw,
-                             const std::string& transport = "unix", bool preempt = false) {
+                             const std::string& transport = "unix", bool preempt = false,
+                             bool release_ram = false) {
     size = "64M";
     bytes = 64u << 20;
     start_pair("2048", tls);
@@ -493,6 +494,15 @@ protected:
       EXPECT_TRUE(h->exec("migrate-set-capabilities", {{"capabilities", caps}})
                     .as_object()
                     .contains("return"));
+    if (release_ram) { // the source's alone
+      EXPECT_TRUE(
+        src
+          .exec("migrate-set-capabilities",
+                {{"capabilities",
+                  json::array{json::object{{"capability", "release-ram"}, {"state", true}}}}})
+          .as_object()
+          .contains("return"));
+    }
     // The destination measures how long its vCPUs wait for pages.
     EXPECT_TRUE(
       dst
@@ -580,7 +590,12 @@ INSTANTIATE_TEST_SUITE_P(transports, postcopy_migration,
 // the destination and migrate resume=true on the source reconnect in the
 // same session, the pages placed meanwhile are reconciled, the rest
 // follows, and the guest verifies page by page.
-enum class link_break { migrate_pause, connection_reset, migrate_pause_preempt };
+enum class link_break {
+  migrate_pause,
+  connection_reset,
+  migrate_pause_preempt,
+  migrate_pause_release_ram
+};
 
 std::string break_name(link_break b) {
   switch (b) {
@@ -588,6 +603,8 @@ std::string break_name(link_break b) {
       return "migrate_pause";
     case link_break::connection_reset:
       return "connection_reset";
+    case link_break::migrate_pause_release_ram:
+      return "migrate_pause_release_ram";
     default:
       return "destination_migrate_pause_preempt";
   }
@@ -601,7 +618,10 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
     GTEST_SKIP() << "resetting the migration's connection (ss -K) needs root";
   // 2 MiB/s: the owed 8 MiB take seconds, the break lands in postcopy.
   const bool preempt = GetParam() == link_break::migrate_pause_preempt;
-  const std::string uri = begin_postcopy(0, false, 2u << 20, "tcp", preempt);
+  // With release-ram the source frees what the destination holds: the
+  // recovery owes only pages still here.
+  const bool release = GetParam() == link_break::migrate_pause_release_ram;
+  const std::string uri = begin_postcopy(0, false, 2u << 20, "tcp", preempt, release);
   ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
   ASSERT_EQ(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
   std::this_thread::sleep_for(300ms);
@@ -638,6 +658,29 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
   expect_completed();
 }
 
+// release-ram: once postcopy runs the source frees precopy's pages (the
+// destination proved it holds them), then each owed page the destination
+// says it placed; its shared-memory footprint falls by most of the guest's
+// 64 MiB while the destination verifies page by page.
+uint64_t rss_shmem_kib(pid_t pid) {
+  const std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
+  const auto at = status.find("RssShmem:");
+  return at == std::string::npos ? 0 : std::strtoull(status.c_str() + at + 9, nullptr, 10);
+}
+
+TEST_F(postcopy_fixture, release_ram_frees_the_sources_pages_the_destination_holds) {
+  begin_postcopy(0, false, 8u << 20, "unix", false, true);
+  const auto before = rss_shmem_kib(src.agent->pid());
+  expect_completed();
+  const auto after = rss_shmem_kib(src.agent->pid());
+  std::printf("release-ram: source RssShmem %llu -> %llu KiB\n",
+              static_cast<unsigned long long>(before), static_cast<unsigned long long>(after));
+  EXPECT_GE(before, after + (40u << 10)) << "most of the 64 MiB freed";
+  const auto err = src.agent->stderr_text();
+  EXPECT_NE(err.find("MiB freed on the source"), std::string::npos) << err;
+  EXPECT_EQ(err.find("release-ram stops"), std::string::npos) << err;
+}
+
 // The destination killed in postcopy: the source cannot tell a dead peer
 // from a cut link (nor can QEMU), so it pauses, its stale copy stopped.
 // Whoever knows the destination is gone (the operator; in a cluster the
@@ -670,7 +713,8 @@ TEST_F(postcopy_fixture, destination_killed_source_pauses_and_cancel_fails_it_st
 
 INSTANTIATE_TEST_SUITE_P(breaks, postcopy_recovery,
                          ::testing::Values(link_break::migrate_pause, link_break::connection_reset,
-                                           link_break::migrate_pause_preempt),
+                                           link_break::migrate_pause_preempt,
+                                           link_break::migrate_pause_release_ram),
                          [](const auto& p) { return break_name(p.param); });
 
 TEST_F(migration_fixture, auto_converge_brings_a_hot_guest_over) {
