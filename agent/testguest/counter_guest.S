@@ -28,7 +28,10 @@
         .code16
         .globl _start
 _start:
-        /* Reset state: interrupts off, direction up, as a BIOS leaves it. */
+        /* Interrupts off (a BIOS such as QEMU's SeaBIOS jumps here with
+           them on, and protected mode has no IDT here), direction up. */
+        cli
+        cld
         xor     %ax, %ax
         mov     %ax, %ds
         mov     %ax, %es
