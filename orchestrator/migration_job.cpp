@@ -306,9 +306,13 @@ void resume(job_actor* self) {
     .then(
       [self](const std::vector<guest_info>& on_target) {
         auto& st1 = self->state;
-        st1.target_created = std::any_of(on_target.begin(), on_target.end(), [&](const auto& g) {
-          return g.spec.name == st1.ctx.job.guest;
-        });
+        for (const auto& g : on_target)
+          if (g.spec.name == st1.ctx.job.guest) {
+            st1.target_created = true;
+            // Where the target listens (a postcopy recovery listens there
+            // again).
+            st1.uri = "tcp:" + st1.ctx.target_address + ":" + std::to_string(g.migration_port);
+          }
         if (st1.ctx.job.state == job_state::completing) {
           st1.completing_since = clock_type::now();
           self->request(st1.ctx.source, host_request_timeout, list_atom::value)

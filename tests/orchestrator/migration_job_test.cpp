@@ -690,3 +690,47 @@ TEST_F(postcopy_job, nothing_cancels_it_and_a_target_that_lost_the_guest_is_surf
   EXPECT_TRUE(src->destroyed.empty());
   EXPECT_TRUE(dst->destroyed.empty());
 }
+
+// After an orchestrator restart the journal says the job took the postcopy
+// rung: the new job follows it in postcopy and recovers it on the port the
+// target host reserved for the guest (the restarted job never ran
+// migrate-incoming itself), numbering attempts on from the journal's.
+TEST_F(postcopy_job, a_resumed_job_recovers_on_the_targets_reserved_port) {
+  // (The resumed job's first look at the source takes the first status.)
+  src->migrate_statuses = {"postcopy-paused", "postcopy-paused", "postcopy-recover",
+                           "postcopy-active", "completed"};
+  dst->incoming_statuses = {"postcopy-paused", "postcopy-active", "completed"};
+  guest_info incoming;
+  incoming.spec.name = "vm1";
+  incoming.spec.incoming = true;
+  incoming.migration_port = 4444;
+  dst->guests.push_back(incoming);
+  job_record rec;
+  rec.guest = "vm1";
+  rec.source = "host-a";
+  rec.target = "host-b";
+  rec.memory = 64u << 20;
+  auto added = log->add_job(rec);
+  ASSERT_TRUE(added);
+  for (auto to : {job_state::scheduling, job_state::preparing_target, job_state::running}) {
+    ASSERT_TRUE(log->move(*added, to, "before the restart"));
+    added->state = to;
+  }
+  ASSERT_TRUE(log->add_step(added->id, "postcopy: the guest moves now, its pages follow after 2 "
+                                       "passes"));
+  ASSERT_TRUE(log->add_step(added->id, "postcopy-recover attempt 1 on tcp:127.0.0.1:4444"));
+  auto parent = sys->spawn(job_parent, done, dropped);
+  dst_actor = sys->spawn(scripted_host, dst);
+  job_context ctx{
+    *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
+  job = spawn_migration_job(*sys, std::move(ctx));
+  sched->run();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_TRUE(saw(*dst, "vm1:migrate-recover"));
+  EXPECT_FALSE(saw(*src, "vm1:migrate_cancel"));
+  const auto s = steps();
+  ASSERT_GE(s.size(), 3U);
+  EXPECT_EQ(s[2], "postcopy-recover attempt 2 on tcp:127.0.0.1:4444");
+}
