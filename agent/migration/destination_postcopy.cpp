@@ -333,8 +333,8 @@ caf::expected<void> migration_destination::impl::send_received(dirty_bitmap* ski
     if (!any)
       continue;
     if (skip != nullptr)
-      skip->or_words(w0 * 64, words.data(), std::min<uint64_t>(awaited.pages() - w0 * 64,
-                                                                (end - w0) * 64));
+      skip->or_words(w0 * 64, words.data(),
+                     std::min<uint64_t>(awaited.pages() - w0 * 64, (end - w0) * 64));
     if (auto ok =
           main->send(mig::record_type::postcopy_received, mig::encode_discard(w0 * 64, words));
         !ok)

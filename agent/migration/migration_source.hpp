@@ -55,7 +55,7 @@ struct outgoing_migration {
   // postcopy-ram: migrate-start-postcopy may switch the migration to
   // postcopy (needs a socket transport: the destination asks for pages).
   bool postcopy = false;
-  bool preempt = false; // postcopy-preempt: requested pages on a channel of their own
+  bool preempt = false;     // postcopy-preempt: requested pages on a channel of their own
   bool release_ram = false; // release-ram: pages the destination holds are freed here
   uint64_t max_postcopy_bandwidth = 0; // bytes/s, 0 = unlimited
   bool switchover_ack = false;         // wait for the destination's word to switch over

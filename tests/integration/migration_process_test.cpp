@@ -495,13 +495,12 @@ protected:
                     .as_object()
                     .contains("return"));
     if (release_ram) { // the source's alone
-      EXPECT_TRUE(
-        src
-          .exec("migrate-set-capabilities",
-                {{"capabilities",
-                  json::array{json::object{{"capability", "release-ram"}, {"state", true}}}}})
-          .as_object()
-          .contains("return"));
+      EXPECT_TRUE(src
+                    .exec("migrate-set-capabilities",
+                          {{"capabilities", json::array{json::object{{"capability", "release-ram"},
+                                                                     {"state", true}}}}})
+                    .as_object()
+                    .contains("return"));
     }
     // The destination measures how long its vCPUs wait for pages.
     EXPECT_TRUE(
