@@ -86,6 +86,16 @@ protected:
     }
     return false;
   }
+  // The job's state once it succeeded or failed, or as it was at `within`.
+  std::string wait_job_end(std::chrono::seconds within) {
+    const auto end = std::chrono::steady_clock::now() + within;
+    std::string state;
+    while (state != "succeeded" && state != "failed" && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(100ms);
+      state = std::string{job().at("state").as_string()};
+    }
+    return state;
+  }
   json::object job() {
     const auto jobs = json::parse(c.ctl({"migrations", "-o", "json"}).output);
     EXPECT_EQ(jobs.as_array().size(), 1U);
@@ -125,11 +135,7 @@ protected:
         ASSERT_TRUE(err.empty()) << err;
       }
     }
-    std::string state;
-    for (int i = 0; i < 600 && state != "succeeded" && state != "failed"; ++i) {
-      std::this_thread::sleep_for(100ms);
-      state = std::string{job().at("state").as_string()};
-    }
+    const std::string state = wait_job_end(60s);
     const auto j = job();
     ASSERT_EQ(state, "succeeded") << json::serialize(j);
     const auto& steps = j.at("steps").as_array();
@@ -199,11 +205,7 @@ TEST_F(postcopy_cluster, a_target_killed_in_postcopy_is_surfaced_as_a_lost_guest
   const int pid = record.at("pid").to_number<int>();
   ASSERT_GT(pid, 1);
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  std::string state;
-  for (int i = 0; i < 300 && state != "succeeded" && state != "failed"; ++i) {
-    std::this_thread::sleep_for(100ms);
-    state = std::string{job().at("state").as_string()};
-  }
+  const std::string state = wait_job_end(30s);
   const auto j = job();
   ASSERT_EQ(state, "failed") << json::serialize(j);
   const std::string error{j.at("error").as_string()};
