@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -117,6 +118,38 @@ struct job_fixture : coordinated_fixture {
     for (const auto& t : log->transitions())
       out.push_back(std::string{to_string(t.from)} + ">" + std::string{to_string(t.to)});
     return out;
+  }
+
+  // vm1's job as the journal left it before an orchestrator restart: moved
+  // through `states`, with `steps` taken.
+  job_record journaled(std::initializer_list<job_state> states,
+                       std::initializer_list<const char*> steps = {}) {
+    job_record rec;
+    rec.guest = "vm1";
+    rec.source = "host-a";
+    rec.target = "host-b";
+    rec.memory = 64u << 20;
+    auto added = log->add_job(rec);
+    EXPECT_TRUE(added);
+    if (!added)
+      return rec;
+    for (auto to : states) {
+      EXPECT_TRUE(log->move(*added, to, "before the restart"));
+      added->state = to;
+    }
+    for (const char* step : steps)
+      EXPECT_TRUE(log->add_step(added->id, step));
+    return *added;
+  }
+
+  // The job spawned as a restarted orchestrator spawns it: resuming.
+  void resume(const job_record& rec) {
+    auto parent = sys->spawn(job_parent, done, dropped);
+    dst_actor = sys->spawn(scripted_host, dst);
+    job_context ctx{
+      rec, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
+    job = spawn_migration_job(*sys, std::move(ctx));
+    sched->run();
   }
 
   static bool saw(const host_script& h, const std::string& what) {
@@ -482,24 +515,9 @@ TEST_F(handover_fixture, after_a_restart_a_source_running_again_keeps_the_guest)
   fenced.spec.name = "vm1";
   fenced.spec.incoming = true;
   dst->guests.push_back(fenced);
-  job_record rec;
-  rec.guest = "vm1";
-  rec.source = "host-a";
-  rec.target = "host-b";
-  rec.memory = 64u << 20;
-  auto added = log->add_job(rec);
-  ASSERT_TRUE(added);
-  for (auto to : {job_state::scheduling, job_state::preparing_target, job_state::running,
-                  job_state::completing}) {
-    ASSERT_TRUE(log->move(*added, to, "before the restart"));
-    added->state = to;
-  }
-  auto parent = sys->spawn(job_parent, done, dropped);
-  dst_actor = sys->spawn(scripted_host, dst);
-  job_context ctx{
-    *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
-  job = spawn_migration_job(*sys, std::move(ctx));
-  sched->run();
+  resume(journaled({job_state::scheduling, job_state::preparing_target, job_state::running,
+                    job_state::completing}));
+  ASSERT_FALSE(HasFailure());
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::failed);
@@ -705,26 +723,10 @@ TEST_F(postcopy_job, a_resumed_job_recovers_on_the_targets_reserved_port) {
   incoming.spec.incoming = true;
   incoming.migration_port = 4444;
   dst->guests.push_back(incoming);
-  job_record rec;
-  rec.guest = "vm1";
-  rec.source = "host-a";
-  rec.target = "host-b";
-  rec.memory = 64u << 20;
-  auto added = log->add_job(rec);
-  ASSERT_TRUE(added);
-  for (auto to : {job_state::scheduling, job_state::preparing_target, job_state::running}) {
-    ASSERT_TRUE(log->move(*added, to, "before the restart"));
-    added->state = to;
-  }
-  ASSERT_TRUE(log->add_step(added->id, "postcopy: the guest moves now, its pages follow after 2 "
-                                       "passes"));
-  ASSERT_TRUE(log->add_step(added->id, "postcopy-recover attempt 1 on tcp:127.0.0.1:4444"));
-  auto parent = sys->spawn(job_parent, done, dropped);
-  dst_actor = sys->spawn(scripted_host, dst);
-  job_context ctx{
-    *added, sys->spawn(scripted_host, src), dst_actor, "127.0.0.1", policy, log, parent, true};
-  job = spawn_migration_job(*sys, std::move(ctx));
-  sched->run();
+  resume(journaled({job_state::scheduling, job_state::preparing_target, job_state::running},
+                   {"postcopy: the guest moves now, its pages follow after 2 passes",
+                    "postcopy-recover attempt 1 on tcp:127.0.0.1:4444"}));
+  ASSERT_FALSE(HasFailure());
   run_to_end();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
