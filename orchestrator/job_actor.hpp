@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ferry::job_detail {
 
@@ -95,6 +96,8 @@ using job_impl = migration_job_actor::extend<
 using job_actor = job_impl::stateful_base<job_state_data>;
 using on_return = std::function<void(const json::value&)>;
 
+// Whether a host's guest list holds the job's guest.
+bool lists_guest(const std::vector<guest_info>& guests, const std::string& name);
 // The parent hears the job's state and figures.
 void report(job_actor* self);
 // Journals the transition, then lets the caller act (false: the journal

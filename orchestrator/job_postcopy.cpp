@@ -13,8 +13,6 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 
-#include <algorithm>
-
 namespace ferry::job_detail {
 
 namespace {
@@ -111,10 +109,7 @@ void target_silent(job_actor* self, const std::string& why) {
       [self, why](const std::vector<guest_info>& guests) {
         auto& st1 = self->state;
         st1.recovering = false;
-        const bool there = std::any_of(guests.begin(), guests.end(), [&](const auto& g) {
-          return g.spec.name == st1.ctx.job.guest;
-        });
-        if (!there)
+        if (!lists_guest(guests, st1.ctx.job.guest))
           guest_lost(self, "its target host " + st1.ctx.job.target + " no longer runs it");
         else
           log::warn("job {}: the target does not answer ({}); recovery retried", st1.ctx.job.id,

@@ -130,9 +130,7 @@ void fence_unanswered(job_actor* self, const std::string& qmp_error) {
     .then(
       [self, qmp_error](const std::vector<guest_info>& guests) {
         auto& st1 = self->state;
-        const bool there = std::any_of(guests.begin(), guests.end(), [&](const auto& g) {
-          return g.spec.name == st1.ctx.job.guest;
-        });
+        const bool there = lists_guest(guests, st1.ctx.job.guest);
         hold(self, there ? "the target holds the guest but does not answer for it (" + qmp_error +
                              "): both copies stay paused"
                          : "the target's copy is gone and may have run before it went: the "

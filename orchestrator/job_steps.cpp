@@ -5,6 +5,7 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
@@ -25,6 +26,11 @@ std::string describe_reply_error(const json::object& err) {
 }
 
 } // namespace
+
+bool lists_guest(const std::vector<guest_info>& guests, const std::string& name) {
+  return std::any_of(guests.begin(), guests.end(),
+                     [&](const guest_info& g) { return g.spec.name == name; });
+}
 
 void report(job_actor* self) {
   self->send(self->state.ctx.parent, job_update_atom::value, self->state.ctx.job,

@@ -319,9 +319,7 @@ void resume(job_actor* self) {
             .then(
               [self](const std::vector<guest_info>& on_source) {
                 auto& st2 = self->state;
-                const bool source_there =
-                  std::any_of(on_source.begin(), on_source.end(),
-                              [&](const auto& g) { return g.spec.name == st2.ctx.job.guest; });
+                const bool source_there = lists_guest(on_source, st2.ctx.job.guest);
                 if (!source_there && st2.target_created) {
                   st2.target_created = false;
                   finish(self, job_state::succeeded, "found retired after restart");
