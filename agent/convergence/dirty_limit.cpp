@@ -48,6 +48,10 @@ void vcpu_dirty_limit::set(std::optional<uint32_t> cpu, uint64_t mib_per_s) {
     if (v.limit == 0 || mib_per_s == 0)
       v.share = 1.0; // a new brake starts released, a lifted one lets go
     v.limit = mib_per_s * mib;
+    if (v.limit == 0 && v.held) {
+      g_.hold_vcpu(i, false); // now, not at the end of the slice
+      v.held = false;
+    }
   }
   worker_.wake();
 }
@@ -178,6 +182,8 @@ void vcpu_dirty_limit::run() {
       worker_.wait_until(lk, until);
       if (worker_.stopping())
         break;
+      if (vcpus_[i].limit == 0) // lifted meanwhile
+        continue;
       g_.hold_vcpu(i, true);
       vcpus_[i].held = true;
     }

@@ -6,11 +6,12 @@
 //
 // While KVM logs, a reaper thread ("dirty-reaper") harvests every few
 // milliseconds so the rings stay far from full: some hosts (nested, or KVM
-// variants such as PVM) push entries past the soft limit before the vCPU
-// exits, and an overrun ring has lost entries. Should that happen anyway —
-// a vCPU reports its ring full while the entry at our position is not
-// published — the rings are resynchronised and the next sync reports every
-// page dirty, since which pages were lost cannot be known.
+// variants such as PVM) push entries past the soft limit — up to overwriting
+// entries not yet collected — before the vCPU exits. Should a ring get out
+// of step that way (its vCPU exits "full" twice with nothing to collect in
+// between), it is brought back without ever moving KVM's reset position
+// past its write position, and the next sync reports every page dirty,
+// since which pages were lost cannot be known.
 
 #include "agent/vmm/dirty_tracker.hpp"
 #include "agent/vmm/kvm/kvm_vm.hpp"
@@ -72,7 +73,8 @@ private:
     kvm_dirty_gfn* entries;
     uint32_t count;
     uint32_t fetch = 0;
-    uint32_t empty_full_exits = 0; // "full" exits in a row with nothing to collect
+    uint64_t collected = 0;                  // entries marked collected, ever
+    uint64_t collected_at_full = UINT64_MAX; // `collected` after its last "full" exit
   };
   struct window {
     bool open = false;
@@ -85,12 +87,12 @@ private:
   void reset_window(window& w);
   // Collects every published entry into the pending set and resets the rings.
   caf::expected<void> harvest_locked(bool always_reset = false);
-  // A ring whose next entry is not published while KVM says it is full has
-  // been overrun: skip to the published entries. True if it did.
-  bool resync_locked(ring& r);
-  // An overrun that left KVM a whole lap ahead: the ring holds nothing yet
-  // KVM counts it full. Marking one lap collected brings KVM's count back.
-  void lap_reset_locked(ring& r);
+  // KVM_RESET_DIRTY_RINGS, never cut short by a signal: entries it passed.
+  caf::expected<uint32_t> reset_rings_locked();
+  // One published entry: into the pending set and the windows, marked collected.
+  void collect_locked(size_t ring_index, kvm_dirty_gfn& e);
+  // Brings KVM's reset position and ours back in step (see the .cpp).
+  caf::expected<void> recover_locked(ring& r);
   void reap();
   // KVM logs into the rings while a migration or a window wants it.
   caf::expected<void> update_logging_locked();
