@@ -66,6 +66,10 @@ const char* to_string(record_type t) {
       return "postcopy-received";
     case record_type::switchover_ack:
       return "switchover-ack";
+    case record_type::colo:
+      return "colo";
+    case record_type::heartbeat:
+      return "heartbeat";
   }
   return "unknown";
 }
@@ -88,7 +92,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::switchover_ack))
+      t > static_cast<uint32_t>(record_type::heartbeat))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

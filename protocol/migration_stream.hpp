@@ -61,6 +61,10 @@ enum class record_type : uint32_t {
   // switchover-ack: the destination lets the source switch over (it has no
   // device that needs time first, so it says so once the channels are up).
   switchover_ack = 20,
+  // COLO (colo_records.hpp): the checkpoint sequence's messages, and each
+  // side's heartbeat.
+  colo = 21,
+  heartbeat = 22,
 };
 const char* to_string(record_type t);
 
