@@ -8,7 +8,7 @@
 //
 //   colo:       u32 message (COLOMessage, QEMU's numbering), u32 reserved
 //               (0), u64 value — the checkpoint's number, or for
-//               vmstate-size the bytes the checkpoint's records took
+//               vmstate-size the pages the checkpoint carried
 //   heartbeat:  u64 sequence, either way, whenever the link is otherwise quiet
 //
 // A checkpoint N on the main channel, primary (P) and secondary (S):
@@ -16,7 +16,7 @@
 //   P: checkpoint-request N          N = 1, 2, ...: the guest paused
 //   S: checkpoint-reply N            staging area emptied for N
 //   P: vmstate-send N                then pages, cpu-state, devices records
-//   P: vmstate-size B                B: the bytes of those records
+//   P: vmstate-size P                P: the pages those records carried
 //   S: vmstate-received N            all of N staged
 //   S: vmstate-loaded N              N committed whole: the secondary's copy
 
@@ -89,7 +89,7 @@ public:
   uint64_t checkpoint() const { return current_; }
   // The last checkpoint both sides hold whole (0: only the first full copy).
   uint64_t committed() const { return committed_; }
-  // vmstate-size's figure for the checkpoint in flight.
+  // vmstate-size's figure (pages) for the checkpoint in flight.
   uint64_t announced_bytes() const { return announced_; }
 
 private:

@@ -111,6 +111,9 @@ inline constexpr uint32_t flag_switchover_ack = 1u << 7;
 // (postcopy-received records on the return path), and the source frees
 // them — only pages the destination holds, so a recovery never needs one.
 inline constexpr uint32_t flag_release_ram = 1u << 8;
+// x-colo: the destination keeps the guest as a COLO secondary instead of
+// taking it; checkpoints follow (colo_records.hpp).
+inline constexpr uint32_t flag_colo = 1u << 9;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

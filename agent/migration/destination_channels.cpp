@@ -98,6 +98,12 @@ std::string migration_destination::impl::disagreement() const {
   if (src_ack != plan.switchover_ack)
     return std::string{"capability switchover-ack is "} + (src_ack ? "on" : "off") +
            " on the source but " + (plan.switchover_ack ? "on" : "off") + " on the destination";
+  const bool src_colo = (hello.flags & mig::flag_colo) != 0;
+  if (src_colo != plan.colo)
+    return std::string{"capability x-colo is "} + (src_colo ? "on" : "off") +
+           " on the source but " + (plan.colo ? "on" : "off") + " on the destination";
+  if (src_colo && !plan.from.bidirectional())
+    return "COLO needs a socket transport (tcp: or unix:): checkpoints are answered on it";
   if (src_ack && !plan.from.bidirectional())
     return "switchover-ack needs a socket transport (tcp: or unix:)";
   if (src_postcopy && !plan.from.bidirectional())

@@ -14,6 +14,7 @@
 #include "agent/vmm/dirty_bitmap.hpp"
 #include "agent/vmm/userfault_region.hpp"
 #include "common/error.hpp"
+#include "protocol/colo_records.hpp"
 #include "protocol/page_digest.hpp"
 #include "protocol/postcopy_records.hpp"
 
@@ -117,6 +118,12 @@ struct migration_destination::impl {
   // (under mtx; the engine waits on recover_cv).
   std::unique_ptr<channel_acceptor> recover_acceptor;
   std::condition_variable recover_cv;
+  // COLO (destination_colo.cpp): the checkpoint sequence as this side sees
+  // it, x-colo-lost-heartbeat's request, whether this side took over.
+  mig::colo_exchange colo_x;
+  std::atomic<bool> colo_lost{false};
+  bool colo_took_over = false;
+  std::atomic<uint64_t> checkpoints{0};
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
   std::thread thread;
@@ -169,6 +176,14 @@ struct migration_destination::impl {
   caf::expected<destination_event> receive_main();
   caf::expected<destination_event> load_state();
   caf::expected<destination_event> await_go();
+  // COLO: the first copy loaded, checkpoint-ready; then checkpoints staged
+  // and committed whole until the primary is lost (failover: the guest runs
+  // here from the last whole checkpoint) or ends COLO itself.
+  caf::expected<destination_event> colo_begin();
+  caf::expected<destination_event> colo();
+  caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
+  destination_event colo_failover(std::string_view reason, const caf::error& why);
+  caf::error colo_fail(const std::string& why);
   caf::expected<void> check_digest();
   // Postcopy.
   caf::expected<void> note_discard(std::span<const uint8_t> payload);

@@ -15,9 +15,9 @@ using dp = destination_phase;
 using de = destination_event;
 
 constexpr std::array<std::string_view, source_phase_count> source_phase_names = {
-  "connect",  "setup",           "iterate",  "switchover",      "device-state",
-  "handover", "postcopy-switch", "postcopy", "postcopy-paused", "postcopy-recover",
-  "done",     "failed",          "cancelled"};
+  "connect",         "setup",    "iterate",         "switchover",       "device-state", "handover",
+  "postcopy-switch", "postcopy", "postcopy-paused", "postcopy-recover", "colo",         "done",
+  "failed",          "cancelled"};
 constexpr std::array<std::string_view, source_event_count> source_event_names = {
   "connected",
   "setup-done",
@@ -32,15 +32,18 @@ constexpr std::array<std::string_view, source_event_count> source_event_names = 
   "link-lost",
   "resume",
   "recovered",
+  "colo-started",
+  "colo-ended",
   "error",
   "cancel"};
 constexpr std::array<std::string_view, destination_phase_count> destination_phase_names = {
-  "listen",        "handshake", "channels",        "receive",          "load-state", "handover",
-  "postcopy-load", "postcopy",  "postcopy-paused", "postcopy-recover", "done",       "failed"};
+  "listen",   "handshake",     "channels", "receive",         "load-state",
+  "handover", "postcopy-load", "postcopy", "postcopy-paused", "postcopy-recover",
+  "colo",     "done",          "failed"};
 constexpr std::array<std::string_view, destination_event_count> destination_event_names = {
   "accepted",  "agreed",          "channels-up",   "stream-ended", "state-loaded",
   "go",        "postcopy-switch", "postcopy-done", "link-lost",    "recover",
-  "recovered", "error",           "cancel"};
+  "recovered", "colo-started",    "colo-ended",    "error",        "cancel"};
 
 template <class Phase, class Event>
 caf::error refused(Phase from, Event on) {
@@ -108,6 +111,12 @@ caf::expected<source_phase> step(source_phase from, source_event on) {
     case sp::handover:
       if (on == se::destination_ready)
         return sp::done; // handover --destination-ready--> done
+      if (on == se::colo_started)
+        return sp::colo; // handover --colo-started--> colo
+      break;
+    case sp::colo:
+      if (on == se::colo_ended)
+        return sp::done; // colo --colo-ended--> done (the guest runs on here)
       break;
     case sp::postcopy_switch:
       if (on == se::destination_running)
@@ -166,6 +175,12 @@ caf::expected<destination_phase> step(destination_phase from, destination_event 
     case dp::load_state:
       if (on == de::state_loaded)
         return dp::handover; // load-state --state-loaded--> handover
+      if (on == de::colo_started)
+        return dp::colo; // load-state --colo-started--> colo
+      break;
+    case dp::colo:
+      if (on == de::colo_ended)
+        return dp::done; // colo --colo-ended--> done (failover: the guest runs here)
       break;
     case dp::handover:
       if (on == de::go)

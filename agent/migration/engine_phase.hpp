@@ -29,11 +29,14 @@ enum class source_phase : uint8_t {
   // `migrate resume=true`.
   postcopy_paused,
   postcopy_recover, // new channel, same session: what arrived is reconciled
+  // x-colo: the secondary holds the whole guest; the guest runs here and
+  // is checkpointed to it every x-checkpoint-delay ms.
+  colo,
   done,
   failed,
   cancelled,
 };
-inline constexpr size_t source_phase_count = 13;
+inline constexpr size_t source_phase_count = 14;
 
 enum class source_event : uint8_t {
   connected,           // the destination agreed to the handshake
@@ -49,10 +52,12 @@ enum class source_event : uint8_t {
   link_lost,           // postcopy: the channel failed after go (or migrate-pause)
   resume,              // postcopy: migrate resume=true named where to reconnect
   recovered,           // postcopy: the destination took the resume; pages flow again
+  colo_started,        // x-colo: the secondary loaded the first copy and is ready
+  colo_ended,          // COLO over (the secondary lost, or x-colo-lost-heartbeat): runs alone
   error,               // a failure: the source keeps its guest (in postcopy: stays stopped)
   cancel,              // migrate_cancel
 };
-inline constexpr size_t source_event_count = 15;
+inline constexpr size_t source_event_count = 17;
 
 enum class destination_phase : uint8_t {
   listen,     // waiting for the source's main channel
@@ -70,10 +75,13 @@ enum class destination_phase : uint8_t {
   // missing page waits; migrate-recover names where the source may return.
   postcopy_paused,
   postcopy_recover, // the source's resume checked, what arrived told to it
+  // x-colo: the guest is held here as the last whole checkpoint, not run;
+  // checkpoints are staged and committed until the primary is lost.
+  colo,
   done,
   failed,
 };
-inline constexpr size_t destination_phase_count = 12;
+inline constexpr size_t destination_phase_count = 13;
 
 enum class destination_event : uint8_t {
   accepted,        // the main channel connected
@@ -87,10 +95,12 @@ enum class destination_event : uint8_t {
   link_lost,       // postcopy: the channel failed after go (or migrate-pause)
   recover,         // postcopy: migrate-recover gave a new address
   recovered,       // postcopy: the source resumed; pages flow again
+  colo_started,    // x-colo: the first copy loaded, checkpoint-ready sent
+  colo_ended,      // the primary lost (or x-colo-lost-heartbeat): failover, the guest runs here
   error,           // malformed stream, refused handshake, lost channel
   cancel,          // the owner stopped the incoming migration
 };
-inline constexpr size_t destination_event_count = 13;
+inline constexpr size_t destination_event_count = 15;
 
 std::string_view to_string(source_phase p);
 std::string_view to_string(source_event e);

@@ -140,6 +140,13 @@ migration_hooks migration_controller::hooks_for(migration_side side) {
     std::lock_guard lk{mtx_};
     postmigrate_ = std::move(g);
   };
+  h.colo_exit = [this, side](std::string_view reason) {
+    std::lock_guard lk{mtx_};
+    colo_last_mode_ = side == migration_side::source ? "primary" : "secondary";
+    colo_reason_ = reason == "request" ? "request" : "error";
+    emit_(
+      qmp::event("COLO_EXIT", json::object{{"mode", colo_last_mode_}, {"reason", colo_reason_}}));
+  };
   h.complete = [this, side](guest::pause_guard& g) {
     std::lock_guard lk{mtx_};
     if (!step_locked(side, migration_event::complete))
@@ -237,6 +244,8 @@ std::optional<std::string> migration_controller::cancel() {
   }
   if (!migration_running(out_status_) || out_status_ == migration_status::cancelling)
     return std::nullopt;
+  if (out_status_ == migration_status::colo)
+    return "The guest is protected by COLO: x-colo-lost-heartbeat ends COLO on this side";
   // As libvirt: once the guest runs on the destination, a cancel would
   // lose it (this side's copy is stale).
   // Paused, the destination may be gone for good (killed): cancel abandons
@@ -337,6 +346,32 @@ void migration_controller::tune(const migration_source::live_parameters& p) {
   std::lock_guard lk{mtx_};
   if (out_ && migration_running(out_status_))
     out_->set_parameters(p);
+}
+
+migration_controller::colo_status_info migration_controller::colo_status() const {
+  std::lock_guard lk{mtx_};
+  colo_status_info info;
+  if (out_status_ == migration_status::colo)
+    info.mode = "primary";
+  else if (in_status_ == migration_status::colo)
+    info.mode = "secondary";
+  // While COLO runs, last-mode repeats mode (QEMU).
+  info.last_mode = info.mode != "none" ? info.mode : colo_last_mode_;
+  info.reason = colo_reason_;
+  return info;
+}
+
+std::optional<std::string> migration_controller::colo_lost_heartbeat() {
+  std::lock_guard lk{mtx_};
+  if (out_status_ == migration_status::colo && out_) {
+    out_->colo_lost_heartbeat();
+    return std::nullopt;
+  }
+  if (in_status_ == migration_status::colo && in_) {
+    in_->colo_lost_heartbeat();
+    return std::nullopt;
+  }
+  return "VM is not in COLO mode";
 }
 
 } // namespace ferry

@@ -84,6 +84,18 @@ public:
                                              std::shared_ptr<tls_context> tls);
   // A running source takes new limits at once.
   void tune(const migration_source::live_parameters& p);
+  // query-colo-status: the COLO mode now (from the migration's status), the
+  // mode the last COLO exit left and why (COLOExitReason).
+  struct colo_status_info {
+    std::string_view mode = "none";
+    std::string_view last_mode = "none";
+    std::string_view reason = "none";
+  };
+  colo_status_info colo_status() const;
+  // x-colo-lost-heartbeat: this side ends COLO — a secondary takes over from
+  // its last checkpoint, a primary goes on alone. An error text when this
+  // side is in no COLO pair.
+  std::optional<std::string> colo_lost_heartbeat();
 
   thread_registry& threads() { return threads_; }
 
@@ -106,6 +118,8 @@ private:
   bool autostart_ = true;
   bool exit_on_error_ = true;
   guest::pause_guard postmigrate_; // the source guest after a completed migration
+  std::string_view colo_last_mode_ = "none";
+  std::string_view colo_reason_ = "none";
   thread_registry threads_;
   std::unique_ptr<migration_source> out_;
   std::unique_ptr<migration_destination> in_;

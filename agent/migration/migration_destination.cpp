@@ -190,6 +190,8 @@ caf::expected<destination_event> migration_destination::impl::run_phase(destinat
       return postcopy_paused();
     case destination_phase::postcopy_recover:
       return postcopy_recover();
+    case destination_phase::colo:
+      return colo();
     default:
       return refuse("no work in phase " + std::string{to_string(p)});
   }
@@ -324,6 +326,8 @@ caf::expected<destination_event> migration_destination::impl::load_state() {
   if (auto ok = g.load_cpu_state(cpu); !ok)
     return ok.error();
   whole_guest = true;
+  if (plan.colo)
+    return colo_begin();
   return destination_event::state_loaded;
 }
 
@@ -401,8 +405,9 @@ void migration_destination::impl::run() {
     hooks.step(migration_event::fail);
     return;
   }
-  // The owner starts the guest (unless -S) as the state reaches completed.
-  hooks.step(migration_event::complete);
+  // The owner starts the guest (unless -S) as the state reaches completed —
+  // also a COLO secondary that took over.
+  hooks.step(colo_took_over ? migration_event::colo_failover : migration_event::complete);
 }
 
 caf::expected<std::unique_ptr<migration_destination>>

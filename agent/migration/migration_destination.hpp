@@ -35,6 +35,7 @@ struct incoming_migration {
   bool preempt = false;   // postcopy-preempt
   bool blocktime = false; // postcopy-blocktime: measure how long the vCPUs wait
   bool switchover_ack = false;
+  bool colo = false;                                  // x-colo: hold the guest as a COLO secondary
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;
@@ -77,6 +78,9 @@ public:
   // Fails the migration with `why` (the guest will not start from it),
   // unless it already completed.
   void cancel(const std::string& why);
+  // x-colo-lost-heartbeat on the secondary: it takes over from its last
+  // whole checkpoint.
+  void colo_lost_heartbeat();
   // migrate-pause: the postcopy link is cut as if it had failed.
   void pause_postcopy();
   // migrate-recover: a paused postcopy waits for its source on `acceptor`.

@@ -165,8 +165,8 @@ std::optional<std::string> migration_settings::check_capabilities(
         return v;
     return false;
   };
-  if (on("x-colo"))
-    return std::string{"COLO is not available in this build yet"};
+  if (on("x-colo") && on("postcopy-ram"))
+    return std::string{"COLO is not compatible with postcopy"};
   if (on("postcopy-ram") && on("x-ignore-shared"))
     return std::string{"Postcopy is not compatible with ignore-shared"};
   if (on("background-snapshot"))

@@ -59,6 +59,10 @@ struct outgoing_migration {
   bool release_ram = false; // release-ram: pages the destination holds are freed here
   uint64_t max_postcopy_bandwidth = 0; // bytes/s, 0 = unlimited
   bool switchover_ack = false;         // wait for the destination's word to switch over
+  // x-colo: the destination becomes the COLO secondary; the guest runs on
+  // here, checkpointed every x-checkpoint-delay ms.
+  bool colo = false;
+  uint64_t checkpoint_delay_ms = 20000;
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};
@@ -82,6 +86,10 @@ struct migration_hooks {
   // nobody sees "completed" with the guest not yet in postmigrate. False
   // (guard untouched) when the step was refused (a cancel won the race).
   std::function<bool(guest::pause_guard&)> complete;
+  // COLO ended on this side (COLO_EXIT): `reason` is QEMU's COLOExitReason
+  // ("request": x-colo-lost-heartbeat or the peer's; "error": the peer or
+  // the link lost, a malformed checkpoint).
+  std::function<void(std::string_view reason)> colo_exit;
   // Where the engine's threads register (query-migrationthreads).
   thread_registry* threads = nullptr;
 };
@@ -103,6 +111,9 @@ public:
   void start_postcopy();
   // migrate-pause: the postcopy link is cut as if it had failed.
   void pause_postcopy();
+  // x-colo-lost-heartbeat on the primary: COLO ends, the guest runs on here
+  // alone (the secondary is told, so it does not take over as well).
+  void colo_lost_heartbeat();
   // migrate resume=true: a paused postcopy reconnects to `target`.
   void resume_postcopy(migration_address target, std::shared_ptr<tls_context> tls);
   // Parameters QEMU lets change during a migration; a new cache size takes

@@ -14,6 +14,7 @@
 #include "agent/migration/rate_limiter.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "common/error.hpp"
+#include "protocol/colo_records.hpp"
 #include "protocol/page_digest.hpp"
 #include "protocol/postcopy_records.hpp"
 #include "protocol/qmp_wire.hpp"
@@ -150,6 +151,15 @@ struct migration_source::impl {
   std::array<uint8_t, 16> session{};
   std::optional<migration_address> resume_target;
   std::shared_ptr<tls_context> resume_tls;
+  // COLO (source_colo.cpp): the checkpoint sequence as this side sees it,
+  // x-colo-lost-heartbeat's request (the delay between checkpoints waits on
+  // colo_cv), and the figures of the checkpoints so far.
+  mig::colo_exchange colo_x;
+  std::atomic<bool> colo_lost{false};
+  std::mutex colo_mtx;
+  std::condition_variable colo_cv;
+  std::atomic<uint64_t> checkpoints{0};
+  std::atomic<uint64_t> last_checkpoint_pause_us{0};
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -257,6 +267,15 @@ struct migration_source::impl {
   caf::expected<source_event> postcopy();
   caf::expected<source_event> postcopy_paused();
   caf::expected<source_event> postcopy_recover();
+  // COLO (source_colo.cpp): the secondary's checkpoint-ready starts it; then
+  // a checkpoint every x-checkpoint-delay ms until the secondary is lost or
+  // x-colo-lost-heartbeat, when the guest runs on here alone.
+  caf::expected<source_event> colo_begin();
+  caf::expected<source_event> colo();
+  caf::expected<void> checkpoint();
+  source_event colo_failover(std::string_view reason, const caf::error& why);
+  caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
+  caf::expected<mig::colo_record> colo_expect(mig::colo_message m);
   // After a broken postcopy link: the reader joined, the channels closed,
   // ready to wait for a resume.
   void after_link_lost(const caf::error& why);

@@ -28,13 +28,13 @@ caf::expected<void> migration_source::impl::handshake() {
   h.channel_count = plan.multifd ? static_cast<uint16_t>(plan.channels) : 0;
   session = random_session();
   h.session = session;
-  h.flags = (plan.multifd ? mig::flag_multifd : 0) |
-            (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
-            (plan.postcopy ? mig::flag_postcopy : 0) |
-            (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
-            (plan.postcopy && plan.release_ram ? mig::flag_release_ram : 0) |
-            (plan.switchover_ack ? mig::flag_switchover_ack : 0) |
-            (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
+  h.flags =
+    (plan.multifd ? mig::flag_multifd : 0) | (plan.validate_uuid ? mig::flag_validate_uuid : 0) |
+    (plan.postcopy ? mig::flag_postcopy : 0) |
+    (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
+    (plan.postcopy && plan.release_ram ? mig::flag_release_ram : 0) |
+    (plan.switchover_ack ? mig::flag_switchover_ack : 0) | (plan.colo ? mig::flag_colo : 0) |
+    (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
   if (auto ok = channels[0]->send(mig::record_type::hello, mig::encode(h)); !ok)
@@ -139,6 +139,8 @@ caf::expected<source_event> migration_source::impl::run_phase(source_phase p) {
       return postcopy_paused();
     case source_phase::postcopy_recover:
       return postcopy_recover();
+    case source_phase::colo:
+      return colo();
     default:
       return make_ferry_error(errc::bad_run_state, "no work in phase " + std::string{to_string(p)});
   }
@@ -396,6 +398,8 @@ caf::expected<void> migration_source::impl::await_ready() {
 // The destination has everything: it says ready, the owner takes the stopped
 // guest, and only then does the destination hear go.
 caf::expected<source_event> migration_source::impl::handover() {
+  if (plan.colo)
+    return colo_begin();
   auto& main = *channels[0];
   if (!plan.target.bidirectional()) {
     if (auto ok = main.finish(); !ok)

@@ -36,8 +36,8 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all", "x-colo", "x-ignore-shared",
-                                      "background-snapshot", "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all", "x-ignore-shared", "background-snapshot",
+                                      "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -154,6 +154,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
       return generic("postcopy needs a socket transport (tcp: or unix:): the destination asks "
                      "for pages on it; " +
                      addr.describe() + " carries one way only");
+    if (settings_.capability("x-colo") && !addr.bidirectional())
+      return generic("COLO needs a socket transport (tcp: or unix:): the secondary answers every "
+                     "checkpoint on it; " +
+                     addr.describe() + " carries one way only");
   }
 
   outgoing_migration plan;
@@ -173,6 +177,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.preempt = settings_.capability("postcopy-preempt");
   plan.release_ram = settings_.capability("release-ram");
   plan.switchover_ack = settings_.capability("switchover-ack");
+  plan.colo = settings_.capability("x-colo");
+  plan.checkpoint_delay_ms = param_u64(settings_, "x-checkpoint-delay");
   plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");
   plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");
@@ -245,6 +251,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.preempt = settings_.capability("postcopy-preempt");
     p.blocktime = settings_.capability("postcopy-blocktime");
     p.switchover_ack = settings_.capability("switchover-ack");
+    p.colo = settings_.capability("x-colo");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

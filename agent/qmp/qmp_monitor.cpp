@@ -59,8 +59,6 @@ std::string unavailable_reason(std::string_view cmd) {
     return "it needs Xen, and Ferry runs its guests on KVM";
   if (starts("snapshot-"))
     return "it needs internal snapshots of qcow2 drives, and Ferry's drives are raw";
-  if (starts("x-colo-") || cmd == "query-colo-status")
-    return "COLO fault tolerance is not implemented yet";
   return "it is not implemented yet";
 }
 
@@ -95,6 +93,8 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"migrate-pause", &qmp_monitor::migrate_pause},
     {"migrate-recover", &qmp_monitor::migrate_recover},
     {"migrate-start-postcopy", &qmp_monitor::migrate_start_postcopy},
+    {"query-colo-status", &qmp_monitor::query_colo_status},
+    {"x-colo-lost-heartbeat", &qmp_monitor::x_colo_lost_heartbeat},
     {"calc-dirty-rate", &qmp_monitor::calc_dirty_rate},
     {"set-vcpu-dirty-limit", &qmp_monitor::set_vcpu_dirty_limit},
     {"cancel-vcpu-dirty-limit", &qmp_monitor::cancel_vcpu_dirty_limit},

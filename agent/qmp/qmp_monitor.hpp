@@ -125,6 +125,9 @@ private:
   qmp_result migrate_cancel(const boost::json::object&);
   qmp_result migrate_continue(const boost::json::object&);
   qmp_result migrate_pause(const boost::json::object&);
+  // COLO (qmp_colo_commands.cpp).
+  qmp_result query_colo_status(const boost::json::object&);
+  qmp_result x_colo_lost_heartbeat(const boost::json::object&);
   qmp_result migrate_recover(const boost::json::object&);
   qmp_result migrate_start_postcopy(const boost::json::object&);
   qmp_result set_vcpu_dirty_limit(const boost::json::object&);

@@ -28,7 +28,8 @@ const std::set<std::string> shaped = {"query-migrate",
                                       "migrate-set-parameters",
                                       "query-migrate-parameters",
                                       "migrate_cancel",
-                                      "query-jobs"};
+                                      "query-jobs",
+                                      "query-colo-status"};
 
 // Commands that still answer an error, and the fragment that error names.
 // The examples run in order on one agent: the migrate-set-capabilities
@@ -44,8 +45,7 @@ const std::map<std::string, std::string> waiting = {
   {"migrate-continue", "Migration not in expected state: none"},
   {"migrate-pause", "only supported during postcopy-active state"},
   {"migrate-recover", "can only be run when postcopy is paused"},
-  {"x-colo-lost-heartbeat", "is not available: COLO"},
-  {"query-colo-status", "is not available: COLO"},
+  {"x-colo-lost-heartbeat", "VM is not in COLO mode"},
   {"xen-save-devices-state", "is not available: it needs Xen"},
   {"xen-set-global-dirty-log", "is not available: it needs Xen"},
   {"xen-load-devices-state", "is not available: it needs Xen"},

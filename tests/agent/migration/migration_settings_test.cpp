@@ -165,7 +165,7 @@ TEST(migration_settings, capability_rules) {
      "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set"},
     {caps({{"dirty-limit", true}, {"auto-converge", true}}),
      "dirty-limit conflicts with auto-converge either of then available currently"},
-    {caps({{"x-colo", true}}), "COLO is not available in this build yet"},
+    {caps({{"x-colo", true}, {"postcopy-ram", true}}), "COLO is not compatible with postcopy"},
   };
   for (const auto& c : cases) {
     migration_settings s;

@@ -1,0 +1,204 @@
+// The secondary of a COLO pair (x-colo): it holds the guest, not running,
+// as the last whole checkpoint. Each checkpoint is staged apart from the
+// guest and committed only once all of it arrived and its digest matches
+// the primary's; one cut off is dropped. The primary lost (its process
+// died: the link closed; or x-colo-lost-heartbeat here): this side takes
+// over and the guest runs from the last whole checkpoint. A malformed
+// checkpoint, or the primary ending COLO itself, ends COLO here without
+// taking over: the primary runs the guest.
+#include "agent/migration/checkpoint_staging.hpp"
+#include "agent/migration/destination_impl.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+namespace ferry {
+
+namespace {
+
+using cm = mig::colo_message;
+
+// A page record whole into `buf`: its CRC covers prefix and entries only
+// (the page data is proven by the digest at the commit).
+caf::expected<void> read_page_record(migration_channel& ch, const mig::record_header& h,
+                                     std::vector<uint8_t>& buf) {
+  buf.resize(h.length);
+  const size_t prefix = std::min<size_t>(h.length, mig::batch_prefix);
+  if (auto ok = ch.read_payload(buf.data(), prefix); !ok)
+    return ok;
+  FERRY_TRY(head_size, mig::page_batch_head_size({buf.data(), prefix}));
+  if (h.length < head_size)
+    return mig::decode_page_head({buf.data(), prefix}, h.length, 0).error();
+  if (auto ok = ch.read_payload(buf.data() + prefix, head_size - prefix); !ok)
+    return ok;
+  if (auto ok = ch.read_payload(buf.data() + head_size, h.length - head_size, true); !ok)
+    return ok;
+  return ch.end_payload(h);
+}
+
+} // namespace
+
+caf::expected<void> migration_destination::impl::colo_send(mig::colo_message m, uint64_t value) {
+  const mig::colo_record r{m, value};
+  if (auto ok = colo_x.take(r); !ok)
+    return ok;
+  return main->send(mig::record_type::colo, mig::encode(r));
+}
+
+caf::expected<destination_event> migration_destination::impl::colo_begin() {
+  if (auto ok = colo_send(cm::checkpoint_ready, 0); !ok)
+    return ok.error();
+  if (!hooks.step(migration_event::start_colo))
+    return refuse("the incoming migration ended before COLO began");
+  return destination_event::colo_started;
+}
+
+destination_event migration_destination::impl::colo_failover(std::string_view reason,
+                                                             const caf::error& why) {
+  std::fprintf(stderr, "ferry: COLO secondary takes over from checkpoint %llu: %s\n",
+               static_cast<unsigned long long>(colo_x.committed()), describe(why).c_str());
+  if (hooks.colo_exit)
+    hooks.colo_exit(reason);
+  colo_took_over = true;
+  return destination_event::colo_ended;
+}
+
+caf::error migration_destination::impl::colo_fail(const std::string& why) {
+  // The primary hears it and runs on alone; this copy never starts.
+  (void) main->send(mig::record_type::abort, mig::encode(mig::status_msg{1, why}));
+  if (hooks.colo_exit)
+    hooks.colo_exit("error");
+  return refuse("COLO: " + why);
+}
+
+caf::expected<destination_event> migration_destination::impl::colo() {
+  const uint64_t pages = g.memory().pages();
+  checkpoint_staging staging{pages};
+  std::vector<std::pair<uint64_t, uint64_t>> hashes; // staged page, its hash
+  uint64_t arrived = 0;                              // page entries of the checkpoint
+  std::vector<uint8_t> buf;
+  for (;;) {
+    auto h = main->receive_header();
+    if (h) {
+      auto ok = h->type == mig::record_type::pages ? read_page_record(*main, *h, buf)
+                                                   : main->receive_payload(*h, buf);
+      if (!ok)
+        h = ok.error();
+    }
+    if (!h) {
+      if (closing)
+        return h.error(); // cancelled or shutting down: never a takeover
+      return colo_failover(colo_lost ? "request" : "error", h.error());
+    }
+    const bool in_records = colo_x.step() == mig::colo_step::sending;
+    switch (h->type) {
+      case mig::record_type::heartbeat:
+        break;
+      case mig::record_type::abort: {
+        auto st = mig::decode_status(buf);
+        if (hooks.colo_exit)
+          hooks.colo_exit("request");
+        return refuse("the primary ended COLO and runs the guest" +
+                      (st ? ": " + st->text : std::string{}));
+      }
+      case mig::record_type::colo: {
+        auto r = mig::decode_colo(buf);
+        if (!r)
+          return colo_fail(describe(r.error()));
+        if (auto ok = colo_x.take(*r); !ok)
+          return colo_fail(describe(ok.error()));
+        if (r->message == cm::checkpoint_request) {
+          staging.begin(r->value);
+          hashes.clear();
+          arrived = 0;
+          if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)
+            return colo_failover("error", ok.error());
+        } else if (r->message == cm::vmstate_size) {
+          if (r->value != arrived)
+            return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) + " announced " +
+                             std::to_string(r->value) + " pages, " + std::to_string(arrived) +
+                             " arrived");
+          if (auto ok = colo_send(cm::vmstate_received, colo_x.checkpoint()); !ok)
+            return colo_failover("error", ok.error());
+          // The proof before the commit: the guest as it will be, page by
+          // page, is what the primary holds.
+          for (const auto& [pfn, hash] : hashes)
+            digest.set(pfn, hash);
+          if (!source_digest || *source_digest != digest.value())
+            return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) +
+                             " does not match the primary's digest");
+          auto cpu_blob = staging.commit(g.memory().bytes());
+          if (!cpu_blob)
+            return colo_fail(describe(cpu_blob.error()));
+          if (auto ok = g.load_cpu_state(*cpu_blob); !ok)
+            return colo_fail(describe(ok.error()));
+          if (auto ok = colo_send(cm::vmstate_loaded, colo_x.checkpoint()); !ok)
+            return colo_failover("error", ok.error());
+          ++checkpoints;
+        } else if (r->message != cm::vmstate_send) {
+          return colo_fail(std::string{"unexpected "} + std::string{mig::to_string(r->message)});
+        }
+        break;
+      }
+      case mig::record_type::pages: {
+        if (!in_records)
+          return colo_fail("page record outside a checkpoint");
+        auto b = mig::decode_pages(buf, pages);
+        if (!b)
+          return colo_fail(describe(b.error()));
+        size_t at = 0;
+        for (uint32_t i = 0; i < b->count; ++i) {
+          uint64_t e = 0;
+          std::memcpy(&e, b->entries.data() + size_t{i} * 8, 8);
+          const bool zero = (e & mig::zero_page_bit) != 0;
+          const uint64_t pfn = e & ~mig::zero_page_bit;
+          std::span<const uint8_t> data;
+          if (!zero) {
+            data = b->data.subspan(at, mig::page_size);
+            at += mig::page_size;
+          }
+          if (auto ok = staging.stage_page(pfn, data); !ok)
+            return colo_fail(describe(ok.error()));
+          hashes.emplace_back(pfn, zero ? mig::zero_page_hash() : mig::page_hash(data.data()));
+          ++arrived;
+        }
+        break;
+      }
+      case mig::record_type::sync:
+        if (!in_records)
+          return colo_fail("sync record outside a checkpoint");
+        break;
+      case mig::record_type::cpu_state:
+        if (!in_records)
+          return colo_fail("CPU state outside a checkpoint");
+        staging.stage_cpu_state(buf);
+        break;
+      case mig::record_type::devices: {
+        auto d = mig::decode_devices(buf);
+        if (!in_records || !d)
+          return colo_fail("device state outside a checkpoint, or malformed");
+        source_running = d->guest_running;
+        break;
+      }
+      case mig::record_type::digest: {
+        auto d = mig::decode_digest(buf);
+        if (!in_records || !d)
+          return colo_fail("digest outside a checkpoint, or malformed");
+        source_digest = *d;
+        break;
+      }
+      default:
+        return colo_fail(std::string{"unexpected "} + mig::to_string(h->type) + " record");
+    }
+  }
+}
+
+void migration_destination::colo_lost_heartbeat() {
+  impl_->colo_lost = true;
+  std::lock_guard lk{impl_->mtx};
+  if (impl_->main != nullptr)
+    impl_->main->interrupt();
+}
+
+} // namespace ferry

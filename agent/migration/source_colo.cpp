@@ -1,0 +1,168 @@
+// The primary of a COLO pair (x-colo): once the secondary holds the whole
+// guest, the guest runs on here and is checkpointed to it every
+// x-checkpoint-delay ms — paused, its dirty pages and CPU state sent and
+// committed there, resumed. The secondary lost (its process died, the link
+// failed) or x-colo-lost-heartbeat: COLO ends and the guest runs on alone.
+#include "agent/migration/source_engine.hpp"
+
+namespace ferry {
+
+namespace {
+using cm = mig::colo_message;
+} // namespace
+
+caf::expected<void> migration_source::impl::colo_send(mig::colo_message m, uint64_t value) {
+  const mig::colo_record r{m, value};
+  if (auto ok = colo_x.take(r); !ok)
+    return ok;
+  return channels[0]->send(mig::record_type::colo, mig::encode(r));
+}
+
+caf::expected<mig::colo_record> migration_source::impl::colo_expect(mig::colo_message m) {
+  std::vector<uint8_t> buf;
+  for (;;) {
+    // A silent secondary (link cut, host gone) is not taken for a dead one:
+    // the primary waits, as QEMU's, for x-colo-lost-heartbeat.
+    while (!channels[0]->wait_readable(100))
+      if (colo_lost || stop)
+        return make_ferry_error(errc::system_error, "COLO: x-colo-lost-heartbeat");
+    FERRY_TRY(h, channels[0]->receive(buf));
+    if (h.type == mig::record_type::heartbeat)
+      continue;
+    if (h.type == mig::record_type::abort) {
+      auto st = mig::decode_status(buf);
+      return make_ferry_error(errc::system_error,
+                              "the secondary ended COLO" + (st ? ": " + st->text : std::string{}));
+    }
+    if (h.type != mig::record_type::colo)
+      return make_ferry_error(errc::system_error, std::string{"COLO: the secondary sent "} +
+                                                    mig::to_string(h.type) + " instead of " +
+                                                    std::string{mig::to_string(m)});
+    FERRY_TRY(r, mig::decode_colo(buf));
+    if (auto ok = colo_x.take(r); !ok)
+      return ok.error();
+    if (r.message != m)
+      return make_ferry_error(errc::system_error, std::string{"COLO: the secondary sent "} +
+                                                    std::string{mig::to_string(r.message)} +
+                                                    " instead of " +
+                                                    std::string{mig::to_string(m)});
+    return r;
+  }
+}
+
+// The secondary loaded the first copy: it says checkpoint-ready instead of
+// ready, and from here the guest runs on this side, tracked again.
+caf::expected<source_event> migration_source::impl::colo_begin() {
+  if (auto r = colo_expect(cm::checkpoint_ready); !r)
+    return r.error();
+  downtime_ms = ms_since(downtime_start);
+  total_ms = ms_since(start);
+  if (!hooks.step(migration_event::start_colo))
+    return cancelled_error();
+  if (auto ok = g.dirty_log().start(); !ok)
+    return ok.error();
+  tracking = true;
+  // Checkpoints go on the main channel (the multifd channels have ended):
+  // plain pages, the digest kept up to date as they leave.
+  page_sender::options opt{plan.detect_zero, false, hooks.threads, mig::compression::none, 0, 0,
+                           &digest,          false};
+  senders.push_back(
+    std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt, limiter, ctr, stop,
+                                  [this](const caf::error& e) { note_failure(e); }));
+  limiter.set_limit(0);
+  in_switchover = false;
+  const bool was_paused = static_cast<bool>(paused);
+  paused = {};
+  if (was_paused && g.state() == run_state::running)
+    hooks.emit(qmp::event("RESUME"));
+  return source_event::colo_started;
+}
+
+caf::expected<source_event> migration_source::impl::colo() {
+  for (;;) {
+    {
+      std::unique_lock lk{colo_mtx};
+      colo_cv.wait_for(lk, std::chrono::milliseconds(plan.checkpoint_delay_ms),
+                       [this] { return colo_lost.load() || stop.load(); });
+    }
+    if (colo_lost)
+      return colo_failover(
+        "request", make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the primary"));
+    if (auto ok = checkpoint(); !ok)
+      return colo_failover(colo_lost ? "request" : "error", ok.error());
+  }
+}
+
+// One checkpoint: the guest pauses while its dirty pages and CPU state go
+// and the secondary commits them.
+caf::expected<void> migration_source::impl::checkpoint() {
+  const uint64_t n = colo_x.committed() + 1;
+  const auto began = clock_type::now();
+  paused = g.pause();
+  if (auto ok = g.dirty_log().sync(todo); !ok)
+    return ok;
+  ++ctr.sync_count;
+  if (auto ok = colo_send(cm::checkpoint_request, n); !ok)
+    return ok;
+  if (auto r = colo_expect(cm::checkpoint_reply); !r)
+    return r.error();
+  if (auto ok = colo_send(cm::vmstate_send, n); !ok)
+    return ok;
+  if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
+    return ok.error();
+  if (auto ok = send_state(); !ok)
+    return ok;
+  if (auto ok = colo_send(cm::vmstate_size, todo.count()); !ok)
+    return ok;
+  if (auto r = colo_expect(cm::vmstate_received); !r)
+    return r.error();
+  if (auto r = colo_expect(cm::vmstate_loaded); !r)
+    return r.error();
+  paused = {};
+  last_checkpoint_pause_us = static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count());
+  ++checkpoints;
+  return {};
+}
+
+// COLO ends here: the guest runs on alone. A secondary that may still be
+// alive (x-colo-lost-heartbeat here, or its malformed checkpoint) is told,
+// so it does not take over as well.
+source_event migration_source::impl::colo_failover(std::string_view reason, const caf::error& why) {
+  {
+    std::lock_guard lk{mtx};
+    if (error.empty())
+      error = describe(why);
+  }
+  if (!channels.empty())
+    (void) channels[0]->send(mig::record_type::abort,
+                             mig::encode(mig::status_msg{1, "the primary ended COLO"}));
+  halt();
+  senders.clear();
+  if (tracking) {
+    g.dirty_log().stop();
+    tracking = false;
+  }
+  const bool was_paused = static_cast<bool>(paused);
+  paused = {};
+  if (was_paused && g.state() == run_state::running)
+    hooks.emit(qmp::event("RESUME"));
+  if (hooks.colo_exit)
+    hooks.colo_exit(reason);
+  hooks.step(migration_event::colo_failover);
+  {
+    std::lock_guard lk{mtx};
+    channels.clear();
+  }
+  return source_event::colo_ended;
+}
+
+void migration_source::colo_lost_heartbeat() {
+  {
+    std::lock_guard lk{impl_->colo_mtx};
+    impl_->colo_lost = true;
+  }
+  impl_->colo_cv.notify_all();
+}
+
+} // namespace ferry

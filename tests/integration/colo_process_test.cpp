@@ -1,0 +1,156 @@
+// COLO pairs in one-guest mode, QEMU's flow over QMP: x-colo on both agents,
+// x-checkpoint-delay on the primary, `migrate` until both report `colo`;
+// then one side is lost and the other runs the guest on, its memory
+// verified page by page and its pass count ahead of where COLO began (the
+// checkpoints carried the guest's progress). Works with KVM and with the
+// -accel none dirtier.
+
+#include "tests/integration/migration_fixture.hpp"
+
+#include <signal.h>
+
+using namespace ferry::test;
+
+namespace {
+
+struct colo_pair : migration_fixture {
+  // Both agents in COLO, checkpoints every `delay_ms`; the pass count the
+  // primary had printed when COLO began.
+  size_t protect(uint32_t delay_ms = 300) {
+    start_pair();
+    for (host* h : {&src, &dst}) {
+      json::array caps{json::object{{"capability", "events"}, {"state", true}},
+                       json::object{{"capability", "x-colo"}, {"state", true}}};
+      auto r = h->exec("migrate-set-capabilities", {{"capabilities", caps}});
+      EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    }
+    auto r = src.exec("migrate-set-parameters", {{"x-checkpoint-delay", delay_ms}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    const std::string uri = listen("unix");
+    r = src.exec("migrate", {{"uri", uri}});
+    EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    EXPECT_EQ(src.wait_status({"colo"}, 60s), "colo") << src.agent->stderr_text();
+    EXPECT_EQ(dst.wait_status({"colo"}, 10s), "colo") << dst.agent->stderr_text();
+    return last_pass(read_file(src.serial));
+  }
+
+  static json::object colo_status(host& h) {
+    return h.exec("query-colo-status").at("return").as_object();
+  }
+
+  // The next COLO_EXIT event of `h` within `limit`.
+  static std::optional<json::object> colo_exit(host& h, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto ev = h.q->next_event(100ms);
+      if (ev && ev->at("event") == "COLO_EXIT")
+        return ev->at("data").as_object();
+    }
+    return std::nullopt;
+  }
+
+  // `h` runs the guest on: passes beyond `beyond` appear on its serial port
+  // and its memory verifies.
+  void runs_on_and_verifies(host& h, size_t beyond) {
+    EXPECT_EQ(h.exec("query-status").at("return").at("status"), "running");
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (last_pass(read_file(h.serial)) <= beyond && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    EXPECT_GT(last_pass(read_file(h.serial)), beyond) << read_file(h.serial);
+    auto v = dump_and_verify(h);
+    EXPECT_EQ(v.status, 0) << v.output;
+  }
+};
+
+} // namespace
+
+TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
+  const size_t at_colo = protect();
+  EXPECT_EQ(colo_status(src).at("mode"), "primary");
+  EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
+  EXPECT_EQ(colo_status(dst).at("mode"), "secondary");
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "inmigrate")
+    << "a secondary holds the guest, it does not run it";
+  // A few checkpoints while the guest counts on.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (last_pass(read_file(src.serial)) < at_colo + 60 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  std::this_thread::sleep_for(700ms); // at least one checkpoint after that
+  const size_t before_kill = last_pass(read_file(src.serial));
+  ASSERT_GT(before_kill, at_colo + 40) << "the primary's guest ran during COLO";
+  src.agent->signal(SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
+  const auto took_ms =
+    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed)
+      .count();
+  EXPECT_LT(took_ms, 2000) << "the secondary takes over on its own within 2 s";
+  auto ex = colo_exit(dst, 5s);
+  ASSERT_TRUE(ex);
+  EXPECT_EQ(ex->at("mode"), "secondary");
+  EXPECT_EQ(ex->at("reason"), "error");
+  EXPECT_EQ(colo_status(dst).at("mode"), "none");
+  EXPECT_EQ(colo_status(dst).at("last-mode"), "secondary");
+  EXPECT_EQ(colo_status(dst).at("reason"), "error");
+  // The guest resumes from a checkpoint well after COLO began: its first
+  // pass report here follows one the primary had printed during COLO.
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+  const size_t first_here = last_pass(read_file(dst.serial));
+  EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
+  runs_on_and_verifies(dst, first_here);
+}
+
+TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
+  const size_t at_colo = protect();
+  std::this_thread::sleep_for(1s);
+  dst.agent->signal(SIGKILL);
+  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed") << src.agent->stderr_text();
+  auto ex = colo_exit(src, 5s);
+  ASSERT_TRUE(ex);
+  EXPECT_EQ(ex->at("mode"), "primary");
+  EXPECT_EQ(ex->at("reason"), "error");
+  EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
+  runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
+}
+
+TEST_F(colo_pair, lost_heartbeat_on_the_primary_ends_colo_without_a_second_copy) {
+  const size_t at_colo = protect();
+  auto r = src.exec("x-colo-lost-heartbeat");
+  EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed");
+  auto ex = colo_exit(src, 5s);
+  ASSERT_TRUE(ex);
+  EXPECT_EQ(ex->at("mode"), "primary");
+  EXPECT_EQ(ex->at("reason"), "request");
+  // The secondary hears it and does not take over: one running copy.
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "failed") << dst.agent->stderr_text();
+  auto dx = colo_exit(dst, 5s);
+  ASSERT_TRUE(dx);
+  EXPECT_EQ(dx->at("mode"), "secondary");
+  EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running");
+  EXPECT_EQ(colo_status(src).at("mode"), "none");
+  r = src.exec("x-colo-lost-heartbeat");
+  ASSERT_TRUE(r.as_object().contains("error"));
+  EXPECT_EQ(r.at("error").at("desc"), "VM is not in COLO mode");
+  runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
+}
+
+TEST_F(colo_pair, lost_heartbeat_on_the_secondary_takes_over_from_a_silent_primary) {
+  const size_t at_colo = protect();
+  std::this_thread::sleep_for(1s);
+  // The primary falls silent (its host hung, its link cut): nothing closes
+  // the connection, so the secondary waits — as QEMU's — for the operator.
+  src.agent->signal(SIGSTOP);
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(dst.status(), "colo") << "a silent primary is not taken for a dead one";
+  auto r = dst.exec("x-colo-lost-heartbeat");
+  EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
+  auto ex = colo_exit(dst, 5s);
+  ASSERT_TRUE(ex);
+  EXPECT_EQ(ex->at("reason"), "request");
+  src.agent->signal(SIGKILL);
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s));
+  runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
+}
