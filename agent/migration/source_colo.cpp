@@ -3,12 +3,22 @@
 // x-checkpoint-delay ms — paused, its dirty pages and CPU state sent and
 // committed there, resumed. The secondary lost (its process died, the link
 // failed) or x-colo-lost-heartbeat: COLO ends and the guest runs on alone.
+//
+// Output commit (Remus' "checkpoint" mode): what the guest writes to its
+// serial port is held back until the checkpoint that covers it is committed
+// on the secondary, so no one outside ever sees output a failover would
+// take back — the secondary goes on from exactly where the released output
+// ends.
 #include "agent/migration/source_engine.hpp"
 
 namespace ferry {
 
 namespace {
 using cm = mig::colo_message;
+// Held-back output beyond this starts the next checkpoint early: the hold
+// stays bounded however much the guest writes.
+constexpr size_t held_output_limit = 64 * 1024;
+constexpr auto output_look = std::chrono::milliseconds(10);
 } // namespace
 
 caf::expected<void> migration_source::impl::colo_send(mig::colo_message m, uint64_t value) {
@@ -71,6 +81,8 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
                                   [this](const caf::error& e) { note_failure(e); }));
   limiter.set_limit(0);
   in_switchover = false;
+  if (serial_port* s = g.serial())
+    s->hold(true);
   const bool was_paused = static_cast<bool>(paused);
   paused = {};
   if (was_paused && g.state() == run_state::running)
@@ -79,11 +91,14 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
 }
 
 caf::expected<source_event> migration_source::impl::colo() {
+  serial_port* out = g.serial();
   for (;;) {
+    const auto due = clock_type::now() + std::chrono::milliseconds(plan.checkpoint_delay_ms);
     {
       std::unique_lock lk{colo_mtx};
-      colo_cv.wait_for(lk, std::chrono::milliseconds(plan.checkpoint_delay_ms),
-                       [this] { return colo_lost.load() || stop.load(); });
+      while (!colo_lost && !stop && clock_type::now() < due &&
+             (out == nullptr || out->held_bytes() < held_output_limit))
+        colo_cv.wait_until(lk, std::min(due, clock_type::now() + output_look));
     }
     if (colo_lost)
       return colo_failover(
@@ -99,6 +114,9 @@ caf::expected<void> migration_source::impl::checkpoint() {
   const uint64_t n = colo_x.committed() + 1;
   const auto began = clock_type::now();
   paused = g.pause();
+  // Everything the guest wrote until now belongs to this checkpoint.
+  serial_port* out = g.serial();
+  const uint64_t output_upto = out != nullptr ? out->bytes_written() : 0;
   if (auto ok = g.dirty_log().sync(todo); !ok)
     return ok;
   ++ctr.sync_count;
@@ -118,6 +136,8 @@ caf::expected<void> migration_source::impl::checkpoint() {
     return r.error();
   if (auto r = colo_expect(cm::vmstate_loaded); !r)
     return r.error();
+  if (out != nullptr)
+    out->release(output_upto);
   paused = {};
   last_checkpoint_pause_us = static_cast<uint64_t>(
     std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count());
@@ -143,6 +163,9 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
     g.dirty_log().stop();
     tracking = false;
   }
+  // This side's timeline is the guest's now: all its output goes out.
+  if (serial_port* s = g.serial())
+    s->hold(false);
   const bool was_paused = static_cast<bool>(paused);
   paused = {};
   if (was_paused && g.state() == run_state::running)

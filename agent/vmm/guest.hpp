@@ -5,6 +5,7 @@
 
 #include "agent/vmm/dirty_tracker.hpp"
 #include "agent/vmm/guest_memory.hpp"
+#include "agent/vmm/serial_port.hpp"
 #include "agent/vmm/software_dirty_log.hpp"
 
 #include <caf/expected.hpp>
@@ -68,6 +69,8 @@ public:
   // vCPU; the -accel none dirtier), in vCPU order; 0 for one not started.
   virtual std::vector<int> vcpu_thread_ids() const { return {}; }
   virtual void hold_vcpu(uint32_t /*index*/, bool /*hold*/) {}
+  // The guest's serial port (output commit holds it back), if it has one.
+  virtual serial_port* serial() { return nullptr; }
   virtual std::string accelerator() const = 0;
 
   // Leaves prelaunch: the guest starts executing (unless paused).

@@ -1,5 +1,7 @@
 #include "agent/vmm/serial_port.hpp"
 
+#include <algorithm>
+
 namespace ferry {
 
 namespace {
@@ -25,16 +27,53 @@ void serial_port::write(uint16_t port, uint8_t value) {
   const uint16_t reg = static_cast<uint16_t>(port - base);
   if (reg == thr && (regs_[lcr] & lcr_dlab) == 0) {
     ++written_;
-    if (sink_) {
-      std::fputc(value, sink_);
-      // Line-buffered so a tail -f or a test sees output as the guest makes it.
-      if (value == '\n')
-        std::fflush(sink_);
-    }
+    if (holding_)
+      held_.push_back(static_cast<char>(value));
+    else
+      emit_locked(value);
     return;
   }
   if (reg < ports)
     regs_[reg] = value;
+}
+
+void serial_port::emit_locked(uint8_t value) {
+  if (sink_ == nullptr)
+    return;
+  std::fputc(value, sink_);
+  // Line-buffered so a tail -f or a test sees output as the guest makes it.
+  if (value == '\n')
+    std::fflush(sink_);
+}
+
+void serial_port::hold(bool on) {
+  std::lock_guard guard{mtx_};
+  if (!on) {
+    for (char c : held_)
+      emit_locked(static_cast<uint8_t>(c));
+    held_.clear();
+    if (sink_)
+      std::fflush(sink_);
+  }
+  holding_ = on;
+}
+
+void serial_port::release(uint64_t upto) {
+  std::lock_guard guard{mtx_};
+  const uint64_t first = written_ - held_.size();
+  if (upto <= first)
+    return;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(upto - first, held_.size()));
+  for (size_t i = 0; i < n; ++i)
+    emit_locked(static_cast<uint8_t>(held_[i]));
+  held_.erase(0, n);
+  if (sink_)
+    std::fflush(sink_);
+}
+
+size_t serial_port::held_bytes() const {
+  std::lock_guard guard{mtx_};
+  return held_.size();
 }
 
 uint8_t serial_port::read(uint16_t port) const {

@@ -30,11 +30,24 @@ public:
   uint8_t read(uint16_t port) const;
   uint64_t bytes_written() const;
 
+  // Output commit (a COLO primary): while held, transmitted bytes wait here
+  // instead of reaching the sink, so nobody outside sees output a failover
+  // could take back. release(upto) lets them through up to a position of
+  // bytes_written() (taken when the checkpoint covering them was made);
+  // hold(false) lets everything through and stops holding.
+  void hold(bool on);
+  void release(uint64_t upto);
+  size_t held_bytes() const;
+
 private:
+  void emit_locked(uint8_t value);
+
   mutable std::mutex mtx_;
   std::FILE* sink_ = nullptr;
   uint8_t regs_[ports] = {};
   uint64_t written_ = 0;
+  bool holding_ = false;
+  std::string held_; // bytes written_-held_.size() .. written_
 };
 
 } // namespace ferry

@@ -44,6 +44,7 @@ public:
   software_dirty_log& host_writes() override { return log_; }
   dirty_tracker& dirty_log() override { return log_; }
   std::string accelerator() const override { return "none"; }
+  serial_port* serial() override { return &serial_; }
   caf::expected<std::vector<uint8_t>> save_cpu_state() override;
   caf::expected<void> load_cpu_state(std::span<const uint8_t> blob) override;
 

@@ -2,8 +2,10 @@
 // x-checkpoint-delay on the primary, `migrate` until both report `colo`;
 // then one side is lost and the other runs the guest on, its memory
 // verified page by page and its pass count ahead of where COLO began (the
-// checkpoints carried the guest's progress). Works with KVM and with the
-// -accel none dirtier.
+// checkpoints carried the guest's progress), and what a reader saw on the
+// serial ports — the primary's, then the survivor's — one sequence of pass
+// reports without a gap or a repeat (output commit). Works with KVM and with
+// the -accel none dirtier.
 
 #include "tests/integration/migration_fixture.hpp"
 
@@ -49,6 +51,19 @@ struct colo_pair : migration_fixture {
     return std::nullopt;
   }
 
+  // What a reader saw on `texts`' serial ports, in order: each pass report
+  // 20 passes (the image's report interval) after the one before.
+  static void one_sequence(const std::string& text) {
+    std::vector<size_t> seen;
+    for (size_t at = text.find("pass "); at != std::string::npos; at = text.find("pass ", at + 5))
+      seen.push_back(std::stoul(text.substr(at + 5, 8), nullptr, 16));
+    ASSERT_GE(seen.size(), 3U) << text;
+    for (size_t i = 1; i < seen.size(); ++i)
+      ASSERT_EQ(seen[i], seen[i - 1] + 20)
+        << "report " << i << " of " << seen.size() << ": a gap or a repeat in\n"
+        << text;
+  }
+
   // `h` runs the guest on: passes beyond `beyond` appear on its serial port
   // and its memory verifies.
   void runs_on_and_verifies(host& h, size_t beyond) {
@@ -65,7 +80,9 @@ struct colo_pair : migration_fixture {
 } // namespace
 
 TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
-  const size_t at_colo = protect();
+  // A second between checkpoints: without output commit, reports printed
+  // after the last checkpoint would show again from the secondary.
+  const size_t at_colo = protect(1000);
   EXPECT_EQ(colo_status(src).at("mode"), "primary");
   EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
   EXPECT_EQ(colo_status(dst).at("mode"), "secondary");
@@ -76,10 +93,13 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   while (last_pass(read_file(src.serial)) < at_colo + 60 &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(50ms);
-  std::this_thread::sleep_for(700ms); // at least one checkpoint after that
+  // Killed the moment a new report shows: the latest output a reader saw.
+  const size_t seen = last_pass(read_file(src.serial));
+  while (last_pass(read_file(src.serial)) == seen && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(2ms);
+  src.agent->signal(SIGKILL);
   const size_t before_kill = last_pass(read_file(src.serial));
   ASSERT_GT(before_kill, at_colo + 40) << "the primary's guest ran during COLO";
-  src.agent->signal(SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
   EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
   const auto took_ms =
@@ -99,6 +119,7 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   const size_t first_here = last_pass(read_file(dst.serial));
   EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
   runs_on_and_verifies(dst, first_here);
+  one_sequence(read_file(src.serial) + read_file(dst.serial));
 }
 
 TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
@@ -112,6 +133,7 @@ TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
   EXPECT_EQ(ex->at("reason"), "error");
   EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
   runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
+  one_sequence(read_file(src.serial));
 }
 
 TEST_F(colo_pair, lost_heartbeat_on_the_primary_ends_colo_without_a_second_copy) {
@@ -153,4 +175,5 @@ TEST_F(colo_pair, lost_heartbeat_on_the_secondary_takes_over_from_a_silent_prima
   src.agent->signal(SIGKILL);
   ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s));
   runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
+  one_sequence(read_file(src.serial) + read_file(dst.serial));
 }

@@ -43,6 +43,7 @@ public:
   caf::expected<void> load_cpu_state(std::span<const uint8_t> blob) override;
 
   platform_io& io() { return *io_; }
+  serial_port* serial() override { return &io_->serial(); }
   // The accelerator's own tracker alone (no software log), for tests.
   dirty_tracker& kvm_dirty_tracker();
   vcpu& cpu(size_t i);
