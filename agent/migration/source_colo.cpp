@@ -11,14 +11,34 @@
 // ends.
 #include "agent/migration/source_engine.hpp"
 
+#include <signal.h>
+
+#include <cstdlib>
+#include <string_view>
+
 namespace ferry {
 
 namespace {
 using cm = mig::colo_message;
 // Held-back output beyond this starts the next checkpoint early: the hold
 // stays bounded however much the guest writes.
-constexpr size_t held_output_limit = 64 * 1024;
+constexpr size_t held_output_limit = size_t{64} << 10;
 constexpr auto output_look = std::chrono::milliseconds(10);
+
+// Test-only faults, FERRY_FAULT_COLO=KIND:N, in checkpoint N (0: never):
+// die-mid-checkpoint — the primary's process dies with the pages on the
+// wire and the CPU state not (the secondary must go on from N-1);
+// bad-message — vmstate-send names another checkpoint (the secondary must
+// refuse it and end COLO without running the guest; this side runs on).
+uint64_t colo_fault(std::string_view kind) {
+  const char* env = std::getenv("FERRY_FAULT_COLO");
+  if (env == nullptr)
+    return 0;
+  const std::string_view spec{env};
+  if (spec.size() <= kind.size() || spec.substr(0, kind.size()) != kind || spec[kind.size()] != ':')
+    return 0;
+  return static_cast<uint64_t>(std::strtoull(env + kind.size() + 1, nullptr, 10));
+}
 } // namespace
 
 caf::expected<void> migration_source::impl::colo_send(mig::colo_message m, uint64_t value) {
@@ -124,10 +144,18 @@ caf::expected<void> migration_source::impl::checkpoint() {
     return ok;
   if (auto r = colo_expect(cm::checkpoint_reply); !r)
     return r.error();
+  if (n == colo_fault("bad-message")) {
+    const auto bad = mig::encode(mig::colo_record{cm::vmstate_send, n + 5});
+    if (auto ok = channels[0]->send(mig::record_type::colo, bad); !ok)
+      return ok;
+    return colo_expect(cm::vmstate_received).error(); // the secondary's abort
+  }
   if (auto ok = colo_send(cm::vmstate_send, n); !ok)
     return ok;
   if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
     return ok.error();
+  if (n == colo_fault("die-mid-checkpoint"))
+    ::raise(SIGKILL);
   if (auto ok = send_state(); !ok)
     return ok;
   if (auto ok = colo_send(cm::vmstate_size, todo.count()); !ok)

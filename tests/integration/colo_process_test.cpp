@@ -11,6 +11,8 @@
 
 #include <signal.h>
 
+#include <cstdlib>
+
 using namespace ferry::test;
 
 namespace {
@@ -120,6 +122,44 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
   runs_on_and_verifies(dst, first_here);
   one_sequence(read_file(src.serial) + read_file(dst.serial));
+}
+
+TEST_F(colo_pair, a_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
+  // The primary's process dies in checkpoint 4, its pages sent, its CPU
+  // state not: the secondary drops the staged half and goes on from 3.
+  ::setenv("FERRY_FAULT_COLO", "die-mid-checkpoint:4", 1);
+  const size_t at_colo = protect(200);
+  ::unsetenv("FERRY_FAULT_COLO");
+  EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
+  EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
+    << dst.agent->stderr_text();
+  auto ex = colo_exit(dst, 5s);
+  ASSERT_TRUE(ex);
+  EXPECT_EQ(ex->at("reason"), "error");
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+  runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
+  one_sequence(read_file(src.serial) + read_file(dst.serial));
+}
+
+TEST_F(colo_pair, a_malformed_checkpoint_ends_colo_and_only_the_primary_runs) {
+  // Checkpoint 3's vmstate-send names checkpoint 8: refused.
+  ::setenv("FERRY_FAULT_COLO", "bad-message:3", 1);
+  const size_t at_colo = protect(200);
+  ::unsetenv("FERRY_FAULT_COLO");
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "failed") << dst.agent->stderr_text();
+  auto dx = colo_exit(dst, 5s);
+  ASSERT_TRUE(dx);
+  EXPECT_EQ(dx->at("mode"), "secondary");
+  EXPECT_EQ(dx->at("reason"), "error");
+  EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running");
+  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed") << src.agent->stderr_text();
+  auto sx = colo_exit(src, 5s);
+  ASSERT_TRUE(sx);
+  EXPECT_EQ(sx->at("mode"), "primary");
+  EXPECT_EQ(sx->at("reason"), "error");
+  runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
+  one_sequence(read_file(src.serial));
 }
 
 TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
