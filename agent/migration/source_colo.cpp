@@ -13,6 +13,8 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -92,6 +94,15 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
   if (auto ok = g.dirty_log().start(); !ok)
     return ok.error();
   tracking = true;
+  // The guest has been paused since the switchover's last sync, and the
+  // secondary holds every page as of then: a first sync that reports every
+  // page (KVM's initially-set bitmap) carries nothing new.
+  {
+    dirty_bitmap drain{g.memory().pages()};
+    if (auto ok = g.dirty_log().sync(drain); !ok)
+      return ok.error();
+  }
+  colo_start = clock_type::now();
   // Checkpoints go on the main channel (the multifd channels have ended):
   // plain pages, the digest kept up to date as they leave.
   page_sender::options opt{plan.detect_zero, false, hooks.threads, mig::compression::none, 0, 0,
@@ -137,6 +148,7 @@ caf::expected<void> migration_source::impl::checkpoint() {
   // Everything the guest wrote until now belongs to this checkpoint.
   serial_port* out = g.serial();
   const uint64_t output_upto = out != nullptr ? out->bytes_written() : 0;
+  todo.clear();
   if (auto ok = g.dirty_log().sync(todo); !ok)
     return ok;
   ++ctr.sync_count;
@@ -167,10 +179,31 @@ caf::expected<void> migration_source::impl::checkpoint() {
   if (out != nullptr)
     out->release(output_upto);
   paused = {};
-  last_checkpoint_pause_us = static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count());
+  if (checkpoint_pause_us.size() < (size_t{1} << 20))
+    checkpoint_pause_us.push_back(static_cast<uint32_t>(std::min<int64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count(),
+      UINT32_MAX)));
+  checkpoint_pages += todo.count();
   ++checkpoints;
   return {};
+}
+
+// The pair's figures on stderr as COLO ends (bench/colo_bench.sh reads them).
+void migration_source::impl::report_checkpoints() {
+  auto us = checkpoint_pause_us;
+  std::sort(us.begin(), us.end());
+  const auto pct = [&](double q) {
+    return us.empty()
+             ? 0U
+             : us[std::min(us.size() - 1, static_cast<size_t>(q * static_cast<double>(us.size())))];
+  };
+  const double secs = std::chrono::duration<double>(clock_type::now() - colo_start).count();
+  std::fprintf(
+    stderr,
+    "ferry: COLO primary: %llu checkpoints in %.1f s, pause p50 %u us p99 %u us, "
+    "%llu pages a checkpoint\n",
+    static_cast<unsigned long long>(checkpoints.load()), secs, pct(0.5), pct(0.99),
+    static_cast<unsigned long long>(checkpoints == 0 ? 0 : checkpoint_pages / checkpoints));
 }
 
 // COLO ends here: the guest runs on alone. A secondary that may still be
@@ -198,6 +231,7 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
   paused = {};
   if (was_paused && g.state() == run_state::running)
     hooks.emit(qmp::event("RESUME"));
+  report_checkpoints();
   if (hooks.colo_exit)
     hooks.colo_exit(reason);
   hooks.step(migration_event::colo_failover);

@@ -159,7 +159,9 @@ struct migration_source::impl {
   std::mutex colo_mtx;
   std::condition_variable colo_cv;
   std::atomic<uint64_t> checkpoints{0};
-  std::atomic<uint64_t> last_checkpoint_pause_us{0};
+  std::vector<uint32_t> checkpoint_pause_us; // the first 1 Mi checkpoints
+  uint64_t checkpoint_pages = 0;
+  clock_type::time_point colo_start;
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -274,6 +276,7 @@ struct migration_source::impl {
   caf::expected<source_event> colo();
   caf::expected<void> checkpoint();
   source_event colo_failover(std::string_view reason, const caf::error& why);
+  void report_checkpoints();
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   caf::expected<mig::colo_record> colo_expect(mig::colo_message m);
   // After a broken postcopy link: the reader joined, the channels closed,
