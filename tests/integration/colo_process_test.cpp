@@ -82,9 +82,10 @@ struct colo_pair : migration_fixture {
 } // namespace
 
 TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
-  // A second between checkpoints: without output commit, reports printed
-  // after the last checkpoint would show again from the secondary.
-  const size_t at_colo = protect(1000);
+  // QEMU's documented delay. Without output commit, a report printed after
+  // the last checkpoint (the kill comes right after one) would show again
+  // from the secondary.
+  const size_t at_colo = protect(300);
   EXPECT_EQ(colo_status(src).at("mode"), "primary");
   EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
   EXPECT_EQ(colo_status(dst).at("mode"), "secondary");
