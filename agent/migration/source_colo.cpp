@@ -1,8 +1,8 @@
 // The primary of a COLO pair (x-colo): once the secondary holds the whole
 // guest, the guest runs on here and is checkpointed to it every
-// x-checkpoint-delay ms — paused, its dirty pages and CPU state sent and
-// committed there, resumed. The secondary lost (its process died, the link
-// failed) or x-colo-lost-heartbeat: COLO ends and the guest runs on alone.
+// x-checkpoint-delay ms — paused while its dirty pages and CPU state are
+// copied out, then the copy sent and committed there. The secondary lost (its process died, the
+// link failed) or x-colo-lost-heartbeat: COLO ends and the guest runs on alone.
 //
 // Output commit (Remus' "checkpoint" mode): what the guest writes to its
 // serial port is held back until the checkpoint that covers it is committed
@@ -14,8 +14,10 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 
 namespace ferry {
@@ -103,13 +105,6 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
       return ok.error();
   }
   colo_start = clock_type::now();
-  // Checkpoints go on the main channel (the multifd channels have ended):
-  // plain pages, the digest kept up to date as they leave.
-  page_sender::options opt{plan.detect_zero, false, hooks.threads, mig::compression::none, 0, 0,
-                           &digest,          false};
-  senders.push_back(
-    std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt, limiter, ctr, stop,
-                                  [this](const caf::error& e) { note_failure(e); }));
   limiter.set_limit(0);
   in_switchover = false;
   if (serial_port* s = g.serial())
@@ -139,8 +134,9 @@ caf::expected<source_event> migration_source::impl::colo() {
   }
 }
 
-// One checkpoint: the guest pauses while its dirty pages and CPU state go
-// and the secondary commits them.
+// One checkpoint. The guest is paused only while its dirty pages and CPU
+// state are copied out (and the digest takes them); it runs again while the
+// copy goes to the secondary and is committed there.
 caf::expected<void> migration_source::impl::checkpoint() {
   const uint64_t n = colo_x.committed() + 1;
   const auto began = clock_type::now();
@@ -152,6 +148,17 @@ caf::expected<void> migration_source::impl::checkpoint() {
   if (auto ok = g.dirty_log().sync(todo); !ok)
     return ok;
   ++ctr.sync_count;
+  copy_out_checkpoint();
+  FERRY_TRY(cpu, g.save_cpu_state());
+  paused = {};
+  // Whether it runs (not merely ran before this checkpoint's pause): a
+  // takeover starts it only then.
+  const bool running = g.state() == run_state::running;
+  if (checkpoint_pause_us.size() < (size_t{1} << 20))
+    checkpoint_pause_us.push_back(static_cast<uint32_t>(std::min<int64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count(),
+      UINT32_MAX)));
+
   if (auto ok = colo_send(cm::checkpoint_request, n); !ok)
     return ok;
   if (auto r = colo_expect(cm::checkpoint_reply); !r)
@@ -164,13 +171,19 @@ caf::expected<void> migration_source::impl::checkpoint() {
   }
   if (auto ok = colo_send(cm::vmstate_send, n); !ok)
     return ok;
-  if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
-    return ok.error();
+  if (auto ok = send_checkpoint_pages(); !ok)
+    return ok;
   if (n == colo_fault("die-mid-checkpoint"))
     ::raise(SIGKILL);
-  if (auto ok = send_state(); !ok)
+  auto& main = *channels[0];
+  if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
     return ok;
-  if (auto ok = colo_send(cm::vmstate_size, todo.count()); !ok)
+  if (auto ok = main.send(mig::record_type::devices, mig::encode(mig::device_section{running}));
+      !ok)
+    return ok;
+  if (auto ok = main.send(mig::record_type::digest, mig::encode_digest(digest.value())); !ok)
+    return ok;
+  if (auto ok = colo_send(cm::vmstate_size, ckpt_entries.size()); !ok)
     return ok;
   if (auto r = colo_expect(cm::vmstate_received); !r)
     return r.error();
@@ -178,13 +191,56 @@ caf::expected<void> migration_source::impl::checkpoint() {
     return r.error();
   if (out != nullptr)
     out->release(output_upto);
-  paused = {};
-  if (checkpoint_pause_us.size() < (size_t{1} << 20))
-    checkpoint_pause_us.push_back(static_cast<uint32_t>(std::min<int64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count(),
-      UINT32_MAX)));
-  checkpoint_pages += todo.count();
+  checkpoint_pages += ckpt_entries.size();
   ++checkpoints;
+  return {};
+}
+
+// The dirty pages into the checkpoint's own buffer (zero pages as entries
+// only), each page's hash into the digest as copied.
+void migration_source::impl::copy_out_checkpoint() {
+  const uint8_t* ram = g.memory().data();
+  ckpt_entries.clear();
+  ckpt_data.resize(todo.count() * mig::page_size);
+  size_t with_data = 0;
+  for (size_t w = 0; w < todo.word_count(); ++w) {
+    for (uint64_t bits = todo.word(w); bits != 0; bits &= bits - 1) {
+      const uint64_t pfn = w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+      const uint8_t* src = ram + pfn * mig::page_size;
+      if (plan.detect_zero && mig::is_zero_page(src)) {
+        ckpt_entries.push_back(pfn | mig::zero_page_bit);
+        digest.set(pfn, mig::zero_page_hash());
+        continue;
+      }
+      uint8_t* copy = ckpt_data.data() + with_data * mig::page_size;
+      std::memcpy(copy, src, mig::page_size);
+      digest.set(pfn, mig::page_hash(copy));
+      ckpt_entries.push_back(pfn);
+      ++with_data;
+    }
+  }
+}
+
+// The copied pages as page records, a batch at a time.
+caf::expected<void> migration_source::impl::send_checkpoint_pages() {
+  const uint8_t* data = ckpt_data.data();
+  for (size_t at = 0; at < ckpt_entries.size(); at += mig::max_batch_pages) {
+    const size_t count = std::min<size_t>(mig::max_batch_pages, ckpt_entries.size() - at);
+    const std::span<const uint64_t> entries{ckpt_entries.data() + at, count};
+    size_t with_data = 0;
+    for (uint64_t e : entries)
+      with_data += (e & mig::zero_page_bit) == 0 ? 1 : 0;
+    mig::page_batch_parts batch;
+    mig::encode_pages(batch, entries, {});
+    std::array<iovec, 3> parts{batch.parts[0], batch.parts[1],
+                               iovec{const_cast<uint8_t*>(data), with_data * mig::page_size}};
+    if (auto ok = channels[0]->send(mig::record_type::pages, parts, 2); !ok)
+      return ok;
+    data += with_data * mig::page_size;
+    ctr.normal_pages.fetch_add(with_data, std::memory_order_relaxed);
+    ctr.zero_pages.fetch_add(count - with_data, std::memory_order_relaxed);
+    ctr.add_sent(mig::header_size + batch.size() + with_data * mig::page_size, false);
+  }
   return {};
 }
 

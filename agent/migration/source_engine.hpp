@@ -160,6 +160,10 @@ struct migration_source::impl {
   std::condition_variable colo_cv;
   std::atomic<uint64_t> checkpoints{0};
   std::vector<uint32_t> checkpoint_pause_us; // the first 1 Mi checkpoints
+  // The checkpoint in flight, copied out while the guest was paused: page
+  // entries (zero pages flagged) and the non-zero pages' data in order.
+  std::vector<uint64_t> ckpt_entries;
+  std::vector<uint8_t> ckpt_data;
   uint64_t checkpoint_pages = 0;
   clock_type::time_point colo_start;
   // Where the engine is; stepped by its own thread only (read by tests).
@@ -277,6 +281,8 @@ struct migration_source::impl {
   caf::expected<void> checkpoint();
   source_event colo_failover(std::string_view reason, const caf::error& why);
   void report_checkpoints();
+  void copy_out_checkpoint();
+  caf::expected<void> send_checkpoint_pages();
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   caf::expected<mig::colo_record> colo_expect(mig::colo_message m);
   // After a broken postcopy link: the reader joined, the channels closed,
