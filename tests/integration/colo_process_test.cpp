@@ -20,17 +20,21 @@ namespace {
 struct colo_pair : migration_fixture {
   // Both agents in COLO, checkpoints every `delay_ms`; the pass count the
   // primary had printed when COLO began.
-  size_t protect(uint32_t delay_ms = 300) {
-    start_pair();
+  // With `tls`: TLS credentials on both (the first copy and every
+  // checkpoint sealed) over TCP, the first copy on 2 multifd channels.
+  size_t protect(uint32_t delay_ms = 300, bool tls = false) {
+    start_pair("2048", tls);
     for (host* h : {&src, &dst}) {
       json::array caps{json::object{{"capability", "events"}, {"state", true}},
                        json::object{{"capability", "x-colo"}, {"state", true}}};
+      if (tls)
+        caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
       auto r = h->exec("migrate-set-capabilities", {{"capabilities", caps}});
       EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
     }
     auto r = src.exec("migrate-set-parameters", {{"x-checkpoint-delay", delay_ms}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-    const std::string uri = listen("unix");
+    const std::string uri = listen(tls ? "tcp" : "unix");
     r = src.exec("migrate", {{"uri", uri}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
     EXPECT_EQ(src.wait_status({"colo"}, 60s), "colo") << src.agent->stderr_text();
@@ -161,6 +165,21 @@ TEST_F(colo_pair, a_malformed_checkpoint_ends_colo_and_only_the_primary_runs) {
   EXPECT_EQ(sx->at("reason"), "error");
   runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
   one_sequence(read_file(src.serial));
+}
+
+TEST_F(colo_pair, checkpoints_go_sealed_over_tls_and_the_secondary_takes_over) {
+  const size_t at_colo = protect(200, true);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (last_pass(read_file(src.serial)) < at_colo + 40 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  src.agent->signal(SIGKILL);
+  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+  const size_t first_here = last_pass(read_file(dst.serial));
+  EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
+  runs_on_and_verifies(dst, first_here);
+  one_sequence(read_file(src.serial) + read_file(dst.serial));
 }
 
 TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
