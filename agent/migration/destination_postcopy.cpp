@@ -5,6 +5,7 @@
 // thread of the guest is waiting on, this thread checks each arriving page
 // against its hash and places it whole.
 #include "agent/migration/destination_impl.hpp"
+#include "agent/migration/percentile.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -216,11 +217,7 @@ void migration_destination::impl::report_requests() {
     return;
   }
   std::sort(l.begin(), l.end());
-  const auto at = [&](double q) {
-    return static_cast<double>(
-             l[std::min(l.size() - 1, static_cast<size_t>(q * static_cast<double>(l.size())))]) /
-           1000.0;
-  };
+  const auto at = [&](double q) { return static_cast<double>(percentile(l, q)) / 1000.0; };
   std::fprintf(stderr,
                "ferry: postcopy done: %zu page requests, latency p50 %.2f ms p99 %.2f ms "
                "max %.2f ms\n",

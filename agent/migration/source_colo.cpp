@@ -9,6 +9,7 @@
 // on the secondary, so no one outside ever sees output a failover would
 // take back — the secondary goes on from exactly where the released output
 // ends.
+#include "agent/migration/percentile.hpp"
 #include "agent/migration/source_engine.hpp"
 
 #include <signal.h>
@@ -248,17 +249,13 @@ caf::expected<void> migration_source::impl::send_checkpoint_pages() {
 void migration_source::impl::report_checkpoints() {
   auto us = checkpoint_pause_us;
   std::sort(us.begin(), us.end());
-  const auto pct = [&](double q) {
-    return us.empty()
-             ? 0U
-             : us[std::min(us.size() - 1, static_cast<size_t>(q * static_cast<double>(us.size())))];
-  };
   const double secs = std::chrono::duration<double>(clock_type::now() - colo_start).count();
   std::fprintf(
     stderr,
     "ferry: COLO primary: %llu checkpoints in %.1f s, pause p50 %u us p99 %u us, "
     "%llu pages a checkpoint\n",
-    static_cast<unsigned long long>(checkpoints.load()), secs, pct(0.5), pct(0.99),
+    static_cast<unsigned long long>(checkpoints.load()), secs, percentile(us, 0.5),
+    percentile(us, 0.99),
     static_cast<unsigned long long>(checkpoints == 0 ? 0 : checkpoint_pages / checkpoints));
 }
 
