@@ -43,6 +43,13 @@ caf::expected<void> checkpoint_staging::stage_page(uint64_t pfn, std::span<const
   return {};
 }
 
+void checkpoint_staging::for_each_page(
+  const std::function<void(uint64_t pfn, std::span<const uint8_t> data)>& f) const {
+  for (const auto& [pfn, st] : index_)
+    f(pfn, st.zero ? std::span<const uint8_t>{}
+                   : std::span<const uint8_t>{data_.data() + st.at, page_bytes});
+}
+
 void checkpoint_staging::stage_cpu_state(std::vector<uint8_t> blob) {
   cpu_ = std::move(blob);
   has_cpu_ = true;

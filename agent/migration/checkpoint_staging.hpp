@@ -12,6 +12,7 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,10 @@ public:
   void stage_cpu_state(std::vector<uint8_t> blob);
 
   size_t staged_pages() const { return index_.size(); }
+  // Every staged page as it will be committed: its data, or empty for a
+  // zero page.
+  void
+  for_each_page(const std::function<void(uint64_t pfn, std::span<const uint8_t> data)>& f) const;
   size_t staged_bytes() const { return data_.size(); } // page data kept: at most RAM's size
   bool has_cpu_state() const { return has_cpu_; }
 

@@ -75,8 +75,7 @@ caf::error migration_destination::impl::colo_fail(const std::string& why) {
 caf::expected<destination_event> migration_destination::impl::colo() {
   const uint64_t pages = g.memory().pages();
   checkpoint_staging staging{pages};
-  std::vector<std::pair<uint64_t, uint64_t>> hashes; // staged page, its hash
-  uint64_t arrived = 0;                              // page entries of the checkpoint
+  uint64_t arrived = 0; // page entries of the checkpoint
   std::vector<uint8_t> buf;
   for (;;) {
     auto h = main->receive_header();
@@ -110,7 +109,6 @@ caf::expected<destination_event> migration_destination::impl::colo() {
           return colo_fail(describe(ok.error()));
         if (r->message == cm::checkpoint_request) {
           staging.begin(r->value);
-          hashes.clear();
           arrived = 0;
           if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)
             return colo_failover("error", ok.error());
@@ -123,8 +121,9 @@ caf::expected<destination_event> migration_destination::impl::colo() {
             return colo_failover("error", ok.error());
           // The proof before the commit: the guest as it will be, page by
           // page, is what the primary holds.
-          for (const auto& [pfn, hash] : hashes)
-            digest.set(pfn, hash);
+          staging.for_each_page([&](uint64_t pfn, std::span<const uint8_t> data) {
+            digest.set(pfn, data.empty() ? mig::zero_page_hash() : mig::page_hash(data.data()));
+          });
           if (!source_digest || *source_digest != digest.value())
             return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) +
                              " does not match the primary's digest");
@@ -160,7 +159,6 @@ caf::expected<destination_event> migration_destination::impl::colo() {
           }
           if (auto ok = staging.stage_page(pfn, data); !ok)
             return colo_fail(describe(ok.error()));
-          hashes.emplace_back(pfn, zero ? mig::zero_page_hash() : mig::page_hash(data.data()));
           ++arrived;
         }
         break;

@@ -34,6 +34,18 @@ TEST(checkpoint_staging, a_whole_checkpoint_lands_at_commit_and_not_before) {
   EXPECT_EQ(first_byte(ram, 3), 0x11) << "nothing reaches RAM before the commit";
   s.stage_cpu_state({1, 2, 3});
   EXPECT_EQ(s.staged_pages(), 2U);
+  size_t seen = 0;
+  s.for_each_page([&](uint64_t pfn, std::span<const uint8_t> data) {
+    ++seen;
+    if (pfn == 3) {
+      ASSERT_EQ(data.size(), 4096U);
+      EXPECT_EQ(data[0], 0xbb) << "the page as it will be committed";
+    } else {
+      EXPECT_EQ(pfn, 5U);
+      EXPECT_TRUE(data.empty()) << "a zero page";
+    }
+  });
+  EXPECT_EQ(seen, 2U);
   auto cpu = s.commit(ram);
   ASSERT_TRUE(cpu);
   EXPECT_EQ(*cpu, (std::vector<uint8_t>{1, 2, 3}));
