@@ -72,9 +72,49 @@ caf::error migration_destination::impl::colo_fail(const std::string& why) {
   return refuse("COLO: " + why);
 }
 
+// A page record of the checkpoint in flight into the staging area.
+std::optional<std::string> migration_destination::impl::stage_pages(std::span<const uint8_t> buf,
+                                                                    checkpoint_staging& staging,
+                                                                    uint64_t& arrived) {
+  auto b = mig::decode_pages(buf, g.memory().pages());
+  if (!b)
+    return describe(b.error());
+  size_t at = 0;
+  for (uint32_t i = 0; i < b->count; ++i) {
+    uint64_t e = 0;
+    std::memcpy(&e, b->entries.data() + size_t{i} * 8, 8);
+    std::span<const uint8_t> data;
+    if ((e & mig::zero_page_bit) == 0) {
+      data = b->data.subspan(at, mig::page_size);
+      at += mig::page_size;
+    }
+    if (auto ok = staging.stage_page(e & ~mig::zero_page_bit, data); !ok)
+      return describe(ok.error());
+    ++arrived;
+  }
+  return std::nullopt;
+}
+
+// The checkpoint in flight becomes the guest here, after the proof that the
+// guest as it will be is, page by page, what the primary holds.
+std::optional<std::string>
+migration_destination::impl::commit_checkpoint(checkpoint_staging& staging) {
+  staging.for_each_page([&](uint64_t pfn, std::span<const uint8_t> data) {
+    digest.set(pfn, data.empty() ? mig::zero_page_hash() : mig::page_hash(data.data()));
+  });
+  if (!source_digest || *source_digest != digest.value())
+    return "checkpoint " + std::to_string(colo_x.checkpoint()) +
+           " does not match the primary's digest";
+  auto cpu_blob = staging.commit(g.memory().bytes());
+  if (!cpu_blob)
+    return describe(cpu_blob.error());
+  if (auto ok = g.load_cpu_state(*cpu_blob); !ok)
+    return describe(ok.error());
+  return std::nullopt;
+}
+
 caf::expected<destination_event> migration_destination::impl::colo() {
-  const uint64_t pages = g.memory().pages();
-  checkpoint_staging staging{pages};
+  checkpoint_staging staging{g.memory().pages()};
   uint64_t arrived = 0; // page entries of the checkpoint
   std::vector<uint8_t> buf;
   for (;;) {
@@ -119,19 +159,8 @@ caf::expected<destination_event> migration_destination::impl::colo() {
                              " arrived");
           if (auto ok = colo_send(cm::vmstate_received, colo_x.checkpoint()); !ok)
             return colo_failover("error", ok.error());
-          // The proof before the commit: the guest as it will be, page by
-          // page, is what the primary holds.
-          staging.for_each_page([&](uint64_t pfn, std::span<const uint8_t> data) {
-            digest.set(pfn, data.empty() ? mig::zero_page_hash() : mig::page_hash(data.data()));
-          });
-          if (!source_digest || *source_digest != digest.value())
-            return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) +
-                             " does not match the primary's digest");
-          auto cpu_blob = staging.commit(g.memory().bytes());
-          if (!cpu_blob)
-            return colo_fail(describe(cpu_blob.error()));
-          if (auto ok = g.load_cpu_state(*cpu_blob); !ok)
-            return colo_fail(describe(ok.error()));
+          if (auto why = commit_checkpoint(staging))
+            return colo_fail(*why);
           if (auto ok = colo_send(cm::vmstate_loaded, colo_x.checkpoint()); !ok)
             return colo_failover("error", ok.error());
           ++checkpoints;
@@ -143,24 +172,8 @@ caf::expected<destination_event> migration_destination::impl::colo() {
       case mig::record_type::pages: {
         if (!in_records)
           return colo_fail("page record outside a checkpoint");
-        auto b = mig::decode_pages(buf, pages);
-        if (!b)
-          return colo_fail(describe(b.error()));
-        size_t at = 0;
-        for (uint32_t i = 0; i < b->count; ++i) {
-          uint64_t e = 0;
-          std::memcpy(&e, b->entries.data() + size_t{i} * 8, 8);
-          const bool zero = (e & mig::zero_page_bit) != 0;
-          const uint64_t pfn = e & ~mig::zero_page_bit;
-          std::span<const uint8_t> data;
-          if (!zero) {
-            data = b->data.subspan(at, mig::page_size);
-            at += mig::page_size;
-          }
-          if (auto ok = staging.stage_page(pfn, data); !ok)
-            return colo_fail(describe(ok.error()));
-          ++arrived;
-        }
+        if (auto why = stage_pages(buf, staging, arrived))
+          return colo_fail(*why);
         break;
       }
       case mig::record_type::sync:

@@ -33,6 +33,7 @@
 
 namespace ferry {
 
+class checkpoint_staging;
 using clock_type = std::chrono::steady_clock;
 
 namespace destination_detail {
@@ -184,6 +185,10 @@ struct migration_destination::impl {
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   destination_event colo_failover(std::string_view reason, const caf::error& why);
   caf::error colo_fail(const std::string& why);
+  // Protocol faults (no link ones) as the reason text.
+  std::optional<std::string> stage_pages(std::span<const uint8_t> buf, checkpoint_staging& staging,
+                                         uint64_t& arrived);
+  std::optional<std::string> commit_checkpoint(checkpoint_staging& staging);
   caf::expected<void> check_digest();
   // Postcopy.
   caf::expected<void> note_discard(std::span<const uint8_t> payload);
