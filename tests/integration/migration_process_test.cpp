@@ -23,14 +23,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-
 #include <thread>
 #include <vector>
 
 using namespace ferry::test;
-using ferry::qmp_tool::qmp_client;
-using namespace std::chrono_literals;
-namespace json = boost::json;
 
 namespace {
 
