@@ -14,17 +14,9 @@ seconds=${SECONDS_RUN:-10}
 delay=${DELAY:-100}
 ws_list=${WS_LIST:-256 2048}
 size=256M
-work=$(mktemp -d /tmp/ferry-colo-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-qmp() { "$build/tools/ferry-qmp" "$@"; }
-wait_sock() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+bench_name=colo
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 status() {
   qmp "$1" query-migrate | python3 -c 'import json, sys
 print(json.loads(sys.stdin.readline())["return"].get("status", "none"))'

@@ -23,16 +23,9 @@ set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${RUNS:-3}
 size=${SIZE:-1G}
-work=$(mktemp -d /tmp/ferry-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-qmp() { "$build/tools/ferry-qmp" "$@"; }
+bench_name=migrate
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 bw=107374182400
 
 "$build/tools/ferry-testguest" image "$work/guest.img" --ram-top "$size" --ws-pages 2048 \
@@ -41,7 +34,6 @@ bw=107374182400
   >/dev/null
 
 port=${PORT:-17110}
-wait_sock() { for _ in $(seq 1 ${SOCK_WAIT:-100}); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 
 # Migrates between the running source and destination with $1 multifd
 # channels (0 = one stream) and prints the one result line (total-time,

@@ -23,18 +23,10 @@ set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${RUNS:-3}
 size=${SIZE:-1G}
-work=$(mktemp -d /tmp/ferry-postcopy-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-qmp() { "$build/tools/ferry-qmp" "$@"; }
+bench_name=postcopy
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 port=${PORT:-17120}
-wait_sock() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 # The named member of the return of `query-migrate` on socket $1 (path
 # through dicts with /), or nothing.
 member() {
