@@ -30,11 +30,8 @@ void migration_source::impl::run() {
   total_ms = ms_since(start);
   // The source keeps its guest: running again if the migration stopped it.
   // Not after postcopy's go: the destination may be running it.
-  if (paused && !postcopy_committed) {
-    paused = {};
-    if (g.state() == run_state::running)
-      hooks.emit(qmp::event("RESUME"));
-  }
+  if (!postcopy_committed)
+    let_guest_run();
   {
     std::lock_guard lk{mtx};
     channels.clear();

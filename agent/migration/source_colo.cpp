@@ -110,10 +110,7 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
   in_switchover = false;
   if (serial_port* s = g.serial())
     s->hold(true);
-  const bool was_paused = static_cast<bool>(paused);
-  paused = {};
-  if (was_paused && g.state() == run_state::running)
-    hooks.emit(qmp::event("RESUME"));
+  let_guest_run();
   return source_event::colo_started;
 }
 
@@ -280,10 +277,7 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
   // This side's timeline is the guest's now: all its output goes out.
   if (serial_port* s = g.serial())
     s->hold(false);
-  const bool was_paused = static_cast<bool>(paused);
-  paused = {};
-  if (was_paused && g.state() == run_state::running)
-    hooks.emit(qmp::event("RESUME"));
+  let_guest_run();
   report_checkpoints();
   if (hooks.colo_exit)
     hooks.colo_exit(reason);

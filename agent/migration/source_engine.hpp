@@ -180,6 +180,16 @@ struct migration_source::impl {
     dirty_limit_period_ms = plan.dirty_limit_period_ms;
   }
 
+  // The engine's own pause of the guest ends: it runs again (unless
+  // something else holds it) and says so.
+  void let_guest_run() {
+    if (!paused)
+      return;
+    paused = {};
+    if (g.state() == run_state::running)
+      hooks.emit(qmp::event("RESUME"));
+  }
+
   void note_failure(const caf::error& e) {
     {
       std::lock_guard lk{mtx};

@@ -70,6 +70,17 @@ struct colo_pair : migration_fixture {
         << text;
   }
 
+  // After a takeover: the guest goes on here from a checkpoint well after
+  // COLO began (its first pass report follows one the primary printed
+  // during COLO), verifies, and the reader saw one sequence.
+  void secondary_went_on_from_a_checkpoint(size_t at_colo) {
+    ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+    const size_t first_here = last_pass(read_file(dst.serial));
+    EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
+    runs_on_and_verifies(dst, first_here);
+    one_sequence(read_file(src.serial) + read_file(dst.serial));
+  }
+
   // `h` runs the guest on: passes beyond `beyond` appear on its serial port
   // and its memory verifies.
   void runs_on_and_verifies(host& h, size_t beyond) {
@@ -120,13 +131,7 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   EXPECT_EQ(colo_status(dst).at("mode"), "none");
   EXPECT_EQ(colo_status(dst).at("last-mode"), "secondary");
   EXPECT_EQ(colo_status(dst).at("reason"), "error");
-  // The guest resumes from a checkpoint well after COLO began: its first
-  // pass report here follows one the primary had printed during COLO.
-  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
-  const size_t first_here = last_pass(read_file(dst.serial));
-  EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
-  runs_on_and_verifies(dst, first_here);
-  one_sequence(read_file(src.serial) + read_file(dst.serial));
+  secondary_went_on_from_a_checkpoint(at_colo);
 }
 
 TEST_F(colo_pair, a_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
@@ -175,11 +180,7 @@ TEST_F(colo_pair, checkpoints_go_sealed_over_tls_and_the_secondary_takes_over) {
     std::this_thread::sleep_for(50ms);
   src.agent->signal(SIGKILL);
   EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
-  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
-  const size_t first_here = last_pass(read_file(dst.serial));
-  EXPECT_GT(first_here, at_colo + 20) << "checkpoints carried the guest's progress";
-  runs_on_and_verifies(dst, first_here);
-  one_sequence(read_file(src.serial) + read_file(dst.serial));
+  secondary_went_on_from_a_checkpoint(at_colo);
 }
 
 TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
