@@ -82,6 +82,22 @@ struct counter_guest {
     return false;
   }
 
+  // A 16 MiB pre-filled guest rewriting `ws_pages` pages from 4 MiB on,
+  // running `passes` passes, then its dirty log started and drained.
+  void run_tracked(uint32_t ws_pages, kvm_vm_options opts, const std::string& tag,
+                   uint32_t passes) {
+    params.ram_top = 16u << 20;
+    params.ws_start = 4u << 20;
+    params.ws_pages = ws_pages;
+    params.report_every = 0;
+    create(true, 16u << 20, tag, opts);
+    ASSERT_TRUE(g->start());
+    ASSERT_TRUE(wait_passes(passes, std::chrono::seconds(20)));
+    ASSERT_TRUE(g->dirty_log().start());
+    dirty_bitmap drain{g->memory().pages()};
+    ASSERT_TRUE(g->dirty_log().sync(drain));
+  }
+
   bool wait_passes(uint32_t n, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (guest_passes(*g) < n) {
@@ -268,18 +284,9 @@ TEST(kvm_guest, running_counter_guest_dirties_exactly_its_working_set) {
   FERRY_REQUIRE_KVM();
   for (auto kind : {dirty_log_kind::bitmap, dirty_log_kind::ring}) {
     counter_guest c;
-    c.params.ram_top = 16u << 20;
-    c.params.ws_start = 4u << 20;
-    c.params.ws_pages = 300;
-    c.params.report_every = 0;
     kvm_vm_options opts;
     opts.dirty_log = kind;
-    c.create(true, 16u << 20, kind == dirty_log_kind::ring ? "ring" : "bitmap", opts);
-    ASSERT_TRUE(c.g->start());
-    ASSERT_TRUE(c.wait_passes(3, 20s));
-    ASSERT_TRUE(c.g->dirty_log().start());
-    dirty_bitmap drain{c.g->memory().pages()};
-    ASSERT_TRUE(c.g->dirty_log().sync(drain));
+    c.run_tracked(300, opts, kind == dirty_log_kind::ring ? "ring" : "bitmap", 3);
     ASSERT_TRUE(c.wait_passes(guest_passes(*c.g) + 3, 20s));
     auto pause = c.g->pause();
     dirty_bitmap dirty{c.g->memory().pages()};
@@ -302,19 +309,10 @@ TEST(kvm_guest, running_counter_guest_dirties_exactly_its_working_set) {
 TEST(kvm_guest, a_vcpu_held_and_released_while_its_ring_fills_keeps_running) {
   FERRY_REQUIRE_KVM();
   counter_guest c;
-  c.params.ram_top = 16u << 20;
-  c.params.ws_start = 4u << 20;
-  c.params.ws_pages = 2048;
-  c.params.report_every = 0;
   kvm_vm_options opts;
   opts.dirty_log = dirty_log_kind::ring;
   opts.dirty_ring_entries = 256; // full every few hundred pages
-  c.create(true, 16u << 20, "hold", opts);
-  ASSERT_TRUE(c.g->start());
-  ASSERT_TRUE(c.wait_passes(2, 20s));
-  ASSERT_TRUE(c.g->dirty_log().start());
-  dirty_bitmap drain{c.g->memory().pages()};
-  ASSERT_TRUE(c.g->dirty_log().sync(drain));
+  c.run_tracked(2048, opts, "hold", 2);
   const auto until = std::chrono::steady_clock::now() + 3s;
   uint64_t rounds = 0;
   while (std::chrono::steady_clock::now() < until) {
