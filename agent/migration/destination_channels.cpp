@@ -46,6 +46,9 @@ caf::expected<destination_event> migration_destination::impl::accept_main() {
       main = ch;
       return destination_event::accepted;
     }
+    // Said before the peer hears it: whoever watches the refused source
+    // fail finds the reason here already.
+    std::fprintf(stderr, "ferry: incoming migration: refused a connection: %s\n", why->c_str());
     if (tls && ch->wait_readable(2000)) {
       std::vector<uint8_t> buf;
       if (auto h = ch->receive(buf);
@@ -59,7 +62,6 @@ caf::expected<destination_event> migration_destination::impl::accept_main() {
     }
     if (stop)
       return refuse("the incoming migration was stopped");
-    std::fprintf(stderr, "ferry: incoming migration: refused a connection: %s\n", why->c_str());
   }
 }
 
