@@ -57,6 +57,16 @@ struct colo_pair : migration_fixture {
     return std::nullopt;
   }
 
+  // `h` ends COLO: its migration reaches `status` and its COLO_EXIT names
+  // `mode` and `reason`.
+  static void colo_ended(host& h, const char* status, const char* mode, const char* reason) {
+    EXPECT_EQ(h.wait_status({"completed", "failed"}, 10s), status) << h.agent->stderr_text();
+    auto ex = colo_exit(h, 5s);
+    ASSERT_TRUE(ex) << "no COLO_EXIT from " << h.name;
+    EXPECT_EQ(ex->at("mode"), mode);
+    EXPECT_EQ(ex->at("reason"), reason);
+  }
+
   // What a reader saw on `texts`' serial ports, in order: each pass report
   // 20 passes (the image's report interval) after the one before.
   static void one_sequence(const std::string& text) {
@@ -119,15 +129,11 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   const size_t before_kill = last_pass(read_file(src.serial));
   ASSERT_GT(before_kill, at_colo + 40) << "the primary's guest ran during COLO";
   const auto killed = std::chrono::steady_clock::now();
-  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
+  colo_ended(dst, "completed", "secondary", "error");
   const auto took_ms =
     std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed)
       .count();
   EXPECT_LT(took_ms, 2000) << "the secondary takes over on its own within 2 s";
-  auto ex = colo_exit(dst, 5s);
-  ASSERT_TRUE(ex);
-  EXPECT_EQ(ex->at("mode"), "secondary");
-  EXPECT_EQ(ex->at("reason"), "error");
   EXPECT_EQ(colo_status(dst).at("mode"), "none");
   EXPECT_EQ(colo_status(dst).at("last-mode"), "secondary");
   EXPECT_EQ(colo_status(dst).at("reason"), "error");
@@ -141,12 +147,9 @@ TEST_F(colo_pair, a_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_on
   const size_t at_colo = protect(200);
   ::unsetenv("FERRY_FAULT_COLO");
   EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
-  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed") << dst.agent->stderr_text();
+  colo_ended(dst, "completed", "secondary", "error");
   EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
     << dst.agent->stderr_text();
-  auto ex = colo_exit(dst, 5s);
-  ASSERT_TRUE(ex);
-  EXPECT_EQ(ex->at("reason"), "error");
   ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
   runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
   one_sequence(read_file(src.serial) + read_file(dst.serial));
@@ -157,17 +160,9 @@ TEST_F(colo_pair, a_malformed_checkpoint_ends_colo_and_only_the_primary_runs) {
   ::setenv("FERRY_FAULT_COLO", "bad-message:3", 1);
   const size_t at_colo = protect(200);
   ::unsetenv("FERRY_FAULT_COLO");
-  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "failed") << dst.agent->stderr_text();
-  auto dx = colo_exit(dst, 5s);
-  ASSERT_TRUE(dx);
-  EXPECT_EQ(dx->at("mode"), "secondary");
-  EXPECT_EQ(dx->at("reason"), "error");
+  colo_ended(dst, "failed", "secondary", "error");
   EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running");
-  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed") << src.agent->stderr_text();
-  auto sx = colo_exit(src, 5s);
-  ASSERT_TRUE(sx);
-  EXPECT_EQ(sx->at("mode"), "primary");
-  EXPECT_EQ(sx->at("reason"), "error");
+  colo_ended(src, "completed", "primary", "error");
   runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
   one_sequence(read_file(src.serial));
 }
@@ -187,11 +182,7 @@ TEST_F(colo_pair, the_primary_runs_on_when_the_secondary_is_killed) {
   const size_t at_colo = protect();
   std::this_thread::sleep_for(1s);
   dst.agent->signal(SIGKILL);
-  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed") << src.agent->stderr_text();
-  auto ex = colo_exit(src, 5s);
-  ASSERT_TRUE(ex);
-  EXPECT_EQ(ex->at("mode"), "primary");
-  EXPECT_EQ(ex->at("reason"), "error");
+  colo_ended(src, "completed", "primary", "error");
   EXPECT_EQ(colo_status(src).at("last-mode"), "primary");
   runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
   one_sequence(read_file(src.serial));
@@ -201,16 +192,9 @@ TEST_F(colo_pair, lost_heartbeat_on_the_primary_ends_colo_without_a_second_copy)
   const size_t at_colo = protect();
   auto r = src.exec("x-colo-lost-heartbeat");
   EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-  EXPECT_EQ(src.wait_status({"completed", "failed"}, 10s), "completed");
-  auto ex = colo_exit(src, 5s);
-  ASSERT_TRUE(ex);
-  EXPECT_EQ(ex->at("mode"), "primary");
-  EXPECT_EQ(ex->at("reason"), "request");
+  colo_ended(src, "completed", "primary", "request");
   // The secondary hears it and does not take over: one running copy.
-  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "failed") << dst.agent->stderr_text();
-  auto dx = colo_exit(dst, 5s);
-  ASSERT_TRUE(dx);
-  EXPECT_EQ(dx->at("mode"), "secondary");
+  colo_ended(dst, "failed", "secondary", "request");
   EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running");
   EXPECT_EQ(colo_status(src).at("mode"), "none");
   r = src.exec("x-colo-lost-heartbeat");
@@ -229,10 +213,7 @@ TEST_F(colo_pair, lost_heartbeat_on_the_secondary_takes_over_from_a_silent_prima
   EXPECT_EQ(dst.status(), "colo") << "a silent primary is not taken for a dead one";
   auto r = dst.exec("x-colo-lost-heartbeat");
   EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-  EXPECT_EQ(dst.wait_status({"completed", "failed"}, 10s), "completed");
-  auto ex = colo_exit(dst, 5s);
-  ASSERT_TRUE(ex);
-  EXPECT_EQ(ex->at("reason"), "request");
+  colo_ended(dst, "completed", "secondary", "request");
   src.agent->signal(SIGKILL);
   ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s));
   runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
