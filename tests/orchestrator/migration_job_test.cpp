@@ -73,16 +73,21 @@ struct job_fixture : coordinated_fixture {
 
   job_record pending_job;
 
-  // Spawns the job for vm1 host-a -> host-b, in scheduling as the cluster
-  // hands it over; `staged`: still pending, as the cluster stages a move
-  // that waits for its slot (grant() is its go).
-  void start(bool staged = false) {
+  // vm1's 64 MiB move host-a -> host-b, as a new journal record.
+  static job_record vm1_move() {
     job_record rec;
     rec.guest = "vm1";
     rec.source = "host-a";
     rec.target = "host-b";
     rec.memory = 64u << 20;
-    auto added = log->add_job(rec);
+    return rec;
+  }
+
+  // Spawns the job for vm1 host-a -> host-b, in scheduling as the cluster
+  // hands it over; `staged`: still pending, as the cluster stages a move
+  // that waits for its slot (grant() is its go).
+  void start(bool staged = false) {
+    auto added = log->add_job(vm1_move());
     ASSERT_TRUE(added);
     pending_job = *added;
     if (!staged) {
@@ -124,11 +129,7 @@ struct job_fixture : coordinated_fixture {
   // through `states`, with `steps` taken.
   job_record journaled(std::initializer_list<job_state> states,
                        std::initializer_list<const char*> steps = {}) {
-    job_record rec;
-    rec.guest = "vm1";
-    rec.source = "host-a";
-    rec.target = "host-b";
-    rec.memory = 64u << 20;
+    job_record rec = vm1_move();
     auto added = log->add_job(rec);
     EXPECT_TRUE(added);
     if (!added)
