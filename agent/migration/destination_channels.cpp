@@ -65,6 +65,16 @@ caf::expected<destination_event> migration_destination::impl::accept_main() {
   }
 }
 
+namespace {
+
+// A capability both sides must agree on, set on one side only.
+std::string capability_differs(std::string_view name, bool source, bool destination) {
+  return "capability " + std::string{name} + " is " + (source ? "on" : "off") +
+         " on the source but " + (destination ? "on" : "off") + " on the destination";
+}
+
+} // namespace
+
 // Everything the two sides must agree on, checked before any page.
 std::string migration_destination::impl::disagreement() const {
   const bool src_multifd = (hello.flags & mig::flag_multifd) != 0;
@@ -79,8 +89,7 @@ std::string migration_destination::impl::disagreement() const {
     return "guest RAM size differs: source " + std::to_string(hello.ram_size >> 20) +
            " MiB, destination " + std::to_string(g.memory().size() >> 20) + " MiB";
   if (src_multifd != plan.multifd)
-    return std::string{"capability multifd is "} + (src_multifd ? "on" : "off") +
-           " on the source but " + (plan.multifd ? "on" : "off") + " on the destination";
+    return capability_differs("multifd", src_multifd, plan.multifd);
   if (src_multifd && hello.channel_count != plan.channels)
     return "multifd-channels differ: source " + std::to_string(hello.channel_count) +
            ", destination " + std::to_string(plan.channels);
@@ -89,21 +98,16 @@ std::string migration_destination::impl::disagreement() const {
            ", destination " + mig::to_string(plan.compress);
   const bool src_postcopy = (hello.flags & mig::flag_postcopy) != 0;
   if (src_postcopy != plan.postcopy)
-    return std::string{"capability postcopy-ram is "} + (src_postcopy ? "on" : "off") +
-           " on the source but " + (plan.postcopy ? "on" : "off") + " on the destination";
+    return capability_differs("postcopy-ram", src_postcopy, plan.postcopy);
   const bool src_preempt = (hello.flags & mig::flag_preempt) != 0;
   if (src_preempt != (plan.postcopy && plan.preempt))
-    return std::string{"capability postcopy-preempt is "} + (src_preempt ? "on" : "off") +
-           " on the source but " + (plan.postcopy && plan.preempt ? "on" : "off") +
-           " on the destination";
+    return capability_differs("postcopy-preempt", src_preempt, plan.postcopy && plan.preempt);
   const bool src_ack = (hello.flags & mig::flag_switchover_ack) != 0;
   if (src_ack != plan.switchover_ack)
-    return std::string{"capability switchover-ack is "} + (src_ack ? "on" : "off") +
-           " on the source but " + (plan.switchover_ack ? "on" : "off") + " on the destination";
+    return capability_differs("switchover-ack", src_ack, plan.switchover_ack);
   const bool src_colo = (hello.flags & mig::flag_colo) != 0;
   if (src_colo != plan.colo)
-    return std::string{"capability x-colo is "} + (src_colo ? "on" : "off") +
-           " on the source but " + (plan.colo ? "on" : "off") + " on the destination";
+    return capability_differs("x-colo", src_colo, plan.colo);
   if (src_colo && !plan.from.bidirectional())
     return "COLO needs a socket transport (tcp: or unix:): checkpoints are answered on it";
   if (src_ack && !plan.from.bidirectional())
