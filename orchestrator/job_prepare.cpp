@@ -4,7 +4,9 @@
 #include "orchestrator/job_actor.hpp"
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -173,19 +175,59 @@ void side_ready(job_actor* self, const std::string& error) {
     drop_stage(self, st.prepare_error);
 }
 
-} // namespace
+void create_target(job_actor* self, const guest_spec& spec, bool may_clear);
 
-void prepare_target(job_actor* self, guest_spec spec) {
+// A target of this guest left on the target host by an earlier attempt at
+// this move (prepared ahead before an orchestrator restart, say) blocks the
+// create, and while this job runs the orphan sweeper leaves it alone as
+// this job's. If its incoming migration never completed, the guest never
+// ran there (the sweeper's own test): it goes, and the create runs again,
+// once. Anything else fails the side with `why`.
+void clear_leftover_target(job_actor* self, const guest_spec& spec, const std::string& why) {
   auto& st = self->state;
-  st.ctx.job.memory = spec.memory;
-  if (!staging(st) && !move(self, job_state::preparing_target,
-                            "create '" + spec.name + "' on " + st.ctx.job.target))
-    return;
-  st.preparing = true;
-  spec.incoming = true;
-  spec.mem_path.clear(); // the target's RAM is its own
-  spec.migration_peer = st.ctx.job.source;
-  configure_source(self);
+  self->request(st.ctx.target, host_request_timeout, list_atom::value)
+    .then(
+      [self, spec, why](const std::vector<guest_info>& on_target) {
+        auto& st1 = self->state;
+        const bool leftover =
+          std::any_of(on_target.begin(), on_target.end(), [&](const guest_info& g) {
+            return g.spec.name == st1.ctx.job.guest && g.spec.incoming;
+          });
+        if (!leftover || st1.finishing) {
+          side_ready(self, why);
+          return;
+        }
+        self
+          ->request(st1.ctx.target, host_request_timeout, qmp_atom::value, st1.ctx.job.guest,
+                    std::string{"query-migrate"}, std::string{})
+          .then(
+            [self, spec, why](const std::string& reply) {
+              auto& st2 = self->state;
+              json::value v;
+              try {
+                v = json::parse(reply);
+              } catch (const std::exception&) {
+              }
+              const auto* r = v.is_object() ? v.as_object().if_contains("return") : nullptr;
+              if (r == nullptr || status_of(*r, "none") == "completed" || st2.finishing) {
+                side_ready(self, why);
+                return;
+              }
+              log::warn("job {} ({}): removing the target left on {} by an earlier attempt",
+                        st2.ctx.job.id, st2.ctx.job.guest, st2.ctx.job.target);
+              self
+                ->request(st2.ctx.target, host_request_timeout, destroy_atom::value,
+                          st2.ctx.job.guest)
+                .then([self, spec](bool) { create_target(self, spec, false); },
+                      [self, why](const caf::error&) { side_ready(self, why); });
+            },
+            [self, why](const caf::error&) { side_ready(self, why); });
+      },
+      [self, why](const caf::error&) { side_ready(self, why); });
+}
+
+void create_target(job_actor* self, const guest_spec& spec, bool may_clear) {
+  auto& st = self->state;
   self->request(st.ctx.target, create_request_timeout, create_atom::value, spec)
     .then(
       [self](const guest_info& info) {
@@ -206,9 +248,29 @@ void prepare_target(job_actor* self, guest_spec spec) {
         }
         configure_target(self, info.migration_port);
       },
-      [self](const caf::error& err) {
-        side_ready(self, "creating the target guest: " + describe(err));
+      [self, spec, may_clear](const caf::error& err) {
+        const std::string why = "creating the target guest: " + describe(err);
+        if (may_clear)
+          clear_leftover_target(self, spec, why);
+        else
+          side_ready(self, why);
       });
+}
+
+} // namespace
+
+void prepare_target(job_actor* self, guest_spec spec) {
+  auto& st = self->state;
+  st.ctx.job.memory = spec.memory;
+  if (!staging(st) && !move(self, job_state::preparing_target,
+                            "create '" + spec.name + "' on " + st.ctx.job.target))
+    return;
+  st.preparing = true;
+  spec.incoming = true;
+  spec.mem_path.clear(); // the target's RAM is its own
+  spec.migration_peer = st.ctx.job.source;
+  configure_source(self);
+  create_target(self, spec, true);
 }
 
 } // namespace ferry::job_detail

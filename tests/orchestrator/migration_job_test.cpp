@@ -191,6 +191,41 @@ TEST_F(job_fixture, a_failing_create_fails_the_job_and_touches_no_guest) {
   EXPECT_TRUE(src->destroyed.empty()) << "the source keeps its guest";
 }
 
+// A target of vm1 left on host-b by an earlier attempt (prepared ahead
+// before an orchestrator restart) that never received the guest: it goes,
+// and the move creates its own.
+TEST_F(job_fixture, a_leftover_target_that_never_ran_is_replaced) {
+  guest_info leftover;
+  leftover.spec = src->guests.at(0).spec;
+  leftover.spec.incoming = true;
+  dst->guests.push_back(leftover);
+  dst->incoming_statuses = {"setup", "completed"};
+  src->migrate_statuses = {"active", "completed"};
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  EXPECT_EQ(dst->destroyed, std::vector<std::string>{"vm1"}) << "the leftover, once";
+  EXPECT_EQ(src->destroyed, std::vector<std::string>{"vm1"}) << "the source copy after the move";
+}
+
+// One whose incoming migration completed is the guest itself: untouched,
+// and the move fails.
+TEST_F(job_fixture, a_target_that_holds_the_arrived_guest_is_not_replaced) {
+  guest_info arrived;
+  arrived.spec = src->guests.at(0).spec;
+  arrived.spec.incoming = true;
+  dst->guests.push_back(arrived);
+  dst->incoming_statuses = {"completed"};
+  start();
+  run_to_end();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::failed);
+  EXPECT_NE(done->at(0).error.find("already exists"), std::string::npos) << done->at(0).error;
+  EXPECT_TRUE(dst->destroyed.empty());
+  EXPECT_TRUE(src->destroyed.empty());
+}
+
 TEST_F(job_fixture, a_failed_migration_removes_the_target_and_keeps_the_source) {
   src->migrate_statuses = {"active", "failed"};
   start();

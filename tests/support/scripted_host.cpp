@@ -30,6 +30,11 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
     [self, s](create_atom, const guest_spec& spec) -> caf::result<guest_info> {
       if (s->create_fails)
         return caf::make_error(caf::sec::runtime_error, "no room on " + s->name);
+      // As the real host: one guest of a name.
+      if (std::any_of(s->guests.begin(), s->guests.end(),
+                      [&](const guest_info& g) { return g.spec.name == spec.name; }))
+        return caf::make_error(caf::sec::runtime_error,
+                               "guest '" + spec.name + "' already exists on " + s->name);
       guest_info info;
       info.spec = spec;
       info.pid = 4242;
