@@ -19,9 +19,14 @@
 //   P: vmstate-size P                P: the pages those records carried
 //   S: vmstate-received N            all of N staged
 //   S: vmstate-loaded N              N committed whole: the secondary's copy
+//
+// Either side ends COLO with an abort record (status_msg): code 1 — this
+// side ends COLO and the other runs the guest; code 2 (secondary only) —
+// the secondary took over and runs the guest: the primary must stop its.
 
 #include <caf/expected.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -50,7 +55,16 @@ inline constexpr size_t colo_record_size = 16;
 std::vector<uint8_t> encode(const colo_record& r);
 caf::expected<colo_record> decode_colo(std::span<const uint8_t> payload);
 
+inline constexpr uint32_t colo_abort_ended = 1;
+inline constexpr uint32_t colo_abort_took_over = 2;
+
 inline constexpr size_t heartbeat_size = 8;
+// A side that has sent nothing else for this long sends a heartbeat.
+inline constexpr std::chrono::milliseconds colo_heartbeat_interval{100};
+// A peer not heard from for this long is silent: heartbeats to it stop
+// until it is heard again (a silent link must never fill the send buffer
+// and block the side that sends).
+inline constexpr std::chrono::milliseconds colo_silent_after{1000};
 std::vector<uint8_t> encode_heartbeat(uint64_t sequence);
 caf::expected<uint64_t> decode_heartbeat(std::span<const uint8_t> payload);
 

@@ -156,6 +156,8 @@ struct vm_args_parser {
       cfg.tls_creds.push_back(std::move(t));
       return {};
     }
+    if (type == "x-ferry-colo")
+      return colo_object(o);
     if (type != "memory-backend-ram" && type != "memory-backend-file")
       return invalid("-object: type '" + type + "' is not supported yet");
     if (auto ok =
@@ -183,6 +185,20 @@ struct vm_args_parser {
     if (!object_ids.insert(id).second)
       return invalid("-object: duplicate ID '" + id + "'");
     backends[id] = std::move(b);
+    return {};
+  }
+
+  caf::expected<void> colo_object(const qemu_opts& o) {
+    if (auto ok = o.only({"qom-type", "id", "fence-timeout"}); !ok)
+      return ok.error();
+    if (!o.has("id"))
+      return invalid("-object x-ferry-colo: Parameter 'id' is missing");
+    if (!object_ids.insert(*o.get("id")).second)
+      return invalid("-object: duplicate ID '" + *o.get("id") + "'");
+    FERRY_TRY(ms, o.get_uint("fence-timeout", 0));
+    if (ms > 3'600'000)
+      return invalid("-object x-ferry-colo: fence-timeout must be at most 3600000 ms");
+    cfg.colo_fence_ms = ms;
     return {};
   }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace ferry {
 
@@ -49,6 +50,7 @@ caf::expected<void> migration_destination::impl::colo_send(mig::colo_message m, 
 caf::expected<destination_event> migration_destination::impl::colo_begin() {
   if (auto ok = colo_send(cm::checkpoint_ready, 0); !ok)
     return ok.error();
+  main->keep_through_silence();
   if (!hooks.step(migration_event::start_colo))
     return refuse("the incoming migration ended before COLO began");
   return destination_event::colo_started;
@@ -66,7 +68,8 @@ destination_event migration_destination::impl::colo_failover(std::string_view re
 
 caf::error migration_destination::impl::colo_fail(const std::string& why) {
   // The primary hears it and runs on alone; this copy never starts.
-  (void) main->send(mig::record_type::abort, mig::encode(mig::status_msg{1, why}));
+  (void) main->send(mig::record_type::abort,
+                    mig::encode(mig::status_msg{mig::colo_abort_ended, why}));
   if (hooks.colo_exit)
     hooks.colo_exit("error");
   return refuse("COLO: " + why);
@@ -113,11 +116,64 @@ migration_destination::impl::commit_checkpoint(checkpoint_staging& staging) {
   return std::nullopt;
 }
 
+// x-colo-lost-heartbeat here: the primary, which may still live (a silent
+// link), is told first that this side runs the guest now, so that it stops
+// its copy as soon as it hears.
+destination_event migration_destination::impl::colo_take_over() {
+  (void) main->send(mig::record_type::abort,
+                    mig::encode(mig::status_msg{mig::colo_abort_took_over,
+                                                "x-colo-lost-heartbeat on the secondary"}));
+  colo_noticed = true;
+  return colo_failover("request",
+                       make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the secondary"));
+}
+
+// The link failed with `why`. A primary whose process died ended it (its
+// kernel closed or reset the connection): take over at once. A silent or
+// timed-out link proves nothing — the primary may run on — so wait, as
+// QEMU's secondary does, for x-colo-lost-heartbeat (in a cluster the
+// orchestrator sends it once the primary's side has fenced itself).
+caf::expected<destination_event> migration_destination::impl::colo_link_failed(const caf::error& why) {
+  if (closing)
+    return why; // cancelled or shutting down: never a takeover
+  if (colo_lost)
+    return colo_take_over();
+  if (main->peer_ended())
+    return colo_failover("error", why);
+  std::fprintf(stderr,
+               "ferry: COLO secondary: the primary went silent (%s); waiting for "
+               "x-colo-lost-heartbeat\n",
+               describe(why).c_str());
+  while (!colo_lost && !closing)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (closing)
+    return why;
+  return colo_take_over();
+}
+
 caf::expected<destination_event> migration_destination::impl::colo() {
   checkpoint_staging staging{g.memory().pages()};
   uint64_t arrived = 0; // page entries of the checkpoint
   std::vector<uint8_t> buf;
+  auto beat_sent = std::chrono::steady_clock::now();
+  auto heard = beat_sent;
+  uint64_t beats = 0;
   for (;;) {
+    // Idle: the primary hears from this side every heartbeat interval (while
+    // it is heard itself).
+    if (!main->wait_readable(static_cast<int>(mig::colo_heartbeat_interval.count()))) {
+      if (colo_lost)
+        return colo_take_over();
+      const auto now = std::chrono::steady_clock::now();
+      if (now - beat_sent >= mig::colo_heartbeat_interval && now - heard <= mig::colo_silent_after) {
+        beat_sent = now;
+        if (auto ok = main->send(mig::record_type::heartbeat, mig::encode_heartbeat(++beats)); !ok)
+          return colo_link_failed(ok.error());
+      }
+      continue;
+    }
+    if (colo_lost && colo_x.step() != mig::colo_step::sending)
+      return colo_take_over();
     auto h = main->receive_header();
     if (h) {
       auto ok = h->type == mig::record_type::pages ? read_page_record(*main, *h, buf)
@@ -125,11 +181,9 @@ caf::expected<destination_event> migration_destination::impl::colo() {
       if (!ok)
         h = ok.error();
     }
-    if (!h) {
-      if (closing)
-        return h.error(); // cancelled or shutting down: never a takeover
-      return colo_failover(colo_lost ? "request" : "error", h.error());
-    }
+    if (!h)
+      return colo_link_failed(h.error());
+    heard = std::chrono::steady_clock::now();
     const bool in_records = colo_x.step() == mig::colo_step::sending;
     switch (h->type) {
       case mig::record_type::heartbeat:
@@ -207,8 +261,12 @@ caf::expected<destination_event> migration_destination::impl::colo() {
 
 void migration_destination::colo_lost_heartbeat() {
   impl_->colo_lost = true;
+  // The COLO thread takes it at its next look (it tells the primary first);
+  // one stuck in a record on a silent link is cut loose.
+  for (int i = 0; i < 30 && !impl_->colo_noticed; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::lock_guard lk{impl_->mtx};
-  if (impl_->main != nullptr)
+  if (!impl_->colo_noticed && impl_->main != nullptr)
     impl_->main->interrupt();
 }
 

@@ -123,6 +123,7 @@ struct migration_destination::impl {
   // it, x-colo-lost-heartbeat's request, whether this side took over.
   mig::colo_exchange colo_x;
   std::atomic<bool> colo_lost{false};
+  std::atomic<bool> colo_noticed{false}; // the COLO thread took colo_lost
   bool colo_took_over = false;
   std::atomic<uint64_t> checkpoints{0};
   // Where the engine is; stepped by its own thread only (read by tests).
@@ -185,6 +186,8 @@ struct migration_destination::impl {
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   destination_event colo_failover(std::string_view reason, const caf::error& why);
   caf::error colo_fail(const std::string& why);
+  destination_event colo_take_over();
+  caf::expected<destination_event> colo_link_failed(const caf::error& why);
   // Protocol faults (no link ones) as the reason text.
   std::optional<std::string> stage_pages(std::span<const uint8_t> buf, checkpoint_staging& staging,
                                          uint64_t& arrived);

@@ -362,16 +362,22 @@ migration_controller::colo_status_info migration_controller::colo_status() const
 }
 
 std::optional<std::string> migration_controller::colo_lost_heartbeat() {
-  std::lock_guard lk{mtx_};
-  if (out_status_ == migration_status::colo && out_) {
-    out_->colo_lost_heartbeat();
-    return std::nullopt;
+  migration_destination* in = nullptr;
+  {
+    std::lock_guard lk{mtx_};
+    if (out_status_ == migration_status::colo && out_) {
+      out_->colo_lost_heartbeat();
+      return std::nullopt;
+    }
+    if (in_status_ != migration_status::colo || !in_)
+      return "VM is not in COLO mode";
+    in = in_.get();
   }
-  if (in_status_ == migration_status::colo && in_) {
-    in_->colo_lost_heartbeat();
-    return std::nullopt;
-  }
-  return "VM is not in COLO mode";
+  // Outside the lock: the secondary waits a moment for its COLO thread to
+  // take it, and that thread reports through hooks that take the lock. Only
+  // the QMP thread, this one, replaces in_.
+  in->colo_lost_heartbeat();
+  return std::nullopt;
 }
 
 } // namespace ferry

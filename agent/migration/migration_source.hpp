@@ -63,6 +63,9 @@ struct outgoing_migration {
   // here, checkpointed every x-checkpoint-delay ms.
   bool colo = false;
   uint64_t checkpoint_delay_ms = 20000;
+  // A secondary silent this long (ms) fences the guest: paused until
+  // x-colo-lost-heartbeat. 0: never.
+  uint64_t colo_fence_ms = 0;
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};

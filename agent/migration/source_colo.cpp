@@ -29,6 +29,9 @@ using cm = mig::colo_message;
 // stays bounded however much the guest writes.
 constexpr size_t held_output_limit = size_t{64} << 10;
 constexpr auto output_look = std::chrono::milliseconds(10);
+// While no checkpoint can commit (a silent secondary), held output beyond
+// this fences the guest.
+constexpr size_t held_output_cap = size_t{1} << 20;
 
 // Test-only faults, FERRY_FAULT_COLO=KIND:N, in checkpoint N (0: never):
 // die-mid-checkpoint — the primary's process dies with the pages on the
@@ -53,26 +56,81 @@ caf::expected<void> migration_source::impl::colo_send(mig::colo_message m, uint6
   return channels[0]->send(mig::record_type::colo, mig::encode(r));
 }
 
+caf::expected<void> migration_source::impl::colo_take(mig::record_type type,
+                                                      std::span<const uint8_t> payload) {
+  colo_heard = clock_type::now();
+  if (type == mig::record_type::heartbeat)
+    return {};
+  if (type == mig::record_type::abort) {
+    auto st = mig::decode_status(payload);
+    if (st && st->code == mig::colo_abort_took_over) {
+      colo_superseded = true;
+      return make_ferry_error(errc::system_error, "the secondary took over: " + st->text);
+    }
+    colo_secondary_quit = true;
+    return make_ferry_error(errc::system_error,
+                           "the secondary ended COLO" + (st ? ": " + st->text : std::string{}));
+  }
+  return make_ferry_error(errc::system_error,
+                          std::string{"COLO: the secondary sent "} + mig::to_string(type));
+}
+
+caf::expected<void> migration_source::impl::colo_listen() {
+  std::vector<uint8_t> buf;
+  while (channels[0]->wait_readable(0)) {
+    FERRY_TRY(h, channels[0]->receive(buf));
+    if (auto ok = colo_take(h.type, buf); !ok)
+      return ok;
+  }
+  return {};
+}
+
+caf::expected<void> migration_source::impl::colo_keepalive() {
+  const auto now = clock_type::now();
+  if (now - colo_beat_sent < mig::colo_heartbeat_interval || now - colo_heard > mig::colo_silent_after)
+    return {};
+  colo_beat_sent = clock_type::now();
+  return channels[0]->send(mig::record_type::heartbeat, mig::encode_heartbeat(++colo_beats));
+}
+
+// A secondary silent for the fence timeout may be taking over (the
+// operator or the orchestrator, which cannot tell a dead host from a cut
+// link, may promote it): this copy stops until told it runs on alone.
+void migration_source::impl::colo_fence_if_due() {
+  if (plan.colo_fence_ms != 0 &&
+      clock_type::now() - colo_heard >= std::chrono::milliseconds(plan.colo_fence_ms))
+    colo_fence("nothing heard from the secondary for " + std::to_string(plan.colo_fence_ms) +
+               " ms");
+}
+
+void migration_source::impl::colo_fence(const std::string& why) {
+  if (fence)
+    return;
+  fence = g.pause();
+  std::fprintf(stderr,
+               "ferry: COLO primary fenced: %s; the guest stays paused until "
+               "x-colo-lost-heartbeat\n",
+               why.c_str());
+  hooks.emit(qmp::event("STOP"));
+}
+
 caf::expected<mig::colo_record> migration_source::impl::colo_expect(mig::colo_message m) {
   std::vector<uint8_t> buf;
   for (;;) {
     // A silent secondary (link cut, host gone) is not taken for a dead one:
     // the primary waits, as QEMU's, for x-colo-lost-heartbeat.
-    while (!channels[0]->wait_readable(100))
+    while (!channels[0]->wait_readable(100)) {
       if (colo_lost || stop)
         return make_ferry_error(errc::system_error, "COLO: x-colo-lost-heartbeat");
-    FERRY_TRY(h, channels[0]->receive(buf));
-    if (h.type == mig::record_type::heartbeat)
-      continue;
-    if (h.type == mig::record_type::abort) {
-      auto st = mig::decode_status(buf);
-      return make_ferry_error(errc::system_error,
-                              "the secondary ended COLO" + (st ? ": " + st->text : std::string{}));
+      colo_fence_if_due();
     }
-    if (h.type != mig::record_type::colo)
-      return make_ferry_error(errc::system_error, std::string{"COLO: the secondary sent "} +
-                                                    mig::to_string(h.type) + " instead of " +
-                                                    std::string{mig::to_string(m)});
+    FERRY_TRY(h, channels[0]->receive(buf));
+    if (h.type != mig::record_type::colo) {
+      if (auto ok = colo_take(h.type, buf); !ok)
+        return ok.error();
+      continue;
+    }
+    colo_heard = clock_type::now();
     FERRY_TRY(r, mig::decode_colo(buf));
     if (auto ok = colo_x.take(r); !ok)
       return ok.error();
@@ -106,6 +164,8 @@ caf::expected<source_event> migration_source::impl::colo_begin() {
       return ok.error();
   }
   colo_start = clock_type::now();
+  colo_heard = colo_start;
+  channels[0]->keep_through_silence();
   limiter.set_limit(0);
   in_switchover = false;
   if (serial_port* s = g.serial())
@@ -118,18 +178,93 @@ caf::expected<source_event> migration_source::impl::colo() {
   serial_port* out = g.serial();
   for (;;) {
     const auto due = clock_type::now() + std::chrono::milliseconds(plan.checkpoint_delay_ms);
-    {
-      std::unique_lock lk{colo_mtx};
-      while (!colo_lost && !stop && clock_type::now() < due &&
-             (out == nullptr || out->held_bytes() < held_output_limit))
-        colo_cv.wait_until(lk, std::min(due, clock_type::now() + output_look));
+    caf::expected<void> ok{};
+    for (;;) {
+      {
+        std::unique_lock lk{colo_mtx};
+        colo_cv.wait_until(lk, std::min(due, clock_type::now() + output_look),
+                           [&] { return colo_lost || stop; });
+      }
+      if (colo_lost || stop || clock_type::now() >= due ||
+          (out != nullptr && out->held_bytes() >= held_output_limit))
+        break;
+      // Between checkpoints: the secondary's heartbeats (or its word that
+      // COLO ended) taken, this side's sent, a silent secondary fenced.
+      ok = colo_listen();
+      if (ok)
+        ok = colo_keepalive();
+      if (!ok)
+        break;
+      colo_fence_if_due();
     }
     if (colo_lost)
       return colo_failover(
         "request", make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the primary"));
-    if (auto ok = checkpoint(); !ok)
-      return colo_failover(colo_lost ? "request" : "error", ok.error());
+    if (ok && !fence)
+      ok = checkpoint();
+    if (!ok)
+      return colo_end(ok.error());
   }
+}
+
+source_event migration_source::impl::colo_end(const caf::error& why) {
+  if (colo_superseded)
+    return colo_superseded_end(why);
+  if (colo_lost || colo_secondary_quit || channels[0]->peer_ended())
+    return colo_failover(colo_lost ? "request" : "error", why);
+  // Silence: the secondary may live on and, promoted, run the guest. Wait
+  // for the word (x-colo-lost-heartbeat), fenced when due; held output
+  // that outgrows its bound fences at once (the guest would only write
+  // more that no one may see yet).
+  std::fprintf(stderr,
+               "ferry: COLO primary: the secondary went silent (%s); waiting for "
+               "x-colo-lost-heartbeat\n",
+               describe(why).c_str());
+  serial_port* out = g.serial();
+  while (!colo_lost && !stop) {
+    if (out != nullptr && out->held_bytes() >= held_output_cap)
+      colo_fence("1 MiB of output held that no checkpoint can commit");
+    colo_fence_if_due();
+    std::unique_lock lk{colo_mtx};
+    colo_cv.wait_for(lk, output_look, [&] { return colo_lost || stop; });
+  }
+  return colo_failover("request", why);
+}
+
+// The secondary took over (x-colo-lost-heartbeat there while this side
+// lived): its copy is the guest now. This one stops for good, as a source
+// after a completed migration does, and its output not yet committed is
+// dropped — the secondary writes it again from the checkpoint before it.
+source_event migration_source::impl::colo_superseded_end(const caf::error& why) {
+  {
+    std::lock_guard lk{mtx};
+    if (error.empty())
+      error = describe(why);
+  }
+  halt();
+  senders.clear();
+  if (tracking) {
+    g.dirty_log().stop();
+    tracking = false;
+  }
+  if (!fence)
+    fence = g.pause();
+  if (serial_port* s = g.serial()) {
+    s->discard_held();
+    s->hold(false);
+  }
+  std::fprintf(stderr, "ferry: COLO primary stops: %s\n", describe(why).c_str());
+  report_checkpoints();
+  if (hooks.colo_exit)
+    hooks.colo_exit("request");
+  if (hooks.keep_stopped)
+    hooks.keep_stopped(fence);
+  hooks.step(migration_event::colo_failover);
+  {
+    std::lock_guard lk{mtx};
+    channels.clear();
+  }
+  return source_event::colo_ended;
 }
 
 // One checkpoint. The guest is paused only while its dirty pages and CPU
@@ -266,8 +401,9 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
       error = describe(why);
   }
   if (!channels.empty())
-    (void) channels[0]->send(mig::record_type::abort,
-                             mig::encode(mig::status_msg{1, "the primary ended COLO"}));
+    (void) channels[0]->send(
+      mig::record_type::abort,
+      mig::encode(mig::status_msg{mig::colo_abort_ended, "the primary ended COLO"}));
   halt();
   senders.clear();
   if (tracking) {
@@ -277,6 +413,11 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
   // This side's timeline is the guest's now: all its output goes out.
   if (serial_port* s = g.serial())
     s->hold(false);
+  if (fence) {
+    fence = {};
+    if (g.state() == run_state::running)
+      hooks.emit(qmp::event("RESUME"));
+  }
   let_guest_run();
   report_checkpoints();
   if (hooks.colo_exit)

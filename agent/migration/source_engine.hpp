@@ -166,6 +166,17 @@ struct migration_source::impl {
   std::vector<uint8_t> ckpt_data;
   uint64_t checkpoint_pages = 0;
   clock_type::time_point colo_start;
+  // The secondary's liveness: when a record last came from it, when a
+  // heartbeat last went to it; its word that it took over (then this copy
+  // must never run again) or that it quit; the fence, held while the secondary has been
+  // silent for colo_fence_ms (or held output outgrew its bound) until
+  // x-colo-lost-heartbeat lets the guest run on here alone.
+  clock_type::time_point colo_heard;
+  clock_type::time_point colo_beat_sent;
+  uint64_t colo_beats = 0;
+  bool colo_superseded = false;
+  bool colo_secondary_quit = false; // it ended COLO and never runs its copy
+  guest::pause_guard fence;
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -295,6 +306,18 @@ struct migration_source::impl {
   caf::expected<void> send_checkpoint_pages();
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   caf::expected<mig::colo_record> colo_expect(mig::colo_message m);
+  // One record from the secondary taken (heartbeat: nothing more; abort:
+  // why COLO ends); the heartbeat due sent; the fence taken when due.
+  caf::expected<void> colo_take(mig::record_type type, std::span<const uint8_t> payload);
+  caf::expected<void> colo_listen();
+  caf::expected<void> colo_keepalive();
+  void colo_fence_if_due();
+  void colo_fence(const std::string& why);
+  // How COLO ends after `why` broke the checkpoint loop: the secondary died
+  // (its link ended) — run on alone; it took over — stay stopped; silence —
+  // wait, fenced when due, for x-colo-lost-heartbeat.
+  source_event colo_end(const caf::error& why);
+  source_event colo_superseded_end(const caf::error& why);
   // After a broken postcopy link: the reader joined, the channels closed,
   // ready to wait for a resume.
   void after_link_lost(const caf::error& why);

@@ -64,6 +64,8 @@ public:
     tls_objects_ = std::move(creds);
     authz_objects_ = std::move(authz);
   }
+  // -object x-ferry-colo's fence-timeout (0: a COLO primary never fences).
+  void set_colo_fence(uint64_t ms) { colo_fence_ms_ = ms; }
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
@@ -159,6 +161,7 @@ private:
   migration_settings settings_;
   std::vector<tls_creds_object> tls_objects_;
   std::vector<authz_object> authz_objects_;
+  uint64_t colo_fence_ms_ = 0;
   std::unique_ptr<dirty_rate_meter> dirty_rate_; // from the first use
   // Before the controller: a migration's thread may use it until joined.
   std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use

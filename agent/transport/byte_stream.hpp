@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -50,6 +51,11 @@ public:
   virtual int socket_fd() const { return -1; }
   // The TLS peer's certificate subject, "" without one.
   virtual std::string peer_dn() const { return {}; }
+  // Whether the peer ended the stream — end of stream, or its kernel reset
+  // the connection — which a peer's process dying does. A link that went
+  // silent or timed out is not that: the peer may live on (a COLO pair
+  // tells the two apart).
+  virtual bool peer_ended() const { return peer_ended_; }
 
   // Zero-copy sending (MSG_ZEROCOPY; plain TCP sockets only): after
   // enable_zero_copy(), write_zero_copy() leaves `iov`'s bytes to the kernel,
@@ -60,7 +66,13 @@ public:
   virtual caf::expected<bool> flush_zero_copy() { return false; }
 
 protected:
+  // A read or write failing with `err` (an errno): notes a reset.
+  void note_failure(int err) {
+    if (err == ECONNRESET || err == EPIPE)
+      peer_ended_ = true;
+  }
   std::atomic<bool> interrupted_{false};
+  std::atomic<bool> peer_ended_{false};
 };
 
 // The errors every stream reports alike.

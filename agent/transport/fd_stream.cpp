@@ -114,6 +114,7 @@ caf::expected<void> fd_stream::send_iov(std::span<iovec> iov, int flags) {
       }
       if (interrupted_)
         return stream_interrupted();
+      note_failure(errno);
       return make_system_error("Unable to write to migration channel");
     }
     if ((flags & MSG_ZEROCOPY) != 0 && n > 0)
@@ -188,14 +189,19 @@ caf::expected<bool> fd_stream::flush_zero_copy() {
 caf::expected<size_t> fd_stream::read_some(uint8_t* p, size_t n) {
   for (;;) {
     const ssize_t r = ::read(fd_.get(), p, n);
-    if (r == 0)
-      return interrupted_ ? caf::expected<size_t>{stream_interrupted()} : size_t{0};
+    if (r == 0) {
+      if (interrupted_)
+        return stream_interrupted();
+      peer_ended_ = true;
+      return size_t{0};
+    }
     if (r > 0)
       return static_cast<size_t>(r);
     if (errno == EINTR)
       continue;
     if (interrupted_)
       return stream_interrupted();
+    note_failure(errno);
     return make_system_error("Unable to read from migration channel");
   }
 }

@@ -89,8 +89,10 @@ public:
         link_->cv.notify_all();
         return take;
       }
-      if (link_->write_closed[in_])
+      if (link_->write_closed[in_]) {
+        peer_ended_ = true;
         return size_t{0};
+      }
       link_->cv.wait(lk);
     }
   }

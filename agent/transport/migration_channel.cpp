@@ -107,6 +107,13 @@ caf::error migration_channel::cut_error() const {
   return stream_interrupted();
 }
 
+void migration_channel::keep_through_silence() {
+  link_watch::remove(watch_);
+  watch_ = 0;
+  if (const int fd = stream_->socket_fd(); fd >= 0)
+    clear_link_timeout(fd);
+}
+
 void migration_channel::interrupt() {
   interrupted_ = true;
   std::lock_guard lk{swap_mtx_};

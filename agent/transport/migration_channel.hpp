@@ -79,6 +79,14 @@ public:
   // True once a read would not block (see byte_stream).
   bool wait_readable(int timeout_ms) { return stream_->wait_readable(timeout_ms); }
   void interrupt();
+  // From now on the owner judges the peer's silence itself (a COLO pair's
+  // heartbeats): no link watch, no kernel timeout. A silent link is then
+  // never cut, so when it comes back the peer does not take the cut for
+  // this side's death (an end of stream or a reset).
+  void keep_through_silence();
+  // The peer ended the channel (its process died: end of stream or a reset),
+  // as opposed to a link that went silent, timed out or was interrupted here.
+  bool peer_ended() const { return !silent_ && !interrupted_ && stream_->peer_ended(); }
   // Set once interrupted (by its owner or by the link watch): a writer
   // waiting for its turn gives up on it.
   const std::atomic<bool>& interrupted_flag() const { return interrupted_; }

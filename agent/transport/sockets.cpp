@@ -98,6 +98,13 @@ void set_link_timeout(int fd, std::chrono::milliseconds timeout) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
+void clear_link_timeout(int fd) {
+  const unsigned zero = 0;
+  const int off = 0;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &zero, sizeof zero);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &off, sizeof off);
+}
+
 std::chrono::milliseconds migration_link_timeout() {
   constexpr std::chrono::milliseconds fallback{10'000};
   const char* env = std::getenv("FERRY_MIGRATION_LINK_TIMEOUT_MS");

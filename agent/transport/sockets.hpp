@@ -40,6 +40,9 @@ caf::expected<unique_fd> connect_to(const endpoint& ep,
 // data (TCP_USER_TIMEOUT) and an idle link (keepalive probes every second
 // once idle for a second) both end in ETIMEDOUT. Not TCP: nothing to do.
 void set_link_timeout(int fd, std::chrono::milliseconds timeout);
+// No kernel timeout on the TCP socket `fd` any more (user timeout, keepalive):
+// a silent link is never aborted, so the peer never sees it reset later.
+void clear_link_timeout(int fd);
 
 // How long a migration link may stay silent before both sides fail the
 // migration: FERRY_MIGRATION_LINK_TIMEOUT_MS (default 10 s; 0 turns the

@@ -44,6 +44,7 @@ public:
   void interrupt() override;
   caf::expected<void> finish() override { return inner_->finish(); }
   int socket_fd() const override { return inner_->socket_fd(); }
+  bool peer_ended() const override { return inner_->peer_ended(); }
   std::string peer_dn() const override { return session_ ? session_->peer_dn() : std::string{}; }
 
 private:

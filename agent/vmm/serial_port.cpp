@@ -71,6 +71,11 @@ void serial_port::release(uint64_t upto) {
     std::fflush(sink_);
 }
 
+void serial_port::discard_held() {
+  std::lock_guard guard{mtx_};
+  held_.clear();
+}
+
 size_t serial_port::held_bytes() const {
   std::lock_guard guard{mtx_};
   return held_.size();

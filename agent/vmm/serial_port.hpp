@@ -37,6 +37,9 @@ public:
   // hold(false) lets everything through and stops holding.
   void hold(bool on);
   void release(uint64_t upto);
+  // The held bytes never go out (another copy of the guest took over from
+  // the checkpoint before them and writes them itself); holding goes on.
+  void discard_held();
   size_t held_bytes() const;
 
 private:

@@ -59,6 +59,8 @@ struct migration_fixture : ::testing::Test {
   uint64_t bytes = 256u << 20;
   host src{"src", dir + "/src.sock", dir + "/src.txt", {}, {}};
   host dst{"dst", dir + "/dst.sock", dir + "/dst.txt", {}, {}};
+  // More of the source's command line (start_pair).
+  std::vector<std::string> src_extra;
 
   void make_guest(const std::string& ws_pages) {
     auto r = run({binary("tools/ferry-testguest"), "image", image, "--ram-top", size, "--ws-pages",
@@ -111,6 +113,7 @@ struct migration_fixture : ::testing::Test {
       "-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + ram + ",share=off",
       "-machine", "memory-backend=ram0"};
     src_args.insert(src_args.end(), src_tls.begin(), src_tls.end());
+    src_args.insert(src_args.end(), src_extra.begin(), src_extra.end());
     start(src, src_args);
     ASSERT_TRUE(wait_for_text(src.serial, "pass 00000028", 30s))
       << read_file(src.serial) << src.agent->stderr_text();

@@ -77,6 +77,15 @@ TEST(vm_config, accelerators) {
   EXPECT_EQ(n->ws_pages, 16U);
 }
 
+TEST(vm_config, the_colo_fence_is_off_unless_set) {
+  auto c = parse({});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->colo_fence_ms, 0U);
+  c = parse({"-object", "x-ferry-colo,id=colo0,fence-timeout=3000"});
+  ASSERT_TRUE(c) << describe(c.error());
+  EXPECT_EQ(c->colo_fence_ms, 3000U);
+}
+
 TEST(vm_config, bad_input_is_a_clear_error) {
   struct bad_case {
     std::vector<std::string> words;
@@ -106,6 +115,10 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-accel", "tcg"}, "'tcg' is not available"},
     {{"-accel", "kvm,dirty-ring-size=1000"}, "power of two"},
     {{"-m", "4097B"}, "multiple of 4 KiB"},
+    {{"-object", "x-ferry-colo,fence-timeout=1"}, "'id' is missing"},
+    {{"-object", "x-ferry-colo,id=c,fence-timeout=soon"}, "fence-timeout"},
+    {{"-object", "x-ferry-colo,id=c,fence-timeout=3600001"}, "at most 3600000 ms"},
+    {{"-object", "x-ferry-colo,id=c,output=mirror"}, "Invalid parameter 'output'"},
   };
   for (const auto& c : cases) {
     const std::string err = error_of(c.words);
