@@ -38,6 +38,11 @@ struct guest_spec {
 inline constexpr const char* migration_tls_in = "ferry-tls-in";
 inline constexpr const char* migration_tls_out = "ferry-tls-out";
 inline constexpr const char* migration_authz = "ferry-authz";
+// A daemon-mode guest that becomes a COLO primary fences itself (pauses)
+// once its secondary has been silent this long (-object x-ferry-colo); the
+// orchestrator promotes a secondary only after its primary's host has been
+// out of reach for longer (docs/orchestrator.md, "COLO pairs").
+inline constexpr uint64_t colo_fence_ms = 3000;
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, guest_spec& x) {

@@ -77,6 +77,13 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS evacuations (
   id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, finished INTEGER NOT NULL,
   created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, guest TEXT NOT NULL, primary_host TEXT NOT NULL,
+  secondary_host TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL,
+  failovers INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pair_steps (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL,
+  from_state TEXT NOT NULL, to_state TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL);
 )";
 
 job_record read_job(const statement& s) {
@@ -190,7 +197,8 @@ caf::expected<void> journal::check() const {
   }
   // What a restart resumes must read to the end, or the orchestrator must
   // not start: a job silently left out would never be reconciled.
-  for (const char* sql : {"SELECT id, state FROM jobs", "SELECT id, finished FROM evacuations"}) {
+  for (const char* sql : {"SELECT id, state FROM jobs", "SELECT id, finished FROM evacuations",
+                          "SELECT id, state FROM pairs"}) {
     statement s{db_, sql};
     int rc = SQLITE_ROW;
     while (s.ok() && (rc = s.step()) == SQLITE_ROW) {
@@ -307,6 +315,107 @@ caf::expected<void> journal::finish_evacuation(int64_t id) {
   if (s.step() != SQLITE_DONE)
     return db_error(db_, "finish evacuation");
   return {};
+}
+
+caf::expected<pair_record> journal::add_pair(pair_record p) {
+  std::lock_guard<std::mutex> lock{mu_};
+  {
+    statement q{db_, "SELECT COUNT(*) FROM pairs WHERE guest=? AND state<>'ended'"};
+    if (!q.ok())
+      return db_error(db_, "prepare");
+    q.bind(1, p.guest);
+    if (q.step() != SQLITE_ROW)
+      return db_error(db_, "read pairs");
+    if (q.integer(0) != 0)
+      return make_orchestrator_error(orchestrator_errc::journal,
+                                     "journal: guest '" + p.guest + "' already has a COLO pair");
+  }
+  p.state = pair_state::protecting;
+  statement s{db_, "INSERT INTO pairs (guest, primary_host, secondary_host, state, error, "
+                   "failovers, created, updated) VALUES (?,?,?,?,?,?,?,?)"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  const double now = now_seconds();
+  s.bind(1, p.guest).bind(2, p.primary).bind(3, p.secondary);
+  s.bind(4, std::string{to_string(p.state)}).bind(5, p.error).bind(6, p.failovers);
+  s.bind(7, now).bind(8, now);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "insert pair");
+  p.id = sqlite3_last_insert_rowid(db_);
+  return p;
+}
+
+caf::expected<void> journal::move_pair(const pair_record& p, pair_state to,
+                                       const std::string& note) {
+  std::lock_guard<std::mutex> lock{mu_};
+  if (!pair_can_move(p.state, to))
+    return make_orchestrator_error(orchestrator_errc::journal,
+                                   "journal: pair of '" + p.guest + "' cannot move " +
+                                     std::string{to_string(p.state)} + " -> " +
+                                     std::string{to_string(to)});
+  if (auto ok = exec("BEGIN IMMEDIATE"); !ok)
+    return ok;
+  statement u{db_, "UPDATE pairs SET state=?, primary_host=?, secondary_host=?, error=?, "
+                   "failovers=?, updated=? WHERE id=? AND state=?"};
+  statement t{db_, "INSERT INTO pair_steps (pair, from_state, to_state, at, note) "
+                   "VALUES (?,?,?,?,?)"};
+  const double now = now_seconds();
+  bool ok = u.ok() && t.ok();
+  if (ok) {
+    u.bind(1, std::string{to_string(to)}).bind(2, p.primary).bind(3, p.secondary);
+    u.bind(4, p.error).bind(5, p.failovers).bind(6, now).bind(7, p.id);
+    u.bind(8, std::string{to_string(p.state)});
+    ok = u.step() == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  }
+  if (ok) {
+    t.bind(1, p.id).bind(2, std::string{to_string(p.state)});
+    t.bind(3, std::string{to_string(to)}).bind(4, now).bind(5, note);
+    ok = t.step() == SQLITE_DONE;
+  }
+  if (!ok) {
+    auto err = db_error(db_, "pair of '" + p.guest + "' transition");
+    (void) exec("ROLLBACK");
+    return err;
+  }
+  return exec("COMMIT");
+}
+
+std::vector<pair_record> journal::pairs(bool unended_only) const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, unended_only
+                     ? "SELECT id, guest, primary_host, secondary_host, state, error, failovers "
+                       "FROM pairs WHERE state<>'ended' ORDER BY id"
+                     : "SELECT id, guest, primary_host, secondary_host, state, error, failovers "
+                       "FROM pairs ORDER BY id"};
+  std::vector<pair_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW) {
+    pair_record p;
+    p.id = s.integer(0);
+    p.guest = s.text(1);
+    p.primary = s.text(2);
+    p.secondary = s.text(3);
+    p.state = pair_state_from_string(s.text(4)).value_or(pair_state::unprotected);
+    p.error = s.text(5);
+    p.failovers = s.integer(6);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<pair_step_record> journal::pair_history() const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "SELECT pair, from_state, to_state, at, note FROM pair_steps ORDER BY seq"};
+  std::vector<pair_step_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW) {
+    pair_step_record r;
+    r.pair = s.integer(0);
+    r.from = pair_state_from_string(s.text(1)).value_or(pair_state::unprotected);
+    r.to = pair_state_from_string(s.text(2)).value_or(pair_state::unprotected);
+    r.at = s.real(3);
+    r.note = s.text(4);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 std::vector<job_record> journal::jobs(bool unfinished_only) const {

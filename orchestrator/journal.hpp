@@ -5,6 +5,7 @@
 // it with what the agents report.
 
 #include "orchestrator/job_state.hpp"
+#include "orchestrator/pair_state.hpp"
 
 #include <caf/expected.hpp>
 
@@ -52,6 +53,26 @@ struct evacuation_record {
   bool finished = false;
 };
 
+// A COLO pair: the guest, where it runs (primary) and where its
+// checkpoints go (secondary, "" while it has none).
+struct pair_record {
+  int64_t id = 0;
+  std::string guest;
+  std::string primary;
+  std::string secondary;
+  pair_state state = pair_state::protecting;
+  std::string error; // why it is not protected, while it is not
+  int64_t failovers = 0;
+};
+
+struct pair_step_record {
+  int64_t pair = 0;
+  pair_state from = pair_state::protecting;
+  pair_state to = pair_state::protecting;
+  double at = 0;
+  std::string note;
+};
+
 class journal {
 public:
   // The orchestrator's own journal: checked (PRAGMA quick_check) and held
@@ -77,6 +98,14 @@ public:
 
   caf::expected<evacuation_record> add_evacuation(const std::string& host);
   caf::expected<void> finish_evacuation(int64_t id);
+
+  // A new pair, protecting (refused while the guest has a pair not ended).
+  caf::expected<pair_record> add_pair(pair_record p);
+  // Records `from -> to` with the hosts, error and failovers as they now
+  // stand (refused as move() refuses).
+  caf::expected<void> move_pair(const pair_record& p, pair_state to, const std::string& note);
+  std::vector<pair_record> pairs(bool unended_only) const;
+  std::vector<pair_step_record> pair_history() const;
 
   std::vector<job_record> jobs(bool unfinished_only) const;
   std::vector<transition_record> transitions() const;

@@ -15,8 +15,8 @@ namespace json = boost::json;
 
 // The orchestrator's whole vocabulary: inventory and progress queries, the
 // migration itself on both sides, its parameters, the escalation ladder's
-// dirty-rate tools and postcopy switch, postcopy recovery, and resuming a
-// source that takes its guest back.
+// dirty-rate tools and postcopy switch, postcopy recovery, resuming a
+// source that takes its guest back, and a COLO pair's status and failover.
 constexpr std::string_view allowed[] = {
   "calc-dirty-rate",
   "cancel-vcpu-dirty-limit",
@@ -33,9 +33,11 @@ constexpr std::string_view allowed[] = {
   "query-migrate",
   "query-migrate-capabilities",
   "query-migrate-parameters",
+  "query-colo-status",
   "query-status",
   "query-vcpu-dirty-limit",
   "set-vcpu-dirty-limit",
+  "x-colo-lost-heartbeat",
 };
 
 // A migration may only go to or come from a TCP address: every other

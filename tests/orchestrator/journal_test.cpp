@@ -85,6 +85,65 @@ TEST(journal, evacuations_are_open_until_finished) {
 }
 
 // Two orchestrators on one journal would each resume the other's jobs.
+TEST(journal, pairs_follow_their_table_and_survive_a_reopen) {
+  test::temp_dir dir;
+  const auto path = dir.file("journal.db");
+  {
+    auto log = journal::open(path);
+    ASSERT_TRUE(log) << describe(log.error());
+    pair_record p;
+    p.guest = "vm1";
+    p.primary = "host-a";
+    p.secondary = "host-b";
+    auto pair = (*log)->add_pair(p);
+    ASSERT_TRUE(pair) << describe(pair.error());
+    EXPECT_EQ(pair->state, pair_state::protecting);
+    auto twice = (*log)->add_pair(p);
+    ASSERT_FALSE(twice);
+    EXPECT_NE(describe(twice.error()).find("already has a COLO pair"), std::string::npos);
+    ASSERT_TRUE((*log)->move_pair(*pair, pair_state::protected_, "both in colo"));
+    pair->state = pair_state::protected_;
+    // A failover: the secondary's host runs the guest now.
+    ASSERT_TRUE((*log)->move_pair(*pair, pair_state::failing_over, "host-a lost"));
+    pair->state = pair_state::failing_over;
+    pair->primary = "host-b";
+    pair->secondary.clear();
+    pair->failovers = 1;
+    pair->error = "host-a lost";
+    ASSERT_TRUE((*log)->move_pair(*pair, pair_state::unprotected, "runs on host-b"));
+    pair->state = pair_state::unprotected;
+    auto refused = (*log)->move_pair(*pair, pair_state::protected_, "skipping a step");
+    ASSERT_FALSE(refused);
+    EXPECT_NE(describe(refused.error()).find("cannot move unprotected -> protected"),
+              std::string::npos);
+    // Stale: the journal holds it unprotected, not protected.
+    auto stale = *pair;
+    stale.state = pair_state::protected_;
+    EXPECT_FALSE((*log)->move_pair(stale, pair_state::unprotected, "stale"));
+  }
+  auto log = journal::open(path);
+  ASSERT_TRUE(log) << describe(log.error());
+  const auto open = (*log)->pairs(true);
+  ASSERT_EQ(open.size(), 1U);
+  EXPECT_EQ(open[0].guest, "vm1");
+  EXPECT_EQ(open[0].primary, "host-b");
+  EXPECT_EQ(open[0].secondary, "");
+  EXPECT_EQ(open[0].state, pair_state::unprotected);
+  EXPECT_EQ(open[0].failovers, 1);
+  EXPECT_EQ(open[0].error, "host-a lost");
+  const auto steps = (*log)->pair_history();
+  ASSERT_EQ(steps.size(), 3U);
+  EXPECT_EQ(steps[1].to, pair_state::failing_over);
+  EXPECT_EQ(steps[1].note, "host-a lost");
+  ASSERT_TRUE((*log)->move_pair(open[0], pair_state::ended, "unprotect"));
+  EXPECT_TRUE((*log)->pairs(true).empty());
+  EXPECT_EQ((*log)->pairs(false).size(), 1U);
+  pair_record again;
+  again.guest = "vm1";
+  again.primary = "host-b";
+  EXPECT_TRUE((*log)->add_pair(again)) << "an ended pair does not block a new one";
+}
+
 TEST(journal, a_journal_in_use_is_refused_and_free_again_once_closed) {
   test::temp_dir dir;
   const auto path = dir.file("j.db");

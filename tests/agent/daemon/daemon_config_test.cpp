@@ -94,6 +94,7 @@ TEST(guest_process, builds_the_one_guest_command_line_the_parser_accepts) {
   ASSERT_EQ(cfg->qmp.size(), 1U);
   EXPECT_EQ(cfg->qmp[0].path, "/run/ferry/vm-1.qmp");
   EXPECT_EQ(cfg->serial_path, "/run/ferry/vm-1.serial");
+  EXPECT_EQ(cfg->colo_fence_ms, colo_fence_ms) << "a cluster's COLO primary fences itself";
 }
 
 // Daemon-mode guests carry the migration TLS objects; an incoming one also
