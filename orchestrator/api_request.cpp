@@ -60,6 +60,21 @@ command parse_post(const std::string& path, const std::string& target, const std
       return error_of(400, "expected a JSON object {\"host\": HOST, \"spec\": {...}}");
     return create{member(*o, "host"), json::serialize(o->at("spec"))};
   }
+  if (path == "pairs") {
+    auto o = body_object(body);
+    if (!o || member(*o, "guest").empty())
+      return error_of(400, "expected a JSON object {\"guest\": NAME, \"secondary\": HOST}");
+    return protect{member(*o, "guest"), member(*o, "secondary")};
+  }
+  const std::string pairs = "pairs/";
+  const std::string unprot = "/unprotect";
+  if (path.rfind(pairs, 0) == 0 && path.size() > pairs.size() + unprot.size() &&
+      path.compare(path.size() - unprot.size(), unprot.size(), unprot) == 0) {
+    const std::string guest = path.substr(pairs.size(), path.size() - pairs.size() - unprot.size());
+    if (guest.find('/') != std::string::npos)
+      return error_of(404, "no such resource: " + quoted(target));
+    return unprotect{guest};
+  }
   if (path == "evacuations") {
     auto o = body_object(body);
     if (!o || member(*o, "host").empty())
@@ -93,7 +108,8 @@ command parse_request(const std::string& method, const std::string& target,
     return error_of(404, "no such resource: " + quoted(target));
   const std::string path = target.substr(prefix.size());
   if (method == "GET") {
-    if (path == "hosts" || path == "guests" || path == "migrations" || path == "evacuations")
+    if (path == "hosts" || path == "guests" || path == "migrations" || path == "evacuations" ||
+        path == "pairs")
       return list{path};
     return error_of(404, "no such resource: " + quoted(target));
   }

@@ -11,7 +11,7 @@
 namespace ferry::api {
 
 struct list {
-  std::string what; // hosts, guests, migrations, evacuations
+  std::string what; // hosts, guests, migrations, evacuations, pairs
 };
 struct migrate {
   std::string guest;
@@ -27,12 +27,20 @@ struct evacuate {
 struct cancel {
   int64_t id = 0;
 };
+struct protect {
+  std::string guest;
+  std::string secondary; // "": the orchestrator picks
+};
+struct unprotect {
+  std::string guest;
+};
 struct error {
   unsigned status = 400; // 400, 404 or 405
   std::string body;      // {"error": ...}
 };
 
-using command = std::variant<list, migrate, create, evacuate, cancel, error>;
+using command =
+  std::variant<list, migrate, create, evacuate, cancel, protect, unprotect, error>;
 
 // The API's error body, {"error": desc}: every refusal and failure has it.
 std::string error_body(const std::string& desc);

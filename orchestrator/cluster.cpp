@@ -28,13 +28,21 @@ void replay_journal(cluster_actor* self, orchestrator_config cfg, std::shared_pt
   auto& init = self->state;
   init.cfg = std::move(cfg);
   init.log = std::move(log);
-  for (const auto& a : init.cfg.agents)
+  for (const auto& a : init.cfg.agents) {
     init.hosts[a.name].address = a; // the rest as host_entry initialises it (backoff 250 ms)
+    // Out of reach since this orchestrator began, as far as it can tell.
+    init.hosts[a.name].down_since = std::chrono::steady_clock::now();
+  }
   // What the journal says was unfinished when the last orchestrator stopped.
   for (const auto& e : init.log->evacuations(true)) {
     init.evacuations[e.id] = evacuation_entry{e, {}};
     if (auto h = init.hosts.find(e.host); h != init.hosts.end())
       h->second.draining = true;
+  }
+  for (auto& p : init.log->pairs(true)) {
+    auto& pe = init.pairs[p.guest];
+    pe.record = p;
+    pe.since = pe.unprotected_since = std::chrono::steady_clock::now();
   }
   for (auto& j : init.log->jobs(true)) {
     const bool resume = j.state != job_state::pending;
@@ -111,6 +119,7 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
       r.attempt = 0; // a re-plan, not a failed attempt
       retry_elsewhere(self, r);
     }
+    tend_pairs(self);
   }
   try_schedule(self);
 }
@@ -151,6 +160,7 @@ void refresh(cluster_actor* self) {
         },
         [](const caf::error&) {});
   }
+  tend_pairs(self);
   self->delayed_send(self, refresh_interval, refresh_atom::value);
 }
 
@@ -298,6 +308,10 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
       return api_create(self, host, spec_json);
     },
     [self](cancel_atom, int64_t id) { return api_cancel(self, id); },
+    [self](api_protect_atom, const std::string& guest, const std::string& secondary) {
+      return api_protect(self, guest, secondary);
+    },
+    [self](api_unprotect_atom, const std::string& guest) { return api_unprotect(self, guest); },
   };
 }
 

@@ -12,6 +12,8 @@
 //   (cancel_atom, job id)
 //   (api_evacuate_atom, host)
 //   (api_create_atom, host, guest spec JSON)     starts a guest on a host
+//   (api_protect_atom, guest, secondary or "")   makes a COLO pair
+//   (api_unprotect_atom, guest)                  ends it (the primary runs on)
 
 #include "actors/identity_proof.hpp"
 #include "orchestrator/journal.hpp"
@@ -32,6 +34,8 @@ using api_get_atom = caf::atom_constant<caf::atom("apiget")>;
 using api_migrate_atom = caf::atom_constant<caf::atom("apimigrate")>;
 using api_evacuate_atom = caf::atom_constant<caf::atom("apievac")>;
 using api_create_atom = caf::atom_constant<caf::atom("apicreate")>;
+using api_protect_atom = caf::atom_constant<caf::atom("apiprotect")>;
+using api_unprotect_atom = caf::atom_constant<caf::atom("apiunprot")>;
 
 // What the HTTP API, the metrics endpoint and tests may ask the cluster.
 using cluster_api =
@@ -40,6 +44,8 @@ using cluster_api =
                    caf::replies_to<api_evacuate_atom, std::string>::with<std::string>,
                    caf::replies_to<api_create_atom, std::string, std::string>::with<std::string>,
                    caf::replies_to<cancel_atom, int64_t>::with<std::string>,
+                   caf::replies_to<api_protect_atom, std::string, std::string>::with<std::string>,
+                   caf::replies_to<api_unprotect_atom, std::string>::with<std::string>,
                    caf::replies_to<metrics_atom>::with<std::string>>;
 
 // Judges the proof a dialed host gives for a challenge: who it proves to be.

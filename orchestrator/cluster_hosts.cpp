@@ -110,7 +110,7 @@ void sweep_orphans(cluster_actor* self, const std::string& host) {
       return r.guest == g.spec.name && r.target == host && !job_is_final(r.state) &&
              (r.state != job_state::pending || j.actor || j.stager);
     });
-    if (owned)
+    if (owned || pair_owns(st, g.spec.name, host))
       continue;
     // Only a guest whose incoming migration has not completed is an orphan
     // (waiting, or failed and kept paused): one whose migration just
@@ -155,7 +155,7 @@ void retire_stale_copies(cluster_actor* self, const std::string& host) {
   auto& st = self->state;
   auto& h = st.hosts.at(host);
   for (const auto& g : h.guests) {
-    if (g.spec.incoming || h.sweeping.count(g.spec.name) != 0)
+    if (g.spec.incoming || h.sweeping.count(g.spec.name) != 0 || in_pair(st, g.spec.name))
       continue;
     const bool busy = std::any_of(st.jobs.begin(), st.jobs.end(), [&](const auto& kv) {
       const auto& r = kv.second.record;

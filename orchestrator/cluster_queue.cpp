@@ -315,6 +315,10 @@ caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& g
       return make_orchestrator_error(orchestrator_errc::conflict,
                                      "guest '" + guest + "' is already being migrated (job " +
                                        std::to_string(id) + ")");
+  if (in_pair(st, guest))
+    return make_orchestrator_error(orchestrator_errc::conflict,
+                                   "guest '" + guest +
+                                     "' is in a COLO pair: unprotect it before moving it");
   const std::string source_name = source->address.name;
   if (target.empty()) {
     auto t = pick_target(st, source_name, info->spec.memory, {});

@@ -89,6 +89,21 @@ struct evacuation_entry {
   std::set<int64_t> jobs;
 };
 
+// A COLO pair the cluster tends (cluster_pairs.cpp).
+struct pair_entry {
+  pair_record record;
+  bool busy = false;               // a step's requests are in flight
+  bool attempt = false;            // this orchestrator began its protecting
+  bool secondary_created = false;  // this attempt created the secondary's guest
+  bool unprotect_requested = false;
+  std::chrono::steady_clock::time_point since;            // entered its state
+  std::chrono::steady_clock::time_point next_try;         // re-protection backoff
+  std::chrono::steady_clock::time_point unprotected_since; // for the metrics
+  std::chrono::seconds backoff{2};
+  // The primary left COLO while the secondary still says colo: since when.
+  std::optional<std::chrono::steady_clock::time_point> primary_left;
+};
+
 struct cluster_state {
   orchestrator_config cfg;
   orchestrator_metrics metrics;
@@ -97,6 +112,8 @@ struct cluster_state {
   std::map<std::string, host_entry> hosts;
   std::map<int64_t, job_entry> jobs; // unfinished and recently finished
   std::map<int64_t, evacuation_entry> evacuations;
+  std::map<std::string, pair_entry> pairs; // by guest; ended ones leave
+  uint64_t colo_failovers = 0;
   // Who dials agents: (connect_atom, host, port) -> (node, actor, ifs) —
   // the TLS middleman's actor, or a test's.
   caf::actor dialer;
@@ -148,5 +165,15 @@ void give_up_on_source(cluster_actor* self, const std::string& host);
 void start_preflight(cluster_actor* self, int64_t evac_id);
 void finish_preflight(cluster_actor* self, int64_t evac_id);
 caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& host);
+// COLO pairs (cluster_pairs.cpp): protect / unprotect requests, one round of
+// tending every pair (each refresh and when a host goes down), and whether
+// a guest's copy on a host belongs to a pair (the sweeper leaves it).
+caf::result<std::string> api_protect(cluster_actor* self, const std::string& guest,
+                                     const std::string& secondary);
+caf::result<std::string> api_unprotect(cluster_actor* self, const std::string& guest);
+void tend_pairs(cluster_actor* self);
+bool pair_owns(const cluster_state& st, const std::string& guest, const std::string& host);
+bool in_pair(const cluster_state& st, const std::string& guest);
+json::array pairs_json(const cluster_state& st);
 
 } // namespace ferry::cluster_detail

@@ -108,6 +108,8 @@ std::string api_get(cluster_actor* self, const std::string& what) {
                                    {"vcpus", g.spec.vcpus},
                                    {"priority", g.spec.priority},
                                    {"incoming", g.spec.incoming}});
+  } else if (what == "pairs") {
+    out = pairs_json(st);
   } else if (what == "migrations") {
     std::map<int64_t, json::array> steps;
     for (const auto& step : st.log->steps())

@@ -79,6 +79,10 @@ reply route(caf::actor_system& sys, const cluster_api& cluster, const http_reque
         return ask(sys, cluster, api_evacuate_atom::value, c.host);
       else if constexpr (std::is_same_v<T, api::cancel>)
         return ask(sys, cluster, cancel_atom::value, c.id);
+      else if constexpr (std::is_same_v<T, api::protect>)
+        return ask(sys, cluster, api_protect_atom::value, c.guest, c.secondary);
+      else if constexpr (std::is_same_v<T, api::unprotect>)
+        return ask(sys, cluster, api_unprotect_atom::value, c.guest);
       else
         return reply{static_cast<http::status>(c.status), std::move(c.body)};
     },

@@ -22,7 +22,9 @@ namespace {
 // a migration runs, so it is on from the start, its throttle capped at 1 %
 // until the ladder's step lifts the cap).
 json::object capabilities(const migration_policy& p, bool source) {
-  json::array caps{json::object{{"capability", "events"}, {"state", true}}};
+  // x-colo off: a guest that was in a COLO pair keeps the capability.
+  json::array caps{json::object{{"capability", "events"}, {"state", true}},
+                   json::object{{"capability", "x-colo"}, {"state", false}}};
   if (p.multifd_channels > 0)
     caps.push_back(json::object{{"capability", "multifd"}, {"state", true}});
   if (source && p.auto_converge_step)

@@ -133,12 +133,15 @@ destination_event migration_destination::impl::colo_take_over() {
 // timed-out link proves nothing — the primary may run on — so wait, as
 // QEMU's secondary does, for x-colo-lost-heartbeat (in a cluster the
 // orchestrator sends it once the primary's side has fenced itself).
-caf::expected<destination_event> migration_destination::impl::colo_link_failed(const caf::error& why) {
+caf::expected<destination_event>
+migration_destination::impl::colo_link_failed(const caf::error& why, clock_type::time_point heard) {
   if (closing)
     return why; // cancelled or shutting down: never a takeover
   if (colo_lost)
     return colo_take_over();
-  if (main->peer_ended())
+  // Ended right after the primary was last heard: its process died. Ended
+  // after a silence (a reset as a cut link comes back): it may live on.
+  if (main->peer_ended() && clock_type::now() - heard <= mig::colo_silent_after)
     return colo_failover("error", why);
   std::fprintf(stderr,
                "ferry: COLO secondary: the primary went silent (%s); waiting for "
@@ -155,7 +158,7 @@ caf::expected<destination_event> migration_destination::impl::colo() {
   checkpoint_staging staging{g.memory().pages()};
   uint64_t arrived = 0; // page entries of the checkpoint
   std::vector<uint8_t> buf;
-  auto beat_sent = std::chrono::steady_clock::now();
+  auto beat_sent = clock_type::now();
   auto heard = beat_sent;
   uint64_t beats = 0;
   for (;;) {
@@ -168,7 +171,7 @@ caf::expected<destination_event> migration_destination::impl::colo() {
       if (now - beat_sent >= mig::colo_heartbeat_interval && now - heard <= mig::colo_silent_after) {
         beat_sent = now;
         if (auto ok = main->send(mig::record_type::heartbeat, mig::encode_heartbeat(++beats)); !ok)
-          return colo_link_failed(ok.error());
+          return colo_link_failed(ok.error(), heard);
       }
       continue;
     }
@@ -182,7 +185,7 @@ caf::expected<destination_event> migration_destination::impl::colo() {
         h = ok.error();
     }
     if (!h)
-      return colo_link_failed(h.error());
+      return colo_link_failed(h.error(), heard);
     heard = std::chrono::steady_clock::now();
     const bool in_records = colo_x.step() == mig::colo_step::sending;
     switch (h->type) {

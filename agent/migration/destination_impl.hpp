@@ -187,7 +187,8 @@ struct migration_destination::impl {
   destination_event colo_failover(std::string_view reason, const caf::error& why);
   caf::error colo_fail(const std::string& why);
   destination_event colo_take_over();
-  caf::expected<destination_event> colo_link_failed(const caf::error& why);
+  caf::expected<destination_event> colo_link_failed(const caf::error& why,
+                                                    clock_type::time_point heard);
   // Protocol faults (no link ones) as the reason text.
   std::optional<std::string> stage_pages(std::span<const uint8_t> buf, checkpoint_staging& staging,
                                          uint64_t& arrived);

@@ -117,6 +117,9 @@ public:
   // x-colo-lost-heartbeat on the primary: COLO ends, the guest runs on here
   // alone (the secondary is told, so it does not take over as well).
   void colo_lost_heartbeat();
+  // A COLO primary holding its guest paused because its secondary went
+  // silent (query-status shows QEMU's run state "colo" then).
+  bool colo_fenced() const;
   // migrate resume=true: a paused postcopy reconnects to `target`.
   void resume_postcopy(migration_address target, std::shared_ptr<tls_context> tls);
   // Parameters QEMU lets change during a migration; a new cache size takes

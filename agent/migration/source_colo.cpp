@@ -107,6 +107,7 @@ void migration_source::impl::colo_fence(const std::string& why) {
   if (fence)
     return;
   fence = g.pause();
+  fenced = true;
   std::fprintf(stderr,
                "ferry: COLO primary fenced: %s; the guest stays paused until "
                "x-colo-lost-heartbeat\n",
@@ -210,7 +211,11 @@ caf::expected<source_event> migration_source::impl::colo() {
 source_event migration_source::impl::colo_end(const caf::error& why) {
   if (colo_superseded)
     return colo_superseded_end(why);
-  if (colo_lost || colo_secondary_quit || channels[0]->peer_ended())
+  // An ended link is the secondary's death only if it was heard from just
+  // before: one that ends after a silence (a reset when a cut link comes
+  // back) proves nothing, and a fenced guest runs again only on the word.
+  const bool fresh = clock_type::now() - colo_heard <= mig::colo_silent_after;
+  if (colo_lost || colo_secondary_quit || (!fence && fresh && channels[0]->peer_ended()))
     return colo_failover(colo_lost ? "request" : "error", why);
   // Silence: the secondary may live on and, promoted, run the guest. Wait
   // for the word (x-colo-lost-heartbeat), fenced when due; held output
@@ -259,6 +264,7 @@ source_event migration_source::impl::colo_superseded_end(const caf::error& why) 
     hooks.colo_exit("request");
   if (hooks.keep_stopped)
     hooks.keep_stopped(fence);
+  fenced = false;
   hooks.step(migration_event::colo_failover);
   {
     std::lock_guard lk{mtx};
@@ -415,6 +421,7 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
     s->hold(false);
   if (fence) {
     fence = {};
+    fenced = false;
     if (g.state() == run_state::running)
       hooks.emit(qmp::event("RESUME"));
   }
@@ -428,6 +435,10 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
     channels.clear();
   }
   return source_event::colo_ended;
+}
+
+bool migration_source::colo_fenced() const {
+  return impl_->fenced;
 }
 
 void migration_source::colo_lost_heartbeat() {

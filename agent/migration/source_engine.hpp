@@ -177,6 +177,7 @@ struct migration_source::impl {
   bool colo_superseded = false;
   bool colo_secondary_quit = false; // it ended COLO and never runs its copy
   guest::pause_guard fence;
+  std::atomic<bool> fenced{false}; // `fence` held, for other threads to see
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;

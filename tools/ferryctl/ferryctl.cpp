@@ -9,6 +9,9 @@
 //     migrate GUEST [--to HOST] [--wait]
 //     evacuate HOST [--wait]
 //     cancel ID
+//     protect GUEST [--secondary HOST]   a COLO pair: checkpoints to a secondary
+//     unprotect GUEST                    the pair ends, the primary runs on
+//     pairs                              COLO pairs and their state
 //     watch [ID ...]          live progress until the watched migrations end
 
 #include "tools/ferryctl/http_client.hpp"
@@ -367,6 +370,14 @@ int run_cli(int argc, char** argv) {
   int64_t cancel_id = 0;
   auto* cancel = app.add_subcommand("cancel", "cancel a migration");
   cancel->add_option("id", cancel_id, "migration id")->required();
+  std::string secondary;
+  auto* protect = app.add_subcommand("protect", "keep a guest's COLO secondary on another host");
+  protect->add_option("guest", guest, "guest name")->required();
+  protect->add_option("--secondary", secondary,
+                      "secondary's host (default: the one with most free memory)");
+  auto* unprotect = app.add_subcommand("unprotect", "end a guest's COLO pair (it runs on)");
+  unprotect->add_option("guest", guest, "guest name")->required();
+  auto* pairs = app.add_subcommand("pairs", "COLO pairs and their state");
   std::vector<int64_t> watch_ids;
   auto* watch_cmd = app.add_subcommand("watch", "live progress of migrations");
   watch_cmd->add_option("ids", watch_ids, "migration ids (default: all)");
@@ -409,6 +420,29 @@ int run_cli(int argc, char** argv) {
       return rc;
     std::cout << json::serialize(out) << std::endl;
     return 0;
+  }
+  if (protect->parsed() || unprotect->parsed()) {
+    json::object body{{"guest", guest}};
+    if (!secondary.empty())
+      body["secondary"] = secondary;
+    const bool on = protect->parsed();
+    if (int rc = call(o, "POST", on ? "/api/v1/pairs" : "/api/v1/pairs/" + guest + "/unprotect",
+                      on ? json::serialize(body) : "{}", out);
+        rc != 0)
+      return rc;
+    if (o.output == "json")
+      std::cout << json::serialize(out) << std::endl;
+    else
+      std::printf("%s: %s on %s, secondary %s\n", guest.c_str(), str(out.at("state")).c_str(),
+                  str(out.at("primary")).c_str(),
+                  out.at("secondary").as_string().empty() ? "none"
+                                                           : str(out.at("secondary")).c_str());
+    return 0;
+  }
+  if (pairs->parsed()) {
+    if (int rc = call(o, "GET", "/api/v1/pairs", {}, out); rc != 0)
+      return rc;
+    return show({"guest", "primary", "secondary", "state", "failovers", "error"});
   }
   if (watch_cmd->parsed())
     return watch(o, {watch_ids.begin(), watch_ids.end()});
