@@ -130,10 +130,10 @@ bool move(cluster_actor* self, pair_entry& pe, pair_state to, const std::string&
   }
   log::info("COLO pair of '{}': {} -> {}: {}", pe.record.guest, to_string(pe.record.state),
             to_string(to), note);
-  pe.record.state = to;
   pe.since = clock_type::now();
-  if (to == pair_state::unprotected)
-    pe.unprotected_since = pe.since;
+  if (pe.record.state == pair_state::protected_)
+    pe.unprotected_since = pe.since; // exposed from here until protected again
+  pe.record.state = to;
   return true;
 }
 

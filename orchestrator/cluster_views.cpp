@@ -83,6 +83,16 @@ cluster_view view_of(const cluster_state& st) {
         ev.remaining += g.spec.incoming ? 0 : 1;
     v.evacuations.push_back(std::move(ev));
   }
+  for (const auto& [guest, pe] : st.pairs) {
+    const auto& r = pe.record;
+    const double unprotected =
+      r.state == pair_state::protected_
+        ? 0
+        : std::chrono::duration<double>(std::chrono::steady_clock::now() - pe.unprotected_since)
+            .count();
+    v.pairs.push_back(pair_view{r.guest, r.primary, r.secondary, r.state, unprotected});
+  }
+  v.colo_failovers = st.colo_failovers;
   return v;
 }
 

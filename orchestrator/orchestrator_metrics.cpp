@@ -113,6 +113,30 @@ void render_evacuations(prom::text_writer& w, const cluster_view& view) {
   }
 }
 
+void render_pairs(prom::text_writer& w, const cluster_view& view) {
+  w.family("ferry_orchestrator_colo_pairs", metric_type::gauge, "COLO pairs by state.");
+  for (auto s : all_pair_states()) {
+    if (s == pair_state::ended)
+      continue;
+    const auto n = std::count_if(view.pairs.begin(), view.pairs.end(),
+                                 [s](const pair_view& p) { return p.state == s; });
+    w.sample({{"state", std::string{to_string(s)}}}, static_cast<double>(n));
+  }
+  w.family("ferry_orchestrator_colo_pair_state", metric_type::gauge,
+           "1 for each COLO pair's current state, 0 for the others.");
+  for (const auto& p : view.pairs)
+    for (auto s : all_pair_states())
+      if (s != pair_state::ended)
+        w.sample({{"vm", p.guest}, {"state", std::string{to_string(s)}}}, p.state == s ? 1 : 0);
+  w.family("ferry_orchestrator_colo_unprotected_seconds", metric_type::gauge,
+           "Time since a COLO pair was last protected (0 while it is).");
+  for (const auto& p : view.pairs)
+    w.sample({{"vm", p.guest}}, p.unprotected_s);
+  w.family("ferry_orchestrator_colo_failovers_total", metric_type::counter,
+           "COLO failovers (a secondary became the guest) since the orchestrator started.");
+  w.sample({}, static_cast<double>(view.colo_failovers));
+}
+
 } // namespace
 
 void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_view& view) const {
@@ -220,6 +244,7 @@ std::string orchestrator_metrics::render(const cluster_view& view) {
   render_totals(w, view);
   render_live_migrations(w, view);
   render_evacuations(w, view);
+  render_pairs(w, view);
   return w.text();
 }
 

@@ -5,6 +5,7 @@
 // state at each scrape. Only that actor touches it: no locks.
 
 #include "orchestrator/job_state.hpp"
+#include "orchestrator/pair_state.hpp"
 #include "protocol/prometheus_text.hpp"
 
 #include <cstdint>
@@ -49,10 +50,18 @@ struct evacuation_view {
   uint32_t remaining = 0;       // guests still running on the host
 };
 
+struct pair_view {
+  std::string guest, primary, secondary;
+  pair_state state = pair_state::protecting;
+  double unprotected_s = 0; // since it was last protected; 0 while it is
+};
+
 struct cluster_view {
   std::vector<host_view> hosts;
   std::vector<migration_view> migrations;
   std::vector<evacuation_view> evacuations;
+  std::vector<pair_view> pairs;
+  uint64_t colo_failovers = 0; // since the orchestrator started
 };
 
 class orchestrator_metrics {

@@ -11,6 +11,18 @@ histogram::histogram(std::vector<double> upper_bounds)
   std::sort(bounds_.begin(), bounds_.end());
 }
 
+std::optional<histogram> histogram::from_counts(std::vector<double> bounds,
+                                                std::vector<uint64_t> counts, double sum) {
+  if (counts.size() != bounds.size() + 1 || !std::is_sorted(bounds.begin(), bounds.end()))
+    return std::nullopt;
+  histogram h{std::move(bounds)};
+  h.counts_ = std::move(counts);
+  h.sum_ = sum;
+  for (uint64_t c : h.counts_)
+    h.count_ += c;
+  return h;
+}
+
 void histogram::observe(double value) {
   const auto at = std::lower_bound(bounds_.begin(), bounds_.end(), value);
   ++counts_[static_cast<size_t>(at - bounds_.begin())];

@@ -6,6 +6,7 @@
 // cumulative `_bucket{le=...}` lines ending in "+Inf", then `_sum`, `_count`.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,6 +25,11 @@ using labels = std::vector<std::pair<std::string, std::string>>;
 class histogram {
 public:
   explicit histogram(std::vector<double> upper_bounds);
+  // One counted elsewhere (a guest process's figures): `counts` per bucket
+  // as counts() gives them. Nothing if bounds and counts do not fit
+  // (ascending bounds, one count more than bounds).
+  static std::optional<histogram> from_counts(std::vector<double> bounds,
+                                              std::vector<uint64_t> counts, double sum);
   void observe(double value);
   const std::vector<double>& bounds() const { return bounds_; }
   // Per bucket, not cumulative; one more entry than bounds() (the +Inf one).

@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include <optional>
+#include <tuple>
 
 namespace ferry {
 
@@ -182,6 +183,45 @@ void migration_families(prom::text_writer& w, const agent_metrics_input& in) {
              });
 }
 
+// A histogram a guest counted (query-migrate's x-ferry-colo), if well formed.
+std::optional<prom::histogram> histogram_at(const json::object& o, std::string_view key) {
+  const auto& h = object_at(o, key);
+  const auto* b = h.if_contains("bounds");
+  const auto* c = h.if_contains("counts");
+  auto sum = number_at(h, "sum");
+  if (b == nullptr || c == nullptr || !b->is_array() || !c->is_array() || !sum)
+    return std::nullopt;
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;
+  for (const auto& v : b->as_array())
+    if (v.is_number())
+      bounds.push_back(v.to_number<double>());
+  for (const auto& v : c->as_array())
+    if (v.is_uint64() || v.is_int64())
+      counts.push_back(v.to_number<uint64_t>());
+  return prom::histogram::from_counts(std::move(bounds), std::move(counts), *sum);
+}
+
+// A COLO primary's checkpoints (Ferry's x-ferry-colo member of query-migrate).
+void colo_families(prom::text_writer& w, const agent_metrics_input& in) {
+  each_guest(w, in, "ferry_colo_checkpoints_total", metric_type::counter,
+             "COLO checkpoints this guest's primary committed on its secondary.",
+             [](const guest_metrics_input& g) {
+               return number_at(object_at(g.migrate, "x-ferry-colo"), "checkpoints");
+             });
+  for (const auto& [name, key, help] :
+       {std::tuple{"ferry_colo_checkpoint_pause_seconds", "pause-seconds",
+                   "How long each COLO checkpoint paused the guest (its dirty pages and vCPU "
+                   "state copied out)."},
+        std::tuple{"ferry_colo_checkpoint_pages", "pages",
+                   "Pages each COLO checkpoint carried (dirtied since the one before)."}}) {
+    w.family(name, metric_type::histogram, help);
+    for (const auto& g : in.guests)
+      if (auto h = histogram_at(object_at(g.migrate, "x-ferry-colo"), key))
+        w.sample({{"host", in.capacity.host}, {"vm", g.info.spec.name}}, *h);
+  }
+}
+
 } // namespace
 
 std::string render_agent_metrics(const agent_metrics_input& in) {
@@ -238,6 +278,7 @@ std::string render_agent_metrics(const agent_metrics_input& in) {
     }
   }
   migration_families(w, in);
+  colo_families(w, in);
   return w.text();
 }
 

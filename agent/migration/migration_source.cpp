@@ -167,6 +167,22 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
       {"encoding-rate", p.xbzrle_encoding_rate.load()},
       {"overflow", p.ctr.xbzrle_overflow.load()},
     };
+  if (p.plan.colo && (s == migration_status::colo || p.checkpoints != 0)) {
+    // Ferry's own member (QMP clients ignore what they do not know): the
+    // checkpoints' figures, as histograms the agent's /metrics renders.
+    const auto histogram_json = [](const prom::histogram& h) {
+      json::array bounds, counts;
+      for (double b : h.bounds())
+        bounds.push_back(b);
+      for (uint64_t c : h.counts())
+        counts.push_back(c);
+      return json::object{{"bounds", bounds}, {"counts", counts}, {"sum", h.sum()}};
+    };
+    std::lock_guard lk{p.colo_stats_mtx};
+    info["x-ferry-colo"] = json::object{{"checkpoints", p.checkpoints.load()},
+                                        {"pause-seconds", histogram_json(p.colo_pause_s)},
+                                        {"pages", histogram_json(p.colo_pages)}};
+  }
   if (s == migration_status::failed) {
     std::lock_guard lk{p.mtx};
     info["error-desc"] = p.error;

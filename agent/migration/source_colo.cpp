@@ -293,10 +293,15 @@ caf::expected<void> migration_source::impl::checkpoint() {
   // Whether it runs (not merely ran before this checkpoint's pause): a
   // takeover starts it only then.
   const bool running = g.state() == run_state::running;
+  const auto pause = clock_type::now() - began;
   if (checkpoint_pause_us.size() < (size_t{1} << 20))
     checkpoint_pause_us.push_back(static_cast<uint32_t>(std::min<int64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - began).count(),
-      UINT32_MAX)));
+      std::chrono::duration_cast<std::chrono::microseconds>(pause).count(), UINT32_MAX)));
+  {
+    std::lock_guard lk{colo_stats_mtx};
+    colo_pause_s.observe(std::chrono::duration<double>(pause).count());
+    colo_pages.observe(static_cast<double>(ckpt_entries.size()));
+  }
 
   if (auto ok = colo_send(cm::checkpoint_request, n); !ok)
     return ok;

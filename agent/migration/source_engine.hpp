@@ -17,6 +17,7 @@
 #include "protocol/colo_records.hpp"
 #include "protocol/page_digest.hpp"
 #include "protocol/postcopy_records.hpp"
+#include "protocol/prometheus_text.hpp"
 #include "protocol/qmp_wire.hpp"
 
 #include <boost/json.hpp>
@@ -178,6 +179,13 @@ struct migration_source::impl {
   bool colo_secondary_quit = false; // it ended COLO and never runs its copy
   guest::pause_guard fence;
   std::atomic<bool> fenced{false}; // `fence` held, for other threads to see
+  // Per checkpoint, the guest's pause and the pages it carried, for
+  // query-migrate's x-ferry-colo (the agent's /metrics); under
+  // colo_stats_mtx (query-migrate reads them on the QMP thread).
+  mutable std::mutex colo_stats_mtx;
+  prom::histogram colo_pause_s{
+    {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}};
+  prom::histogram colo_pages{{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144}};
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;

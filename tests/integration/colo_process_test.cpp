@@ -122,6 +122,11 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
   while (last_pass(read_file(src.serial)) < at_colo + 60 &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(50ms);
+  // Ferry's figures of the checkpoints so far, in query-migrate.
+  const auto figures = src.info().at("x-ferry-colo");
+  EXPECT_GT(figures.at("checkpoints").to_number<uint64_t>(), 0U) << json::serialize(figures);
+  EXPECT_EQ(figures.at("pause-seconds").at("counts").as_array().size(),
+            figures.at("pause-seconds").at("bounds").as_array().size() + 1);
   // Killed the moment a new report shows: the latest output a reader saw.
   const size_t seen = last_pass(read_file(src.serial));
   while (last_pass(read_file(src.serial)) == seen && std::chrono::steady_clock::now() < deadline)

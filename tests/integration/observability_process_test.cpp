@@ -133,6 +133,18 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
     create(g, "host-a");
   for (const char* g : {"g1", "g2", "g3"})
     wait_ready(g, "host-a");
+  // A COLO pair checkpointing all along (the COLO dashboard's figures).
+  create("p1", "host-b");
+  wait_ready("p1", "host-b");
+  auto pr = ctl({"protect", "p1", "--secondary", "host-c"});
+  ASSERT_EQ(pr.status, 0) << pr.output;
+  for (int i = 0; i < 300; ++i) {
+    if (ctl({"pairs", "-o", "json"}).output.find("\"protected\"") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_NE(ctl({"pairs", "-o", "json"}).output.find("\"protected\""), std::string::npos)
+    << c.story();
   std::this_thread::sleep_for(2s); // a few scrapes of the idle cluster
   auto ev = ctl({"evacuate", "host-a"});
   ASSERT_EQ(ev.status, 0) << ev.output;
@@ -149,6 +161,10 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
   ASSERT_NE(mid.find("status=\"active\"} 1"), std::string::npos) << mid << c.story();
   EXPECT_NE(mid.find("ferry_migration_transferred_bytes{host=\"host-a\",vm=\"g"), std::string::npos)
     << mid;
+  const auto b = get(metrics_of("host-b"), "/metrics").body;
+  EXPECT_NE(b.find("ferry_colo_checkpoint_pause_seconds_bucket{host=\"host-b\",vm=\"p1\""),
+            std::string::npos)
+    << b;
   expect_promtool_clean(metrics_of("host-a"), "agent host-a");
   expect_promtool_clean({"127.0.0.1", c.api_port}, "orchestrator");
 
@@ -205,7 +221,7 @@ TEST_F(observed_cluster, prometheus_scrapes_an_evacuation_and_every_dashboard_pa
       }
     }
   }
-  EXPECT_GE(queries, 30U) << "the dashboards lost panels";
+  EXPECT_GE(queries, 39U) << "the dashboards lost panels";
   (void) done;
 }
 

@@ -33,6 +33,19 @@ TEST(api_request, each_command_carries_what_the_request_said) {
   c = api::parse_request("POST", "/api/v1/migrations/42/cancel", "");
   ASSERT_TRUE(std::holds_alternative<api::cancel>(c));
   EXPECT_EQ(std::get<api::cancel>(c).id, 42);
+  c = api::parse_request("GET", "/api/v1/pairs", "");
+  ASSERT_TRUE(std::holds_alternative<api::list>(c));
+  EXPECT_EQ(std::get<api::list>(c).what, "pairs");
+  c = api::parse_request("POST", "/api/v1/pairs", R"({"guest":"vm1","secondary":"host-c"})");
+  ASSERT_TRUE(std::holds_alternative<api::protect>(c));
+  EXPECT_EQ(std::get<api::protect>(c).guest, "vm1");
+  EXPECT_EQ(std::get<api::protect>(c).secondary, "host-c");
+  c = api::parse_request("POST", "/api/v1/pairs", R"({"guest":"vm1"})");
+  ASSERT_TRUE(std::holds_alternative<api::protect>(c));
+  EXPECT_EQ(std::get<api::protect>(c).secondary, "") << "the orchestrator picks";
+  c = api::parse_request("POST", "/api/v1/pairs/vm1/unprotect", "{}");
+  ASSERT_TRUE(std::holds_alternative<api::unprotect>(c));
+  EXPECT_EQ(std::get<api::unprotect>(c).guest, "vm1");
 }
 
 TEST(api_request, malformed_requests_get_the_status_and_a_json_error) {
@@ -43,6 +56,10 @@ TEST(api_request, malformed_requests_get_the_status_and_a_json_error) {
   EXPECT_EQ(error_of(api::parse_request("POST", "/api/v1/migrations", R"({"guest":7})")).status,
             400U);
   EXPECT_EQ(error_of(api::parse_request("POST", "/api/v1/guests", R"({"host":"h"})")).status, 400U);
+  EXPECT_EQ(error_of(api::parse_request("POST", "/api/v1/pairs", R"({"secondary":"h"})")).status,
+            400U);
+  EXPECT_EQ(error_of(api::parse_request("POST", "/api/v1/pairs//unprotect", "")).status, 404U);
+  EXPECT_EQ(error_of(api::parse_request("POST", "/api/v1/pairs/a/b/unprotect", "")).status, 404U);
   const auto bad_id = error_of(api::parse_request("POST", "/api/v1/migrations/4x/cancel", ""));
   EXPECT_EQ(bad_id.status, 400U);
   EXPECT_NE(bad_id.body.find("'4x' is not a migration id"), std::string::npos) << bad_id.body;

@@ -144,5 +144,24 @@ TEST(orchestrator_metrics, hosts_and_evacuations) {
     << t;
 }
 
+TEST(orchestrator_metrics, colo_pairs_by_state_time_unprotected_and_failovers) {
+  orchestrator_metrics m;
+  cluster_view v;
+  v.pairs = {{"db", "a", "b", pair_state::protected_, 0},
+             {"web", "b", "", pair_state::unprotected, 12.5}};
+  v.colo_failovers = 2;
+  const auto t = m.render(v);
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pairs{state=\"protected\"} 1")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pairs{state=\"unprotected\"} 1")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pairs{state=\"failing-over\"} 0")) << t;
+  EXPECT_EQ(t.find("state=\"ended\""), std::string::npos) << "ended pairs are gone";
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pair_state{vm=\"db\",state=\"protected\"} 1"));
+  EXPECT_TRUE(
+    has_line(t, "ferry_orchestrator_colo_pair_state{vm=\"db\",state=\"unprotected\"} 0"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_unprotected_seconds{vm=\"db\"} 0")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_unprotected_seconds{vm=\"web\"} 12.5")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_failovers_total 2")) << t;
+}
+
 } // namespace
 } // namespace ferry

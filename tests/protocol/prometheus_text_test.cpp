@@ -47,6 +47,23 @@ TEST(prometheus_text, histogram_buckets_are_cumulative_and_end_in_inf) {
                       "ferry_d_seconds_count{k=\"v\"} 5\n");
 }
 
+TEST(prometheus_text, a_histogram_counted_elsewhere_renders_the_same) {
+  histogram h{{0.5, 1, 5}};
+  for (double v : {0.1, 0.5, 0.7, 3.0, 100.0})
+    h.observe(v);
+  auto copy = histogram::from_counts(h.bounds(), h.counts(), h.sum());
+  ASSERT_TRUE(copy);
+  EXPECT_EQ(copy->count(), 5U);
+  text_writer a, b;
+  for (auto* w : {&a, &b})
+    w->family("ferry_d_seconds", metric_type::histogram, "d");
+  a.sample({}, h);
+  b.sample({}, *copy);
+  EXPECT_EQ(a.text(), b.text());
+  EXPECT_FALSE(histogram::from_counts({1, 2}, {1, 2}, 0)) << "one count per bucket and +Inf";
+  EXPECT_FALSE(histogram::from_counts({2, 1}, {1, 2, 3}, 0)) << "bounds ascending";
+}
+
 TEST(prometheus_text, values) {
   EXPECT_EQ(format_value(0), "0");
   EXPECT_EQ(format_value(-3), "-3");

@@ -65,6 +65,32 @@ TEST(agent_metrics, migration_figures_in_base_units) {
   EXPECT_EQ(t.find("postcopy_bytes"), std::string::npos) << "absent fields are left out";
 }
 
+TEST(agent_metrics, a_colo_primarys_checkpoints) {
+  agent_metrics_input in;
+  in.capacity.host = "h1";
+  auto g = guest("vm1", true);
+  g.migrate = json::parse(R"({"status":"colo","x-ferry-colo":{"checkpoints":3,
+    "pause-seconds":{"bounds":[0.001,0.01],"counts":[2,1,0],"sum":0.004},
+    "pages":{"bounds":[16,256],"counts":[0,2,1],"sum":700}}})")
+                .as_object();
+  in.guests.push_back(g);
+  auto odd = guest("vm2", true);
+  odd.migrate = json::parse(R"({"status":"colo","x-ferry-colo":{"checkpoints":1,
+    "pause-seconds":{"bounds":[0.001],"counts":[1],"sum":0}}})")
+                  .as_object();
+  in.guests.push_back(odd);
+  const auto t = render_agent_metrics(in);
+  const std::string l = "{host=\"h1\",vm=\"vm1\"";
+  EXPECT_TRUE(has_line(t, "ferry_colo_checkpoints_total" + l + "} 3")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_colo_checkpoint_pause_seconds_bucket" + l + ",le=\"0.001\"} 2"));
+  EXPECT_TRUE(has_line(t, "ferry_colo_checkpoint_pause_seconds_bucket" + l + ",le=\"+Inf\"} 3"));
+  EXPECT_TRUE(has_line(t, "ferry_colo_checkpoint_pages_bucket" + l + ",le=\"256\"} 2")) << t;
+  EXPECT_TRUE(has_line(t, "ferry_colo_checkpoint_pages_sum" + l + "} 700")) << t;
+  EXPECT_EQ(t.find("pause_seconds_count{host=\"h1\",vm=\"vm2\"}"), std::string::npos)
+    << "a histogram whose counts do not fit its bounds is left out\n"
+    << t;
+}
+
 TEST(agent_metrics, a_guest_that_did_not_answer_shows_only_what_the_agent_knows) {
   agent_metrics_input in;
   in.capacity.host = "h1";
