@@ -39,8 +39,7 @@ struct error {
   std::string body;      // {"error": ...}
 };
 
-using command =
-  std::variant<list, migrate, create, evacuate, cancel, protect, unprotect, error>;
+using command = std::variant<list, migrate, create, evacuate, cancel, protect, unprotect, error>;
 
 // The API's error body, {"error": desc}: every refusal and failure has it.
 std::string error_body(const std::string& desc);

@@ -141,6 +141,12 @@ caf::expected<std::string> api_evacuate(cluster_actor* self, const std::string& 
   });
   json::array planned;
   for (const auto& g : guests) {
+    if (in_pair(st, g.spec.name)) {
+      // Its pair moves it: the secondary promoted (or, for a secondary
+      // here, protection made elsewhere) — cluster_pairs.
+      planned.push_back(json::object{{"guest", g.spec.name}, {"colo", "moves with its COLO pair"}});
+      continue;
+    }
     if (g.spec.incoming)
       continue;
     auto r = api_migrate(self, g.spec.name, "", rec->id, false);

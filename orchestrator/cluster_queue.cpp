@@ -203,6 +203,11 @@ void check_evacuation_done(cluster_actor* self, int64_t evac_id) {
   for (const auto& [id, j] : st.jobs)
     if (j.record.target == it->second.record.host && !job_is_final(j.record.state))
       return;
+  // Nor may a COLO pair keep a side there (cluster_pairs moves them).
+  for (const auto& [guest, pe] : st.pairs)
+    if (pe.record.primary == it->second.record.host ||
+        pe.record.secondary == it->second.record.host)
+      return;
   (void) st.log->finish_evacuation(evac_id);
   it->second.record.finished = true;
 }

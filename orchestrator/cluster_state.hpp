@@ -92,12 +92,12 @@ struct evacuation_entry {
 // A COLO pair the cluster tends (cluster_pairs.cpp).
 struct pair_entry {
   pair_record record;
-  bool busy = false;               // a step's requests are in flight
-  bool attempt = false;            // this orchestrator began its protecting
-  bool secondary_created = false;  // this attempt created the secondary's guest
+  bool busy = false;              // a step's requests are in flight
+  bool attempt = false;           // this orchestrator began its protecting
+  bool secondary_created = false; // this attempt created the secondary's guest
   bool unprotect_requested = false;
-  std::chrono::steady_clock::time_point since;            // entered its state
-  std::chrono::steady_clock::time_point next_try;         // re-protection backoff
+  std::chrono::steady_clock::time_point since;             // entered its state
+  std::chrono::steady_clock::time_point next_try;          // re-protection backoff
   std::chrono::steady_clock::time_point unprotected_since; // for the metrics
   std::chrono::seconds backoff{2};
   // The primary left COLO while the secondary still says colo: since when.

@@ -20,11 +20,11 @@ const std::vector<pair_transition>& pair_transitions() {
   // the guest where it runs, unprotected. Unprotect ends a pair from any
   // state but failing-over, which first settles which copy runs.
   static const std::vector<pair_transition> table{
-    {ps::protecting, ps::protected_},    {ps::protecting, ps::unprotected},
-    {ps::protecting, ps::ended},         {ps::protected_, ps::failing_over},
-    {ps::protected_, ps::unprotected},   {ps::protected_, ps::ended},
-    {ps::failing_over, ps::unprotected}, {ps::unprotected, ps::re_protecting},
-    {ps::unprotected, ps::ended},        {ps::re_protecting, ps::protected_},
+    {ps::protecting, ps::protected_},     {ps::protecting, ps::unprotected},
+    {ps::protecting, ps::ended},          {ps::protected_, ps::failing_over},
+    {ps::protected_, ps::unprotected},    {ps::protected_, ps::ended},
+    {ps::failing_over, ps::unprotected},  {ps::unprotected, ps::re_protecting},
+    {ps::unprotected, ps::ended},         {ps::re_protecting, ps::protected_},
     {ps::re_protecting, ps::unprotected}, {ps::re_protecting, ps::ended},
   };
   return table;

@@ -101,8 +101,8 @@ std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string&
                {"-object", std::string{"authz-simple,id="} + migration_authz + ",identity=" +
                              qemu_opt_escape(identity::subject_dn("host", spec.migration_peer))});
   }
-  a.insert(a.end(), {"-object", "x-ferry-colo,id=ferry-colo,fence-timeout=" +
-                                  std::to_string(colo_fence_ms)});
+  a.insert(a.end(), {"-object",
+                     "x-ferry-colo,id=ferry-colo,fence-timeout=" + std::to_string(colo_fence_ms)});
   if (spec.incoming)
     a.insert(a.end(), {"-incoming", "defer"});
   return a;

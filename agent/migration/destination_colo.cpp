@@ -124,8 +124,8 @@ destination_event migration_destination::impl::colo_take_over() {
                     mig::encode(mig::status_msg{mig::colo_abort_took_over,
                                                 "x-colo-lost-heartbeat on the secondary"}));
   colo_noticed = true;
-  return colo_failover("request",
-                       make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the secondary"));
+  return colo_failover(
+    "request", make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the secondary"));
 }
 
 // The link failed with `why`. A primary whose process died ended it (its
@@ -168,7 +168,8 @@ caf::expected<destination_event> migration_destination::impl::colo() {
       if (colo_lost)
         return colo_take_over();
       const auto now = std::chrono::steady_clock::now();
-      if (now - beat_sent >= mig::colo_heartbeat_interval && now - heard <= mig::colo_silent_after) {
+      if (now - beat_sent >= mig::colo_heartbeat_interval &&
+          now - heard <= mig::colo_silent_after) {
         beat_sent = now;
         if (auto ok = main->send(mig::record_type::heartbeat, mig::encode_heartbeat(++beats)); !ok)
           return colo_link_failed(ok.error(), heard);

@@ -69,7 +69,7 @@ caf::expected<void> migration_source::impl::colo_take(mig::record_type type,
     }
     colo_secondary_quit = true;
     return make_ferry_error(errc::system_error,
-                           "the secondary ended COLO" + (st ? ": " + st->text : std::string{}));
+                            "the secondary ended COLO" + (st ? ": " + st->text : std::string{}));
   }
   return make_ferry_error(errc::system_error,
                           std::string{"COLO: the secondary sent "} + mig::to_string(type));
@@ -87,7 +87,8 @@ caf::expected<void> migration_source::impl::colo_listen() {
 
 caf::expected<void> migration_source::impl::colo_keepalive() {
   const auto now = clock_type::now();
-  if (now - colo_beat_sent < mig::colo_heartbeat_interval || now - colo_heard > mig::colo_silent_after)
+  if (now - colo_beat_sent < mig::colo_heartbeat_interval ||
+      now - colo_heard > mig::colo_silent_after)
     return {};
   colo_beat_sent = clock_type::now();
   return channels[0]->send(mig::record_type::heartbeat, mig::encode_heartbeat(++colo_beats));

@@ -4,7 +4,9 @@
 // the guest runs on the secondary within 5 s and is protected again on the
 // third host within 30 s; the primary's host cut off → exactly one copy runs
 // (the cut-off primary fenced itself), and the stale copy goes once the host
-// is back. The survivor is verified page by page.
+// is back; evacuating the primary's host (after an orchestrator restart)
+// moves the guest to its secondary and protects it again. The survivor is
+// verified page by page.
 
 #include "orchestrator/journal.hpp"
 #include "tests/support/cluster_fixture.hpp"
@@ -12,6 +14,8 @@
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
+
+#include <signal.h>
 
 #include <chrono>
 #include <functional>
@@ -122,10 +126,9 @@ TEST_F(colo_cluster, a_killed_primary_host_fails_over_and_the_guest_is_protected
     std::vector<std::string> walk;
     for (const auto& s : (*log)->pair_history())
       walk.push_back(std::string{to_string(s.from)} + ">" + std::string{to_string(s.to)});
-    EXPECT_EQ(walk, (std::vector<std::string>{"protecting>protected", "protected>failing-over",
-                                              "failing-over>unprotected",
-                                              "unprotected>re-protecting",
-                                              "re-protecting>protected"}));
+    EXPECT_EQ(walk, (std::vector<std::string>{
+                      "protecting>protected", "protected>failing-over", "failing-over>unprotected",
+                      "unprotected>re-protecting", "re-protecting>protected"}));
   }
 
   // Unprotect: the primary runs on alone, the secondary goes.
@@ -173,6 +176,39 @@ TEST_F(colo_cluster, a_primary_host_cut_off_leaves_exactly_one_running_copy) {
   }
   EXPECT_EQ(status_on("host-a"), "") << "the stale copy is gone" << c.story();
   EXPECT_EQ(status_on("host-b"), "running");
+}
+
+TEST_F(colo_cluster, evacuating_the_primary_host_keeps_the_guest_protected) {
+  protect_on_a_and_b();
+  // A restarted orchestrator follows the pair the journal holds.
+  c.orchestrator->signal(SIGKILL);
+  c.orchestrator->wait(5s);
+  start_orchestrator();
+  auto p = wait_pair([](const json::value& v) { return v.at("state") == "protected"; }, 20s);
+  ASSERT_TRUE(!p.is_null() && protected_on(p, "host-a")) << json::serialize(p) << c.story();
+
+  auto ev = ctl({"evacuate", "host-a", "-o", "json"});
+  ASSERT_EQ(ev.status, 0) << ev.output;
+  EXPECT_NE(ev.output.find("moves with its COLO pair"), std::string::npos) << ev.output;
+  // The secondary is promoted (the move costs one checkpoint's pause), and
+  // protection is made again on host-c; host-a keeps no copy.
+  p = wait_pair([](const json::value& v) { return protected_on(v, "host-b"); }, 60s);
+  ASSERT_TRUE(!p.is_null() && protected_on(p, "host-b")) << json::serialize(p) << c.story();
+  EXPECT_EQ(p.at("secondary"), "host-c");
+  const auto deadline = clock_type::now() + 20s;
+  while (status_on("host-a") != "" && clock_type::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(status_on("host-a"), "") << "nothing left on the evacuated host" << c.story();
+  // The journal's evacuation finished once no pair had a side on host-a.
+  bool finished = false;
+  for (int i = 0; i < 100 && !finished; ++i) {
+    auto log = journal::open_for_reading(c.journal_path());
+    finished = log && (*log)->evacuations(false).size() == 1 && (*log)->evacuations(true).empty();
+    if (!finished)
+      std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(finished) << c.story();
+  verify_guest("vm1", "host-b");
 }
 
 } // namespace

@@ -156,8 +156,7 @@ TEST(orchestrator_metrics, colo_pairs_by_state_time_unprotected_and_failovers) {
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pairs{state=\"failing-over\"} 0")) << t;
   EXPECT_EQ(t.find("state=\"ended\""), std::string::npos) << "ended pairs are gone";
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pair_state{vm=\"db\",state=\"protected\"} 1"));
-  EXPECT_TRUE(
-    has_line(t, "ferry_orchestrator_colo_pair_state{vm=\"db\",state=\"unprotected\"} 0"));
+  EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_pair_state{vm=\"db\",state=\"unprotected\"} 0"));
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_unprotected_seconds{vm=\"db\"} 0")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_unprotected_seconds{vm=\"web\"} 12.5")) << t;
   EXPECT_TRUE(has_line(t, "ferry_orchestrator_colo_failovers_total 2")) << t;

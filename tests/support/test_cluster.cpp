@@ -317,8 +317,14 @@ run_result test_cluster::ctl(std::vector<std::string> args) const {
 std::map<std::string, std::vector<std::string>> test_cluster::placements() const {
   std::map<std::string, std::vector<std::string>> where;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::ifstream in{entry.path() / "cmdline"};
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string cmd;
+    try {
+      // libstdc++ throws when the read fails: a process ending while we look.
+      std::ifstream in{entry.path() / "cmdline"};
+      cmd.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception&) {
+      continue;
+    }
     std::vector<std::string> argv;
     for (size_t pos = 0; pos < cmd.size();) {
       const size_t end = cmd.find('\0', pos);

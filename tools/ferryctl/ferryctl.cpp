@@ -436,7 +436,7 @@ int run_cli(int argc, char** argv) {
       std::printf("%s: %s on %s, secondary %s\n", guest.c_str(), str(out.at("state")).c_str(),
                   str(out.at("primary")).c_str(),
                   out.at("secondary").as_string().empty() ? "none"
-                                                           : str(out.at("secondary")).c_str());
+                                                          : str(out.at("secondary")).c_str());
     return 0;
   }
   if (pairs->parsed()) {
