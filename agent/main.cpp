@@ -190,6 +190,7 @@ int run_vm(const std::vector<std::string>& args) {
                       end_main_loop};
   monitor.set_objects(cfg->tls_creds, cfg->authz);
   monitor.set_colo_fence(cfg->colo_fence_ms);
+  monitor.set_colo_compare(cfg->colo_compare);
   monitor.set_exit_handler([&](int status) {
     exit_status = status;
     end_main_loop();

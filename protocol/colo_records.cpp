@@ -77,6 +77,39 @@ std::vector<uint8_t> encode_heartbeat(uint64_t sequence) {
   return out;
 }
 
+std::vector<uint8_t> encode(const colo_output_record& r) {
+  std::vector<uint8_t> out;
+  put(out, static_cast<uint32_t>(r.kind));
+  put(out, uint32_t{0});
+  put(out, r.checkpoint);
+  put(out, r.position);
+  out.insert(out.end(), r.bytes.begin(), r.bytes.end());
+  return out;
+}
+
+caf::expected<colo_output_record> decode_colo_output(std::span<const uint8_t> p) {
+  if (p.size() < colo_output_head)
+    return bad("colo-output record of " + std::to_string(p.size()) + " bytes");
+  const auto kind = get<uint32_t>(p.data());
+  if (kind > static_cast<uint32_t>(colo_output_kind::released))
+    return bad("colo-output kind " + std::to_string(kind));
+  if (get<uint32_t>(p.data() + 4) != 0)
+    return bad("colo-output reserved field is not 0");
+  colo_output_record r;
+  r.kind = static_cast<colo_output_kind>(kind);
+  r.checkpoint = get<uint64_t>(p.data() + 8);
+  r.position = get<uint64_t>(p.data() + 16);
+  const auto bytes = p.subspan(colo_output_head);
+  if (r.kind != colo_output_kind::output && !bytes.empty())
+    return bad("colo-output base/released record with output bytes");
+  if (bytes.size() > colo_output_max_bytes)
+    return bad("colo-output of " + std::to_string(bytes.size()) + " bytes (at most 64 KiB)");
+  if (r.position > UINT64_MAX - bytes.size())
+    return bad("colo-output position overflows");
+  r.bytes.assign(bytes.begin(), bytes.end());
+  return r;
+}
+
 caf::expected<uint64_t> decode_heartbeat(std::span<const uint8_t> p) {
   if (p.size() != heartbeat_size)
     return bad("heartbeat record of " + std::to_string(p.size()) + " bytes");

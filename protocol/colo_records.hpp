@@ -68,6 +68,28 @@ inline constexpr std::chrono::milliseconds colo_silent_after{1000};
 std::vector<uint8_t> encode_heartbeat(uint64_t sequence);
 caf::expected<uint64_t> decode_heartbeat(std::span<const uint8_t> payload);
 
+// COLO's compare mode (the secondary runs from each checkpoint too and the
+// two outputs are compared): the secondary's serial output, and positions
+// the primary tells it. Positions count the primary's serial bytes.
+//   colo-output: u32 kind, u32 0, u64 checkpoint, u64 position, then bytes
+//     output    S -> P  the secondary's bytes at `position`, produced since
+//                       it resumed from `checkpoint` (at most 64 KiB)
+//     base      P -> S  checkpoint `checkpoint` ends the primary's output at
+//                       `position` (sent within the checkpoint)
+//     released  P -> S  a reader has seen the primary's output up to
+//                       `position` (both copies agreed on it)
+enum class colo_output_kind : uint32_t { output = 0, base = 1, released = 2 };
+struct colo_output_record {
+  colo_output_kind kind = colo_output_kind::output;
+  uint64_t checkpoint = 0;
+  uint64_t position = 0;
+  std::vector<uint8_t> bytes; // output only
+};
+inline constexpr size_t colo_output_head = 24;
+inline constexpr size_t colo_output_max_bytes = size_t{64} << 10;
+std::vector<uint8_t> encode(const colo_output_record& r);
+caf::expected<colo_output_record> decode_colo_output(std::span<const uint8_t> payload);
+
 // Where one side stands in the checkpoint sequence. Both sides run the same
 // machine over every message, sent or received.
 enum class colo_step : uint8_t {

@@ -70,6 +70,8 @@ const char* to_string(record_type t) {
       return "colo";
     case record_type::heartbeat:
       return "heartbeat";
+    case record_type::colo_output:
+      return "colo-output";
   }
   return "unknown";
 }
@@ -92,7 +94,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
   if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::heartbeat))
+      t > static_cast<uint32_t>(record_type::colo_output))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

@@ -65,6 +65,9 @@ enum class record_type : uint32_t {
   // side's heartbeat.
   colo = 21,
   heartbeat = 22,
+  // COLO's compare mode: the secondary's output, and the positions the
+  // primary tells it (colo_records.hpp).
+  colo_output = 23,
 };
 const char* to_string(record_type t);
 
@@ -114,6 +117,9 @@ inline constexpr uint32_t flag_release_ram = 1u << 8;
 // x-colo: the destination keeps the guest as a COLO secondary instead of
 // taking it; checkpoints follow (colo_records.hpp).
 inline constexpr uint32_t flag_colo = 1u << 9;
+// With flag_colo: compare mode — the secondary runs from each checkpoint too
+// and sends its output to be compared (colo-output records).
+inline constexpr uint32_t flag_colo_compare = 1u << 10;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

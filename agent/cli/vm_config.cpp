@@ -189,7 +189,7 @@ struct vm_args_parser {
   }
 
   caf::expected<void> colo_object(const qemu_opts& o) {
-    if (auto ok = o.only({"qom-type", "id", "fence-timeout"}); !ok)
+    if (auto ok = o.only({"qom-type", "id", "fence-timeout", "output"}); !ok)
       return ok.error();
     if (!o.has("id"))
       return invalid("-object x-ferry-colo: Parameter 'id' is missing");
@@ -199,6 +199,11 @@ struct vm_args_parser {
     if (ms > 3'600'000)
       return invalid("-object x-ferry-colo: fence-timeout must be at most 3600000 ms");
     cfg.colo_fence_ms = ms;
+    const std::string output = o.get("output").value_or("checkpoint");
+    if (output != "checkpoint" && output != "compare")
+      return invalid("-object x-ferry-colo: output must be 'checkpoint' or 'compare', not '" +
+                     output + "'");
+    cfg.colo_compare = output == "compare";
     return {};
   }
 

@@ -38,11 +38,13 @@ struct vm_config {
   // -object tls-creds-x509 / authz-simple, for tls-creds and tls-authz.
   std::vector<tls_creds_object> tls_creds;
   std::vector<authz_object> authz;
-  // -object x-ferry-colo,id=ID,fence-timeout=MS (Ferry's own): a COLO
+  // -object x-ferry-colo,id=ID,fence-timeout=MS,output=MODE (Ferry's own): a COLO
   // primary whose secondary has been silent this long pauses its guest
   // until x-colo-lost-heartbeat says it runs on alone. 0: never (QEMU's
   // behaviour; a cluster's agents set it).
   uint64_t colo_fence_ms = 0;
+  // output=compare|checkpoint: how a COLO primary commits its output.
+  bool colo_compare = false;
 };
 
 // `args` are the words after "vm".

@@ -51,6 +51,11 @@ caf::expected<destination_event> migration_destination::impl::colo_begin() {
   if (auto ok = colo_send(cm::checkpoint_ready, 0); !ok)
     return ok.error();
   main->keep_through_silence();
+  colo_compare = (hello.flags & mig::flag_colo_compare) != 0;
+  if (colo_compare) {
+    const auto ram = g.memory().bytes();
+    colo_cache.assign(ram.begin(), ram.end()); // checkpoint 0: the first whole copy
+  }
   if (!hooks.step(migration_event::start_colo))
     return refuse("the incoming migration ended before COLO began");
   return destination_event::colo_started;
@@ -60,6 +65,8 @@ destination_event migration_destination::impl::colo_failover(std::string_view re
                                                              const caf::error& why) {
   std::fprintf(stderr, "ferry: COLO secondary takes over from checkpoint %llu: %s\n",
                static_cast<unsigned long long>(colo_x.committed()), describe(why).c_str());
+  if (colo_compare)
+    colo_compare_take_over();
   if (hooks.colo_exit)
     hooks.colo_exit(reason);
   colo_took_over = true;
@@ -70,6 +77,7 @@ caf::error migration_destination::impl::colo_fail(const std::string& why) {
   // The primary hears it and runs on alone; this copy never starts.
   (void) main->send(mig::record_type::abort,
                     mig::encode(mig::status_msg{mig::colo_abort_ended, why}));
+  colo_compare_stop();
   if (hooks.colo_exit)
     hooks.colo_exit("error");
   return refuse("COLO: " + why);
@@ -108,11 +116,21 @@ migration_destination::impl::commit_checkpoint(checkpoint_staging& staging) {
   if (!source_digest || *source_digest != digest.value())
     return "checkpoint " + std::to_string(colo_x.checkpoint()) +
            " does not match the primary's digest";
+  if (colo_compare) // the last checkpoint, kept to go back to, takes it too
+    staging.for_each_page([&](uint64_t pfn, std::span<const uint8_t> data) {
+      uint8_t* to = colo_cache.data() + pfn * mig::page_size;
+      if (data.empty())
+        std::memset(to, 0, mig::page_size);
+      else
+        std::memcpy(to, data.data(), mig::page_size);
+    });
   auto cpu_blob = staging.commit(g.memory().bytes());
   if (!cpu_blob)
     return describe(cpu_blob.error());
   if (auto ok = g.load_cpu_state(*cpu_blob); !ok)
     return describe(ok.error());
+  if (colo_compare)
+    return colo_compare_commit(*cpu_blob);
   return std::nullopt;
 }
 
@@ -174,6 +192,9 @@ caf::expected<destination_event> migration_destination::impl::colo() {
         if (auto ok = main->send(mig::record_type::heartbeat, mig::encode_heartbeat(++beats)); !ok)
           return colo_link_failed(ok.error(), heard);
       }
+      if (colo_compare && now - heard <= mig::colo_silent_after)
+        if (auto ok = colo_forward_output(); !ok)
+          return colo_link_failed(ok.error(), heard);
       continue;
     }
     if (colo_lost && colo_x.step() != mig::colo_step::sending)
@@ -192,8 +213,13 @@ caf::expected<destination_event> migration_destination::impl::colo() {
     switch (h->type) {
       case mig::record_type::heartbeat:
         break;
+      case mig::record_type::colo_output:
+        if (auto ok = colo_take_output(buf); !ok)
+          return colo_fail(describe(ok.error()));
+        break;
       case mig::record_type::abort: {
         auto st = mig::decode_status(buf);
+        colo_compare_stop();
         if (hooks.colo_exit)
           hooks.colo_exit("request");
         return refuse("the primary ended COLO and runs the guest" +
@@ -206,6 +232,8 @@ caf::expected<destination_event> migration_destination::impl::colo() {
         if (auto ok = colo_x.take(*r); !ok)
           return colo_fail(describe(ok.error()));
         if (r->message == cm::checkpoint_request) {
+          if (colo_compare)
+            colo_compare_request();
           staging.begin(r->value);
           arrived = 0;
           if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)

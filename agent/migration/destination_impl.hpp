@@ -125,6 +125,17 @@ struct migration_destination::impl {
   std::atomic<bool> colo_lost{false};
   std::atomic<bool> colo_noticed{false}; // the COLO thread took colo_lost
   bool colo_took_over = false;
+  // Compare mode (destination_colo_compare.cpp): the guest runs here too,
+  // from each checkpoint; the RAM and vCPU state of the last one, to go
+  // back to; held from checkpoint-request to the commit; output positions
+  // (the primary's count): where the last checkpoint's run began, what was
+  // sent, what a reader has seen, the next checkpoint's base.
+  bool colo_compare = false;
+  bool colo_started = false;
+  std::vector<uint8_t> colo_cache;
+  std::vector<uint8_t> colo_cpu;
+  guest::pause_guard colo_hold;
+  uint64_t colo_base = 0, colo_sent = 0, colo_released = 0, colo_next_base = 0;
   std::atomic<uint64_t> checkpoints{0};
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<destination_phase> phase{destination_phase::listen};
@@ -187,6 +198,12 @@ struct migration_destination::impl {
   destination_event colo_failover(std::string_view reason, const caf::error& why);
   caf::error colo_fail(const std::string& why);
   destination_event colo_take_over();
+  void colo_compare_request();
+  std::optional<std::string> colo_compare_commit(const std::vector<uint8_t>& blob);
+  caf::expected<void> colo_forward_output();
+  caf::expected<void> colo_take_output(std::span<const uint8_t> payload);
+  void colo_compare_take_over();
+  void colo_compare_stop();
   caf::expected<destination_event> colo_link_failed(const caf::error& why,
                                                     clock_type::time_point heard);
   // Protocol faults (no link ones) as the reason text.

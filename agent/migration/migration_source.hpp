@@ -66,6 +66,10 @@ struct outgoing_migration {
   // A secondary silent this long (ms) fences the guest: paused until
   // x-colo-lost-heartbeat. 0: never.
   uint64_t colo_fence_ms = 0;
+  // Output commit by comparison (QEMU's colo-compare): the secondary runs
+  // too and output both copies agree on goes out at once; else the
+  // primary's is held until a checkpoint covers it.
+  bool colo_compare = false;
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};

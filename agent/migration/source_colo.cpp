@@ -9,6 +9,7 @@
 // on the secondary, so no one outside ever sees output a failover would
 // take back — the secondary goes on from exactly where the released output
 // ends.
+#include "agent/migration/colo_fault.hpp"
 #include "agent/migration/percentile.hpp"
 #include "agent/migration/source_engine.hpp"
 
@@ -33,20 +34,6 @@ constexpr auto output_look = std::chrono::milliseconds(10);
 // this fences the guest.
 constexpr size_t held_output_cap = size_t{1} << 20;
 
-// Test-only faults, FERRY_FAULT_COLO=KIND:N, in checkpoint N (0: never):
-// die-mid-checkpoint — the primary's process dies with the pages on the
-// wire and the CPU state not (the secondary must go on from N-1);
-// bad-message — vmstate-send names another checkpoint (the secondary must
-// refuse it and end COLO without running the guest; this side runs on).
-uint64_t colo_fault(std::string_view kind) {
-  const char* env = std::getenv("FERRY_FAULT_COLO");
-  if (env == nullptr)
-    return 0;
-  const std::string_view spec{env};
-  if (spec.size() <= kind.size() || spec.substr(0, kind.size()) != kind || spec[kind.size()] != ':')
-    return 0;
-  return static_cast<uint64_t>(std::strtoull(env + kind.size() + 1, nullptr, 10));
-}
 } // namespace
 
 caf::expected<void> migration_source::impl::colo_send(mig::colo_message m, uint64_t value) {
@@ -61,6 +48,8 @@ caf::expected<void> migration_source::impl::colo_take(mig::record_type type,
   colo_heard = clock_type::now();
   if (type == mig::record_type::heartbeat)
     return {};
+  if (type == mig::record_type::colo_output)
+    return colo_take_output(payload);
   if (type == mig::record_type::abort) {
     auto st = mig::decode_status(payload);
     if (st && st->code == mig::colo_abort_took_over) {
@@ -195,7 +184,9 @@ caf::expected<source_event> migration_source::impl::colo() {
       ok = colo_listen();
       if (ok)
         ok = colo_keepalive();
-      if (!ok)
+      if (ok && plan.colo_compare)
+        ok = colo_compare_output();
+      if (!ok || colo_diverged)
         break;
       colo_fence_if_due();
     }
@@ -280,6 +271,7 @@ source_event migration_source::impl::colo_superseded_end(const caf::error& why) 
 caf::expected<void> migration_source::impl::checkpoint() {
   const uint64_t n = colo_x.committed() + 1;
   const auto began = clock_type::now();
+  colo_diverged = false;
   paused = g.pause();
   // Everything the guest wrote until now belongs to this checkpoint.
   serial_port* out = g.serial();
@@ -328,6 +320,13 @@ caf::expected<void> migration_source::impl::checkpoint() {
     return ok;
   if (auto ok = main.send(mig::record_type::digest, mig::encode_digest(digest.value())); !ok)
     return ok;
+  if (plan.colo_compare) {
+    // Where this checkpoint ends the output: the secondary's run from it
+    // counts its output from here.
+    const mig::colo_output_record base{mig::colo_output_kind::base, n, output_upto, {}};
+    if (auto ok = main.send(mig::record_type::colo_output, mig::encode(base)); !ok)
+      return ok;
+  }
   if (auto ok = colo_send(cm::vmstate_size, ckpt_entries.size()); !ok)
     return ok;
   if (auto r = colo_expect(cm::vmstate_received); !r)
@@ -336,6 +335,10 @@ caf::expected<void> migration_source::impl::checkpoint() {
     return r.error();
   if (out != nullptr)
     out->release(output_upto);
+  // The secondary's run before this checkpoint is gone: its next output
+  // starts at output_upto.
+  colo_sec_out.clear();
+  colo_sec_pos = output_upto;
   checkpoint_pages += ckpt_entries.size();
   ++checkpoints;
   return {};
@@ -397,10 +400,11 @@ void migration_source::impl::report_checkpoints() {
   std::fprintf(
     stderr,
     "ferry: COLO primary: %llu checkpoints in %.1f s, pause p50 %u us p99 %u us, "
-    "%llu pages a checkpoint\n",
+    "%llu pages a checkpoint, %llu output divergences\n",
     static_cast<unsigned long long>(checkpoints.load()), secs, percentile(us, 0.5),
     percentile(us, 0.99),
-    static_cast<unsigned long long>(checkpoints == 0 ? 0 : checkpoint_pages / checkpoints));
+    static_cast<unsigned long long>(checkpoints == 0 ? 0 : checkpoint_pages / checkpoints),
+    static_cast<unsigned long long>(colo_divergences));
 }
 
 // COLO ends here: the guest runs on alone. A secondary that may still be

@@ -186,6 +186,14 @@ struct migration_source::impl {
   prom::histogram colo_pause_s{
     {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}};
   prom::histogram colo_pages{{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144}};
+  // Compare mode (source_colo_compare.cpp): the secondary's output not yet
+  // compared (from colo_sec_pos), and a divergence that wants a checkpoint
+  // now.
+  std::string colo_sec_out;
+  uint64_t colo_sec_pos = 0;
+  bool colo_diverged = false;
+  uint64_t colo_divergences = 0;
+  std::atomic<uint64_t> colo_compared{0}; // bytes let out because both copies wrote them
   // Where the engine is; stepped by its own thread only (read by tests).
   std::atomic<source_phase> phase{source_phase::connect};
   std::thread thread;
@@ -322,6 +330,10 @@ struct migration_source::impl {
   caf::expected<void> colo_keepalive();
   void colo_fence_if_due();
   void colo_fence(const std::string& why);
+  // Compare mode: the secondary's output taken, compared with what this
+  // side holds; what both wrote alike goes out (and the secondary is told).
+  caf::expected<void> colo_take_output(std::span<const uint8_t> payload);
+  caf::expected<void> colo_compare_output();
   // How COLO ends after `why` broke the checkpoint loop: the secondary died
   // (its link ended) — run on alone; it took over — stay stopped; silence —
   // wait, fenced when due, for x-colo-lost-heartbeat.

@@ -34,6 +34,7 @@ caf::expected<void> migration_source::impl::handshake() {
     (plan.postcopy && plan.preempt ? mig::flag_preempt : 0) |
     (plan.postcopy && plan.release_ram ? mig::flag_release_ram : 0) |
     (plan.switchover_ack ? mig::flag_switchover_ack : 0) | (plan.colo ? mig::flag_colo : 0) |
+    (plan.colo && plan.colo_compare ? mig::flag_colo_compare : 0) |
     (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;

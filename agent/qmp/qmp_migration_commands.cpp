@@ -180,6 +180,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   plan.colo = settings_.capability("x-colo");
   plan.checkpoint_delay_ms = param_u64(settings_, "x-checkpoint-delay");
   plan.colo_fence_ms = colo_fence_ms_;
+  plan.colo_compare = colo_compare_;
   plan.max_postcopy_bandwidth = param_u64(settings_, "max-postcopy-bandwidth");
   plan.xbzrle = settings_.capability("xbzrle");
   plan.xbzrle_cache_size = param_u64(settings_, "xbzrle-cache-size");

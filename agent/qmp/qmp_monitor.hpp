@@ -66,6 +66,8 @@ public:
   }
   // -object x-ferry-colo's fence-timeout (0: a COLO primary never fences).
   void set_colo_fence(uint64_t ms) { colo_fence_ms_ = ms; }
+  // -object x-ferry-colo's output=compare.
+  void set_colo_compare(bool on) { colo_compare_ = on; }
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
@@ -162,6 +164,7 @@ private:
   std::vector<tls_creds_object> tls_objects_;
   std::vector<authz_object> authz_objects_;
   uint64_t colo_fence_ms_ = 0;
+  bool colo_compare_ = false;
   std::unique_ptr<dirty_rate_meter> dirty_rate_; // from the first use
   // Before the controller: a migration's thread may use it until joined.
   std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use

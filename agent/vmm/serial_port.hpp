@@ -41,9 +41,21 @@ public:
   // the checkpoint before them and writes them itself); holding goes on.
   void discard_held();
   size_t held_bytes() const;
+  // The held bytes from `position` on (those before it are skipped), and
+  // where the held bytes begin.
+  std::string held_from(uint64_t position) const;
+  uint64_t held_start() const;
+
+  // COLO's compare mode (a secondary running too): its output is counted
+  // in the primary's positions — renumber() drops what is held and says
+  // where the next byte stands (a checkpoint's output position) —, and
+  // bytes before suppress_until()'s position never reach the sink (a reader
+  // saw them from the primary already).
+  void renumber(uint64_t position);
+  void suppress_until(uint64_t position);
 
 private:
-  void emit_locked(uint8_t value);
+  void emit_locked(uint8_t value, uint64_t position);
 
   mutable std::mutex mtx_;
   std::FILE* sink_ = nullptr;
@@ -51,6 +63,7 @@ private:
   uint64_t written_ = 0;
   bool holding_ = false;
   std::string held_; // bytes written_-held_.size() .. written_
+  uint64_t suppressed_until_ = 0;
 };
 
 } // namespace ferry

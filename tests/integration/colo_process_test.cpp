@@ -286,3 +286,57 @@ TEST_F(colo_pair, a_silent_secondary_fences_the_primary_until_lost_heartbeat) {
   EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running");
   one_sequence(read_file(src.serial));
 }
+
+// Compare mode (-object x-ferry-colo,output=compare on the primary, QEMU's
+// colo-compare): the secondary runs too and sends its output; output both
+// wrote alike goes out at once, without waiting for a checkpoint. A
+// primary killed: the secondary goes on from where it runs, and the reader
+// sees one sequence.
+TEST_F(colo_pair, compare_mode_lets_agreed_output_out_and_the_running_secondary_takes_over) {
+  src_extra = {"-object", "x-ferry-colo,id=colo0,output=compare"};
+  const size_t at_colo = protect(2000); // checkpoints rarely: output goes out by comparison
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  json::value figures;
+  do {
+    std::this_thread::sleep_for(100ms);
+    figures = src.info().at("x-ferry-colo");
+  } while ((figures.at("compared-bytes").to_number<uint64_t>() == 0 ||
+            last_pass(read_file(src.serial)) < at_colo + 60) &&
+           std::chrono::steady_clock::now() < deadline);
+  EXPECT_GT(figures.at("compared-bytes").to_number<uint64_t>(), 0U)
+    << "output went out because both copies wrote it\n"
+    << json::serialize(figures) << src.agent->stderr_text() << dst.agent->stderr_text();
+  EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running")
+    << "the secondary runs from each checkpoint too";
+  EXPECT_EQ(read_file(dst.serial).find("pass "), std::string::npos)
+    << "a secondary's output reaches nobody while the pair stands";
+  src.agent->signal(SIGKILL);
+  colo_ended(dst, "completed", "secondary", "error");
+  secondary_went_on_from_a_checkpoint(at_colo);
+}
+
+TEST_F(colo_pair, compare_mode_checkpoints_at_once_when_the_outputs_diverge) {
+  // The secondary's run from checkpoint 2 sends its output with a byte
+  // changed: the primary sees the copies disagree and checkpoints now.
+  src_extra = {"-object", "x-ferry-colo,id=colo0,output=compare"};
+  ::setenv("FERRY_FAULT_COLO", "diverge:2", 1);
+  const size_t at_colo = protect(1000);
+  ::unsetenv("FERRY_FAULT_COLO");
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (src.agent->stderr_text().find("output diverged") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_NE(src.agent->stderr_text().find("output diverged"), std::string::npos)
+    << src.agent->stderr_text();
+  while (last_pass(read_file(src.serial)) < at_colo + 60 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  auto r = src.exec("x-colo-lost-heartbeat");
+  EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  colo_ended(src, "completed", "primary", "request");
+  colo_ended(dst, "failed", "secondary", "request");
+  EXPECT_NE(dst.exec("query-status").at("return").at("status"), "running")
+    << "the secondary's copy stops when the primary goes on alone";
+  runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
+  one_sequence(read_file(src.serial));
+}

@@ -71,13 +71,51 @@ TEST(colo_records, malformed_payloads_are_refused_with_the_reason) {
 }
 
 TEST(colo_records, the_record_types_are_known_to_the_stream) {
-  for (auto t : {mig::record_type::colo, mig::record_type::heartbeat}) {
+  for (auto t :
+       {mig::record_type::colo, mig::record_type::heartbeat, mig::record_type::colo_output}) {
     const auto h = mig::encode_header(t, 16, 0);
     auto back = mig::decode_header(h);
     ASSERT_TRUE(back) << why(back.error());
     EXPECT_EQ(back->type, t);
   }
   EXPECT_STREQ(mig::to_string(mig::record_type::heartbeat), "heartbeat");
+  EXPECT_STREQ(mig::to_string(mig::record_type::colo_output), "colo-output");
+}
+
+TEST(colo_records, output_records_round_trip_and_bad_ones_are_refused) {
+  mig::colo_output_record out{mig::colo_output_kind::output, 4, 1000, {'p', 'a', 's', 's'}};
+  auto back = mig::decode_colo_output(mig::encode(out));
+  ASSERT_TRUE(back) << why(back.error());
+  EXPECT_EQ(back->kind, mig::colo_output_kind::output);
+  EXPECT_EQ(back->checkpoint, 4U);
+  EXPECT_EQ(back->position, 1000U);
+  EXPECT_EQ(back->bytes, out.bytes);
+  const mig::colo_output_record released{mig::colo_output_kind::released, 4, 1004, {}};
+  back = mig::decode_colo_output(mig::encode(released));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->kind, mig::colo_output_kind::released);
+  EXPECT_TRUE(back->bytes.empty());
+
+  auto bytes = mig::encode(out);
+  EXPECT_NE(why(mig::decode_colo_output(std::span{bytes}.first(23)).error()).find("23 bytes"),
+            std::string::npos);
+  auto kind = bytes;
+  kind[0] = 3;
+  EXPECT_NE(why(mig::decode_colo_output(kind).error()).find("kind 3"), std::string::npos);
+  auto reserved = bytes;
+  reserved[4] = 1;
+  EXPECT_NE(why(mig::decode_colo_output(reserved).error()).find("reserved"), std::string::npos);
+  auto base_with_bytes = bytes;
+  base_with_bytes[0] = 1;
+  EXPECT_NE(why(mig::decode_colo_output(base_with_bytes).error()).find("with output bytes"),
+            std::string::npos);
+  mig::colo_output_record big{mig::colo_output_kind::output, 1, 0, {}};
+  big.bytes.resize(mig::colo_output_max_bytes + 1);
+  EXPECT_NE(why(mig::decode_colo_output(mig::encode(big)).error()).find("at most 64 KiB"),
+            std::string::npos);
+  mig::colo_output_record wrap{mig::colo_output_kind::output, 1, UINT64_MAX - 1, {'a', 'b'}};
+  EXPECT_NE(why(mig::decode_colo_output(mig::encode(wrap)).error()).find("overflows"),
+            std::string::npos);
 }
 
 TEST(colo_exchange, walks_every_edge_and_refuses_every_other_message) {

@@ -84,6 +84,10 @@ TEST(vm_config, the_colo_fence_is_off_unless_set) {
   c = parse({"-object", "x-ferry-colo,id=colo0,fence-timeout=3000"});
   ASSERT_TRUE(c) << describe(c.error());
   EXPECT_EQ(c->colo_fence_ms, 3000U);
+  EXPECT_FALSE(c->colo_compare) << "checkpoint mode unless asked";
+  c = parse({"-object", "x-ferry-colo,id=colo0,output=compare"});
+  ASSERT_TRUE(c) << describe(c.error());
+  EXPECT_TRUE(c->colo_compare);
 }
 
 TEST(vm_config, bad_input_is_a_clear_error) {
@@ -118,7 +122,8 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-object", "x-ferry-colo,fence-timeout=1"}, "'id' is missing"},
     {{"-object", "x-ferry-colo,id=c,fence-timeout=soon"}, "fence-timeout"},
     {{"-object", "x-ferry-colo,id=c,fence-timeout=3600001"}, "at most 3600000 ms"},
-    {{"-object", "x-ferry-colo,id=c,output=mirror"}, "Invalid parameter 'output'"},
+    {{"-object", "x-ferry-colo,id=c,output=mirror"}, "output must be 'checkpoint' or 'compare'"},
+    {{"-object", "x-ferry-colo,id=c,colour=red"}, "Invalid parameter 'colour'"},
   };
   for (const auto& c : cases) {
     const std::string err = error_of(c.words);
