@@ -340,3 +340,19 @@ TEST_F(colo_pair, compare_mode_checkpoints_at_once_when_the_outputs_diverge) {
   runs_on_and_verifies(src, std::max(at_colo, last_pass(read_file(src.serial))));
   one_sequence(read_file(src.serial));
 }
+
+TEST_F(colo_pair, compare_mode_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
+  // The secondary, stopped for checkpoint 4 and its run undone, goes back
+  // to checkpoint 3 whole (vCPUs and output count too) and runs from there.
+  src_extra = {"-object", "x-ferry-colo,id=colo0,output=compare"};
+  ::setenv("FERRY_FAULT_COLO", "die-mid-checkpoint:4", 1);
+  const size_t at_colo = protect(300);
+  ::unsetenv("FERRY_FAULT_COLO");
+  EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
+  colo_ended(dst, "completed", "secondary", "error");
+  EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
+    << dst.agent->stderr_text();
+  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+  runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
+  one_sequence(read_file(src.serial) + read_file(dst.serial));
+}
