@@ -64,10 +64,15 @@ caf::expected<void> migration_source::impl::colo_compare_output() {
   colo_sec_out.erase(0, n);
   colo_sec_pos += n;
   colo_compared += n;
-  s->release(colo_sec_pos);
+  // The secondary hears first how far the reader will have seen, then the
+  // bytes go out: a primary that dies between the two leaves at most those
+  // bytes unseen (as a checkpoint's release does), never shown twice.
   const mig::colo_output_record released{
     mig::colo_output_kind::released, colo_x.committed(), colo_sec_pos, {}};
-  return channels[0]->send(mig::record_type::colo_output, mig::encode(released));
+  if (auto ok = channels[0]->send(mig::record_type::colo_output, mig::encode(released)); !ok)
+    return ok;
+  s->release(colo_sec_pos);
+  return {};
 }
 
 } // namespace ferry
