@@ -53,24 +53,6 @@ void fail_over(cluster_actor* self, pair_entry& pe, const std::string& why) {
     done();
 }
 
-// COLO ended with the primary running alone: the secondary goes.
-void drop_secondary(cluster_actor* self, pair_entry& pe, const std::string& why) {
-  pe.busy = true;
-  const std::string guest = pe.record.guest;
-  const int64_t id = pe.record.id;
-  retire_copy(self, pe.record.secondary, guest, [self, guest, id, why] {
-    auto* p = find_pair(self, guest, id);
-    if (p == nullptr)
-      return;
-    p->busy = false;
-    p->record.secondary.clear();
-    p->record.error = why;
-    p->primary_left.reset();
-    (void) move_pair(self, *p, pair_state::unprotected, why);
-    p->next_try = clock_type::now() + std::chrono::seconds(1);
-  });
-}
-
 // Both sides in COLO, until one is lost. `prim`/`sec`: their migration
 // statuses ("" out of reach); `run`: the primary's run state.
 void judge_protected(cluster_actor* self, pair_entry& pe, const std::string& prim,
@@ -95,7 +77,8 @@ void judge_protected(cluster_actor* self, pair_entry& pe, const std::string& pri
     lost_heartbeat(self, pe, r.primary, "host " + r.secondary + " out of reach");
   } else if (!prim.empty() && prim != "colo") {
     if (sec != "colo" || (pe.primary_left && now - *pe.primary_left >= secondary_grace))
-      drop_secondary(self, pe, "COLO ended on the primary (" + prim + "); it runs alone");
+      leave_unprotected(self, r.guest, r.id,
+                        "COLO ended on the primary (" + prim + "); it runs alone", false);
     else if (!pe.primary_left)
       pe.primary_left = now;
   } else if (prim == "colo" && sec == "colo" && draining(st, r.primary)) {

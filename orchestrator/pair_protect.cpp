@@ -81,20 +81,9 @@ void protect_failed(cluster_actor* self, const std::string& guest, int64_t id,
   if (pe == nullptr)
     return;
   pe->busy = true;
-  const std::string secondary = pe->record.secondary;
   host_qmp(self, pe->record.primary, guest, "migrate_cancel", {},
-           [self, guest, id, secondary, why](const caf::expected<json::value>&) {
-             retire_copy(self, secondary, guest, [self, guest, id, why] {
-               auto* p = find_pair(self, guest, id);
-               if (p == nullptr)
-                 return;
-               p->busy = false;
-               p->record.secondary.clear();
-               p->record.error = why;
-               (void) move_pair(self, *p, pair_state::unprotected, why);
-               p->next_try = clock_type::now() + p->backoff;
-               p->backoff = std::min(max_pair_backoff, p->backoff * 2);
-             });
+           [self, guest, id, why](const caf::expected<json::value>&) {
+             leave_unprotected(self, guest, id, why, true);
            });
 }
 

@@ -5,6 +5,7 @@
 #include "common/log.hpp"
 #include "orchestrator/orchestrator_error.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace ferry::cluster_detail::colo {
@@ -146,6 +147,27 @@ json::object pair_json(const pair_entry& pe) {
     o["unprotected_s"] =
       std::chrono::duration<double>(clock_type::now() - pe.unprotected_since).count();
   return o;
+}
+
+void leave_unprotected(cluster_actor* self, const std::string& guest, int64_t id,
+                       const std::string& why, bool back_off) {
+  auto* pe = find_pair(self, guest, id);
+  if (pe == nullptr)
+    return;
+  pe->busy = true;
+  retire_copy(self, pe->record.secondary, guest, [self, guest, id, why, back_off] {
+    auto* p = find_pair(self, guest, id);
+    if (p == nullptr)
+      return;
+    p->busy = false;
+    p->record.secondary.clear();
+    p->record.error = why;
+    p->primary_left.reset();
+    (void) move_pair(self, *p, pair_state::unprotected, why);
+    p->next_try = clock_type::now() + (back_off ? p->backoff : std::chrono::seconds(1));
+    if (back_off)
+      p->backoff = std::min(max_pair_backoff, p->backoff * 2);
+  });
 }
 
 } // namespace ferry::cluster_detail::colo

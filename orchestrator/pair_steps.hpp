@@ -64,6 +64,11 @@ void retire_copy(
 void lost_heartbeat(cluster_actor* self, pair_entry& pe, const std::string& host,
                     const std::string& why);
 json::object pair_json(const pair_entry& pe);
+// The pair's secondary copy retired, then the pair unprotected with `why`;
+// protection is tried again in a second, or — `back_off`, an attempt that
+// failed — after the pair's backoff, which doubles.
+void leave_unprotected(cluster_actor* self, const std::string& guest, int64_t id,
+                       const std::string& why, bool back_off);
 
 // Protecting (pair_protect.cpp): the secondary created and both sides set
 // to x-colo; an attempt that fails is undone and the pair unprotected.

@@ -92,6 +92,23 @@ struct colo_pair : migration_fixture {
     one_sequence(read_file(src.serial) + read_file(dst.serial));
   }
 
+  // The primary's process dies in checkpoint 4, its pages sent, its CPU
+  // state not (the fault hook): the secondary drops the staged half and
+  // goes on from checkpoint 3 whole — in compare mode its own run undone,
+  // its vCPUs and output count back there too.
+  void primary_killed_mid_checkpoint(uint32_t delay_ms) {
+    ::setenv("FERRY_FAULT_COLO", "die-mid-checkpoint:4", 1);
+    const size_t at_colo = protect(delay_ms);
+    ::unsetenv("FERRY_FAULT_COLO");
+    EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
+    colo_ended(dst, "completed", "secondary", "error");
+    EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
+      << dst.agent->stderr_text();
+    ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
+    runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
+    one_sequence(read_file(src.serial) + read_file(dst.serial));
+  }
+
   // `h` runs the guest on: passes beyond `beyond` appear on its serial port
   // and its memory verifies.
   void runs_on_and_verifies(host& h, size_t beyond) {
@@ -147,18 +164,7 @@ TEST_F(colo_pair, the_secondary_takes_over_when_the_primary_is_killed) {
 }
 
 TEST_F(colo_pair, a_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
-  // The primary's process dies in checkpoint 4, its pages sent, its CPU
-  // state not: the secondary drops the staged half and goes on from 3.
-  ::setenv("FERRY_FAULT_COLO", "die-mid-checkpoint:4", 1);
-  const size_t at_colo = protect(200);
-  ::unsetenv("FERRY_FAULT_COLO");
-  EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
-  colo_ended(dst, "completed", "secondary", "error");
-  EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
-    << dst.agent->stderr_text();
-  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
-  runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
-  one_sequence(read_file(src.serial) + read_file(dst.serial));
+  primary_killed_mid_checkpoint(200);
 }
 
 TEST_F(colo_pair, a_malformed_checkpoint_ends_colo_and_only_the_primary_runs) {
@@ -341,18 +347,8 @@ TEST_F(colo_pair, compare_mode_checkpoints_at_once_when_the_outputs_diverge) {
   one_sequence(read_file(src.serial));
 }
 
-TEST_F(colo_pair, compare_mode_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
-  // The secondary, stopped for checkpoint 4 and its run undone, goes back
-  // to checkpoint 3 whole (vCPUs and output count too) and runs from there.
+TEST_F(colo_pair,
+       compare_mode_primary_killed_mid_checkpoint_leaves_the_secondary_on_the_one_before) {
   src_extra = {"-object", "x-ferry-colo,id=colo0,output=compare"};
-  ::setenv("FERRY_FAULT_COLO", "die-mid-checkpoint:4", 1);
-  const size_t at_colo = protect(300);
-  ::unsetenv("FERRY_FAULT_COLO");
-  EXPECT_EQ(src.agent->wait(20s), 128 + SIGKILL) << "the fault hook killed the primary";
-  colo_ended(dst, "completed", "secondary", "error");
-  EXPECT_NE(dst.agent->stderr_text().find("takes over from checkpoint 3"), std::string::npos)
-    << dst.agent->stderr_text();
-  ASSERT_TRUE(wait_for_text(dst.serial, "pass ", 30s)) << dst.agent->stderr_text();
-  runs_on_and_verifies(dst, std::max(at_colo, last_pass(read_file(dst.serial))));
-  one_sequence(read_file(src.serial) + read_file(dst.serial));
+  primary_killed_mid_checkpoint(300);
 }
