@@ -172,6 +172,40 @@ migration_destination::impl::colo_link_failed(const caf::error& why, clock_type:
   return colo_take_over();
 }
 
+// One COLO message of the checkpoint sequence; a value when COLO ends here.
+std::optional<caf::expected<destination_event>>
+migration_destination::impl::colo_message(std::span<const uint8_t> buf, checkpoint_staging& staging,
+                                          uint64_t& arrived) {
+  auto r = mig::decode_colo(buf);
+  if (!r)
+    return colo_fail(describe(r.error()));
+  if (auto ok = colo_x.take(*r); !ok)
+    return colo_fail(describe(ok.error()));
+  if (r->message == cm::checkpoint_request) {
+    if (colo_compare)
+      colo_compare_request();
+    staging.begin(r->value);
+    arrived = 0;
+    if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)
+      return colo_failover("error", ok.error());
+  } else if (r->message == cm::vmstate_size) {
+    if (r->value != arrived)
+      return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) + " announced " +
+                       std::to_string(r->value) + " pages, " + std::to_string(arrived) +
+                       " arrived");
+    if (auto ok = colo_send(cm::vmstate_received, colo_x.checkpoint()); !ok)
+      return colo_failover("error", ok.error());
+    if (auto why = commit_checkpoint(staging))
+      return colo_fail(*why);
+    if (auto ok = colo_send(cm::vmstate_loaded, colo_x.checkpoint()); !ok)
+      return colo_failover("error", ok.error());
+    ++checkpoints;
+  } else if (r->message != cm::vmstate_send) {
+    return colo_fail(std::string{"unexpected "} + std::string{mig::to_string(r->message)});
+  }
+  return std::nullopt;
+}
+
 caf::expected<destination_event> migration_destination::impl::colo() {
   checkpoint_staging staging{g.memory().pages()};
   uint64_t arrived = 0; // page entries of the checkpoint
@@ -225,36 +259,10 @@ caf::expected<destination_event> migration_destination::impl::colo() {
         return refuse("the primary ended COLO and runs the guest" +
                       (st ? ": " + st->text : std::string{}));
       }
-      case mig::record_type::colo: {
-        auto r = mig::decode_colo(buf);
-        if (!r)
-          return colo_fail(describe(r.error()));
-        if (auto ok = colo_x.take(*r); !ok)
-          return colo_fail(describe(ok.error()));
-        if (r->message == cm::checkpoint_request) {
-          if (colo_compare)
-            colo_compare_request();
-          staging.begin(r->value);
-          arrived = 0;
-          if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)
-            return colo_failover("error", ok.error());
-        } else if (r->message == cm::vmstate_size) {
-          if (r->value != arrived)
-            return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) + " announced " +
-                             std::to_string(r->value) + " pages, " + std::to_string(arrived) +
-                             " arrived");
-          if (auto ok = colo_send(cm::vmstate_received, colo_x.checkpoint()); !ok)
-            return colo_failover("error", ok.error());
-          if (auto why = commit_checkpoint(staging))
-            return colo_fail(*why);
-          if (auto ok = colo_send(cm::vmstate_loaded, colo_x.checkpoint()); !ok)
-            return colo_failover("error", ok.error());
-          ++checkpoints;
-        } else if (r->message != cm::vmstate_send) {
-          return colo_fail(std::string{"unexpected "} + std::string{mig::to_string(r->message)});
-        }
+      case mig::record_type::colo:
+        if (auto end = colo_message(buf, staging, arrived))
+          return *end;
         break;
-      }
       case mig::record_type::pages: {
         if (!in_records)
           return colo_fail("page record outside a checkpoint");

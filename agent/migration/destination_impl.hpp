@@ -194,6 +194,8 @@ struct migration_destination::impl {
   // here from the last whole checkpoint) or ends COLO itself.
   caf::expected<destination_event> colo_begin();
   caf::expected<destination_event> colo();
+  std::optional<caf::expected<destination_event>>
+  colo_message(std::span<const uint8_t> buf, checkpoint_staging& staging, uint64_t& arrived);
   caf::expected<void> colo_send(mig::colo_message m, uint64_t value);
   destination_event colo_failover(std::string_view reason, const caf::error& why);
   caf::error colo_fail(const std::string& why);

@@ -331,6 +331,26 @@ void add_connection_options(CLI::App& app, options& o) {
                  "HTTPS: the name the orchestrator's certificate carries (default orchestrator)");
 }
 
+// protect (`on`) or unprotect GUEST: the pair as the orchestrator left it.
+int do_protect(const options& o, const std::string& guest, const std::string& secondary, bool on) {
+  json::value out;
+  json::object body{{"guest", guest}};
+  if (!secondary.empty())
+    body["secondary"] = secondary;
+  if (int rc = call(o, "POST", on ? "/api/v1/pairs" : "/api/v1/pairs/" + guest + "/unprotect",
+                    on ? json::serialize(body) : "{}", out);
+      rc != 0)
+    return rc;
+  if (o.output == "json")
+    std::cout << json::serialize(out) << std::endl;
+  else
+    std::printf("%s: %s on %s, secondary %s\n", guest.c_str(), str(out.at("state")).c_str(),
+                str(out.at("primary")).c_str(),
+                out.at("secondary").as_string().empty() ? "none"
+                                                        : str(out.at("secondary")).c_str());
+  return 0;
+}
+
 } // namespace
 
 int run_cli(int argc, char** argv) {
@@ -421,24 +441,8 @@ int run_cli(int argc, char** argv) {
     std::cout << json::serialize(out) << std::endl;
     return 0;
   }
-  if (protect->parsed() || unprotect->parsed()) {
-    json::object body{{"guest", guest}};
-    if (!secondary.empty())
-      body["secondary"] = secondary;
-    const bool on = protect->parsed();
-    if (int rc = call(o, "POST", on ? "/api/v1/pairs" : "/api/v1/pairs/" + guest + "/unprotect",
-                      on ? json::serialize(body) : "{}", out);
-        rc != 0)
-      return rc;
-    if (o.output == "json")
-      std::cout << json::serialize(out) << std::endl;
-    else
-      std::printf("%s: %s on %s, secondary %s\n", guest.c_str(), str(out.at("state")).c_str(),
-                  str(out.at("primary")).c_str(),
-                  out.at("secondary").as_string().empty() ? "none"
-                                                          : str(out.at("secondary")).c_str());
-    return 0;
-  }
+  if (protect->parsed() || unprotect->parsed())
+    return do_protect(o, guest, secondary, protect->parsed());
   if (pairs->parsed()) {
     if (int rc = call(o, "GET", "/api/v1/pairs", {}, out); rc != 0)
       return rc;
