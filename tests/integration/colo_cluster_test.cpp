@@ -170,7 +170,7 @@ TEST_F(colo_cluster, a_primary_host_cut_off_leaves_exactly_one_running_copy) {
   // Back: the stale copy goes, never having run again.
   ASSERT_TRUE(c.set_link("host-a", true) && c.set_migration_link("host-a", true));
   const auto healed = clock_type::now();
-  while (status_on("host-a") != "" && clock_type::now() - healed < 30s) {
+  while (!status_on("host-a").empty() && clock_type::now() - healed < 30s) {
     EXPECT_NE(status_on("host-a"), "running");
     std::this_thread::sleep_for(100ms);
   }
@@ -196,7 +196,7 @@ TEST_F(colo_cluster, evacuating_the_primary_host_keeps_the_guest_protected) {
   ASSERT_TRUE(!p.is_null() && protected_on(p, "host-b")) << json::serialize(p) << c.story();
   EXPECT_EQ(p.at("secondary"), "host-c");
   const auto deadline = clock_type::now() + 20s;
-  while (status_on("host-a") != "" && clock_type::now() < deadline)
+  while (!status_on("host-a").empty() && clock_type::now() < deadline)
     std::this_thread::sleep_for(100ms);
   EXPECT_EQ(status_on("host-a"), "") << "nothing left on the evacuated host" << c.story();
   // The journal's evacuation finished once no pair had a side on host-a.
