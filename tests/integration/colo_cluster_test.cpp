@@ -4,7 +4,9 @@
 // the guest runs on the secondary within 5 s and is protected again on the
 // third host within 30 s; the primary's host cut off → exactly one copy runs
 // (the cut-off primary fenced itself), and the stale copy goes once the host
-// is back; evacuating the primary's host (after an orchestrator restart)
+// is back; a killed secondary host or a cut link between the two leaves the
+// primary running (fenced until the orchestrator says so) and the guest
+// protected again; evacuating the primary's host (after an orchestrator restart)
 // moves the guest to its secondary and protects it again. The survivor is
 // verified page by page.
 
@@ -209,6 +211,73 @@ TEST_F(colo_cluster, evacuating_the_primary_host_keeps_the_guest_protected) {
   }
   EXPECT_TRUE(finished) << c.story();
   verify_guest("vm1", "host-b");
+}
+
+TEST_F(colo_cluster, a_killed_secondary_host_leaves_the_guest_running_and_protected_elsewhere) {
+  protect_on_a_and_b();
+  const size_t before = read_file(run_dir("host-a") + "/vm1.serial").size();
+  const auto killed = clock_type::now();
+  c.kill_host("host-b");
+  // The primary hears its secondary's link end and runs on alone at once;
+  // the orchestrator protects it again on the only other host.
+  auto p = wait_pair(
+    [](const json::value& v) { return protected_on(v, "host-a") && v.at("secondary") == "host-c"; },
+    30s);
+  ASSERT_TRUE(!p.is_null() && protected_on(p, "host-a")) << json::serialize(p) << c.story();
+  std::printf("protected again on host-c %.1f s after host-b was killed\n",
+              std::chrono::duration<double>(clock_type::now() - killed).count());
+  EXPECT_EQ(p.at("failovers").to_number<int64_t>(), 0) << "the guest never moved";
+  EXPECT_GT(read_file(run_dir("host-a") + "/vm1.serial").size(), before)
+    << "it ran on all along (its output went on)";
+  verify_guest("vm1", "host-a");
+}
+
+TEST_F(colo_cluster,
+       a_cut_link_between_the_pair_fences_the_primary_until_the_orchestrator_decides) {
+  if (!c.in_namespaces())
+    GTEST_SKIP() << "cutting a link needs network namespaces (root and iproute2)";
+  protect_on_a_and_b();
+  // Only the primary's migration network goes: both hosts still answer the
+  // orchestrator. The primary fences itself (run state colo) after 3 s of
+  // silence; the orchestrator, reaching both, lets the primary run on alone
+  // and removes the secondary, which never runs; once the link is back the
+  // guest is protected again.
+  ASSERT_TRUE(c.set_migration_link("host-a", false));
+  const auto cut = clock_type::now();
+  bool fenced = false, b_ran = false;
+  std::string a;
+  while (clock_type::now() - cut < 30s) {
+    a = status_on("host-a");
+    fenced = fenced || a == "colo";
+    b_ran = b_ran || status_on("host-b") == "running";
+    if (fenced && a == "running")
+      break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(fenced) << "the primary paused itself while it could not tell" << c.story();
+  ASSERT_EQ(a, "running") << "the orchestrator let the primary run on alone" << c.story();
+  std::printf("host-a runs alone again %.1f s after the cut\n",
+              std::chrono::duration<double>(clock_type::now() - cut).count());
+  // The pair went unprotected with the primary running alone (its tries to
+  // protect again fail while the link is down, each undone).
+  bool ended_on_primary = false;
+  for (int i = 0; i < 100 && !ended_on_primary; ++i) {
+    auto log = journal::open_for_reading(c.journal_path());
+    if (log)
+      for (const auto& step : (*log)->pair_history())
+        ended_on_primary =
+          ended_on_primary || (step.to == pair_state::unprotected &&
+                               step.note.find("COLO ended on the primary") != std::string::npos);
+    b_ran = b_ran || status_on("host-b") == "running";
+    if (!ended_on_primary)
+      std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(ended_on_primary) << c.story();
+  EXPECT_FALSE(b_ran) << "the secondary never ran";
+  verify_guest("vm1", "host-a");
+  ASSERT_TRUE(c.set_migration_link("host-a", true));
+  auto p = wait_pair([](const json::value& v) { return protected_on(v, "host-a"); }, 60s);
+  EXPECT_TRUE(!p.is_null() && protected_on(p, "host-a")) << json::serialize(p) << c.story();
 }
 
 } // namespace
