@@ -140,6 +140,9 @@ void start_postcopy(job_actor* self);
 // A poll round's answer once postcopy was asked for (or the source is in
 // it): follows it, recovers a paused one, ends a lost one.
 void follow_postcopy(job_actor* self, const std::string& status, uint64_t token);
+// The pages flow again after a pause (postcopy-active, or a recovery so quick
+// the source was next seen completed): the recovery is noted and counted.
+void postcopy_flowing(job_actor* self);
 // What would fail a job in postcopy only delays it (true then): the guest
 // runs on the target, and nothing may be cancelled or taken back.
 bool postcopy_trouble(job_actor* self, const std::string& why);

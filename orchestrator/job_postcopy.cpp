@@ -176,6 +176,22 @@ void recover(job_actor* self) {
 
 } // namespace
 
+void postcopy_flowing(job_actor* self) {
+  auto& st = self->state;
+  if (!st.paused_since)
+    return;
+  st.paused_before += clock_type::now() - *st.paused_since;
+  st.paused_since.reset();
+  const std::string note =
+    "postcopy recovered after " + std::to_string(st.recover_attempts) + " attempt(s)";
+  (void) st.ctx.log->add_step(st.ctx.job.id, note);
+  self->send(st.ctx.parent, job_step_atom::value, std::string{"postcopy-recovered"});
+  log::info("job {} ({}): {}", st.ctx.job.id, st.ctx.job.guest, note);
+  st.recover_attempts = 0;
+  st.recover_backoff = {};
+  st.ctx.job.error.clear();
+}
+
 void start_postcopy(job_actor* self) {
   auto& st = self->state;
   st.in_postcopy = true;
@@ -207,18 +223,7 @@ void follow_postcopy(job_actor* self, const std::string& status, uint64_t token)
     if (status == "postcopy-paused" && !st.recovering && now >= st.next_recover)
       recover(self);
   } else if (status == "postcopy-active") {
-    if (st.paused_since) {
-      st.paused_before += now - *st.paused_since;
-      st.paused_since.reset();
-      const std::string note =
-        "postcopy recovered after " + std::to_string(st.recover_attempts) + " attempt(s)";
-      (void) st.ctx.log->add_step(st.ctx.job.id, note);
-      self->send(st.ctx.parent, job_step_atom::value, std::string{"postcopy-recovered"});
-      log::info("job {} ({}): {}", st.ctx.job.id, st.ctx.job.guest, note);
-      st.recover_attempts = 0;
-      st.recover_backoff = {};
-      st.ctx.job.error.clear();
-    }
+    postcopy_flowing(self);
     // The target measures how long its vCPUs wait for pages.
     qmp(
       self, st.ctx.target, st.ctx.job.guest, "query-migrate", {},

@@ -186,6 +186,8 @@ void poll_migration(job_actor* self) {
         // the final downtime.
         st1.progress["downtime-limit"] = st1.ladder->downtime_ms();
         if (status == "completed") {
+          if (st1.in_postcopy)
+            postcopy_flowing(self);
           report(self); // the final figures: total-time, downtime
           st1.completing_since = clock_type::now();
           if (move(self, job_state::completing, "source reports completed"))
