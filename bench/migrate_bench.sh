@@ -12,6 +12,9 @@
 #
 #   bench/migrate_bench.sh [BUILD_DIR]      RUNS=3 SIZE=1G ROWS= NO_QEMU= ACCEL= (environment)
 #   SOCK_WAIT=N: wait N x 50 ms for the agents' QMP sockets (default 100; more under valgrind)
+#   HUGE=1: both VMMs' destinations keep guest RAM in 2 MiB huge pages
+#   (memory-backend-memfd,hugetlb=on; needs SIZE of free huge pages:
+#   vm.nr_hugepages)
 #   PORT=N: the destination's port (default 17110: below the kernel's ephemeral
 #   range, where a client connection of some other program, lingering in
 #   TIME-WAIT, could hold it)
@@ -146,6 +149,11 @@ if [ -z "$accel" ]; then
   [ -n "$kvm_usable" ] && accel=kvm
 fi
 
+# The destinations' RAM: huge pages with HUGE=1 (the same object for both VMMs).
+dst_ram=()
+[ -n "${HUGE:-}" ] && dst_ram=(-object "memory-backend-memfd,id=ram0,size=$size,hugetlb=on"
+  -machine memory-backend=ram0)
+
 ferry_run() {
   local channels=$1 live=${2:-}
   local start=(-S)
@@ -157,7 +165,7 @@ ferry_run() {
   pids+=($!)
   "$build/agent/ferry-agent" vm -m "$size" -drive "file=$work/guest.img,format=raw" \
     -qmp "unix:$work/dst.sock,server=on,wait=off" -accel "$accel" -incoming defer -S \
-    $(tls_objects server) >&2 &
+    "${dst_ram[@]}" $(tls_objects server) >&2 &
   pids+=($!)
   if [ -n "$live" ]; then
     for _ in $(seq 1 300); do grep -q "pass 00000028" "$work/src.txt" 2>/dev/null && break; sleep 0.1; done
@@ -176,9 +184,10 @@ qemu_run() {
     -machine memory-backend=ram0 -qmp "unix:$work/src.sock,server=on,wait=off" \
     $(tls_objects client) >&2 &
   pids+=($!)
+  local qdst=(-object "memory-backend-ram,id=ram0,size=$size" -machine memory-backend=ram0)
+  [ -n "${HUGE:-}" ] && qdst=("${dst_ram[@]}")
   qemu-system-x86_64 "${common[@]}" -incoming defer $(tls_objects server) \
-    -object "memory-backend-ram,id=ram0,size=$size" -machine memory-backend=ram0 \
-    -qmp "unix:$work/dst.sock,server=on,wait=off" >&2 &
+    "${qdst[@]}" -qmp "unix:$work/dst.sock,server=on,wait=off" >&2 &
   pids+=($!)
   local rc=0
   migrate_once "$channels" || rc=$?

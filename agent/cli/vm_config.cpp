@@ -121,7 +121,7 @@ struct vm_args_parser {
     return {};
   }
 
-  // -object tls-creds-x509 / authz-simple / memory-backend-ram|file.
+  // -object tls-creds-x509 / authz-simple / memory-backend-ram|memfd|file.
   caf::expected<void> object(const std::string& v) {
     FERRY_TRY(o, qemu_opts::parse(v, "qom-type"));
     const std::string type = o.get("qom-type").value_or("");
@@ -158,12 +158,19 @@ struct vm_args_parser {
     }
     if (type == "x-ferry-colo")
       return colo_object(o);
-    if (type != "memory-backend-ram" && type != "memory-backend-file")
+    if (type != "memory-backend-ram" && type != "memory-backend-file" &&
+        type != "memory-backend-memfd")
       return invalid("-object: type '" + type + "' is not supported yet");
-    if (auto ok =
-          o.only({"qom-type", "id", "size", "mem-path", "share", "prealloc", "merge", "dump"});
-        !ok)
+    if (type == "memory-backend-memfd") {
+      if (auto ok = o.only({"qom-type", "id", "size", "share", "prealloc", "merge", "dump",
+                            "hugetlb", "hugetlbsize", "seal"});
+          !ok)
+        return ok.error();
+    } else if (auto ok = o.only(
+                 {"qom-type", "id", "size", "mem-path", "share", "prealloc", "merge", "dump"});
+               !ok) {
       return ok.error();
+    }
     if (!o.has("id"))
       return invalid("-object " + type + ": Parameter 'id' is missing");
     if (!o.has("size"))
@@ -180,11 +187,29 @@ struct vm_args_parser {
       b.share = share;
     } else if (o.has("mem-path")) {
       return invalid("-object memory-backend-ram: Invalid parameter 'mem-path'");
+    } else if (type == "memory-backend-memfd") {
+      if (auto ok = huge_pages(o, b); !ok)
+        return ok.error();
     }
     const std::string id = *o.get("id");
     if (!object_ids.insert(id).second)
       return invalid("-object: duplicate ID '" + id + "'");
     backends[id] = std::move(b);
+    return {};
+  }
+
+  // memory-backend-memfd's hugetlb=on[,hugetlbsize=SIZE]: a power of two the
+  // kernel must offer (checked when the memfd is made).
+  static caf::expected<void> huge_pages(const qemu_opts& o, memory_backend& b) {
+    FERRY_TRY(huge, o.get_bool("hugetlb", false));
+    FERRY_TRY(huge_size, o.get_size("hugetlbsize", 0));
+    if (huge_size != 0 && !huge)
+      return invalid("-object memory-backend-memfd: 'hugetlbsize' needs hugetlb=on");
+    if (huge_size != 0 && ((huge_size & (huge_size - 1)) != 0 || huge_size < (uint64_t{64} << 10)))
+      return invalid("-object memory-backend-memfd: hugetlbsize must be a power of two of at "
+                     "least 64K");
+    b.hugetlb = huge;
+    b.hugetlb_size = huge_size;
     return {};
   }
 

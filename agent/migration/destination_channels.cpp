@@ -114,6 +114,9 @@ std::string migration_destination::impl::disagreement() const {
     return "switchover-ack needs a socket transport (tcp: or unix:)";
   if (src_postcopy && !plan.from.bidirectional())
     return "postcopy needs a socket transport (tcp: or unix:): pages are asked for on it";
+  if (src_postcopy && g.memory().backing_page_size() != 4096)
+    return "postcopy is not possible on this destination: its guest RAM is in huge pages "
+           "(pages are placed 4 KiB at a time)";
   if (src_postcopy) {
     // Whether this guest's RAM can take pages while it runs: registered
     // for a moment (before any page arrives) and let go.

@@ -5,12 +5,16 @@
 #include "common/error.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -22,10 +26,44 @@ namespace ferry {
 
 namespace {
 
-caf::expected<unique_fd> make_memfd(uint64_t size) {
-  unique_fd fd{::memfd_create("ferry-guest-ram", MFD_CLOEXEC)};
+// The page size of the filesystem under fd: hugetlbfs reports its huge
+// page size, everything else is taken as base pages.
+uint64_t backing_page_of(int fd) {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC && fs.f_bsize > 0)
+    return static_cast<uint64_t>(fs.f_bsize);
+  return page_size;
+}
+
+caf::expected<void> check_multiple(uint64_t size, uint64_t backing_page) {
+  if (size % backing_page == 0)
+    return {};
+  return make_ferry_error(errc::invalid_argument,
+                          "memory size " + std::to_string(size) +
+                            " is not a multiple of the backend's page size " +
+                            std::to_string(backing_page) + " (huge pages)");
+}
+
+// MFD_HUGE_SHIFT: <linux/memfd.h> would clash with glibc's MFD_* macros.
+constexpr unsigned memfd_huge_shift = 26;
+
+// huge_size 0 with hugetlb: the kernel's default huge page size.
+caf::expected<unique_fd> make_memfd(uint64_t size, bool hugetlb, uint64_t huge_size) {
+  unsigned flags = MFD_CLOEXEC;
+  if (hugetlb) {
+    flags |= MFD_HUGETLB;
+    if (huge_size != 0)
+      flags |= static_cast<unsigned>(std::countr_zero(huge_size)) << memfd_huge_shift;
+  }
+  unique_fd fd{::memfd_create("ferry-guest-ram", flags)};
   if (!fd)
-    return make_system_error("memfd_create");
+    return make_system_error(hugetlb ? "memfd_create(hugetlb): this kernel offers no huge pages "
+                                       "of that size"
+                                     : "memfd_create");
+  if (hugetlb) {
+    if (auto ok = check_multiple(size, backing_page_of(fd.get())); !ok)
+      return ok.error();
+  }
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
     return make_system_error("ftruncate(guest RAM memfd)");
   return fd;
@@ -94,8 +132,18 @@ caf::expected<void> load_file(int src, uint64_t src_size, uint8_t* dst, uint64_t
   return {};
 }
 
-caf::expected<uint8_t*> map_shared(int fd, uint64_t size) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+caf::expected<uint8_t*> map_shared(int fd, uint64_t size, uint64_t backing_page) {
+  // Huge pages are reserved by the mapping: a shortage fails here, where
+  // base pages are promised lazily (the kernel finds them on first touch).
+  const bool huge = backing_page != page_size;
+  void* p =
+    ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? 0 : MAP_NORESERVE), fd, 0);
+  if (p == MAP_FAILED && huge && errno == ENOMEM)
+    return make_ferry_error(errc::invalid_argument,
+                            "not enough free huge pages for " + std::to_string(size >> 20) +
+                              " MiB of guest RAM in " + std::to_string(backing_page >> 10) +
+                              " KiB pages (HugePages_Free in /proc/meminfo; vm.nr_hugepages "
+                              "reserves them)");
   if (p == MAP_FAILED)
     return make_system_error("mmap(guest RAM)");
   // Guest RAM is huge and mostly cold: keep it out of core dumps.
@@ -109,17 +157,18 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   if (b.size == 0 || b.size % page_size != 0)
     return make_ferry_error(errc::invalid_argument,
                             "memory size must be a non-zero multiple of 4096 bytes");
-  const auto memfd_ram = [&]() -> caf::expected<guest_memory> {
-    auto fd = make_memfd(b.size);
+  const auto memfd_ram = [&](bool hugetlb, uint64_t huge_size) -> caf::expected<guest_memory> {
+    auto fd = make_memfd(b.size, hugetlb, huge_size);
     if (!fd)
       return fd.error();
-    auto base = map_shared(fd->get(), b.size);
+    const uint64_t backing = backing_page_of(fd->get());
+    auto base = map_shared(fd->get(), b.size, backing);
     if (!base)
       return base.error();
-    return guest_memory{std::move(*fd), *base, b.size};
+    return guest_memory{std::move(*fd), *base, b.size, backing};
   };
   if (b.type == memory_backend::kind::ram) {
-    auto mem = memfd_ram();
+    auto mem = memfd_ram(b.hugetlb, b.hugetlb_size);
     if (mem && b.prefill) {
       mem->fresh_ = true;
       mem->prefill_ =
@@ -136,17 +185,21 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   if (::fstat(file.get(), &st) != 0)
     return make_system_error("fstat(" + b.mem_path + ")");
   const auto file_size = static_cast<uint64_t>(st.st_size);
+  const uint64_t backing = backing_page_of(file.get());
+  if (auto ok = check_multiple(b.size, backing); !ok)
+    return ok.error();
 
   if (b.share) {
     if (file_size < b.size && ::ftruncate(file.get(), static_cast<off_t>(b.size)) != 0)
       return make_system_error("cannot grow mem-path '" + b.mem_path + "'");
-    auto base = map_shared(file.get(), b.size);
+    auto base = map_shared(file.get(), b.size, backing);
     if (!base)
       return base.error();
-    return guest_memory{std::move(file), *base, b.size};
+    return guest_memory{std::move(file), *base, b.size, backing};
   }
 
-  auto mem = memfd_ram();
+  // A private copy of a file on hugetlbfs is in huge pages of its size too.
+  auto mem = memfd_ram(backing != page_size, backing != page_size ? backing : 0);
   if (!mem)
     return mem.error();
   if (auto ok = load_file(file.get(), file_size, mem->data(), b.size); !ok)
@@ -154,13 +207,14 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   return mem;
 }
 
-guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size)
-  : fd_(std::move(fd)), base_(base), size_(size) {}
+guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t backing_page)
+  : fd_(std::move(fd)), base_(base), size_(size), backing_page_(backing_page) {}
 
 guest_memory::guest_memory(guest_memory&& other) noexcept
   : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
-    size_(std::exchange(other.size_, 0)), fresh_(std::exchange(other.fresh_, false)),
-    written_runs_(std::move(other.written_runs_)), prefill_(std::move(other.prefill_)) {}
+    size_(std::exchange(other.size_, 0)), backing_page_(other.backing_page_),
+    fresh_(std::exchange(other.fresh_, false)), written_runs_(std::move(other.written_runs_)),
+    prefill_(std::move(other.prefill_)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
   if (this != &other) {
@@ -170,6 +224,7 @@ guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    backing_page_ = other.backing_page_;
     fresh_ = std::exchange(other.fresh_, false);
     written_runs_ = std::move(other.written_runs_);
     prefill_ = std::move(other.prefill_);
@@ -194,6 +249,9 @@ void guest_memory::stop_prefill() {
 caf::expected<void> guest_memory::discard(uint64_t first_page, uint64_t pages) {
   if (first_page > size_ / page_size || pages > size_ / page_size - first_page)
     return make_ferry_error(errc::invalid_argument, "discard of pages outside guest RAM");
+  if ((first_page * page_size) % backing_page_ != 0 || (pages * page_size) % backing_page_ != 0)
+    return make_ferry_error(errc::invalid_argument,
+                            "guest RAM in huge pages drops whole huge pages only");
   // Dropping the pages from the file (memfd, shmem) also unmaps them from
   // every mapping, KVM's included.
   if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

@@ -17,13 +17,19 @@
 
 namespace ferry {
 
-// What backs guest RAM; mirrors QEMU's memory-backend-ram/-file objects.
+// What backs guest RAM; mirrors QEMU's memory-backend-ram/-memfd/-file
+// objects (memfd is kind::ram: Ferry's RAM is a memfd either way).
 struct memory_backend {
   enum class kind { ram, file };
   kind type = kind::ram;
   uint64_t size = 0;    // bytes, multiple of the page size
   std::string mem_path; // kind::file only
   bool share = false;   // kind::file: on = map the file itself
+  // kind::ram: the memfd lives on hugetlbfs (memory-backend-memfd,hugetlb=on),
+  // in pages of hugetlb_size bytes (0: the kernel's default huge page).
+  // kind::file on a hugetlbfs mount is huge without asking.
+  bool hugetlb = false;
+  uint64_t hugetlb_size = 0;
   // kind::ram: an incoming migration is about to fill this RAM, so it is
   // populated in the background from creation (ram_prefill).
   bool prefill = false;
@@ -37,6 +43,9 @@ public:
   // private copy of the file's first `size` bytes (a shorter file reads as
   // zeros beyond its end). kind::file with share=on: the file itself, grown to
   // `size` if shorter, so guest writes land in the file as with QEMU.
+  // Huge pages (hugetlb memfd, a file on hugetlbfs, share=off copies of one
+  // too) are reserved whole at creation: too few free ones is an error here,
+  // never a SIGBUS later.
   static caf::expected<guest_memory> create(const memory_backend& backend);
 
   guest_memory(guest_memory&&) noexcept;
@@ -48,6 +57,10 @@ public:
   uint8_t* data() const { return base_; }
   uint64_t size() const { return size_; }
   uint64_t pages() const;
+  // The backing's page size: 4096, or the huge page size. Dropping pages
+  // (discard) works in whole pages of this size; 4 KiB pages are what the
+  // rest of Ferry counts in either way.
+  uint64_t backing_page_size() const { return backing_page_; }
   int fd() const { return fd_.get(); }
   std::span<uint8_t> bytes() const { return {base_, size_}; }
 
@@ -78,11 +91,12 @@ public:
 private:
   // Next [data, hole) byte range at or after `at`; false when none.
   bool next_data(uint64_t at, uint64_t& data, uint64_t& hole) const;
-  guest_memory(unique_fd fd, uint8_t* base, uint64_t size);
+  guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t backing_page);
 
   unique_fd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  uint64_t backing_page_ = 4096;
   bool fresh_ = false; // made for an incoming migration, not yet taken
   std::vector<std::pair<uint64_t, uint64_t>> written_runs_; // pages, while fresh_
   std::unique_ptr<ram_prefill> prefill_;                    // stopped before the unmap

@@ -65,6 +65,21 @@ TEST(vm_config, backend_size_comes_from_the_object_without_m) {
   EXPECT_EQ(c->ram_size, 64U << 20);
 }
 
+TEST(vm_config, memfd_backend_with_huge_pages) {
+  auto c = parse({"-object", "memory-backend-memfd,id=r,size=64M,hugetlb=on,hugetlbsize=2M",
+                  "-machine", "memory-backend=r"});
+  ASSERT_TRUE(c) << describe(c.error());
+  EXPECT_EQ(c->backend.type, memory_backend::kind::ram);
+  EXPECT_TRUE(c->backend.hugetlb);
+  EXPECT_EQ(c->backend.hugetlb_size, 2U << 20);
+  EXPECT_EQ(c->ram_size, 64U << 20);
+  auto plain = parse(
+    {"-object", "memory-backend-memfd,id=r,size=64M,share=on", "-machine", "memory-backend=r"});
+  ASSERT_TRUE(plain) << describe(plain.error());
+  EXPECT_FALSE(plain->backend.hugetlb);
+  EXPECT_EQ(plain->backend.hugetlb_size, 0U);
+}
+
 TEST(vm_config, accelerators) {
   auto k = parse({"-accel", "kvm,dirty-ring-size=4096"});
   ASSERT_TRUE(k);
@@ -107,6 +122,10 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-object", "memory-backend-ram,size=1M"}, "'id' is missing"},
     {{"-object", "memory-backend-ram,id=r,size=1M,colour=red"}, "Invalid parameter 'colour'"},
     {{"-object", "rng-random,id=x"}, "type 'rng-random' is not supported"},
+    {{"-object", "memory-backend-memfd,id=r,size=2M,hugetlbsize=2M"}, "needs hugetlb=on"},
+    {{"-object", "memory-backend-memfd,id=r,size=2M,hugetlb=on,hugetlbsize=3M"}, "power of two"},
+    {{"-object", "memory-backend-memfd,id=r,size=2M,mem-path=/x"}, "Invalid parameter 'mem-path'"},
+    {{"-object", "memory-backend-ram,id=r,size=2M,hugetlb=on"}, "Invalid parameter 'hugetlb'"},
     {{"-drive", "file=x,format=qcow2"}, "only format=raw"},
     {{"-drive", "format=raw"}, "file= is required"},
     {{"-qmp", "unix:/x"}, "server=on,wait=off"},

@@ -1,5 +1,6 @@
 #include "agent/vmm/guest_memory.hpp"
 #include "common/error.hpp"
+#include "tests/support/huge_pages.hpp"
 
 #include <gtest/gtest.h>
 
@@ -225,4 +226,61 @@ TEST(guest_memory, fresh_runs_name_what_the_agent_wrote) {
   EXPECT_FALSE(other->take_fresh_runs([](uint64_t, uint64_t) {}))
     << "RAM not made for an incoming migration";
   EXPECT_EQ(other->prefilled_bytes(), 0U);
+}
+
+// memory-backend-memfd,hugetlb=on: RAM in 2 MiB pages, reserved whole at
+// creation; dropping pages works in whole huge pages only; an incoming
+// guest's prefill populates it like base pages.
+TEST(guest_memory, hugetlb_ram_is_in_huge_pages_reserved_at_creation) {
+  ferry::test::huge_page_reservation reserve{8};
+  if (!reserve.unavailable_reason().empty())
+    GTEST_SKIP() << reserve.unavailable_reason();
+  memory_backend b;
+  b.size = uint64_t{8} << 20;
+  b.hugetlb = true;
+  b.prefill = true;
+  auto mem = guest_memory::create(b);
+  ASSERT_TRUE(mem) << describe(mem.error());
+  EXPECT_EQ(mem->backing_page_size(), uint64_t{2} << 20);
+  EXPECT_EQ(mem->pages(), 2048U) << "4 KiB pages are what Ferry counts in";
+  std::memset(mem->data() + (uint64_t{3} << 20), 0x5a, 4096);
+  for (int i = 0; i < 1000 && mem->prefilled_bytes() < b.size; ++i)
+    ::usleep(10'000);
+  EXPECT_EQ(mem->prefilled_bytes(), b.size);
+  EXPECT_EQ(mem->data()[(uint64_t{3} << 20) + 4095], 0x5a);
+  EXPECT_EQ(mem->data()[(uint64_t{3} << 20) + 4096], 0);
+
+  const auto part = mem->discard(768, 1);
+  ASSERT_FALSE(part);
+  EXPECT_NE(describe(part.error()).find("whole huge pages"), std::string::npos);
+  ASSERT_TRUE(mem->discard(512, 512)) << "the second huge page, whole";
+  EXPECT_EQ(mem->data()[uint64_t{3} << 20], 0) << "dropped pages read zero";
+
+  // A backend larger than the free pages fails at creation with the reason.
+  memory_backend too_big = b;
+  too_big.prefill = false;
+  too_big.size = (ferry::test::free_huge_pages() + 1) * (uint64_t{2} << 20);
+  auto none = guest_memory::create(too_big);
+  ASSERT_FALSE(none);
+  EXPECT_NE(describe(none.error()).find("not enough free huge pages"), std::string::npos)
+    << describe(none.error());
+}
+
+TEST(guest_memory, hugetlb_size_must_be_a_multiple_of_the_huge_page) {
+  memory_backend b;
+  b.size = uint64_t{3} << 20;
+  b.hugetlb = true;
+  auto mem = guest_memory::create(b);
+  ASSERT_FALSE(mem);
+  const std::string why = describe(mem.error());
+  if (why.find("offers no huge pages") != std::string::npos)
+    GTEST_SKIP() << why;
+  EXPECT_NE(why.find("not a multiple of the backend's page size 2097152"), std::string::npos)
+    << why;
+  b.size = uint64_t{4} << 20;
+  b.hugetlb_size = uint64_t{1} << 16; // 64 KiB: no such huge page on x86
+  auto odd = guest_memory::create(b);
+  ASSERT_FALSE(odd);
+  EXPECT_NE(describe(odd.error()).find("offers no huge pages of that size"), std::string::npos)
+    << describe(odd.error());
 }
