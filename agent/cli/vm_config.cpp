@@ -188,6 +188,7 @@ struct vm_args_parser {
     } else if (o.has("mem-path")) {
       return invalid("-object memory-backend-ram: Invalid parameter 'mem-path'");
     } else if (type == "memory-backend-memfd") {
+      b.memfd = true;
       if (auto ok = huge_pages(o, b); !ok)
         return ok.error();
     }

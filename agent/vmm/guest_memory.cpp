@@ -151,7 +151,29 @@ caf::expected<uint8_t*> map_shared(int fd, uint64_t size, uint64_t backing_page)
   return static_cast<uint8_t*>(p);
 }
 
+// Pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+constexpr uint64_t pagemap_present = uint64_t{1} << 63;
+constexpr uint64_t pagemap_swapped = uint64_t{1} << 62;
+
 } // namespace
+
+caf::expected<guest_memory> guest_memory::anonymous(uint64_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    return make_system_error("mmap(guest RAM)");
+  // Huge pages where the kernel offers them for the asking (THP "madvise"):
+  // one fault fills 2 MiB, where base pages fault 512 times — on some
+  // machines most of what filling RAM costs. Not in core dumps; not into a
+  // child the agent forks (an exec: transport), which would make every
+  // guest write a copy-on-write fault.
+  const bool huge = ::madvise(p, size, MADV_HUGEPAGE) == 0;
+  ::madvise(p, size, MADV_DONTDUMP);
+  ::madvise(p, size, MADV_DONTFORK);
+  guest_memory mem{unique_fd{}, static_cast<uint8_t*>(p), size, page_size};
+  mem.huge_advised_ = huge;
+  return mem;
+}
 
 caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   if (b.size == 0 || b.size % page_size != 0)
@@ -168,7 +190,7 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
     return guest_memory{std::move(*fd), *base, b.size, backing};
   };
   if (b.type == memory_backend::kind::ram) {
-    auto mem = memfd_ram(b.hugetlb, b.hugetlb_size);
+    auto mem = b.memfd || b.hugetlb ? memfd_ram(b.hugetlb, b.hugetlb_size) : anonymous(b.size);
     if (mem && b.prefill) {
       mem->fresh_ = true;
       mem->prefill_ =
@@ -199,7 +221,7 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
   }
 
   // A private copy of a file on hugetlbfs is in huge pages of its size too.
-  auto mem = memfd_ram(backing != page_size, backing != page_size ? backing : 0);
+  auto mem = backing != page_size ? memfd_ram(true, backing) : anonymous(b.size);
   if (!mem)
     return mem.error();
   if (auto ok = load_file(file.get(), file_size, mem->data(), b.size); !ok)
@@ -213,8 +235,8 @@ guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t 
 guest_memory::guest_memory(guest_memory&& other) noexcept
   : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
     size_(std::exchange(other.size_, 0)), backing_page_(other.backing_page_),
-    fresh_(std::exchange(other.fresh_, false)), written_runs_(std::move(other.written_runs_)),
-    prefill_(std::move(other.prefill_)) {}
+    huge_advised_(other.huge_advised_), fresh_(std::exchange(other.fresh_, false)),
+    written_runs_(std::move(other.written_runs_)), prefill_(std::move(other.prefill_)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
   if (this != &other) {
@@ -225,6 +247,7 @@ guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
     backing_page_ = other.backing_page_;
+    huge_advised_ = other.huge_advised_;
     fresh_ = std::exchange(other.fresh_, false);
     written_runs_ = std::move(other.written_runs_);
     prefill_ = std::move(other.prefill_);
@@ -252,6 +275,15 @@ caf::expected<void> guest_memory::discard(uint64_t first_page, uint64_t pages) {
   if ((first_page * page_size) % backing_page_ != 0 || (pages * page_size) % backing_page_ != 0)
     return make_ferry_error(errc::invalid_argument,
                             "guest RAM in huge pages drops whole huge pages only");
+  if (!fd_) {
+    // Anonymous: no huge page from here on, so a dropped page stays absent
+    // (never refilled by a huge fault or khugepaged) until it is placed.
+    if (std::exchange(huge_advised_, false))
+      ::madvise(base_, size_, MADV_NOHUGEPAGE);
+    if (::madvise(base_ + first_page * page_size, pages * page_size, MADV_DONTNEED) != 0)
+      return make_system_error("cannot drop pages of guest RAM (madvise)");
+    return {};
+  }
   // Dropping the pages from the file (memfd, shmem) also unmaps them from
   // every mapping, KVM's included.
   if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -287,7 +319,45 @@ std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {
   return {base_ + addr, len};
 }
 
+bool guest_memory::next_data_anonymous(uint64_t at, uint64_t& data, uint64_t& hole) const {
+  unique_fd map{::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)};
+  if (!map) { // cannot tell: all of it may hold data
+    data = at;
+    hole = size_;
+    return at < size_;
+  }
+  constexpr uint64_t batch = 4096; // entries per read
+  std::vector<uint64_t> entries(batch);
+  const uint64_t base_page = reinterpret_cast<uintptr_t>(base_) / page_size;
+  bool in_data = false;
+  for (uint64_t p = at / page_size; p < pages(); p += batch) {
+    const uint64_t n = std::min(batch, pages() - p);
+    const auto want = static_cast<ssize_t>(n * sizeof(uint64_t));
+    if (::pread(map.get(), entries.data(), static_cast<size_t>(want),
+                static_cast<off_t>((base_page + p) * sizeof(uint64_t))) != want) {
+      if (!in_data)
+        data = p * page_size;
+      hole = size_;
+      return true;
+    }
+    for (uint64_t i = 0; i < n; ++i) {
+      const bool used = (entries[i] & (pagemap_present | pagemap_swapped)) != 0;
+      if (used && !in_data) {
+        in_data = true;
+        data = (p + i) * page_size;
+      } else if (!used && in_data) {
+        hole = (p + i) * page_size;
+        return true;
+      }
+    }
+  }
+  hole = size_;
+  return in_data;
+}
+
 bool guest_memory::next_data(uint64_t at, uint64_t& data, uint64_t& hole) const {
+  if (!fd_)
+    return next_data_anonymous(at, data, hole);
   const off_t d = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_DATA);
   if (d < 0)
     return false; // ENXIO: nothing but holes from here

@@ -1,7 +1,8 @@
 #pragma once
-// Guest RAM: one file descriptor (a memfd, or the backing file when shared)
-// mapped once into the agent. KVM slots, the migration engine and pmemsave all
-// read and write through this mapping.
+// Guest RAM: one mapping in the agent — anonymous memory (private RAM,
+// transparent huge pages advised), or a file descriptor mapped shared (a
+// memfd when asked for, the backing file when shared, hugetlb). KVM slots,
+// the migration engine and pmemsave all read and write through it.
 
 #include "common/unique_fd.hpp"
 
@@ -30,6 +31,10 @@ struct memory_backend {
   // kind::file on a hugetlbfs mount is huge without asking.
   bool hugetlb = false;
   uint64_t hugetlb_size = 0;
+  // kind::ram: memory-backend-memfd asked for a memfd; otherwise private
+  // RAM is anonymous memory in transparent huge pages where the kernel
+  // offers them (as QEMU's), which fills and reads with far fewer faults.
+  bool memfd = false;
   // kind::ram: an incoming migration is about to fill this RAM, so it is
   // populated in the background from creation (ram_prefill).
   bool prefill = false;
@@ -39,13 +44,12 @@ class ram_prefill;
 
 class guest_memory {
 public:
-  // kind::ram: a zeroed memfd. kind::file with share=off: a memfd holding a
-  // private copy of the file's first `size` bytes (a shorter file reads as
-  // zeros beyond its end). kind::file with share=on: the file itself, grown to
-  // `size` if shorter, so guest writes land in the file as with QEMU.
-  // Huge pages (hugetlb memfd, a file on hugetlbfs, share=off copies of one
-  // too) are reserved whole at creation: too few free ones is an error here,
-  // never a SIGBUS later.
+  // kind::ram: zeroed anonymous memory (a memfd with `memfd`/`hugetlb`).
+  // kind::file with share=off: anonymous memory holding a private copy of the file's first `size`
+  // bytes (a shorter file reads as zeros beyond its end). kind::file with share=on: the file
+  // itself, grown to `size` if shorter, so guest writes land in the file as with QEMU. Huge pages
+  // (hugetlb memfd, a file on hugetlbfs, share=off copies of one too) are reserved whole at
+  // creation: too few free ones is an error here, never a SIGBUS later.
   static caf::expected<guest_memory> create(const memory_backend& backend);
 
   guest_memory(guest_memory&&) noexcept;
@@ -61,7 +65,7 @@ public:
   // (discard) works in whole pages of this size; 4 KiB pages are what the
   // rest of Ferry counts in either way.
   uint64_t backing_page_size() const { return backing_page_; }
-  int fd() const { return fd_.get(); }
+  int fd() const { return fd_.get(); } // -1 for anonymous RAM
   std::span<uint8_t> bytes() const { return {base_, size_}; }
 
   // Bounds-checked view of [addr, addr + len); empty when out of range.
@@ -91,13 +95,18 @@ public:
 private:
   // Next [data, hole) byte range at or after `at`; false when none.
   bool next_data(uint64_t at, uint64_t& data, uint64_t& hole) const;
+  // The same for anonymous RAM, from /proc/self/pagemap: a page neither
+  // present nor swapped out was never written (or was dropped) and reads zero.
+  bool next_data_anonymous(uint64_t at, uint64_t& data, uint64_t& hole) const;
+  static caf::expected<guest_memory> anonymous(uint64_t size);
   guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t backing_page);
 
   unique_fd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   uint64_t backing_page_ = 4096;
-  bool fresh_ = false; // made for an incoming migration, not yet taken
+  bool huge_advised_ = false; // anonymous: MADV_HUGEPAGE until postcopy drops pages
+  bool fresh_ = false;        // made for an incoming migration, not yet taken
   std::vector<std::pair<uint64_t, uint64_t>> written_runs_; // pages, while fresh_
   std::unique_ptr<ram_prefill> prefill_;                    // stopped before the unmap
 };

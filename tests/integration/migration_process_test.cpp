@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -536,12 +537,18 @@ TEST_P(postcopy_recovery, both_sides_pause_then_recover_and_complete) {
 
 // release-ram: once postcopy runs the source frees precopy's pages (the
 // destination proved it holds them), then each owed page the destination
-// says it placed; its shared-memory footprint falls by most of the guest's
-// 64 MiB while the destination verifies page by page.
+// says it placed; its resident guest RAM (anonymous, or shared memory for a
+// memfd) falls by most of the guest's 64 MiB while the destination verifies
+// page by page.
 uint64_t rss_shmem_kib(pid_t pid) {
   const std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
-  const auto at = status.find("RssShmem:");
-  return at == std::string::npos ? 0 : std::strtoull(status.c_str() + at + 9, nullptr, 10);
+  uint64_t kib = 0;
+  for (const char* key : {"RssAnon:", "RssShmem:"}) {
+    const auto at = status.find(key);
+    if (at != std::string::npos)
+      kib += std::strtoull(status.c_str() + at + std::strlen(key), nullptr, 10);
+  }
+  return kib;
 }
 
 TEST_F(postcopy_fixture, release_ram_frees_the_sources_pages_the_destination_holds) {
@@ -549,7 +556,7 @@ TEST_F(postcopy_fixture, release_ram_frees_the_sources_pages_the_destination_hol
   const auto before = rss_shmem_kib(src.agent->pid());
   expect_completed();
   const auto after = rss_shmem_kib(src.agent->pid());
-  std::printf("release-ram: source RssShmem %llu -> %llu KiB\n",
+  std::printf("release-ram: source RSS (anonymous + shared) %llu -> %llu KiB\n",
               static_cast<unsigned long long>(before), static_cast<unsigned long long>(after));
   EXPECT_GE(before, after + (40u << 10)) << "most of the 64 MiB freed";
   const auto err = src.agent->stderr_text();
