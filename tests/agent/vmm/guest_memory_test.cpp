@@ -308,13 +308,13 @@ TEST(guest_memory, ram_backend_is_anonymous_and_scans_what_was_written) {
   runs.clear();
   mem->for_each_data_run([&](uint64_t f, uint64_t e) { runs.emplace_back(f, e); });
   EXPECT_TRUE(runs.empty()) << runs.size() << " runs after dropping everything";
-  std::memset(mem->data() + 5 * 4096, 1, 4096);
-  std::memset(mem->data() + 100 * 4096, 2, 3 * 4096);
+  std::memset(mem->data() + 5 * size_t{4096}, 1, 4096);
+  std::memset(mem->data() + 100 * size_t{4096}, 2, 3 * size_t{4096});
   runs.clear();
   mem->for_each_data_run([&](uint64_t f, uint64_t e) { runs.emplace_back(f, e); });
   const std::vector<std::pair<uint64_t, uint64_t>> want{{5, 6}, {100, 103}};
   EXPECT_EQ(runs, want) << "after the drop no huge page refills its neighbours";
   ASSERT_TRUE(mem->discard(100, 1));
-  EXPECT_EQ(mem->data()[100 * 4096], 0);
-  EXPECT_EQ(mem->data()[101 * 4096], 2);
+  EXPECT_EQ(mem->data()[100 * size_t{4096}], 0);
+  EXPECT_EQ(mem->data()[101 * size_t{4096}], 2);
 }
