@@ -319,54 +319,49 @@ std::span<uint8_t> guest_memory::range(uint64_t addr, uint64_t len) const {
   return {base_ + addr, len};
 }
 
-bool guest_memory::next_data_anonymous(uint64_t at, uint64_t& data, uint64_t& hole) const {
-  unique_fd map{::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)};
-  if (!map) { // cannot tell: all of it may hold data
-    data = at;
-    hole = size_;
-    return at < size_;
+std::vector<std::pair<uint64_t, uint64_t>> guest_memory::data_runs() const {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  if (fd_) {
+    uint64_t at = 0;
+    while (at < size_) {
+      const off_t d = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_DATA);
+      if (d < 0 || static_cast<uint64_t>(d) >= size_)
+        break; // ENXIO: nothing but holes from here
+      off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
+      const uint64_t hole = h < 0 ? size_ : std::min(static_cast<uint64_t>(h), size_);
+      runs.emplace_back(static_cast<uint64_t>(d) / page_size,
+                        std::min((hole + page_size - 1) / page_size, pages()));
+      at = hole;
+    }
+    return runs;
   }
+  unique_fd map{::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)};
   constexpr uint64_t batch = 4096; // entries per read
   std::vector<uint64_t> entries(batch);
   const uint64_t base_page = reinterpret_cast<uintptr_t>(base_) / page_size;
   bool in_data = false;
-  for (uint64_t p = at / page_size; p < pages(); p += batch) {
+  uint64_t first = 0;
+  for (uint64_t p = 0; p < pages(); p += batch) {
     const uint64_t n = std::min(batch, pages() - p);
     const auto want = static_cast<ssize_t>(n * sizeof(uint64_t));
-    if (::pread(map.get(), entries.data(), static_cast<size_t>(want),
-                static_cast<off_t>((base_page + p) * sizeof(uint64_t))) != want) {
-      if (!in_data)
-        data = p * page_size;
-      hole = size_;
-      return true;
+    if (!map || ::pread(map.get(), entries.data(), static_cast<size_t>(want),
+                        static_cast<off_t>((base_page + p) * sizeof(uint64_t))) != want) {
+      // Cannot tell: all of the rest may hold data.
+      runs.emplace_back(in_data ? first : p, pages());
+      return runs;
     }
     for (uint64_t i = 0; i < n; ++i) {
       const bool used = (entries[i] & (pagemap_present | pagemap_swapped)) != 0;
-      if (used && !in_data) {
-        in_data = true;
-        data = (p + i) * page_size;
-      } else if (!used && in_data) {
-        hole = (p + i) * page_size;
-        return true;
-      }
+      if (used && !in_data)
+        first = p + i;
+      else if (!used && in_data)
+        runs.emplace_back(first, p + i);
+      in_data = used;
     }
   }
-  hole = size_;
-  return in_data;
-}
-
-bool guest_memory::next_data(uint64_t at, uint64_t& data, uint64_t& hole) const {
-  if (!fd_)
-    return next_data_anonymous(at, data, hole);
-  const off_t d = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_DATA);
-  if (d < 0)
-    return false; // ENXIO: nothing but holes from here
-  off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
-  if (h < 0)
-    h = static_cast<off_t>(size_);
-  data = static_cast<uint64_t>(d);
-  hole = std::min(static_cast<uint64_t>(h), size_);
-  return data < size_;
+  if (in_data)
+    runs.emplace_back(first, pages());
+  return runs;
 }
 
 } // namespace ferry

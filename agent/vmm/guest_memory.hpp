@@ -19,7 +19,7 @@
 namespace ferry {
 
 // What backs guest RAM; mirrors QEMU's memory-backend-ram/-memfd/-file
-// objects (memfd is kind::ram: Ferry's RAM is a memfd either way).
+// objects (memory-backend-memfd is kind::ram with `memfd`).
 struct memory_backend {
   enum class kind { ram, file };
   kind type = kind::ram;
@@ -71,8 +71,9 @@ public:
   // Bounds-checked view of [addr, addr + len); empty when out of range.
   std::span<uint8_t> range(uint64_t addr, uint64_t len) const;
   // Calls fn(first_page, end_page) for each run of pages that may hold data:
-  // the rest are holes of the RAM file, zero without ever having been
-  // touched (reading them would allocate and clear them first).
+  // the rest were never written (holes of the RAM file; anonymous pages
+  // neither present nor swapped out) and read zero, and reading them would
+  // allocate and clear them first.
   template <class F>
   void for_each_data_run(F&& fn) const;
   // Once, for the first caller, if the RAM was created for an incoming
@@ -93,11 +94,9 @@ public:
   caf::expected<void> load_boot_sector(std::span<const uint8_t> sector);
 
 private:
-  // Next [data, hole) byte range at or after `at`; false when none.
-  bool next_data(uint64_t at, uint64_t& data, uint64_t& hole) const;
-  // The same for anonymous RAM, from /proc/self/pagemap: a page neither
-  // present nor swapped out was never written (or was dropped) and reads zero.
-  bool next_data_anonymous(uint64_t at, uint64_t& data, uint64_t& hole) const;
+  // The [first_page, end_page) runs for for_each_data_run, in one pass:
+  // SEEK_DATA/SEEK_HOLE over the RAM file, /proc/self/pagemap for anonymous RAM.
+  std::vector<std::pair<uint64_t, uint64_t>> data_runs() const;
   static caf::expected<guest_memory> anonymous(uint64_t size);
   guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t backing_page);
 
@@ -123,14 +122,8 @@ bool guest_memory::take_fresh_runs(F&& fn) {
 
 template <class F>
 void guest_memory::for_each_data_run(F&& fn) const {
-  constexpr uint64_t page = 4096;
-  uint64_t at = 0;
-  uint64_t data = 0;
-  uint64_t hole = 0;
-  while (at < size_ && next_data(at, data, hole)) {
-    fn(data / page, std::min((hole + page - 1) / page, pages()));
-    at = hole;
-  }
+  for (const auto& [first, end] : data_runs())
+    fn(first, end);
 }
 
 } // namespace ferry
