@@ -9,6 +9,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -87,6 +88,16 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
   self->state.guest = std::move(guest);
   self->state.socket = std::move(socket);
   self->state.exited = std::move(exited);
+  // CAF delivers a down_msg to the down handler, never to the behavior: a
+  // subscriber that ended (a finished migration job) is dropped here, or
+  // every later event would still travel to it.
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    auto& subs = *self->state.subscribers;
+    std::lock_guard lk{subs.mtx};
+    subs.actors.erase(std::remove_if(subs.actors.begin(), subs.actors.end(),
+                                     [&](const caf::actor& a) { return a.address() == dm.source; }),
+                      subs.actors.end());
+  });
   self->attach_functor([subs = self->state.subscribers, host = self->state.host,
                         guest = self->state.guest] { subs->send_all(host, guest, std::string{}); });
   return {
@@ -132,14 +143,6 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, std::string host, st
       }
       self->monitor(who);
       return true;
-    },
-    [self](const caf::down_msg& dm) {
-      auto& subs = *self->state.subscribers;
-      std::lock_guard lk{subs.mtx};
-      subs.actors.erase(
-        std::remove_if(subs.actors.begin(), subs.actors.end(),
-                       [&](const caf::actor& a) { return a.address() == dm.source; }),
-        subs.actors.end());
     },
   };
 }
