@@ -92,17 +92,30 @@ mig::compression compression_setting(const migration_settings& s) {
 
 } // namespace
 
+void qmp_monitor::set_objects(std::vector<tls_creds_object> creds,
+                              std::vector<authz_object> authz) {
+  std::vector<loaded_creds> loaded;
+  loaded.reserve(creds.size());
+  for (auto& c : creds) {
+    auto ctx = tls_context::create(c, {});
+    loaded.push_back({std::move(c), ctx ? *ctx : nullptr, ctx ? "" : describe(ctx.error())});
+  }
+  std::lock_guard lk{mtx_};
+  tls_objects_ = std::move(loaded);
+  authz_objects_ = std::move(authz);
+}
+
 std::variant<std::shared_ptr<tls_context>, std::string>
 qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
   const std::string id{settings_.parameter("tls-creds").as_string()};
   if (id.empty())
     return std::shared_ptr<tls_context>{};
   const auto it = std::find_if(tls_objects_.begin(), tls_objects_.end(),
-                               [&](const auto& o) { return o.id == id; });
+                               [&](const auto& o) { return o.object.id == id; });
   if (it == tls_objects_.end())
     return "No TLS credentials with id '" + id + "'";
   const bool want_server = side == migration_side::destination;
-  if (it->server != want_server)
+  if (it->object.server != want_server)
     return std::string{"Expected TLS credentials for a "} + (want_server ? "server" : "client") +
            " endpoint";
   if (!a.bidirectional())
@@ -114,10 +127,9 @@ qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
                          "no host to check the certificate against)"};
     host = a.host;
   }
-  auto ctx = tls_context::create(*it, host);
-  if (!ctx)
-    return describe(ctx.error());
-  return *ctx;
+  if (!it->context)
+    return it->error;
+  return it->context->for_host(std::move(host));
 }
 
 qmp_result qmp_monitor::migrate(const json::object& args) {

@@ -59,11 +59,9 @@ public:
     migration_.set_exit_handler(std::move(on_exit));
   }
   // The -object tls-creds-x509 and authz-simple objects that tls-creds and
-  // tls-authz name.
-  void set_objects(std::vector<tls_creds_object> creds, std::vector<authz_object> authz) {
-    tls_objects_ = std::move(creds);
-    authz_objects_ = std::move(authz);
-  }
+  // tls-authz name. Credentials are loaded here, once, not by each
+  // migration; one that cannot be loaded fails the migration that names it.
+  void set_objects(std::vector<tls_creds_object> creds, std::vector<authz_object> authz);
   // -object x-ferry-colo's fence-timeout (0: a COLO primary never fences).
   void set_colo_fence(uint64_t ms) { colo_fence_ms_ = ms; }
   // -object x-ferry-colo's output=compare.
@@ -161,7 +159,12 @@ private:
   // Taken before the controller's lock, never after it.
   mutable std::mutex mtx_;
   migration_settings settings_;
-  std::vector<tls_creds_object> tls_objects_;
+  struct loaded_creds {
+    tls_creds_object object;
+    std::shared_ptr<tls_context> context; // null when loading failed
+    std::string error;                    // then why
+  };
+  std::vector<loaded_creds> tls_objects_;
   std::vector<authz_object> authz_objects_;
   uint64_t colo_fence_ms_ = 0;
   bool colo_compare_ = false;

@@ -142,6 +142,15 @@ caf::expected<std::shared_ptr<tls_context>> tls_context::create(const tls_creds_
   return std::shared_ptr<tls_context>{new tls_context(std::move(p))};
 }
 
+std::shared_ptr<tls_context> tls_context::for_host(std::string hostname) const {
+  auto p = std::make_unique<impl>();
+  SSL_CTX_up_ref(impl_->ctx);
+  p->ctx = impl_->ctx;
+  p->server = impl_->server;
+  p->hostname = std::move(hostname);
+  return std::shared_ptr<tls_context>{new tls_context(std::move(p))};
+}
+
 caf::expected<tls_session_ptr> tls_context::handshake(int fd) const {
   auto s = std::make_unique<tls_session::impl>();
   s->ssl = SSL_new(impl_->ctx);

@@ -44,6 +44,10 @@ public:
   // what the server certificate must be issued to (a DNS name or an IP).
   static caf::expected<std::shared_ptr<tls_context>> create(const tls_creds_object& creds,
                                                             std::string hostname);
+  // The same loaded credentials for another hostname: no file is read again
+  // (loading is the costly part: OpenSSL's first context in a process takes
+  // milliseconds, and a migration waits for it).
+  std::shared_ptr<tls_context> for_host(std::string hostname) const;
   ~tls_context();
   tls_context(const tls_context&) = delete;
   tls_context& operator=(const tls_context&) = delete;
