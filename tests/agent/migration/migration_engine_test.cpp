@@ -591,6 +591,24 @@ TEST_F(tls_fixture, unix_without_tls_hostname_is_refused_up_front) {
             "Expected TLS credentials for a client endpoint");
 }
 
+// Credentials are read when the objects are set (as QEMU reads them when
+// the object is created), never again by a migration: one that names files
+// that could not be read fails with the file's name; files removed later no
+// longer matter.
+TEST_F(tls_fixture, credentials_are_read_once_when_the_objects_are_set) {
+  make_destination({{"multifd", 2}});
+  use_tls(src, tmp.file("no-such-pki"), false);
+  const auto refused = src.run("migrate", {{"uri", "tcp:127.0.0.1:1"}});
+  ASSERT_TRUE(refused.as_object().contains("error")) << json::serialize(refused);
+  const std::string why{refused.at("error").as_string()};
+  EXPECT_NE(why.find("no-such-pki/ca-cert.pem"), std::string::npos) << why;
+  const std::string copy = make_pki(tmp.file("pki-copy"));
+  use_tls(src, copy, false);
+  use_tls(dst, copy, true);
+  std::filesystem::remove_all(copy);
+  migrate_and_check("tcp:127.0.0.1:0");
+}
+
 TEST_F(tls_fixture, wrong_ca_fails_with_the_reason) {
   make_destination();
   use_tls(src, good, false);
