@@ -207,10 +207,11 @@ int run_vm(const std::vector<std::string>& args) {
     if (auto ok = (*g)->start(); !ok)
       return fail(describe(ok.error()));
 
+  // No timeout: whoever sets `quit` also sends wake_signal, and a host with
+  // hundreds of idle guests should not wake each of them ten times a second.
   const char* reason = "host-qmp-quit";
-  timespec tick{0, 100'000'000};
   while (!quit) {
-    const int sig = ::sigtimedwait(&stop_signals, nullptr, &tick);
+    const int sig = ::sigwaitinfo(&stop_signals, nullptr);
     if (sig > 0 && sig != wake_signal) {
       reason = "host-signal";
       break;
