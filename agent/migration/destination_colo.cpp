@@ -151,10 +151,42 @@ destination_event migration_destination::impl::colo_take_over() {
 // timed-out link proves nothing — the primary may run on — so wait, as
 // QEMU's secondary does, for x-colo-lost-heartbeat (in a cluster the
 // orchestrator sends it once the primary's side has fenced itself).
+// The primary ended COLO and runs the guest: this copy never starts.
+caf::error migration_destination::impl::colo_primary_runs(std::span<const uint8_t> abort_payload) {
+  auto st = mig::decode_status(abort_payload);
+  colo_compare_stop();
+  if (hooks.colo_exit)
+    hooks.colo_exit("request");
+  return refuse("the primary ended COLO and runs the guest" +
+                (st ? ": " + st->text : std::string{}));
+}
+
+// The link failed while records may still wait unread: a secondary that was
+// stopped or fell behind finds the primary's last word — that it ended COLO
+// and runs on alone — behind records it has yet to answer. That word decides
+// before any takeover.
+std::optional<caf::error> migration_destination::impl::colo_primary_ended() {
+  std::vector<uint8_t> buf;
+  while (main->wait_readable(0)) {
+    auto h = main->receive_header();
+    if (!h)
+      return std::nullopt;
+    auto ok = h->type == mig::record_type::pages ? read_page_record(*main, *h, buf)
+                                                 : main->receive_payload(*h, buf);
+    if (!ok)
+      return std::nullopt;
+    if (h->type == mig::record_type::abort)
+      return colo_primary_runs(buf);
+  }
+  return std::nullopt;
+}
+
 caf::expected<destination_event>
 migration_destination::impl::colo_link_failed(const caf::error& why, clock_type::time_point heard) {
   if (closing)
     return why; // cancelled or shutting down: never a takeover
+  if (auto ended = colo_primary_ended())
+    return *ended;
   if (colo_lost)
     return colo_take_over();
   // Ended right after the primary was last heard: its process died. Ended
@@ -187,18 +219,18 @@ migration_destination::impl::colo_message(std::span<const uint8_t> buf, checkpoi
     staging.begin(r->value);
     arrived = 0;
     if (auto ok = colo_send(cm::checkpoint_reply, r->value); !ok)
-      return colo_failover("error", ok.error());
+      return colo_link_failed(ok.error(), clock_type::now());
   } else if (r->message == cm::vmstate_size) {
     if (r->value != arrived)
       return colo_fail("checkpoint " + std::to_string(colo_x.checkpoint()) + " announced " +
                        std::to_string(r->value) + " pages, " + std::to_string(arrived) +
                        " arrived");
     if (auto ok = colo_send(cm::vmstate_received, colo_x.checkpoint()); !ok)
-      return colo_failover("error", ok.error());
+      return colo_link_failed(ok.error(), clock_type::now());
     if (auto why = commit_checkpoint(staging))
       return colo_fail(*why);
     if (auto ok = colo_send(cm::vmstate_loaded, colo_x.checkpoint()); !ok)
-      return colo_failover("error", ok.error());
+      return colo_link_failed(ok.error(), clock_type::now());
     ++checkpoints;
   } else if (r->message != cm::vmstate_send) {
     return colo_fail(std::string{"unexpected "} + std::string{mig::to_string(r->message)});
@@ -251,14 +283,8 @@ caf::expected<destination_event> migration_destination::impl::colo() {
         if (auto ok = colo_take_output(buf); !ok)
           return colo_fail(describe(ok.error()));
         break;
-      case mig::record_type::abort: {
-        auto st = mig::decode_status(buf);
-        colo_compare_stop();
-        if (hooks.colo_exit)
-          hooks.colo_exit("request");
-        return refuse("the primary ended COLO and runs the guest" +
-                      (st ? ": " + st->text : std::string{}));
-      }
+      case mig::record_type::abort:
+        return colo_primary_runs(buf);
       case mig::record_type::colo:
         if (auto end = colo_message(buf, staging, arrived))
           return *end;

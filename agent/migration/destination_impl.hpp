@@ -208,6 +208,8 @@ struct migration_destination::impl {
   void colo_compare_stop();
   caf::expected<destination_event> colo_link_failed(const caf::error& why,
                                                     clock_type::time_point heard);
+  std::optional<caf::error> colo_primary_ended();
+  caf::error colo_primary_runs(std::span<const uint8_t> abort_payload);
   // Protocol faults (no link ones) as the reason text.
   std::optional<std::string> stage_pages(std::span<const uint8_t> buf, checkpoint_staging& staging,
                                          uint64_t& arrived);
