@@ -71,10 +71,10 @@ caf::expected<void> tls_stream::seal_record(sealed::kind k, const std::vector<pi
   const size_t at = out_len_;
   out_len_ += len + record_overhead;
   const auto hdr = sealed::encode_header({k, static_cast<uint32_t>(len)});
-  std::memcpy(out_.data() + at, hdr.data(), hdr.size());
+  std::memcpy(out_.get() + at, hdr.data(), hdr.size());
   if (auto ok = sealer_.begin(hdr); !ok)
     return ok;
-  uint8_t* dst = out_.data() + at + sealed::header_size;
+  uint8_t* dst = out_.get() + at + sealed::header_size;
   for (const auto& pc : pieces) {
     if (auto ok = sealer_.update(pc.at, pc.len, dst); !ok)
       return ok;
@@ -92,7 +92,7 @@ caf::expected<void> tls_stream::flush_out() {
     return {};
   if (interrupted_)
     return stream_interrupted();
-  iovec v{out_.data(), out_len_};
+  iovec v{out_.get(), out_len_};
   auto ok = inner_->write_all(std::span<iovec>{&v, 1});
   out_len_ = 0;
   if (!ok)
@@ -109,8 +109,9 @@ caf::expected<void> tls_stream::write_all(std::span<iovec> iov) {
 caf::expected<void> tls_stream::write_placed(std::span<iovec> iov, size_t placed_from) {
   // Records are sealed while less than out_flush_at waits, each up to
   // max_record: room for both.
-  if (out_.empty())
-    out_.resize(out_flush_at + sealed::max_record + record_overhead);
+  if (!out_)
+    out_ = std::make_unique_for_overwrite<uint8_t[]>(out_flush_at + sealed::max_record +
+                                                     record_overhead);
   std::vector<piece> pieces;
   size_t len = 0;
   auto kind_now = sealed::kind::control;
@@ -156,16 +157,16 @@ caf::error tls_stream::read_error(const caf::error& why) const {
 }
 
 caf::expected<bool> tls_stream::fill(size_t k) {
-  if (in_.size() < in_capacity)
-    in_.resize(in_capacity);
+  if (!in_)
+    in_ = std::make_unique_for_overwrite<uint8_t[]>(in_capacity);
   while (in_len_ - in_pos_ < k) {
-    if (in_pos_ + k > in_.size()) { // no room behind: move the unread part to the front
-      std::memmove(in_.data(), in_.data() + in_pos_, in_len_ - in_pos_);
+    if (in_pos_ + k > in_capacity) { // no room behind: move the unread part to the front
+      std::memmove(in_.get(), in_.get() + in_pos_, in_len_ - in_pos_);
       in_len_ -= in_pos_;
       in_pos_ = 0;
     }
     const size_t want = std::max(k - (in_len_ - in_pos_), read_ahead);
-    auto r = inner_->read_some(in_.data() + in_len_, std::min(want, in_.size() - in_len_));
+    auto r = inner_->read_some(in_.get() + in_len_, std::min(want, in_capacity - in_len_));
     if (!r)
       return read_error(r.error());
     if (*r == 0)
@@ -183,7 +184,7 @@ caf::expected<std::optional<sealed::header>> tls_stream::next_header() {
     return std::optional<sealed::header>{};
   }
   std::array<uint8_t, sealed::header_size> raw{};
-  std::memcpy(raw.data(), in_.data() + in_pos_, sealed::header_size);
+  std::memcpy(raw.data(), in_.get() + in_pos_, sealed::header_size);
   in_pos_ += sealed::header_size;
   auto h = sealed::decode_header(raw);
   if (!h)
@@ -197,7 +198,7 @@ caf::expected<void> tls_stream::open_whole(const sealed::header& h) {
   FERRY_TRY(got, fill(h.length + sealed::tag_size));
   if (!got)
     return stream_closed_by_peer();
-  uint8_t* body = in_.data() + in_pos_;
+  uint8_t* body = in_.get() + in_pos_;
   if (auto ok = opener_.update(body, h.length, body); !ok)
     return ok;
   if (auto ok = opener_.finish(body + h.length); !ok)
@@ -210,7 +211,7 @@ caf::expected<void> tls_stream::open_whole(const sealed::header& h) {
 
 size_t tls_stream::serve(uint8_t* p, size_t n) {
   const size_t k = std::min(n, plain_left_);
-  std::memcpy(p, in_.data() + plain_at_, k);
+  std::memcpy(p, in_.get() + plain_at_, k);
   plain_at_ += k;
   plain_left_ -= k;
   return k;
@@ -235,7 +236,7 @@ caf::expected<size_t> tls_stream::stream_bulk(uint8_t* p, size_t n) {
   size_t k = std::min(n, bulk_left_);
   if (in_len_ > in_pos_) {
     k = std::min(k, in_len_ - in_pos_);
-    std::memcpy(p, in_.data() + in_pos_, k);
+    std::memcpy(p, in_.get() + in_pos_, k);
     in_pos_ += k;
   } else {
     auto r = inner_->read_some(p, k);
@@ -252,7 +253,7 @@ caf::expected<size_t> tls_stream::stream_bulk(uint8_t* p, size_t n) {
     FERRY_TRY(got, fill(sealed::tag_size));
     if (!got)
       return stream_closed_by_peer();
-    auto ok = opener_.finish(in_.data() + in_pos_);
+    auto ok = opener_.finish(in_.get() + in_pos_);
     in_pos_ += sealed::tag_size;
     if (!ok)
       return malformed(describe(ok.error()));

@@ -73,17 +73,19 @@ private:
   tls_session_ptr session_;
   sealed::record_cipher sealer_;
   sealed::record_cipher opener_;
-  // Sealed records not yet written: the first out_len_ bytes. Sized once,
-  // so sealing never pays for zeroing what it overwrites.
-  std::vector<uint8_t> out_;
+  // Both buffers are allocated once and never zeroed: every byte is written
+  // before it is read, and clearing ~0.8 MB of fresh memory per channel was
+  // a measurable part of a small migration's setup.
+  // Sealed records not yet written: the first out_len_ bytes.
+  std::unique_ptr<uint8_t[]> out_;
   size_t out_len_ = 0;
 
-  std::vector<uint8_t> in_; // bytes read from the socket
-  size_t in_pos_ = 0;       // first unread byte
-  size_t in_len_ = 0;       // end of what was read
-  size_t plain_at_ = 0;     // an opened record's bytes not yet handed over,
-  size_t plain_left_ = 0;   // in in_
-  size_t bulk_left_ = 0;    // bytes of a bulk record still to come
+  std::unique_ptr<uint8_t[]> in_; // bytes read from the socket (in_capacity)
+  size_t in_pos_ = 0;             // first unread byte
+  size_t in_len_ = 0;             // end of what was read
+  size_t plain_at_ = 0;           // an opened record's bytes not yet handed over,
+  size_t plain_left_ = 0;         // in in_
+  size_t bulk_left_ = 0;          // bytes of a bulk record still to come
 };
 
 } // namespace ferry

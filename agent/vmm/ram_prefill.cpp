@@ -23,7 +23,10 @@ constexpr uint64_t chunk = uint64_t{8} << 20;
 
 ram_prefill::ram_prefill(uint8_t* base, uint64_t size, int fd, unsigned threads)
   : base_(base), size_(size), fd_(fd) {
-  threads = std::max(1U, threads);
+  // No more workers than chunks: a small guest's RAM is one worker's call,
+  // and a thread that would find nothing left only costs its start.
+  const uint64_t chunks = std::max<uint64_t>(1, (size + chunk - 1) / chunk);
+  threads = static_cast<unsigned>(std::clamp<uint64_t>(threads, 1, chunks));
   for (unsigned k = 0; k < threads; ++k) {
     try {
       workers_.emplace_back([this, k] {
