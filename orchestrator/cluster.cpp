@@ -13,6 +13,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+
 #include <cstdio>
 
 namespace ferry {
@@ -225,7 +227,15 @@ caf::result<std::string> api_create(cluster_actor* self, const std::string& host
   self->request(h->second.handle, create_request_timeout, create_atom::value, *spec)
     .then(
       [self, rp, host](const guest_info& info) mutable {
-        self->state.hosts.at(host).guests.push_back(info);
+        // An inventory answered while the guest was starting may list it
+        // already: one entry per guest, or it looks as if on two hosts.
+        auto& gs = self->state.hosts.at(host).guests;
+        auto same = std::find_if(
+          gs.begin(), gs.end(), [&](const guest_info& g) { return g.spec.name == info.spec.name; });
+        if (same != gs.end())
+          *same = info;
+        else
+          gs.push_back(info);
         rp.deliver(json::serialize(json::object{{"name", info.spec.name},
                                                 {"host", host},
                                                 {"pid", info.pid},

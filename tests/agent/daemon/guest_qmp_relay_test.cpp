@@ -25,21 +25,22 @@ TEST(guest_qmp_relay, a_subscriber_that_ended_is_dropped_and_the_others_still_he
     auto relay =
       spawn_guest_qmp_relay(sys, "host-a", "g1", "/nonexistent.sock", [] { return true; });
     caf::scoped_actor self{sys};
-    auto gone = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
-      return {[](qmp_event_atom, const std::string&, const std::string&, const std::string&) {}};
-    });
-    for (const auto& who : {gone, caf::actor_cast<caf::actor>(self)})
+    const auto subscribe = [&](const caf::actor& who) {
       self->request(relay, std::chrono::seconds(5), subscribe_atom::value, who)
         .receive([](bool ok) { EXPECT_TRUE(ok); },
                  [](const caf::error& e) { FAIL() << caf::to_string(e); });
-    self->send_exit(gone, caf::exit_reason::user_shutdown);
-    // A request answered after the down message: the relay has handled it.
+    };
+    caf::actor gone;
+    {
+      caf::scoped_actor subscriber{sys};
+      gone = caf::actor_cast<caf::actor>(subscriber);
+      subscribe(gone);
+    } // the subscriber ends here
+    subscribe(caf::actor_cast<caf::actor>(self));
     caf::scoped_actor waiter{sys};
     waiter->wait_for(gone);
-    self
-      ->request(relay, std::chrono::seconds(5), subscribe_atom::value,
-                caf::actor_cast<caf::actor>(self))
-      .receive([](bool) {}, [](const caf::error&) {});
+    // A request answered after the down message: the relay has handled it.
+    subscribe(caf::actor_cast<caf::actor>(self));
     self->send_exit(relay, caf::exit_reason::user_shutdown);
     self->receive_while([&] { return end_notice == "(none)"; })(
       [&](qmp_event_atom, const std::string&, const std::string&, const std::string& event) {
