@@ -5,6 +5,7 @@
 #include "agent/cli/vm_config.hpp"
 #include "agent/daemon/guest_record.hpp"
 #include "common/error.hpp"
+#include "common/spawn_attributes.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -137,25 +138,13 @@ caf::expected<guest_process> guest_process::spawn(const std::string& exe, const 
   // Nothing else of the agent's (control-plane sockets, other guests' QMP
   // connections) may live on in a guest: libraries do not all set CLOEXEC.
   posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // No signal blocked or ignored that the agent blocks or ignores; a session
-  // of its own: the guest outlives its agent (a restart or an upgrade of
-  // ferry-agent never touches running guests) and a signal to the agent's
-  // process group does not reach it.
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t dfl;
-  sigemptyset(&dfl);
-  sigaddset(&dfl, SIGPIPE);
-  posix_spawnattr_setsigdefault(&attr, &dfl);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // A session of its own: the guest outlives its agent (a restart or an
+  // upgrade of ferry-agent never touches running guests) and a signal to
+  // the agent's process group does not reach it.
+  const spawn_attributes attr{POSIX_SPAWN_SETSID};
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
+  const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, attr.get(), argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     errno = rc;
     return make_system_error("failed to start '" + exe + "'");

@@ -4,6 +4,7 @@
 #include "agent/transport/sockets.hpp"
 #include "agent/transport/tls_stream.hpp"
 #include "common/error.hpp"
+#include "common/spawn_attributes.hpp"
 #include "protocol/crc32c.hpp"
 
 #include <fcntl.h>
@@ -57,22 +58,10 @@ caf::expected<std::pair<unique_fd, pid_t>> spawn_piped(const std::vector<std::st
   for (const auto& a : argv)
     args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  // The agent blocks some signals in every thread; the command must not
-  // inherit that mask.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t dfl;
-  sigemptyset(&dfl);
-  sigaddset(&dfl, SIGPIPE);
-  posix_spawnattr_setsigdefault(&attr, &dfl);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const spawn_attributes attr;
   pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
+  const int rc = ::posix_spawnp(&pid, args[0], &fa, attr.get(), args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     errno = rc;
     return make_system_error("failed to start '" + argv[0] + "'");
