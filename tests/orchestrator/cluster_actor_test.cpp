@@ -184,6 +184,33 @@ TEST_F(cluster_fixture, an_evacuation_move_that_fails_is_retried_on_another_host
 // A host whose link stays up but whose agent stops answering the inventory
 // is shown degraded after two refreshes and gets no new moves; it recovers
 // when it answers again.
+// A guest still starting when the cluster's inventory refresh asks its host:
+// the inventory lists it, then the create answers. One entry, on one host
+// (two made `protect` refuse "on more than one host").
+TEST_F(cluster_fixture, a_guest_listed_while_it_starts_is_known_once) {
+  scripts.at("host-a")->hold_create = true;
+  start(migration_policy{});
+  auto out = std::make_shared<std::string>();
+  sys->spawn(api_client<api_create_atom, std::string, std::string>, cluster, out,
+             api_create_atom::value, std::string{"host-a"},
+             std::string{R"({"name":"vm1","memory":67108864})"});
+  sched->run();
+  ASSERT_TRUE(out->empty()) << "the create is held: " << *out;
+  // The next timeout only (the refresh; the create's own one is later): the
+  // refresh lists vm1, still starting.
+  sched->trigger_timeout();
+  sched->run();
+  caf::anon_send(by_port->at(ports.at("host-a")), capacity_atom::value); // releases the create
+  sched->run();
+  ASSERT_EQ(out->rfind("error", 0), std::string::npos) << *out;
+  const auto guests = api(api_get_atom::value, std::string{"guests"});
+  const auto first = guests.find(R"("name":"vm1")");
+  ASSERT_NE(first, std::string::npos) << guests;
+  EXPECT_EQ(guests.find(R"("name":"vm1")", first + 1), std::string::npos) << guests;
+  const auto r = api(api_protect_atom::value, std::string{"vm1"}, std::string{"host-b"});
+  EXPECT_EQ(r.find("more than one host"), std::string::npos) << r;
+}
+
 TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_moves) {
   add_guest("host-a", "vm1");
   scripts.at("host-b")->memory_total = 4ull << 30; // the first choice while healthy
