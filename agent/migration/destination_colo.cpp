@@ -146,11 +146,6 @@ destination_event migration_destination::impl::colo_take_over() {
     "request", make_ferry_error(errc::bad_run_state, "x-colo-lost-heartbeat on the secondary"));
 }
 
-// The link failed with `why`. A primary whose process died ended it (its
-// kernel closed or reset the connection): take over at once. A silent or
-// timed-out link proves nothing — the primary may run on — so wait, as
-// QEMU's secondary does, for x-colo-lost-heartbeat (in a cluster the
-// orchestrator sends it once the primary's side has fenced itself).
 // The primary ended COLO and runs the guest: this copy never starts.
 caf::error migration_destination::impl::colo_primary_runs(std::span<const uint8_t> abort_payload) {
   auto st = mig::decode_status(abort_payload);
@@ -181,6 +176,11 @@ std::optional<caf::error> migration_destination::impl::colo_primary_ended() {
   return std::nullopt;
 }
 
+// The link failed with `why`. A primary whose process died ended it (its
+// kernel closed or reset the connection): take over at once. A silent or
+// timed-out link proves nothing — the primary may run on — so wait, as
+// QEMU's secondary does, for x-colo-lost-heartbeat (in a cluster the
+// orchestrator sends it once the primary's side has fenced itself).
 caf::expected<destination_event>
 migration_destination::impl::colo_link_failed(const caf::error& why, clock_type::time_point heard) {
   if (closing)
