@@ -87,7 +87,7 @@ else
   # The analyzer costs about 60% of clang-tidy's time and tests/ adds 93
   # files of CAF/Boost/GoogleTest parsing: the whole set is the deep run's.
   tidy '(common|protocol)/.*\.cpp$'
-  tidy '(actors|agent|orchestrator|tools)/.*\.cpp$' -checks=-clang-analyzer-*
+  tidy '(actors|agent|orchestrator|tools)/.*\.cpp$' '-checks=-clang-analyzer-*'
 fi
 if grep -qE "(error|warning):" "$log"; then
   grep -E "(error|warning):" "$log" | head -40
