@@ -4,9 +4,9 @@
 #   2. build with warnings as errors and run every CTest test (unit, kvm,
 #      integration; KVM tests report "Skipped" with the reason when /dev/kvm
 #      is not usable),
-#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. clang-format and clang-tidy (tools/lint.sh),
 #   4. every libFuzzer target for a bounded time (FUZZ_SECONDS, default 20),
-#   5. clang-format and clang-tidy (tools/lint.sh).
+#   5. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer.
 # The last CTest summary line is the sanitizer run's; any failure stops here.
 #
 # CI gives the whole of it 90 minutes on two cores; each stage prints how long
