@@ -4,6 +4,10 @@
 // with -incoming defer, and after the migration ferry-verify proves the destination's memory
 // consistent while its serial port shows the guest still counting there.
 
+#include "agent/transport/migration_address.hpp"
+#include "agent/transport/migration_channel.hpp"
+#include "common/error.hpp"
+#include "protocol/migration_stream.hpp"
 #include "tests/integration/migration_fixture.hpp"
 #include "tests/support/huge_pages.hpp"
 #include "tests/support/kvm_skip.hpp"
@@ -562,6 +566,61 @@ TEST_F(postcopy_fixture, release_ram_frees_the_sources_pages_the_destination_hol
   const auto err = src.agent->stderr_text();
   EXPECT_NE(err.find("MiB freed on the source"), std::string::npos) << err;
   EXPECT_EQ(err.find("release-ram stops"), std::string::npos) << err;
+}
+
+// Only the paused migration's own source may come back: a peer reaching the
+// recovery address with another session's resume, or with a fresh
+// migration, is refused with the reason; the destination pauses again
+// (the guest runs on, nothing placed) and the real source still resumes.
+std::string hello_refusal(const std::string& uri, uint32_t flags) {
+  auto ch = open_outgoing(std::get<ferry::migration_address>(ferry::parse_migration_uri(uri)));
+  if (!ch)
+    return "cannot connect: " + ferry::describe(ch.error());
+  namespace mig = ferry::mig;
+  mig::hello h;
+  h.flags = flags;
+  h.ram_size = 64u << 20;
+  h.session.fill(0x5a); // not the paused migration's
+  if (!(*ch)->send(mig::record_type::hello, mig::encode(h)))
+    return "cannot send the hello";
+  std::vector<uint8_t> buf;
+  auto head = (*ch)->receive(buf);
+  if (!head || head->type != mig::record_type::hello_ack)
+    return "no hello_ack";
+  auto ack = mig::decode_status(buf);
+  if (!ack || ack->code == 0)
+    return "accepted";
+  return ack->text;
+}
+
+TEST_F(postcopy_fixture, another_sessions_resume_is_refused_and_the_pause_goes_on) {
+  begin_postcopy(0, false, 2u << 20);
+  ASSERT_EQ(src.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  ASSERT_EQ(dst.wait_status({"postcopy-active", "completed", "failed"}, 30s), "postcopy-active");
+  ASSERT_TRUE(src.exec("migrate-pause").as_object().contains("return"));
+  ASSERT_EQ(dst.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused");
+  ASSERT_EQ(src.wait_status({"postcopy-paused", "completed", "failed"}, 30s), "postcopy-paused");
+  namespace mig = ferry::mig;
+  int n = 0;
+  for (const auto& [flags, reason] :
+       {std::pair{mig::flag_resume | mig::flag_postcopy, "its session differs"},
+        std::pair{mig::flag_postcopy, "cannot start while postcopy is paused"}}) {
+    const std::string uri = "unix:" + dir + "/impostor" + std::to_string(n++) + ".sock";
+    auto r = dst.exec("migrate-recover", {{"uri", uri}});
+    ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    const auto refusal = hello_refusal(uri, flags);
+    EXPECT_NE(refusal.find(reason), std::string::npos) << refusal;
+    EXPECT_EQ(dst.wait_status({"postcopy-paused", "completed", "failed"}, 10s), "postcopy-paused")
+      << json::serialize(dst.info()) << dst.agent->stderr_text();
+    EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
+  }
+  EXPECT_EQ(src.status(), "postcopy-paused");
+  const std::string again = "unix:" + dir + "/recover.sock";
+  auto r = dst.exec("migrate-recover", {{"uri", again}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  r = src.exec("migrate", {{"uri", again}, {"resume", true}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  expect_completed();
 }
 
 // The destination killed in postcopy: the source cannot tell a dead peer
