@@ -72,6 +72,8 @@ const char* to_string(record_type t) {
       return "heartbeat";
     case record_type::colo_output:
       return "colo-output";
+    case record_type::shared_ram:
+      return "shared-ram";
   }
   return "unknown";
 }
@@ -93,8 +95,7 @@ caf::expected<record_header> decode_header(std::span<const uint8_t> bytes) {
   if (get<uint32_t>(bytes.data() + 12) != crc32c(0, bytes.first(12)))
     return bad("record header checksum mismatch");
   const auto t = get<uint32_t>(bytes.data());
-  if (t < static_cast<uint32_t>(record_type::hello) ||
-      t > static_cast<uint32_t>(record_type::colo_output))
+  if (t < static_cast<uint32_t>(record_type::hello) || t > static_cast<uint32_t>(last_record_type))
     return bad("unknown record type " + std::to_string(t));
   record_header h;
   h.type = static_cast<record_type>(t);

@@ -68,7 +68,12 @@ enum class record_type : uint32_t {
   // COLO's compare mode: the secondary's output, and the positions the
   // primary tells it (colo_records.hpp).
   colo_output = 23,
+  // x-ignore-shared: samples of the shared RAM file the destination must
+  // map to hold the guest's RAM (shared_ram_check.hpp).
+  shared_ram = 24,
 };
+// The newest type; a header naming any later one is refused.
+inline constexpr record_type last_record_type = record_type::shared_ram;
 const char* to_string(record_type t);
 
 struct record_header {
@@ -120,6 +125,10 @@ inline constexpr uint32_t flag_colo = 1u << 9;
 // With flag_colo: compare mode — the secondary runs from each checkpoint too
 // and sends its output to be compared (colo-output records).
 inline constexpr uint32_t flag_colo_compare = 1u << 10;
+// x-ignore-shared: guest RAM is a file both sides map shared; no page
+// goes on the wire, a shared-ram record proves the destination maps the
+// same file.
+inline constexpr uint32_t flag_ignore_shared = 1u << 11;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

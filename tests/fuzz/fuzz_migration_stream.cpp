@@ -2,13 +2,14 @@
 // input is a list of records (u8 type, u16 length, payload); the harness
 // frames each with a valid header and checksum, as a hostile source could,
 // so the fuzzer reaches the payload decoders, then applies page batches to
-// a small RAM (and XBZRLE batches). The raw input also goes through the header decoder. Nothing
-// may crash, read or write outside RAM, or accept a page batch whose data
-// does not match its entries.
+// a small RAM (and XBZRLE batches, and x-ignore-shared's samples). The raw input also goes through
+// the header decoder. Nothing may crash, read or write outside RAM, or accept a page batch whose
+// data does not match its entries.
 
 #include "protocol/crc32c.hpp"
 #include "protocol/migration_stream.hpp"
 #include "protocol/page_compression.hpp"
+#include "protocol/shared_ram_check.hpp"
 #include "protocol/xbzrle.hpp"
 
 #include <cstdlib>
@@ -36,8 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     len = static_cast<uint16_t>(std::min<size_t>(len, size - at));
     const std::span<const uint8_t> payload{data + at, len};
     at += len;
-    const auto hdr =
-      mig::encode_header(static_cast<mig::record_type>(type % 13), len, ferry::crc32c(0, payload));
+    // Types 0..12 as the byte mod 13; 0xff is x-ignore-shared's shared-ram.
+    const auto rt =
+      type == 0xff ? mig::record_type::shared_ram : static_cast<mig::record_type>(type % 13);
+    const auto hdr = mig::encode_header(rt, len, ferry::crc32c(0, payload));
     auto h = mig::decode_header(hdr);
     if (!h)
       continue;
@@ -79,6 +82,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case mig::record_type::xbzrle_pages:
         if (auto b = mig::decode_xbzrle(payload, ram_pages))
           mig::apply_xbzrle(*b, ram, present);
+        break;
+      case mig::record_type::shared_ram:
+        if (auto d = mig::decode_shared_ram(payload, ram_pages)) {
+          if (mig::encode_shared_ram(*d) != std::vector<uint8_t>(payload.begin(), payload.end()))
+            std::abort(); // what decodes must encode back to the same bytes
+          for (const auto& sample : *d)
+            if (sample.pfn >= ram_pages)
+              std::abort();
+        }
         break;
       default:
         (void) mig::decode_status(payload);

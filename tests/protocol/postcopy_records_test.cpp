@@ -117,6 +117,6 @@ TEST(postcopy_records, new_record_types_have_names_and_pass_the_header_check) {
     EXPECT_STRNE(mig::to_string(t), "unknown");
   }
   const auto beyond = mig::encode_header(
-    static_cast<mig::record_type>(static_cast<uint32_t>(mig::record_type::colo_output) + 1), 0, 0);
+    static_cast<mig::record_type>(static_cast<uint32_t>(mig::last_record_type) + 1), 0, 0);
   EXPECT_FALSE(mig::decode_header(beyond));
 }
