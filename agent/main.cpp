@@ -94,6 +94,12 @@ caf::expected<std::FILE*> open_serial(const vm_config& cfg) {
 caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
                                                  std::vector<uint8_t> sector) {
   FERRY_TRY(serial, open_serial(cfg));
+  // An incoming guest whose RAM is a shared file may find itself there
+  // already (x-ignore-shared, cpr-reboot): nothing is written into the file
+  // before the stream says what the guest holds. The image still tells an
+  // -accel none guest its test parameters.
+  const bool keep_ram =
+    cfg.incoming && cfg.backend.type == memory_backend::kind::file && cfg.backend.share;
   if (cfg.accel == vm_config::accel_kind::none) {
     synthetic_guest_config sc;
     sc.memory = cfg.backend;
@@ -109,7 +115,8 @@ caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
         testguest_boot(params, ram, log, port);
       };
     }
-    sc.boot_sector = std::move(sector);
+    if (!keep_ram)
+      sc.boot_sector = std::move(sector);
     if (cfg.ws_start)
       sc.ws_start = *cfg.ws_start;
     if (cfg.ws_pages)
@@ -121,7 +128,8 @@ caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
   kvm_guest_config kc;
   kc.memory = cfg.backend;
   kc.vcpus = cfg.smp;
-  kc.boot_sector = std::move(sector);
+  if (!keep_ram)
+    kc.boot_sector = std::move(sector);
   kc.serial = serial;
   if (cfg.dirty_ring_size != 0) {
     kc.kvm.dirty_log = dirty_log_kind::ring;

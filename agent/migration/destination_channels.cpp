@@ -105,6 +105,12 @@ std::string migration_destination::impl::disagreement() const {
   const bool src_ack = (hello.flags & mig::flag_switchover_ack) != 0;
   if (src_ack != plan.switchover_ack)
     return capability_differs("switchover-ack", src_ack, plan.switchover_ack);
+  const bool src_ignore_shared = (hello.flags & mig::flag_ignore_shared) != 0;
+  if (src_ignore_shared && !plan.ignore_shared)
+    return capability_differs("x-ignore-shared", true, false);
+  if (src_ignore_shared && !g.memory().shared_file())
+    return "x-ignore-shared: the source sends no RAM, but this guest's RAM is not a shared file "
+           "(memory-backend-file,share=on on the source's mem-path)";
   const bool src_colo = (hello.flags & mig::flag_colo) != 0;
   if (src_colo != plan.colo)
     return capability_differs("x-colo", src_colo, plan.colo);

@@ -101,7 +101,8 @@ struct migration_destination::impl {
   migration_channel* preempt = nullptr;
   std::thread preempt_thread;
   bool postcopy_run_seen = false;
-  uint64_t awaited_count = 0; // as the source counted them
+  bool shared_checked = false; // x-ignore-shared: the file here is the source's
+  uint64_t awaited_count = 0;  // as the source counted them
   dirty_bitmap awaited{0};
   std::unique_ptr<userfault_region> region;
   std::unique_ptr<postcopy_blocktime> blocktime; // with the postcopy-blocktime capability
@@ -215,6 +216,7 @@ struct migration_destination::impl {
                                          uint64_t& arrived);
   std::optional<std::string> commit_checkpoint(checkpoint_staging& staging);
   caf::expected<void> check_digest();
+  caf::expected<void> check_shared_ram(const std::vector<uint8_t>& buf);
   // Postcopy.
   caf::expected<void> note_discard(std::span<const uint8_t> payload);
   caf::expected<destination_event> postcopy_load();

@@ -3,6 +3,7 @@
 #include "agent/migration/migration_destination.hpp"
 
 #include "agent/migration/destination_impl.hpp"
+#include "protocol/shared_ram_check.hpp"
 
 #include <boost/json.hpp>
 
@@ -270,6 +271,10 @@ caf::expected<bool> migration_destination::impl::main_record(const mig::record_h
       source_digest = d;
       return true;
     }
+    case mig::record_type::shared_ram:
+      if (auto ok = check_shared_ram(buf); !ok)
+        return ok.error();
+      return true;
     case mig::record_type::end:
       return false;
     case mig::record_type::discard:
@@ -321,6 +326,8 @@ caf::expected<destination_event> migration_destination::impl::receive_main() {
 caf::expected<destination_event> migration_destination::impl::load_state() {
   if (cpu.empty() || !devices)
     return refuse("the stream ended without the guest's CPU and device state");
+  if ((hello.flags & mig::flag_ignore_shared) != 0 && !shared_checked)
+    return refuse("x-ignore-shared: the stream ended without its shared-ram record");
   if (auto ok = check_digest(); !ok)
     return ok.error();
   if (auto ok = g.load_cpu_state(cpu); !ok)
@@ -329,6 +336,23 @@ caf::expected<destination_event> migration_destination::impl::load_state() {
   if (plan.colo)
     return colo_begin();
   return destination_event::state_loaded;
+}
+
+// x-ignore-shared: the source's samples of its stopped guest's RAM against
+// the file mapped here.
+caf::expected<void> migration_destination::impl::check_shared_ram(const std::vector<uint8_t>& buf) {
+  if ((hello.flags & mig::flag_ignore_shared) == 0)
+    return refuse("shared-ram record without x-ignore-shared");
+  auto samples = mig::decode_shared_ram(buf, g.memory().pages());
+  if (!samples)
+    return refuse(describe(samples.error()));
+  for (const auto& s : *samples)
+    if (mig::page_hash(g.memory().data() + s.pfn * mig::page_size) != s.hash)
+      return refuse("x-ignore-shared: guest RAM here is not the source's (page " +
+                    std::to_string(s.pfn) +
+                    " of the shared file differs): another file, or one changed since");
+  shared_checked = true;
+  return {};
 }
 
 // The proof: this side holds exactly what the source sent, page by page.

@@ -35,7 +35,10 @@ struct incoming_migration {
   bool preempt = false;   // postcopy-preempt
   bool blocktime = false; // postcopy-blocktime: measure how long the vCPUs wait
   bool switchover_ack = false;
-  bool colo = false;                                  // x-colo: hold the guest as a COLO secondary
+  bool colo = false; // x-colo: hold the guest as a COLO secondary
+  // x-ignore-shared: a source whose RAM is a shared file sends none; this
+  // side's must be the same file (checked by the shared-ram record).
+  bool ignore_shared = false;
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

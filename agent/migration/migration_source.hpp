@@ -70,6 +70,11 @@ struct outgoing_migration {
   // too and output both copies agree on goes out at once; else the
   // primary's is held until a checkpoint covers it.
   bool colo_compare = false;
+  // x-ignore-shared with guest RAM in a shared file: no page is sent, the
+  // destination maps the same file (a shared-ram record checks it does).
+  bool ignore_shared = false;
+  // mode cpr-reboot: the guest stops before anything is saved.
+  bool stop_first = false;
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};

@@ -287,6 +287,8 @@ struct migration_source::impl {
     auto ms_for = [](uint64_t amount, uint64_t per_second) {
       return (amount * 1000 + per_second - 1) / per_second;
     };
+    if (dirty == 0) // nothing to send, even before any rate is known
+      return 0;
     const uint64_t raw = dirty * mig::page_size;
     if (avail_bw != 0)
       return ms_for(raw, avail_bw);

@@ -1,6 +1,7 @@
 // The outgoing engine's phases: connect and handshake, setup, the passes,
 // stop-and-copy, device state, hand-over.
 #include "agent/migration/source_engine.hpp"
+#include "protocol/shared_ram_check.hpp"
 
 namespace ferry {
 
@@ -35,6 +36,7 @@ caf::expected<void> migration_source::impl::handshake() {
     (plan.postcopy && plan.release_ram ? mig::flag_release_ram : 0) |
     (plan.switchover_ack ? mig::flag_switchover_ack : 0) | (plan.colo ? mig::flag_colo : 0) |
     (plan.colo && plan.colo_compare ? mig::flag_colo_compare : 0) |
+    (plan.ignore_shared ? mig::flag_ignore_shared : 0) |
     (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
@@ -180,6 +182,19 @@ caf::expected<source_event> migration_source::impl::connect() {
 }
 
 caf::expected<source_event> migration_source::impl::setup() {
+  // cpr-reboot: the guest stops before anything is saved, so no page can
+  // change behind the stream and no dirty log is needed beyond one pass.
+  if (plan.stop_first)
+    stop_guest();
+  // x-ignore-shared: the destination maps the same file; no page goes, no
+  // dirty log runs (the guest's writes land in the file either side sees).
+  if (plan.ignore_shared) {
+    todo = dirty_bitmap{g.memory().pages()};
+    setup_ms = ms_since(start);
+    if (!hooks.step(migration_event::setup_done))
+      return check_stop_error();
+    return source_event::setup_done;
+  }
   // Tracking starts before the first pass reads anything; what the tracker
   // has collected so far is dropped, since that pass sends every page.
   dirty_tracker& log = g.dirty_log();
@@ -247,8 +262,9 @@ caf::expected<source_event> migration_source::impl::iterate() {
     pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_pages) / secs);
   }
   todo.clear();
-  if (auto ok = g.dirty_log().sync(todo); !ok)
-    return ok.error();
+  if (tracking)
+    if (auto ok = g.dirty_log().sync(todo); !ok)
+      return ok.error();
   if (unsent.pages() != 0)
     todo.merge(unsent);
   const uint64_t syncs = ++ctr.sync_count;
@@ -276,6 +292,8 @@ caf::expected<source_event> migration_source::impl::iterate() {
 // The guest stops for good (stop-and-copy, or the postcopy switch): what
 // it dirtied meanwhile goes at full speed.
 void migration_source::impl::stop_guest() {
+  if (ctr.guest_stopped) // cpr-reboot stopped it at the start
+    return;
   // auto-converge's brief pauses are not the guest's run state: end the
   // throttle first.
   throttle.reset();
@@ -326,8 +344,9 @@ caf::expected<void> migration_source::impl::stop_and_sync() {
   if (auto ok = await_switchover_ack(); !ok)
     return ok;
   stop_guest();
-  if (auto ok = g.dirty_log().sync(todo); !ok)
-    return ok;
+  if (tracking)
+    if (auto ok = g.dirty_log().sync(todo); !ok)
+      return ok;
   ++ctr.sync_count;
   return {};
 }
@@ -340,7 +359,8 @@ caf::expected<source_event> migration_source::impl::switchover() {
   if (auto ok = send_bitmap(todo, ctr.sync_count); !ok)
     return ok.error();
   remaining_bytes = 0;
-  log.stop();
+  if (tracking)
+    log.stop();
   tracking = false;
 
   if (plan.pause_before_switchover) {
@@ -376,6 +396,17 @@ caf::expected<void> migration_source::impl::send_state() {
   const auto devices = mig::encode(mig::device_section{guest_was_running});
   if (auto ok = main.send(mig::record_type::devices, devices); !ok)
     return ok.error();
+  if (plan.ignore_shared) {
+    // The guest is stopped: its pages sampled now are what the destination
+    // must find in the file it maps.
+    std::vector<mig::shared_page_sample> samples;
+    for (uint64_t pfn : mig::shared_sample_pages(g.memory().pages()))
+      samples.push_back({pfn, mig::page_hash(g.memory().data() + pfn * mig::page_size)});
+    const auto check = mig::encode_shared_ram(samples);
+    if (auto ok = main.send(mig::record_type::shared_ram, check); !ok)
+      return ok.error();
+    ctr.add_sent(mig::header_size + check.size(), false);
+  }
   // Every page is out (the senders are idle): what they carried, for the
   // destination to prove it holds exactly that.
   const auto proof = mig::encode_digest(digest.value());

@@ -36,12 +36,29 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all", "x-ignore-shared", "background-snapshot",
-                                      "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all", "background-snapshot", "mapped-ram"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
              "' is not implemented yet in this build";
+  return std::nullopt;
+}
+
+std::optional<std::string> qmp_monitor::mode_refusal() const {
+  if (settings_.parameter("mode") == "cpr-reboot") {
+    // The agent that loads the state runs after this one has quit: nothing
+    // can follow the stream (the seed's MigMode).
+    for (const char* cap : {"postcopy-ram", "x-colo", "background-snapshot"})
+      if (settings_.capability(cap))
+        return std::string{"Migration mode cpr-reboot cannot be used with capability '"} + cap +
+               "'";
+  }
+  // A COLO secondary keeps its own copy of every checkpoint; one file
+  // mapped by both sides would be one copy.
+  if (settings_.capability("x-colo") && settings_.capability("x-ignore-shared") &&
+      guest_.memory().shared_file())
+    return std::string{"COLO needs a copy of guest RAM on each side: x-ignore-shared with RAM "
+                       "in a shared file leaves one"};
   return std::nullopt;
 }
 
@@ -159,6 +176,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     if (dirty_rate_ && dirty_rate_->holds_dirty_log())
       return generic("A dirty-rate measurement in dirty-bitmap mode holds the dirty log; "
                      "migrate when it has ended");
+    if (auto why = mode_refusal())
+      return generic(std::move(*why));
     if (settings_.capability("multifd") && !addr.bidirectional())
       return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                      " carries a single stream");
@@ -185,6 +204,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
     param_u64(settings_, plan.compress == mig::compression::zlib ? "multifd-zlib-level"
                                                                  : "multifd-zstd-level"));
   plan.pause_before_switchover = settings_.capability("pause-before-switchover");
+  // Only a shared file is left out: a private or memfd RAM cannot be
+  // reached by another agent, so it migrates as without the capability.
+  plan.ignore_shared = settings_.capability("x-ignore-shared") && guest_.memory().shared_file();
+  plan.stop_first = settings_.parameter("mode") == "cpr-reboot";
   plan.postcopy = settings_.capability("postcopy-ram");
   plan.preempt = settings_.capability("postcopy-preempt");
   plan.release_ram = settings_.capability("release-ram");
@@ -266,6 +289,7 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.blocktime = settings_.capability("postcopy-blocktime");
     p.switchover_ack = settings_.capability("switchover-ack");
     p.colo = settings_.capability("x-colo");
+    p.ignore_shared = settings_.capability("x-ignore-shared");
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

@@ -109,6 +109,9 @@ private:
   qmp_result query_migrationthreads(const boost::json::object&);
   // Why the current capabilities and parameters cannot migrate yet, if so.
   std::optional<std::string> unsupported_settings() const;
+  // Why migration mode cpr-reboot, or x-ignore-shared, rules out what else
+  // is set, if so.
+  std::optional<std::string> mode_refusal() const;
   std::array<uint8_t, 16> uuid_bytes() const;
   // The TLS context tls-creds asks for on `side` (nullptr without TLS), or
   // why it cannot be had. Caller holds mtx_.

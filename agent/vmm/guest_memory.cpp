@@ -217,7 +217,9 @@ caf::expected<guest_memory> guest_memory::create(const memory_backend& b) {
     auto base = map_shared(file.get(), b.size, backing);
     if (!base)
       return base.error();
-    return guest_memory{std::move(file), *base, b.size, backing};
+    guest_memory mem{std::move(file), *base, b.size, backing};
+    mem.shared_file_ = true;
+    return mem;
   }
 
   // A private copy of a file on hugetlbfs is in huge pages of its size too.
@@ -235,8 +237,9 @@ guest_memory::guest_memory(unique_fd fd, uint8_t* base, uint64_t size, uint64_t 
 guest_memory::guest_memory(guest_memory&& other) noexcept
   : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)),
     size_(std::exchange(other.size_, 0)), backing_page_(other.backing_page_),
-    huge_advised_(other.huge_advised_), fresh_(std::exchange(other.fresh_, false)),
-    written_runs_(std::move(other.written_runs_)), prefill_(std::move(other.prefill_)) {}
+    huge_advised_(other.huge_advised_), shared_file_(other.shared_file_),
+    fresh_(std::exchange(other.fresh_, false)), written_runs_(std::move(other.written_runs_)),
+    prefill_(std::move(other.prefill_)) {}
 
 guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
   if (this != &other) {
@@ -248,6 +251,7 @@ guest_memory& guest_memory::operator=(guest_memory&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     backing_page_ = other.backing_page_;
     huge_advised_ = other.huge_advised_;
+    shared_file_ = other.shared_file_;
     fresh_ = std::exchange(other.fresh_, false);
     written_runs_ = std::move(other.written_runs_);
     prefill_ = std::move(other.prefill_);

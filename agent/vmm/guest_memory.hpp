@@ -66,6 +66,9 @@ public:
   // rest of Ferry counts in either way.
   uint64_t backing_page_size() const { return backing_page_; }
   int fd() const { return fd_.get(); } // -1 for anonymous RAM
+  // A file mapped shared (memory-backend-file,share=on): another process
+  // mapping the same file sees the guest's memory (x-ignore-shared).
+  bool shared_file() const { return shared_file_; }
   std::span<uint8_t> bytes() const { return {base_, size_}; }
 
   // Bounds-checked view of [addr, addr + len); empty when out of range.
@@ -105,7 +108,8 @@ private:
   uint64_t size_ = 0;
   uint64_t backing_page_ = 4096;
   bool huge_advised_ = false; // anonymous: MADV_HUGEPAGE until postcopy drops pages
-  bool fresh_ = false;        // made for an incoming migration, not yet taken
+  bool shared_file_ = false;
+  bool fresh_ = false; // made for an incoming migration, not yet taken
   std::vector<std::pair<uint64_t, uint64_t>> written_runs_; // pages, while fresh_
   std::unique_ptr<ram_prefill> prefill_;                    // stopped before the unmap
 };
