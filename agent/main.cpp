@@ -225,6 +225,11 @@ int run_vm(const std::vector<std::string>& args) {
       break;
     }
   }
+  // Nothing runs the guest again, whatever pauses the migration engines
+  // and the monitor release as they end: a migrated source's stale copy
+  // would otherwise run for a moment, into RAM a shared file gives the
+  // destination (x-ignore-shared, cpr-reboot).
+  (*g)->halt();
   (*server)->broadcast(
     qmp::event("SHUTDOWN", boost::json::object{{"guest", false}, {"reason", reason}}));
   if (exit_status != 0) {

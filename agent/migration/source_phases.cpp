@@ -292,7 +292,7 @@ caf::expected<source_event> migration_source::impl::iterate() {
 // The guest stops for good (stop-and-copy, or the postcopy switch): what
 // it dirtied meanwhile goes at full speed.
 void migration_source::impl::stop_guest() {
-  if (ctr.guest_stopped) // cpr-reboot stopped it at the start
+  if (paused) // held already: cpr-reboot stopped it at the start
     return;
   // auto-converge's brief pauses are not the guest's run state: end the
   // throttle first.

@@ -2,6 +2,8 @@
 
 #include "common/error.hpp"
 
+#include <utility>
+
 namespace ferry {
 
 const char* to_string(run_state s) {
@@ -35,6 +37,14 @@ guest::pause_guard guest::pause() {
   if (pauses_++ == 0 && started_)
     do_pause();
   return pause_guard{this};
+}
+
+void guest::halt() {
+  std::lock_guard lk{mtx_};
+  if (std::exchange(halted_, true))
+    return;
+  if (pauses_++ == 0 && started_)
+    do_pause();
 }
 
 void guest::unpause() {

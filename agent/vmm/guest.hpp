@@ -76,6 +76,10 @@ public:
   // Leaves prelaunch: the guest starts executing (unless paused).
   caf::expected<void> start();
   pause_guard pause();
+  // Stops the guest for good (the agent is quitting): no pause released
+  // later lets it run again. A stale copy whose RAM is a shared file must
+  // not write into it once another agent owns the guest.
+  void halt();
   run_state state() const;
 
   // CPU state of a paused guest as a versioned blob, and back.
@@ -95,6 +99,7 @@ private:
   mutable std::mutex mtx_;
   bool started_ = false;
   int pauses_ = 0;
+  bool halted_ = false; // halt() holds one pause that is never released
 };
 
 } // namespace ferry

@@ -79,6 +79,28 @@ TEST(synthetic_guest, a_paused_guest_writes_nothing) {
   EXPECT_TRUE(dirty.empty());
 }
 
+// A halted guest (its agent quitting) stays stopped when the pauses held on
+// it end: a migrated source's stale copy never writes again.
+TEST(synthetic_guest, a_halted_guest_never_runs_again_when_its_pauses_end) {
+  auto g = make(0);
+  ASSERT_TRUE(g->start());
+  while (g->passes() < 1)
+    std::this_thread::sleep_for(1ms);
+  {
+    auto held = g->pause(); // as a completed migration holds its source
+    g->halt();
+    g->halt(); // once is for good; again changes nothing
+  }
+  EXPECT_EQ(g->state(), run_state::paused);
+  const uint64_t passes = g->passes();
+  const std::vector<uint8_t> before(g->memory().bytes().begin(), g->memory().bytes().end());
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(g->passes(), passes);
+  EXPECT_TRUE(std::equal(before.begin(), before.end(), g->memory().bytes().begin()));
+  { auto again = g->pause(); }
+  EXPECT_EQ(g->state(), run_state::paused);
+}
+
 TEST(synthetic_guest, rate_limits_the_dirtier) {
   auto g = make(2000); // pages per second
   ASSERT_TRUE(g->start());
