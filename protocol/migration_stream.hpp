@@ -129,6 +129,9 @@ inline constexpr uint32_t flag_colo_compare = 1u << 10;
 // goes on the wire, a shared-ram record proves the destination maps the
 // same file.
 inline constexpr uint32_t flag_ignore_shared = 1u << 11;
+// mapped-ram: the stream is the state region of a mapped-ram file
+// (mapped_ram_file.hpp); the pages are at their offsets before it.
+inline constexpr uint32_t flag_mapped_ram = 1u << 12;
 
 struct hello {
   uint16_t channel_index = 0; // 0 = main channel, 1..count = multifd

@@ -2,11 +2,13 @@
 // input is a list of records (u8 type, u16 length, payload); the harness
 // frames each with a valid header and checksum, as a hostile source could,
 // so the fuzzer reaches the payload decoders, then applies page batches to
-// a small RAM (and XBZRLE batches, and x-ignore-shared's samples). The raw input also goes through
+// a small RAM (and XBZRLE batches, x-ignore-shared's samples, mapped-ram
+// file headers). The raw input also goes through
 // the header decoder. Nothing may crash, read or write outside RAM, or accept a page batch whose
 // data does not match its entries.
 
 #include "protocol/crc32c.hpp"
+#include "protocol/mapped_ram_file.hpp"
 #include "protocol/migration_stream.hpp"
 #include "protocol/page_compression.hpp"
 #include "protocol/shared_ram_check.hpp"
@@ -37,6 +39,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     len = static_cast<uint16_t>(std::min<size_t>(len, size - at));
     const std::span<const uint8_t> payload{data + at, len};
     at += len;
+    // 0xfe: the payload is a mapped-ram file's header block (for this RAM,
+    // in a file as long as its first byte says, in MiB); the rest of the
+    // payload its bitmap.
+    if (type == 0xfe) {
+      const uint64_t file_size = payload.empty() ? 0 : uint64_t{payload[0]} << 20;
+      if (auto l = mig::decode_mapped_ram_header(payload, ram_pages * mig::page_size, file_size)) {
+        if (l->state_offset >= file_size ||
+            l->pages_offset + ram_pages * mig::page_size > file_size)
+          std::abort(); // a layout that passed must fit the file
+        (void) mig::check_mapped_ram_bitmap(*l, payload.subspan(std::min<size_t>(len, 52)));
+      }
+      continue;
+    }
     // Types 0..12 as the byte mod 13; 0xff is x-ignore-shared's shared-ram.
     const auto rt =
       type == 0xff ? mig::record_type::shared_ram : static_cast<mig::record_type>(type % 13);
