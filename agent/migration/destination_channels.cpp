@@ -32,6 +32,9 @@ caf::expected<destination_event> migration_destination::impl::accept_main() {
     if (plan.refresh)
       if (auto bad = plan.refresh(plan))
         return refuse(*bad);
+    if (plan.mapped_ram)
+      if (auto ok = open_mapped_file(ch); !ok)
+        return refuse(describe(ok.error()));
     if (!plan.tls) {
       main = ch;
       return destination_event::accepted;
@@ -105,6 +108,9 @@ std::string migration_destination::impl::disagreement() const {
   const bool src_ack = (hello.flags & mig::flag_switchover_ack) != 0;
   if (src_ack != plan.switchover_ack)
     return capability_differs("switchover-ack", src_ack, plan.switchover_ack);
+  const bool src_mapped = (hello.flags & mig::flag_mapped_ram) != 0;
+  if (src_mapped != plan.mapped_ram)
+    return capability_differs("mapped-ram", src_mapped, plan.mapped_ram);
   const bool src_ignore_shared = (hello.flags & mig::flag_ignore_shared) != 0;
   if (src_ignore_shared && !plan.ignore_shared)
     return capability_differs("x-ignore-shared", true, false);

@@ -6,6 +6,7 @@
 // Internal to agent/migration/.
 
 #include "agent/migration/engine_phase.hpp"
+#include "agent/migration/mapped_ram_io.hpp"
 #include "agent/migration/migration_counters.hpp"
 #include "agent/migration/migration_destination.hpp"
 #include "agent/migration/postcopy_blocktime.hpp"
@@ -14,6 +15,7 @@
 #include "agent/vmm/dirty_bitmap.hpp"
 #include "agent/vmm/userfault_region.hpp"
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 #include "protocol/colo_records.hpp"
 #include "protocol/page_digest.hpp"
 #include "protocol/postcopy_records.hpp"
@@ -102,7 +104,10 @@ struct migration_destination::impl {
   std::thread preempt_thread;
   bool postcopy_run_seen = false;
   bool shared_checked = false; // x-ignore-shared: the file here is the source's
-  uint64_t awaited_count = 0;  // as the source counted them
+  // mapped-ram: the file's index, checked before any page is read.
+  std::optional<mapped_ram_index> mapped;
+  unique_fd mapped_fd;
+  uint64_t awaited_count = 0; // as the source counted them
   dirty_bitmap awaited{0};
   std::unique_ptr<userfault_region> region;
   std::unique_ptr<postcopy_blocktime> blocktime; // with the postcopy-blocktime capability
@@ -217,6 +222,10 @@ struct migration_destination::impl {
   std::optional<std::string> commit_checkpoint(checkpoint_staging& staging);
   caf::expected<void> check_digest();
   caf::expected<void> check_shared_ram(const std::vector<uint8_t>& buf);
+  // mapped-ram: the file's index read and the main channel moved to its
+  // state region; then the pages read into the guest.
+  caf::expected<void> open_mapped_file(migration_channel*& ch);
+  caf::expected<void> load_mapped_pages();
   // Postcopy.
   caf::expected<void> note_discard(std::span<const uint8_t> payload);
   caf::expected<destination_event> postcopy_load();

@@ -178,6 +178,9 @@ caf::expected<destination_event> migration_destination::impl::run_phase(destinat
       return ev;
     }
     case destination_phase::receive:
+      if (plan.mapped_ram)
+        if (auto ok = load_mapped_pages(); !ok)
+          return ok.error();
       return receive_main();
     case destination_phase::load_state:
       return load_state();

@@ -39,6 +39,10 @@ struct incoming_migration {
   // x-ignore-shared: a source whose RAM is a shared file sends none; this
   // side's must be the same file (checked by the shared-ram record).
   bool ignore_shared = false;
+  // mapped-ram (a file: source only): the pages are read from their offsets
+  // by `mapped_threads` threads, the stream from the file's state region.
+  bool mapped_ram = false;
+  uint32_t mapped_threads = 1;
   mig::compression compress = mig::compression::none; // with multifd only
   std::array<uint8_t, 16> uuid{};
   bool events = false;

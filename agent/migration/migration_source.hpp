@@ -75,6 +75,10 @@ struct outgoing_migration {
   bool ignore_shared = false;
   // mode cpr-reboot: the guest stops before anything is saved.
   bool stop_first = false;
+  // mapped-ram (a file: target, the guest stopped first): every page at its
+  // offset in the file, written by `mapped_threads` threads.
+  bool mapped_ram = false;
+  uint32_t mapped_threads = 1;
   bool pause_before_switchover = false;
   bool events = false;
   std::array<uint8_t, 16> uuid{};

@@ -14,7 +14,9 @@
 #include "agent/migration/rate_limiter.hpp"
 #include "agent/transport/migration_channel.hpp"
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 #include "protocol/colo_records.hpp"
+#include "protocol/mapped_ram_file.hpp"
 #include "protocol/page_digest.hpp"
 #include "protocol/postcopy_records.hpp"
 #include "protocol/prometheus_text.hpp"
@@ -120,7 +122,11 @@ struct migration_source::impl {
   uint64_t dirty_limit_set = 0; // the quota given to the vCPUs
   std::atomic<uint64_t> dirty_limit_quota{1};
   std::atomic<uint64_t> dirty_limit_period_ms{1000};
-  dirty_bitmap holes;   // first pass: pages known zero (outlives the senders)
+  dirty_bitmap holes; // first pass: pages known zero (outlives the senders)
+  // mapped-ram: the file the pages go to at their offsets (the stream,
+  // channels[0], writes the state region after them).
+  unique_fd mapped_fd;
+  mig::mapped_ram_layout mapped_layout;
   dirty_bitmap todo{0}; // the pages the current pass sends
   uint64_t passes = 0;
   clock_type::time_point downtime_start;
@@ -306,6 +312,10 @@ struct migration_source::impl {
   caf::expected<source_event> connect();
   caf::expected<source_event> setup();
   caf::expected<source_event> iterate();
+  // mapped-ram: the file created at its size, the stream to begin at its
+  // state region; then the one pass, every page to its offset.
+  caf::expected<void> open_mapped_file();
+  caf::expected<source_event> mapped_pass();
   caf::expected<source_event> switchover();
   caf::expected<source_event> device_state();
   caf::expected<source_event> handover();

@@ -23,6 +23,9 @@ caf::expected<migration_channel*> migration_source::impl::open_channel() {
 }
 
 caf::expected<void> migration_source::impl::handshake() {
+  if (plan.mapped_ram)
+    if (auto ok = open_mapped_file(); !ok)
+      return ok;
   if (auto main = open_channel(); !main)
     return main.error();
   mig::hello h;
@@ -37,6 +40,7 @@ caf::expected<void> migration_source::impl::handshake() {
     (plan.switchover_ack ? mig::flag_switchover_ack : 0) | (plan.colo ? mig::flag_colo : 0) |
     (plan.colo && plan.colo_compare ? mig::flag_colo_compare : 0) |
     (plan.ignore_shared ? mig::flag_ignore_shared : 0) |
+    (plan.mapped_ram ? mig::flag_mapped_ram : 0) |
     (plan.multifd ? static_cast<uint32_t>(plan.compress) << mig::compression_shift : 0);
   h.ram_size = g.memory().size();
   h.uuid = plan.uuid;
@@ -195,16 +199,19 @@ caf::expected<source_event> migration_source::impl::setup() {
       return check_stop_error();
     return source_event::setup_done;
   }
-  // Tracking starts before the first pass reads anything; what the tracker
-  // has collected so far is dropped, since that pass sends every page.
-  dirty_tracker& log = g.dirty_log();
-  if (auto ok = log.start(); !ok)
-    return ok.error();
-  tracking = true;
   const uint64_t pages = g.memory().pages();
   todo = dirty_bitmap{pages};
-  if (auto ok = log.sync(todo); !ok)
-    return ok.error();
+  // Tracking starts before the first pass reads anything; what the tracker
+  // has collected so far is dropped, since that pass sends every page.
+  // mapped-ram's guest is stopped: its one pass needs none.
+  if (!plan.mapped_ram) {
+    dirty_tracker& log = g.dirty_log();
+    if (auto ok = log.start(); !ok)
+      return ok.error();
+    tracking = true;
+    if (auto ok = log.sync(todo); !ok)
+      return ok.error();
+  }
   setup_ms = ms_since(start);
   if (!hooks.step(migration_event::setup_done))
     return check_stop_error();
@@ -228,6 +235,8 @@ caf::expected<source_event> migration_source::impl::setup() {
 
 // One pass over `todo`; then the next dirty set and whether it fits.
 caf::expected<source_event> migration_source::impl::iterate() {
+  if (plan.mapped_ram)
+    return mapped_pass();
   const uint64_t pass = ++passes;
   const auto pass_start = clock_type::now();
   const uint64_t sent_before = bytes_sent();

@@ -36,7 +36,7 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all", "background-snapshot", "mapped-ram"};
+  static const char* const later[] = {"rdma-pin-all", "background-snapshot"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -59,6 +59,17 @@ std::optional<std::string> qmp_monitor::mode_refusal() const {
       guest_.memory().shared_file())
     return std::string{"COLO needs a copy of guest RAM on each side: x-ignore-shared with RAM "
                        "in a shared file leaves one"};
+  return std::nullopt;
+}
+
+std::optional<std::string> qmp_monitor::mapped_ram_refusal(const migration_address& a) const {
+  if (!settings_.capability("mapped-ram"))
+    return std::nullopt;
+  if (a.type != migration_address::kind::file)
+    return "mapped-ram needs a file: URI (pages sit at fixed offsets); " + a.describe() +
+           " is not one";
+  if (a.offset != 0)
+    return std::string{"mapped-ram with a file: offset is not supported by Ferry"};
   return std::nullopt;
 }
 
@@ -178,7 +189,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
                      "migrate when it has ended");
     if (auto why = mode_refusal())
       return generic(std::move(*why));
-    if (settings_.capability("multifd") && !addr.bidirectional())
+    if (auto why = mapped_ram_refusal(addr))
+      return generic(std::move(*why));
+    if (settings_.capability("multifd") && !settings_.capability("mapped-ram") &&
+        !addr.bidirectional())
       return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                      " carries a single stream");
     if (settings_.capability("postcopy-ram") && !addr.bidirectional())
@@ -208,6 +222,14 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   // reached by another agent, so it migrates as without the capability.
   plan.ignore_shared = settings_.capability("x-ignore-shared") && guest_.memory().shared_file();
   plan.stop_first = settings_.parameter("mode") == "cpr-reboot";
+  // mapped-ram saves the guest stopped (as libvirt's save does), so each
+  // page is written once; multifd-channels threads write in parallel.
+  if (settings_.capability("mapped-ram")) {
+    plan.mapped_ram = true;
+    plan.stop_first = true;
+    plan.mapped_threads = plan.multifd ? plan.channels : 1;
+    plan.multifd = false;
+  }
   plan.postcopy = settings_.capability("postcopy-ram");
   plan.preempt = settings_.capability("postcopy-preempt");
   plan.release_ram = settings_.capability("release-ram");
@@ -267,7 +289,10 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     return generic(std::move(*why));
   if (auto why = unsupported_settings())
     return generic(std::move(*why));
-  if (settings_.capability("multifd") && !addr.bidirectional())
+  if (auto why = mapped_ram_refusal(addr))
+    return generic(std::move(*why));
+  if (settings_.capability("multifd") && !settings_.capability("mapped-ram") &&
+      !addr.bidirectional())
     return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
                    " carries a single stream");
   if (auto tls = tls_for(migration_side::destination, addr);
@@ -290,6 +315,10 @@ qmp_result qmp_monitor::migrate_incoming(const json::object& args) {
     p.switchover_ack = settings_.capability("switchover-ack");
     p.colo = settings_.capability("x-colo");
     p.ignore_shared = settings_.capability("x-ignore-shared");
+    p.mapped_ram = settings_.capability("mapped-ram");
+    p.mapped_threads = p.multifd ? p.channels : 1;
+    if (p.mapped_ram)
+      p.multifd = false; // threads reading the file, not channels
     p.compress = compression_setting(settings_);
     p.events = settings_.capability("events");
     auto tls = tls_for(migration_side::destination, p.from);

@@ -112,6 +112,8 @@ private:
   // Why migration mode cpr-reboot, or x-ignore-shared, rules out what else
   // is set, if so.
   std::optional<std::string> mode_refusal() const;
+  // Why mapped-ram cannot use `a`, if so.
+  std::optional<std::string> mapped_ram_refusal(const migration_address& a) const;
   std::array<uint8_t, 16> uuid_bytes() const;
   // The TLS context tls-creds asks for on `side` (nullptr without TLS), or
   // why it cannot be had. Caller holds mtx_.

@@ -1,0 +1,216 @@
+#include "agent/migration/mapped_ram_io.hpp"
+
+#include "common/error.hpp"
+#include "protocol/migration_stream.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace ferry {
+
+namespace {
+
+constexpr uint64_t page = mig::page_size;
+// A thread's unit of work: 64 words of 64 pages (16 MiB of RAM).
+constexpr size_t stripe_words = 64;
+// Neighbouring pages with data go in one call, up to 1 MiB.
+constexpr uint64_t max_run = 256;
+
+caf::expected<void> pwrite_all(int fd, const uint8_t* p, uint64_t n, uint64_t at) {
+  while (n != 0) {
+    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(at));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return make_system_error("writing the mapped-ram file");
+    p += w;
+    n -= static_cast<uint64_t>(w);
+    at += static_cast<uint64_t>(w);
+  }
+  return {};
+}
+
+caf::expected<void> pread_all(int fd, uint8_t* p, uint64_t n, uint64_t at) {
+  while (n != 0) {
+    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(at));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return make_system_error("reading the mapped-ram file");
+    if (r == 0)
+      return make_ferry_error(errc::invalid_argument, "the mapped-ram file ends inside its pages");
+    p += r;
+    n -= static_cast<uint64_t>(r);
+    at += static_cast<uint64_t>(r);
+  }
+  return {};
+}
+
+bool bit(const std::vector<uint8_t>& bits, uint64_t p) {
+  return ((bits[p / 8] >> (p % 8)) & 1) != 0;
+}
+
+// Runs `work(first_word, end_word)` for every stripe of `words` words on
+// `threads` named threads; the first error wins and stops the others.
+template <class Work>
+caf::expected<void> in_stripes(size_t words, unsigned threads, const std::atomic<bool>& stop,
+                               thread_registry* registry, Work work) {
+  threads = std::max(1u, threads);
+  std::mutex mtx;
+  std::optional<caf::error> failed;
+  std::atomic<bool> quit{false};
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      const auto registered = name_migration_thread(registry, "mig-mapped/" + std::to_string(t));
+      for (size_t w0 = t * stripe_words; w0 < words; w0 += threads * stripe_words) {
+        if (stop || quit)
+          return;
+        if (auto ok = work(w0, std::min(words, w0 + stripe_words)); !ok) {
+          std::lock_guard lk{mtx};
+          if (!failed)
+            failed = ok.error();
+          quit = true;
+          return;
+        }
+      }
+    });
+  for (auto& th : pool)
+    th.join();
+  if (failed)
+    return *failed;
+  if (stop)
+    return make_ferry_error(errc::bad_run_state, "mapped-ram I/O stopped");
+  return {};
+}
+
+} // namespace
+
+caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_layout& l,
+                                                  const guest_memory& mem, const dirty_bitmap& todo,
+                                                  const dirty_bitmap* known_zero, unsigned threads,
+                                                  mig::memory_digest& digest,
+                                                  const std::atomic<bool>& stop,
+                                                  thread_registry* registry) {
+  std::vector<uint8_t> bits(l.bitmap_bytes(), 0);
+  std::atomic<uint64_t> data{0}, zeros{0};
+  const uint8_t* ram = mem.data();
+  auto ok = in_stripes(
+    todo.word_count(), threads, stop, registry, [&](size_t w0, size_t w1) -> caf::expected<void> {
+      uint64_t run_first = 0, run_len = 0;
+      auto flush = [&]() -> caf::expected<void> {
+        if (run_len == 0)
+          return {};
+        auto w = pwrite_all(fd, ram + run_first * page, run_len * page, l.page_offset(run_first));
+        run_len = 0;
+        return w;
+      };
+      for (size_t w = w0; w < w1; ++w)
+        for (uint64_t b = todo.word(w); b != 0; b &= b - 1) {
+          const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(b));
+          const uint8_t* src = ram + p * page;
+          if ((known_zero != nullptr && known_zero->test(p)) || mig::is_zero_page(src)) {
+            zeros.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          bits[p / 8] |= static_cast<uint8_t>(1u << (p % 8));
+          digest.set(p, mig::page_hash(src));
+          data.fetch_add(1, std::memory_order_relaxed);
+          if (run_len != 0 && (run_first + run_len != p || run_len == max_run))
+            if (auto f = flush(); !f)
+              return f;
+          if (run_len == 0)
+            run_first = p;
+          ++run_len;
+        }
+      return flush();
+    });
+  if (!ok)
+    return ok.error();
+  // The index last: a file cut short before here has no valid header.
+  if (auto w = pwrite_all(fd, bits.data(), bits.size(), l.bitmap_offset); !w)
+    return w.error();
+  const auto header = mig::encode_mapped_ram_header(l);
+  if (auto w = pwrite_all(fd, header.data(), header.size(), 0); !w)
+    return w.error();
+  return mapped_ram_totals{data.load(), zeros.load()};
+}
+
+caf::expected<mapped_ram_index> read_mapped_ram_index(int fd, uint64_t ram_size) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    return make_system_error("fstat(mapped-ram file)");
+  std::vector<uint8_t> block(mig::mapped_ram_block);
+  const auto file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < block.size())
+    return make_ferry_error(errc::invalid_argument,
+                            "mapped-ram file: " + std::to_string(file_size) +
+                              " bytes, too short for its header");
+  if (auto r = pread_all(fd, block.data(), block.size(), 0); !r)
+    return r.error();
+  FERRY_TRY(layout, mig::decode_mapped_ram_header(block, ram_size, file_size));
+  mapped_ram_index index{layout, std::vector<uint8_t>(layout.bitmap_bytes())};
+  if (auto r = pread_all(fd, index.bitmap.data(), index.bitmap.size(), layout.bitmap_offset); !r)
+    return r.error();
+  if (auto ok = mig::check_mapped_ram_bitmap(layout, index.bitmap); !ok)
+    return ok.error();
+  return index;
+}
+
+caf::expected<mapped_ram_totals> read_mapped_ram(int fd, const mapped_ram_index& index,
+                                                 guest_memory& mem, unsigned threads,
+                                                 mig::memory_digest& digest,
+                                                 const std::atomic<bool>& stop,
+                                                 thread_registry* registry) {
+  const auto& l = index.layout;
+  const uint64_t pages = l.pages();
+  // Fresh RAM reads zero but where the agent wrote since it was made (the
+  // boot sector): only those pages need looking at. Other RAM (a file's
+  // copy) may hold anything.
+  dirty_bitmap maybe_data{pages};
+  if (!mem.take_fresh_runs([&](uint64_t first, uint64_t end) {
+        for (uint64_t p = first; p < end && p < pages; ++p)
+          maybe_data.set(p);
+      }))
+    maybe_data.set_all();
+  std::atomic<uint64_t> data{0}, zeros{0};
+  uint8_t* ram = mem.data();
+  auto ok =
+    in_stripes(maybe_data.word_count(), threads, stop, registry,
+               [&](size_t w0, size_t w1) -> caf::expected<void> {
+                 const uint64_t end = std::min<uint64_t>(pages, w1 * 64);
+                 for (uint64_t p = w0 * 64; p < end;) {
+                   if (!bit(index.bitmap, p)) {
+                     uint8_t* dst = ram + p * page;
+                     if (maybe_data.test(p) && !mig::is_zero_page(dst))
+                       std::memset(dst, 0, page);
+                     zeros.fetch_add(1, std::memory_order_relaxed);
+                     ++p;
+                     continue;
+                   }
+                   uint64_t n = 1;
+                   while (p + n < end && n < max_run && bit(index.bitmap, p + n))
+                     ++n;
+                   if (auto r = pread_all(fd, ram + p * page, n * page, l.page_offset(p)); !r)
+                     return r;
+                   for (uint64_t i = p; i < p + n; ++i)
+                     digest.set(i, mig::page_hash(ram + i * page));
+                   data.fetch_add(n, std::memory_order_relaxed);
+                   p += n;
+                 }
+                 return {};
+               });
+  if (!ok)
+    return ok.error();
+  return mapped_ram_totals{data.load(), zeros.load()};
+}
+
+} // namespace ferry

@@ -1,0 +1,52 @@
+#pragma once
+// mapped-ram's page I/O: the source writes each guest page with data to its
+// fixed offset in the file, the destination reads them back, each on a few
+// named threads ("mig-mapped/N") working on separate stripes of RAM in
+// parallel. The guest is stopped while either runs.
+
+#include "agent/migration/thread_registry.hpp"
+#include "agent/vmm/dirty_bitmap.hpp"
+#include "agent/vmm/guest_memory.hpp"
+#include "protocol/mapped_ram_file.hpp"
+#include "protocol/page_digest.hpp"
+
+#include <caf/expected.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace ferry {
+
+struct mapped_ram_totals {
+  uint64_t data_pages = 0; // written (or read) with their data
+  uint64_t zero_pages = 0; // left as holes
+};
+
+// The pages of `todo` into `fd` at l's offsets (those in `known_zero`, or
+// reading zero, become holes), then the bitmap and the header. Each page
+// written goes into `digest`.
+caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_layout& l,
+                                                  const guest_memory& mem, const dirty_bitmap& todo,
+                                                  const dirty_bitmap* known_zero, unsigned threads,
+                                                  mig::memory_digest& digest,
+                                                  const std::atomic<bool>& stop,
+                                                  thread_registry* registry);
+
+// The header and bitmap of the mapped-ram file `fd`, checked against RAM of
+// `ram_size` bytes before anything is read into a guest.
+struct mapped_ram_index {
+  mig::mapped_ram_layout layout;
+  std::vector<uint8_t> bitmap;
+};
+caf::expected<mapped_ram_index> read_mapped_ram_index(int fd, uint64_t ram_size);
+
+// The pages the bitmap names into `mem` (each into `digest`); every other
+// page is made zero (written only where it is not already).
+caf::expected<mapped_ram_totals> read_mapped_ram(int fd, const mapped_ram_index& index,
+                                                 guest_memory& mem, unsigned threads,
+                                                 mig::memory_digest& digest,
+                                                 const std::atomic<bool>& stop,
+                                                 thread_registry* registry);
+
+} // namespace ferry
