@@ -21,8 +21,13 @@ namespace {
 constexpr uint64_t page = mig::page_size;
 // A thread's unit of work: 64 words of 64 pages (16 MiB of RAM).
 constexpr size_t stripe_words = 64;
-// Neighbouring pages with data go in one call, up to 1 MiB.
+// Neighbouring pages with data go in one call, up to 1 MiB, and so do the
+// zero pages of a short gap between two (written as the zeros they are,
+// read back as zeros, their bits clear): a guest whose every fourth page is
+// zero would otherwise cost a system call per three pages. Longer stretches
+// of zero pages stay holes.
 constexpr uint64_t max_run = 256;
+constexpr uint64_t max_gap = 16;
 
 caf::expected<void> pwrite_all(int fd, const uint8_t* p, uint64_t n, uint64_t at) {
   while (n != 0) {
@@ -94,6 +99,108 @@ caf::expected<void> in_stripes(size_t words, unsigned threads, const std::atomic
 
 } // namespace
 
+namespace {
+
+// One writer's share: the pages of `todo` in words [w0, w1).
+struct page_writer {
+  int fd;
+  const mig::mapped_ram_layout& l;
+  const uint8_t* ram;
+  const dirty_bitmap& todo;
+  const dirty_bitmap* known_zero;
+  std::vector<uint8_t>& bits; // a writer sets only the bytes of its words
+  mig::memory_digest& digest;
+  std::atomic<uint64_t>& data;
+  std::atomic<uint64_t>& zeros;
+
+  caf::expected<void> operator()(size_t w0, size_t w1) const {
+    uint64_t run_first = 0, run_len = 0;
+    for (size_t w = w0; w < w1; ++w)
+      for (uint64_t b = todo.word(w); b != 0; b &= b - 1) {
+        const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(b));
+        const uint8_t* src = ram + p * page;
+        if ((known_zero != nullptr && known_zero->test(p)) || mig::is_zero_page(src)) {
+          zeros.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        bits[p / 8] |= static_cast<uint8_t>(1u << (p % 8));
+        digest.set(p, mig::page_hash(src));
+        data.fetch_add(1, std::memory_order_relaxed);
+        // The pages between the run and p were looked at and found zero if
+        // the pass holds them all: then the run may take them along.
+        const uint64_t run_end = run_first + run_len;
+        if (run_len != 0 &&
+            (p - run_end > max_gap || p + 1 - run_first > max_run || !todo_covers(run_end, p))) {
+          if (auto ok = flush(run_first, run_len); !ok)
+            return ok;
+          run_len = 0;
+        }
+        if (run_len == 0)
+          run_first = p;
+        run_len = p + 1 - run_first;
+      }
+    return flush(run_first, run_len);
+  }
+
+  bool todo_covers(uint64_t first, uint64_t end) const {
+    for (uint64_t q = first; q < end; ++q)
+      if (!todo.test(q))
+        return false;
+    return true;
+  }
+
+  caf::expected<void> flush(uint64_t first, uint64_t n) const {
+    if (n == 0)
+      return {};
+    return pwrite_all(fd, ram + first * page, n * page, l.page_offset(first));
+  }
+};
+
+// One reader's share: pages [w0 * 64, w1 * 64) of RAM.
+struct page_reader {
+  int fd;
+  const mapped_ram_index& index;
+  uint8_t* ram;
+  const dirty_bitmap& maybe_data; // pages that may hold something now
+  mig::memory_digest& digest;
+  std::atomic<uint64_t>& data;
+  std::atomic<uint64_t>& zeros;
+
+  caf::expected<void> operator()(size_t w0, size_t w1) const {
+    const uint64_t end = std::min<uint64_t>(index.layout.pages(), w1 * 64);
+    for (uint64_t p = w0 * 64; p < end;) {
+      if (!bit(index.bitmap, p)) {
+        uint8_t* dst = ram + p * page;
+        if (maybe_data.test(p) && !mig::is_zero_page(dst))
+          std::memset(dst, 0, page);
+        zeros.fetch_add(1, std::memory_order_relaxed);
+        ++p;
+        continue;
+      }
+      // Pages with data in one read, over short gaps of zero pages (the
+      // file holds zeros there, written or a hole).
+      uint64_t n = 1;
+      for (uint64_t q = p + 1; q < end && q + 1 - p <= max_run && q - (p + n) <= max_gap; ++q)
+        if (bit(index.bitmap, q))
+          n = q + 1 - p;
+      if (auto ok = pread_all(fd, ram + p * page, n * page, index.layout.page_offset(p)); !ok)
+        return ok;
+      for (uint64_t i = p; i < p + n; ++i) {
+        if (!bit(index.bitmap, i)) {
+          zeros.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        digest.set(i, mig::page_hash(ram + i * page));
+        data.fetch_add(1, std::memory_order_relaxed);
+      }
+      p += n;
+    }
+    return {};
+  }
+};
+
+} // namespace
+
 caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_layout& l,
                                                   const guest_memory& mem, const dirty_bitmap& todo,
                                                   const dirty_bitmap* known_zero, unsigned threads,
@@ -102,38 +209,8 @@ caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_
                                                   thread_registry* registry) {
   std::vector<uint8_t> bits(l.bitmap_bytes(), 0);
   std::atomic<uint64_t> data{0}, zeros{0};
-  const uint8_t* ram = mem.data();
-  auto ok = in_stripes(
-    todo.word_count(), threads, stop, registry, [&](size_t w0, size_t w1) -> caf::expected<void> {
-      uint64_t run_first = 0, run_len = 0;
-      auto flush = [&]() -> caf::expected<void> {
-        if (run_len == 0)
-          return {};
-        auto w = pwrite_all(fd, ram + run_first * page, run_len * page, l.page_offset(run_first));
-        run_len = 0;
-        return w;
-      };
-      for (size_t w = w0; w < w1; ++w)
-        for (uint64_t b = todo.word(w); b != 0; b &= b - 1) {
-          const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(b));
-          const uint8_t* src = ram + p * page;
-          if ((known_zero != nullptr && known_zero->test(p)) || mig::is_zero_page(src)) {
-            zeros.fetch_add(1, std::memory_order_relaxed);
-            continue;
-          }
-          bits[p / 8] |= static_cast<uint8_t>(1u << (p % 8));
-          digest.set(p, mig::page_hash(src));
-          data.fetch_add(1, std::memory_order_relaxed);
-          if (run_len != 0 && (run_first + run_len != p || run_len == max_run))
-            if (auto f = flush(); !f)
-              return f;
-          if (run_len == 0)
-            run_first = p;
-          ++run_len;
-        }
-      return flush();
-    });
-  if (!ok)
+  const page_writer writer{fd, l, mem.data(), todo, known_zero, bits, digest, data, zeros};
+  if (auto ok = in_stripes(todo.word_count(), threads, stop, registry, writer); !ok)
     return ok.error();
   // The index last: a file cut short before here has no valid header.
   if (auto w = pwrite_all(fd, bits.data(), bits.size(), l.bitmap_offset); !w)
@@ -170,8 +247,7 @@ caf::expected<mapped_ram_totals> read_mapped_ram(int fd, const mapped_ram_index&
                                                  mig::memory_digest& digest,
                                                  const std::atomic<bool>& stop,
                                                  thread_registry* registry) {
-  const auto& l = index.layout;
-  const uint64_t pages = l.pages();
+  const uint64_t pages = index.layout.pages();
   // Fresh RAM reads zero but where the agent wrote since it was made (the
   // boot sector): only those pages need looking at. Other RAM (a file's
   // copy) may hold anything.
@@ -182,33 +258,8 @@ caf::expected<mapped_ram_totals> read_mapped_ram(int fd, const mapped_ram_index&
       }))
     maybe_data.set_all();
   std::atomic<uint64_t> data{0}, zeros{0};
-  uint8_t* ram = mem.data();
-  auto ok =
-    in_stripes(maybe_data.word_count(), threads, stop, registry,
-               [&](size_t w0, size_t w1) -> caf::expected<void> {
-                 const uint64_t end = std::min<uint64_t>(pages, w1 * 64);
-                 for (uint64_t p = w0 * 64; p < end;) {
-                   if (!bit(index.bitmap, p)) {
-                     uint8_t* dst = ram + p * page;
-                     if (maybe_data.test(p) && !mig::is_zero_page(dst))
-                       std::memset(dst, 0, page);
-                     zeros.fetch_add(1, std::memory_order_relaxed);
-                     ++p;
-                     continue;
-                   }
-                   uint64_t n = 1;
-                   while (p + n < end && n < max_run && bit(index.bitmap, p + n))
-                     ++n;
-                   if (auto r = pread_all(fd, ram + p * page, n * page, l.page_offset(p)); !r)
-                     return r;
-                   for (uint64_t i = p; i < p + n; ++i)
-                     digest.set(i, mig::page_hash(ram + i * page));
-                   data.fetch_add(n, std::memory_order_relaxed);
-                   p += n;
-                 }
-                 return {};
-               });
-  if (!ok)
+  const page_reader reader{fd, index, mem.data(), maybe_data, digest, data, zeros};
+  if (auto ok = in_stripes(maybe_data.word_count(), threads, stop, registry, reader); !ok)
     return ok.error();
   return mapped_ram_totals{data.load(), zeros.load()};
 }

@@ -75,7 +75,9 @@ TEST_F(mapped_ram, four_threads_write_pages_at_their_offsets_and_four_read_them_
   EXPECT_EQ(info.at("ram").at("normal").to_number<uint64_t>() +
               info.at("ram").at("duplicate").to_number<uint64_t>(),
             bytes / 4096);
-  EXPECT_LT(allocated, file_bytes) << "zero pages are holes";
+  // Stretches of zero pages (the boot area's megabyte) are holes; short
+  // gaps between pages with data are written with them, as zeros.
+  EXPECT_LE(allocated + (1u << 20), bytes) << "zero stretches are holes";
   ASSERT_EQ(restore(file, 4), "completed")
     << json::serialize(dst.info()) << dst.agent->stderr_text();
   expect_destination_runs_on("65280");
