@@ -8,7 +8,7 @@
 # row's. When the installed QEMU has mapped-ram (9.0 and later) it is named;
 # QEMU 7.2, Debian bookworm's, has not, so the baseline is Ferry's stream.
 #
-#   bench/mapped_ram_bench.sh [BUILD_DIR]    RUNS=3 SIZE=1G DIR= (environment)
+#   bench/mapped_ram_bench.sh [BUILD_DIR]    RUNS=3 SIZE=1G DIR= ROWS="stream 1 4" (environment)
 #   DIR: where the files go (default: the work directory under /tmp)
 set -euo pipefail
 
@@ -100,7 +100,7 @@ run_row() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-rows=(stream 1 4)
+read -r -a rows <<<"${ROWS:-stream 1 4}" # "stream" first: the baseline
 declare -A save restore bytes alloc
 for r in $(seq 1 "$runs"); do
   for row in "${rows[@]}"; do

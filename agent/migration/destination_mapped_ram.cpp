@@ -34,6 +34,9 @@ caf::expected<void> migration_destination::impl::open_mapped_file(migration_chan
 }
 
 caf::expected<void> migration_destination::impl::load_mapped_pages() {
+  // The readers fill RAM themselves, at memory speed: a background prefill
+  // ahead of them would only take the cores they need.
+  g.memory().stop_prefill();
   FERRY_TRY(done, read_mapped_ram(mapped_fd.get(), *mapped, g.memory(), plan.mapped_threads, digest,
                                   stop, hooks.threads));
   ctr.normal_pages.fetch_add(done.data_pages, std::memory_order_relaxed);
