@@ -349,11 +349,15 @@ caf::expected<void> migration_destination::impl::check_shared_ram(const std::vec
   auto samples = mig::decode_shared_ram(buf, g.memory().pages());
   if (!samples)
     return refuse(describe(samples.error()));
-  for (const auto& s : *samples)
-    if (mig::page_hash(g.memory().data() + s.pfn * mig::page_size) != s.hash)
+  std::array<uint8_t, mig::page_size> page{};
+  for (const auto& s : *samples) {
+    if (auto ok = g.memory().read_shared_page(s.pfn, page.data()); !ok)
+      return ok.error();
+    if (mig::page_hash(page.data()) != s.hash)
       return refuse("x-ignore-shared: guest RAM here is not the source's (page " +
                     std::to_string(s.pfn) +
                     " of the shared file differs): another file, or one changed since");
+  }
   shared_checked = true;
   return {};
 }

@@ -409,8 +409,12 @@ caf::expected<void> migration_source::impl::send_state() {
     // The guest is stopped: its pages sampled now are what the destination
     // must find in the file it maps.
     std::vector<mig::shared_page_sample> samples;
-    for (uint64_t pfn : mig::shared_sample_pages(g.memory().pages()))
-      samples.push_back({pfn, mig::page_hash(g.memory().data() + pfn * mig::page_size)});
+    std::array<uint8_t, mig::page_size> page{};
+    for (uint64_t pfn : mig::shared_sample_pages(g.memory().pages())) {
+      if (auto ok = g.memory().read_shared_page(pfn, page.data()); !ok)
+        return ok.error();
+      samples.push_back({pfn, mig::page_hash(page.data())});
+    }
     const auto check = mig::encode_shared_ram(samples);
     if (auto ok = main.send(mig::record_type::shared_ram, check); !ok)
       return ok.error();

@@ -69,6 +69,10 @@ public:
   // A file mapped shared (memory-backend-file,share=on): another process
   // mapping the same file sees the guest's memory (x-ignore-shared).
   bool shared_file() const { return shared_file_; }
+  // A shared file's page `pfn` read through the file into `out` (4 KiB):
+  // what the mapping holds, without faulting the page into this process
+  // (a fault can cost more than the read where page faults are dear).
+  caf::expected<void> read_shared_page(uint64_t pfn, uint8_t* out) const;
   std::span<uint8_t> bytes() const { return {base_, size_}; }
 
   // Bounds-checked view of [addr, addr + len); empty when out of range.

@@ -92,7 +92,22 @@ struct migration_fixture : ::testing::Test {
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.begin(), h.wrap.begin(), h.wrap.end());
     h.agent = std::make_unique<process>(argv);
-    h.q = std::make_unique<qmp_client>(h.qmp);
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      h.q = std::make_unique<qmp_client>(h.qmp);
+    } catch (const std::exception& e) {
+      // Why the agent never answered: its own words, and whether it is
+      // still alive (a start stalled by the host, or an exit).
+      const bool alive = h.agent->running();
+      ADD_FAILURE() << h.name << ": " << e.what() << " after "
+                    << std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count()
+                    << " ms; the agent is " << (alive ? "still running" : "gone")
+                    << "; its stderr:\n"
+                    << h.agent->stderr_text();
+      throw;
+    }
     h.q->negotiate();
   }
 
