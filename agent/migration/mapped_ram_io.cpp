@@ -120,6 +120,10 @@ struct page_writer {
         const uint64_t p = w * 64 + static_cast<uint64_t>(__builtin_ctzll(b));
         const uint8_t* src = ram + p * page;
         if ((known_zero != nullptr && known_zero->test(p)) || mig::is_zero_page(src)) {
+          if (bit(bits, p)) { // data before, zero now: the bitmap disowns it
+            bits[p / 8] &= static_cast<uint8_t>(~(1u << (p % 8)));
+            digest.forget(p);
+          }
           zeros.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
@@ -177,8 +181,8 @@ struct page_reader {
         ++p;
         continue;
       }
-      // Pages with data in one read, over short gaps of zero pages (the
-      // file holds zeros there, written or a hole).
+      // Pages with data in one read, over short gaps of pages the bitmap
+      // disowns (zeroed after the read).
       uint64_t n = 1;
       for (uint64_t q = p + 1; q < end && q + 1 - p <= max_run && q - (p + n) <= max_gap; ++q)
         if (bit(index.bitmap, q))
@@ -187,6 +191,11 @@ struct page_reader {
         return ok;
       for (uint64_t i = p; i < p + n; ++i) {
         if (!bit(index.bitmap, i)) {
+          // Read along with its neighbours: zeros, or stale data a later
+          // pass disowned, which must not stay.
+          uint8_t* dst = ram + i * page;
+          if (!mig::is_zero_page(dst))
+            std::memset(dst, 0, page);
           zeros.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
@@ -201,24 +210,24 @@ struct page_reader {
 
 } // namespace
 
-caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_layout& l,
-                                                  const guest_memory& mem, const dirty_bitmap& todo,
-                                                  const dirty_bitmap* known_zero, unsigned threads,
-                                                  mig::memory_digest& digest,
-                                                  const std::atomic<bool>& stop,
-                                                  thread_registry* registry) {
-  std::vector<uint8_t> bits(l.bitmap_bytes(), 0);
+caf::expected<mapped_ram_totals>
+write_mapped_ram(int fd, const mig::mapped_ram_layout& l, const guest_memory& mem,
+                 const dirty_bitmap& todo, const dirty_bitmap* known_zero, unsigned threads,
+                 std::vector<uint8_t>& bits, mig::memory_digest& digest,
+                 const std::atomic<bool>& stop, thread_registry* registry) {
   std::atomic<uint64_t> data{0}, zeros{0};
   const page_writer writer{fd, l, mem.data(), todo, known_zero, bits, digest, data, zeros};
   if (auto ok = in_stripes(todo.word_count(), threads, stop, registry, writer); !ok)
     return ok.error();
-  // The index last: a file cut short before here has no valid header.
-  if (auto w = pwrite_all(fd, bits.data(), bits.size(), l.bitmap_offset); !w)
-    return w.error();
-  const auto header = mig::encode_mapped_ram_header(l);
-  if (auto w = pwrite_all(fd, header.data(), header.size(), 0); !w)
-    return w.error();
   return mapped_ram_totals{data.load(), zeros.load()};
+}
+
+caf::expected<void> finish_mapped_ram(int fd, const mig::mapped_ram_layout& l,
+                                      const std::vector<uint8_t>& bits) {
+  if (auto w = pwrite_all(fd, bits.data(), bits.size(), l.bitmap_offset); !w)
+    return w;
+  const auto header = mig::encode_mapped_ram_header(l);
+  return pwrite_all(fd, header.data(), header.size(), 0);
 }
 
 caf::expected<mapped_ram_index> read_mapped_ram_index(int fd, uint64_t ram_size) {

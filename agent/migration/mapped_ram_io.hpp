@@ -1,8 +1,8 @@
 #pragma once
 // mapped-ram's page I/O: the source writes each guest page with data to its
-// fixed offset in the file, the destination reads them back, each on a few
-// named threads ("mig-mapped/N") working on separate stripes of RAM in
-// parallel. The guest is stopped while either runs.
+// fixed offset in the file (again, in place, when a later pass finds it
+// dirty), the destination reads them back, each on a few named threads
+// ("mig-mapped/N") working on separate stripes of RAM in parallel.
 
 #include "agent/migration/thread_registry.hpp"
 #include "agent/vmm/dirty_bitmap.hpp"
@@ -23,15 +23,19 @@ struct mapped_ram_totals {
   uint64_t zero_pages = 0; // left as holes
 };
 
-// The pages of `todo` into `fd` at l's offsets (those in `known_zero`, or
-// reading zero, become holes), then the bitmap and the header. Each page
-// written goes into `digest`.
-caf::expected<mapped_ram_totals> write_mapped_ram(int fd, const mig::mapped_ram_layout& l,
-                                                  const guest_memory& mem, const dirty_bitmap& todo,
-                                                  const dirty_bitmap* known_zero, unsigned threads,
-                                                  mig::memory_digest& digest,
-                                                  const std::atomic<bool>& stop,
-                                                  thread_registry* registry);
+// The pages of `todo` into `fd` at l's offsets, their bits set in `bits`
+// (l.bitmap_bytes()) and their hashes in `digest`; a page in `known_zero`,
+// or reading zero, has its bit cleared and leaves the digest (its place
+// stays a hole, or keeps stale data the bitmap disowns).
+caf::expected<mapped_ram_totals>
+write_mapped_ram(int fd, const mig::mapped_ram_layout& l, const guest_memory& mem,
+                 const dirty_bitmap& todo, const dirty_bitmap* known_zero, unsigned threads,
+                 std::vector<uint8_t>& bits, mig::memory_digest& digest,
+                 const std::atomic<bool>& stop, thread_registry* registry);
+// After the last pass: the bitmap, then the header (a file cut short
+// before has no valid header).
+caf::expected<void> finish_mapped_ram(int fd, const mig::mapped_ram_layout& l,
+                                      const std::vector<uint8_t>& bits);
 
 // The header and bitmap of the mapped-ram file `fd`, checked against RAM of
 // `ram_size` bytes before anything is read into a guest.

@@ -75,8 +75,8 @@ struct outgoing_migration {
   bool ignore_shared = false;
   // mode cpr-reboot: the guest stops before anything is saved.
   bool stop_first = false;
-  // mapped-ram (a file: target, the guest stopped first): every page at its
-  // offset in the file, written by `mapped_threads` threads.
+  // mapped-ram (a file: target): every page at its offset in the file,
+  // rewritten in place when dirty again, by `mapped_threads` threads.
   bool mapped_ram = false;
   uint32_t mapped_threads = 1;
   bool pause_before_switchover = false;

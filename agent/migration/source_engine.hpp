@@ -127,7 +127,9 @@ struct migration_source::impl {
   // channels[0], writes the state region after them).
   unique_fd mapped_fd;
   mig::mapped_ram_layout mapped_layout;
-  dirty_bitmap todo{0}; // the pages the current pass sends
+  std::vector<uint8_t> mapped_bits; // which pages the file holds, pass after pass
+  bool mapped_holes_read = false;   // the first pass took `holes` as known zero
+  dirty_bitmap todo{0};             // the pages the current pass sends
   uint64_t passes = 0;
   clock_type::time_point downtime_start;
   // Postcopy: the pages the destination still lacks (it discarded them at
@@ -313,9 +315,9 @@ struct migration_source::impl {
   caf::expected<source_event> setup();
   caf::expected<source_event> iterate();
   // mapped-ram: the file created at its size, the stream to begin at its
-  // state region; then the one pass, every page to its offset.
+  // state region; each pass writes its pages at their offsets.
   caf::expected<void> open_mapped_file();
-  caf::expected<source_event> mapped_pass();
+  caf::expected<void> write_mapped_pass(const dirty_bitmap& pages);
   caf::expected<source_event> switchover();
   caf::expected<source_event> device_state();
   caf::expected<source_event> handover();

@@ -1,6 +1,7 @@
-// The outgoing engine's mapped-ram: the file laid out for this guest's RAM,
-// then its one pass — the guest is stopped, so every page with data is
-// written once, at its offset, by several threads at a time.
+// The outgoing engine's mapped-ram: the file laid out for this guest's RAM;
+// each pass writes its dirty pages at their offsets (in place: the file
+// stays the size of RAM however many passes there are), several threads at
+// a time.
 #include "agent/migration/mapped_ram_io.hpp"
 #include "agent/migration/source_engine.hpp"
 
@@ -23,35 +24,23 @@ caf::expected<void> migration_source::impl::open_mapped_file() {
     return make_system_error("Could not size '" + plan.target.path + "'");
   // The stream (hello, state, digest) begins after the pages.
   plan.target.offset = mapped_layout.state_offset;
+  mapped_bits.assign(mapped_layout.bitmap_bytes(), 0);
   return {};
 }
 
-caf::expected<source_event> migration_source::impl::mapped_pass() {
-  ++passes;
-  const auto pass_start = clock_type::now();
-  pass_todo_pages = todo.count();
-  in_pass = true;
-  auto done = write_mapped_ram(mapped_fd.get(), mapped_layout, g.memory(), todo,
-                               plan.detect_zero ? &holes : nullptr, plan.mapped_threads, digest,
-                               stop, hooks.threads);
-  in_pass = false;
+// A pass's pages to their offsets (in place of the page senders): the
+// first pass takes the holes of the RAM file as known zero, as theirs do.
+caf::expected<void> migration_source::impl::write_mapped_pass(const dirty_bitmap& pages) {
+  const dirty_bitmap* known_zero = plan.detect_zero && !mapped_holes_read ? &holes : nullptr;
+  mapped_holes_read = true;
+  auto done = write_mapped_ram(mapped_fd.get(), mapped_layout, g.memory(), pages, known_zero,
+                               plan.mapped_threads, mapped_bits, digest, stop, hooks.threads);
   if (!done)
-    return stop ? check_stop_error() : done.error();
+    return stop ? check_stop() : caf::expected<void>{done.error()};
   ctr.normal_pages.fetch_add(done->data_pages, std::memory_order_relaxed);
   ctr.zero_pages.fetch_add(done->zero_pages, std::memory_order_relaxed);
-  const uint64_t bytes = done->data_pages * mig::page_size;
-  ctr.add_sent(bytes, plan.mapped_threads > 1);
-  const double secs = std::chrono::duration<double>(clock_type::now() - pass_start).count();
-  if (secs >= 0.001) {
-    bandwidth = static_cast<uint64_t>(static_cast<double>(bytes) / secs);
-    pages_per_second = static_cast<uint64_t>(static_cast<double>(pass_todo_pages) / secs);
-  }
-  todo.clear();
-  ++ctr.sync_count;
-  emit("MIGRATION_PASS", json::object{{"pass", ctr.sync_count.load()}});
-  remaining_bytes = 0;
-  expected_downtime_ms = 0;
-  return source_event::pass_converged;
+  ctr.add_sent(done->data_pages * mig::page_size, plan.mapped_threads > 1);
+  return {};
 }
 
 } // namespace ferry

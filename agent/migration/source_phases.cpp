@@ -1,5 +1,6 @@
 // The outgoing engine's phases: connect and handshake, setup, the passes,
 // stop-and-copy, device state, hand-over.
+#include "agent/migration/mapped_ram_io.hpp"
 #include "agent/migration/source_engine.hpp"
 #include "protocol/shared_ram_check.hpp"
 
@@ -95,6 +96,11 @@ caf::expected<void> migration_source::impl::handshake() {
 
 caf::expected<size_t> migration_source::impl::send_bitmap(const dirty_bitmap& pages, uint64_t pass,
                                                           const std::atomic<bool>* stop_early) {
+  if (plan.mapped_ram) {
+    if (auto ok = write_mapped_pass(pages); !ok)
+      return ok.error();
+    return pages.word_count();
+  }
   std::vector<uint64_t> pfns;
   size_t stopped_at = pages.word_count();
   for (size_t w0 = 0; w0 < pages.word_count(); w0 += stripe_words) {
@@ -203,15 +209,12 @@ caf::expected<source_event> migration_source::impl::setup() {
   todo = dirty_bitmap{pages};
   // Tracking starts before the first pass reads anything; what the tracker
   // has collected so far is dropped, since that pass sends every page.
-  // mapped-ram's guest is stopped: its one pass needs none.
-  if (!plan.mapped_ram) {
-    dirty_tracker& log = g.dirty_log();
-    if (auto ok = log.start(); !ok)
-      return ok.error();
-    tracking = true;
-    if (auto ok = log.sync(todo); !ok)
-      return ok.error();
-  }
+  dirty_tracker& log = g.dirty_log();
+  if (auto ok = log.start(); !ok)
+    return ok.error();
+  tracking = true;
+  if (auto ok = log.sync(todo); !ok)
+    return ok.error();
   setup_ms = ms_since(start);
   if (!hooks.step(migration_event::setup_done))
     return check_stop_error();
@@ -235,8 +238,6 @@ caf::expected<source_event> migration_source::impl::setup() {
 
 // One pass over `todo`; then the next dirty set and whether it fits.
 caf::expected<source_event> migration_source::impl::iterate() {
-  if (plan.mapped_ram)
-    return mapped_pass();
   const uint64_t pass = ++passes;
   const auto pass_start = clock_type::now();
   const uint64_t sent_before = bytes_sent();
@@ -371,6 +372,9 @@ caf::expected<source_event> migration_source::impl::switchover() {
   if (tracking)
     log.stop();
   tracking = false;
+  if (plan.mapped_ram)
+    if (auto ok = finish_mapped_ram(mapped_fd.get(), mapped_layout, mapped_bits); !ok)
+      return ok.error();
 
   if (plan.pause_before_switchover) {
     if (!hooks.step(migration_event::pause_switchover))

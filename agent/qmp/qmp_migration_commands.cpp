@@ -222,11 +222,10 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   // reached by another agent, so it migrates as without the capability.
   plan.ignore_shared = settings_.capability("x-ignore-shared") && guest_.memory().shared_file();
   plan.stop_first = settings_.parameter("mode") == "cpr-reboot";
-  // mapped-ram saves the guest stopped (as libvirt's save does), so each
-  // page is written once; multifd-channels threads write in parallel.
+  // mapped-ram: multifd-channels threads write the pages in parallel into
+  // the one file, instead of channels.
   if (settings_.capability("mapped-ram")) {
     plan.mapped_ram = true;
-    plan.stop_first = true;
     plan.mapped_threads = plan.multifd ? plan.channels : 1;
     plan.multifd = false;
   }
