@@ -34,6 +34,10 @@ caf::expected<void> migration_destination::impl::open_mapped_file(migration_chan
 }
 
 caf::expected<void> migration_destination::impl::load_mapped_pages() {
+  // x-ignore-shared: RAM is the shared file the source used; the mapped
+  // file holds no page of it, and nothing here may zero it.
+  if ((hello.flags & mig::flag_ignore_shared) != 0)
+    return {};
   // The readers fill RAM themselves, at memory speed: a background prefill
   // ahead of them would only take the cores they need.
   g.memory().stop_prefill();

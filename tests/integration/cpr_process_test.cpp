@@ -36,11 +36,14 @@ protected:
   }
 
   // x-ignore-shared (and events) on `h`, and the migration mode.
-  static void ignore_shared(host& h, const char* mode = "normal") {
-    auto r = h.exec("migrate-set-capabilities",
-                    {{"capabilities",
-                      json::array{json::object{{"capability", "x-ignore-shared"}, {"state", true}},
-                                  json::object{{"capability", "events"}, {"state", true}}}}});
+  // With `mapped`, mapped-ram too (the state goes into a mapped-ram file).
+  bool mapped = false;
+  void ignore_shared(host& h, const char* mode = "normal") const {
+    json::array caps{json::object{{"capability", "x-ignore-shared"}, {"state", true}},
+                     json::object{{"capability", "events"}, {"state", true}}};
+    if (mapped)
+      caps.push_back(json::object{{"capability", "mapped-ram"}, {"state", true}});
+    auto r = h.exec("migrate-set-capabilities", {{"capabilities", caps}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
     r = h.exec("migrate-set-parameters", {{"mode", mode}});
     EXPECT_TRUE(r.as_object().contains("return")) << json::serialize(r);
@@ -107,6 +110,21 @@ TEST_F(cpr_shm, cpr_reboot_brings_a_gibibyte_guest_back_from_shared_memory) {
               size.c_str(), ram.c_str(), static_cast<unsigned long long>(state_bytes),
               ms(quit - saved), ms(ran - quit), ms(ran - saved));
   expect_destination_runs_on("261888");
+}
+
+// cpr-reboot into a mapped-ram file (as a QEMU user may ask): the file holds
+// no page of the shared RAM, and restoring it zeroes none of it.
+TEST_F(cpr, cpr_reboot_into_a_mapped_ram_file_leaves_the_shared_ram_alone) {
+  mapped = true;
+  const std::string state = dir + "/cpr.mapped";
+  save_and_quit(state);
+  start_shared(dst, {"-incoming", "defer"});
+  ignore_shared(dst, "cpr-reboot");
+  auto r = dst.exec("migrate-incoming", {{"uri", "file:" + state}});
+  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 30s), "completed")
+    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  expect_destination_runs_on("65280");
 }
 
 TEST_F(cpr, a_destination_mapping_another_file_is_refused_and_never_runs) {
