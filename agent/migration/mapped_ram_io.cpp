@@ -112,6 +112,8 @@ struct page_writer {
   mig::memory_digest& digest;
   std::atomic<uint64_t>& data;
   std::atomic<uint64_t>& zeros;
+  rate_limiter* limiter;
+  const std::atomic<bool>& stop;
 
   caf::expected<void> operator()(size_t w0, size_t w1) const {
     uint64_t run_first = 0, run_len = 0;
@@ -156,6 +158,8 @@ struct page_writer {
   caf::expected<void> flush(uint64_t first, uint64_t n) const {
     if (n == 0)
       return {};
+    if (limiter != nullptr)
+      limiter->acquire(n * page, stop);
     return pwrite_all(fd, ram + first * page, n * page, l.page_offset(first));
   }
 };
@@ -212,12 +216,13 @@ struct page_reader {
 
 caf::expected<mapped_ram_totals>
 write_mapped_ram(int fd, const mig::mapped_ram_layout& l, const guest_memory& mem,
-                 const dirty_bitmap& todo, const dirty_bitmap* known_zero, unsigned threads,
+                 const dirty_bitmap& todo, const dirty_bitmap* known_zero,
                  std::vector<uint8_t>& bits, mig::memory_digest& digest,
-                 const std::atomic<bool>& stop, thread_registry* registry) {
+                 const std::atomic<bool>& stop, const mapped_ram_writes& how) {
   std::atomic<uint64_t> data{0}, zeros{0};
-  const page_writer writer{fd, l, mem.data(), todo, known_zero, bits, digest, data, zeros};
-  if (auto ok = in_stripes(todo.word_count(), threads, stop, registry, writer); !ok)
+  const page_writer writer{fd,     l,    mem.data(), todo,        known_zero, bits,
+                           digest, data, zeros,      how.limiter, stop};
+  if (auto ok = in_stripes(todo.word_count(), how.threads, stop, how.registry, writer); !ok)
     return ok.error();
   return mapped_ram_totals{data.load(), zeros.load()};
 }

@@ -4,6 +4,7 @@
 // dirty), the destination reads them back, each on a few named threads
 // ("mig-mapped/N") working on separate stripes of RAM in parallel.
 
+#include "agent/migration/rate_limiter.hpp"
 #include "agent/migration/thread_registry.hpp"
 #include "agent/vmm/dirty_bitmap.hpp"
 #include "agent/vmm/guest_memory.hpp"
@@ -26,12 +27,18 @@ struct mapped_ram_totals {
 // The pages of `todo` into `fd` at l's offsets, their bits set in `bits`
 // (l.bitmap_bytes()) and their hashes in `digest`; a page in `known_zero`,
 // or reading zero, has its bit cleared and leaves the digest (its place
-// stays a hole, or keeps stale data the bitmap disowns).
+// stays a hole, or keeps stale data the bitmap disowns). Writes draw on
+// `limiter` (max-bandwidth) when there is one.
+struct mapped_ram_writes {
+  unsigned threads = 1;
+  rate_limiter* limiter = nullptr;
+  thread_registry* registry = nullptr;
+};
 caf::expected<mapped_ram_totals>
 write_mapped_ram(int fd, const mig::mapped_ram_layout& l, const guest_memory& mem,
-                 const dirty_bitmap& todo, const dirty_bitmap* known_zero, unsigned threads,
+                 const dirty_bitmap& todo, const dirty_bitmap* known_zero,
                  std::vector<uint8_t>& bits, mig::memory_digest& digest,
-                 const std::atomic<bool>& stop, thread_registry* registry);
+                 const std::atomic<bool>& stop, const mapped_ram_writes& how);
 // After the last pass: the bitmap, then the header (a file cut short
 // before has no valid header).
 caf::expected<void> finish_mapped_ram(int fd, const mig::mapped_ram_layout& l,

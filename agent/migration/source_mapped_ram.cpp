@@ -33,8 +33,9 @@ caf::expected<void> migration_source::impl::open_mapped_file() {
 caf::expected<void> migration_source::impl::write_mapped_pass(const dirty_bitmap& pages) {
   const dirty_bitmap* known_zero = plan.detect_zero && !mapped_holes_read ? &holes : nullptr;
   mapped_holes_read = true;
-  auto done = write_mapped_ram(mapped_fd.get(), mapped_layout, g.memory(), pages, known_zero,
-                               plan.mapped_threads, mapped_bits, digest, stop, hooks.threads);
+  auto done =
+    write_mapped_ram(mapped_fd.get(), mapped_layout, g.memory(), pages, known_zero, mapped_bits,
+                     digest, stop, {plan.mapped_threads, &limiter, hooks.threads});
   if (!done)
     return stop ? check_stop() : caf::expected<void>{done.error()};
   ctr.normal_pages.fetch_add(done->data_pages, std::memory_order_relaxed);
