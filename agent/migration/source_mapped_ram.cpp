@@ -10,8 +10,6 @@
 
 namespace ferry {
 
-namespace json = boost::json;
-
 caf::expected<void> migration_source::impl::open_mapped_file() {
   mapped_layout = mig::plan_mapped_ram(g.memory().size());
   // Created (or emptied) at the size of everything before the state
