@@ -139,6 +139,16 @@ caf::expected<std::unique_ptr<guest>> make_guest(const vm_config& cfg,
   return std::unique_ptr<guest>{std::move(g)};
 }
 
+// An incoming migration ended the agent (exit-on-error): why, on stderr.
+void report_failed_load(qmp_monitor& monitor) {
+  auto info = monitor.execute("query-migrate", {});
+  const auto* v = std::get_if<boost::json::value>(&info);
+  const auto* desc =
+    v != nullptr && v->is_object() ? v->as_object().if_contains("error-desc") : nullptr;
+  std::fprintf(stderr, "ferry-agent: load of migration failed: %s\n",
+               desc != nullptr && desc->is_string() ? desc->as_string().c_str() : "unknown error");
+}
+
 int run_vm(const std::vector<std::string>& args) {
   auto cfg = parse_vm_args(args);
   if (!cfg)
@@ -232,15 +242,8 @@ int run_vm(const std::vector<std::string>& args) {
   (*g)->halt();
   (*server)->broadcast(
     qmp::event("SHUTDOWN", boost::json::object{{"guest", false}, {"reason", reason}}));
-  if (exit_status != 0) {
-    auto info = monitor.execute("query-migrate", {});
-    const auto* v = std::get_if<boost::json::value>(&info);
-    const auto* desc =
-      v != nullptr && v->is_object() ? v->as_object().if_contains("error-desc") : nullptr;
-    std::fprintf(stderr, "ferry-agent: load of migration failed: %s\n",
-                 desc != nullptr && desc->is_string() ? desc->as_string().c_str()
-                                                      : "unknown error");
-  }
+  if (exit_status != 0)
+    report_failed_load(monitor);
   (*server)->stop();
   return exit_status;
 }

@@ -160,6 +160,33 @@ qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
   return it->context->for_host(std::move(host));
 }
 
+// Why `migrate` to `a` cannot start now, if so. Caller holds mtx_.
+std::optional<std::string> qmp_monitor::migrate_refusal(const migration_address& a) {
+  if (auto why = migration_.outgoing_refusal())
+    return why;
+  if (auto why = unsupported_settings())
+    return why;
+  if (dirty_rate_ && dirty_rate_->holds_dirty_log())
+    return std::string{"A dirty-rate measurement in dirty-bitmap mode holds the dirty log; "
+                       "migrate when it has ended"};
+  if (auto why = mode_refusal())
+    return why;
+  if (auto why = mapped_ram_refusal(a))
+    return why;
+  if (settings_.capability("multifd") && !settings_.capability("mapped-ram") && !a.bidirectional())
+    return "multifd needs a socket transport (tcp: or unix:); " + a.describe() +
+           " carries a single stream";
+  if (settings_.capability("postcopy-ram") && !a.bidirectional())
+    return "postcopy needs a socket transport (tcp: or unix:): the destination asks for pages "
+           "on it; " +
+           a.describe() + " carries one way only";
+  if (settings_.capability("x-colo") && !a.bidirectional())
+    return "COLO needs a socket transport (tcp: or unix:): the secondary answers every "
+           "checkpoint on it; " +
+           a.describe() + " carries one way only";
+  return std::nullopt;
+}
+
 qmp_result qmp_monitor::migrate(const json::object& args) {
   auto target = parse_migration_target(args.if_contains("uri"), args.if_contains("channels"));
   if (auto* why = std::get_if<std::string>(&target))
@@ -180,29 +207,8 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   }
   {
     std::lock_guard lk{mtx_};
-    if (auto why = migration_.outgoing_refusal())
+    if (auto why = migrate_refusal(addr))
       return generic(std::move(*why));
-    if (auto why = unsupported_settings())
-      return generic(std::move(*why));
-    if (dirty_rate_ && dirty_rate_->holds_dirty_log())
-      return generic("A dirty-rate measurement in dirty-bitmap mode holds the dirty log; "
-                     "migrate when it has ended");
-    if (auto why = mode_refusal())
-      return generic(std::move(*why));
-    if (auto why = mapped_ram_refusal(addr))
-      return generic(std::move(*why));
-    if (settings_.capability("multifd") && !settings_.capability("mapped-ram") &&
-        !addr.bidirectional())
-      return generic("multifd needs a socket transport (tcp: or unix:); " + addr.describe() +
-                     " carries a single stream");
-    if (settings_.capability("postcopy-ram") && !addr.bidirectional())
-      return generic("postcopy needs a socket transport (tcp: or unix:): the destination asks "
-                     "for pages on it; " +
-                     addr.describe() + " carries one way only");
-    if (settings_.capability("x-colo") && !addr.bidirectional())
-      return generic("COLO needs a socket transport (tcp: or unix:): the secondary answers every "
-                     "checkpoint on it; " +
-                     addr.describe() + " carries one way only");
   }
 
   outgoing_migration plan;

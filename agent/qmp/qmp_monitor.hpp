@@ -112,6 +112,7 @@ private:
   // Why migration mode cpr-reboot, or x-ignore-shared, rules out what else
   // is set, if so.
   std::optional<std::string> mode_refusal() const;
+  std::optional<std::string> migrate_refusal(const migration_address& a);
   // Why mapped-ram cannot use `a`, if so.
   std::optional<std::string> mapped_ram_refusal(const migration_address& a) const;
   std::array<uint8_t, 16> uuid_bytes() const;
