@@ -68,6 +68,17 @@ protected:
     EXPECT_TRUE(src.agent->wait(10s).has_value()) << "the old agent is gone";
     return saved;
   }
+
+  // A new agent (-incoming defer, the same shared file and settings) loads
+  // the saved `state`.
+  void restore_on_a_new_agent(const std::string& state) {
+    start_shared(dst, {"-incoming", "defer"});
+    ignore_shared(dst, "cpr-reboot");
+    auto r = dst.exec("migrate-incoming", {{"uri", "file:" + state}});
+    ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
+    ASSERT_EQ(dst.wait_status({"completed", "failed"}, 30s), "completed")
+      << json::serialize(dst.info()) << dst.agent->stderr_text();
+  }
 };
 
 // A gibibyte in shared memory (/dev/shm), as a host that restarts its agent
@@ -91,12 +102,7 @@ TEST_F(cpr_shm, cpr_reboot_brings_a_gibibyte_guest_back_from_shared_memory) {
   const auto state_bytes = std::filesystem::file_size(state);
   EXPECT_LT(state_bytes, 64u << 10) << "CPU and device state only, no RAM";
 
-  start_shared(dst, {"-incoming", "defer"});
-  ignore_shared(dst, "cpr-reboot");
-  auto r = dst.exec("migrate-incoming", {{"uri", "file:" + state}});
-  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 30s), "completed")
-    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  ASSERT_NO_FATAL_FAILURE(restore_on_a_new_agent(state));
   while (dst.exec("query-status").at("return").at("status") != "running" &&
          clock_type::now() - quit < 30s)
     std::this_thread::sleep_for(1ms);
@@ -118,12 +124,7 @@ TEST_F(cpr, cpr_reboot_into_a_mapped_ram_file_leaves_the_shared_ram_alone) {
   mapped = true;
   const std::string state = dir + "/cpr.mapped";
   save_and_quit(state);
-  start_shared(dst, {"-incoming", "defer"});
-  ignore_shared(dst, "cpr-reboot");
-  auto r = dst.exec("migrate-incoming", {{"uri", "file:" + state}});
-  ASSERT_TRUE(r.as_object().contains("return")) << json::serialize(r);
-  ASSERT_EQ(dst.wait_status({"completed", "failed"}, 30s), "completed")
-    << json::serialize(dst.info()) << dst.agent->stderr_text();
+  ASSERT_NO_FATAL_FAILURE(restore_on_a_new_agent(state));
   expect_destination_runs_on("65280");
 }
 
