@@ -1,6 +1,7 @@
 #include "agent/migration/mapped_ram_io.hpp"
 
 #include "common/error.hpp"
+#include "common/file_io.hpp"
 #include "protocol/migration_stream.hpp"
 
 #include <sys/stat.h>
@@ -30,33 +31,11 @@ constexpr uint64_t max_run = 256;
 constexpr uint64_t max_gap = 16;
 
 caf::expected<void> pwrite_all(int fd, const uint8_t* p, uint64_t n, uint64_t at) {
-  while (n != 0) {
-    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(at));
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      return make_system_error("writing the mapped-ram file");
-    p += w;
-    n -= static_cast<uint64_t>(w);
-    at += static_cast<uint64_t>(w);
-  }
-  return {};
+  return pwrite_full(fd, p, n, at, "the mapped-ram file");
 }
 
 caf::expected<void> pread_all(int fd, uint8_t* p, uint64_t n, uint64_t at) {
-  while (n != 0) {
-    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(at));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
-      return make_system_error("reading the mapped-ram file");
-    if (r == 0)
-      return make_ferry_error(errc::invalid_argument, "the mapped-ram file ends inside its pages");
-    p += r;
-    n -= static_cast<uint64_t>(r);
-    at += static_cast<uint64_t>(r);
-  }
-  return {};
+  return pread_full(fd, p, n, at, "the mapped-ram file");
 }
 
 bool bit(const std::vector<uint8_t>& bits, uint64_t p) {

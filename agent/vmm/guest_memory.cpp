@@ -3,6 +3,7 @@
 #include "agent/vmm/memory_layout.hpp"
 #include "agent/vmm/ram_prefill.hpp"
 #include "common/error.hpp"
+#include "common/file_io.hpp"
 
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -272,16 +273,7 @@ uint64_t guest_memory::prefilled_bytes() const {
 caf::expected<void> guest_memory::read_shared_page(uint64_t pfn, uint8_t* out) const {
   if (!shared_file_ || pfn >= pages())
     return make_ferry_error(errc::invalid_argument, "no shared file page " + std::to_string(pfn));
-  for (uint64_t done = 0; done < page_size;) {
-    const ssize_t r =
-      ::pread(fd_.get(), out + done, page_size - done, static_cast<off_t>(pfn * page_size + done));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return make_system_error("reading guest RAM's file");
-    done += static_cast<uint64_t>(r);
-  }
-  return {};
+  return pread_full(fd_.get(), out, page_size, pfn * page_size, "guest RAM's file");
 }
 
 void guest_memory::stop_prefill() {
