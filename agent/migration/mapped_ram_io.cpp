@@ -76,10 +76,6 @@ caf::expected<void> in_stripes(size_t words, unsigned threads, const std::atomic
   return {};
 }
 
-} // namespace
-
-namespace {
-
 // One writer's share: the pages of `todo` in words [w0, w1).
 struct page_writer {
   int fd;
