@@ -54,9 +54,10 @@ void fail_over(cluster_actor* self, pair_entry& pe, const std::string& why) {
 }
 
 // Both sides in COLO, until one is lost. `prim`/`sec`: their migration
-// statuses ("" out of reach); `run`: the primary's run state.
-void judge_protected(cluster_actor* self, pair_entry& pe, const std::string& prim,
-                     const std::string& run, const std::string& sec) {
+// statuses ("" out of reach); `fenced`: the primary holds its guest because
+// its secondary went silent.
+void judge_protected(cluster_actor* self, pair_entry& pe, const std::string& prim, bool fenced,
+                     const std::string& sec) {
   auto& st = self->state;
   const auto& r = pe.record;
   const auto now = clock_type::now();
@@ -68,7 +69,7 @@ void judge_protected(cluster_actor* self, pair_entry& pe, const std::string& pri
   };
   if (sec == "completed") {
     fail_over(self, pe, "the secondary on " + r.secondary + " took over");
-  } else if (prim == "colo" && run == "colo") {
+  } else if (prim == "colo" && fenced) {
     lost_heartbeat(self, pe, r.primary, "the primary fenced itself: its secondary went silent");
   } else if (sec == "colo" && gone(r.primary)) {
     lost_heartbeat(self, pe, r.secondary,
@@ -113,12 +114,23 @@ void judge_protecting(cluster_actor* self, pair_entry& pe, const std::string& pr
   }
 }
 
-// Asks both sides how they stand (and the primary whether it runs), then
-// judges the pair.
+// Ferry's word in a primary's query-migrate that it fenced itself (its run
+// state "colo" alone would also cover a checkpoint's pause).
+bool fenced_in(const caf::expected<json::value>& r) {
+  if (!r || !r->is_object())
+    return false;
+  const auto* colo = r->as_object().if_contains("x-ferry-colo");
+  const auto* f =
+    colo != nullptr && colo->is_object() ? colo->as_object().if_contains("fenced") : nullptr;
+  return f != nullptr && f->is_bool() && f->as_bool();
+}
+
+// Asks both sides how they stand, then judges the pair.
 void poll_pair(cluster_actor* self, pair_entry& pe) {
   struct round {
-    std::string prim, run, sec;
-    int left = 3;
+    std::string prim, sec;
+    bool fenced = false;
+    int left = 2;
   };
   auto rd = std::make_shared<round>();
   pe.busy = true;
@@ -132,7 +144,7 @@ void poll_pair(cluster_actor* self, pair_entry& pe) {
       return;
     p->busy = false;
     if (p->record.state == pair_state::protected_)
-      judge_protected(self, *p, rd->prim, rd->run, rd->sec);
+      judge_protected(self, *p, rd->prim, rd->fenced, rd->sec);
     else
       judge_protecting(self, *p, rd->prim, rd->sec);
   };
@@ -140,13 +152,7 @@ void poll_pair(cluster_actor* self, pair_entry& pe) {
     self, pe.record.primary, guest, "query-migrate", {},
     [rd, answered](const caf::expected<json::value>& r) {
       rd->prim = status_of(r);
-      answered();
-    },
-    status_timeout);
-  host_qmp(
-    self, pe.record.primary, guest, "query-status", {},
-    [rd, answered](const caf::expected<json::value>& r) {
-      rd->run = status_of(r);
+      rd->fenced = fenced_in(r);
       answered();
     },
     status_timeout);

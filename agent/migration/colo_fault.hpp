@@ -9,6 +9,9 @@
 //   diverge (secondary, compare mode) — the output of its run from
 //     checkpoint N is sent with one byte changed (the primary must
 //     checkpoint at once).
+//   slow-checkpoint (primary) — checkpoint N holds the guest paused for a
+//     second (what a loaded host does for a moment: query-status must say
+//     "colo", not "paused").
 
 #include <cstdint>
 #include <cstdlib>

@@ -108,9 +108,10 @@ std::optional<std::string> migration_controller::run_state_name(run_state s) con
     return "inmigrate";
   if (s == run_state::paused && postmigrate_)
     return "postmigrate";
-  // QEMU's run state for a guest COLO holds stopped: a fenced primary.
+  // QEMU's run state for a guest COLO holds stopped: a fenced primary, or
+  // one paused for a checkpoint.
   if (s == run_state::paused && out_status_ == migration_status::colo && out_ &&
-      out_->colo_fenced())
+      out_->colo_holds_guest())
     return "colo";
   // QEMU's name for the source from stop-and-copy (or the postcopy switch)
   // until the migration ends.

@@ -180,6 +180,7 @@ void migration_source::fill_info(migration_status s, json::object& info) const {
     };
     std::lock_guard lk{p.colo_stats_mtx};
     info["x-ferry-colo"] = json::object{{"checkpoints", p.checkpoints.load()},
+                                        {"fenced", p.fenced.load()},
                                         {"compared-bytes", p.colo_compared.load()},
                                         {"pause-seconds", histogram_json(p.colo_pause_s)},
                                         {"pages", histogram_json(p.colo_pages)}};

@@ -130,9 +130,10 @@ public:
   // x-colo-lost-heartbeat on the primary: COLO ends, the guest runs on here
   // alone (the secondary is told, so it does not take over as well).
   void colo_lost_heartbeat();
-  // A COLO primary holding its guest paused because its secondary went
-  // silent (query-status shows QEMU's run state "colo" then).
-  bool colo_fenced() const;
+  // A COLO primary holding its guest paused: fenced because its secondary
+  // went silent, or for a checkpoint (query-status shows QEMU's run state
+  // "colo" then, not "paused").
+  bool colo_holds_guest() const;
   // migrate resume=true: a paused postcopy reconnects to `target`.
   void resume_postcopy(migration_address target, std::shared_ptr<tls_context> tls);
   // Parameters QEMU lets change during a migration; a new cache size takes

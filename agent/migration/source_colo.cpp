@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <thread>
 
 namespace ferry {
 
@@ -272,6 +273,7 @@ caf::expected<void> migration_source::impl::checkpoint() {
   const uint64_t n = colo_x.committed() + 1;
   const auto began = clock_type::now();
   colo_diverged = false;
+  checkpointing = true;
   paused = g.pause();
   // Everything the guest wrote until now belongs to this checkpoint.
   serial_port* out = g.serial();
@@ -282,7 +284,10 @@ caf::expected<void> migration_source::impl::checkpoint() {
   ++ctr.sync_count;
   copy_out_checkpoint();
   FERRY_TRY(cpu, g.save_cpu_state());
+  if (n == colo_fault("slow-checkpoint"))
+    std::this_thread::sleep_for(std::chrono::seconds(1));
   paused = {};
+  checkpointing = false;
   // Whether it runs (not merely ran before this checkpoint's pause): a
   // takeover starts it only then.
   const bool running = g.state() == run_state::running;
@@ -447,8 +452,8 @@ source_event migration_source::impl::colo_failover(std::string_view reason, cons
   return source_event::colo_ended;
 }
 
-bool migration_source::colo_fenced() const {
-  return impl_->fenced;
+bool migration_source::colo_holds_guest() const {
+  return impl_->fenced || impl_->checkpointing;
 }
 
 void migration_source::colo_lost_heartbeat() {

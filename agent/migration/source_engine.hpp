@@ -186,7 +186,8 @@ struct migration_source::impl {
   bool colo_superseded = false;
   bool colo_secondary_quit = false; // it ended COLO and never runs its copy
   guest::pause_guard fence;
-  std::atomic<bool> fenced{false}; // `fence` held, for other threads to see
+  std::atomic<bool> fenced{false};        // `fence` held, for other threads to see
+  std::atomic<bool> checkpointing{false}; // a checkpoint's pause held
   // Per checkpoint, the guest's pause and the pages it carried, for
   // query-migrate's x-ferry-colo (the agent's /metrics); under
   // colo_stats_mtx (query-migrate reads them on the QMP thread).
@@ -222,6 +223,7 @@ struct migration_source::impl {
     if (!paused)
       return;
     paused = {};
+    checkpointing = false; // a checkpoint cut short held this same pause
     if (g.state() == run_state::running)
       hooks.emit(qmp::event("RESUME"));
   }

@@ -5,8 +5,10 @@
 
 #include <boost/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 namespace ferry::test {
 
@@ -54,7 +56,12 @@ void verify_guest_memory(const test_cluster& c, const std::string& name, const s
                          uint64_t bytes) {
   qmp_tool::qmp_client q{c.run_dir(host) + "/" + name + ".qmp"};
   q.negotiate();
+  // A COLO primary is "colo" for the moment a checkpoint holds it.
   auto status = q.execute("query-status");
+  for (const auto until = std::chrono::steady_clock::now() + 5s;
+       status.at("return").at("status") == "colo" && std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(10ms))
+    status = q.execute("query-status");
   EXPECT_EQ(status.at("return").at("status").as_string(), "running") << name << " on " << host;
   q.execute("stop");
   const std::string dump = c.dir.file(name + "-" + host + ".bin");
