@@ -26,6 +26,8 @@ enum class errc : uint8_t {
   bad_state_blob = 5,
   // The operation does not fit the guest's current run state.
   bad_run_state = 6,
+  // A disk image is malformed, or uses a feature Ferry does not read.
+  bad_image = 7,
 };
 
 // The error with a human-readable description as its context.
@@ -46,5 +48,13 @@ std::string describe(const caf::error& err);
   if (!var##_res)                                                                                  \
     return var##_res.error();                                                                      \
   auto var = std::move(*var##_res)
+
+// Returns the error of a caf::expected<void> (or any expected) from the caller.
+#define FERRY_TRY_VOID(expr)                                                                       \
+  do {                                                                                             \
+    auto ferry_try_res_ = (expr);                                                                  \
+    if (!ferry_try_res_)                                                                           \
+      return ferry_try_res_.error();                                                               \
+  } while (0)
 
 CAF_ERROR_CODE_ENUM(ferry::errc, "ferry")

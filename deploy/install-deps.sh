@@ -12,8 +12,8 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev
   libssl-dev libzstd-dev zlib1g-dev libsqlite3-dev
   libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev libxxhash-dev
-  # tests and benchmarks
-  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks; qemu-utils (qemu-img, qemu-io) is the qcow2 oracle
+  googletest libgtest-dev libgmock-dev libbenchmark-dev qemu-utils
   # observability: Prometheus and promtool (tests, demo), systemd-analyze
   prometheus systemd
   # the hand-over protocol's model checker (tools/model)
