@@ -31,7 +31,10 @@ using namespace ferry;
 
 constexpr const char* usage =
   "usage: ferry-agent --config agent.toml\n"
-  "       ferry-agent vm -m SIZE -drive file=IMG,format=raw -qmp unix:PATH,server=on,wait=off\n"
+  "       ferry-agent vm -m SIZE -drive file=IMG[,format=raw|qcow2][,node-name=N]\n"
+  "                      [-blockdev "
+  "driver=qcow2|raw,node-name=N,file.driver=file,file.filename=IMG]\n"
+  "                      -qmp unix:PATH,server=on,wait=off\n"
   "                      [-name NAME] [-uuid UUID] [-smp N] [-serial file:PATH|stdio]\n"
   "                      [-object memory-backend-file,id=ID,size=SIZE,mem-path=FILE,share=on|off\n"
   "                       | -object memory-backend-ram,id=ID,size=SIZE] [-machine "
@@ -43,19 +46,6 @@ constexpr const char* usage =
 int fail(const std::string& msg) {
   std::fprintf(stderr, "ferry-agent: %s\n", msg.c_str());
   return 1;
-}
-
-caf::expected<std::vector<uint8_t>> read_boot_sector(const std::string& path) {
-  std::ifstream in{path, std::ios::binary};
-  if (!in)
-    return make_ferry_error(errc::invalid_argument,
-                            "Could not open '" + path + "': No such file or directory");
-  std::vector<uint8_t> sector(512);
-  in.read(reinterpret_cast<char*>(sector.data()), 512);
-  if (in.gcount() != 512)
-    return make_ferry_error(errc::invalid_argument,
-                            "'" + path + "' is shorter than one 512-byte sector");
-  return sector;
 }
 
 // What the test guest does before its dirtying loop (counter_guest.S): fill
@@ -153,13 +143,13 @@ int run_vm(const std::vector<std::string>& args) {
   auto cfg = parse_vm_args(args);
   if (!cfg)
     return fail(describe(cfg.error()));
-  std::vector<uint8_t> sector;
-  if (!cfg->drive.empty()) {
-    auto s = read_boot_sector(cfg->drive);
-    if (!s)
-      return fail(describe(s.error()));
-    sector = std::move(*s);
-  }
+  auto disks = block_devices::open(cfg->drives);
+  if (!disks)
+    return fail(describe(disks.error()));
+  auto boot = (*disks)->boot_sector();
+  if (!boot)
+    return fail(describe(boot.error()));
+  std::vector<uint8_t> sector = std::move(*boot);
   // The whole command line is checked before any device opens, so a bad
   // flag is reported as such on a host without /dev/kvm too.
   if (cfg->incoming && *cfg->incoming != "defer") {
@@ -209,6 +199,7 @@ int run_vm(const std::vector<std::string>& args) {
   monitor.set_objects(cfg->tls_creds, cfg->authz);
   monitor.set_colo_fence(cfg->colo_fence_ms);
   monitor.set_colo_compare(cfg->colo_compare);
+  monitor.set_block_devices(disks->get());
   monitor.set_exit_handler([&](int status) {
     exit_status = status;
     end_main_loop();

@@ -1,5 +1,6 @@
 #include "agent/cli/vm_config.hpp"
 
+#include "agent/cli/block_args.hpp"
 #include "agent/cli/qemu_opts.hpp"
 #include "agent/vmm/memory_layout.hpp"
 #include "common/error.hpp"
@@ -68,6 +69,7 @@ namespace {
 // need from the others.
 struct vm_args_parser {
   vm_config cfg;
+  block_args blocks;
   std::map<std::string, memory_backend> backends;
   std::set<std::string> object_ids;
   std::optional<std::string> machine_backend;
@@ -109,17 +111,8 @@ struct vm_args_parser {
     return {};
   }
 
-  caf::expected<void> drive(const std::string& v) {
-    FERRY_TRY(o, qemu_opts::parse(v));
-    if (auto ok = o.only({"file", "format", "if", "index", "media", "id"}); !ok)
-      return ok.error();
-    if (!o.has("file"))
-      return invalid("-drive: file= is required");
-    if (o.get("format").value_or("raw") != "raw")
-      return invalid("-drive: only format=raw is supported");
-    cfg.drive = *o.get("file");
-    return {};
-  }
+  caf::expected<void> drive(const std::string& v) { return blocks.drive(v); }
+  caf::expected<void> blockdev(const std::string& v) { return blocks.blockdev(v); }
 
   // -object tls-creds-x509 / authz-simple / memory-backend-ram|memfd|file.
   caf::expected<void> object(const std::string& v) {
@@ -327,6 +320,10 @@ struct vm_args_parser {
     }
     if (cfg.ram_size == 0 || cfg.ram_size % page_size != 0)
       return invalid("memory size must be a non-zero multiple of 4 KiB");
+    FERRY_TRY(drives, blocks.finish());
+    cfg.drives = std::move(drives);
+    if (!cfg.drives.empty())
+      cfg.drive = cfg.drives.front().path;
     return cfg;
   }
 };
@@ -336,12 +333,13 @@ using flag_handler = caf::expected<void> (vm_args_parser::*)(const std::string&)
 // Flags that take a value, and who reads it.
 const std::map<std::string, flag_handler>& value_flags() {
   static const std::map<std::string, flag_handler> t = {
-    {"-name", &vm_args_parser::name},       {"-uuid", &vm_args_parser::uuid},
-    {"-m", &vm_args_parser::memory},        {"-smp", &vm_args_parser::smp},
-    {"-drive", &vm_args_parser::drive},     {"-object", &vm_args_parser::object},
-    {"-machine", &vm_args_parser::machine}, {"-M", &vm_args_parser::machine},
-    {"-accel", &vm_args_parser::accel},     {"-qmp", &vm_args_parser::qmp},
-    {"-serial", &vm_args_parser::serial},   {"-incoming", &vm_args_parser::incoming},
+    {"-name", &vm_args_parser::name},         {"-uuid", &vm_args_parser::uuid},
+    {"-m", &vm_args_parser::memory},          {"-smp", &vm_args_parser::smp},
+    {"-drive", &vm_args_parser::drive},       {"-blockdev", &vm_args_parser::blockdev},
+    {"-object", &vm_args_parser::object},     {"-machine", &vm_args_parser::machine},
+    {"-M", &vm_args_parser::machine},         {"-accel", &vm_args_parser::accel},
+    {"-qmp", &vm_args_parser::qmp},           {"-serial", &vm_args_parser::serial},
+    {"-incoming", &vm_args_parser::incoming},
   };
   return t;
 }

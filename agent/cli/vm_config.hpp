@@ -3,6 +3,7 @@
 // into one description of the guest to run. Unknown or malformed flags are
 // errors that name the flag, as QEMU's are.
 
+#include "agent/block/block_devices.hpp"
 #include "agent/transport/migration_tls.hpp"
 #include "agent/transport/sockets.hpp"
 #include "agent/vmm/guest_memory.hpp"
@@ -21,7 +22,10 @@ struct vm_config {
   std::string uuid;
   uint64_t ram_size = 128u << 20; // QEMU's default -m
   uint32_t smp = 1;
-  std::string drive; // raw image whose sector 0 is the boot sector
+  // -drive / -blockdev, in command-line order: the first one's sector 0 is
+  // the boot sector (`drive` is its file).
+  std::vector<block_device_spec> drives;
+  std::string drive;
   memory_backend backend;
   std::vector<endpoint> qmp;
   enum class serial_kind { none, stdio, file } serial = serial_kind::none;

@@ -164,6 +164,8 @@ qmp_monitor::tls_for(migration_side side, const migration_address& a) const {
 std::optional<std::string> qmp_monitor::migrate_refusal(const migration_address& a) {
   if (auto why = migration_.outgoing_refusal())
     return why;
+  if (snapshot_running_)
+    return std::string{"A snapshot job holds the guest; migrate when it has concluded"};
   if (auto why = unsupported_settings())
     return why;
   if (dirty_rate_ && dirty_rate_->holds_dirty_log())

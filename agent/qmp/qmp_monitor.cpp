@@ -57,8 +57,6 @@ std::string unavailable_reason(std::string_view cmd) {
   auto starts = [&](std::string_view p) { return cmd.substr(0, p.size()) == p; };
   if (starts("xen-") || starts("query-xen-"))
     return "it needs Xen, and Ferry runs its guests on KVM";
-  if (starts("snapshot-"))
-    return "it needs internal snapshots of qcow2 drives, and Ferry's drives are raw";
   return "it is not implemented yet";
 }
 
@@ -100,6 +98,9 @@ const std::vector<qmp_monitor::entry>& qmp_monitor::table() {
     {"cancel-vcpu-dirty-limit", &qmp_monitor::cancel_vcpu_dirty_limit},
     {"query-vcpu-dirty-limit", &qmp_monitor::query_vcpu_dirty_limit},
     {"query-dirty-rate", &qmp_monitor::query_dirty_rate},
+    {"snapshot-save", &qmp_monitor::snapshot_save},
+    {"snapshot-load", &qmp_monitor::snapshot_load},
+    {"snapshot-delete", &qmp_monitor::snapshot_delete},
     {"query-jobs", &qmp_monitor::query_jobs},
     {"job-dismiss", &qmp_monitor::job_dismiss, true},
   };
@@ -202,6 +203,10 @@ qmp_result qmp_monitor::cont(const json::object&) {
     return empty();
   }
   stopped_ = {};
+  {
+    std::lock_guard lk{failed_load_mtx_};
+    failed_load_hold_ = {};
+  }
   if (s == run_state::prelaunch)
     if (auto ok = guest_.start(); !ok)
       return generic(describe(ok.error()));
@@ -239,17 +244,6 @@ qmp_result qmp_monitor::pmemsave(const json::object& args) {
     done += static_cast<size_t>(n);
   }
   return empty();
-}
-
-qmp_result qmp_monitor::query_jobs(const json::object&) {
-  // No job (snapshot-*) has ever run here: snapshots need qcow2 drives.
-  return json::value(json::array{});
-}
-
-qmp_result qmp_monitor::job_dismiss(const json::object& args) {
-  if (auto bad = check_args(args, {{"id", json::kind::string}}))
-    return *bad;
-  return generic("Job not found");
 }
 
 } // namespace ferry

@@ -7,10 +7,12 @@
 // migrations themselves belong to the migration controller: the monitor
 // checks, plans and hands over.
 
+#include "agent/block/block_devices.hpp"
 #include "agent/convergence/dirty_limit.hpp"
 #include "agent/convergence/dirty_rate.hpp"
 #include "agent/migration/migration_controller.hpp"
 #include "agent/migration/migration_settings.hpp"
+#include "agent/qmp/job_registry.hpp"
 #include "agent/vmm/guest.hpp"
 #include "protocol/qmp_wire.hpp"
 
@@ -66,6 +68,8 @@ public:
   void set_colo_fence(uint64_t ms) { colo_fence_ms_ = ms; }
   // -object x-ferry-colo's output=compare.
   void set_colo_compare(bool on) { colo_compare_ = on; }
+  // The guest's disks (-drive/-blockdev), for the snapshot commands.
+  void set_block_devices(block_devices* d) { disks_ = d; }
 
   qmp_result execute(const std::string& command, const boost::json::object& args);
   // Every command of query-commands: Ferry's own and every command of the
@@ -151,8 +155,22 @@ private:
   qmp_result calc_dirty_rate(const boost::json::object&);
   qmp_result query_dirty_rate(const boost::json::object&);
   dirty_rate_meter& meter();
+  // Snapshots as jobs (qmp_snapshot_commands.cpp).
+  qmp_result snapshot_save(const boost::json::object&);
+  qmp_result snapshot_load(const boost::json::object&);
+  qmp_result snapshot_delete(const boost::json::object&);
   qmp_result query_jobs(const boost::json::object&);
   qmp_result job_dismiss(const boost::json::object&);
+  // The jobs' work, on their threads.
+  caf::expected<void> save_snapshot(const std::string& tag, const std::string& vmstate,
+                                    const std::vector<std::string>& devices);
+  caf::expected<void> load_snapshot(const std::string& tag, const std::string& vmstate,
+                                    const std::vector<std::string>& devices);
+  caf::expected<void> delete_snapshot(const std::string& tag,
+                                      const std::vector<std::string>& devices);
+  caf::expected<std::vector<block_devices::device*>>
+  snapshot_devices(const std::vector<std::string>& names);
+  std::optional<std::string> snapshot_refusal() const;
 
   guest& guest_;
   vm_identity id_;
@@ -178,6 +196,13 @@ private:
   // Before the controller: a migration's thread may use it until joined.
   std::shared_ptr<vcpu_dirty_limit> dirty_limit_; // from the first use
   migration_controller migration_;
+  block_devices* disks_ = nullptr;
+  std::mutex no_disks_;                       // what a job locks when the guest has no disks
+  std::atomic<bool> snapshot_running_{false}; // a snapshot job holds the guest
+  std::mutex failed_load_mtx_;
+  guest::pause_guard failed_load_hold_; // after a failed snapshot-load, until `cont`
+  // Last: its jobs' threads use everything above until joined.
+  job_registry jobs_{emit_};
 };
 
 } // namespace ferry

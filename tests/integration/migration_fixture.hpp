@@ -61,6 +61,8 @@ struct migration_fixture : ::testing::Test {
   host dst{"dst", dir + "/dst.sock", dir + "/dst.txt", {}, {}};
   // More of the source's command line (start_pair).
   std::vector<std::string> src_extra;
+  // The disk flags of every agent started (empty: the raw test image).
+  std::vector<std::string> disk_args;
 
   void make_guest(const std::string& ws_pages) {
     auto r = run({binary("tools/ferry-testguest"), "image", image, "--ram-top", size, "--ws-pages",
@@ -77,12 +79,13 @@ struct migration_fixture : ::testing::Test {
                                   h.name,
                                   "-m",
                                   size,
-                                  "-drive",
-                                  "file=" + image + ",format=raw",
                                   "-qmp",
                                   "unix:" + h.qmp + ",server=on,wait=off",
                                   "-serial",
                                   "file:" + h.serial};
+    if (disk_args.empty())
+      argv.insert(argv.end(), {"-drive", "file=" + image + ",format=raw"});
+    argv.insert(argv.end(), disk_args.begin(), disk_args.end());
     // Without an accelerator named, both ends get the same one: KVM where
     // usable, else the -accel none dirtier.
     if (std::find(extra.begin(), extra.end(), "-accel") == extra.end()) {

@@ -47,6 +47,33 @@ TEST(vm_config, the_brief_command_line) {
   EXPECT_EQ(c->accel, vm_config::accel_kind::kvm);
 }
 
+TEST(vm_config, disks_in_every_form_qemu_and_libvirt_write_keep_their_order) {
+  auto c = parse({"-drive", "file=/img/boot.qcow2,format=qcow2,node-name=boot,if=none", "-blockdev",
+                  "driver=file,node-name=f1,filename=/img/data.raw", "-blockdev",
+                  "{\"driver\":\"qcow2\",\"node-name\":\"d2\",\"read-only\":true,"
+                  "\"file\":{\"driver\":\"file\",\"filename\":\"/img/two.qcow2\"}}",
+                  "-blockdev", "driver=file,node-name=f3,filename=/img/three.qcow2", "-blockdev",
+                  "driver=qcow2,node-name=d3,file=f3", "-drive", "file=/img/probe.img"});
+  ASSERT_TRUE(c) << describe(c.error());
+  ASSERT_EQ(c->drives.size(), 5U);
+  const auto at = [&](size_t i) { return c->drives[i]; };
+  EXPECT_EQ(at(0).node_name, "boot");
+  EXPECT_EQ(at(0).format, "qcow2");
+  EXPECT_EQ(c->drive, "/img/boot.qcow2") << "the first disk boots";
+  EXPECT_EQ(at(1).node_name, "f1") << "a file node no format node uses is a raw disk";
+  EXPECT_EQ(at(1).format, "raw");
+  EXPECT_EQ(at(2).node_name, "d2");
+  EXPECT_EQ(at(2).path, "/img/two.qcow2");
+  EXPECT_TRUE(at(2).read_only);
+  EXPECT_EQ(at(3).node_name, "d3") << "libvirt's two levels: the format node, at its file's place";
+  EXPECT_EQ(at(3).path, "/img/three.qcow2");
+  EXPECT_EQ(at(4).format, "") << "no format=: probed when opened, as QEMU does";
+  EXPECT_EQ(at(4).node_name.rfind("#block", 0), 0U) << "named as QEMU names it";
+  EXPECT_EQ(error_of({"-blockdev", "driver=file,node-name=a,filename=/x", "-blockdev",
+                      "driver=file,node-name=a,filename=/y"}),
+            "Duplicate nodes with node-name='a'");
+}
+
 TEST(vm_config, defaults_and_plain_ram) {
   auto c = parse({"-m", "256"});
   ASSERT_TRUE(c);
@@ -126,7 +153,14 @@ TEST(vm_config, bad_input_is_a_clear_error) {
     {{"-object", "memory-backend-memfd,id=r,size=2M,hugetlb=on,hugetlbsize=3M"}, "power of two"},
     {{"-object", "memory-backend-memfd,id=r,size=2M,mem-path=/x"}, "Invalid parameter 'mem-path'"},
     {{"-object", "memory-backend-ram,id=r,size=2M,hugetlb=on"}, "Invalid parameter 'hugetlb'"},
-    {{"-drive", "file=x,format=qcow2"}, "only format=raw"},
+    {{"-drive", "file=x,format=vmdk"}, "format 'vmdk' is not supported"},
+    {{"-blockdev", "driver=qcow2,file.driver=file,file.filename=x"}, "node-name is required"},
+    {{"-blockdev", "driver=vmdk,node-name=d"}, "driver 'vmdk' is not supported"},
+    {{"-blockdev", "driver=qcow2,node-name=d"}, "Parameter 'file' is missing"},
+    {{"-blockdev", "driver=qcow2,node-name=d,file=nowhere"}, "node-name='nowhere'"},
+    {{"-blockdev", "driver=qcow2,node-name=d,file.filename=x,bogus=1"},
+     "Invalid parameter 'bogus'"},
+    {{"-blockdev", "{\"driver\":\"qcow2\""}, "not a JSON object"},
     {{"-drive", "format=raw"}, "file= is required"},
     {{"-qmp", "unix:/x"}, "server=on,wait=off"},
     {{"-qmp", "udp:1.2.3.4:5,server=on,wait=off"}, "expected unix:PATH or tcp:HOST:PORT"},
