@@ -11,6 +11,7 @@ void migration_source::impl::run() {
     const auto registered = name_migration_thread(hooks.threads, "mig-source");
     return execute();
   }();
+  background_end(); // every writer goes on, whatever became of the snapshot
   if (!ok) {
     note_failure(ok.error());
     senders.clear();

@@ -75,6 +75,10 @@ struct outgoing_migration {
   bool ignore_shared = false;
   // mode cpr-reboot: the guest stops before anything is saved.
   bool stop_first = false;
+  // background-snapshot: the guest runs on while its RAM as it was at the
+  // start is saved (write-protect faults save a page before its first
+  // write); it keeps running after completion.
+  bool background_snapshot = false;
   // mapped-ram (a file: target): every page at its offset in the file,
   // rewritten in place when dirty again, by `mapped_threads` threads.
   bool mapped_ram = false;

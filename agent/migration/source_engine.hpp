@@ -13,6 +13,7 @@
 #include "agent/migration/page_sender.hpp"
 #include "agent/migration/rate_limiter.hpp"
 #include "agent/transport/migration_channel.hpp"
+#include "agent/vmm/write_protect_region.hpp"
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
 #include "protocol/colo_records.hpp"
@@ -113,6 +114,21 @@ struct migration_source::impl {
   clock_type::time_point start = clock_type::now();
 
   guest::pause_guard paused;
+  // background-snapshot: the protection, the CPU state at the start, which
+  // pages are saved, the fault thread's copies waiting to be sent (bounded:
+  // the thread holds the writer when full), the batch being built.
+  std::unique_ptr<write_protect_region> wp;
+  std::vector<uint8_t> bg_cpu;
+  std::vector<std::atomic<uint64_t>> bg_saved;
+  std::thread wp_thread;
+  std::atomic<bool> wp_stop{false};
+  std::mutex bg_mtx;
+  std::condition_variable bg_cv;
+  std::vector<uint64_t> bg_queue_pfns;
+  std::vector<uint8_t> bg_queue_data;
+  std::vector<uint64_t> bg_entries;
+  std::vector<uint8_t> bg_data;
+  caf::error bg_error;
   bool guest_was_running = true; // at switchover: the destination starts it only if so
   bool tracking = false;
   std::unique_ptr<cpu_throttle> throttle; // auto-converge, once it kicks in
@@ -316,6 +332,16 @@ struct migration_source::impl {
   caf::expected<source_event> connect();
   caf::expected<source_event> setup();
   caf::expected<source_event> iterate();
+  // background-snapshot (source_background.cpp): RAM write-protected with
+  // the guest briefly paused (its CPU state taken then), one walk over it
+  // while a `mig-wp` thread saves each page the guest is about to write;
+  // then the protection and the thread go.
+  caf::expected<source_event> background_setup();
+  caf::expected<source_event> background_walk();
+  void background_end();
+  void background_faults();
+  bool background_claim(uint64_t pfn);
+  caf::expected<void> background_flush();
   // mapped-ram: the file created at its size, the stream to begin at its
   // state region; each pass writes its pages at their offsets.
   caf::expected<void> open_mapped_file();

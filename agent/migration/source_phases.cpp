@@ -192,6 +192,8 @@ caf::expected<source_event> migration_source::impl::connect() {
 }
 
 caf::expected<source_event> migration_source::impl::setup() {
+  if (plan.background_snapshot)
+    return background_setup();
   // cpr-reboot: the guest stops before anything is saved, so no page can
   // change behind the stream and no dirty log is needed beyond one pass.
   if (plan.stop_first)
@@ -238,6 +240,8 @@ caf::expected<source_event> migration_source::impl::setup() {
 
 // One pass over `todo`; then the next dirty set and whether it fits.
 caf::expected<source_event> migration_source::impl::iterate() {
+  if (plan.background_snapshot)
+    return background_walk();
   const uint64_t pass = ++passes;
   const auto pass_start = clock_type::now();
   const uint64_t sent_before = bytes_sent();
@@ -363,6 +367,12 @@ caf::expected<void> migration_source::impl::stop_and_sync() {
 
 // Stop-and-copy: the guest stops, the last dirty pages go at full speed.
 caf::expected<source_event> migration_source::impl::switchover() {
+  // background-snapshot: every page went in the walk, as it was at the
+  // start; the guest never stops.
+  if (plan.background_snapshot) {
+    background_end();
+    return source_event::dirty_sent;
+  }
   if (auto ok = stop_and_sync(); !ok)
     return ok.error();
   dirty_tracker& log = g.dirty_log();
@@ -401,7 +411,9 @@ caf::expected<source_event> migration_source::impl::device_state() {
 // CPU and device state, then the digest of every page sent.
 caf::expected<void> migration_source::impl::send_state() {
   auto& main = *channels[0];
-  FERRY_TRY(cpu, g.save_cpu_state());
+  // background-snapshot: the state as it was when the snapshot began.
+  FERRY_TRY(cpu, plan.background_snapshot ? caf::expected<std::vector<uint8_t>>{bg_cpu}
+                                          : g.save_cpu_state());
   if (auto ok = main.send(mig::record_type::cpu_state, cpu); !ok)
     return ok.error();
   // No emulated device holds state yet (serial output is write-only, port
@@ -456,7 +468,8 @@ caf::expected<source_event> migration_source::impl::handover() {
   } else if (auto ok = await_ready(); !ok) {
     return ok.error();
   }
-  downtime_ms = ms_since(downtime_start);
+  if (!plan.background_snapshot) // its downtime was the pause at the start
+    downtime_ms = ms_since(downtime_start);
   total_ms = ms_since(start);
   if (!hooks.complete(paused)) {
     // Cancelled at the last moment: the destination must not start it.

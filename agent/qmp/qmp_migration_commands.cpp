@@ -36,7 +36,7 @@ caf::expected<migration_status> qmp_monitor::migration_step(migration_side side,
 std::optional<std::string> qmp_monitor::unsupported_settings() const {
   // Capabilities that change what goes on the wire land with later work;
   // until then a migration asking for them is refused, never run without.
-  static const char* const later[] = {"rdma-pin-all", "background-snapshot"};
+  static const char* const later[] = {"rdma-pin-all"};
   for (const char* cap : later)
     if (settings_.capability(cap))
       return std::string{"Migration with capability '"} + cap +
@@ -230,6 +230,7 @@ qmp_result qmp_monitor::migrate(const json::object& args) {
   // reached by another agent, so it migrates as without the capability.
   plan.ignore_shared = settings_.capability("x-ignore-shared") && guest_.memory().shared_file();
   plan.stop_first = settings_.parameter("mode") == "cpr-reboot";
+  plan.background_snapshot = settings_.capability("background-snapshot");
   // mapped-ram: multifd-channels threads write the pages in parallel into
   // the one file, instead of channels.
   if (settings_.capability("mapped-ram")) {

@@ -1,39 +1,17 @@
 #include "agent/vmm/userfault_region.hpp"
 
+#include "agent/vmm/userfaultfd_io.hpp"
 #include "common/error.hpp"
 
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <poll.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <string>
 
 namespace ferry {
-
-namespace {
-
-// The syscall, or (where a sysctl keeps it from unprivileged users but the
-// device is open to this one) /dev/userfaultfd.
-int open_userfaultfd() {
-  const int flags = O_CLOEXEC | O_NONBLOCK;
-  int fd = static_cast<int>(::syscall(SYS_userfaultfd, flags));
-  if (fd >= 0 || errno != EPERM)
-    return fd;
-  const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-  if (dev < 0) {
-    errno = EPERM;
-    return -1;
-  }
-  fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-  ::close(dev);
-  return fd;
-}
-
-} // namespace
 
 caf::expected<std::unique_ptr<userfault_region>> userfault_region::create(uint8_t* base,
                                                                           uint64_t pages) {
@@ -114,26 +92,13 @@ caf::expected<bool> userfault_region::place_run(uint64_t pfn, const uint8_t* dat
 
 caf::expected<std::optional<userfault_region::fault>>
 userfault_region::next_fault(std::chrono::milliseconds timeout) {
-  pollfd p{fd_, POLLIN, 0};
-  const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
-  if (n < 0 && errno != EINTR)
-    return make_system_error("userfaultfd: waiting for a fault");
-  if (n <= 0)
+  FERRY_TRY(f, read_uffd_fault(fd_, timeout));
+  if (!f)
     return std::optional<fault>{};
-  uffd_msg msg{};
-  const ssize_t got = ::read(fd_, &msg, sizeof msg);
-  if (got < 0 && errno == EAGAIN) // another reader, or the fault resolved itself
-    return std::optional<fault>{};
-  if (got != static_cast<ssize_t>(sizeof msg))
-    return make_system_error("userfaultfd: reading a fault");
-  if (msg.event != UFFD_EVENT_PAGEFAULT)
-    return std::optional<fault>{};
-  const uint64_t addr = msg.arg.pagefault.address;
   const auto start = reinterpret_cast<uintptr_t>(base_);
-  if (addr < start || addr >= start + pages_ * page_bytes)
+  if (f->address < start || f->address >= start + pages_ * page_bytes)
     return make_ferry_error(errc::system_error, "userfaultfd: a fault outside the region");
-  return std::optional<fault>{
-    fault{(addr - start) / page_bytes, static_cast<int>(msg.arg.pagefault.feat.ptid)}};
+  return std::optional<fault>{fault{(f->address - start) / page_bytes, f->tid}};
 }
 
 bool userfault_region::placed(uint64_t pfn) const {
