@@ -75,6 +75,16 @@ command parse_post(const std::string& path, const std::string& target, const std
       return error_of(404, "no such resource: " + quoted(target));
     return unprotect{guest};
   }
+  if (path == "snapshots") {
+    auto o = body_object(body);
+    if (!o || member(*o, "guest").empty() || member(*o, "tag").empty())
+      return error_of(400, "expected a JSON object {\"guest\": NAME, \"tag\": TAG, \"op\": "
+                           "\"save\"|\"restore\"|\"delete\"}");
+    const std::string op = o->contains("op") ? member(*o, "op") : "save";
+    if (op != "save" && op != "restore" && op != "delete")
+      return error_of(400, "op must be save, restore or delete");
+    return snapshot{member(*o, "guest"), member(*o, "tag"), op};
+  }
   if (path == "evacuations") {
     auto o = body_object(body);
     if (!o || member(*o, "host").empty())
@@ -109,7 +119,7 @@ command parse_request(const std::string& method, const std::string& target,
   const std::string path = target.substr(prefix.size());
   if (method == "GET") {
     if (path == "hosts" || path == "guests" || path == "migrations" || path == "evacuations" ||
-        path == "pairs")
+        path == "pairs" || path == "snapshots")
       return list{path};
     return error_of(404, "no such resource: " + quoted(target));
   }

@@ -11,7 +11,7 @@
 namespace ferry::api {
 
 struct list {
-  std::string what; // hosts, guests, migrations, evacuations, pairs
+  std::string what; // hosts, guests, migrations, evacuations, pairs, snapshots
 };
 struct migrate {
   std::string guest;
@@ -34,12 +34,18 @@ struct protect {
 struct unprotect {
   std::string guest;
 };
+struct snapshot {
+  std::string guest;
+  std::string tag;
+  std::string op; // save (default), restore, delete
+};
 struct error {
   unsigned status = 400; // 400, 404 or 405
   std::string body;      // {"error": ...}
 };
 
-using command = std::variant<list, migrate, create, evacuate, cancel, protect, unprotect, error>;
+using command =
+  std::variant<list, migrate, create, evacuate, cancel, protect, unprotect, snapshot, error>;
 
 // The API's error body, {"error": desc}: every refusal and failure has it.
 std::string error_body(const std::string& desc);

@@ -55,6 +55,7 @@ void replay_journal(cluster_actor* self, orchestrator_config cfg, std::shared_pt
     entry.resume = resume;
     init.jobs[j.id] = std::move(entry);
   }
+  resume_snapshots(self);
   for (const auto& a : init.cfg.agents)
     connect_host(self, a.name);
   self->delayed_send(self, refresh_interval, refresh_atom::value);
@@ -322,6 +323,9 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
       return api_protect(self, guest, secondary);
     },
     [self](api_unprotect_atom, const std::string& guest) { return api_unprotect(self, guest); },
+    [self](api_snapshot_atom, const std::string& guest, const std::string& op,
+           const std::string& tag) { return api_snapshot(self, guest, op, tag); },
+    [self](snapshot_poll_atom, int64_t id) { on_snapshot_poll(self, id); },
   };
 }
 

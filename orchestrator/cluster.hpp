@@ -14,6 +14,7 @@
 //   (api_create_atom, host, guest spec JSON)     starts a guest on a host
 //   (api_protect_atom, guest, secondary or "")   makes a COLO pair
 //   (api_unprotect_atom, guest)                  ends it (the primary runs on)
+//   (api_snapshot_atom, guest, op, tag)          save / restore / delete a snapshot
 
 #include "actors/identity_proof.hpp"
 #include "orchestrator/journal.hpp"
@@ -36,17 +37,19 @@ using api_evacuate_atom = caf::atom_constant<caf::atom("apievac")>;
 using api_create_atom = caf::atom_constant<caf::atom("apicreate")>;
 using api_protect_atom = caf::atom_constant<caf::atom("apiprotect")>;
 using api_unprotect_atom = caf::atom_constant<caf::atom("apiunprot")>;
+using api_snapshot_atom = caf::atom_constant<caf::atom("apisnap")>;
 
 // What the HTTP API, the metrics endpoint and tests may ask the cluster.
-using cluster_api =
-  caf::typed_actor<caf::replies_to<api_get_atom, std::string>::with<std::string>,
-                   caf::replies_to<api_migrate_atom, std::string, std::string>::with<std::string>,
-                   caf::replies_to<api_evacuate_atom, std::string>::with<std::string>,
-                   caf::replies_to<api_create_atom, std::string, std::string>::with<std::string>,
-                   caf::replies_to<cancel_atom, int64_t>::with<std::string>,
-                   caf::replies_to<api_protect_atom, std::string, std::string>::with<std::string>,
-                   caf::replies_to<api_unprotect_atom, std::string>::with<std::string>,
-                   caf::replies_to<metrics_atom>::with<std::string>>;
+using cluster_api = caf::typed_actor<
+  caf::replies_to<api_get_atom, std::string>::with<std::string>,
+  caf::replies_to<api_migrate_atom, std::string, std::string>::with<std::string>,
+  caf::replies_to<api_evacuate_atom, std::string>::with<std::string>,
+  caf::replies_to<api_create_atom, std::string, std::string>::with<std::string>,
+  caf::replies_to<cancel_atom, int64_t>::with<std::string>,
+  caf::replies_to<api_protect_atom, std::string, std::string>::with<std::string>,
+  caf::replies_to<api_unprotect_atom, std::string>::with<std::string>,
+  caf::replies_to<api_snapshot_atom, std::string, std::string, std::string>::with<std::string>,
+  caf::replies_to<metrics_atom>::with<std::string>>;
 
 // Judges the proof a dialed host gives for a challenge: who it proves to be.
 using host_verifier = std::function<caf::expected<identity::peer>(const identity::proof&,

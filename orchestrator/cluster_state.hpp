@@ -19,6 +19,7 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -35,6 +36,8 @@ using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
 // (source_gone_atom, host): pending moves off a down host may have waited
 // long enough for it.
 using source_gone_atom = caf::atom_constant<caf::atom("srcgone")>;
+// (snapshot_poll_atom, operation id): ask its agent how the job stands.
+using snapshot_poll_atom = caf::atom_constant<caf::atom("snappoll")>;
 
 inline constexpr auto refresh_interval = std::chrono::seconds(1);
 inline constexpr auto request_timeout = std::chrono::seconds(10);
@@ -114,6 +117,8 @@ struct cluster_state {
   std::map<int64_t, evacuation_entry> evacuations;
   std::map<std::string, pair_entry> pairs; // by guest; ended ones leave
   uint64_t colo_failovers = 0;
+  // Snapshot operations waiting for their next poll (cluster_snapshots).
+  std::map<int64_t, std::function<void()>> snapshot_polls;
   // Who dials agents: (connect_atom, host, port) -> (node, actor, ifs) —
   // the TLS middleman's actor, or a test's.
   caf::actor dialer;
@@ -124,7 +129,8 @@ struct cluster_state {
 // it sends itself.
 using cluster_impl = cluster_api::extend_with<job_parent_actor>::extend<
   caf::reacts_to<connect_host_atom, std::string>, caf::reacts_to<refresh_atom>,
-  caf::reacts_to<preflight_atom, int64_t>, caf::reacts_to<source_gone_atom, std::string>>;
+  caf::reacts_to<preflight_atom, int64_t>, caf::reacts_to<source_gone_atom, std::string>,
+  caf::reacts_to<snapshot_poll_atom, int64_t>>;
 using cluster_actor = cluster_impl::stateful_base<cluster_state>;
 
 // Declared here, defined in the file that owns them.
@@ -175,5 +181,12 @@ void tend_pairs(cluster_actor* self);
 bool pair_owns(const cluster_state& st, const std::string& guest, const std::string& host);
 bool in_pair(const cluster_state& st, const std::string& guest);
 json::array pairs_json(const cluster_state& st);
+// Snapshots (cluster_snapshots.cpp): save, restore or delete on a guest's
+// agent as a QMP job, journaled; the operations a restart finds running.
+caf::result<std::string> api_snapshot(cluster_actor* self, const std::string& guest,
+                                      const std::string& op, const std::string& tag);
+void on_snapshot_poll(cluster_actor* self, int64_t id);
+void resume_snapshots(cluster_actor* self);
+json::array snapshots_json(const cluster_state& st);
 
 } // namespace ferry::cluster_detail

@@ -120,6 +120,8 @@ std::string api_get(cluster_actor* self, const std::string& what) {
                                    {"incoming", g.spec.incoming}});
   } else if (what == "pairs") {
     out = pairs_json(st);
+  } else if (what == "snapshots") {
+    out = snapshots_json(st);
   } else if (what == "migrations") {
     std::map<int64_t, json::array> steps;
     for (const auto& step : st.log->steps())

@@ -83,6 +83,8 @@ reply route(caf::actor_system& sys, const cluster_api& cluster, const http_reque
         return ask(sys, cluster, api_protect_atom::value, c.guest, c.secondary);
       else if constexpr (std::is_same_v<T, api::unprotect>)
         return ask(sys, cluster, api_unprotect_atom::value, c.guest);
+      else if constexpr (std::is_same_v<T, api::snapshot>)
+        return ask(sys, cluster, api_snapshot_atom::value, c.guest, c.op, c.tag);
       else
         return reply{static_cast<http::status>(c.status), std::move(c.body)};
     },

@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS pairs (
 CREATE TABLE IF NOT EXISTS pair_steps (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL,
   from_state TEXT NOT NULL, to_state TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, guest TEXT NOT NULL, host TEXT NOT NULL,
+  op TEXT NOT NULL, tag TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL,
+  created REAL NOT NULL, updated REAL NOT NULL);
 )";
 
 job_record read_job(const statement& s) {
@@ -445,6 +449,51 @@ std::vector<transition_record> journal::transitions() const {
     r.note = s.text(4);
     out.push_back(std::move(r));
   }
+  return out;
+}
+
+caf::expected<snapshot_record> journal::add_snapshot(snapshot_record r) {
+  std::lock_guard<std::mutex> lock{mu_};
+  r.state = "running";
+  r.error.clear();
+  statement s{db_, "INSERT INTO snapshots (guest, host, op, tag, state, error, created, updated) "
+                   "VALUES (?,?,?,?,?,?,?,?)"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  const double now = now_seconds();
+  s.bind(1, r.guest).bind(2, r.host).bind(3, r.op).bind(4, r.tag).bind(5, r.state);
+  s.bind(6, r.error).bind(7, now).bind(8, now);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "insert snapshot");
+  r.id = sqlite3_last_insert_rowid(db_);
+  return r;
+}
+
+caf::expected<void> journal::finish_snapshot(int64_t id, bool ok, const std::string& error) {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, "UPDATE snapshots SET state=?, error=?, updated=? WHERE id=? AND "
+                   "state='running'"};
+  if (!s.ok())
+    return db_error(db_, "prepare");
+  s.bind(1, std::string{ok ? "done" : "failed"}).bind(2, error).bind(3, now_seconds()).bind(4, id);
+  if (s.step() != SQLITE_DONE)
+    return db_error(db_, "finish snapshot");
+  if (sqlite3_changes(db_) != 1)
+    return make_orchestrator_error(orchestrator_errc::journal, "journal: snapshot operation " +
+                                                                 std::to_string(id) +
+                                                                 " is not running");
+  return {};
+}
+
+std::vector<snapshot_record> journal::snapshots(bool unfinished_only) const {
+  std::lock_guard<std::mutex> lock{mu_};
+  statement s{db_, unfinished_only ? "SELECT id, guest, host, op, tag, state, error FROM "
+                                     "snapshots WHERE state='running' ORDER BY id"
+                                   : "SELECT id, guest, host, op, tag, state, error FROM "
+                                     "snapshots ORDER BY id"};
+  std::vector<snapshot_record> out;
+  while (s.ok() && s.step() == SQLITE_ROW)
+    out.push_back({s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(6)});
   return out;
 }
 

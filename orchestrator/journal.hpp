@@ -73,6 +73,19 @@ struct pair_step_record {
   std::string note;
 };
 
+// A snapshot operation a guest's agent runs as a QMP job (snapshot-save,
+// -load or -delete on its disk), journaled so a restarted orchestrator
+// learns how one under way ended.
+struct snapshot_record {
+  int64_t id = 0;
+  std::string guest;
+  std::string host;
+  std::string op; // save, restore, delete
+  std::string tag;
+  std::string state = "running"; // running, done, failed
+  std::string error;
+};
+
 class journal {
 public:
   // The orchestrator's own journal: checked (PRAGMA quick_check) and held
@@ -106,6 +119,12 @@ public:
   caf::expected<void> move_pair(const pair_record& p, pair_state to, const std::string& note);
   std::vector<pair_record> pairs(bool unended_only) const;
   std::vector<pair_step_record> pair_history() const;
+
+  // A new snapshot operation, running; then how it ended (refused unless
+  // it was running).
+  caf::expected<snapshot_record> add_snapshot(snapshot_record r);
+  caf::expected<void> finish_snapshot(int64_t id, bool ok, const std::string& error);
+  std::vector<snapshot_record> snapshots(bool unfinished_only) const;
 
   std::vector<job_record> jobs(bool unfinished_only) const;
   std::vector<transition_record> transitions() const;

@@ -162,6 +162,11 @@ void orchestrator_metrics::render_totals(prom::text_writer& w, const cluster_vie
   w.family("ferry_orchestrator_migrations_over_downtime_limit_total", metric_type::counter,
            "Succeeded migrations whose downtime exceeded the downtime-limit in force.");
   w.sample({}, static_cast<double>(over_limit_));
+  w.family("ferry_orchestrator_snapshots_total", metric_type::counter,
+           "Snapshot operations the orchestrator ran on a guest's agent, by op (save, restore, "
+           "delete) and result (done, failed).");
+  for (const auto& [key, n] : snapshots_)
+    w.sample({{"op", key.first}, {"result", key.second}}, static_cast<double>(n));
   w.family("ferry_orchestrator_escalation_steps_total", metric_type::counter,
            "Escalation-ladder steps taken, by kind (downtime-limit, auto-converge, dirty-limit, "
            "postcopy, cancel).");

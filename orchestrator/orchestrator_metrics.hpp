@@ -79,6 +79,10 @@ public:
   // "dirty-limit", "postcopy", "cancel") or a postcopy recovery's news
   // ("postcopy-recover": an attempt; "postcopy-recovered"), counted apart.
   void escalation_step(const std::string& kind);
+  // A snapshot operation (save, restore, delete) ended: ok or failed.
+  void snapshot_finished(const std::string& op, bool ok) {
+    ++snapshots_[{op, ok ? "done" : "failed"}];
+  }
 
   // Renders everything; per-migration progress never goes backwards between
   // scrapes (a pass that finds more dirty memory does not undo progress shown).
@@ -95,6 +99,7 @@ private:
   uint64_t over_limit_ = 0;
   std::map<std::string, uint64_t> proofs_;     // switchover proofs, by result
   std::map<std::string, uint64_t> recoveries_; // postcopy recoveries: attempted, recovered
+  std::map<std::pair<std::string, std::string>, uint64_t> snapshots_; // (op, result)
   prom::histogram duration_;
   prom::histogram downtime_;
   std::map<int64_t, double> progress_floor_; // job id -> highest ratio shown

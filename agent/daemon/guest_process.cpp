@@ -74,8 +74,10 @@ std::vector<std::string> vm_arguments(const guest_spec& spec, const std::string&
                              "-smp",  std::to_string(spec.vcpus)};
   if (!spec.uuid.empty())
     a.insert(a.end(), {"-uuid", spec.uuid});
+  // No format=: probed, so a qcow2 image can hold snapshots; node "disk0"
+  // is what the orchestrator's snapshot operations name.
   if (!spec.drive.empty())
-    a.insert(a.end(), {"-drive", "file=" + qemu_opt_escape(spec.drive) + ",format=raw"});
+    a.insert(a.end(), {"-drive", "file=" + qemu_opt_escape(spec.drive) + ",node-name=disk0"});
   if (!spec.mem_path.empty())
     a.insert(a.end(), {"-object",
                        "memory-backend-file,id=ram0,size=" + std::to_string(spec.memory / mib) +

@@ -16,11 +16,14 @@ namespace json = boost::json;
 // The orchestrator's whole vocabulary: inventory and progress queries, the
 // migration itself on both sides, its parameters, the escalation ladder's
 // dirty-rate tools and postcopy switch, postcopy recovery, resuming a
-// source that takes its guest back, and a COLO pair's status and failover.
+// source that takes its guest back, a COLO pair's status and failover, and
+// snapshots of the guest's disk as jobs (which name node names, never
+// paths).
 constexpr std::string_view allowed[] = {
   "calc-dirty-rate",
   "cancel-vcpu-dirty-limit",
   "cont",
+  "job-dismiss",
   "migrate",
   "migrate-incoming",
   "migrate-pause",
@@ -30,6 +33,7 @@ constexpr std::string_view allowed[] = {
   "migrate-start-postcopy",
   "migrate_cancel",
   "query-dirty-rate",
+  "query-jobs",
   "query-migrate",
   "query-migrate-capabilities",
   "query-migrate-parameters",
@@ -37,6 +41,9 @@ constexpr std::string_view allowed[] = {
   "query-status",
   "query-vcpu-dirty-limit",
   "set-vcpu-dirty-limit",
+  "snapshot-delete",
+  "snapshot-load",
+  "snapshot-save",
   "x-colo-lost-heartbeat",
 };
 

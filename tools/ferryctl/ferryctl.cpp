@@ -12,6 +12,9 @@
 //     protect GUEST [--secondary HOST]   a COLO pair: checkpoints to a secondary
 //     unprotect GUEST                    the pair ends, the primary runs on
 //     pairs                              COLO pairs and their state
+//     snapshot GUEST TAG [--restore | --delete]   save (or restore, delete) a VM
+//                                        snapshot on the guest's qcow2 disk
+//     snapshots                          snapshot operations and how they ended
 //     watch [ID ...]          live progress until the watched migrations end
 
 #include "tools/ferryctl/http_client.hpp"
@@ -351,6 +354,24 @@ int do_protect(const options& o, const std::string& guest, const std::string& se
   return 0;
 }
 
+// snapshot GUEST TAG: saved, restored or deleted on the guest's disk.
+int do_snapshot(const options& o, const std::string& guest, const std::string& tag,
+                const std::string& op) {
+  json::value out;
+  const json::object body{{"guest", guest}, {"tag", tag}, {"op", op}};
+  if (int rc = call(o, "POST", "/api/v1/snapshots", json::serialize(body), out); rc != 0)
+    return rc;
+  if (o.output == "json")
+    std::cout << json::serialize(out) << std::endl;
+  else
+    std::printf("%s: snapshot '%s' %s on %s\n", guest.c_str(), tag.c_str(),
+                op == "save"      ? "saved"
+                : op == "restore" ? "restored"
+                                  : "deleted",
+                str(out.at("host")).c_str());
+  return 0;
+}
+
 } // namespace
 
 int run_cli(int argc, char** argv) {
@@ -398,6 +419,14 @@ int run_cli(int argc, char** argv) {
   auto* unprotect = app.add_subcommand("unprotect", "end a guest's COLO pair (it runs on)");
   unprotect->add_option("guest", guest, "guest name")->required();
   auto* pairs = app.add_subcommand("pairs", "COLO pairs and their state");
+  std::string tag;
+  bool restore = false, remove = false;
+  auto* snapshot = app.add_subcommand("snapshot", "save a VM snapshot on a guest's qcow2 disk");
+  snapshot->add_option("guest", guest, "guest name")->required();
+  snapshot->add_option("tag", tag, "snapshot name")->required();
+  auto* restore_flag = snapshot->add_flag("--restore", restore, "load it instead");
+  snapshot->add_flag("--delete", remove, "delete it instead")->excludes(restore_flag);
+  auto* snapshots = app.add_subcommand("snapshots", "snapshot operations and how they ended");
   std::vector<int64_t> watch_ids;
   auto* watch_cmd = app.add_subcommand("watch", "live progress of migrations");
   watch_cmd->add_option("ids", watch_ids, "migration ids (default: all)");
@@ -447,6 +476,13 @@ int run_cli(int argc, char** argv) {
     if (int rc = call(o, "GET", "/api/v1/pairs", {}, out); rc != 0)
       return rc;
     return show({"guest", "primary", "secondary", "state", "failovers", "error"});
+  }
+  if (snapshot->parsed())
+    return do_snapshot(o, guest, tag, restore ? "restore" : remove ? "delete" : "save");
+  if (snapshots->parsed()) {
+    if (int rc = call(o, "GET", "/api/v1/snapshots", {}, out); rc != 0)
+      return rc;
+    return show({"id", "guest", "host", "op", "tag", "state", "error"});
   }
   if (watch_cmd->parsed())
     return watch(o, {watch_ids.begin(), watch_ids.end()});

@@ -39,7 +39,7 @@ TEST(relay_policy, paths_programs_and_other_commands_are_refused_with_the_reason
   EXPECT_TRUE(relay_refusal("migrate", "")) << "no address at all";
   EXPECT_TRUE(relay_refusal("migrate", "[1]")) << "arguments that are not an object";
   for (const char* c : {"pmemsave", "memsave", "dump-guest-memory", "human-monitor-command",
-                        "object-add", "quit", "system_reset", "snapshot-save", "getfd", "add-fd"}) {
+                        "object-add", "quit", "system_reset", "blockdev-add", "getfd", "add-fd"}) {
     const auto why = relay_refusal(c, "{}");
     ASSERT_TRUE(why) << c;
     EXPECT_NE(why->find("not relayed"), std::string::npos) << *why;
