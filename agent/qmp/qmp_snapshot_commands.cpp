@@ -18,7 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 namespace ferry {
 
@@ -48,6 +51,14 @@ caf::expected<unique_fd> scratch_file(const std::string& near) {
       return fd;
   }
   return make_system_error("snapshot: no scratch file for the VM state");
+}
+
+// Test-only: FERRY_FAULT_SNAPSHOT_MS=N in the agent's environment holds each
+// snapshot job N ms before it works (a test restarts the orchestrator while
+// one is under way).
+void fault_delay() {
+  if (const char* ms = std::getenv("FERRY_FAULT_SNAPSHOT_MS"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::strtoul(ms, nullptr, 10)));
 }
 
 } // namespace
@@ -194,8 +205,11 @@ qmp_result qmp_monitor::snapshot_save(const json::object& args) {
   const std::string tag{args.at("tag").as_string()};
   const std::string vmstate{args.at("vmstate").as_string()};
   const auto names = strings(args.at("devices"));
-  if (auto why = jobs_.start(std::string{args.at("job-id").as_string()}, "snapshot-save",
-                             [=, this] { return save_snapshot(tag, vmstate, names); }))
+  if (auto why =
+        jobs_.start(std::string{args.at("job-id").as_string()}, "snapshot-save", [=, this] {
+          fault_delay();
+          return save_snapshot(tag, vmstate, names);
+        }))
     return generic(*why);
   return empty();
 }

@@ -15,11 +15,15 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <thread>
 
 using namespace ferry;
 using namespace ferry::test;
 namespace json = boost::json;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -93,4 +97,60 @@ TEST_F(snapshot_cluster, save_restore_and_delete_through_ferryctl_are_journaled_
                            "ferry_orchestrator_snapshots_total{op=\"restore\",result=\"failed\"} 1",
                            "ferry_orchestrator_snapshots_total{op=\"delete\",result=\"done\"} 1"})
     EXPECT_NE(metrics.body.find(line), std::string::npos) << line << "\n" << metrics.body;
+}
+
+namespace {
+
+// Each agent holds its snapshot jobs 3 s (the test-only hook), so one is
+// still under way when the orchestrator is killed.
+class snapshot_restart : public snapshot_cluster {
+protected:
+  void SetUp() override {
+    ::setenv("FERRY_FAULT_SNAPSHOT_MS", "3000", 1);
+    snapshot_cluster::SetUp();
+    ::unsetenv("FERRY_FAULT_SNAPSHOT_MS");
+  }
+};
+
+} // namespace
+
+TEST_F(snapshot_restart, an_operation_under_way_when_the_orchestrator_dies_is_followed_to_its_end) {
+  if (::access(qemu_img.c_str(), X_OK) != 0)
+    GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
+  img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
+  std::vector<std::string> args{"create",   "vm1", "--host",  "host-a",
+                                "--memory", "8M",  "--image", disk()};
+  if (!kvm_unavailable_reason().empty())
+    args.insert(args.end(), {"--accel", "none", "--dirty-rate", "20000"});
+  ASSERT_EQ(ctl(args).status, 0);
+  wait_ready("vm1", "host-a");
+  // ferryctl waits for the answer in the background; the journal shows the
+  // operation running; the orchestrator dies.
+  std::thread caller{[&] { (void) ctl({"snapshot", "vm1", "across"}); }};
+  const auto running = [&] {
+    auto log = journal::open_for_reading(c.journal_path());
+    if (!log)
+      return std::string{};
+    const auto ops = (*log)->snapshots(false);
+    return ops.empty() ? std::string{} : ops.front().state;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (running() != "running" && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(running(), "running");
+  c.orchestrator->signal(SIGKILL);
+  c.orchestrator->wait(5s);
+  caller.join();
+  EXPECT_EQ(running(), "running") << "killed before the job ended";
+  auto err = c.start_orchestrator();
+  ASSERT_TRUE(err.empty()) << err;
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (running() == "running" && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(running(), "done") << c.story();
+  EXPECT_NE(img({"snapshot", "-l", disk()}).find("across"), std::string::npos);
+  auto r = ctl({"snapshots", "-o", "json"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(json::parse(r.output).at(0).at("state"), "done") << r.output;
+  verify_guest("vm1", "host-a");
 }
