@@ -372,6 +372,29 @@ int do_snapshot(const options& o, const std::string& guest, const std::string& t
   return 0;
 }
 
+// The commands that list what the orchestrator has: GET /api/v1/NAME, and
+// the columns of its table.
+struct listing {
+  const char* name;
+  const char* help;
+  std::vector<std::string> columns;
+};
+const std::vector<listing> listings = {
+  {"hosts",
+   "hosts and their state",
+   {"name", "up", "degraded", "draining", "guests", "memory_used", "memory_total", "refusal"}},
+  {"guests", "guests and where they run", {"name", "host", "memory", "vcpus", "priority"}},
+  {"migrations",
+   "migrations and their state",
+   {"id", "guest", "source", "target", "state", "error"}},
+  {"pairs",
+   "COLO pairs and their state",
+   {"guest", "primary", "secondary", "state", "failovers", "error"}},
+  {"snapshots",
+   "snapshot operations and how they ended",
+   {"id", "guest", "host", "op", "tag", "state", "error"}},
+};
+
 } // namespace
 
 int run_cli(int argc, char** argv) {
@@ -382,9 +405,9 @@ int run_cli(int argc, char** argv) {
   app.require_subcommand(1);
   // Global options may follow the subcommand ("ferryctl hosts -o json").
   app.fallthrough();
-  auto* hosts = app.add_subcommand("hosts", "hosts and their state");
-  auto* guests = app.add_subcommand("guests", "guests and where they run");
-  auto* migrations = app.add_subcommand("migrations", "migrations and their state");
+  std::vector<std::pair<const listing*, CLI::App*>> lists;
+  for (const auto& l : listings)
+    lists.emplace_back(&l, app.add_subcommand(l.name, l.help));
   std::string guest, to, host;
   bool wait = false;
   auto* migrate = app.add_subcommand("migrate", "move a running guest to another host");
@@ -418,7 +441,6 @@ int run_cli(int argc, char** argv) {
                       "secondary's host (default: the one with most free memory)");
   auto* unprotect = app.add_subcommand("unprotect", "end a guest's COLO pair (it runs on)");
   unprotect->add_option("guest", guest, "guest name")->required();
-  auto* pairs = app.add_subcommand("pairs", "COLO pairs and their state");
   std::string tag;
   bool restore = false, remove = false;
   auto* snapshot = app.add_subcommand("snapshot", "save a VM snapshot on a guest's qcow2 disk");
@@ -426,7 +448,6 @@ int run_cli(int argc, char** argv) {
   snapshot->add_option("tag", tag, "snapshot name")->required();
   auto* restore_flag = snapshot->add_flag("--restore", restore, "load it instead");
   snapshot->add_flag("--delete", remove, "delete it instead")->excludes(restore_flag);
-  auto* snapshots = app.add_subcommand("snapshots", "snapshot operations and how they ended");
   std::vector<int64_t> watch_ids;
   auto* watch_cmd = app.add_subcommand("watch", "live progress of migrations");
   watch_cmd->add_option("ids", watch_ids, "migration ids (default: all)");
@@ -440,22 +461,12 @@ int run_cli(int argc, char** argv) {
       print_table(out, cols);
     return 0;
   };
-  if (hosts->parsed()) {
-    if (int rc = call(o, "GET", "/api/v1/hosts", {}, out); rc != 0)
-      return rc;
-    return show(
-      {"name", "up", "degraded", "draining", "guests", "memory_used", "memory_total", "refusal"});
-  }
-  if (guests->parsed()) {
-    if (int rc = call(o, "GET", "/api/v1/guests", {}, out); rc != 0)
-      return rc;
-    return show({"name", "host", "memory", "vcpus", "priority"});
-  }
-  if (migrations->parsed()) {
-    if (int rc = call(o, "GET", "/api/v1/migrations", {}, out); rc != 0)
-      return rc;
-    return show({"id", "guest", "source", "target", "state", "error"});
-  }
+  for (const auto& [l, sub] : lists)
+    if (sub->parsed()) {
+      if (int rc = call(o, "GET", std::string{"/api/v1/"} + l->name, {}, out); rc != 0)
+        return rc;
+      return show(l->columns);
+    }
   if (migrate->parsed())
     return do_migrate(o, guest, to, wait);
   if (evacuate->parsed())
@@ -472,18 +483,8 @@ int run_cli(int argc, char** argv) {
   }
   if (protect->parsed() || unprotect->parsed())
     return do_protect(o, guest, secondary, protect->parsed());
-  if (pairs->parsed()) {
-    if (int rc = call(o, "GET", "/api/v1/pairs", {}, out); rc != 0)
-      return rc;
-    return show({"guest", "primary", "secondary", "state", "failovers", "error"});
-  }
   if (snapshot->parsed())
     return do_snapshot(o, guest, tag, restore ? "restore" : remove ? "delete" : "save");
-  if (snapshots->parsed()) {
-    if (int rc = call(o, "GET", "/api/v1/snapshots", {}, out); rc != 0)
-      return rc;
-    return show({"id", "guest", "host", "op", "tag", "state", "error"});
-  }
   if (watch_cmd->parsed())
     return watch(o, {watch_ids.begin(), watch_ids.end()});
   return 0;
