@@ -406,6 +406,7 @@ int run_cli(int argc, char** argv) {
   // Global options may follow the subcommand ("ferryctl hosts -o json").
   app.fallthrough();
   std::vector<std::pair<const listing*, CLI::App*>> lists;
+  lists.reserve(listings.size());
   for (const auto& l : listings)
     lists.emplace_back(&l, app.add_subcommand(l.name, l.help));
   std::string guest, to, host;
