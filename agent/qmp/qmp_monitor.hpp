@@ -169,7 +169,7 @@ private:
   caf::expected<void> delete_snapshot(const std::string& tag,
                                       const std::vector<std::string>& devices);
   caf::expected<std::vector<block_devices::device*>>
-  snapshot_devices(const std::vector<std::string>& names);
+  snapshot_devices(const std::vector<std::string>& names, const std::string* vmstate = nullptr);
   std::optional<std::string> snapshot_refusal() const;
 
   guest& guest_;

@@ -65,7 +65,9 @@ void fault_delay() {
 
 // The devices a snapshot job names, each a qcow2 node it may write.
 caf::expected<std::vector<block_devices::device*>>
-qmp_monitor::snapshot_devices(const std::vector<std::string>& names) {
+qmp_monitor::snapshot_devices(const std::vector<std::string>& names, const std::string* vmstate) {
+  if (vmstate != nullptr && std::find(names.begin(), names.end(), *vmstate) == names.end())
+    return job_error("vmstate block device '" + *vmstate + "' is not in the devices list");
   std::vector<block_devices::device*> out;
   for (const auto& n : names) {
     auto* d = disks_ != nullptr ? disks_->find(n) : nullptr;
@@ -93,9 +95,7 @@ std::optional<std::string> qmp_monitor::snapshot_refusal() const {
 caf::expected<void> qmp_monitor::save_snapshot(const std::string& tag, const std::string& vmstate,
                                                const std::vector<std::string>& names) {
   std::lock_guard disks{disks_ != nullptr ? disks_->lock() : no_disks_};
-  FERRY_TRY(devs, snapshot_devices(names));
-  if (std::find(names.begin(), names.end(), vmstate) == names.end())
-    return job_error("vmstate block device '" + vmstate + "' is not in the devices list");
+  FERRY_TRY(devs, snapshot_devices(names, &vmstate));
   for (auto* d : devs)
     if (d->qcow2->find_snapshot(tag) != nullptr)
       return job_error("Snapshot '" + tag + "' already exists in one or more devices");
@@ -142,9 +142,7 @@ caf::expected<void> qmp_monitor::save_snapshot(const std::string& tag, const std
 caf::expected<void> qmp_monitor::load_snapshot(const std::string& tag, const std::string& vmstate,
                                                const std::vector<std::string>& names) {
   std::lock_guard disks{disks_ != nullptr ? disks_->lock() : no_disks_};
-  FERRY_TRY(devs, snapshot_devices(names));
-  if (std::find(names.begin(), names.end(), vmstate) == names.end())
-    return job_error("vmstate block device '" + vmstate + "' is not in the devices list");
+  FERRY_TRY(devs, snapshot_devices(names, &vmstate));
   for (auto* d : devs)
     if (d->qcow2->find_snapshot(tag) == nullptr)
       return job_error("Snapshot '" + tag + "' does not exist in one or more devices");

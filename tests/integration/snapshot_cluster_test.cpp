@@ -32,6 +32,17 @@ const std::string qemu_img = "/usr/bin/qemu-img";
 class snapshot_cluster : public cluster {
 protected:
   std::string disk() const { return c.dir.file("disk.qcow2"); }
+  // vm1 on host-a, booting from the test image as a qcow2 disk.
+  void start_on_qcow2() {
+    img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
+    std::vector<std::string> args{"create",   "vm1", "--host",  "host-a",
+                                  "--memory", "8M",  "--image", disk()};
+    if (!kvm_unavailable_reason().empty())
+      args.insert(args.end(), {"--accel", "none", "--dirty-rate", "20000"});
+    auto r = ctl(args);
+    ASSERT_EQ(r.status, 0) << r.output;
+    wait_ready("vm1", "host-a");
+  }
   std::string img(std::vector<std::string> args) {
     args.insert(args.begin(), qemu_img);
     auto r = run(args);
@@ -45,16 +56,11 @@ protected:
 TEST_F(snapshot_cluster, save_restore_and_delete_through_ferryctl_are_journaled_and_counted) {
   if (::access(qemu_img.c_str(), X_OK) != 0)
     GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
-  img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
-  std::vector<std::string> args{"create",   "vm1", "--host",  "host-a",
-                                "--memory", "8M",  "--image", disk()};
-  if (!kvm_unavailable_reason().empty())
-    args.insert(args.end(), {"--accel", "none", "--dirty-rate", "20000"});
-  auto r = ctl(args);
-  ASSERT_EQ(r.status, 0) << r.output;
-  wait_ready("vm1", "host-a");
+  start_on_qcow2();
+  if (HasFatalFailure())
+    return;
 
-  r = ctl({"snapshot", "vm1", "before"});
+  auto r = ctl({"snapshot", "vm1", "before"});
   ASSERT_EQ(r.status, 0) << r.output << c.story();
   EXPECT_NE(r.output.find("snapshot 'before' saved on host-a"), std::string::npos) << r.output;
   EXPECT_NE(img({"snapshot", "-l", disk()}).find("before"), std::string::npos);
@@ -117,13 +123,9 @@ protected:
 TEST_F(snapshot_restart, an_operation_under_way_when_the_orchestrator_dies_is_followed_to_its_end) {
   if (::access(qemu_img.c_str(), X_OK) != 0)
     GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
-  img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
-  std::vector<std::string> args{"create",   "vm1", "--host",  "host-a",
-                                "--memory", "8M",  "--image", disk()};
-  if (!kvm_unavailable_reason().empty())
-    args.insert(args.end(), {"--accel", "none", "--dirty-rate", "20000"});
-  ASSERT_EQ(ctl(args).status, 0);
-  wait_ready("vm1", "host-a");
+  start_on_qcow2();
+  if (HasFatalFailure())
+    return;
   // ferryctl waits for the answer in the background; the journal shows the
   // operation running; the orchestrator dies.
   std::thread caller{[&] { (void) ctl({"snapshot", "vm1", "across"}); }};
