@@ -3,13 +3,17 @@
 // "disk0", as the host agent starts its guests); the orchestrator journals
 // the operation, polls the job until it concludes, dismisses it and says
 // how it ended. A restarted orchestrator finds the operations left running
-// in its journal and learns their end the same way (or, when the agent no
-// longer knows the job, records them failed).
+// in its journal and learns their end the same way; one whose job the agent
+// never saw (the orchestrator died between journaling it and sending it) is
+// started then.
 #include "orchestrator/pair_steps.hpp"
 
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "orchestrator/orchestrator_error.hpp"
+
+#include <cstdlib>
+#include <thread>
 
 namespace ferry::cluster_detail {
 
@@ -49,36 +53,75 @@ void conclude(cluster_actor* self, snapshot_record r, bool ok, const std::string
   done(r);
 }
 
-// Asks the agent how the job stands until it has concluded; then dismisses it.
-void poll_job(cluster_actor* self, const snapshot_record& r, int misses, const done_fn& done) {
-  host_qmp(self, r.host, r.guest, "query-jobs", {},
-           [self, r, misses, done](const caf::expected<json::value>& v) {
-             const json::object* job = nullptr;
-             if (v && v->is_array())
-               for (const auto& j : v->as_array())
-                 if (const auto* id = j.is_object() ? j.as_object().if_contains("id") : nullptr;
-                     id != nullptr && id->is_string() && id->as_string() == job_id(r.id))
-                   job = &j.as_object();
-             if (v && job == nullptr)
-               return conclude(
-                 self, r, false,
-                 "the agent no longer knows the job (query-jobs: " + json::serialize(*v) + ")",
-                 done);
-             if (!v || job->at("status") != "concluded") {
-               if (!v && misses + 1 >= max_misses)
-                 return conclude(self, r, false, describe(v.error()), done);
-               self->state.snapshot_polls[r.id] = [self, r, m = v ? 0 : misses + 1, done] {
-                 poll_job(self, r, m, done);
-               };
-               self->delayed_send(self, poll_every, snapshot_poll_atom::value, r.id);
-               return;
-             }
-             const auto* err = job->if_contains("error");
-             const std::string error =
-               err != nullptr && err->is_string() ? std::string{err->as_string()} : "";
-             host_qmp(self, r.host, r.guest, "job-dismiss", {{"id", job_id(r.id)}},
-                      [](const caf::expected<json::value>&) {});
-             conclude(self, r, error.empty(), error, done);
+void start_job(cluster_actor* self, const snapshot_record& r, const done_fn& done);
+
+// Asks the agent how the job stands until it has concluded; then journals
+// the end and dismisses the job (in that order: a job dismissed but not
+// journaled could not be told from one never started). `may_start`: the
+// journal says the operation runs but this orchestrator did not send it —
+// an agent that does not know the job never received it.
+void poll_job(cluster_actor* self, const snapshot_record& r, int misses, const done_fn& done,
+              bool may_start = false) {
+  host_qmp(
+    self, r.host, r.guest, "query-jobs", {},
+    [self, r, misses, done, may_start](const caf::expected<json::value>& v) {
+      const json::object* job = nullptr;
+      if (v && v->is_array())
+        for (const auto& j : v->as_array())
+          if (const auto* id = j.is_object() ? j.as_object().if_contains("id") : nullptr;
+              id != nullptr && id->is_string() && id->as_string() == job_id(r.id))
+            job = &j.as_object();
+      if (v && job == nullptr && may_start) {
+        log::info("snapshot {} of '{}' never reached its agent: starting it now", r.id, r.guest);
+        return start_job(self, r, done);
+      }
+      if (v && job == nullptr)
+        return conclude(
+          self, r, false,
+          "the agent no longer knows the job (query-jobs: " + json::serialize(*v) + ")", done);
+      if (!v || job->at("status") != "concluded") {
+        if (!v && misses + 1 >= max_misses)
+          return conclude(self, r, false, describe(v.error()), done);
+        self->state.snapshot_polls[r.id] = [self, r, m = v ? 0 : misses + 1, done,
+                                            start = may_start && !v] {
+          poll_job(self, r, m, done, start);
+        };
+        self->delayed_send(self, poll_every, snapshot_poll_atom::value, r.id);
+        return;
+      }
+      const auto* err = job->if_contains("error");
+      const std::string error =
+        err != nullptr && err->is_string() ? std::string{err->as_string()} : "";
+      conclude(self, r, error.empty(), error, done);
+      host_qmp(self, r.host, r.guest, "job-dismiss", {{"id", job_id(r.id)}},
+               [](const caf::expected<json::value>&) {});
+    });
+}
+
+// Tests only: FERRY_FAULT_SNAPSHOT_UNSENT_MS=N holds the orchestrator N ms
+// between journaling an operation and sending it to the agent, saying so on
+// stderr, so that a test can kill it exactly there.
+void unsent_fault_point(const snapshot_record& r) {
+  const char* ms = std::getenv("FERRY_FAULT_SNAPSHOT_UNSENT_MS");
+  if (ms == nullptr)
+    return;
+  log::warn("fault point: snapshot {} journaled, not sent; holding {} ms", r.id, ms);
+  // Blocking on purpose (test-only): nothing may reach the agent meanwhile.
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::strtoul(ms, nullptr, 10)));
+}
+
+void start_job(cluster_actor* self, const snapshot_record& r, const done_fn& done) {
+  json::object args{{"job-id", job_id(r.id)}, {"tag", r.tag}, {"devices", json::array{disk_node}}};
+  if (r.op != "delete")
+    args["vmstate"] = disk_node;
+  const char* command = r.op == "save"      ? "snapshot-save"
+                        : r.op == "restore" ? "snapshot-load"
+                                            : "snapshot-delete";
+  host_qmp(self, r.host, r.guest, command, args,
+           [self, r, done](const caf::expected<json::value>& v) {
+             if (!v)
+               return conclude(self, r, false, describe(v.error()), done);
+             poll_job(self, r, 0, done);
            });
 }
 
@@ -135,18 +178,8 @@ caf::result<std::string> api_snapshot(cluster_actor* self, const std::string& gu
         make_orchestrator_error(orchestrator_errc::invalid_request,
                                 "snapshot " + r.op + " of '" + r.guest + "' failed: " + r.error));
   };
-  json::object args{{"job-id", job_id(rec->id)}, {"tag", tag}, {"devices", json::array{disk_node}}};
-  if (op != "delete")
-    args["vmstate"] = disk_node;
-  const char* command = op == "save"      ? "snapshot-save"
-                        : op == "restore" ? "snapshot-load"
-                                          : "snapshot-delete";
-  host_qmp(self, host, guest, command, args,
-           [self, r = *rec, done](const caf::expected<json::value>& v) {
-             if (!v)
-               return conclude(self, r, false, describe(v.error()), done);
-             poll_job(self, r, 0, done);
-           });
+  unsent_fault_point(*rec);
+  start_job(self, *rec, done);
   return rp;
 }
 
@@ -157,7 +190,8 @@ void resume_snapshots(cluster_actor* self) {
     log::info("snapshot {} of '{}' ({} '{}') was under way: asking its agent", r.id, r.guest, r.op,
               r.tag);
     self->state.snapshot_polls[r.id] = [self, r] {
-      poll_job(self, r, 0, [](const snapshot_record&) {});
+      poll_job(
+        self, r, 0, [](const snapshot_record&) {}, true);
     };
     self->delayed_send(self, std::chrono::seconds(1), snapshot_poll_atom::value, r.id);
   }

@@ -12,6 +12,7 @@
 #include "agent/qmp/qmp_args.hpp"
 #include "agent/qmp/qmp_monitor.hpp"
 #include "common/error.hpp"
+#include "common/log.hpp"
 #include "common/unique_fd.hpp"
 
 #include <fcntl.h>
@@ -55,10 +56,12 @@ caf::expected<unique_fd> scratch_file(const std::string& near) {
 
 // Test-only: FERRY_FAULT_SNAPSHOT_MS=N in the agent's environment holds each
 // snapshot job N ms before it works (a test restarts the orchestrator while
-// one is under way).
+// one is under way), saying so on stderr so the test knows when.
 void fault_delay() {
-  if (const char* ms = std::getenv("FERRY_FAULT_SNAPSHOT_MS"))
+  if (const char* ms = std::getenv("FERRY_FAULT_SNAPSHOT_MS")) {
+    log::warn("fault point: snapshot job under way; holding {} ms", ms);
     std::this_thread::sleep_for(std::chrono::milliseconds(std::strtoul(ms, nullptr, 10)));
+  }
 }
 
 } // namespace
