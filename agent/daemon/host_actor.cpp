@@ -207,9 +207,35 @@ hosted_guest& host_guest(host_self self, guest_info info, guest_process proc) {
   return g;
 }
 
+// An incoming guest whose migration completed is an ordinary guest: its
+// port is free again and its record says so.
+void mark_arrived(host_self self, const std::string& guest) {
+  auto it = self->state.guests.find(guest);
+  if (it == self->state.guests.end() || !it->second.info.spec.incoming)
+    return;
+  auto& info = it->second.info;
+  info.spec.incoming = false;
+  self->state.ports_in_use.erase(info.migration_port);
+  info.migration_port = 0;
+  record(self, it->second);
+}
+
+// True for a query-migrate reply whose status is completed.
+bool migration_completed(const std::string& reply) {
+  try {
+    const auto v = boost::json::parse(reply);
+    const auto* r = v.as_object().if_contains("return");
+    const auto* s = r != nullptr && r->is_object() ? r->as_object().if_contains("status") : nullptr;
+    return s != nullptr && s->is_string() && s->as_string() == "completed";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // After a restart: every guest the last run left running comes back, with
 // its relay, its reserved port and its figures; records of guests that
-// ended meanwhile go.
+// ended meanwhile go. An incoming guest may have arrived while no agent
+// listened for its event: it is asked.
 void adopt_guests(host_self self) {
   auto& st = self->state;
   for (auto& r : read_guest_records(st.cfg.run_dir)) {
@@ -228,11 +254,25 @@ void adopt_guests(host_self self) {
     const auto& g = host_guest(self, std::move(r.info), std::move(*proc));
     // Its monitor is up already: the relay connects now.
     self->request(g.relay, host_create_wait, caf::connect_atom_v)
-      .then([](bool) {},
-            [name](const caf::error& err) {
-              log::warn("guest '{}': its QMP monitor does not answer: {}", name,
-                        caf::to_string(err));
-            });
+      .then(
+        [self, name, relay = g.relay, incoming = g.info.spec.incoming](bool) {
+          if (!incoming)
+            return;
+          self
+            ->request(relay, host_create_wait, qmp_atom::value, std::string{"query-migrate"},
+                      std::string{})
+            .then(
+              [self, name](const std::string& reply) {
+                if (migration_completed(reply)) {
+                  log::info("guest '{}' arrived while the agent was away", name);
+                  mark_arrived(self, name);
+                }
+              },
+              [](const caf::error&) {});
+        },
+        [name](const caf::error& err) {
+          log::warn("guest '{}': its QMP monitor does not answer: {}", name, caf::to_string(err));
+        });
   }
 }
 
@@ -424,16 +464,8 @@ host_actor_impl::behavior_type host(host_actor_impl::stateful_pointer<host_state
       return true;
     },
     [self](qmp_event_atom, const std::string&, const std::string& guest, const std::string& event) {
-      auto it = self->state.guests.find(guest);
-      if (it == self->state.guests.end() || !it->second.info.spec.incoming || event.empty())
-        return;
-      if (!arrived(event))
-        return;
-      auto& info = it->second.info;
-      info.spec.incoming = false;
-      self->state.ports_in_use.erase(info.migration_port);
-      info.migration_port = 0;
-      record(self, it->second);
+      if (!event.empty() && arrived(event))
+        mark_arrived(self, guest);
     },
     [self](tick_atom) { reap(self); },
     [self](reap_atom, const std::string& name) {

@@ -298,6 +298,53 @@ TEST_F(slow_evacuation, agents_restarted_mid_evacuation_lose_no_guest) {
               arriving.c_str());
 }
 
+// The target's agent is frozen mid-move (SIGSTOP) while the two guest
+// processes finish the migration between themselves, then killed and
+// started again: the new agent adopts the guest as arrived — its
+// migration port free, no longer a target in the inventory — though no
+// agent read its MIGRATION completed event.
+TEST_F(slow_evacuation, a_guest_that_arrived_while_its_agent_was_away_is_adopted_as_arrived) {
+  create("e1", "host-a");
+  wait_ready("e1", "host-a");
+  auto r = ctl({"migrate", "e1", "--to", "host-b"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto [arriving, source, target] = wait_for_job("running", "target", {"host-b"});
+  ASSERT_EQ(arriving, "e1") << c.story();
+  c.agents.at("host-b")->signal(SIGSTOP);
+  std::string status;
+  {
+    // The source, told to go flat out, finishes in moments.
+    qmp_tool::qmp_client q{run_dir("host-a") + "/e1.qmp"};
+    q.negotiate();
+    q.execute("migrate-set-parameters", {{"max-bandwidth", 1LL << 32}});
+    for (int i = 0; i < 500 && status != "completed"; ++i) {
+      status = std::string{q.execute("query-migrate").at("return").at("status").as_string()};
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  auto err = c.restart_agent("host-b", SIGKILL);
+  ASSERT_TRUE(err.empty()) << err;
+  ASSERT_EQ(status, "completed") << "the move did not finish while host-b's agent was frozen";
+  auto w = ctl({"watch", "-o", "json"});
+  ASSERT_TRUE(w.status == 0 || w.status == 2) << w.output << c.story();
+  bool arrived = false;
+  for (int i = 0; i < 50 && !arrived; ++i) {
+    const auto guests = json::parse(ctl({"guests", "-o", "json"}).output);
+    for (const auto& g : guests.as_array())
+      if (g.at("name") == "e1" && g.at("host") == "host-b")
+        arrived = !g.at("incoming").as_bool();
+    if (!arrived)
+      std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(arrived) << "e1 is still a waiting target on host-b" << c.story();
+  const auto record = json::parse(read_file(run_dir("host-b") + "/e1.guest"));
+  EXPECT_EQ(record.at("migration_port"), 0) << record;
+  EXPECT_EQ(record.at("incoming"), false) << record;
+  auto where = placements();
+  ASSERT_EQ(where["e1"], std::vector<std::string>{"host-b"}) << c.story();
+  verify_guest("e1", "host-b");
+}
+
 // Silent partitions (issue 15), in the middle of precopy: everything to and
 // from the target host dropped (its links down), or only its migration
 // network's link down (its control link stays up). Either way the source's
