@@ -10,6 +10,7 @@
 #include "tests/support/cluster_fixture.hpp"
 #include "tests/support/kvm_skip.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/qemu_img.hpp"
 #include "tools/ferryctl/http_client.hpp"
 
 #include <boost/json.hpp>
@@ -28,10 +29,17 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string qemu_img = "/usr/bin/qemu-img";
-
 class snapshot_cluster : public cluster {
 protected:
+  // Every test here starts from vm1 running on its qcow2 disk.
+  void SetUp() override {
+    if (!have_qemu_img())
+      GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
+    cluster::SetUp();
+    if (HasFatalFailure() || IsSkipped())
+      return;
+    start_on_qcow2();
+  }
   std::string disk() const { return c.dir.file("disk.qcow2"); }
   // vm1 on host-a, booting from the test image as a qcow2 disk.
   void start_on_qcow2() {
@@ -44,23 +52,12 @@ protected:
     ASSERT_EQ(r.status, 0) << r.output;
     wait_ready("vm1", "host-a");
   }
-  std::string img(std::vector<std::string> args) {
-    args.insert(args.begin(), qemu_img);
-    auto r = run(args);
-    EXPECT_EQ(r.status, 0) << r.output;
-    return r.output;
-  }
+  std::string img(std::vector<std::string> args) { return qemu_img(std::move(args)); }
 };
 
 } // namespace
 
 TEST_F(snapshot_cluster, save_restore_and_delete_through_ferryctl_are_journaled_and_counted) {
-  if (::access(qemu_img.c_str(), X_OK) != 0)
-    GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
-  start_on_qcow2();
-  if (HasFatalFailure())
-    return;
-
   auto r = ctl({"snapshot", "vm1", "before"});
   ASSERT_EQ(r.status, 0) << r.output << c.story();
   EXPECT_NE(r.output.find("snapshot 'before' saved on host-a"), std::string::npos) << r.output;
@@ -169,11 +166,6 @@ protected:
 } // namespace
 
 TEST_F(snapshot_restart, an_operation_under_way_when_the_orchestrator_dies_is_followed_to_its_end) {
-  if (::access(qemu_img.c_str(), X_OK) != 0)
-    GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
-  start_on_qcow2();
-  if (HasFatalFailure())
-    return;
   const std::string guest_log = run_dir("host-a") + "/vm1.log";
   kill_when([&] {
     return read_file(guest_log).find("fault point: snapshot job under way") != std::string::npos;
@@ -181,11 +173,6 @@ TEST_F(snapshot_restart, an_operation_under_way_when_the_orchestrator_dies_is_fo
 }
 
 TEST_F(snapshot_unsent, an_operation_journaled_but_never_sent_is_started_by_the_next_orchestrator) {
-  if (::access(qemu_img.c_str(), X_OK) != 0)
-    GTEST_SKIP() << "qemu-img (Debian qemu-utils) makes the qcow2 disk; not installed";
-  start_on_qcow2();
-  if (HasFatalFailure())
-    return;
   kill_when(
     [&] { return c.orchestrator->stderr_text().find("journaled, not sent") != std::string::npos; });
   // Fails without the restart's start: "the agent no longer knows the job".

@@ -8,6 +8,7 @@
 // running. Works with -accel none; qemu-img (qemu-utils) is the oracle.
 
 #include "tests/integration/migration_fixture.hpp"
+#include "tests/support/qemu_img.hpp"
 
 #include <unistd.h>
 
@@ -19,20 +20,19 @@ using namespace ferry::test;
 
 namespace {
 
-const std::string qemu_img = "/usr/bin/qemu-img";
-
 class snapshot : public migration_fixture {
 protected:
   std::string disk = dir + "/disk.qcow2";
 
   void SetUp() override {
-    if (::access(qemu_img.c_str(), X_OK) != 0)
+    if (!have_qemu_img())
       GTEST_SKIP() << "qemu-img (Debian qemu-utils) is the oracle for the qcow2 image; not "
                       "installed";
     make_guest("2048");
     // The test image's sector 0 (and its parameter block) as a qcow2 disk.
-    auto r = run({qemu_img, "convert", "-f", "raw", "-O", "qcow2", image, disk});
-    ASSERT_EQ(r.status, 0) << r.output;
+    qemu_img({"convert", "-f", "raw", "-O", "qcow2", image, disk});
+    if (HasFailure())
+      return;
     disk_args = {"-blockdev",
                  "driver=qcow2,node-name=disk0,file.driver=file,file.filename=" + disk};
   }
@@ -86,12 +86,7 @@ protected:
     return {};
   }
 
-  std::string img(std::vector<std::string> args) {
-    args.insert(args.begin(), qemu_img);
-    auto r = run(args);
-    EXPECT_EQ(r.status, 0) << r.output;
-    return r.output;
-  }
+  std::string img(std::vector<std::string> args) { return qemu_img(std::move(args)); }
 };
 
 } // namespace

@@ -7,6 +7,7 @@
 #include "agent/block/qcow2_image.hpp"
 #include "common/error.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/qemu_img.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <fcntl.h>
@@ -23,11 +24,7 @@ using namespace ferry::test;
 
 namespace {
 
-const std::string qemu_img = "/usr/bin/qemu-img";
 const std::string qemu_io_bin = "/usr/bin/qemu-io";
-bool have_qemu_img() {
-  return ::access(qemu_img.c_str(), X_OK) == 0;
-}
 bool have_qemu_io() {
   return ::access(qemu_io_bin.c_str(), X_OK) == 0;
 }
@@ -49,7 +46,7 @@ struct qcow2_file : ::testing::Test {
   }
   // A 4 MiB disk with a pattern QEMU wrote in three places.
   void make_image(const std::string& extra_opts = "") {
-    std::vector<std::string> create{qemu_img, "create", "-q", "-f", "qcow2"};
+    std::vector<std::string> create{qemu_img_path, "create", "-q", "-f", "qcow2"};
     if (!extra_opts.empty())
       create.insert(create.end(), {"-o", extra_opts});
     create.insert(create.end(), {img, "4M"});
@@ -64,14 +61,14 @@ struct qcow2_file : ::testing::Test {
     return r.status == 0 && r.output.find("Pattern verification failed") == std::string::npos;
   }
   std::string check() {
-    auto r = run({qemu_img, "check", img});
+    auto r = run({qemu_img_path, "check", img});
     EXPECT_EQ(r.status, 0) << r.output;
     return r.output;
   }
-  std::string list() { return run({qemu_img, "snapshot", "-l", img}).output; }
+  std::string list() { return run({qemu_img_path, "snapshot", "-l", img}).output; }
   std::vector<uint8_t> raw_disk() {
     const std::string raw = dir.file("disk.raw");
-    sh({qemu_img, "convert", "-f", "qcow2", "-O", "raw", img, raw});
+    sh({qemu_img_path, "convert", "-f", "qcow2", "-O", "raw", img, raw});
     std::ifstream in{raw, std::ios::binary};
     return {std::istreambuf_iterator<char>(in), {}};
   }
@@ -167,7 +164,7 @@ TEST_F(qcow2_file, a_snapshot_is_listed_by_qemu_img_and_the_image_checks_clean) 
     ::close(fd);
   }
   // QEMU's own goto of Ferry's snapshot brings the old disk back.
-  sh({qemu_img, "snapshot", "-a", "before", img});
+  sh({qemu_img_path, "snapshot", "-a", "before", img});
   EXPECT_TRUE(qemu_io_ok("read -P 0x5a 0 64k"));
   EXPECT_NE(check().find("No errors were found"), std::string::npos);
   ::close(vm);
@@ -222,9 +219,9 @@ TEST_F(qcow2_file, revert_brings_the_disk_back_and_delete_leaves_it_clean) {
 TEST_F(qcow2_file, snapshots_qemu_took_are_read_and_deleted) {
   NEED_QEMU_TOOLS();
   make_image();
-  sh({qemu_img, "snapshot", "-c", "q1", img});
+  sh({qemu_img_path, "snapshot", "-c", "q1", img});
   qemu_io("write -P 0x44 0 64k");
-  sh({qemu_img, "snapshot", "-c", "q2", img});
+  sh({qemu_img_path, "snapshot", "-c", "q2", img});
   auto i = open(true);
   ASSERT_TRUE(i);
   ASSERT_EQ(i->snapshots().size(), 2U);
@@ -285,7 +282,7 @@ TEST_F(qcow2_file, compressed_clusters_and_dirty_images_are_refused_clearly) {
   NEED_QEMU_TOOLS();
   make_image();
   const std::string plain = dir.file("plain.qcow2");
-  sh({qemu_img, "convert", "-c", "-f", "qcow2", "-O", "qcow2", img, plain});
+  sh({qemu_img_path, "convert", "-c", "-f", "qcow2", "-O", "qcow2", img, plain});
   img = plain;
   const auto before = file_bytes();
   {
@@ -318,7 +315,7 @@ TEST_F(qcow2_file, an_image_larger_than_one_refcount_block_gets_new_blocks) {
   NEED_QEMU_TOOLS();
   // 512-byte clusters: one refcount block covers 256 clusters (128 KiB), so
   // a 300 KiB VM state needs new refcount blocks made on the way.
-  sh({qemu_img, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, "1M"});
+  sh({qemu_img_path, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, "1M"});
   qemu_io("write -P 0x5a 0 64k");
   const uint64_t n = 300 * 1024;
   const int vm = vmstate(n);
