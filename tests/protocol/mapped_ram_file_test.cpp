@@ -71,7 +71,7 @@ TEST(mapped_ram_file, hostile_or_foreign_files_are_refused_with_the_reason) {
 }
 
 TEST(mapped_ram_file, a_bitmap_bit_past_ram_is_refused) {
-  auto l = mig::plan_mapped_ram(5 * 4096); // 5 pages: one byte, 3 spare bits
+  auto l = mig::plan_mapped_ram(uint64_t{5} * 4096); // 5 pages: one byte, 3 spare bits
   std::vector<uint8_t> bits{0x1f};
   EXPECT_TRUE(mig::check_mapped_ram_bitmap(l, bits));
   bits[0] = 0x20;

@@ -317,7 +317,7 @@ TEST_F(qcow2_file, an_image_larger_than_one_refcount_block_gets_new_blocks) {
   // a 300 KiB VM state needs new refcount blocks made on the way.
   sh({qemu_img_path, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, "1M"});
   qemu_io("write -P 0x5a 0 64k");
-  const uint64_t n = 300 * 1024;
+  const uint64_t n = uint64_t{300} * 1024;
   const int vm = vmstate(n);
   {
     auto i = open(true);

@@ -48,10 +48,10 @@ TEST(vm_config, the_brief_command_line) {
 }
 
 TEST(vm_config, disks_in_every_form_qemu_and_libvirt_write_keep_their_order) {
+  const std::string json_blockdev = R"({"driver":"qcow2","node-name":"d2","read-only":true,)"
+                                    R"("file":{"driver":"file","filename":"/img/two.qcow2"}})";
   auto c = parse({"-drive", "file=/img/boot.qcow2,format=qcow2,node-name=boot,if=none", "-blockdev",
-                  "driver=file,node-name=f1,filename=/img/data.raw", "-blockdev",
-                  "{\"driver\":\"qcow2\",\"node-name\":\"d2\",\"read-only\":true,"
-                  "\"file\":{\"driver\":\"file\",\"filename\":\"/img/two.qcow2\"}}",
+                  "driver=file,node-name=f1,filename=/img/data.raw", "-blockdev", json_blockdev,
                   "-blockdev", "driver=file,node-name=f3,filename=/img/three.qcow2", "-blockdev",
                   "driver=qcow2,node-name=d3,file=f3", "-drive", "file=/img/probe.img"});
   ASSERT_TRUE(c) << describe(c.error());
