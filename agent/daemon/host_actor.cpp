@@ -105,6 +105,13 @@ std::optional<uint16_t> reserve_port(host_state& st) {
   return std::nullopt;
 }
 
+// True if `holder` (an event's data, a reply's return) says status "completed".
+bool says_completed(const boost::json::value* holder) {
+  const auto* status =
+    holder != nullptr && holder->is_object() ? holder->as_object().if_contains("status") : nullptr;
+  return status != nullptr && status->is_string() && status->as_string() == "completed";
+}
+
 // True for the event that ends an incoming migration successfully.
 bool arrived(const std::string& event_text) {
   try {
@@ -117,10 +124,7 @@ bool arrived(const std::string& event_text) {
       return true;
     if (name->as_string() != "MIGRATION")
       return false;
-    const auto* data = o.if_contains("data");
-    const auto* status =
-      data != nullptr && data->is_object() ? data->as_object().if_contains("status") : nullptr;
-    return status != nullptr && status->is_string() && status->as_string() == "completed";
+    return says_completed(o.if_contains("data"));
   } catch (const std::exception&) {
     return false;
   }
@@ -224,9 +228,7 @@ void mark_arrived(host_self self, const std::string& guest) {
 bool migration_completed(const std::string& reply) {
   try {
     const auto v = boost::json::parse(reply);
-    const auto* r = v.as_object().if_contains("return");
-    const auto* s = r != nullptr && r->is_object() ? r->as_object().if_contains("status") : nullptr;
-    return s != nullptr && s->is_string() && s->as_string() == "completed";
+    return says_completed(v.as_object().if_contains("return"));
   } catch (const std::exception&) {
     return false;
   }

@@ -43,7 +43,7 @@ protected:
   std::string disk() const { return c.dir.file("disk.qcow2"); }
   // vm1 on host-a, booting from the test image as a qcow2 disk.
   void start_on_qcow2() {
-    img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
+    qemu_img({"convert", "-f", "raw", "-O", "qcow2", image(), disk()});
     std::vector<std::string> args{"create",   "vm1", "--host",  "host-a",
                                   "--memory", "8M",  "--image", disk()};
     if (!kvm_unavailable_reason().empty())
@@ -52,7 +52,6 @@ protected:
     ASSERT_EQ(r.status, 0) << r.output;
     wait_ready("vm1", "host-a");
   }
-  std::string img(std::vector<std::string> args) { return qemu_img(std::move(args)); }
 };
 
 } // namespace
@@ -61,7 +60,7 @@ TEST_F(snapshot_cluster, save_restore_and_delete_through_ferryctl_are_journaled_
   auto r = ctl({"snapshot", "vm1", "before"});
   ASSERT_EQ(r.status, 0) << r.output << c.story();
   EXPECT_NE(r.output.find("snapshot 'before' saved on host-a"), std::string::npos) << r.output;
-  EXPECT_NE(img({"snapshot", "-l", disk()}).find("before"), std::string::npos);
+  EXPECT_NE(qemu_img({"snapshot", "-l", disk()}).find("before"), std::string::npos);
 
   r = ctl({"snapshot", "vm1", "before", "--restore"});
   ASSERT_EQ(r.status, 0) << r.output;
@@ -76,8 +75,8 @@ TEST_F(snapshot_cluster, save_restore_and_delete_through_ferryctl_are_journaled_
 
   r = ctl({"snapshot", "vm1", "before", "--delete"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(img({"snapshot", "-l", disk()}).find("before"), std::string::npos);
-  const std::string check = img({"check", disk()});
+  EXPECT_EQ(qemu_img({"snapshot", "-l", disk()}).find("before"), std::string::npos);
+  const std::string check = qemu_img({"check", disk()});
   EXPECT_NE(check.find("No errors were found"), std::string::npos) << check;
 
   // The journal has every operation and how it ended; so has the API.
@@ -150,7 +149,7 @@ protected:
     while (journaled() == "running" && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(100ms);
     EXPECT_EQ(journaled(), "done") << c.story();
-    EXPECT_NE(img({"snapshot", "-l", disk()}).find("across"), std::string::npos);
+    EXPECT_NE(qemu_img({"snapshot", "-l", disk()}).find("across"), std::string::npos);
     auto r = ctl({"snapshots", "-o", "json"});
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_EQ(json::parse(r.output).at(0).at("state"), "done") << r.output;

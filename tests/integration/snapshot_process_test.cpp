@@ -85,8 +85,6 @@ protected:
     ADD_FAILURE() << id << " not in query-jobs";
     return {};
   }
-
-  std::string img(std::vector<std::string> args) { return qemu_img(std::move(args)); }
 };
 
 } // namespace
@@ -114,9 +112,9 @@ TEST_F(snapshot, saved_running_listed_by_qemu_img_loaded_by_a_fresh_agent_and_de
   src.exec("quit");
   EXPECT_TRUE(src.agent->wait(20s));
 
-  const std::string listed = img({"snapshot", "-l", disk});
+  const std::string listed = qemu_img({"snapshot", "-l", disk});
   EXPECT_NE(listed.find("snap1"), std::string::npos) << listed;
-  EXPECT_NE(img({"check", disk}).find("No errors were found"), std::string::npos);
+  EXPECT_NE(qemu_img({"check", disk}).find("No errors were found"), std::string::npos);
 
   // A fresh agent, stopped (-S), with plain RAM: everything comes from the
   // snapshot.
@@ -149,8 +147,8 @@ TEST_F(snapshot, saved_running_listed_by_qemu_img_loaded_by_a_fresh_agent_and_de
   EXPECT_EQ(dst.exec("query-status").at("return").at("status"), "running");
   dst.exec("quit");
   EXPECT_TRUE(dst.agent->wait(20s));
-  EXPECT_EQ(img({"snapshot", "-l", disk}).find("snap1"), std::string::npos);
-  const std::string check = img({"check", disk});
+  EXPECT_EQ(qemu_img({"snapshot", "-l", disk}).find("snap1"), std::string::npos);
+  const std::string check = qemu_img({"check", disk});
   EXPECT_NE(check.find("No errors were found"), std::string::npos) << check;
   EXPECT_EQ(check.find("leaked"), std::string::npos) << check;
 }
