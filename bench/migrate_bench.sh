@@ -6,7 +6,11 @@
 # migrates the very same memory image in the same run, alternating with
 # Ferry, and the ratio of the medians and of each pair are printed. For both
 # VMMs and both sides: minor page faults (per GiB of page data) and CPU
-# seconds spent during the migration (/proc/PID/stat). Then a live run: a
+# seconds spent during the migration (/proc/PID/stat). After each pair, the
+# machine's floor for the same row (bench/wire_floor.cpp: the page data over
+# as many plain loopback TCP streams into fresh memory, and the first touch of
+# the guest's size), so a row that cannot reach a ratio shows how far above
+# the wire each VMM lands. Then a live run: a
 # running guest dirtying its working set, its downtime against the limit
 # (ROWS=live runs just that).
 #
@@ -218,13 +222,14 @@ rows=("1 stream|0||" "multifd 2|2||" "multifd 4|4||"
   "2 + zstd|2|,\"multifd-compression\":\"zstd\"|"
   "2 + TLS|2|,\"tls-creds\":\"tls0\"|tls"
   "2+TLS+zstd|2|,\"tls-creds\":\"tls0\",\"multifd-compression\":\"zstd\"|tls")
-declare -A ferry_ms ferry_wire ferry_data costs pairs qemu_failed
+declare -A ferry_ms ferry_wire ferry_data costs pairs qemu_failed floors qemu_med
+size_bytes=$(numfmt --from=iec "$size")
 measured=()
 for row in "${rows[@]}"; do
   IFS='|' read -r label ch extra_params tls <<<"$row"
   # ROWS='multifd 2|2 + TLS' measures just those setups.
   if [ -n "${ROWS:-}" ] && ! grep -qxF "$label" <<<"${ROWS//|/$'\n'}"; then continue; fi
-  ft=() ; qt=() ; fu=() ; qu=() ; pr=()
+  ft=() ; qt=() ; fu=() ; qu=() ; pr=() ; fw=() ; tt=()
   bytes=0
   for _ in $(seq 1 "$runs"); do
     # $(...) waits for the run to finish (and its agents to exit). The two
@@ -249,7 +254,14 @@ for row in "${rows[@]}"; do
         pr+=("-")
       fi
     fi
+    # The floor right after the pair, on the same memory the two just freed.
+    if read -r w1 t1 < <("$build/bench/ferry-wire-floor" "$b" "$((ch > 0 ? ch : 1))" \
+      "$size_bytes" "$((port + 1))"); then
+      fw+=("$w1"); tt+=("$t1")
+    fi
   done
+  [ ${#fw[@]} -gt 0 ] && floors[$label]="$(printf '%s\n' "${fw[@]}" | median) $(printf '%s\n' \
+    "${tt[@]}" | median)"
   costs[$label]="$(cost_line "$bytes" "${fu[@]}")"
   [ -n "$have_qemu" ] && [ ${#qt[@]} -gt 0 ] && costs[$label]+="   qemu $(cost_line "$bytes" "${qu[@]}")"
   pairs[$label]="${pr[*]}"
@@ -260,6 +272,7 @@ for row in "${rows[@]}"; do
     q=$(printf '%s\n' "${qt[@]}" | median)
     qr=$(awk -v b="$bytes" -v t="$q" 'BEGIN {printf "%.0f", b / 1e6 / (t / 1000)}')
     ratio=$(awk -v f="$f" -v q="$q" 'BEGIN {printf "%.2fx", q / f}')
+    qemu_med[$label]=$q
   else
     q=n/a; qr=n/a; ratio="(no qemu)"
   fi
@@ -279,6 +292,16 @@ if [ -n "$have_qemu" ]; then
     echo
   done
 fi
+echo "the machine's floor (medians; the row's page data over as many plain loopback TCP"
+echo "streams into fresh memory, and one thread's first touch of ${size} fresh memory):"
+for label in "${measured[@]}"; do
+  [ -n "${floors[$label]:-}" ] || continue
+  read -r w t <<<"${floors[$label]}"
+  awk -v l="$label" -v w="$w" -v t="$t" -v f="${ferry_ms[$label]}" -v q="${qemu_med[$label]:-}" \
+    'BEGIN {printf "  %-10s wire %5.0f ms  first touch %5.0f ms  Ferry at %.2fx the wire", l, w, t, f / w
+      if (q != "") printf ", QEMU at %.2fx", q / w
+      printf "\n" }'
+done
 echo "during the migration (medians; faults per GiB of page data moved):"
 for label in "${measured[@]}"; do printf '  %-10s ferry %s\n' "$label" "${costs[$label]}"; done
 [ -n "${ferry_ms[multifd 2]:-}" ] && [ -n "${ferry_ms[2 + TLS]:-}" ] &&
