@@ -9,9 +9,10 @@
 // guest RAM is. Prints "WIRE_MS TOUCH_MS". Opt-in (not in ctest):
 //   build/bench/ferry-wire-floor BYTES STREAMS SIZE [PORT]
 
+#include "common/thread_name.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -59,11 +60,7 @@ struct region {
   ~region() { ::munmap(data, size); }
 };
 
-void name_thread(const char* name) {
-  pthread_setname_np(pthread_self(), name);
-}
-
-// Writes [p, p+n) to fd, or says why not.
+// Writes [p, p+n) to fd in 1 MiB writes; false if the connection broke.
 bool send_all(int fd, const uint8_t* p, size_t n) {
   while (n > 0) {
     const ssize_t k = ::write(fd, p, std::min(n, chunk));
@@ -129,12 +126,12 @@ double wire_ms(size_t bytes, int streams, size_t size, uint16_t port) {
     const size_t off = share * static_cast<size_t>(i);
     const size_t n = i + 1 == streams ? bytes - off : share;
     threads.emplace_back([&, off, n, fd = pairs[static_cast<size_t>(i)].first] {
-      name_thread("floor-send");
+      ferry::name_this_thread("floor-send");
       if (!send_all(fd, src.data + off, n))
         failed = true;
     });
     threads.emplace_back([&, off, n, fd = pairs[static_cast<size_t>(i)].second] {
-      name_thread("floor-recv");
+      ferry::name_this_thread("floor-recv");
       if (!receive_all(fd, dst.data + off, n))
         failed = true;
     });
