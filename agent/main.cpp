@@ -211,10 +211,12 @@ int run_vm(const std::vector<std::string>& args) {
       if (auto err = monitor.start_incoming(*cfg->incoming))
         return fail("-incoming " + *cfg->incoming + ": " + *err);
   }
-  (*server)->start(monitor);
+  // As QEMU without -S: the guest runs before the monitor answers, so no
+  // client ever sees a guest that was not paused in prelaunch.
   if (!cfg->start_paused && !cfg->incoming)
     if (auto ok = (*g)->start(); !ok)
       return fail(describe(ok.error()));
+  (*server)->start(monitor);
 
   // No timeout: whoever sets `quit` also sends wake_signal, and a host with
   // hundreds of idle guests should not wake each of them ten times a second.

@@ -152,6 +152,23 @@ TEST_F(agent_fixture, wire_protocol_rules_hold_over_the_socket) {
   EXPECT_EQ(agent->wait(10s), 0);
 }
 
+// As with QEMU without -S, a client that connects the moment the socket is
+// there finds the guest already running: the monitor answers only after the
+// guest has left prelaunch (a script's first query-status must not race it).
+TEST_F(agent_fixture, the_first_answer_already_sees_a_running_guest) {
+  make_guest("16M", {"--ram-top", "16M"});
+  auto args = prefilled_args("16M");
+  args.insert(args.end(), {"-accel", "none"});
+  for (int round = 0; round < 5; ++round) {
+    auto agent = start_agent(args);
+    qmp_client q{qmp_path};
+    q.negotiate();
+    EXPECT_EQ(q.execute("query-status").at("return").at("status"), "running") << "round " << round;
+    q.execute("quit");
+    EXPECT_EQ(agent->wait(10s), 0) << agent->stderr_text();
+  }
+}
+
 TEST_F(agent_fixture, out_of_band_execution_follows_the_capability_and_the_schema) {
   auto agent = start_small_agent({});
   qmp_client plain{qmp_path};
