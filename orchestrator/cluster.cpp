@@ -58,7 +58,6 @@ void replay_journal(cluster_actor* self, orchestrator_config cfg, std::shared_pt
   resume_snapshots(self);
   for (const auto& a : init.cfg.agents)
     connect_host(self, a.name);
-  self->delayed_send(self, refresh_interval, refresh_atom::value);
 }
 
 // A job actor or a host link went away.
@@ -164,7 +163,6 @@ void refresh(cluster_actor* self) {
         [](const caf::error&) {});
   }
   tend_pairs(self);
-  self->delayed_send(self, refresh_interval, refresh_atom::value);
 }
 
 void on_job_done(cluster_actor* self, const job_record& rec) {
@@ -192,7 +190,7 @@ void on_job_done(cluster_actor* self, const job_record& rec) {
       retry_elsewhere(self, rec);
     check_evacuation_done(self, rec.evacuation);
   }
-  self->send(self, refresh_atom::value);
+  self->send(self, refresh_now_atom::value);
   try_schedule(self);
 }
 
@@ -281,13 +279,15 @@ cluster_impl::behavior_type cluster(cluster_actor* self, orchestrator_config cfg
                return identity::check(ca, p, challenge);
              };
   replay_journal(self, std::move(cfg), std::move(log));
-  for (const auto& a : self->state.cfg.agents)
-    connect_host(self, a.name);
   self->delayed_send(self, refresh_interval, refresh_atom::value);
   self->set_down_handler([self](const caf::down_msg& dm) { on_down(self, dm); });
   return {
     [self](connect_host_atom, const std::string& name) { connect_host(self, name); },
-    [self](refresh_atom) { refresh(self); },
+    [self](refresh_atom) {
+      refresh(self);
+      self->delayed_send(self, refresh_interval, refresh_atom::value);
+    },
+    [self](refresh_now_atom) { refresh(self); },
     [self](job_update_atom, const job_record& rec, const migration_progress& progress) {
       auto it = self->state.jobs.find(rec.id);
       if (it == self->state.jobs.end())

@@ -23,21 +23,33 @@ void retry_connect(cluster_actor* self, const std::string& name) {
   h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
 }
 
-// The peer proved it is host `name`: it is up.
+// The peer proved it is host `name`. It is up once its first inventory is
+// in: until its guests are known, an evacuation, move or protect would be
+// planned from an empty list (a restarted orchestrator, asked at once).
 void host_is_up(cluster_actor* self, const std::string& name, host_actor handle) {
-  auto& h = self->state.hosts.at(name);
-  h.connecting = false;
-  h.refusal.clear();
-  h.handle = std::move(handle);
-  self->monitor(h.handle);
-  h.up = true;
-  log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
-  h.backoff = std::chrono::milliseconds(250);
-  // Jobs still settling with this host get the new link.
-  for (auto& [id, j] : self->state.jobs)
-    if (j.actor && (j.record.source == name || j.record.target == name))
-      self->send(j.actor, host_up_atom::value, name, h.handle);
-  self->send(self, refresh_atom::value);
+  self->request(handle, inventory_timeout, list_atom::value)
+    .then(
+      [self, name, handle](const std::vector<guest_info>& gs) {
+        auto& h = self->state.hosts.at(name);
+        h.connecting = false;
+        h.refusal.clear();
+        h.handle = handle;
+        self->monitor(h.handle);
+        h.up = true;
+        h.guests = gs;
+        h.missed_refreshes = 0;
+        log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
+        h.backoff = std::chrono::milliseconds(250);
+        // Jobs still settling with this host get the new link.
+        for (auto& [id, j] : self->state.jobs)
+          if (j.actor && (j.record.source == name || j.record.target == name))
+            self->send(j.actor, host_up_atom::value, name, h.handle);
+        self->send(self, refresh_now_atom::value);
+      },
+      [self, name](const caf::error& err) {
+        log::warn("host {} gave no inventory: {}", name, describe(err));
+        retry_connect(self, name);
+      });
 }
 
 // A peer at host `name`'s address that did not prove it is that host gets

@@ -30,7 +30,10 @@ namespace ferry::cluster_detail {
 
 namespace json = boost::json;
 using connect_host_atom = caf::atom_constant<caf::atom("connhost")>;
+// The periodic refresh (it schedules the next); refresh_now_atom: one more
+// refresh at once, which schedules nothing.
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+using refresh_now_atom = caf::atom_constant<caf::atom("refreshnow")>;
 // (preflight_atom, evacuation id): read the dirty rates measured for it.
 using preflight_atom = caf::atom_constant<caf::atom("preflight")>;
 // (source_gone_atom, host): pending moves off a down host may have waited
@@ -129,8 +132,8 @@ struct cluster_state {
 // it sends itself.
 using cluster_impl = cluster_api::extend_with<job_parent_actor>::extend<
   caf::reacts_to<connect_host_atom, std::string>, caf::reacts_to<refresh_atom>,
-  caf::reacts_to<preflight_atom, int64_t>, caf::reacts_to<source_gone_atom, std::string>,
-  caf::reacts_to<snapshot_poll_atom, int64_t>>;
+  caf::reacts_to<refresh_now_atom>, caf::reacts_to<preflight_atom, int64_t>,
+  caf::reacts_to<source_gone_atom, std::string>, caf::reacts_to<snapshot_poll_atom, int64_t>>;
 using cluster_actor = cluster_impl::stateful_base<cluster_state>;
 
 // Declared here, defined in the file that owns them.

@@ -159,6 +159,26 @@ TEST_F(cluster_fixture, the_queue_holds_a_second_move_until_the_first_ends) {
   EXPECT_GT(second_scheduled, first_done);
 }
 
+// Each finished move asks for one refresh at once; none of them may start
+// another periodic one (each used to: a busy orchestrator asked every host
+// for its inventory once a second per move it had finished).
+TEST_F(cluster_fixture, finished_moves_leave_one_inventory_a_second) {
+  for (const char* g : {"vm1", "vm2", "vm3", "vm4"})
+    add_guest("host-a", g);
+  start(migration_policy{});
+  scripts.at("host-a")->migrate_statuses = {"active", "completed"};
+  for (const char* g : {"vm1", "vm2", "vm3", "vm4"}) {
+    const auto r = api(api_migrate_atom::value, std::string{g}, std::string{"host-b"});
+    ASSERT_EQ(r.rfind("error", 0), std::string::npos) << r;
+  }
+  tick(20);
+  for (const auto& [id, j] : jobs())
+    ASSERT_EQ(j.state, job_state::succeeded) << j.guest << ": " << j.error;
+  const uint64_t before = scripts.at("host-c")->inventories;
+  tick(5);
+  EXPECT_EQ(scripts.at("host-c")->inventories - before, 5U) << "one per refresh_interval";
+}
+
 TEST_F(cluster_fixture, an_evacuation_move_that_fails_is_retried_on_another_host) {
   add_guest("host-a", "vm1");
   scripts.at("host-b")->memory_total = 4ull << 30; // the first choice: most room
@@ -209,6 +229,24 @@ TEST_F(cluster_fixture, a_guest_listed_while_it_starts_is_known_once) {
   EXPECT_EQ(guests.find(R"("name":"vm1")", first + 1), std::string::npos) << guests;
   const auto r = api(api_protect_atom::value, std::string{"vm1"}, std::string{"host-b"});
   EXPECT_EQ(r.find("more than one host"), std::string::npos) << r;
+}
+
+// A host is up only once its guests are known: an evacuation asked of a
+// restarted orchestrator before host-a's first inventory came in would
+// otherwise be planned from an empty list and end at once, moving nothing.
+TEST_F(cluster_fixture, a_host_is_up_only_once_its_first_inventory_is_in) {
+  add_guest("host-a", "vm1");
+  scripts.at("host-a")->inventory_fails = true;
+  start(migration_policy{});
+  const auto hosts = api(api_get_atom::value, std::string{"hosts"});
+  EXPECT_NE(hosts.find(R"("name":"host-a","up":false)"), std::string::npos) << hosts;
+  const auto early = api(api_evacuate_atom::value, std::string{"host-a"});
+  EXPECT_NE(early.find("host host-a is down"), std::string::npos) << early;
+  EXPECT_TRUE(log->evacuations(false).empty()) << "nothing journaled for a host not yet known";
+  scripts.at("host-a")->inventory_fails = false;
+  tick(3);
+  const auto r = api(api_evacuate_atom::value, std::string{"host-a"});
+  EXPECT_NE(r.find(R"("guest":"vm1")"), std::string::npos) << r;
 }
 
 TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_moves) {

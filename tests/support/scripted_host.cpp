@@ -58,7 +58,8 @@ host_actor::behavior_type scripted_host(host_actor::pointer self,
       return true;
     },
     [s](list_atom) -> caf::result<std::vector<guest_info>> {
-      if (s->unreachable)
+      ++s->inventories;
+      if (s->unreachable || s->inventory_fails)
         return cut_off();
       return s->guests;
     },

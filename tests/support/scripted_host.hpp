@@ -38,6 +38,9 @@ struct host_script {
   std::string target_status = "running"; // query-status on this host
   // The host is cut off: every request fails as to a lost host.
   bool unreachable = false;
+  // Its inventory (list) alone fails; everything else answers.
+  bool inventory_fails = false;
+  uint64_t inventories = 0; // lists asked of it
   // The host is cut off the moment it is asked this QMP command.
   std::string cut_at;
   // The source's guest after its migration completed: paused
