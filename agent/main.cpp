@@ -211,8 +211,7 @@ int run_vm(const std::vector<std::string>& args) {
       if (auto err = monitor.start_incoming(*cfg->incoming))
         return fail("-incoming " + *cfg->incoming + ": " + *err);
   }
-  // As QEMU without -S: the guest runs before the monitor answers, so no
-  // client ever sees a guest that was not paused in prelaunch.
+  // As QEMU without -S: the guest runs before the monitor answers a client.
   if (!cfg->start_paused && !cfg->incoming)
     if (auto ok = (*g)->start(); !ok)
       return fail(describe(ok.error()));
