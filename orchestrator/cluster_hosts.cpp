@@ -26,7 +26,7 @@ void retry_connect(cluster_actor* self, const std::string& name) {
 // The peer proved it is host `name`. It is up once its first inventory is
 // in: until its guests are known, an evacuation, move or protect would be
 // planned from an empty list (a restarted orchestrator, asked at once).
-void host_is_up(cluster_actor* self, const std::string& name, host_actor handle) {
+void host_is_up(cluster_actor* self, const std::string& name, const host_actor& handle) {
   self->request(handle, inventory_timeout, list_atom::value)
     .then(
       [self, name, handle](const std::vector<guest_info>& gs) {
