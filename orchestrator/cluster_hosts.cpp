@@ -23,6 +23,18 @@ void retry_connect(cluster_actor* self, const std::string& name) {
   h.backoff = std::min(std::chrono::milliseconds(max_backoff), h.backoff * 2);
 }
 
+// A peer at host `name`'s address not accepted as that host (it did not
+// prove it is, or gave no inventory) gets no jobs; dialed again with
+// backoff. Said once per change of reason.
+void refuse_host(cluster_actor* self, const std::string& name, const std::string& why) {
+  auto& h = self->state.hosts.at(name);
+  if (h.refusal != why)
+    log::error("refusing the peer at {}:{} as host {}: {}", h.address.control.host,
+               h.address.control.port, name, why);
+  h.refusal = why;
+  retry_connect(self, name);
+}
+
 // The peer proved it is host `name`. It is up once its first inventory is
 // in: until its guests are known, an evacuation, move or protect would be
 // planned from an empty list (a restarted orchestrator, asked at once).
@@ -47,20 +59,8 @@ void host_is_up(cluster_actor* self, const std::string& name, const host_actor& 
         self->send(self, refresh_now_atom::value);
       },
       [self, name](const caf::error& err) {
-        log::warn("host {} gave no inventory: {}", name, describe(err));
-        retry_connect(self, name);
+        refuse_host(self, name, "it gave no inventory: " + describe(err));
       });
-}
-
-// A peer at host `name`'s address that did not prove it is that host gets
-// nothing: no inventory, no jobs. Said once per change of reason.
-void refuse_host(cluster_actor* self, const std::string& name, const std::string& why) {
-  auto& h = self->state.hosts.at(name);
-  if (h.refusal != why)
-    log::error("refusing the peer at {}:{} as host {}: {}", h.address.control.host,
-               h.address.control.port, name, why);
-  h.refusal = why;
-  retry_connect(self, name);
 }
 
 // TLS only said the peer's certificate comes from the hosts' CA; it must

@@ -240,11 +240,15 @@ TEST_F(cluster_fixture, a_host_is_up_only_once_its_first_inventory_is_in) {
   start(migration_policy{});
   const auto hosts = api(api_get_atom::value, std::string{"hosts"});
   EXPECT_NE(hosts.find(R"("name":"host-a","up":false)"), std::string::npos) << hosts;
+  EXPECT_NE(hosts.find("it gave no inventory"), std::string::npos) << hosts;
   const auto early = api(api_evacuate_atom::value, std::string{"host-a"});
   EXPECT_NE(early.find("host host-a is down"), std::string::npos) << early;
   EXPECT_TRUE(log->evacuations(false).empty()) << "nothing journaled for a host not yet known";
   scripts.at("host-a")->inventory_fails = false;
   tick(3);
+  const auto again = api(api_get_atom::value, std::string{"hosts"});
+  EXPECT_NE(again.find(R"("name":"host-a","up":true)"), std::string::npos) << again;
+  EXPECT_EQ(again.find("it gave no inventory"), std::string::npos) << again;
   const auto r = api(api_evacuate_atom::value, std::string{"host-a"});
   EXPECT_NE(r.find(R"("guest":"vm1")"), std::string::npos) << r;
 }
