@@ -133,34 +133,19 @@ void refresh(cluster_actor* self) {
       continue;
     const std::string n = name;
     self->request(h.handle, inventory_timeout, list_atom::value)
-      .then(
-        [self, n](const std::vector<guest_info>& gs) {
-          auto& hs = self->state.hosts.at(n);
-          if (hs.degraded())
-            log::info("host {} answers again", n);
-          hs.missed_refreshes = 0;
-          hs.guests = gs;
-          sweep_orphans(self, n);
-          retire_stale_copies(self, n);
-        },
-        [self, n](const caf::error& err) {
-          // Slow or silent, but its link is not down (yet): shown degraded,
-          // no new moves to or from it. The heartbeat decides "down".
-          auto& hs = self->state.hosts.at(n);
-          if (!hs.up)
-            return;
-          ++hs.missed_refreshes;
-          if (hs.missed_refreshes == host_entry::degraded_after)
-            log::warn("host {} is degraded: {} inventory refreshes unanswered ({})", n,
-                      hs.missed_refreshes, describe(err));
-        });
-    self->request(h.handle, request_timeout, capacity_atom::value)
-      .then(
-        [self, n](const host_capacity& c) {
-          self->state.hosts.at(n).capacity = c;
-          try_schedule(self);
-        },
-        [](const caf::error&) {});
+      .then([self, n](std::vector<guest_info>& gs) { take_inventory(self, n, std::move(gs)); },
+            [self, n](const caf::error& err) {
+              // Slow or silent, but its link is not down (yet): shown degraded,
+              // no new moves to or from it. The heartbeat decides "down".
+              auto& hs = self->state.hosts.at(n);
+              if (!hs.up)
+                return;
+              ++hs.missed_refreshes;
+              if (hs.missed_refreshes == host_entry::degraded_after)
+                log::warn("host {} is degraded: {} inventory refreshes unanswered ({})", n,
+                          hs.missed_refreshes, describe(err));
+            });
+    ask_capacity(self, n);
   }
   tend_pairs(self);
 }

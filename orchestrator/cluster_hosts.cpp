@@ -1,5 +1,5 @@
-// Links to the agents: connect with backoff, and the sweeper that removes
-// targets no unfinished job owns.
+// Links to the agents: connect with backoff, take each host's inventory
+// and capacity, and the sweeper that removes targets no unfinished job owns.
 #include "orchestrator/cluster_state.hpp"
 
 #include "common/error.hpp"
@@ -41,22 +41,28 @@ void refuse_host(cluster_actor* self, const std::string& name, const std::string
 void host_is_up(cluster_actor* self, const std::string& name, const host_actor& handle) {
   self->request(handle, inventory_timeout, list_atom::value)
     .then(
-      [self, name, handle](const std::vector<guest_info>& gs) {
+      [self, name, handle](std::vector<guest_info>& gs) {
         auto& h = self->state.hosts.at(name);
         h.connecting = false;
         h.refusal.clear();
         h.handle = handle;
         self->monitor(h.handle);
-        h.up = true;
-        h.guests = gs;
+        // Before it counts as up: a host that was degraded when it went
+        // down is not said to "answer again" on a new link.
         h.missed_refreshes = 0;
+        h.up = true;
+        take_inventory(self, name, std::move(gs));
         log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
         h.backoff = std::chrono::milliseconds(250);
         // Jobs still settling with this host get the new link.
         for (auto& [id, j] : self->state.jobs)
           if (j.actor && (j.record.source == name || j.record.target == name))
             self->send(j.actor, host_up_atom::value, name, h.handle);
-        self->send(self, refresh_now_atom::value);
+        // Only this host is new: the others' inventories are as fresh as
+        // the last refresh (asking all of them here cost N² requests when
+        // N hosts came up together).
+        ask_capacity(self, name);
+        tend_pairs(self);
       },
       [self, name](const caf::error& err) {
         refuse_host(self, name, "it gave no inventory: " + describe(err));
@@ -102,6 +108,26 @@ void connect_host(cluster_actor* self, const std::string& name) {
         check_identity(self, name, caf::actor_cast<host_actor>(std::move(ptr)));
       },
       [self, name](const caf::error&) { retry_connect(self, name); });
+}
+
+void take_inventory(cluster_actor* self, const std::string& host, std::vector<guest_info> guests) {
+  auto& h = self->state.hosts.at(host);
+  if (h.degraded())
+    log::info("host {} answers again", host);
+  h.missed_refreshes = 0;
+  h.guests = std::move(guests);
+  sweep_orphans(self, host);
+  retire_stale_copies(self, host);
+}
+
+void ask_capacity(cluster_actor* self, const std::string& host) {
+  self->request(self->state.hosts.at(host).handle, request_timeout, capacity_atom::value)
+    .then(
+      [self, host](const host_capacity& c) {
+        self->state.hosts.at(host).capacity = c;
+        try_schedule(self);
+      },
+      [](const caf::error&) {});
 }
 
 // A target guest that no unfinished job owns is left over from a job whose

@@ -164,6 +164,11 @@ caf::expected<std::string> api_migrate(cluster_actor* self, const std::string& g
                                        std::string target, int64_t evacuation,
                                        bool schedule = true);
 void connect_host(cluster_actor* self, const std::string& name);
+// A host's answer to an inventory request: its guests, it answers again,
+// and what it holds that no one owns is swept.
+void take_inventory(cluster_actor* self, const std::string& host, std::vector<guest_info> guests);
+// Asks `host` for its capacity; the answer may let queued moves start.
+void ask_capacity(cluster_actor* self, const std::string& host);
 void sweep_orphans(cluster_actor* self, const std::string& host);
 // Retires source copies a completed migration left paused on `host` (postmigrate) while the
 // guest runs on another host.

@@ -201,9 +201,6 @@ TEST_F(cluster_fixture, an_evacuation_move_that_fails_is_retried_on_another_host
   EXPECT_EQ(scripts.at("host-a")->destroyed, std::vector<std::string>{"vm1"});
 }
 
-// A host whose link stays up but whose agent stops answering the inventory
-// is shown degraded after two refreshes and gets no new moves; it recovers
-// when it answers again.
 // A guest still starting when the cluster's inventory refresh asks its host:
 // the inventory lists it, then the create answers. One entry, on one host
 // (two made `protect` refuse "on more than one host").
@@ -253,6 +250,21 @@ TEST_F(cluster_fixture, a_host_is_up_only_once_its_first_inventory_is_in) {
   EXPECT_NE(r.find(R"("guest":"vm1")"), std::string::npos) << r;
 }
 
+// Hosts coming up together are each listed once as they come up and once
+// per refresh_interval after; each used to ask for a refresh of every host
+// up by then (N hosts up: ~N² inventories at an orchestrator's start).
+TEST_F(cluster_fixture, a_host_coming_up_is_listed_once) {
+  add_guest("host-a", "vm1");
+  start(migration_policy{}); // the hosts come up, then one refresh_interval
+  for (const auto& [name, script] : scripts)
+    EXPECT_EQ(script->inventories, 2U) << name << ": once up, once refreshed";
+  const auto guests = api(api_get_atom::value, std::string{"guests"});
+  EXPECT_NE(guests.find(R"("name":"vm1")"), std::string::npos) << guests;
+}
+
+// A host whose link stays up but whose agent stops answering the inventory
+// is shown degraded after two refreshes and gets no new moves; it recovers
+// when it answers again.
 TEST_F(cluster_fixture, a_host_that_stops_answering_is_degraded_and_gets_no_moves) {
   add_guest("host-a", "vm1");
   scripts.at("host-b")->memory_total = 4ull << 30; // the first choice while healthy
