@@ -88,6 +88,9 @@ void on_down(cluster_actor* self, const caf::down_msg& dm) {
       continue;
     log::warn("host {} is down ({})", name, self->system().render(dm.reason));
     h.up = false;
+    // A host that was degraded when it went down is not said to "answer
+    // again" on its next link.
+    h.missed_refreshes = 0;
     h.handle = nullptr;
     h.guests.clear();
     h.down_since = std::chrono::steady_clock::now();

@@ -47,9 +47,6 @@ void host_is_up(cluster_actor* self, const std::string& name, const host_actor& 
         h.refusal.clear();
         h.handle = handle;
         self->monitor(h.handle);
-        // Before it counts as up: a host that was degraded when it went
-        // down is not said to "answer again" on a new link.
-        h.missed_refreshes = 0;
         h.up = true;
         take_inventory(self, name, std::move(gs));
         log::info("host {} is up ({})", name, caf::to_string(h.handle.node()));
