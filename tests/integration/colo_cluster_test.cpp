@@ -20,7 +20,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <thread>
 
@@ -72,6 +74,14 @@ protected:
     } catch (const std::exception&) {
       return {};
     }
+  }
+
+  // Whether vm1's process on `host` said `text` on its stderr (the agent
+  // keeps it as RUN_DIR/vm1.log).
+  bool vm1_said(const std::string& host, const std::string& text) {
+    std::ifstream in{run_dir(host) + "/vm1.log"};
+    const std::string log{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+    return log.find(text) != std::string::npos;
   }
 
   // The primary's run state between checkpoints. A query that lands in a
@@ -177,6 +187,7 @@ TEST_F(colo_cluster, a_primary_host_cut_off_leaves_exactly_one_running_copy) {
   ASSERT_EQ(b, "running") << c.story();
   EXPECT_FALSE(two) << "never two running copies";
   EXPECT_EQ(status_on("host-a"), "colo") << "the cut-off primary fenced itself";
+  EXPECT_TRUE(vm1_said("host-a", "COLO primary fenced")) << "it paused for silence" << c.story();
   std::printf("host-b runs the guest %.1f s after the cut\n",
               std::chrono::duration<double>(clock_type::now() - cut).count());
   verify_guest("vm1", "host-b");
@@ -258,11 +269,13 @@ TEST_F(colo_cluster,
   // guest is protected again.
   ASSERT_TRUE(c.set_migration_link("host-a", false));
   const auto cut = clock_type::now();
+  // (A checkpoint under way at the cut also reads "colo": the fence is
+  // what the primary says when it pauses for silence.)
   bool fenced = false, b_ran = false;
   std::string a;
   while (clock_type::now() - cut < 30s) {
     a = status_on("host-a");
-    fenced = fenced || a == "colo";
+    fenced = fenced || vm1_said("host-a", "COLO primary fenced");
     b_ran = b_ran || status_on("host-b") == "running";
     if (fenced && a == "running")
       break;
