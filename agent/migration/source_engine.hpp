@@ -412,6 +412,7 @@ struct migration_source::impl {
   }
   void maybe_throttle(uint64_t bytes_xfer, uint64_t bytes_dirty);
   caf::expected<migration_channel*> open_channel();
+  caf::expected<std::vector<migration_channel*>> open_multifd(mig::hello h);
   caf::expected<void> handshake();
   // Sends `pages` over the senders, then a sync. With `stop_early` (a
   // postcopy switch was asked for) it stops handing out stripes once that

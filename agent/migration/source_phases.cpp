@@ -2,6 +2,7 @@
 // stop-and-copy, device state, hand-over.
 #include "agent/migration/mapped_ram_io.hpp"
 #include "agent/migration/source_engine.hpp"
+#include "common/thread_name.hpp"
 #include "protocol/shared_ram_check.hpp"
 
 namespace ferry {
@@ -21,6 +22,58 @@ caf::expected<migration_channel*> migration_source::impl::open_channel() {
     if (auto ok = ch->start_tls(*plan.tls); !ok)
       return ok.error();
   return ch;
+}
+
+// The multifd channels connect, shake hands and say hello all at once, a
+// thread each: a TLS handshake costs a few ms of CPU on both sides, and
+// channels taken one after another would hold the first page back by all of
+// them (QEMU sets its channels up concurrently too). The destination takes
+// them in any order (their hellos carry the index). One failing cuts the
+// others short instead of waiting out their handshakes.
+caf::expected<std::vector<migration_channel*>> migration_source::impl::open_multifd(mig::hello h) {
+  const size_t n = h.channel_count;
+  std::vector<caf::expected<migration_channel*>> opened(n, caf::error{});
+  std::atomic<bool> failed{false};
+  size_t first_failed = 0; // written once, by the thread that set `failed`
+  const auto open_one = [&](uint16_t index) -> caf::expected<migration_channel*> {
+    if (failed || stop)
+      return check_stop_error();
+    FERRY_TRY(ch, open_channel());
+    if (plan.zero_copy)
+      if (auto ok = ch->enable_zero_copy(); !ok)
+        return ok.error();
+    mig::hello mine = h;
+    mine.channel_index = index;
+    if (auto ok = ch->send(mig::record_type::hello, mig::encode(mine)); !ok)
+      return ok.error();
+    return ch;
+  };
+  {
+    std::vector<std::thread> openers;
+    openers.reserve(n);
+    for (size_t i = 0; i < n; ++i)
+      openers.emplace_back([&, i] {
+        name_this_thread("mig-connect/" + std::to_string(i));
+        opened[i] = open_one(static_cast<uint16_t>(i + 1));
+        if (!opened[i] && !failed.exchange(true)) {
+          first_failed = i;
+          std::lock_guard lk{mtx};
+          for (size_t k = 1; k < channels.size(); ++k)
+            channels[k]->interrupt();
+        }
+      });
+    for (auto& t : openers)
+      t.join();
+  }
+  if (stop)
+    return check_stop_error();
+  // The first failure says why (the others were cut because of it).
+  if (failed)
+    return opened[first_failed].error();
+  std::vector<migration_channel*> out(n);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = *opened[i];
+  return out;
 }
 
 caf::expected<void> migration_source::impl::handshake() {
@@ -59,17 +112,7 @@ caf::expected<void> migration_source::impl::handshake() {
       return make_ferry_error(errc::invalid_argument,
                               "the destination refused the migration: " + st.text);
   }
-  for (uint16_t i = 1; i <= h.channel_count; ++i) {
-    if (stop)
-      return check_stop();
-    FERRY_TRY(ch, open_channel());
-    if (plan.zero_copy)
-      if (auto ok = ch->enable_zero_copy(); !ok)
-        return ok;
-    h.channel_index = i;
-    if (auto ok = ch->send(mig::record_type::hello, mig::encode(h)); !ok)
-      return ok;
-  }
+  FERRY_TRY(multifd, open_multifd(h));
   if (plan.postcopy && plan.preempt)
     if (auto ok = open_preempt(h); !ok)
       return ok;
@@ -85,8 +128,8 @@ caf::expected<void> migration_source::impl::handshake() {
   if (plan.multifd) {
     for (size_t i = 1; i <= h.channel_count; ++i)
       senders.push_back(std::make_unique<page_sender>("mig-send/" + std::to_string(i - 1),
-                                                      *channels[i], g.memory(), opt, limiter, ctr,
-                                                      stop, on_error));
+                                                      *multifd[i - 1], g.memory(), opt, limiter,
+                                                      ctr, stop, on_error));
   } else {
     senders.push_back(std::make_unique<page_sender>("mig-send", *channels[0], g.memory(), opt,
                                                     limiter, ctr, stop, on_error));

@@ -167,6 +167,9 @@ struct engines {
   std::atomic<migration_destination*> destination{nullptr};
   std::unique_ptr<migration_destination> dst_engine;
   std::unique_ptr<migration_source> src_engine;
+  // Asked before each channel the source opens (the main one first); an
+  // error fails that open.
+  std::function<caf::expected<void>()> before_open;
 
   // Starts both engines with `faults` on every channel.
   void start(const loopback_faults& faults, uint32_t channels,
@@ -188,6 +191,9 @@ struct engines {
     out.multifd = channels > 0;
     out.channels = channels;
     out.open = [this, faults]() -> caf::expected<std::unique_ptr<migration_channel>> {
+      if (before_open)
+        if (auto ok = before_open(); !ok)
+          return ok.error();
       auto [a, b] = make_loopback_pair(faults);
       {
         std::lock_guard lk{hub->mtx};
@@ -377,4 +383,56 @@ TEST(engine_digest, an_intact_migration_completes_with_a_matching_digest) {
   ASSERT_TRUE(e.wait_for([&] { return engines::ended(e.dst.now()); }, 60s));
   EXPECT_EQ(e.dst.now(), migration_status::completed);
   EXPECT_TRUE(saw_pages);
+}
+
+// The multifd channels are opened at once, not one after another (a TLS
+// handshake each would otherwise hold the first page back by all of them):
+// every open waits until all of them have begun, which one after another
+// never happens.
+TEST(engine_channels, multifd_channels_are_opened_at_once) {
+  constexpr int multifd_channels = 4;
+  engines e;
+  std::mutex m;
+  std::condition_variable cv;
+  int begun = 0;
+  bool all_at_once = true;
+  e.before_open = [&]() -> caf::expected<void> {
+    std::unique_lock lk{m};
+    if (++begun == 1)
+      return {}; // the main channel, before any multifd one
+    cv.notify_all();
+    if (!cv.wait_for(lk, 5s, [&] { return begun == 1 + multifd_channels; }))
+      all_at_once = false;
+    return {};
+  };
+  e.start({}, multifd_channels);
+  ASSERT_TRUE(e.wait_for([&] { return engines::ended(e.dst.now()); }, 60s));
+  EXPECT_EQ(e.dst.now(), migration_status::completed);
+  std::lock_guard lk{m};
+  EXPECT_TRUE(all_at_once) << begun << " opens";
+}
+
+// One channel that cannot be opened fails the migration with its reason;
+// the source runs on with its memory intact.
+TEST(engine_channels, a_channel_that_cannot_open_fails_the_migration_with_its_reason) {
+  engines e;
+  std::atomic<int> opens{0};
+  e.before_open = [&]() -> caf::expected<void> {
+    if (++opens == 3)
+      return make_ferry_error(errc::system_error, "channel three is refused here");
+    return {};
+  };
+  e.start({}, 4);
+  ASSERT_TRUE(e.wait_for([&] { return engines::ended(e.src.now()); }, 30s));
+  EXPECT_EQ(e.src.now(), migration_status::failed);
+  json::object info;
+  e.src_engine->fill_info(migration_status::failed, info);
+  EXPECT_NE(std::string{info.at("error-desc").as_string()}.find("channel three is refused here"),
+            std::string::npos)
+    << info;
+  EXPECT_EQ(e.src_guest->state(), run_state::running) << "the source runs on";
+  auto pause = e.src_guest->pause();
+  EXPECT_EQ(pages_changed_outside_working_set(e.src_guest->memory()), 0U);
+  e.src_engine.reset();
+  e.dst_engine.reset();
 }
