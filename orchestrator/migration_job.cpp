@@ -148,6 +148,10 @@ std::optional<std::string> migration_event_status(const std::string& text) {
 // (total-time, downtime) instead of one after the other.
 void source_completed(job_actor* self) {
   auto& st = self->state;
+  // A recovered postcopy may complete before any round saw it flowing
+  // again: the recovery is recorded all the same (as a round would).
+  if (st.in_postcopy)
+    postcopy_flowing(self);
   st.completing_since = clock_type::now();
   if (!move(self, job_state::completing, "source reports completed"))
     return;

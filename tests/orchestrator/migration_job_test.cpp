@@ -717,6 +717,34 @@ TEST_F(postcopy_job, the_rung_switches_and_a_pause_is_recovered_on_its_own) {
   EXPECT_TRUE(dst->destroyed.empty());
 }
 
+// A resumed postcopy may finish before any round sees it flowing again:
+// the completion events end the job, and the recovery is journaled all the
+// same (the cluster counts it from that step).
+TEST_F(postcopy_job, a_recovery_that_completes_before_a_round_sees_it_is_journaled) {
+  src->migrate_statuses = {"active", "active", "active", "postcopy-active", "postcopy-paused"};
+  dst->incoming_statuses = {"postcopy-active", "postcopy-paused"};
+  start();
+  const auto migrates = [&] {
+    return std::count(src->qmp_seen.begin(), src->qmp_seen.end(), "vm1:migrate");
+  };
+  for (int i = 0; i < 50 && migrates() < 2; ++i)
+    rounds(1);
+  ASSERT_EQ(migrates(), 2) << "the migration, then its resume";
+  const std::string completed = R"({"event":"MIGRATION","data":{"status":"completed"}})";
+  const auto as_subscriber = caf::actor_cast<caf::actor>(job);
+  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-b"}, std::string{"vm1"},
+                 completed);
+  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-a"}, std::string{"vm1"},
+                 completed);
+  sched->run();
+  ASSERT_EQ(done->size(), 1U);
+  EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
+  const auto s = steps();
+  ASSERT_EQ(s.size(), 3U);
+  EXPECT_EQ(s[1].rfind("postcopy-recover attempt 1 on tcp:127.0.0.1:", 0), 0U) << s[1];
+  EXPECT_EQ(s[2], "postcopy recovered after 1 attempt(s)");
+}
+
 // In postcopy the guest runs on the target: a cancel and a lost host change
 // nothing. A target whose incoming migration failed has lost the guest: the
 // job ends failed saying so, the source's stale copy is abandoned (its
