@@ -247,9 +247,11 @@ TEST_F(colo_pair, lost_heartbeat_on_the_primary_ends_colo_without_a_second_copy)
 }
 
 TEST_F(colo_pair, lost_heartbeat_on_the_secondary_takes_over_from_a_silent_primary) {
-  // Over TCP with a 1 s migration link timeout: in COLO the pair judges
-  // silence itself, so the link is never cut under it.
-  ::setenv("FERRY_MIGRATION_LINK_TIMEOUT_MS", "1000", 1);
+  // Over TCP with a 2 s migration link timeout, shorter than the primary's
+  // 3 s of silence below: in COLO the pair judges silence itself, so the
+  // link is never cut under it. (With 1 s, the first copy failed once in a
+  // loaded sanitizer run, before COLO began.)
+  ::setenv("FERRY_MIGRATION_LINK_TIMEOUT_MS", "2000", 1);
   const size_t at_colo = protect(200, false, true);
   ::unsetenv("FERRY_MIGRATION_LINK_TIMEOUT_MS");
   std::this_thread::sleep_for(1s);
