@@ -143,16 +143,22 @@ std::optional<std::string> migration_event_status(const std::string& text) {
   return data != nullptr ? status_of(*data) : std::string{};
 }
 
+// The source completed, by its event or a round's query. A recovered
+// postcopy may complete before any round saw it flowing again: its
+// recovery is recorded here, whichever told.
+void source_done(job_actor* self) {
+  auto& st = self->state;
+  if (st.in_postcopy)
+    postcopy_flowing(self);
+  st.completing_since = clock_type::now();
+}
+
 // The source's MIGRATION event said completed: the job moves on at once,
 // confirming the target while it asks the source for the final figures
 // (total-time, downtime) instead of one after the other.
 void source_completed(job_actor* self) {
   auto& st = self->state;
-  // A recovered postcopy may complete before any round saw it flowing
-  // again: the recovery is recorded all the same (as a round would).
-  if (st.in_postcopy)
-    postcopy_flowing(self);
-  st.completing_since = clock_type::now();
+  source_done(self);
   if (!move(self, job_state::completing, "source reports completed"))
     return;
   st.figures_pending = true;
@@ -190,10 +196,8 @@ void poll_migration(job_actor* self) {
         // the final downtime.
         st1.progress["downtime-limit"] = st1.ladder->downtime_ms();
         if (status == "completed") {
-          if (st1.in_postcopy)
-            postcopy_flowing(self);
+          source_done(self);
           report(self); // the final figures: total-time, downtime
-          st1.completing_since = clock_type::now();
           if (move(self, job_state::completing, "source reports completed"))
             confirm_target(self);
           return;
