@@ -110,6 +110,18 @@ struct job_fixture : coordinated_fixture {
     sched->run();
   }
 
+  // The target's, then the source's MIGRATION completed event. (Events
+  // come from the hosts the job subscribed to, outside its public
+  // interface.)
+  void send_completed_events() {
+    const std::string completed = R"({"event":"MIGRATION","data":{"status":"completed"}})";
+    const auto as_subscriber = caf::actor_cast<caf::actor>(job);
+    for (const char* host : {"host-b", "host-a"})
+      caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{host}, std::string{"vm1"},
+                     completed);
+    sched->run();
+  }
+
   // Polls go by the actor clock: fire them until the job ends.
   void run_to_end(size_t max_polls = 50) {
     for (size_t i = 0; i < max_polls && done->empty(); ++i) {
@@ -652,14 +664,7 @@ TEST_F(job_fixture, completion_events_end_the_job_without_waiting_for_a_poll) {
   src->migrate_statuses = {"completed"};
   start();
   ASSERT_EQ(walk().back(), "preparing-target>running");
-  const std::string completed = R"({"event":"MIGRATION","data":{"status":"completed"}})";
-  // (Events come from the hosts the job subscribed to, outside its public interface.)
-  const auto as_subscriber = caf::actor_cast<caf::actor>(job);
-  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-b"}, std::string{"vm1"},
-                 completed);
-  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-a"}, std::string{"vm1"},
-                 completed);
-  sched->run();
+  send_completed_events();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
   EXPECT_EQ(walk().back(), "completing>succeeded");
@@ -730,13 +735,7 @@ TEST_F(postcopy_job, a_recovery_that_completes_before_a_round_sees_it_is_journal
   for (int i = 0; i < 50 && migrates() < 2; ++i)
     rounds(1);
   ASSERT_EQ(migrates(), 2) << "the migration, then its resume";
-  const std::string completed = R"({"event":"MIGRATION","data":{"status":"completed"}})";
-  const auto as_subscriber = caf::actor_cast<caf::actor>(job);
-  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-b"}, std::string{"vm1"},
-                 completed);
-  caf::anon_send(as_subscriber, qmp_event_atom::value, std::string{"host-a"}, std::string{"vm1"},
-                 completed);
-  sched->run();
+  send_completed_events();
   ASSERT_EQ(done->size(), 1U);
   EXPECT_EQ(done->at(0).state, job_state::succeeded) << done->at(0).error;
   const auto s = steps();
