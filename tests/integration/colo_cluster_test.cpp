@@ -20,9 +20,7 @@
 #include <signal.h>
 
 #include <chrono>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <string>
 #include <thread>
 
@@ -79,9 +77,7 @@ protected:
   // Whether vm1's process on `host` said `text` on its stderr (the agent
   // keeps it as RUN_DIR/vm1.log).
   bool vm1_said(const std::string& host, const std::string& text) {
-    std::ifstream in{run_dir(host) + "/vm1.log"};
-    const std::string log{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
-    return log.find(text) != std::string::npos;
+    return read_file(run_dir(host) + "/vm1.log").find(text) != std::string::npos;
   }
 
   // The primary's run state between checkpoints. A query that lands in a
